@@ -1,0 +1,102 @@
+//! `darkroom`: Darkroom's engine on the command line, over wgpu (Vulkan, Metal, DX12).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use darkroom_gpu::{selftest, Gpu, Requirements};
+
+#[derive(Parser)]
+#[command(
+    name = "darkroom",
+    version,
+    about = "Private Stable Diffusion on your own GPU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the GPU adapter darkroom would use and what it can do.
+    Info,
+    /// Run a matmul kernel on the GPU and check it against the CPU.
+    Selftest {
+        /// Matrix sizes as MxKxN.
+        #[arg(long, default_value = "67x45x53", value_parser = parse_shape)]
+        shape: (usize, usize, usize),
+        #[arg(long, default_value_t = selftest::MATMUL_SEED)]
+        seed: u32,
+    },
+}
+
+fn parse_shape(s: &str) -> Result<(usize, usize, usize), String> {
+    let dims: Vec<usize> = s
+        .split('x')
+        .map(|d| d.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("expected MxKxN such as 64x32x16, got {s:?}"))?;
+    match dims[..] {
+        [m, k, n] if m > 0 && k > 0 && n > 0 => Ok((m, k, n)),
+        _ => Err(format!("expected three positive sizes MxKxN, got {s:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let gpu = match pollster::block_on(Gpu::open(&Requirements::default())) {
+        Ok(gpu) => gpu,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Info => {
+            let c = gpu.capabilities();
+            println!("adapter: {}", c.adapter_name);
+            println!("backend: {}", c.backend);
+            println!("device type: {}", c.device_type);
+            println!("driver: {}", c.driver);
+            println!("shader-f16: {}", if c.shader_f16 { "yes" } else { "no" });
+            println!("subgroups: {}", if c.subgroups { "yes" } else { "no" });
+            println!("maxBufferSize: {}", c.max_buffer_size);
+            println!(
+                "maxStorageBufferBindingSize: {}",
+                c.max_storage_buffer_binding_size
+            );
+            println!(
+                "maxComputeWorkgroupStorageSize: {}",
+                c.max_compute_workgroup_storage_size
+            );
+            println!(
+                "maxComputeInvocationsPerWorkgroup: {}",
+                c.max_compute_invocations_per_workgroup
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Selftest {
+            shape: (m, k, n),
+            seed,
+        } => match pollster::block_on(selftest::matmul_check(&gpu, m, k, n, seed)) {
+            Ok(r) if r.passed => {
+                println!(
+                    "pass: {m}x{k} · {k}x{n} matmul matches the CPU (max abs error {:.2e})",
+                    r.max_abs_err
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(r) => {
+                eprintln!(
+                    "FAIL: {m}x{k} · {k}x{n} matmul differs from the CPU by up to {:.3e}",
+                    r.max_abs_err
+                );
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

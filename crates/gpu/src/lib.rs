@@ -1,0 +1,17 @@
+//! Darkroom's GPU engine: the device, tensors, one wrapper per WGSL kernel in `shaders/`, and
+//! CPU reference implementations of every op. It knows nothing about models.
+
+pub mod device;
+pub mod error;
+pub mod ops;
+pub mod reference;
+pub mod selftest;
+pub mod shaders;
+pub mod tensor;
+pub mod tolerance;
+
+pub use device::{Capabilities, Gpu, Requirements};
+pub use error::GpuError;
+pub use tensor::{DType, Tensor};
+pub use tolerance::{compare, Comparison, Tolerance};
+pub use wgpu;

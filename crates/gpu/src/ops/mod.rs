@@ -1,0 +1,5 @@
+//! One Rust wrapper per WGSL kernel.
+
+pub mod matmul;
+
+pub use matmul::matmul;

@@ -1,0 +1,196 @@
+//! Serde mirrors of diffusers' `config.json` files. Missing fields take diffusers' defaults, so a
+//! config saved by any diffusers version loads; unknown fields are ignored.
+
+use serde::Deserialize;
+
+/// `attention_head_dim` / `num_attention_heads` may be one number for every block or a list.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum PerBlock {
+    One(usize),
+    Each(Vec<usize>),
+}
+
+impl PerBlock {
+    pub fn get(&self, block: usize) -> Option<usize> {
+        match self {
+            PerBlock::One(v) => Some(*v),
+            PerBlock::Each(list) => list.get(block).copied(),
+        }
+    }
+}
+
+/// diffusers' `UNet2DConditionModel` config, the fields SD 1.x / 2.x use.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct UNet2DConditionConfig {
+    #[serde(default = "default_sample_size")]
+    pub sample_size: usize,
+    #[serde(default = "four")]
+    pub in_channels: usize,
+    #[serde(default = "four")]
+    pub out_channels: usize,
+    pub down_block_types: Vec<String>,
+    pub up_block_types: Vec<String>,
+    pub block_out_channels: Vec<usize>,
+    #[serde(default = "two")]
+    pub layers_per_block: usize,
+    #[serde(default = "default_groups")]
+    pub norm_num_groups: usize,
+    #[serde(default = "default_eps")]
+    pub norm_eps: f64,
+    pub cross_attention_dim: usize,
+    #[serde(default = "default_head_dim")]
+    pub attention_head_dim: PerBlock,
+    #[serde(default)]
+    pub num_attention_heads: Option<PerBlock>,
+    #[serde(default)]
+    pub use_linear_projection: bool,
+    #[serde(default = "yes")]
+    pub flip_sin_to_cos: bool,
+    #[serde(default)]
+    pub freq_shift: usize,
+    #[serde(default)]
+    pub upcast_attention: Option<bool>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("config.json is not a valid {kind} config: {detail}")]
+    Invalid { kind: &'static str, detail: String },
+}
+
+impl UNet2DConditionConfig {
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Self = serde_json::from_str(text).map_err(|e| ConfigError::Invalid {
+            kind: "UNet2DConditionModel",
+            detail: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |detail: String| ConfigError::Invalid {
+            kind: "UNet2DConditionModel",
+            detail,
+        };
+        let blocks = self.block_out_channels.len();
+        if blocks == 0
+            || self.down_block_types.len() != blocks
+            || self.up_block_types.len() != blocks
+        {
+            return Err(invalid(format!(
+                "{} block_out_channels, {} down blocks, {} up blocks: they must match",
+                blocks,
+                self.down_block_types.len(),
+                self.up_block_types.len()
+            )));
+        }
+        for block in 0..blocks {
+            let (heads, width) = (self.heads(block), self.block_out_channels[block]);
+            if heads == 0 || width % heads != 0 || width % self.norm_num_groups != 0 {
+                return Err(invalid(format!(
+                    "block {block}: {width} channels split into {heads} heads and {} groups",
+                    self.norm_num_groups
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Attention heads in down block `block` (up blocks use the reversed order).
+    ///
+    /// diffusers' SD 1.x/2.x configs store the head *count* in `attention_head_dim` (a naming
+    /// slip kept for compatibility, see the comment in `UNet2DConditionModel.__init__`):
+    /// `num_attention_heads` wins when set, otherwise `attention_head_dim` is the count.
+    pub fn heads(&self, block: usize) -> usize {
+        self.num_attention_heads
+            .as_ref()
+            .unwrap_or(&self.attention_head_dim)
+            .get(block)
+            .unwrap_or(0)
+    }
+
+    pub fn head_dim(&self, block: usize) -> usize {
+        self.block_out_channels[block] / self.heads(block).max(1)
+    }
+}
+
+fn default_sample_size() -> usize {
+    64
+}
+fn four() -> usize {
+    4
+}
+fn two() -> usize {
+    2
+}
+fn default_groups() -> usize {
+    32
+}
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_head_dim() -> PerBlock {
+    PerBlock::One(8)
+}
+fn yes() -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BLOCKS: &str = r#""down_block_types": ["CrossAttnDownBlock2D","CrossAttnDownBlock2D","CrossAttnDownBlock2D","DownBlock2D"],
+        "up_block_types": ["UpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D"],
+        "block_out_channels": [320, 640, 1280, 1280]"#;
+
+    #[test]
+    fn sd15_style_config_has_eight_heads_of_growing_width() {
+        let json = format!(
+            r#"{{"_class_name": "UNet2DConditionModel", "_diffusers_version": "0.6.0", {BLOCKS},
+            "attention_head_dim": 8, "cross_attention_dim": 768, "sample_size": 64}}"#
+        );
+        let cfg = UNet2DConditionConfig::from_json(&json).unwrap();
+        assert_eq!(
+            (0..4).map(|b| cfg.heads(b)).collect::<Vec<_>>(),
+            [8, 8, 8, 8]
+        );
+        assert_eq!(
+            (0..4).map(|b| cfg.head_dim(b)).collect::<Vec<_>>(),
+            [40, 80, 160, 160]
+        );
+        assert!(!cfg.use_linear_projection && cfg.flip_sin_to_cos && cfg.layers_per_block == 2);
+    }
+
+    #[test]
+    fn sd2_style_config_lists_head_counts_with_64_wide_heads() {
+        let json = format!(
+            r#"{{{BLOCKS}, "attention_head_dim": [5, 10, 20, 20], "cross_attention_dim": 1024,
+            "use_linear_projection": true, "upcast_attention": false, "some_future_field": 1}}"#
+        );
+        let cfg = UNet2DConditionConfig::from_json(&json).unwrap();
+        assert_eq!(
+            (0..4).map(|b| cfg.head_dim(b)).collect::<Vec<_>>(),
+            [64, 64, 64, 64]
+        );
+        assert!(cfg.use_linear_projection);
+    }
+
+    #[test]
+    fn inconsistent_configs_are_errors_that_say_why() {
+        let json = r#"{"down_block_types": ["DownBlock2D"], "up_block_types": [],
+            "block_out_channels": [32], "cross_attention_dim": 32}"#;
+        let err = UNet2DConditionConfig::from_json(json)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("they must match"), "{err}");
+        let json = format!(r#"{{{BLOCKS}, "attention_head_dim": 7, "cross_attention_dim": 768}}"#);
+        let err = UNet2DConditionConfig::from_json(&json)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("320 channels split into 7 heads"), "{err}");
+        assert!(UNet2DConditionConfig::from_json("{").is_err());
+    }
+}

@@ -1,0 +1,3 @@
+//! From a prompt and settings to an image: prompts, seeds, schedulers and the denoising loop.
+
+pub mod rng;

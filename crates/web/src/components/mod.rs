@@ -1,0 +1,2 @@
+pub mod capability_panel;
+pub mod selftest_panel;

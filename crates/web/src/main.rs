@@ -1,0 +1,11 @@
+//! Darkroom in the browser. Trunk builds this crate (see Trunk.toml and www/index.html).
+
+mod app;
+mod components;
+mod probe;
+mod report;
+
+fn main() {
+    console_error_panic_hook::set_once();
+    leptos::mount::mount_to_body(app::App);
+}

@@ -1,0 +1,294 @@
+//! The safetensors header, read from a file's first bytes without holding the rest.
+//!
+//! Layout: an 8-byte little-endian header length `N`, `N` bytes of JSON mapping tensor names to
+//! `{dtype, shape, data_offsets: [begin, end]}` (offsets relative to the data after the header),
+//! an optional `__metadata__` map of strings, then the tensor bytes.
+//! Everything in the header is checked against the file length before any tensor is read, so a
+//! truncated or hostile file is an error naming the problem, never a panic or a huge allocation.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Headers larger than this are refused (the safetensors format's own limit is 100 MB; real
+/// checkpoints have headers under 2 MB).
+pub const MAX_HEADER_BYTES: u64 = 100 << 20;
+
+#[derive(Debug, Error, PartialEq)]
+pub enum SafetensorsError {
+    #[error("the file is too short to be safetensors ({0} bytes)")]
+    TooShort(u64),
+    #[error("the safetensors header claims {0} bytes, over the {MAX_HEADER_BYTES}-byte limit: this is not a safetensors file or it is corrupt")]
+    HeaderTooLarge(u64),
+    #[error("the safetensors header claims {header} bytes but the file has only {file} after the length field: the file is truncated")]
+    HeaderPastEnd { header: u64, file: u64 },
+    #[error("the safetensors header is not valid JSON: {0}")]
+    BadJson(String),
+    #[error("tensor `{name}` has unsupported dtype {dtype}")]
+    UnsupportedDtype { name: String, dtype: String },
+    #[error("tensor `{name}`: {detail}")]
+    BadTensor { name: String, detail: String },
+}
+
+/// Element types found in Stable Diffusion checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    F32,
+    F16,
+    BF16,
+    I64,
+    I32,
+    U8,
+    I8,
+    Bool,
+    F64,
+}
+
+impl Dtype {
+    fn parse(s: &str) -> Option<Dtype> {
+        Some(match s {
+            "F32" => Dtype::F32,
+            "F16" => Dtype::F16,
+            "BF16" => Dtype::BF16,
+            "I64" => Dtype::I64,
+            "I32" => Dtype::I32,
+            "U8" => Dtype::U8,
+            "I8" => Dtype::I8,
+            "BOOL" => Dtype::Bool,
+            "F64" => Dtype::F64,
+            _ => return None,
+        })
+    }
+
+    pub fn size_bytes(self) -> u64 {
+        match self {
+            Dtype::F64 | Dtype::I64 => 8,
+            Dtype::F32 | Dtype::I32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
+            Dtype::U8 | Dtype::I8 | Dtype::Bool => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<u64>,
+    /// Absolute byte range in the file.
+    pub start: u64,
+    pub end: u64,
+}
+
+impl TensorInfo {
+    pub fn elements(&self) -> u64 {
+        self.shape.iter().product()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    /// Tensors in file order (ascending offsets), which is the order a stream delivers them.
+    pub tensors: Vec<TensorInfo>,
+    pub metadata: BTreeMap<String, String>,
+    /// Where tensor data begins: 8 + header length.
+    pub data_start: u64,
+}
+
+/// How many bytes from the file's start must be read before [`Header::parse`] can run:
+/// the first 8 bytes tell.
+pub fn header_span(first8: [u8; 8], file_len: u64) -> Result<u64, SafetensorsError> {
+    let n = u64::from_le_bytes(first8);
+    if n > MAX_HEADER_BYTES {
+        return Err(SafetensorsError::HeaderTooLarge(n));
+    }
+    if n > file_len.saturating_sub(8) {
+        return Err(SafetensorsError::HeaderPastEnd {
+            header: n,
+            file: file_len.saturating_sub(8),
+        });
+    }
+    Ok(8 + n)
+}
+
+#[derive(Deserialize)]
+struct RawTensor {
+    dtype: String,
+    shape: Vec<u64>,
+    data_offsets: [u64; 2],
+}
+
+impl Header {
+    /// Parses the header from `prefix` (at least [`header_span`] bytes of the file) and checks
+    /// every tensor against `file_len`: known dtype, size equal to its shape, inside the data,
+    /// no overlaps.
+    pub fn parse(prefix: &[u8], file_len: u64) -> Result<Header, SafetensorsError> {
+        let first8: [u8; 8] = prefix
+            .get(..8)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(SafetensorsError::TooShort(prefix.len() as u64))?;
+        let span = header_span(first8, file_len)?;
+        let json = prefix
+            .get(8..span as usize)
+            .ok_or(SafetensorsError::TooShort(prefix.len() as u64))?;
+        let map: BTreeMap<String, serde_json::Value> =
+            serde_json::from_slice(json).map_err(|e| SafetensorsError::BadJson(e.to_string()))?;
+
+        let data_len = file_len - span;
+        let mut metadata = BTreeMap::new();
+        let mut tensors = Vec::with_capacity(map.len());
+        for (name, value) in map {
+            if name == "__metadata__" {
+                metadata = serde_json::from_value(value)
+                    .map_err(|e| SafetensorsError::BadJson(format!("__metadata__: {e}")))?;
+                continue;
+            }
+            let bad = |detail: String| SafetensorsError::BadTensor {
+                name: name.clone(),
+                detail,
+            };
+            let raw: RawTensor = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+            let dtype =
+                Dtype::parse(&raw.dtype).ok_or_else(|| SafetensorsError::UnsupportedDtype {
+                    name: name.clone(),
+                    dtype: raw.dtype.clone(),
+                })?;
+            let [begin, end] = raw.data_offsets;
+            if begin > end || end > data_len {
+                return Err(bad(format!(
+                    "bytes {begin}..{end} fall outside the {data_len} data bytes"
+                )));
+            }
+            let elements = raw
+                .shape
+                .iter()
+                .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+                .ok_or_else(|| bad(format!("shape {:?} overflows", raw.shape)))?;
+            let expected = elements
+                .checked_mul(dtype.size_bytes())
+                .ok_or_else(|| bad(format!("shape {:?} overflows", raw.shape)))?;
+            if end - begin != expected {
+                return Err(bad(format!(
+                    "shape {:?} of {:?} needs {expected} bytes but it spans {}",
+                    raw.shape,
+                    dtype,
+                    end - begin
+                )));
+            }
+            tensors.push(TensorInfo {
+                name,
+                dtype,
+                shape: raw.shape,
+                start: span + begin,
+                end: span + end,
+            });
+        }
+        tensors.sort_by_key(|t| (t.start, t.end));
+        for pair in tensors.windows(2) {
+            if pair[1].start < pair[0].end {
+                return Err(SafetensorsError::BadTensor {
+                    name: pair[1].name.clone(),
+                    detail: format!("overlaps `{}`", pair[0].name),
+                });
+            }
+        }
+        Ok(Header {
+            tensors,
+            metadata,
+            data_start: span,
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(json: &str, data_len: usize) -> Vec<u8> {
+        let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(json.as_bytes());
+        bytes.resize(bytes.len() + data_len, 0);
+        bytes
+    }
+
+    #[test]
+    fn parses_tensors_in_file_order_with_absolute_offsets() {
+        let json = r#"{"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]},"a":{"dtype":"F16","shape":[2],"data_offsets":[0,4]},"__metadata__":{"format":"pt"}}"#;
+        let bytes = file(json, 12);
+        let h = Header::parse(&bytes, bytes.len() as u64).unwrap();
+        assert_eq!(h.data_start, 8 + json.len() as u64);
+        assert_eq!(
+            h.tensors
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(h.get("b").unwrap().start, h.data_start + 4);
+        assert_eq!(h.metadata.get("format").map(String::as_str), Some("pt"));
+    }
+
+    #[test]
+    fn rejects_bad_files_with_a_reason() {
+        let ok = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+        let bytes = file(ok, 8);
+        // Truncated data.
+        assert!(matches!(
+            Header::parse(&bytes, bytes.len() as u64 - 1),
+            Err(SafetensorsError::BadTensor { .. })
+        ));
+        // Header longer than the file.
+        assert!(matches!(
+            Header::parse(&bytes, 20),
+            Err(SafetensorsError::HeaderPastEnd { .. })
+        ));
+        // Absurd header length (e.g. a .ckpt pickle fed in by mistake).
+        let mut pickle = vec![0x80, 0x02, b'c', b'c', b'o', b'l', b'l', b'e'];
+        pickle.resize(64, 0);
+        assert!(matches!(
+            Header::parse(&pickle, 64),
+            Err(SafetensorsError::HeaderTooLarge(_))
+        ));
+        // Size that does not match the shape.
+        let wrong = file(
+            r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+            8,
+        );
+        assert!(matches!(
+            Header::parse(&wrong, wrong.len() as u64),
+            Err(SafetensorsError::BadTensor { .. })
+        ));
+        // Overlapping tensors.
+        let overlap = file(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+            8,
+        );
+        let err = Header::parse(&overlap, overlap.len() as u64).unwrap_err();
+        assert_eq!(
+            err,
+            SafetensorsError::BadTensor {
+                name: "b".into(),
+                detail: "overlaps `a`".into()
+            }
+        );
+        // Unknown dtype.
+        let odd = file(
+            r#"{"a":{"dtype":"F8_E4M3","shape":[8],"data_offsets":[0,8]}}"#,
+            8,
+        );
+        assert!(matches!(
+            Header::parse(&odd, odd.len() as u64),
+            Err(SafetensorsError::UnsupportedDtype { .. })
+        ));
+        // Not enough prefix bytes.
+        assert_eq!(
+            Header::parse(&bytes[..5], bytes.len() as u64),
+            Err(SafetensorsError::TooShort(5))
+        );
+    }
+}

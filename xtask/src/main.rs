@@ -1,0 +1,162 @@
+//! Darkroom's one entry point for development: `cargo xtask <command>`.
+//!
+//!   serve [--port N]   install the web tools if missing, build the app, serve it on 127.0.0.1
+//!   test               install everything if missing, run every test layer
+//!   setup              only the installs (idempotent; skips what is present)
+//!   build-web          only the Trunk build into dist/
+
+mod serve;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+pub type Result<T> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = match args.first().map(String::as_str) {
+        Some("serve") => serve_command(&args[1..]),
+        Some("test") => test_command(),
+        Some("setup") => setup::all(),
+        Some("build-web") => setup::web_tools().and_then(|_| build_web()),
+        _ => {
+            eprintln!("usage: cargo xtask <serve [--port N] | test | setup | build-web>");
+            return ExitCode::from(2);
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The repository root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent")
+        .to_path_buf()
+}
+
+/// PATH with the project's npm tools (wasm-opt) and cargo's bin folder in front.
+pub fn tool_path() -> String {
+    let mut parts = vec![root().join("node_modules/.bin")];
+    if let Some(home) = cargo_home() {
+        parts.push(home.join("bin"));
+    }
+    let mut path = std::env::join_paths(parts)
+        .unwrap()
+        .into_string()
+        .unwrap_or_default();
+    if let Ok(existing) = std::env::var("PATH") {
+        path = format!("{path}:{existing}");
+    }
+    path
+}
+
+fn cargo_home() -> Option<PathBuf> {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+}
+
+/// Runs a command in the repository root with the tool PATH; fails with its name on a non-zero exit.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .current_dir(root())
+        .env("PATH", tool_path())
+        .status()
+        .map_err(|e| format!("could not start {shown}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed ({status})"))
+    }
+}
+
+fn build_web() -> Result<()> {
+    run(Command::new("cargo").args(["fetch"]))?;
+    run(Command::new("trunk").args(["build"]))
+}
+
+fn serve_command(args: &[String]) -> Result<()> {
+    let port = match args {
+        [] => 8080,
+        [flag, value] if flag == "--port" => value
+            .parse()
+            .map_err(|_| format!("--port wants a number, got {value:?}"))?,
+        _ => return Err("usage: cargo xtask serve [--port N]".into()),
+    };
+    setup::web_tools()?;
+    build_web()?;
+    let server = serve::Server::bind(&root().join("dist"), port)?;
+    println!("Darkroom is served at {}  (Ctrl+C stops it)", server.url());
+    server.run_forever();
+    Ok(())
+}
+
+/// tests/e2e/*.test.mjs (Node 20's test runner takes files, not globs).
+fn e2e_test_files() -> Result<Vec<String>> {
+    let dir = root().join("tests/e2e");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".test.mjs"))
+        .map(|name| format!("tests/e2e/{name}"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(format!("no *.test.mjs files in {}", dir.display()));
+    }
+    Ok(files)
+}
+
+fn test_command() -> Result<()> {
+    let started = Instant::now();
+    let mut stages: Vec<(&str, f64)> = Vec::new();
+    let mut stage = |name: &'static str, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+        let t = Instant::now();
+        println!("\n== {name}");
+        let r = f();
+        stages.push((name, t.elapsed().as_secs_f64()));
+        r
+    };
+
+    stage("setup", &mut setup::all)?;
+    stage(
+        "native tests (naga validation, kernels on the Vulkan adapter, crates)",
+        &mut || {
+            // lavapipe warns without it; harmless but noisy.
+            let xdg = std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into());
+            run(Command::new("cargo")
+                .args(["test", "--workspace"])
+                .env("XDG_RUNTIME_DIR", xdg))
+        },
+    )?;
+    stage("web build (trunk)", &mut build_web)?;
+    stage(
+        "browser tests (headless Chromium, WebGPU on SwiftShader)",
+        &mut || {
+            let server = serve::Server::bind(&root().join("dist"), 0)?;
+            let url = server.url();
+            std::thread::spawn(move || server.run_forever());
+            run(Command::new("node")
+                .args(["--test", "--test-reporter=spec"])
+                .args(e2e_test_files()?)
+                .env("DARKROOM_URL", &url))
+        },
+    )?;
+
+    println!("\n== timings");
+    for (name, secs) in &stages {
+        println!("{secs:>8.1} s  {name}");
+    }
+    println!("{:>8.1} s  total", started.elapsed().as_secs_f64());
+    Ok(())
+}

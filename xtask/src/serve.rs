@@ -1,0 +1,212 @@
+//! A small static file server for dist/ (and, for tests, any folder laid out like the weights
+//! CDN): GET and HEAD, single byte ranges, the MIME types WebAssembly streaming needs, and no
+//! path escapes from the served folder. Bound to 127.0.0.1 only.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Component, Path, PathBuf};
+
+use crate::Result;
+
+pub struct Server {
+    listener: TcpListener,
+    folder: PathBuf,
+}
+
+impl Server {
+    /// Port 0 picks a free port.
+    pub fn bind(folder: &Path, port: u16) -> Result<Server> {
+        if !folder.join("index.html").is_file() {
+            return Err(format!(
+                "{} has no index.html: build the app first",
+                folder.display()
+            ));
+        }
+        let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|e| {
+            format!("cannot listen on 127.0.0.1:{port}: {e} (pick another with --port N)")
+        })?;
+        Ok(Server {
+            listener,
+            folder: folder.to_path_buf(),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        let port = self.listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        format!("http://127.0.0.1:{port}/")
+    }
+
+    pub fn run_forever(self) {
+        for stream in self.listener.incoming().flatten() {
+            let folder = self.folder.clone();
+            std::thread::spawn(move || {
+                let _ = handle(stream, &folder);
+            });
+        }
+    }
+}
+
+fn mime(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "html" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "wasm" => "application/wasm",
+        "css" => "text/css; charset=utf-8",
+        "json" | "webmanifest" => "application/json",
+        "png" => "image/png",
+        "svg" => "image/svg+xml",
+        "toml" | "txt" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// The file a request path names inside `folder`, refusing `..` and absolute components.
+fn resolve(folder: &Path, request_path: &str) -> Option<PathBuf> {
+    let path = request_path.split(['?', '#']).next().unwrap_or("/");
+    let mut out = folder.to_path_buf();
+    for component in Path::new(path.trim_start_matches('/')).components() {
+        match component {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    if out.is_dir() {
+        out.push("index.html");
+    }
+    out.is_file().then_some(out)
+}
+
+/// `bytes=a-b`, `bytes=a-` or `bytes=-n` against a file of `len` bytes → inclusive (start, end).
+fn parse_range(header: &str, len: u64) -> Option<(u64, u64)> {
+    let spec = header.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') || len == 0 {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (len.saturating_sub(n), len - 1)
+        }
+        (a, "") => (a.parse().ok()?, len - 1),
+        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(len - 1)),
+    };
+    (start <= end && start < len).then_some((start, end))
+}
+
+fn handle(stream: TcpStream, folder: &Path) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        let mut range = None;
+        let mut keep_alive = true;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "range" => range = Some(value.trim().to_string()),
+                    "connection" => keep_alive = !value.trim().eq_ignore_ascii_case("close"),
+                    _ => {}
+                }
+            }
+        }
+        let mut parts = request_line.split_whitespace();
+        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+        respond(&mut writer, folder, method, target, range.as_deref())?;
+        if !keep_alive {
+            return Ok(());
+        }
+    }
+}
+
+fn respond(
+    out: &mut TcpStream,
+    folder: &Path,
+    method: &str,
+    target: &str,
+    range: Option<&str>,
+) -> std::io::Result<()> {
+    let simple = |out: &mut TcpStream, status: &str| {
+        write!(
+            out,
+            "HTTP/1.1 {status}\r\nContent-Length: 0\r\nCache-Control: no-store\r\n\r\n"
+        )
+    };
+    if method != "GET" && method != "HEAD" {
+        return simple(out, "405 Method Not Allowed");
+    }
+    let Some(path) = resolve(folder, target) else {
+        return simple(out, "404 Not Found");
+    };
+    let mut file = File::open(&path)?;
+    let len = file.metadata()?.len();
+    let (status, start, end) = match range {
+        Some(r) => match parse_range(r, len) {
+            Some((s, e)) => ("206 Partial Content", s, e),
+            None => {
+                return write!(
+                    out,
+                    "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\n\r\n"
+                )
+            }
+        },
+        None => ("200 OK", 0, len.saturating_sub(1)),
+    };
+    let body_len = if len == 0 { 0 } else { end - start + 1 };
+    let mut head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {}\r\nContent-Length: {body_len}\r\nAccept-Ranges: bytes\r\nCache-Control: no-cache\r\n",
+        mime(&path)
+    );
+    if status.starts_with("206") {
+        head.push_str(&format!("Content-Range: bytes {start}-{end}/{len}\r\n"));
+    }
+    head.push_str("\r\n");
+    out.write_all(head.as_bytes())?;
+    if method == "HEAD" || body_len == 0 {
+        return Ok(());
+    }
+    file.seek(SeekFrom::Start(start))?;
+    std::io::copy(&mut file.take(body_len), out)?;
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        assert_eq!(parse_range("bytes=0-99", 1000), Some((0, 99)));
+        assert_eq!(parse_range("bytes=900-", 1000), Some((900, 999)));
+        assert_eq!(parse_range("bytes=-100", 1000), Some((900, 999)));
+        assert_eq!(parse_range("bytes=990-2000", 1000), Some((990, 999)));
+        assert_eq!(parse_range("bytes=1000-", 1000), None);
+        assert_eq!(parse_range("bytes=5-2", 1000), None);
+        assert_eq!(parse_range("bytes=0-1,5-6", 1000), None);
+    }
+
+    #[test]
+    fn paths_cannot_leave_the_folder() {
+        let dir = std::env::temp_dir().join(format!("darkroom-serve-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("index.html"), "x").unwrap();
+        std::fs::write(dir.join("sub/a.wasm"), "x").unwrap();
+        assert_eq!(resolve(&dir, "/"), Some(dir.join("index.html")));
+        assert_eq!(
+            resolve(&dir, "/sub/a.wasm?v=1"),
+            Some(dir.join("sub/a.wasm"))
+        );
+        assert_eq!(resolve(&dir, "/../etc/passwd"), None);
+        assert_eq!(resolve(&dir, "/missing"), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
