@@ -1,5 +1,10 @@
-// Batched f32 matmul: C[b] = A[b] · B[b], all row-major. A is [batch, M, K], B is [batch, K, N]
-// (batch stride 0 when one B serves every batch, as a weight does), C is [batch, M, N].
+// Batched matmul and linear layers: C[b] = A[b] · B[b] (+ bias), accumulated in f32.
+//
+// A: activations [batch, M, K] (`act`). B is one of
+//   B_ACT                activations [batch or 1, K, N], or [batch or 1, N, K] with TRANSPOSE_B;
+//   W_F32/W_F16/W_Q8/W_Q4 a weight [N, K] (PyTorch's Linear layout), rows packed in 32-bit words,
+//                        dequantized as it is staged (see crates/gpu/src/quant.rs for the layout).
+// BIAS adds an f32 bias per output column (weights only). C: [batch, M, N] (`act`).
 //
 // Each 16x16 workgroup computes a 64x64 tile of C, each invocation a 4x4 block held in
 // registers; K advances in slices of 16 staged through workgroup memory (8 KiB). Sizes need not
@@ -12,14 +17,28 @@ struct Params {
     batch_stride_a: u32,
     batch_stride_b: u32,
     batch_stride_c: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // Words per stored weight row, and scale groups per row (quantized weights).
+    b_row_words: u32,
+    groups_per_row: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<act>;
+@group(0) @binding(2) var<storage, read_write> c: array<act>;
+#if B_ACT
+@group(0) @binding(3) var<storage, read> b: array<act>;
+#else
+@group(0) @binding(3) var<storage, read> b: array<u32>;
+#endif
+#if W_Q8
+@group(0) @binding(4) var<storage, read> scales: array<f32>;
+#endif
+#if W_Q4
+@group(0) @binding(4) var<storage, read> scales: array<u32>;
+#endif
+#if BIAS
+@group(0) @binding(5) var<storage, read> bias: array<f32>;
+#endif
 
 const TILE_M: u32 = 64u;
 const TILE_N: u32 = 64u;
@@ -29,6 +48,33 @@ const THREADS: u32 = 256u;
 // Both tiles are stored k-major so the inner loop reads consecutive rows/columns.
 var<workgroup> tile_a: array<f32, 1024>; // [TILE_K][TILE_M]
 var<workgroup> tile_b: array<f32, 1024>; // [TILE_K][TILE_N]
+
+// B[k][col] of batch base `base` (weights ignore the batch: one weight serves every batch).
+fn load_b(base: u32, kk: u32, col: u32) -> f32 {
+#if B_ACT
+#if TRANSPOSE_B
+    return f32(b[base + col * params.k + kk]);
+#else
+    return f32(b[base + kk * params.n + col]);
+#endif
+#endif
+#if W_F32
+    return bitcast<f32>(b[col * params.b_row_words + kk]);
+#endif
+#if W_F16
+    return unpack2x16float(b[col * params.b_row_words + (kk >> 1u)])[kk & 1u];
+#endif
+#if W_Q8
+    let word = bitcast<i32>(b[col * params.b_row_words + (kk >> 2u)]);
+    return f32(extractBits(word, (kk & 3u) * 8u, 8u)) * scales[col];
+#endif
+#if W_Q4
+    let word = b[col * params.b_row_words + (kk >> 3u)];
+    let q = i32(extractBits(word, (kk & 7u) * 4u, 4u)) - 8;
+    let g = col * params.groups_per_row + (kk >> 5u);
+    return f32(q) * unpack2x16float(scales[g >> 1u])[g & 1u];
+#endif
+}
 
 @compute @workgroup_size(16, 16, 1)
 fn main(
@@ -59,16 +105,27 @@ fn main(
             let ka = ia % TILE_K;
             var va = 0.0;
             if (row0 + ra < params.m && k0 + ka < params.k) {
-                va = a[a_base + (row0 + ra) * params.k + k0 + ka];
+                va = f32(a[a_base + (row0 + ra) * params.k + k0 + ka]);
             }
             tile_a[ka * TILE_M + ra] = va;
 
-            // B: 16 k x 64 columns; consecutive invocations read consecutive columns.
+#if B_ACT
+#if !TRANSPOSE_B
+            // B as [K, N]: consecutive invocations read consecutive columns.
             let kb = ia / TILE_N;
             let cb = ia % TILE_N;
+#else
+            let cb = ia / TILE_K;
+            let kb = ia % TILE_K;
+#endif
+#else
+            // Weights as [N, K]: consecutive invocations read consecutive k of one row.
+            let cb = ia / TILE_K;
+            let kb = ia % TILE_K;
+#endif
             var vb = 0.0;
             if (k0 + kb < params.k && col0 + cb < params.n) {
-                vb = b[b_base + (k0 + kb) * params.n + col0 + cb];
+                vb = load_b(b_base, k0 + kb, col0 + cb);
             }
             tile_b[kb * TILE_N + cb] = vb;
         }
@@ -95,7 +152,11 @@ fn main(
         for (var j = 0u; j < 4u; j++) {
             let col = col0 + local.x * 4u + j;
             if (row < params.m && col < params.n) {
-                c[c_base + row * params.n + col] = acc[i][j];
+                var v = acc[i][j];
+#if BIAS
+                v += bias[col];
+#endif
+                c[c_base + row * params.n + col] = act(v);
             }
         }
     }

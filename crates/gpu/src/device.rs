@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::error::GpuError;
+use crate::pool::{BufferPool, PoolStats};
+use crate::shaders::Variant;
 
 /// What a caller needs from the adapter. A missing feature or a too-small limit becomes a typed
 /// [`GpuError`] before any work is submitted.
@@ -101,7 +103,10 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     capabilities: Capabilities,
     limits: wgpu::Limits,
-    pipelines: Mutex<HashMap<&'static str, wgpu::ComputePipeline>>,
+    pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
+    pub(crate) pool: BufferPool,
+    /// Work recorded but not yet submitted: ops append here; a readback or `flush` submits.
+    pending: Mutex<Option<wgpu::CommandEncoder>>,
     /// Errors the device reported outside any error scope; surfaced by the next readback.
     uncaptured: Arc<Mutex<Option<String>>>,
 }
@@ -164,6 +169,8 @@ impl Gpu {
             capabilities,
             limits,
             pipelines: Mutex::new(HashMap::new()),
+            pool: BufferPool::default(),
+            pending: Mutex::new(None),
             uncaptured,
         })
     }
@@ -176,29 +183,122 @@ impl Gpu {
         &self.limits
     }
 
-    /// The compute pipeline for `key`, created once from `source` (entry point `main`) and cached.
-    pub fn pipeline(&self, key: &'static str, source: &str) -> wgpu::ComputePipeline {
+    /// The compute pipeline for a shader variant, created once and cached. A variant that does
+    /// not preprocess is a bug in its wrapper, reported as a validation error.
+    pub fn pipeline(&self, variant: &Variant) -> Result<wgpu::ComputePipeline, GpuError> {
+        let key = variant.key();
         let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .entry(key)
-            .or_insert_with(|| {
-                let module = self
-                    .device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(key),
-                        source: wgpu::ShaderSource::Wgsl(source.into()),
-                    });
-                self.device
-                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                        label: Some(key),
-                        layout: None,
-                        module: &module,
-                        entry_point: Some("main"),
-                        compilation_options: Default::default(),
-                        cache: None,
-                    })
+        if let Some(p) = cache.get(&key) {
+            return Ok(p.clone());
+        }
+        if variant.act == crate::DType::F16 && !self.capabilities.shader_f16 {
+            return Err(GpuError::FeatureMissing {
+                feature: "shader-f16",
+                needed_for: "f16 activations",
+            });
+        }
+        let source = variant
+            .source()
+            .map_err(|e| GpuError::Validation(format!("{key}: {e}")))?;
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&key),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&key),
+                layout: None,
+                module: &module,
+                entry_point: Some(variant.entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        cache.insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Records a dispatch of `pipeline` with `(binding, resource)` pairs of group 0 into the
+    /// pending command encoder.
+    pub(crate) fn dispatch(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[(u32, wgpu::BindingResource<'_>)],
+        groups: [u32; 3],
+    ) -> Result<(), GpuError> {
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        if let Some(&too_many) = groups.iter().find(|&&g| g > max) {
+            return Err(GpuError::LimitTooSmall {
+                limit: "maxComputeWorkgroupsPerDimension",
+                have: max.into(),
+                need: too_many.into(),
+                needed_for: "a dispatch this large",
+            });
+        }
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .map(|(binding, resource)| wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: resource.clone(),
             })
-            .clone()
+            .collect();
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        self.record(|encoder| {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        });
+        Ok(())
+    }
+
+    /// A small uniform buffer holding `params`.
+    pub(crate) fn uniform<T: bytemuck::Pod>(&self, params: &T) -> wgpu::Buffer {
+        use wgpu::util::DeviceExt;
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: bytemuck::bytes_of(params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
+    }
+
+    pub(crate) fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let encoder =
+            pending.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
+        f(encoder);
+    }
+
+    /// Submits everything recorded so far.
+    pub fn flush(&self) {
+        let encoder = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(encoder) = encoder {
+            self.queue.submit([encoder.finish()]);
+        }
+    }
+
+    /// Bytes held by the tensor buffer pool, and their peak.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+
+    /// Frees the pool's idle buffers.
+    pub fn trim_pool(&self) {
+        self.pool.trim();
     }
 
     /// The first error the device reported outside an error scope since the last call, if any.

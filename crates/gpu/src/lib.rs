@@ -4,14 +4,20 @@
 pub mod device;
 pub mod error;
 pub mod ops;
+pub mod pool;
+pub mod quant;
 pub mod reference;
 pub mod selftest;
 pub mod shaders;
 pub mod tensor;
 pub mod tolerance;
+pub mod weight;
 
 pub use device::{Capabilities, Gpu, Requirements};
 pub use error::GpuError;
+pub use pool::PoolStats;
+pub use quant::{PackedWeight, WeightFormat};
 pub use tensor::{DType, Tensor};
 pub use tolerance::{compare, Comparison, Tolerance};
+pub use weight::Weight;
 pub use wgpu;

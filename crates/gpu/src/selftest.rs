@@ -5,7 +5,7 @@ use crate::device::Gpu;
 use crate::error::GpuError;
 use crate::ops;
 use crate::reference::{self, TestRng};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use crate::tolerance::{compare, Tolerance};
 
 /// Sizes that are deliberately not multiples of the 64x64 tile or the 16-wide K slice.
@@ -40,9 +40,9 @@ pub async fn matmul_check(
     seed: u32,
 ) -> Result<MatmulReport, GpuError> {
     let (a, b) = matmul_inputs(m, k, n, seed);
-    let ta = Tensor::from_f32(gpu, &[m, k], &a)?;
-    let tb = Tensor::from_f32(gpu, &[k, n], &b)?;
-    let output = ops::matmul(gpu, &ta, &tb)?.read_f32(gpu).await?;
+    let ta = Tensor::from_f32(gpu, &[m, k], &a, DType::F32)?;
+    let tb = Tensor::from_f32(gpu, &[k, n], &b, DType::F32)?;
+    let output = ops::matmul(gpu, &ta, &tb, false)?.read_f32(gpu).await?;
     let expected = reference::matmul(&a, &b, 1, m, k, n);
     let cmp = compare(&output, &expected, Tolerance::f32_sum(k));
     Ok(MatmulReport {

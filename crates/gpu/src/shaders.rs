@@ -1,7 +1,163 @@
-//! The WGSL sources in the repository's `shaders/` folder, embedded at build time.
-//! Every file in that folder must be listed here; a test checks it.
+//! The WGSL sources in the repository's `shaders/` folder, embedded at build time, and the small
+//! preprocessor that makes their variants.
+//!
+//! One source per op; variants come from a header and `#if NAME` / `#if !NAME` / `#else` /
+//! `#endif` lines (nestable), never from copies. Every variant a wrapper can request is listed by
+//! [`all_variants`], and the tests validate each with naga.
+//!
+//! The header defines `act` (the activation element type: `f32`, or `f16` with `enable f16;`)
+//! and the define `ACT_F16` for the f16 path. Kernels accumulate in f32 either way.
+
+use crate::tensor::DType;
 
 pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 
-/// (file name, source) of every shader, for validation and the pipeline cache.
+/// (file name, source) of every shader.
 pub const ALL: &[(&str, &str)] = &[("matmul.wgsl", MATMUL)];
+
+/// One compilable variant: a source, the activation type and the defines switched on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Variant {
+    pub file: &'static str,
+    pub act: DType,
+    pub defines: Vec<&'static str>,
+    pub entry: &'static str,
+}
+
+impl Variant {
+    pub fn new(file: &'static str, act: DType, defines: &[&'static str]) -> Variant {
+        let mut defines = defines.to_vec();
+        defines.sort_unstable();
+        Variant {
+            file,
+            act,
+            defines,
+            entry: "main",
+        }
+    }
+
+    pub fn entry(mut self, entry: &'static str) -> Variant {
+        self.entry = entry;
+        self
+    }
+
+    /// The cache key: file, activation type, defines, entry point.
+    pub fn key(&self) -> String {
+        format!(
+            "{}:{:?}:{}:{}",
+            self.file,
+            self.act,
+            self.defines.join("+"),
+            self.entry
+        )
+    }
+
+    pub fn source(&self) -> Result<String, String> {
+        let (_, text) = ALL
+            .iter()
+            .find(|(name, _)| *name == self.file)
+            .ok_or_else(|| format!("no shader named {}", self.file))?;
+        let mut defines = self.defines.clone();
+        let header = match self.act {
+            DType::F32 => "alias act = f32;\n",
+            DType::F16 => {
+                defines.push("ACT_F16");
+                "enable f16;\nalias act = f16;\n"
+            }
+        };
+        Ok(format!("{header}{}", preprocess(text, &defines)?))
+    }
+}
+
+/// Keeps the lines whose `#if` conditions hold; directive lines and dropped lines become empty
+/// lines, so line numbers in compiler errors still match the file.
+pub fn preprocess(source: &str, defines: &[&str]) -> Result<String, String> {
+    // Each open #if: (this branch is taken, the enclosing region is active).
+    let mut stack: Vec<(bool, bool)> = Vec::new();
+    let mut out = String::with_capacity(source.len());
+    for (number, line) in source.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let active = stack.last().map_or(true, |&(taken, outer)| taken && outer);
+        if let Some(cond) = trimmed.strip_prefix("#if ") {
+            let cond = cond.trim();
+            let value = match cond.strip_prefix('!') {
+                Some(name) => !defines.contains(&name.trim()),
+                None => defines.contains(&cond),
+            };
+            stack.push((value, active));
+        } else if trimmed.starts_with("#else") {
+            let top = stack
+                .last_mut()
+                .ok_or(format!("line {}: #else without #if", number + 1))?;
+            top.0 = !top.0;
+        } else if trimmed.starts_with("#endif") {
+            stack
+                .pop()
+                .ok_or(format!("line {}: #endif without #if", number + 1))?;
+        } else if trimmed.starts_with('#') {
+            return Err(format!(
+                "line {}: unknown directive {trimmed:?}",
+                number + 1
+            ));
+        } else if active {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    if !stack.is_empty() {
+        return Err("#if without #endif".into());
+    }
+    Ok(out)
+}
+
+/// Every variant any op can request, for validation.
+pub fn all_variants() -> Vec<Variant> {
+    crate::ops::matmul::variants()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preprocessor_keeps_the_taken_branches_and_line_count() {
+        let src = "a\n#if X\nb\n#if !Y\nc\n#else\nd\n#endif\n#else\ne\n#endif\nf";
+        let with_x = preprocess(src, &["X"]).unwrap();
+        assert_eq!(
+            with_x.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>(),
+            ["a", "b", "c", "f"]
+        );
+        assert_eq!(with_x.lines().count(), src.lines().count());
+        let with_xy = preprocess(src, &["X", "Y"]).unwrap();
+        assert_eq!(
+            with_xy
+                .lines()
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>(),
+            ["a", "b", "d", "f"]
+        );
+        let none = preprocess(src, &[]).unwrap();
+        assert_eq!(
+            none.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>(),
+            ["a", "e", "f"]
+        );
+    }
+
+    #[test]
+    fn preprocessor_rejects_unbalanced_and_unknown_directives() {
+        assert!(preprocess("#if X\na", &[]).is_err());
+        assert!(preprocess("#endif", &[]).is_err());
+        assert!(preprocess("#else", &[]).is_err());
+        assert!(preprocess("#define X", &[]).is_err());
+    }
+
+    #[test]
+    fn f16_variants_enable_f16() {
+        let v = Variant::new("matmul.wgsl", DType::F16, &["B_ACT"]);
+        assert!(v
+            .source()
+            .unwrap()
+            .starts_with("enable f16;\nalias act = f16;"));
+        assert!(Variant::new("nope.wgsl", DType::F32, &[]).source().is_err());
+    }
+}

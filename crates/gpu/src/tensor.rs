@@ -1,36 +1,56 @@
-//! A GPU tensor: a storage buffer with a shape and an element type.
+//! A GPU tensor: a pooled storage buffer with a shape and an element type.
+
+use std::sync::Arc;
+
+use half::f16;
 
 use crate::device::Gpu;
 use crate::error::GpuError;
-use wgpu::util::DeviceExt;
+use crate::pool::PooledBuffer;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Activation element types. f16 needs the adapter's `shader-f16`; kernels accumulate in f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
     F32,
+    F16,
 }
 
 impl DType {
     pub fn size_bytes(self) -> usize {
         match self {
             DType::F32 => 4,
+            DType::F16 => 2,
         }
     }
 }
 
-/// Row-major, contiguous. Ops take tensors and return new ones.
+/// Row-major and contiguous. Ops take tensors and return new ones; `reshape` shares the buffer.
+#[derive(Clone)]
 pub struct Tensor {
-    pub(crate) buffer: wgpu::Buffer,
+    buffer: Arc<PooledBuffer>,
     shape: Vec<usize>,
     dtype: DType,
 }
 
-const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
-    .union(wgpu::BufferUsages::COPY_SRC)
-    .union(wgpu::BufferUsages::COPY_DST);
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor({:?}, {:?})", self.shape, self.dtype)
+    }
+}
+
+/// Bytes a tensor of `elements` needs: bindings are sized in whole 4-byte words.
+fn storage_bytes(elements: usize, dtype: DType) -> u64 {
+    ((elements * dtype.size_bytes()).div_ceil(4) * 4).max(4) as u64
+}
 
 impl Tensor {
-    /// Uploads `data` (row-major) as an f32 tensor of `shape`.
-    pub fn from_f32(gpu: &Gpu, shape: &[usize], data: &[f32]) -> Result<Tensor, GpuError> {
+    /// Uploads `data` (row-major) as a tensor of `shape`, converted to `dtype`.
+    pub fn from_f32(
+        gpu: &Gpu,
+        shape: &[usize],
+        data: &[f32],
+        dtype: DType,
+    ) -> Result<Tensor, GpuError> {
         let elements: usize = shape.iter().product();
         if elements != data.len() {
             return Err(GpuError::Shape {
@@ -41,36 +61,28 @@ impl Tensor {
                 ),
             });
         }
-        let buffer = gpu
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("tensor"),
-                // A zero-size buffer cannot be bound; an empty tensor still gets one element.
-                contents: if data.is_empty() {
-                    &[0u8; 4]
-                } else {
-                    bytemuck::cast_slice(data)
-                },
-                usage: STORAGE_USAGE,
-            });
+        let mut bytes = match dtype {
+            DType::F32 => bytemuck::cast_slice::<f32, u8>(data).to_vec(),
+            DType::F16 => data
+                .iter()
+                .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+                .collect(),
+        };
+        bytes.resize(storage_bytes(elements, dtype) as usize, 0);
+        let buffer = gpu.pool.take(&gpu.device, bytes.len() as u64, Some(&bytes));
         Ok(Tensor {
-            buffer,
+            buffer: Arc::new(buffer),
             shape: shape.to_vec(),
-            dtype: DType::F32,
+            dtype,
         })
     }
 
     /// An uninitialised tensor for an op's output.
     pub(crate) fn empty(gpu: &Gpu, shape: &[usize], dtype: DType) -> Tensor {
-        let bytes = (shape.iter().product::<usize>() * dtype.size_bytes()).max(4) as u64;
-        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("tensor"),
-            size: bytes,
-            usage: STORAGE_USAGE,
-            mapped_at_creation: false,
-        });
+        let bytes = storage_bytes(shape.iter().product(), dtype);
+        let buffer = gpu.pool.take(&gpu.device, bytes, None);
         Tensor {
-            buffer,
+            buffer: Arc::new(buffer),
             shape: shape.to_vec(),
             dtype,
         }
@@ -92,22 +104,49 @@ impl Tensor {
         self.len() == 0
     }
 
-    /// Copies the tensor back to the CPU. Also surfaces any error the device reported since the
-    /// last readback, so a broken kernel is an error here rather than silent garbage.
-    pub async fn read_f32(&self, gpu: &Gpu) -> Result<Vec<f32>, GpuError> {
-        let bytes = (self.len() * self.dtype.size_bytes()) as u64;
-        if bytes == 0 {
-            return Ok(Vec::new());
+    /// The same data viewed with another shape of equal size.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor, GpuError> {
+        if shape.iter().product::<usize>() != self.len() {
+            return Err(GpuError::Shape {
+                op: "reshape",
+                detail: format!("{:?} cannot become {shape:?}", self.shape),
+            });
         }
+        Ok(Tensor {
+            buffer: self.buffer.clone(),
+            shape: shape.to_vec(),
+            dtype: self.dtype,
+        })
+    }
+
+    pub(crate) fn byte_len(&self) -> u64 {
+        storage_bytes(self.len(), self.dtype)
+    }
+
+    /// The binding for this tensor's bytes (the pooled buffer may be larger).
+    pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer.buffer,
+            offset: 0,
+            size: wgpu::BufferSize::new(self.byte_len()),
+        })
+    }
+
+    /// Copies the tensor back to the CPU as f32, submitting all recorded work first. Also
+    /// surfaces any error the device reported since the last readback, so a broken kernel is an
+    /// error here rather than silent garbage.
+    pub async fn read_f32(&self, gpu: &Gpu) -> Result<Vec<f32>, GpuError> {
+        let bytes = self.byte_len();
         let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size: bytes,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        encoder.copy_buffer_to_buffer(&self.buffer, 0, &staging, 0, bytes);
-        gpu.queue.submit([encoder.finish()]);
+        gpu.record(|encoder| {
+            encoder.copy_buffer_to_buffer(&self.buffer.buffer, 0, &staging, 0, bytes)
+        });
+        gpu.flush();
 
         let (tx, rx) = futures_channel::oneshot::channel();
         let slice = staging.slice(..);
@@ -124,7 +163,15 @@ impl Tensor {
         let view = slice
             .get_mapped_range()
             .map_err(|e| GpuError::Readback(e.to_string()))?;
-        let values = bytemuck::cast_slice::<u8, f32>(&view).to_vec();
+        let n = self.len();
+        let values = match self.dtype {
+            DType::F32 => bytemuck::cast_slice::<u8, f32>(&view)[..n].to_vec(),
+            DType::F16 => view
+                .chunks_exact(2)
+                .take(n)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        };
         drop(view);
         staging.unmap();
         Ok(values)

@@ -1,14 +1,15 @@
-//! Every `shaders/*.wgsl` parses and validates with naga, and every one is embedded in the crate.
+//! Every `shaders/*.wgsl` is embedded, and every variant any op can request validates with naga.
 
 use std::path::Path;
 
-#[test]
-fn every_shader_in_the_folder_validates_and_is_embedded() {
+use darkroom_gpu::shaders::{all_variants, Variant, ALL};
+
+fn shader_files() -> Vec<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shaders");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "wgsl"))
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".wgsl"))
         .collect();
     files.sort();
     assert!(
@@ -16,31 +17,61 @@ fn every_shader_in_the_folder_validates_and_is_embedded() {
         "no .wgsl files found in {}",
         dir.display()
     );
+    files
+}
 
+#[test]
+fn every_shader_file_is_embedded_unchanged_and_has_variants() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shaders");
+    let variants = all_variants();
+    for name in shader_files() {
+        let on_disk = std::fs::read_to_string(dir.join(&name)).unwrap();
+        let embedded = ALL.iter().find(|(n, _)| *n == name);
+        assert_eq!(
+            embedded.map(|(_, text)| *text),
+            Some(on_disk.as_str()),
+            "{name}: not embedded, or stale"
+        );
+        assert!(
+            variants.iter().any(|v| v.file == name),
+            "{name}: no op requests any variant of it"
+        );
+    }
+}
+
+#[test]
+fn every_variant_validates() {
+    let variants = all_variants();
     let mut failures = Vec::new();
-    for path in &files {
-        let source = std::fs::read_to_string(path).unwrap();
-        let name = path.file_name().unwrap().to_str().unwrap();
-        match validate(&source) {
-            Ok(()) => {}
-            Err(e) => failures.push(format!("{name}: {e}")),
-        }
-        let embedded = darkroom_gpu::shaders::ALL.iter().find(|(n, _)| *n == name);
-        match embedded {
-            Some((_, text)) => assert_eq!(*text, source, "{name}: embedded copy is stale"),
-            None => failures.push(format!("{name}: not listed in darkroom_gpu::shaders::ALL")),
+    for v in &variants {
+        if let Err(e) = validate(v) {
+            failures.push(format!("{}: {e}", v.key()));
         }
     }
     assert!(
         failures.is_empty(),
-        "shader problems:\n{}",
+        "{} of {} variants fail:\n{}",
+        failures.len(),
+        variants.len(),
         failures.join("\n")
     );
-    println!("validated {} shaders", files.len());
+    println!(
+        "validated {} variants of {} shaders",
+        variants.len(),
+        shader_files().len()
+    );
 }
 
-fn validate(source: &str) -> Result<(), String> {
+fn validate(v: &Variant) -> Result<(), String> {
+    let source = v.source()?;
+    validate_source(&source, v.entry)
+}
+
+fn validate_source(source: &str, entry: &str) -> Result<(), String> {
     let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))?;
+    if !module.entry_points.iter().any(|e| e.name == entry) {
+        return Err(format!("no entry point `{entry}`"));
+    }
     naga::valid::Validator::new(
         naga::valid::ValidationFlags::all(),
         naga::valid::Capabilities::all(),
@@ -52,7 +83,10 @@ fn validate(source: &str) -> Result<(), String> {
 
 #[test]
 fn validation_rejects_a_broken_shader() {
-    // Guards the test above against a validator that accepts anything.
+    // Guards the tests above against a validator that accepts anything.
     let broken = "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }";
-    assert!(validate(broken).is_err());
+    assert!(validate_source(broken, "main").is_err());
+    let fine = "@compute @workgroup_size(1) fn main() { }";
+    assert!(validate_source(fine, "main").is_ok());
+    assert!(validate_source(fine, "other").is_err());
 }

@@ -1,10 +1,13 @@
-use wgpu::util::DeviceExt;
+//! Matmul of two activations, and linear layers (activation × packed weight + bias).
 
 use crate::device::Gpu;
 use crate::error::GpuError;
-use crate::shaders;
+use crate::quant::WeightFormat;
+use crate::shaders::Variant;
 use crate::tensor::{DType, Tensor};
+use crate::weight::Weight;
 
+const FILE: &str = "matmul.wgsl";
 const TILE: usize = 64;
 
 #[repr(C)]
@@ -16,39 +19,60 @@ struct Params {
     batch_stride_a: u32,
     batch_stride_b: u32,
     batch_stride_c: u32,
-    _pad: [u32; 2],
+    b_row_words: u32,
+    groups_per_row: u32,
 }
 
-/// `a` [batch, m, k] (or [m, k]) times `b` [batch, k, n] or [k, n] (shared by every batch).
-/// Returns [batch, m, n], or [m, n] when `a` is 2-D.
-pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor, GpuError> {
-    let shape_error = |detail: String| GpuError::Shape {
+pub(crate) fn variants() -> Vec<Variant> {
+    let mut out = Vec::new();
+    for act in [DType::F32, DType::F16] {
+        out.push(Variant::new(FILE, act, &["B_ACT"]));
+        out.push(Variant::new(FILE, act, &["B_ACT", "TRANSPOSE_B"]));
+        for format in WeightFormat::ALL {
+            out.push(Variant::new(FILE, act, &[format.define()]));
+            out.push(Variant::new(FILE, act, &[format.define(), "BIAS"]));
+        }
+    }
+    out
+}
+
+fn shape_error(detail: String) -> GpuError {
+    GpuError::Shape {
         op: "matmul",
         detail,
-    };
-    let (batch, m, k) = match *a.shape() {
-        [m, k] => (1, m, k),
-        [batch, m, k] => (batch, m, k),
-        _ => {
-            return Err(shape_error(format!(
-                "a must be 2-D or 3-D, got {:?}",
-                a.shape()
-            )))
-        }
-    };
-    let (b_batch, kb, n) = match *b.shape() {
-        [k, n] => (1, k, n),
-        [batch, k, n] => (batch, k, n),
-        _ => {
-            return Err(shape_error(format!(
-                "b must be 2-D or 3-D, got {:?}",
-                b.shape()
-            )))
-        }
+    }
+}
+
+fn u32_of(v: usize) -> Result<u32, GpuError> {
+    u32::try_from(v).map_err(|_| shape_error(format!("{v} elements exceed 32-bit indexing")))
+}
+
+/// Splits a tensor into (batch, rows, cols) from its last two dimensions.
+fn as_3d(t: &Tensor, name: &str) -> Result<(usize, usize, usize), GpuError> {
+    match *t.shape() {
+        [r, c] => Ok((1, r, c)),
+        [b, r, c] => Ok((b, r, c)),
+        _ => Err(shape_error(format!(
+            "{name} must be 2-D or 3-D, got {:?}",
+            t.shape()
+        ))),
+    }
+}
+
+/// `a` [batch, m, k] (or [m, k]) times `b`: [batch or 1, k, n], or with `transpose_b`
+/// [batch or 1, n, k]. A 2-D or batch-1 `b` serves every batch. Returns [batch, m, n] (or
+/// [m, n] for a 2-D `a`), in `a`'s dtype.
+pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Tensor, GpuError> {
+    let (batch, m, k) = as_3d(a, "a")?;
+    let (b_batch, b_rows, b_cols) = as_3d(b, "b")?;
+    let (kb, n) = if transpose_b {
+        (b_cols, b_rows)
+    } else {
+        (b_rows, b_cols)
     };
     if kb != k {
         return Err(shape_error(format!(
-            "inner sizes differ: a {:?}, b {:?}",
+            "inner sizes differ: a {:?}, b {:?} (transpose_b: {transpose_b})",
             a.shape(),
             b.shape()
         )));
@@ -60,78 +84,104 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor, GpuError> {
             b.shape()
         )));
     }
-    if a.dtype() != DType::F32 || b.dtype() != DType::F32 {
-        return Err(shape_error("only f32 operands are supported".into()));
+    if a.dtype() != b.dtype() {
+        return Err(shape_error(format!(
+            "dtypes differ: {:?} and {:?}",
+            a.dtype(),
+            b.dtype()
+        )));
     }
-    let groups = [n.div_ceil(TILE), m.div_ceil(TILE), batch];
-    let max_groups = gpu.limits().max_compute_workgroups_per_dimension as usize;
-    if groups.iter().any(|&g| g > max_groups) {
-        return Err(GpuError::LimitTooSmall {
-            limit: "maxComputeWorkgroupsPerDimension",
-            have: max_groups as u64,
-            need: *groups.iter().max().unwrap_or(&0) as u64,
-            needed_for: "a matmul this large",
-        });
-    }
-
     let out_shape: Vec<usize> = if a.shape().len() == 2 {
         vec![m, n]
     } else {
         vec![batch, m, n]
     };
-    let out = Tensor::empty(gpu, &out_shape, DType::F32);
-    if out.is_empty() {
-        return Ok(out);
-    }
-    let to_u32 = |v: usize| {
-        u32::try_from(v).map_err(|_| shape_error(format!("{v} elements exceed 32-bit indexing")))
-    };
+    let out = Tensor::empty(gpu, &out_shape, a.dtype());
     let params = Params {
-        m: to_u32(m)?,
-        n: to_u32(n)?,
-        k: to_u32(k)?,
-        batch_stride_a: to_u32(m * k)?,
-        batch_stride_b: if b_batch == 1 { 0 } else { to_u32(k * n)? },
-        batch_stride_c: to_u32(m * n)?,
-        _pad: [0; 2],
+        m: u32_of(m)?,
+        n: u32_of(n)?,
+        k: u32_of(k)?,
+        batch_stride_a: u32_of(m * k)?,
+        batch_stride_b: if b_batch == 1 { 0 } else { u32_of(k * n)? },
+        batch_stride_c: u32_of(m * n)?,
+        b_row_words: 0,
+        groups_per_row: 0,
     };
-    let uniform = gpu
-        .device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("matmul params"),
-            contents: bytemuck::bytes_of(&params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-    let pipeline = gpu.pipeline("matmul_f32", shaders::MATMUL);
-    let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("matmul"),
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &[
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: uniform.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 1,
-                resource: a.buffer.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 2,
-                resource: b.buffer.as_entire_binding(),
-            },
-            wgpu::BindGroupEntry {
-                binding: 3,
-                resource: out.buffer.as_entire_binding(),
-            },
+    let defines: &[&str] = if transpose_b {
+        &["B_ACT", "TRANSPOSE_B"]
+    } else {
+        &["B_ACT"]
+    };
+    let pipeline = gpu.pipeline(&Variant::new(FILE, a.dtype(), defines))?;
+    let uniform = gpu.uniform(&params);
+    gpu.dispatch(
+        &pipeline,
+        &[
+            (0, uniform.as_entire_binding()),
+            (1, a.binding()),
+            (2, out.binding()),
+            (3, b.binding()),
         ],
-    });
-    let mut encoder = gpu.device.create_command_encoder(&Default::default());
-    {
-        let mut pass = encoder.begin_compute_pass(&Default::default());
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bind_group, &[]);
-        pass.dispatch_workgroups(groups[0] as u32, groups[1] as u32, groups[2] as u32);
+        [
+            u32_of(n.div_ceil(TILE))?,
+            u32_of(m.div_ceil(TILE))?,
+            u32_of(batch)?,
+        ],
+    )?;
+    Ok(out)
+}
+
+/// A linear layer: `x` [..., k] · `w`ᵀ (+ `w`'s bias) → [..., n], where `w` is [n, k].
+pub fn linear(gpu: &Gpu, x: &Tensor, w: &Weight) -> Result<Tensor, GpuError> {
+    let Some((&k, lead)) = x.shape().split_last() else {
+        return Err(shape_error(
+            "linear input must have at least one dimension".into(),
+        ));
+    };
+    if k != w.cols {
+        return Err(shape_error(format!(
+            "input {:?} has {k} features, the weight expects {}",
+            x.shape(),
+            w.cols
+        )));
     }
-    gpu.queue.submit([encoder.finish()]);
+    let m: usize = lead.iter().product();
+    let n = w.rows;
+    let mut out_shape = lead.to_vec();
+    out_shape.push(n);
+    let out = Tensor::empty(gpu, &out_shape, x.dtype());
+    let params = Params {
+        m: u32_of(m)?,
+        n: u32_of(n)?,
+        k: u32_of(k)?,
+        batch_stride_a: 0,
+        batch_stride_b: 0,
+        batch_stride_c: 0,
+        b_row_words: u32_of(w.format.row_words(k))?,
+        groups_per_row: u32_of(w.format.groups_per_row(k))?,
+    };
+    let mut defines = vec![w.format.define()];
+    if w.bias.is_some() {
+        defines.push("BIAS");
+    }
+    let pipeline = gpu.pipeline(&Variant::new(FILE, x.dtype(), &defines))?;
+    let uniform = gpu.uniform(&params);
+    let mut bindings = vec![
+        (0, uniform.as_entire_binding()),
+        (1, x.binding()),
+        (2, out.binding()),
+        (3, w.data.as_entire_binding()),
+    ];
+    if let Some(scales) = &w.scales {
+        bindings.push((4, scales.as_entire_binding()));
+    }
+    if let Some(bias) = &w.bias {
+        bindings.push((5, bias.as_entire_binding()));
+    }
+    gpu.dispatch(
+        &pipeline,
+        &bindings,
+        [u32_of(n.div_ceil(TILE))?, u32_of(m.div_ceil(TILE))?, 1],
+    )?;
     Ok(out)
 }

@@ -2,4 +2,4 @@
 
 pub mod matmul;
 
-pub use matmul::matmul;
+pub use matmul::{linear, matmul};

@@ -1,0 +1,6 @@
+//! Every kernel and variant on a real wgpu device (Mesa lavapipe in CI, which has shader-f16)
+//! against its CPU reference, on odd sizes.
+
+mod common;
+mod matmul;
+mod selftest;
