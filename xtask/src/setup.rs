@@ -52,14 +52,41 @@ fn wasm_target() -> Result<()> {
     run(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))
 }
 
-fn trunk() -> Result<()> {
-    let have = output(Command::new("trunk").arg("--version")).unwrap_or_default();
-    if have.trim() == format!("trunk {TRUNK_VERSION}") {
-        skip(&format!("trunk {TRUNK_VERSION}"));
+/// Runs `install` unless `tool --version` already prints `expected`, then checks it does.
+fn ensure_tool(tool: &str, expected: &str, install: &mut Command) -> Result<()> {
+    let version = || {
+        output(Command::new(tool).arg("--version"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    if version() == expected {
+        skip(expected);
         return Ok(());
     }
+    run(install)?;
+    let now = version();
+    if now != expected {
+        return Err(format!("installed {expected}, but `{tool} --version` says {now:?}: is another {tool} earlier on PATH?"));
+    }
+    Ok(())
+}
+
+fn trunk() -> Result<()> {
     // 0.22 needs a newer rustc than the one here; --locked keeps its dependencies as released.
-    run(Command::new("cargo").args(["install", "--locked", "trunk", "--version", TRUNK_VERSION]))
+    // --force: cargo's install records may list a binary that is gone or another version.
+    ensure_tool(
+        "trunk",
+        &format!("trunk {TRUNK_VERSION}"),
+        Command::new("cargo").args([
+            "install",
+            "--force",
+            "--locked",
+            "trunk",
+            "--version",
+            TRUNK_VERSION,
+        ]),
+    )
 }
 
 /// The wasm-bindgen crate's version in Cargo.lock, which the CLI must equal exactly.
@@ -89,13 +116,18 @@ fn wasm_bindgen() -> Result<()> {
             "Trunk.toml's [tools] wasm_bindgen must equal Cargo.lock's wasm-bindgen {version}; update one of them"
         ));
     }
-    let have = output(Command::new("wasm-bindgen").arg("--version")).unwrap_or_default();
-    if have.trim() == format!("wasm-bindgen {version}") {
-        skip(&format!("wasm-bindgen-cli {version}"));
-        return Ok(());
-    }
     // Not --locked: one of its locked dependencies is missing from the registry mirror.
-    run(Command::new("cargo").args(["install", "wasm-bindgen-cli", "--version", &version]))
+    ensure_tool(
+        "wasm-bindgen",
+        &format!("wasm-bindgen {version}"),
+        Command::new("cargo").args([
+            "install",
+            "--force",
+            "wasm-bindgen-cli",
+            "--version",
+            &version,
+        ]),
+    )
 }
 
 fn npm_tools() -> Result<()> {

@@ -83,3 +83,127 @@ mod tests {
         assert!(rng.vec(1000).iter().all(|v| (-1.0..1.0).contains(v)));
     }
 }
+
+/// Elementwise references, computed in f64 with libm's erf/tanh/exp.
+pub mod elementwise {
+    use crate::ops::Unary;
+
+    pub fn unary(x: &[f32], op: Unary) -> Vec<f32> {
+        x.iter()
+            .map(|&v| {
+                let v = v as f64;
+                let y = match op {
+                    Unary::Silu => v / (1.0 + (-v).exp()),
+                    Unary::Gelu => 0.5 * v * (1.0 + libm::erf(v / std::f64::consts::SQRT_2)),
+                    Unary::QuickGelu => v / (1.0 + (-1.702 * v).exp()),
+                    Unary::Relu => v.max(0.0),
+                    Unary::TanhClamp(limit) => (v / limit as f64).tanh() * limit as f64,
+                    Unary::ScaleShift(scale, shift) => v * scale as f64 + shift as f64,
+                };
+                y as f32
+            })
+            .collect()
+    }
+
+    /// `a op b` with b repeated as numpy broadcasting would, given a's and b's shapes.
+    pub fn broadcast(
+        a: &[f32],
+        a_shape: &[usize],
+        b: &[f32],
+        b_shape: &[usize],
+        op: fn(f32, f32) -> f32,
+    ) -> Vec<f32> {
+        let rank = a_shape.len();
+        let b_dims: Vec<usize> = std::iter::repeat_n(1, rank - b_shape.len())
+            .chain(b_shape.iter().copied())
+            .collect();
+        let mut out = Vec::with_capacity(a.len());
+        let mut index = vec![0usize; rank];
+        for &av in a {
+            let mut bi = 0;
+            for d in 0..rank {
+                bi = bi * b_dims[d] + if b_dims[d] == 1 { 0 } else { index[d] };
+            }
+            out.push(op(av, b[bi]));
+            for d in (0..rank).rev() {
+                index[d] += 1;
+                if index[d] < a_shape[d] {
+                    break;
+                }
+                index[d] = 0;
+            }
+        }
+        out
+    }
+
+    pub fn geglu(x: &[f32], half: usize) -> Vec<f32> {
+        x.chunks(2 * half)
+            .flat_map(|row| {
+                let (h, g) = row.split_at(half);
+                let gelu = unary(g, Unary::Gelu);
+                h.iter().zip(gelu).map(|(a, b)| a * b).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    pub fn cfg(x: &[f32], scale: f32) -> Vec<f32> {
+        let (u, c) = x.split_at(x.len() / 2);
+        u.iter().zip(c).map(|(u, c)| u + scale * (c - u)).collect()
+    }
+}
+
+/// Normalisation references, in f64.
+pub mod norm {
+    /// GroupNorm over x [B, C, spatial] (then SiLU if `silu`).
+    pub fn group_norm(
+        x: &[f32],
+        batch: usize,
+        channels: usize,
+        groups: usize,
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+        silu: bool,
+    ) -> Vec<f32> {
+        let spatial = x.len() / (batch * channels);
+        let cpg = channels / groups;
+        let mut out = vec![0f32; x.len()];
+        for b in 0..batch {
+            for g in 0..groups {
+                let start = (b * channels + g * cpg) * spatial;
+                let seg = &x[start..start + cpg * spatial];
+                let n = seg.len() as f64;
+                let mean = seg.iter().map(|&v| v as f64).sum::<f64>() / n;
+                let var = seg.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+                let rstd = 1.0 / (var + eps as f64).sqrt();
+                for (e, &v) in seg.iter().enumerate() {
+                    let c = g * cpg + e / spatial;
+                    let mut y = (v as f64 - mean) * rstd * gamma[c] as f64 + beta[c] as f64;
+                    if silu {
+                        y /= 1.0 + (-y).exp();
+                    }
+                    out[start + e] = y as f32;
+                }
+            }
+        }
+        out
+    }
+
+    /// LayerNorm over the last dimension (`d`).
+    pub fn layer_norm(x: &[f32], d: usize, gamma: &[f32], beta: &[f32], eps: f32) -> Vec<f32> {
+        x.chunks(d)
+            .flat_map(|row| {
+                let n = d as f64;
+                let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n;
+                let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+                let rstd = 1.0 / (var + eps as f64).sqrt();
+                row.iter()
+                    .enumerate()
+                    .map(move |(i, &v)| {
+                        ((v as f64 - mean) * rstd * gamma[i] as f64 + beta[i] as f64) as f32
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}

@@ -11,9 +11,15 @@
 use crate::tensor::DType;
 
 pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
+pub const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
+pub const NORM: &str = include_str!("../../../shaders/norm.wgsl");
 
 /// (file name, source) of every shader.
-pub const ALL: &[(&str, &str)] = &[("matmul.wgsl", MATMUL)];
+pub const ALL: &[(&str, &str)] = &[
+    ("matmul.wgsl", MATMUL),
+    ("elementwise.wgsl", ELEMENTWISE),
+    ("norm.wgsl", NORM),
+];
 
 /// One compilable variant: a source, the activation type and the defines switched on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -112,7 +118,10 @@ pub fn preprocess(source: &str, defines: &[&str]) -> Result<String, String> {
 
 /// Every variant any op can request, for validation.
 pub fn all_variants() -> Vec<Variant> {
-    crate::ops::matmul::variants()
+    let mut all = crate::ops::matmul::variants();
+    all.extend(crate::ops::elementwise::variants());
+    all.extend(crate::ops::norm::variants());
+    all
 }
 
 #[cfg(test)]

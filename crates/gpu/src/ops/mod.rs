@@ -1,5 +1,9 @@
 //! One Rust wrapper per WGSL kernel.
 
+pub mod elementwise;
 pub mod matmul;
+pub mod norm;
 
+pub use elementwise::{add, cfg_combine, geglu, mul, unary, Unary};
 pub use matmul::{linear, matmul};
+pub use norm::{group_norm, layer_norm};

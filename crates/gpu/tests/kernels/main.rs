@@ -2,5 +2,7 @@
 //! against its CPU reference, on odd sizes.
 
 mod common;
+mod elementwise;
 mod matmul;
+mod norm;
 mod selftest;

@@ -1,0 +1,164 @@
+//! Group norm (+ fused SiLU) and layer norm.
+
+use crate::device::Gpu;
+use crate::error::GpuError;
+use crate::shaders::Variant;
+use crate::tensor::{DType, Tensor};
+
+const FILE: &str = "norm.wgsl";
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    seg_len: u32,
+    groups: u32,
+    ch_per_group: u32,
+    spatial: u32,
+    eps: f32,
+    segments_per_row: u32,
+    segments: u32,
+    _pad: u32,
+}
+
+pub(crate) fn variants() -> Vec<Variant> {
+    [DType::F32, DType::F16]
+        .into_iter()
+        .flat_map(|act| {
+            [
+                Variant::new(FILE, act, &[]),
+                Variant::new(FILE, act, &["FUSE_SILU"]),
+            ]
+        })
+        .collect()
+}
+
+fn error(op: &'static str, detail: String) -> GpuError {
+    GpuError::Shape { op, detail }
+}
+
+fn check_affine(
+    op: &'static str,
+    gamma: &Tensor,
+    beta: &Tensor,
+    channels: usize,
+) -> Result<(), GpuError> {
+    for (name, t) in [("gamma", gamma), ("beta", beta)] {
+        if t.len() != channels || t.dtype() != DType::F32 {
+            return Err(error(
+                op,
+                format!("{name} must be {channels} f32 values, got {t:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    gpu: &Gpu,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    segments: usize,
+    seg_len: usize,
+    groups: usize,
+    ch_per_group: usize,
+    spatial: usize,
+    eps: f32,
+    silu: bool,
+) -> Result<Tensor, GpuError> {
+    let out = Tensor::empty(gpu, x.shape(), x.dtype());
+    if out.is_empty() {
+        return Ok(out);
+    }
+    let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    let per_row = segments.min(max);
+    let rows = segments.div_ceil(per_row);
+    let to_u32 =
+        |v: usize| u32::try_from(v).map_err(|_| error("norm", format!("{v} exceeds 32 bits")));
+    let params = Params {
+        seg_len: to_u32(seg_len)?,
+        groups: to_u32(groups)?,
+        ch_per_group: to_u32(ch_per_group)?,
+        spatial: to_u32(spatial)?,
+        eps,
+        segments_per_row: to_u32(per_row)?,
+        segments: to_u32(segments)?,
+        _pad: 0,
+    };
+    let defines: &[&str] = if silu { &["FUSE_SILU"] } else { &[] };
+    let pipeline = gpu.pipeline(&Variant::new(FILE, x.dtype(), defines))?;
+    let uniform = gpu.uniform(&params);
+    gpu.dispatch(
+        &pipeline,
+        &[
+            (0, uniform.as_entire_binding()),
+            (1, x.binding()),
+            (2, out.binding()),
+            (3, gamma.binding()),
+            (4, beta.binding()),
+        ],
+        [to_u32(per_row)?, to_u32(rows)?, 1],
+    )?;
+    Ok(out)
+}
+
+/// GroupNorm over `x` [B, C, ...spatial] with `groups` groups, then SiLU if `silu`.
+/// `gamma`, `beta`: [C] f32.
+pub fn group_norm(
+    gpu: &Gpu,
+    x: &Tensor,
+    groups: usize,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+    silu: bool,
+) -> Result<Tensor, GpuError> {
+    let (batch, channels) = match *x.shape() {
+        [b, c, ..] => (b, c),
+        _ => {
+            return Err(error(
+                "group_norm",
+                format!("input must be [B, C, ...], got {:?}", x.shape()),
+            ))
+        }
+    };
+    if groups == 0 || channels % groups != 0 {
+        return Err(error(
+            "group_norm",
+            format!("{channels} channels cannot form {groups} groups"),
+        ));
+    }
+    check_affine("group_norm", gamma, beta, channels)?;
+    let spatial: usize = x.shape()[2..].iter().product();
+    let ch_per_group = channels / groups;
+    run(
+        gpu,
+        x,
+        gamma,
+        beta,
+        batch * groups,
+        ch_per_group * spatial,
+        groups,
+        ch_per_group,
+        spatial,
+        eps,
+        silu,
+    )
+}
+
+/// LayerNorm over the last dimension of `x`. `gamma`, `beta`: [D] f32.
+pub fn layer_norm(
+    gpu: &Gpu,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+) -> Result<Tensor, GpuError> {
+    let Some(&d) = x.shape().last() else {
+        return Err(error("layer_norm", "scalar input".into()));
+    };
+    check_affine("layer_norm", gamma, beta, d)?;
+    let rows = x.len() / d.max(1);
+    run(gpu, x, gamma, beta, rows, d, 1, d, 1, eps, false)
+}

@@ -1,0 +1,111 @@
+use darkroom_gpu::ops;
+use darkroom_gpu::reference::{norm as cpu, TestRng};
+use darkroom_gpu::{DType, Tolerance};
+
+use crate::common::*;
+
+fn tol(dtype: DType) -> Tolerance {
+    match dtype {
+        DType::F32 => Tolerance {
+            abs: 1e-5,
+            rel: 1e-5,
+        },
+        DType::F16 => Tolerance {
+            abs: 4e-3,
+            rel: 2e-3,
+        },
+    }
+}
+
+#[test]
+fn group_norm_matches_cpu_with_and_without_silu() {
+    let gpu = gpu();
+    // (batch, channels, groups, spatial): SD's 32 groups, TAEF2's 4, an odd spatial size, and a
+    // segment far longer than the workgroup.
+    for &(batch, channels, groups, h, w) in &[
+        (2, 64, 32, 5, 7),
+        (1, 16, 4, 9, 9),
+        (1, 8, 2, 40, 33),
+        (3, 6, 3, 1, 1),
+    ] {
+        for dtype in DTYPES {
+            for silu in [false, true] {
+                let mut rng = TestRng::new((channels * h * w + groups) as u32);
+                // An offset and scale so mean and variance matter.
+                let x = as_stored(
+                    &rng.vec(batch * channels * h * w)
+                        .iter()
+                        .map(|v| v * 3.0 + 1.5)
+                        .collect::<Vec<_>>(),
+                    dtype,
+                );
+                let gamma = rng.vec(channels);
+                let beta = rng.vec(channels);
+                let out = ops::group_norm(
+                    &gpu,
+                    &upload(&gpu, &[batch, channels, h, w], &x, dtype),
+                    groups,
+                    &upload(&gpu, &[channels], &gamma, DType::F32),
+                    &upload(&gpu, &[channels], &beta, DType::F32),
+                    1e-5,
+                    silu,
+                )
+                .unwrap();
+                let want = cpu::group_norm(&x, batch, channels, groups, &gamma, &beta, 1e-5, silu);
+                assert_close(
+                    &read(&gpu, &out),
+                    &want,
+                    tol(dtype),
+                    &format!(
+                        "group_norm {dtype:?} silu={silu} {batch}x{channels}x{h}x{w}/{groups}"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn layer_norm_matches_cpu() {
+    let gpu = gpu();
+    for &(rows, d) in &[(77, 768), (3, 1000), (130, 45)] {
+        for dtype in DTYPES {
+            let mut rng = TestRng::new((rows * d) as u32);
+            let x = as_stored(
+                &rng.vec(rows * d)
+                    .iter()
+                    .map(|v| v * 2.0 - 0.3)
+                    .collect::<Vec<_>>(),
+                dtype,
+            );
+            let gamma = rng.vec(d);
+            let beta = rng.vec(d);
+            let out = ops::layer_norm(
+                &gpu,
+                &upload(&gpu, &[rows, d], &x, dtype),
+                &upload(&gpu, &[d], &gamma, DType::F32),
+                &upload(&gpu, &[d], &beta, DType::F32),
+                1e-5,
+            )
+            .unwrap();
+            let want = cpu::layer_norm(&x, d, &gamma, &beta, 1e-5);
+            assert_close(
+                &read(&gpu, &out),
+                &want,
+                tol(dtype),
+                &format!("layer_norm {dtype:?} {rows}x{d}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_group_counts_and_affine_sizes_are_errors() {
+    let gpu = gpu();
+    let x = upload(&gpu, &[1, 6, 2, 2], &[0.0; 24], DType::F32);
+    let g6 = upload(&gpu, &[6], &[1.0; 6], DType::F32);
+    assert!(ops::group_norm(&gpu, &x, 4, &g6, &g6, 1e-5, false).is_err());
+    let g5 = upload(&gpu, &[5], &[1.0; 5], DType::F32);
+    assert!(ops::group_norm(&gpu, &x, 3, &g5, &g6, 1e-5, false).is_err());
+    assert!(ops::layer_norm(&gpu, &x, &g6, &g6, 1e-5).is_err());
+}
