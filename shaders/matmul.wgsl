@@ -1,10 +1,16 @@
-// Batched matmul and linear layers: C[b] = A[b] · B[b] (+ bias), accumulated in f32.
+// The tiled GEMM behind matmul, linear layers and conv2d: C[b] = A[b] · B[b] (+ bias),
+// accumulated in f32.
 //
 // A: activations [batch, M, K] (`act`). B is one of
 //   B_ACT                activations [batch or 1, K, N], or [batch or 1, N, K] with TRANSPOSE_B;
 //   W_F32/W_F16/W_Q8/W_Q4 a weight [N, K] (PyTorch's Linear layout), rows packed in 32-bit words,
 //                        dequantized as it is staged (see crates/gpu/src/quant.rs for the layout).
 // BIAS adds an f32 bias per output column (weights only). C: [batch, M, N] (`act`).
+//
+// CONV: implicit-GEMM conv2d, no im2col buffer. A is the input image [batch, Cin, H, W] read
+// as patches: row m = output pixel (oy, ox), column k = (cin, ky, kx), zero outside the padded
+// image; B is the weight [Cout, Cin·kh·kw]; C is stored channel-major [batch, Cout, OH·OW].
+// RESIDUAL adds a tensor of C's shape (a ResNet's skip) before storing.
 //
 // Each 16x16 workgroup computes a 64x64 tile of C, each invocation a 4x4 block held in
 // registers; K advances in slices of 16 staged through workgroup memory (8 KiB). Sizes need not
@@ -20,6 +26,15 @@ struct Params {
     // Words per stored weight row, and scale groups per row (quantized weights).
     b_row_words: u32,
     groups_per_row: u32,
+    // Conv geometry (CONV only).
+    in_h: u32,
+    in_w: u32,
+    out_w: u32,
+    kernel_h: u32,
+    kernel_w: u32,
+    stride: u32,
+    pad_top: u32,
+    pad_left: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -39,6 +54,9 @@ struct Params {
 #if BIAS
 @group(0) @binding(5) var<storage, read> bias: array<f32>;
 #endif
+#if RESIDUAL
+@group(0) @binding(6) var<storage, read> residual: array<act>;
+#endif
 
 const TILE_M: u32 = 64u;
 const TILE_N: u32 = 64u;
@@ -48,6 +66,26 @@ const THREADS: u32 = 256u;
 // Both tiles are stored k-major so the inner loop reads consecutive rows/columns.
 var<workgroup> tile_a: array<f32, 1024>; // [TILE_K][TILE_M]
 var<workgroup> tile_b: array<f32, 1024>; // [TILE_K][TILE_N]
+
+// A[row][kk] of batch base `base`.
+fn load_a(base: u32, row: u32, kk: u32) -> f32 {
+#if CONV
+    let taps = params.kernel_h * params.kernel_w;
+    let cin = kk / taps;
+    let tap = kk % taps;
+    let oy = row / params.out_w;
+    let ox = row % params.out_w;
+    // Unsigned wrap-around makes positions left of / above the image fail the bounds test.
+    let iy = oy * params.stride + tap / params.kernel_w - params.pad_top;
+    let ix = ox * params.stride + tap % params.kernel_w - params.pad_left;
+    if (iy >= params.in_h || ix >= params.in_w) {
+        return 0.0;
+    }
+    return f32(a[base + (cin * params.in_h + iy) * params.in_w + ix]);
+#else
+    return f32(a[base + row * params.k + kk]);
+#endif
+}
 
 // B[k][col] of batch base `base` (weights ignore the batch: one weight serves every batch).
 fn load_b(base: u32, kk: u32, col: u32) -> f32 {
@@ -99,13 +137,20 @@ fn main(
     for (var t = 0u; t < k_tiles; t++) {
         let k0 = t * TILE_K;
         for (var s = 0u; s < 4u; s++) {
-            // A: 64 rows x 16 k; consecutive invocations read consecutive k of one row.
             let ia = flat + s * THREADS;
+#if CONV
+            // Patches: consecutive invocations take consecutive output pixels (neighbouring
+            // input pixels in memory).
+            let ra = ia % TILE_M;
+            let ka = ia / TILE_M;
+#else
+            // A: 64 rows x 16 k; consecutive invocations read consecutive k of one row.
             let ra = ia / TILE_K;
             let ka = ia % TILE_K;
+#endif
             var va = 0.0;
             if (row0 + ra < params.m && k0 + ka < params.k) {
-                va = f32(a[a_base + (row0 + ra) * params.k + k0 + ka]);
+                va = load_a(a_base, row0 + ra, k0 + ka);
             }
             tile_a[ka * TILE_M + ra] = va;
 
@@ -156,7 +201,15 @@ fn main(
 #if BIAS
                 v += bias[col];
 #endif
-                c[c_base + row * params.n + col] = act(v);
+#if CONV
+                let index = c_base + col * params.m + row;
+#else
+                let index = c_base + row * params.n + col;
+#endif
+#if RESIDUAL
+                v += f32(residual[index]);
+#endif
+                c[index] = act(v);
             }
         }
     }

@@ -207,3 +207,45 @@ pub mod norm {
             .collect()
     }
 }
+
+/// conv2d reference: direct loops, zero padding, in f64.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d(
+    x: &[f32],
+    (batch, cin, h, w): (usize, usize, usize, usize),
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    cout: usize,
+    (kh, kw): (usize, usize),
+    stride: usize,
+    (pad_top, pad_left): (usize, usize),
+    (oh, ow): (usize, usize),
+) -> Vec<f32> {
+    let mut out = vec![0f32; batch * cout * oh * ow];
+    for b in 0..batch {
+        for o in 0..cout {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut sum = bias.map_or(0.0, |b| b[o] as f64);
+                    for c in 0..cin {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * stride + ky) as isize - pad_top as isize;
+                                let ix = (ox * stride + kx) as isize - pad_left as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                let xv =
+                                    x[((b * cin + c) * h + iy as usize) * w + ix as usize] as f64;
+                                let wv = weight[((o * cin + c) * kh + ky) * kw + kx] as f64;
+                                sum += xv * wv;
+                            }
+                        }
+                    }
+                    out[((b * cout + o) * oh + oy) * ow + ox] = sum as f32;
+                }
+            }
+        }
+    }
+    out
+}

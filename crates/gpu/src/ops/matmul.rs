@@ -7,20 +7,29 @@ use crate::shaders::Variant;
 use crate::tensor::{DType, Tensor};
 use crate::weight::Weight;
 
-const FILE: &str = "matmul.wgsl";
-const TILE: usize = 64;
+pub(crate) const FILE: &str = "matmul.wgsl";
+pub(crate) const TILE: usize = 64;
 
+/// The GEMM kernel's uniform (matmul.wgsl's `Params`); conv2d fills the geometry too.
 #[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch_stride_a: u32,
-    batch_stride_b: u32,
-    batch_stride_c: u32,
-    b_row_words: u32,
-    groups_per_row: u32,
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct Params {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub batch_stride_a: u32,
+    pub batch_stride_b: u32,
+    pub batch_stride_c: u32,
+    pub b_row_words: u32,
+    pub groups_per_row: u32,
+    pub in_h: u32,
+    pub in_w: u32,
+    pub out_w: u32,
+    pub kernel_h: u32,
+    pub kernel_w: u32,
+    pub stride: u32,
+    pub pad_top: u32,
+    pub pad_left: u32,
 }
 
 pub(crate) fn variants() -> Vec<Variant> {
@@ -31,6 +40,13 @@ pub(crate) fn variants() -> Vec<Variant> {
         for format in WeightFormat::ALL {
             out.push(Variant::new(FILE, act, &[format.define()]));
             out.push(Variant::new(FILE, act, &[format.define(), "BIAS"]));
+            for bias in [&[][..], &["BIAS"][..]] {
+                for residual in [&[][..], &["RESIDUAL"][..]] {
+                    let defines: Vec<&str> =
+                        [&[format.define(), "CONV"][..], bias, residual].concat();
+                    out.push(Variant::new(FILE, act, &defines));
+                }
+            }
         }
     }
     out
@@ -43,7 +59,7 @@ fn shape_error(detail: String) -> GpuError {
     }
 }
 
-fn u32_of(v: usize) -> Result<u32, GpuError> {
+pub(crate) fn u32_of(v: usize) -> Result<u32, GpuError> {
     u32::try_from(v).map_err(|_| shape_error(format!("{v} elements exceed 32-bit indexing")))
 }
 
@@ -104,8 +120,7 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Te
         batch_stride_a: u32_of(m * k)?,
         batch_stride_b: if b_batch == 1 { 0 } else { u32_of(k * n)? },
         batch_stride_c: u32_of(m * n)?,
-        b_row_words: 0,
-        groups_per_row: 0,
+        ..Default::default()
     };
     let defines: &[&str] = if transpose_b {
         &["B_ACT", "TRANSPOSE_B"]
@@ -154,21 +169,52 @@ pub fn linear(gpu: &Gpu, x: &Tensor, w: &Weight) -> Result<Tensor, GpuError> {
         m: u32_of(m)?,
         n: u32_of(n)?,
         k: u32_of(k)?,
-        batch_stride_a: 0,
-        batch_stride_b: 0,
-        batch_stride_c: 0,
-        b_row_words: u32_of(w.format.row_words(k))?,
-        groups_per_row: u32_of(w.format.groups_per_row(k))?,
+        ..Default::default()
+    };
+    dispatch_with_weight(
+        gpu,
+        &params,
+        &[],
+        x,
+        w,
+        None,
+        &out,
+        [n.div_ceil(TILE), m.div_ceil(TILE), 1],
+    )?;
+    Ok(out)
+}
+
+/// Runs the GEMM kernel with `w` as B: fills the weight fields of `params`, picks the variant
+/// (weight format, bias, residual, `extra` defines) and binds everything.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dispatch_with_weight(
+    gpu: &Gpu,
+    params: &Params,
+    extra: &[&'static str],
+    a: &Tensor,
+    w: &Weight,
+    residual: Option<&Tensor>,
+    out: &Tensor,
+    groups: [usize; 3],
+) -> Result<(), GpuError> {
+    let params = Params {
+        b_row_words: u32_of(w.format.row_words(w.cols))?,
+        groups_per_row: u32_of(w.format.groups_per_row(w.cols))?,
+        ..*params
     };
     let mut defines = vec![w.format.define()];
+    defines.extend_from_slice(extra);
     if w.bias.is_some() {
         defines.push("BIAS");
     }
-    let pipeline = gpu.pipeline(&Variant::new(FILE, x.dtype(), &defines))?;
+    if residual.is_some() {
+        defines.push("RESIDUAL");
+    }
+    let pipeline = gpu.pipeline(&Variant::new(FILE, a.dtype(), &defines))?;
     let uniform = gpu.uniform(&params);
     let mut bindings = vec![
         (0, uniform.as_entire_binding()),
-        (1, x.binding()),
+        (1, a.binding()),
         (2, out.binding()),
         (3, w.data.as_entire_binding()),
     ];
@@ -178,10 +224,12 @@ pub fn linear(gpu: &Gpu, x: &Tensor, w: &Weight) -> Result<Tensor, GpuError> {
     if let Some(bias) = &w.bias {
         bindings.push((5, bias.as_entire_binding()));
     }
+    if let Some(r) = residual {
+        bindings.push((6, r.binding()));
+    }
     gpu.dispatch(
         &pipeline,
         &bindings,
-        [u32_of(n.div_ceil(TILE))?, u32_of(m.div_ceil(TILE))?, 1],
-    )?;
-    Ok(out)
+        [u32_of(groups[0])?, u32_of(groups[1])?, u32_of(groups[2])?],
+    )
 }

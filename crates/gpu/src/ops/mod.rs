@@ -1,9 +1,11 @@
 //! One Rust wrapper per WGSL kernel.
 
+pub mod conv;
 pub mod elementwise;
 pub mod matmul;
 pub mod norm;
 
+pub use conv::{conv2d, Conv2d, Padding};
 pub use elementwise::{add, cfg_combine, geglu, mul, unary, Unary};
 pub use matmul::{linear, matmul};
 pub use norm::{group_norm, layer_norm};

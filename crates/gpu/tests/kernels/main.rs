@@ -2,6 +2,7 @@
 //! against its CPU reference, on odd sizes.
 
 mod common;
+mod conv;
 mod elementwise;
 mod matmul;
 mod norm;
