@@ -249,3 +249,48 @@ pub fn conv2d(
     }
     out
 }
+
+/// Attention reference: softmax(QKᵀ/√D)V per head, in f64. Layouts as `ops::attention`.
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    batch: usize,
+    nq: usize,
+    nk: usize,
+    heads: usize,
+    head_dim: usize,
+    causal: bool,
+) -> Vec<f32> {
+    let width = heads * head_dim;
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    let mut out = vec![0f32; batch * nq * width];
+    for b in 0..batch {
+        for h in 0..heads {
+            for i in 0..nq {
+                let qi = &q[(b * nq + i) * width + h * head_dim..][..head_dim];
+                let keys = if causal { i + 1 } else { nk };
+                let scores: Vec<f64> = (0..keys)
+                    .map(|j| {
+                        let kj = &k[(b * nk + j) * width + h * head_dim..][..head_dim];
+                        qi.iter()
+                            .zip(kj)
+                            .map(|(a, b)| *a as f64 * *b as f64)
+                            .sum::<f64>()
+                            * scale
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let total: f64 = weights.iter().sum();
+                for d in 0..head_dim {
+                    let value: f64 = (0..keys)
+                        .map(|j| weights[j] * v[(b * nk + j) * width + h * head_dim + d] as f64)
+                        .sum();
+                    out[(b * nq + i) * width + h * head_dim + d] = (value / total) as f32;
+                }
+            }
+        }
+    }
+    out
+}

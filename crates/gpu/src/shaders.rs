@@ -13,12 +13,14 @@ use crate::tensor::DType;
 pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 pub const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 pub const NORM: &str = include_str!("../../../shaders/norm.wgsl");
+pub const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
 
 /// (file name, source) of every shader.
 pub const ALL: &[(&str, &str)] = &[
     ("matmul.wgsl", MATMUL),
     ("elementwise.wgsl", ELEMENTWISE),
     ("norm.wgsl", NORM),
+    ("attention.wgsl", ATTENTION),
 ];
 
 /// One compilable variant: a source, the activation type and the defines switched on.
@@ -121,6 +123,7 @@ pub fn all_variants() -> Vec<Variant> {
     let mut all = crate::ops::matmul::variants();
     all.extend(crate::ops::elementwise::variants());
     all.extend(crate::ops::norm::variants());
+    all.extend(crate::ops::attention::variants());
     all
 }
 

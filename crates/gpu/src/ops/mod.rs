@@ -1,10 +1,12 @@
 //! One Rust wrapper per WGSL kernel.
 
+pub mod attention;
 pub mod conv;
 pub mod elementwise;
 pub mod matmul;
 pub mod norm;
 
+pub use attention::attention;
 pub use conv::{conv2d, Conv2d, Padding};
 pub use elementwise::{add, cfg_combine, geglu, mul, unary, Unary};
 pub use matmul::{linear, matmul};

@@ -1,0 +1,118 @@
+//! Fused multi-head attention (self, cross, causal) with online softmax.
+
+use crate::device::Gpu;
+use crate::error::GpuError;
+use crate::shaders::Variant;
+use crate::tensor::{DType, Tensor};
+
+const FILE: &str = "attention.wgsl";
+const BQ: usize = 64;
+/// The kernel's private arrays hold one query row of at most this many values.
+pub const MAX_HEAD_DIM: usize = 160;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    nq: u32,
+    nk: u32,
+    heads: u32,
+    head_dim: u32,
+    q_stride: u32,
+    kv_stride: u32,
+    scale: f32,
+    _pad: u32,
+}
+
+pub(crate) fn variants() -> Vec<Variant> {
+    [DType::F32, DType::F16]
+        .into_iter()
+        .flat_map(|act| {
+            [
+                Variant::new(FILE, act, &[]),
+                Variant::new(FILE, act, &["CAUSAL"]),
+            ]
+        })
+        .collect()
+}
+
+/// softmax(Q·Kᵀ / √D) · V per head. `q` [B, Nq, H·D], `k` and `v` [B, Nk, H·D] with the heads
+/// side by side, as projections produce them. Returns [B, Nq, H·D].
+pub fn attention(
+    gpu: &Gpu,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    causal: bool,
+) -> Result<Tensor, GpuError> {
+    let error = |detail: String| GpuError::Shape {
+        op: "attention",
+        detail,
+    };
+    let [batch, nq, width] = *q.shape() else {
+        return Err(error(format!("q must be [B, N, H·D], got {:?}", q.shape())));
+    };
+    let [kb, nk, kw] = *k.shape() else {
+        return Err(error(format!("k must be [B, N, H·D], got {:?}", k.shape())));
+    };
+    if v.shape() != k.shape() || kb != batch || kw != width {
+        return Err(error(format!(
+            "q {:?}, k {:?}, v {:?} do not agree",
+            q.shape(),
+            k.shape(),
+            v.shape()
+        )));
+    }
+    if heads == 0 || width % heads != 0 {
+        return Err(error(format!(
+            "{width} features do not split into {heads} heads"
+        )));
+    }
+    if q.dtype() != k.dtype() || k.dtype() != v.dtype() {
+        return Err(error("q, k and v must share a dtype".into()));
+    }
+    let head_dim = width / heads;
+    if head_dim > MAX_HEAD_DIM {
+        return Err(error(format!(
+            "head size {head_dim} exceeds the kernel's {MAX_HEAD_DIM}"
+        )));
+    }
+    if causal && nq != nk {
+        return Err(error(format!(
+            "causal attention needs as many keys as queries ({nq} vs {nk})"
+        )));
+    }
+    let out = Tensor::empty(gpu, q.shape(), q.dtype());
+    if nq == 0 || batch == 0 {
+        return Ok(out);
+    }
+    if nk == 0 {
+        return Err(error("attention over zero keys".into()));
+    }
+    let to_u32 = |v: usize| u32::try_from(v).map_err(|_| error(format!("{v} exceeds 32 bits")));
+    let params = Params {
+        nq: to_u32(nq)?,
+        nk: to_u32(nk)?,
+        heads: to_u32(heads)?,
+        head_dim: to_u32(head_dim)?,
+        q_stride: to_u32(width)?,
+        kv_stride: to_u32(width)?,
+        scale: 1.0 / (head_dim as f32).sqrt(),
+        _pad: 0,
+    };
+    let defines: &[&str] = if causal { &["CAUSAL"] } else { &[] };
+    let pipeline = gpu.pipeline(&Variant::new(FILE, q.dtype(), defines))?;
+    let uniform = gpu.uniform(&params);
+    gpu.dispatch(
+        &pipeline,
+        &[
+            (0, uniform.as_entire_binding()),
+            (1, q.binding()),
+            (2, k.binding()),
+            (3, v.binding()),
+            (4, out.binding()),
+        ],
+        [to_u32(nq.div_ceil(BQ))?, to_u32(batch * heads)?, 1],
+    )?;
+    Ok(out)
+}

@@ -1,0 +1,120 @@
+// Fused multi-head attention with online softmax: the Nq×Nk score matrix never exists in
+// memory. Q, K, V and O use the layout linear projections produce, heads side by side:
+//   Q, O [B, Nq, H·D]    K, V [B, Nk, H·D]    (row strides q_stride and kv_stride)
+// so no permute is needed before or after. CAUSAL masks key j > query i (CLIP's text encoder).
+//
+// Each workgroup takes 64 queries of one (batch, head); each invocation owns one query row and
+// its running max m, normaliser l and output o. Keys and values stream through workgroup
+// memory 8 at a time (10 KiB at the largest head size, 160, SD 1.5's deepest blocks).
+
+struct Params {
+    nq: u32,
+    nk: u32,
+    heads: u32,
+    head_dim: u32,
+    q_stride: u32,
+    kv_stride: u32,
+    scale: f32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> q: array<act>;
+@group(0) @binding(2) var<storage, read> k: array<act>;
+@group(0) @binding(3) var<storage, read> v: array<act>;
+@group(0) @binding(4) var<storage, read_write> o: array<act>;
+
+const BQ: u32 = 64u;
+const BK: u32 = 8u;
+const D_MAX: u32 = 160u;
+// A finite "minus infinity": differences of two of them stay finite.
+const NEG: f32 = -1e30;
+
+var<workgroup> k_tile: array<f32, 1280>; // [BK][D_MAX]
+var<workgroup> v_tile: array<f32, 1280>;
+
+@compute @workgroup_size(64, 1, 1)
+fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    let d_len = params.head_dim;
+    let b = group.y / params.heads;
+    let h = group.y % params.heads;
+    let i = group.x * BQ + local;
+    let row_ok = i < params.nq;
+    let q_base = (b * params.nq + min(i, params.nq - 1u)) * params.q_stride + h * d_len;
+    let kv_base = b * params.nk * params.kv_stride + h * d_len;
+
+    var qv: array<f32, D_MAX>;
+    var acc: array<f32, D_MAX>;
+    for (var d = 0u; d < d_len; d++) {
+        qv[d] = f32(q[q_base + d]) * params.scale;
+        acc[d] = 0.0;
+    }
+    var m = NEG;
+    var l = 0.0;
+
+    var nk_end = params.nk;
+#if CAUSAL
+    // No query of this workgroup sees keys past its last row.
+    nk_end = min(params.nk, group.x * BQ + BQ);
+#endif
+    for (var j0 = 0u; j0 < nk_end; j0 += BK) {
+        for (var t = local; t < BK * d_len; t += BQ) {
+            let jj = t / d_len;
+            let d = t % d_len;
+            let j = j0 + jj;
+            var kv = 0.0;
+            var vv = 0.0;
+            if (j < params.nk) {
+                kv = f32(k[kv_base + j * params.kv_stride + d]);
+                vv = f32(v[kv_base + j * params.kv_stride + d]);
+            }
+            k_tile[jj * D_MAX + d] = kv;
+            v_tile[jj * D_MAX + d] = vv;
+        }
+        workgroupBarrier();
+
+        var s: array<f32, BK>;
+        var keep: array<bool, BK>;
+        var tile_max = NEG;
+        for (var jj = 0u; jj < BK; jj++) {
+            let j = j0 + jj;
+            var ok = j < params.nk;
+#if CAUSAL
+            ok = ok && j <= i;
+#endif
+            var score = NEG;
+            if (ok) {
+                score = 0.0;
+                for (var d = 0u; d < d_len; d++) {
+                    score = fma(qv[d], k_tile[jj * D_MAX + d], score);
+                }
+            }
+            s[jj] = score;
+            keep[jj] = ok;
+            tile_max = max(tile_max, score);
+        }
+
+        let m_new = max(m, tile_max);
+        let correction = exp(m - m_new);
+        l = l * correction;
+        for (var d = 0u; d < d_len; d++) {
+            acc[d] = acc[d] * correction;
+        }
+        for (var jj = 0u; jj < BK; jj++) {
+            let p = select(0.0, exp(s[jj] - m_new), keep[jj]);
+            l += p;
+            for (var d = 0u; d < d_len; d++) {
+                acc[d] = fma(p, v_tile[jj * D_MAX + d], acc[d]);
+            }
+        }
+        m = m_new;
+        workgroupBarrier();
+    }
+
+    if (row_ok) {
+        let inv = 1.0 / max(l, 1e-30);
+        for (var d = 0u; d < d_len; d++) {
+            o[q_base + d] = act(acc[d] * inv);
+        }
+    }
+}
