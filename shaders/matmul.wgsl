@@ -43,7 +43,7 @@ struct Params {
 #if B_ACT
 @group(0) @binding(3) var<storage, read> b: array<act>;
 #else
-@group(0) @binding(3) var<storage, read> b: array<u32>;
+@group(0) @binding(3) var<storage, read> weights: array<u32>;
 #endif
 #if W_Q8
 @group(0) @binding(4) var<storage, read> scales: array<f32>;
@@ -56,6 +56,15 @@ struct Params {
 #endif
 #if RESIDUAL
 @group(0) @binding(6) var<storage, read> residual: array<act>;
+#endif
+#if !B_ACT
+#include weight_load.wgsl
+fn weight_row_words() -> u32 {
+    return params.b_row_words;
+}
+fn weight_groups_per_row() -> u32 {
+    return params.groups_per_row;
+}
 #endif
 
 const TILE_M: u32 = 64u;
@@ -95,22 +104,8 @@ fn load_b(base: u32, kk: u32, col: u32) -> f32 {
 #else
     return f32(b[base + kk * params.n + col]);
 #endif
-#endif
-#if W_F32
-    return bitcast<f32>(b[col * params.b_row_words + kk]);
-#endif
-#if W_F16
-    return unpack2x16float(b[col * params.b_row_words + (kk >> 1u)])[kk & 1u];
-#endif
-#if W_Q8
-    let word = bitcast<i32>(b[col * params.b_row_words + (kk >> 2u)]);
-    return f32(extractBits(word, (kk & 3u) * 8u, 8u)) * scales[col];
-#endif
-#if W_Q4
-    let word = b[col * params.b_row_words + (kk >> 3u)];
-    let q = i32(extractBits(word, (kk & 7u) * 4u, 4u)) - 8;
-    let g = col * params.groups_per_row + (kk >> 5u);
-    return f32(q) * unpack2x16float(scales[g >> 1u])[g & 1u];
+#else
+    return load_weight(col, kk);
 #endif
 }
 

@@ -2,8 +2,9 @@
 //! preprocessor that makes their variants.
 //!
 //! One source per op; variants come from a header and `#if NAME` / `#if !NAME` / `#else` /
-//! `#endif` lines (nestable), never from copies. Every variant a wrapper can request is listed by
-//! [`all_variants`], and the tests validate each with naga.
+//! `#endif` lines (nestable), never from copies; `#include FILE` inlines a shared piece.
+//! Every variant a wrapper can request is listed by [`all_variants`], and the tests validate
+//! each with naga.
 //!
 //! The header defines `act` (the activation element type: `f32`, or `f16` with `enable f16;`)
 //! and the define `ACT_F16` for the f16 path. Kernels accumulate in f32 either way.
@@ -14,6 +15,7 @@ pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 pub const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 pub const NORM: &str = include_str!("../../../shaders/norm.wgsl");
 pub const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
+pub const WEIGHT_LOAD: &str = include_str!("../../../shaders/weight_load.wgsl");
 
 /// (file name, source) of every shader.
 pub const ALL: &[(&str, &str)] = &[
@@ -21,7 +23,11 @@ pub const ALL: &[(&str, &str)] = &[
     ("elementwise.wgsl", ELEMENTWISE),
     ("norm.wgsl", NORM),
     ("attention.wgsl", ATTENTION),
+    ("weight_load.wgsl", WEIGHT_LOAD),
 ];
+
+/// Files that are only ever included into other shaders, never compiled alone.
+pub const PIECES: &[&str] = &["weight_load.wgsl"];
 
 /// One compilable variant: a source, the activation type and the defines switched on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -102,6 +108,14 @@ pub fn preprocess(source: &str, defines: &[&str]) -> Result<String, String> {
             stack
                 .pop()
                 .ok_or(format!("line {}: #endif without #if", number + 1))?;
+        } else if let Some(name) = trimmed.strip_prefix("#include ") {
+            if active {
+                let (_, text) = ALL
+                    .iter()
+                    .find(|(file, _)| *file == name.trim())
+                    .ok_or_else(|| format!("line {}: no shader {name:?} to include", number + 1))?;
+                out.push_str(&preprocess(text, defines)?);
+            }
         } else if trimmed.starts_with('#') {
             return Err(format!(
                 "line {}: unknown directive {trimmed:?}",
@@ -161,6 +175,20 @@ mod tests {
         assert!(preprocess("#endif", &[]).is_err());
         assert!(preprocess("#else", &[]).is_err());
         assert!(preprocess("#define X", &[]).is_err());
+    }
+
+    #[test]
+    fn include_inlines_a_shared_piece_with_the_same_defines() {
+        let text = preprocess("#if W_F16\n#include weight_load.wgsl\n#endif", &["W_F16"]).unwrap();
+        assert!(text.contains("fn load_weight") && text.contains("unpack2x16float"));
+        assert!(
+            !text.contains("extractBits"),
+            "other formats' branches must be dropped"
+        );
+        assert!(preprocess("#include nope.wgsl", &[]).is_err());
+        assert!(!preprocess("#if X\n#include nope.wgsl\n#endif", &[])
+            .unwrap()
+            .contains("load_weight"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use darkroom_gpu::shaders::{all_variants, Variant, ALL};
+use darkroom_gpu::shaders::{all_variants, Variant, ALL, PIECES};
 
 fn shader_files() -> Vec<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shaders");
@@ -32,10 +32,20 @@ fn every_shader_file_is_embedded_unchanged_and_has_variants() {
             Some(on_disk.as_str()),
             "{name}: not embedded, or stale"
         );
-        assert!(
-            variants.iter().any(|v| v.file == name),
-            "{name}: no op requests any variant of it"
-        );
+        if PIECES.contains(&name.as_str()) {
+            let include = format!("#include {name}");
+            assert!(
+                variants.iter().any(|v| ALL
+                    .iter()
+                    .any(|(f, text)| *f == v.file && text.contains(&include))),
+                "{name}: a piece that no compiled shader includes"
+            );
+        } else {
+            assert!(
+                variants.iter().any(|v| v.file == name),
+                "{name}: no op requests any variant of it"
+            );
+        }
     }
 }
 
