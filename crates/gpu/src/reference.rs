@@ -294,3 +294,21 @@ pub fn attention(
     }
     out
 }
+
+/// Nearest 2x upsampling of [planes, h, w].
+pub fn upsample2x(x: &[f32], h: usize, w: usize) -> Vec<f32> {
+    x.chunks(h * w)
+        .flat_map(|plane| {
+            (0..4 * h * w).map(move |i| plane[(i / (2 * w) / 2) * w + (i % (2 * w)) / 2])
+        })
+        .collect()
+}
+
+/// Concatenation along a dimension, given the rows before it (`outer`) and each input's row
+/// length from that dimension on.
+pub fn concat(a: &[f32], b: &[f32], outer: usize) -> Vec<f32> {
+    let (ra, rb) = (a.len() / outer, b.len() / outer);
+    (0..outer)
+        .flat_map(|r| a[r * ra..][..ra].iter().chain(&b[r * rb..][..rb]).copied())
+        .collect()
+}

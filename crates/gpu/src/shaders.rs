@@ -15,6 +15,7 @@ pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 pub const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 pub const NORM: &str = include_str!("../../../shaders/norm.wgsl");
 pub const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
+pub const LAYOUT: &str = include_str!("../../../shaders/layout.wgsl");
 pub const WEIGHT_LOAD: &str = include_str!("../../../shaders/weight_load.wgsl");
 
 /// (file name, source) of every shader.
@@ -23,6 +24,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("elementwise.wgsl", ELEMENTWISE),
     ("norm.wgsl", NORM),
     ("attention.wgsl", ATTENTION),
+    ("layout.wgsl", LAYOUT),
     ("weight_load.wgsl", WEIGHT_LOAD),
 ];
 
@@ -138,6 +140,7 @@ pub fn all_variants() -> Vec<Variant> {
     all.extend(crate::ops::elementwise::variants());
     all.extend(crate::ops::norm::variants());
     all.extend(crate::ops::attention::variants());
+    all.extend(crate::ops::layout::variants());
     all
 }
 

@@ -84,8 +84,8 @@ fn error(op: &'static str, detail: String) -> GpuError {
     GpuError::Shape { op, detail }
 }
 
-/// Launch geometry for `n` invocations: (groups_x, groups_y, row_stride).
-fn grid(gpu: &Gpu, n: usize) -> Result<([u32; 3], u32), GpuError> {
+/// Launch geometry for `n` invocations of 256-wide workgroups: (groups, row_stride).
+pub(crate) fn grid(gpu: &Gpu, n: usize) -> Result<([u32; 3], u32), GpuError> {
     let groups = n.div_ceil(WORKGROUP).max(1);
     let max_x = gpu.limits().max_compute_workgroups_per_dimension as usize;
     let x = groups.min(max_x);

@@ -3,11 +3,13 @@
 pub mod attention;
 pub mod conv;
 pub mod elementwise;
+pub mod layout;
 pub mod matmul;
 pub mod norm;
 
 pub use attention::attention;
 pub use conv::{conv2d, Conv2d, Padding};
 pub use elementwise::{add, cfg_combine, geglu, mul, unary, Unary};
+pub use layout::{concat, upsample2x};
 pub use matmul::{linear, matmul};
 pub use norm::{group_norm, layer_norm};

@@ -5,6 +5,7 @@ mod attention;
 mod common;
 mod conv;
 mod elementwise;
+mod layout;
 mod matmul;
 mod norm;
 mod selftest;

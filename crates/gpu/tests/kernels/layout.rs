@@ -1,0 +1,77 @@
+use darkroom_gpu::ops;
+use darkroom_gpu::reference::{self, TestRng};
+use darkroom_gpu::{DType, Tolerance};
+
+use crate::common::*;
+
+const EXACT: Tolerance = Tolerance { abs: 0.0, rel: 0.0 };
+
+#[test]
+fn upsample2x_repeats_each_pixel_into_a_2x2_block() {
+    let gpu = gpu();
+    for dtype in DTYPES {
+        let (planes, h, w) = (2 * 5, 7, 3);
+        let x = as_stored(&TestRng::new(1).vec(planes * h * w), dtype);
+        let out = ops::upsample2x(&gpu, &upload(&gpu, &[2, 5, h, w], &x, dtype)).unwrap();
+        assert_eq!(out.shape(), &[2, 5, 14, 6]);
+        let got = read(&gpu, &out);
+        assert_close(
+            &got,
+            &reference::upsample2x(&x, h, w),
+            EXACT,
+            &format!("upsample {dtype:?}"),
+        );
+        // Independent spot check: output (plane 3, y 9, x 5) is input (plane 3, y 4, x 2).
+        assert_eq!(got[(3 * 14 + 9) * 6 + 5], x[(3 * h + 4) * w + 2]);
+    }
+}
+
+#[test]
+fn concat_joins_along_any_dimension() {
+    let gpu = gpu();
+    for dtype in DTYPES {
+        let mut rng = TestRng::new(2);
+        // Channels of a skip connection: [2, 3, 4, 5] ++ [2, 6, 4, 5] → [2, 9, 4, 5].
+        let a = as_stored(&rng.vec(2 * 3 * 20), dtype);
+        let b = as_stored(&rng.vec(2 * 6 * 20), dtype);
+        let out = ops::concat(
+            &gpu,
+            &upload(&gpu, &[2, 3, 4, 5], &a, dtype),
+            &upload(&gpu, &[2, 6, 4, 5], &b, dtype),
+            1,
+        )
+        .unwrap();
+        assert_eq!(out.shape(), &[2, 9, 4, 5]);
+        assert_close(
+            &read(&gpu, &out),
+            &reference::concat(&a, &b, 2),
+            EXACT,
+            "channels",
+        );
+        // Along the last dimension, and along the first (a batch of two prompts).
+        let out = ops::concat(
+            &gpu,
+            &upload(&gpu, &[2, 3, 20], &a, dtype),
+            &upload(&gpu, &[2, 3, 40], &b, dtype),
+            2,
+        )
+        .unwrap();
+        assert_close(
+            &read(&gpu, &out),
+            &reference::concat(&a, &b, 6),
+            EXACT,
+            "last",
+        );
+        let out = ops::concat(
+            &gpu,
+            &upload(&gpu, &[1, 120], &a, dtype),
+            &upload(&gpu, &[2, 120], &b, dtype),
+            0,
+        )
+        .unwrap();
+        assert_eq!(read(&gpu, &out), [a.clone(), b.clone()].concat());
+    }
+    let t = |s: &[usize]| upload(&gpu, s, &vec![0.0; s.iter().product()], DType::F32);
+    assert!(ops::concat(&gpu, &t(&[2, 3, 4]), &t(&[2, 3, 5]), 1).is_err());
+    assert!(ops::concat(&gpu, &t(&[2, 3]), &t(&[2, 3]), 2).is_err());
+}

@@ -1,0 +1,47 @@
+// Index remaps, one output element per invocation (2-D dispatch as in elementwise.wgsl).
+//
+// UPSAMPLE2X: nearest 2x upsampling, x [planes, H, W] → y [planes, 2H, 2W]; `a_len` = H, `b_len` = W.
+// CONCAT: y = concatenation of x and b along one dimension. With everything before that
+//         dimension flattened into `outer` rows, each row of y is a row of x (a_len values)
+//         followed by a row of b (b_len values): the skip connections' channel concat.
+
+struct Params {
+    n: u32,
+    a_len: u32,
+    b_len: u32,
+    row_stride: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<act>;
+@group(0) @binding(2) var<storage, read_write> y: array<act>;
+#if CONCAT
+@group(0) @binding(3) var<storage, read> b: array<act>;
+#endif
+
+@compute @workgroup_size(256, 1, 1)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.y * params.row_stride + gid.x;
+    if (i >= params.n) {
+        return;
+    }
+#if UPSAMPLE2X
+    let h = params.a_len;
+    let w = params.b_len;
+    let plane = i / (4u * h * w);
+    let r = i % (4u * h * w);
+    let oy = r / (2u * w);
+    let ox = r % (2u * w);
+    y[i] = x[(plane * h + oy / 2u) * w + ox / 2u];
+#endif
+#if CONCAT
+    let row_len = params.a_len + params.b_len;
+    let row = i / row_len;
+    let col = i % row_len;
+    if (col < params.a_len) {
+        y[i] = x[row * params.a_len + col];
+    } else {
+        y[i] = b[row * params.b_len + col - params.a_len];
+    }
+#endif
+}
