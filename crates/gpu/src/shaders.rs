@@ -16,6 +16,8 @@ pub const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 pub const NORM: &str = include_str!("../../../shaders/norm.wgsl");
 pub const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
 pub const LAYOUT: &str = include_str!("../../../shaders/layout.wgsl");
+pub const EMBEDDING: &str = include_str!("../../../shaders/embedding.wgsl");
+pub const IMAGE: &str = include_str!("../../../shaders/image.wgsl");
 pub const WEIGHT_LOAD: &str = include_str!("../../../shaders/weight_load.wgsl");
 
 /// (file name, source) of every shader.
@@ -25,6 +27,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("norm.wgsl", NORM),
     ("attention.wgsl", ATTENTION),
     ("layout.wgsl", LAYOUT),
+    ("embedding.wgsl", EMBEDDING),
+    ("image.wgsl", IMAGE),
     ("weight_load.wgsl", WEIGHT_LOAD),
 ];
 
@@ -141,6 +145,8 @@ pub fn all_variants() -> Vec<Variant> {
     all.extend(crate::ops::norm::variants());
     all.extend(crate::ops::attention::variants());
     all.extend(crate::ops::layout::variants());
+    all.extend(crate::ops::embedding::variants());
+    all.extend(crate::ops::image::variants());
     all
 }
 

@@ -136,44 +136,54 @@ impl Tensor {
     /// surfaces any error the device reported since the last readback, so a broken kernel is an
     /// error here rather than silent garbage.
     pub async fn read_f32(&self, gpu: &Gpu) -> Result<Vec<f32>, GpuError> {
-        let bytes = self.byte_len();
-        let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: bytes,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        gpu.record(|encoder| {
-            encoder.copy_buffer_to_buffer(&self.buffer.buffer, 0, &staging, 0, bytes)
-        });
-        gpu.flush();
-
-        let (tx, rx) = futures_channel::oneshot::channel();
-        let slice = staging.slice(..);
-        slice.map_async(wgpu::MapMode::Read, move |result| {
-            let _ = tx.send(result);
-        });
-        gpu.poll_wait();
-        rx.await
-            .map_err(|_| {
-                GpuError::Readback("the device was lost before the mapping finished".into())
-            })?
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
-        gpu.take_error()?;
-        let view = slice
-            .get_mapped_range()
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let bytes = read_buffer(gpu, &self.buffer.buffer, self.byte_len()).await?;
         let n = self.len();
-        let values = match self.dtype {
-            DType::F32 => bytemuck::cast_slice::<u8, f32>(&view)[..n].to_vec(),
-            DType::F16 => view
+        Ok(match self.dtype {
+            DType::F32 => bytes
+                .chunks_exact(4)
+                .take(n)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            DType::F16 => bytes
                 .chunks_exact(2)
                 .take(n)
                 .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
                 .collect(),
-        };
-        drop(view);
-        staging.unmap();
-        Ok(values)
+        })
     }
+}
+
+/// Copies the first `bytes` of `buffer` to the CPU after submitting all recorded work, and
+/// reports any error the device raised meanwhile.
+pub(crate) async fn read_buffer(
+    gpu: &Gpu,
+    buffer: &wgpu::Buffer,
+    bytes: u64,
+) -> Result<Vec<u8>, GpuError> {
+    let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("readback"),
+        size: bytes,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    gpu.record(|encoder| encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes));
+    gpu.flush();
+
+    let (tx, rx) = futures_channel::oneshot::channel();
+    let slice = staging.slice(..);
+    slice.map_async(wgpu::MapMode::Read, move |result| {
+        let _ = tx.send(result);
+    });
+    gpu.poll_wait();
+    rx.await
+        .map_err(|_| GpuError::Readback("the device was lost before the mapping finished".into()))?
+        .map_err(|e| GpuError::Readback(e.to_string()))?;
+    gpu.take_error()?;
+    let view = slice
+        .get_mapped_range()
+        .map_err(|e| GpuError::Readback(e.to_string()))?;
+    let data = view.to_vec();
+    drop(view);
+    staging.unmap();
+    Ok(data)
 }

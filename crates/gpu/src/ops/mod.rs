@@ -3,6 +3,8 @@
 pub mod attention;
 pub mod conv;
 pub mod elementwise;
+pub mod embedding;
+pub mod image;
 pub mod layout;
 pub mod matmul;
 pub mod norm;
@@ -10,6 +12,8 @@ pub mod norm;
 pub use attention::attention;
 pub use conv::{conv2d, Conv2d, Padding};
 pub use elementwise::{add, cfg_combine, geglu, mul, unary, Unary};
+pub use embedding::{embed_tokens, timestep_embedding};
+pub use image::{ColorMap, Rgba8Image};
 pub use layout::{concat, upsample2x};
 pub use matmul::{linear, matmul};
 pub use norm::{group_norm, layer_norm};

@@ -5,6 +5,7 @@ mod attention;
 mod common;
 mod conv;
 mod elementwise;
+mod embedding;
 mod layout;
 mod matmul;
 mod norm;
