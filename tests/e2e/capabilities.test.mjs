@@ -64,7 +64,7 @@ test('a WGSL matmul runs on WebGPU and its numbers are right', async () => {
 
   const r = await page.evaluate(() => {
     const s = window.__darkroomSelftest;
-    return s && { m: s.m, k: s.k, n: s.n, seed: s.seed, passed: s.passed, output: Array.from(s.output) };
+    return s && { m: s.m, k: s.k, n: s.n, seed: s.seed, passed: s.passed, output: Array.from(s.output), kernels: s.kernels };
   });
   assert.ok(r, 'the page published no GPU result');
   assert.equal(r.output.length, r.m * r.n);
@@ -84,6 +84,18 @@ test('a WGSL matmul runs on WebGPU and its numbers are right', async () => {
   }
   assert.ok(worst < 1e-4, `GPU result differs from float64 by ${worst}`);
   assert.ok(r.output.some((v) => Math.abs(v) > 0.5), 'output is suspiciously small');
+
+  // Every kernel family, compiled by the browser's own WGSL compiler, agrees with the CPU.
+  const families = ['linear int8', 'linear 4-bit', 'conv2d 3x3', 'conv2d stride 2', 'attention causal',
+    'attention cross', 'group norm', 'layer norm', 'GEGLU', 'quick GELU', 'concat + upsample'];
+  for (const family of families) {
+    const check = r.kernels.find((c) => c.name.startsWith(family) && c.dtype === 'F32');
+    assert.ok(check, `no f32 check for ${family}: ${JSON.stringify(r.kernels)}`);
+    assert.ok(check.passed, `${family} differs from the CPU by ${check.maxAbsErr}`);
+  }
+  const rows = await page.$$eval('#selftest tr.check', (trs) => trs.map((t) => t.className));
+  assert.equal(rows.length, 1 + r.kernels.length);
+  assert.ok(rows.every((c) => c === 'check pass'), rows.join(', '));
 
   await page.screenshot({ path: path.join(ARTIFACTS, 'capabilities.png'), fullPage: true });
   assert.deepEqual(problems, []);

@@ -5,8 +5,8 @@ use wasm_bindgen::JsValue;
 use crate::components::capability_panel::CapabilityPanel;
 use crate::components::selftest_panel::{SelftestPanel, SelftestState};
 use crate::probe::probe;
-use darkroom_gpu::selftest::{self, MatmulReport};
-use darkroom_gpu::{Gpu, Requirements};
+use darkroom_gpu::selftest::{self, KernelCheck, MatmulReport};
+use darkroom_gpu::{DType, Gpu, Requirements};
 
 #[component]
 pub fn App() -> impl IntoView {
@@ -25,13 +25,18 @@ pub fn App() -> impl IntoView {
         let outcome = async {
             let gpu = Gpu::open(&Requirements::default()).await?;
             let (m, k, n) = selftest::MATMUL_SHAPE;
-            selftest::matmul_check(&gpu, m, k, n, selftest::MATMUL_SEED).await
+            let matmul = selftest::matmul_check(&gpu, m, k, n, selftest::MATMUL_SEED).await?;
+            let mut kernels = vec![(DType::F32, selftest::kernel_suite(&gpu, DType::F32).await?)];
+            if gpu.capabilities().shader_f16 {
+                kernels.push((DType::F16, selftest::kernel_suite(&gpu, DType::F16).await?));
+            }
+            Ok::<_, darkroom_gpu::GpuError>((matmul, kernels))
         }
         .await;
         set_selftest_state.set(match outcome {
-            Ok(report) => {
-                publish(&report);
-                SelftestState::Done(report)
+            Ok((matmul, kernels)) => {
+                publish(&matmul, &kernels);
+                SelftestState::Done { matmul, kernels }
             }
             Err(e) => SelftestState::Failed(e.to_string()),
         });
@@ -49,26 +54,35 @@ pub fn App() -> impl IntoView {
     }
 }
 
-/// Leaves the raw self-test result on `window.__darkroomSelftest` so the browser test can check
+/// Leaves the raw self-test results on `window.__darkroomSelftest` so the browser test can check
 /// the GPU's numbers itself instead of trusting the page's verdict.
-fn publish(report: &MatmulReport) {
-    let obj = js_sys::Object::new();
-    let set = |k: &str, v: JsValue| {
-        let _ = js_sys::Reflect::set(&obj, &JsValue::from_str(k), &v);
+fn publish(report: &MatmulReport, kernels: &[(DType, Vec<KernelCheck>)]) {
+    let set = |target: &js_sys::Object, key: &str, value: JsValue| {
+        let _ = js_sys::Reflect::set(target, &JsValue::from_str(key), &value);
     };
-    set("m", (report.m as u32).into());
-    set("k", (report.k as u32).into());
-    set("n", (report.n as u32).into());
-    set("seed", report.seed.into());
-    set("passed", report.passed.into());
-    set("maxAbsErr", report.max_abs_err.into());
+    let obj = js_sys::Object::new();
+    set(&obj, "m", (report.m as u32).into());
+    set(&obj, "k", (report.k as u32).into());
+    set(&obj, "n", (report.n as u32).into());
+    set(&obj, "seed", report.seed.into());
+    set(&obj, "passed", report.passed.into());
+    set(&obj, "maxAbsErr", report.max_abs_err.into());
     set(
+        &obj,
         "output",
         js_sys::Float32Array::from(report.output.as_slice()).into(),
     );
-    let _ = js_sys::Reflect::set(
-        &js_sys::global(),
-        &JsValue::from_str("__darkroomSelftest"),
-        &obj,
-    );
+    let checks = js_sys::Array::new();
+    for (dtype, list) in kernels {
+        for check in list {
+            let entry = js_sys::Object::new();
+            set(&entry, "name", check.name.into());
+            set(&entry, "dtype", format!("{dtype:?}").into());
+            set(&entry, "passed", check.passed.into());
+            set(&entry, "maxAbsErr", check.max_abs_err.into());
+            checks.push(&entry);
+        }
+    }
+    set(&obj, "kernels", checks.into());
+    set(&js_sys::global().into(), "__darkroomSelftest", obj.into());
 }

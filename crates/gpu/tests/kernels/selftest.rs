@@ -28,3 +28,14 @@ fn device_reports_its_capabilities() {
     assert!(caps.max_storage_buffer_binding_size >= 128 << 20);
     assert!(caps.max_compute_invocations_per_workgroup >= 256);
 }
+
+#[test]
+fn kernel_suite_passes_on_both_activation_types() {
+    let gpu = gpu();
+    for dtype in crate::common::DTYPES {
+        let checks = pollster::block_on(selftest::kernel_suite(&gpu, dtype)).unwrap();
+        assert!(checks.len() >= 10, "{checks:?}");
+        let failed: Vec<_> = checks.iter().filter(|c| !c.passed).collect();
+        assert!(failed.is_empty(), "{dtype:?}: {failed:?}");
+    }
+}
