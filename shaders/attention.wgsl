@@ -5,7 +5,9 @@
 //
 // Each workgroup takes 64 queries of one (batch, head); each invocation owns one query row and
 // its running max m, normaliser l and output o. Keys and values stream through workgroup
-// memory 8 at a time (10 KiB at the largest head size, 160, SD 1.5's deepest blocks).
+// memory in tiles of `block_keys` = min(64, 2048 / D) keys (16 KiB for K and V together, the
+// WebGPU minimum): 51 keys at D = 40, 32 at D = 64, 12 at D = 160 (SD 1.5's deepest blocks).
+// Scores of a tile are computed first, so the running max is rescaled once per tile.
 
 struct Params {
     nq: u32,
@@ -15,7 +17,7 @@ struct Params {
     q_stride: u32,
     kv_stride: u32,
     scale: f32,
-    _pad: u32,
+    block_keys: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -25,13 +27,14 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> o: array<act>;
 
 const BQ: u32 = 64u;
-const BK: u32 = 8u;
+const BK_MAX: u32 = 64u;
 const D_MAX: u32 = 160u;
+const TILE_FLOATS: u32 = 2048u;
 // A finite "minus infinity": differences of two of them stay finite.
 const NEG: f32 = -1e30;
 
-var<workgroup> k_tile: array<f32, 1280>; // [BK][D_MAX]
-var<workgroup> v_tile: array<f32, 1280>;
+var<workgroup> k_tile: array<f32, 2048>; // [block_keys][D]
+var<workgroup> v_tile: array<f32, 2048>;
 
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) local: u32) {
@@ -57,8 +60,9 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
     // No query of this workgroup sees keys past its last row.
     nk_end = min(params.nk, group.x * BQ + BQ);
 #endif
-    for (var j0 = 0u; j0 < nk_end; j0 += BK) {
-        for (var t = local; t < BK * d_len; t += BQ) {
+    let bk = params.block_keys;
+    for (var j0 = 0u; j0 < nk_end; j0 += bk) {
+        for (var t = local; t < bk * d_len; t += BQ) {
             let jj = t / d_len;
             let d = t % d_len;
             let j = j0 + jj;
@@ -68,15 +72,15 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
                 kv = f32(k[kv_base + j * params.kv_stride + d]);
                 vv = f32(v[kv_base + j * params.kv_stride + d]);
             }
-            k_tile[jj * D_MAX + d] = kv;
-            v_tile[jj * D_MAX + d] = vv;
+            k_tile[t] = kv;
+            v_tile[t] = vv;
         }
         workgroupBarrier();
 
-        var s: array<f32, BK>;
-        var keep: array<bool, BK>;
+        var s: array<f32, BK_MAX>;
+        var keep: array<bool, BK_MAX>;
         var tile_max = NEG;
-        for (var jj = 0u; jj < BK; jj++) {
+        for (var jj = 0u; jj < bk; jj++) {
             let j = j0 + jj;
             var ok = j < params.nk;
 #if CAUSAL
@@ -86,7 +90,7 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
             if (ok) {
                 score = 0.0;
                 for (var d = 0u; d < d_len; d++) {
-                    score = fma(qv[d], k_tile[jj * D_MAX + d], score);
+                    score = fma(qv[d], k_tile[jj * d_len + d], score);
                 }
             }
             s[jj] = score;
@@ -100,11 +104,11 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
         for (var d = 0u; d < d_len; d++) {
             acc[d] = acc[d] * correction;
         }
-        for (var jj = 0u; jj < BK; jj++) {
+        for (var jj = 0u; jj < bk; jj++) {
             let p = select(0.0, exp(s[jj] - m_new), keep[jj]);
             l += p;
             for (var d = 0u; d < d_len; d++) {
-                acc[d] = fma(p, v_tile[jj * D_MAX + d], acc[d]);
+                acc[d] = fma(p, v_tile[jj * d_len + d], acc[d]);
             }
         }
         m = m_new;

@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+mod bench;
+
 use clap::{Parser, Subcommand};
 use darkroom_gpu::{selftest, Gpu, Requirements};
 
@@ -28,6 +30,22 @@ enum Command {
         #[arg(long, default_value_t = selftest::MATMUL_SEED)]
         seed: u32,
     },
+    /// Measure speed. `kernels`: GFLOP/s at UNet shapes beside plain kernels, same run.
+    Bench {
+        #[arg(value_enum)]
+        what: BenchTarget,
+        /// Quarter-size shapes (software adapters are slow).
+        #[arg(long)]
+        quick: bool,
+        /// Timed runs per kernel (the median is shown).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchTarget {
+    Kernels,
 }
 
 fn parse_shape(s: &str) -> Result<(usize, usize, usize), String> {
@@ -52,6 +70,17 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Bench {
+            what: BenchTarget::Kernels,
+            quick,
+            runs,
+        } => match bench::kernels(&gpu, &bench::Options { quick, runs }) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Info => {
             let c = gpu.capabilities();
             println!("adapter: {}", c.adapter_name);

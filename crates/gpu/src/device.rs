@@ -291,6 +291,17 @@ impl Gpu {
         }
     }
 
+    /// Submits recorded work and blocks until the device has finished it (native only: a
+    /// browser cannot block; await a readback there). For timing.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn finish(&self) -> Result<(), GpuError> {
+        self.flush();
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Validation(e.to_string()))?;
+        self.take_error()
+    }
+
     /// Bytes held by the tensor buffer pool, and their peak.
     pub fn pool_stats(&self) -> PoolStats {
         self.pool.stats()

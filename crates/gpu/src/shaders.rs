@@ -18,6 +18,7 @@ pub const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
 pub const LAYOUT: &str = include_str!("../../../shaders/layout.wgsl");
 pub const EMBEDDING: &str = include_str!("../../../shaders/embedding.wgsl");
 pub const IMAGE: &str = include_str!("../../../shaders/image.wgsl");
+pub const NAIVE: &str = include_str!("../../../shaders/naive.wgsl");
 pub const WEIGHT_LOAD: &str = include_str!("../../../shaders/weight_load.wgsl");
 
 /// (file name, source) of every shader.
@@ -29,6 +30,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("layout.wgsl", LAYOUT),
     ("embedding.wgsl", EMBEDDING),
     ("image.wgsl", IMAGE),
+    ("naive.wgsl", NAIVE),
     ("weight_load.wgsl", WEIGHT_LOAD),
 ];
 
@@ -147,6 +149,7 @@ pub fn all_variants() -> Vec<Variant> {
     all.extend(crate::ops::layout::variants());
     all.extend(crate::ops::embedding::variants());
     all.extend(crate::ops::image::variants());
+    all.extend(crate::ops::naive::variants());
     all
 }
 

@@ -20,7 +20,7 @@ struct Params {
     q_stride: u32,
     kv_stride: u32,
     scale: f32,
-    _pad: u32,
+    block_keys: u32,
 }
 
 pub(crate) fn variants() -> Vec<Variant> {
@@ -98,7 +98,8 @@ pub fn attention(
         q_stride: to_u32(width)?,
         kv_stride: to_u32(width)?,
         scale: 1.0 / (head_dim as f32).sqrt(),
-        _pad: 0,
+        // Keys per workgroup-memory tile: 2048 floats each for K and V (attention.wgsl).
+        block_keys: to_u32((2048 / head_dim.max(1)).min(64))?,
     };
     let defines: &[&str] = if causal { &["CAUSAL"] } else { &[] };
     let pipeline = gpu.pipeline(&Variant::new(FILE, q.dtype(), defines))?;

@@ -7,6 +7,7 @@ pub mod embedding;
 pub mod image;
 pub mod layout;
 pub mod matmul;
+pub mod naive;
 pub mod norm;
 
 pub use attention::attention;

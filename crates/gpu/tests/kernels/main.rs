@@ -8,5 +8,6 @@ mod elementwise;
 mod embedding;
 mod layout;
 mod matmul;
+mod naive;
 mod norm;
 mod selftest;
