@@ -220,6 +220,16 @@ impl Gpu {
         Ok(pipeline)
     }
 
+    /// Cache keys ([`Variant::key`]) of every pipeline this device has compiled.
+    pub fn compiled_variant_keys(&self) -> Vec<String> {
+        self.pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// Records a dispatch of `pipeline` with `(binding, resource)` pairs of group 0 into the
     /// pending command encoder.
     pub(crate) fn dispatch(

@@ -100,3 +100,23 @@ fn validation_rejects_a_broken_shader() {
     assert!(validate_source(fine, "main").is_ok());
     assert!(validate_source(fine, "other").is_err());
 }
+
+#[test]
+fn every_shader_is_covered_by_a_kernel_test() {
+    // Kernel tests end with `assert_covers(&gpu, "<file>", …)`, which checks at run time that
+    // they compiled and ran every variant of that shader; here, every shader must have one.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kernels");
+    let sources: String = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .collect();
+    let uncovered: Vec<String> = shader_files()
+        .into_iter()
+        .filter(|name| !PIECES.contains(&name.as_str()))
+        .filter(|name| !sources.contains(&format!("assert_covers(&gpu, \"{name}\"")))
+        .collect();
+    assert!(
+        uncovered.is_empty(),
+        "shaders no kernel test covers: {uncovered:?}"
+    );
+}

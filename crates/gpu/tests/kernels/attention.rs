@@ -70,6 +70,7 @@ fn attention_matches_cpu_for_self_cross_causal_and_odd_lengths() {
             );
         }
     }
+    assert_covers(&gpu, "attention.wgsl", &[], &[]);
 }
 
 #[test]

@@ -63,3 +63,24 @@ pub fn relative_rms_error(got: &[f32], want: &[f32]) -> f32 {
     let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
     (err / norm.max(1e-30)).sqrt() as f32
 }
+
+/// Asserts that `gpu` compiled every variant of `file` whose defines include all of `with` and
+/// none of `without`: the test that calls it exercised each of those variants. A static check
+/// (tests/shaders_validate.rs) requires every shader to be named in such a call.
+pub fn assert_covers(gpu: &Gpu, file: &str, with: &[&str], without: &[&str]) {
+    let compiled = gpu.compiled_variant_keys();
+    let missing: Vec<String> = darkroom_gpu::shaders::all_variants()
+        .into_iter()
+        .filter(|v| v.file == file)
+        .filter(|v| {
+            with.iter().all(|d| v.defines.contains(d))
+                && !without.iter().any(|d| v.defines.contains(d))
+        })
+        .map(|v| v.key())
+        .filter(|key| !compiled.contains(key))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "variants of {file} that no test here ran: {missing:?}"
+    );
+}

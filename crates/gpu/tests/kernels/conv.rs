@@ -99,7 +99,9 @@ fn conv2d_matches_cpu_for_every_weight_format_dtype_and_geometry() {
             let rs = as_stored(&residual, dtype);
             let input = upload(&gpu, &[case.batch, case.cin, case.h, case.w], &xs, dtype);
             for format in WeightFormat::ALL {
-                for (with_bias, with_residual) in [(true, false), (false, true), (true, true)] {
+                for (with_bias, with_residual) in
+                    [(false, false), (true, false), (false, true), (true, true)]
+                {
                     let packed = PackedWeight::pack(&weight, case.cout, case.cin * kh * kw, format);
                     let w = Weight::upload(&gpu, &packed, with_bias.then_some(&bias[..])).unwrap();
                     let res = upload(&gpu, &[case.batch, case.cout, oh, ow], &rs, dtype);
@@ -131,6 +133,7 @@ fn conv2d_matches_cpu_for_every_weight_format_dtype_and_geometry() {
             }
         }
     }
+    assert_covers(&gpu, "matmul.wgsl", &["CONV"], &[]);
 }
 
 #[test]

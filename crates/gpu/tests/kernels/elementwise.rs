@@ -43,6 +43,16 @@ fn unary_ops_match_cpu() {
             );
         }
     }
+    for define in [
+        "SILU",
+        "GELU",
+        "QUICK_GELU",
+        "RELU",
+        "TANH_CLAMP",
+        "SCALE_SHIFT",
+    ] {
+        assert_covers(&gpu, "elementwise.wgsl", &[define], &[]);
+    }
 }
 
 #[test]
@@ -87,6 +97,8 @@ fn add_and_mul_broadcast_like_numpy() {
         ops::add(&gpu, &a, &b).is_err(),
         "non-contiguous broadcast must be refused"
     );
+    assert_covers(&gpu, "elementwise.wgsl", &["ADD"], &[]);
+    assert_covers(&gpu, "elementwise.wgsl", &["MUL"], &[]);
 }
 
 #[test]
@@ -126,6 +138,8 @@ fn geglu_and_cfg_match_cpu() {
             &format!("cfg {dtype:?}"),
         );
     }
+    assert_covers(&gpu, "elementwise.wgsl", &["GEGLU"], &[]);
+    assert_covers(&gpu, "elementwise.wgsl", &["CFG"], &[]);
 }
 
 #[test]

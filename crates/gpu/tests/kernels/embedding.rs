@@ -60,6 +60,7 @@ fn token_and_position_lookup_matches_cpu_for_every_table_format() {
         ops::embed_tokens(&gpu, &[1; 13], 13, &tokens, &pos).is_err(),
         "13 positions > 12"
     );
+    assert_covers(&gpu, "embedding.wgsl", &[], &[]);
 }
 
 #[test]
@@ -93,6 +94,7 @@ fn images_round_trip_through_rgba8() {
             "{dtype:?}: [-1, 1] and back must give the same bytes"
         );
     }
+    assert_covers(&gpu, "image.wgsl", &[], &[]);
 }
 
 #[test]

@@ -24,6 +24,7 @@ fn upsample2x_repeats_each_pixel_into_a_2x2_block() {
         // Independent spot check: output (plane 3, y 9, x 5) is input (plane 3, y 4, x 2).
         assert_eq!(got[(3 * 14 + 9) * 6 + 5], x[(3 * h + 4) * w + 2]);
     }
+    assert_covers(&gpu, "layout.wgsl", &["UPSAMPLE2X"], &[]);
 }
 
 #[test]
@@ -74,4 +75,5 @@ fn concat_joins_along_any_dimension() {
     let t = |s: &[usize]| upload(&gpu, s, &vec![0.0; s.iter().product()], DType::F32);
     assert!(ops::concat(&gpu, &t(&[2, 3, 4]), &t(&[2, 3, 5]), 1).is_err());
     assert!(ops::concat(&gpu, &t(&[2, 3]), &t(&[2, 3]), 2).is_err());
+    assert_covers(&gpu, "layout.wgsl", &["CONCAT"], &[]);
 }

@@ -58,6 +58,7 @@ fn matmul_matches_cpu_for_both_dtypes_layouts_and_odd_shapes() {
             }
         }
     }
+    assert_covers(&gpu, "matmul.wgsl", &["B_ACT"], &[]);
 }
 
 #[test]
@@ -100,6 +101,7 @@ fn linear_matches_cpu_on_the_dequantized_weights_for_every_format() {
             }
         }
     }
+    assert_covers(&gpu, "matmul.wgsl", &[], &["B_ACT", "CONV"]);
 }
 
 #[test]

@@ -80,4 +80,5 @@ fn naive_kernels_match_cpu() {
         },
         "naive attention",
     );
+    assert_covers(&gpu, "naive.wgsl", &[], &[]);
 }

@@ -63,6 +63,7 @@ fn group_norm_matches_cpu_with_and_without_silu() {
             }
         }
     }
+    assert_covers(&gpu, "norm.wgsl", &[], &[]);
 }
 
 #[test]
