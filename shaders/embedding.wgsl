@@ -9,8 +9,10 @@ struct Params {
     row_stride: u32,
     row_words: u32,
     groups_per_row: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // The rows of the table this dispatch holds (a table split across bindings runs once per
+    // part; each part writes the tokens whose ids it holds).
+    first_id: u32,
+    part_rows: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -42,5 +44,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let row = i / params.width;
     let col = i % params.width;
     let t = row % params.seq_len;
-    y[i] = act(load_weight(ids[row], col) + f32(positions[t * params.width + col]));
+    let id = ids[row];
+    if (id < params.first_id || id >= params.first_id + params.part_rows) {
+        return;
+    }
+    y[i] = act(load_weight(id - params.first_id, col) + f32(positions[t * params.width + col]));
 }

@@ -35,6 +35,12 @@ struct Params {
     stride: u32,
     pad_top: u32,
     pad_left: u32,
+    // C's full width and where this dispatch's columns start in it: a weight split across
+    // bindings runs once per part, each writing its slice of the output columns.
+    out_cols: u32,
+    col_offset: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -197,9 +203,9 @@ fn main(
                 v += bias[col];
 #endif
 #if CONV
-                let index = c_base + col * params.m + row;
+                let index = c_base + (params.col_offset + col) * params.m + row;
 #else
-                let index = c_base + row * params.n + col;
+                let index = c_base + row * params.out_cols + params.col_offset + col;
 #endif
 #if RESIDUAL
                 v += f32(residual[index]);

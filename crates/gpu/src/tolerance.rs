@@ -46,6 +46,27 @@ pub fn compare(actual: &[f32], expected: &[f32], tol: Tolerance) -> Comparison {
     cmp
 }
 
+/// Root-mean-square error relative to the reference's RMS: the normalised error for large
+/// tensors (whole decoded images, quantized layers), where single elements may stray but the
+/// whole must stay close.
+pub fn relative_rms_error(actual: &[f32], expected: &[f32]) -> f32 {
+    if actual.len() != expected.len() {
+        return f32::INFINITY;
+    }
+    let err: f64 = actual
+        .iter()
+        .zip(expected)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
+    let norm: f64 = expected.iter().map(|b| (*b as f64).powi(2)).sum();
+    let value = (err / norm.max(1e-30)).sqrt() as f32;
+    if value.is_nan() {
+        f32::INFINITY
+    } else {
+        value
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,8 @@
 //! A weight matrix (and optional bias) resident on the GPU, in one of the packed formats.
+//!
+//! A weight larger than the adapter's `maxStorageBufferBindingSize` (128 MiB unless the adapter
+//! grants more) is split by rows into parts that each fit one binding; kernels run once per
+//! part, each writing its own slice of the output.
 
 use wgpu::util::DeviceExt;
 
@@ -6,27 +10,36 @@ use crate::device::Gpu;
 use crate::error::GpuError;
 use crate::quant::{PackedWeight, WeightFormat};
 
+/// Rows `first_row .. first_row + rows` of a weight, in buffers of their own.
+pub(crate) struct WeightPart {
+    pub first_row: usize,
+    pub rows: usize,
+    pub data: wgpu::Buffer,
+    pub scales: Option<wgpu::Buffer>,
+    /// f32, one per row of this part.
+    pub bias: Option<wgpu::Buffer>,
+}
+
 pub struct Weight {
     pub format: WeightFormat,
     /// Outputs.
     pub rows: usize,
     /// Inputs (for a conv: in_channels · kh · kw).
     pub cols: usize,
-    pub(crate) data: wgpu::Buffer,
-    pub(crate) scales: Option<wgpu::Buffer>,
-    /// f32, one per row.
-    pub(crate) bias: Option<wgpu::Buffer>,
+    pub(crate) parts: Vec<WeightPart>,
+    has_bias: bool,
 }
 
 impl std::fmt::Debug for Weight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Weight([{}, {}], {:?}, bias: {})",
+            "Weight([{}, {}], {:?}, bias: {}, parts: {})",
             self.rows,
             self.cols,
             self.format,
-            self.bias.is_some()
+            self.has_bias,
+            self.parts.len()
         )
     }
 }
@@ -37,6 +50,22 @@ impl Weight {
         packed: &PackedWeight,
         bias: Option<&[f32]>,
     ) -> Result<Weight, GpuError> {
+        Weight::upload_in_parts(
+            gpu,
+            packed,
+            bias,
+            gpu.limits().max_storage_buffer_binding_size,
+        )
+    }
+
+    /// As [`Weight::upload`], with parts of at most `max_part_bytes` (tests force splits with a
+    /// small value; production uses the adapter's binding limit).
+    pub fn upload_in_parts(
+        gpu: &Gpu,
+        packed: &PackedWeight,
+        bias: Option<&[f32]>,
+        max_part_bytes: u64,
+    ) -> Result<Weight, GpuError> {
         if let Some(b) = bias {
             if b.len() != packed.rows {
                 return Err(GpuError::Shape {
@@ -45,17 +74,28 @@ impl Weight {
                 });
             }
         }
-        let max_binding = gpu.limits().max_storage_buffer_binding_size;
-        let bytes = (packed.data.len() * 4) as u64;
-        if bytes > max_binding {
+        let format = packed.format;
+        let row_words = format.row_words(packed.cols);
+        // Q4 scales are f16 pairs: keep parts on even rows' worth of groups so a part's scales
+        // start on a word boundary.
+        let groups = format.groups_per_row(packed.cols);
+        let row_align = if format == WeightFormat::Q4 && groups % 2 == 1 {
+            2
+        } else {
+            1
+        };
+        let row_bytes = (row_words.max(1) * 4) as u64;
+        let mut rows_per_part = ((max_part_bytes / row_bytes) as usize / row_align) * row_align;
+        if rows_per_part == 0 {
             return Err(GpuError::LimitTooSmall {
                 limit: "maxStorageBufferBindingSize",
-                have: max_binding,
-                need: bytes,
-                needed_for:
-                    "a weight matrix this large in one binding; use a smaller weight format",
+                have: max_part_bytes,
+                need: row_bytes * row_align as u64,
+                needed_for: "one row of this weight",
             });
         }
+        rows_per_part = rows_per_part.min(packed.rows.max(1));
+
         let storage = |label: &str, contents: &[u8]| {
             gpu.device
                 .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -68,14 +108,43 @@ impl Weight {
                     usage: wgpu::BufferUsages::STORAGE,
                 })
         };
+        let mut parts = Vec::new();
+        let mut first_row = 0;
+        while first_row < packed.rows || (packed.rows == 0 && parts.is_empty()) {
+            let rows = rows_per_part.min(packed.rows - first_row);
+            let data = &packed.data[first_row * row_words..(first_row + rows) * row_words];
+            let scales: Option<&[u32]> = match format {
+                WeightFormat::F32 | WeightFormat::F16 => None,
+                WeightFormat::Q8 => Some(&packed.scales[first_row..first_row + rows]),
+                WeightFormat::Q4 => {
+                    let start = first_row * groups / 2;
+                    let end = ((first_row + rows) * groups).div_ceil(2);
+                    Some(&packed.scales[start..end])
+                }
+            };
+            parts.push(WeightPart {
+                first_row,
+                rows,
+                data: storage("weight", bytemuck::cast_slice(data)),
+                scales: scales.map(|s| storage("weight scales", bytemuck::cast_slice(s))),
+                bias: bias.map(|b| {
+                    storage(
+                        "bias",
+                        bytemuck::cast_slice(&b[first_row..first_row + rows]),
+                    )
+                }),
+            });
+            if rows == 0 {
+                break;
+            }
+            first_row += rows;
+        }
         Ok(Weight {
-            format: packed.format,
+            format,
             rows: packed.rows,
             cols: packed.cols,
-            data: storage("weight", bytemuck::cast_slice(&packed.data)),
-            scales: (!packed.scales.is_empty())
-                .then(|| storage("weight scales", bytemuck::cast_slice(&packed.scales))),
-            bias: bias.map(|b| storage("bias", bytemuck::cast_slice(b))),
+            parts,
+            has_bias: bias.is_some(),
         })
     }
 
@@ -99,5 +168,14 @@ impl Weight {
             });
         }
         Weight::upload(gpu, &PackedWeight::pack(values, rows, cols, format), bias)
+    }
+
+    pub fn has_bias(&self) -> bool {
+        self.has_bias
+    }
+
+    /// How many bindings the weight was split into.
+    pub fn part_count(&self) -> usize {
+        self.parts.len()
     }
 }

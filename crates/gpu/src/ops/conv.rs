@@ -126,7 +126,8 @@ pub fn conv2d(
         w,
         residual,
         &out,
-        [cout.div_ceil(TILE), m.div_ceil(TILE), batch],
+        m.div_ceil(TILE),
+        batch,
     )?;
     Ok(out)
 }

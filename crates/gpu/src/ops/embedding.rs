@@ -20,7 +20,8 @@ struct Params {
     row_stride: u32,
     row_words: u32,
     groups_per_row: u32,
-    _pad: [u32; 2],
+    first_id: u32,
+    part_rows: u32,
 }
 
 pub(crate) fn variants() -> Vec<Variant> {
@@ -76,15 +77,6 @@ pub fn embed_tokens(
     }
     let (groups, row_stride) = grid(gpu, out.len())?;
     let to_u32 = |v: usize| u32::try_from(v).map_err(|_| error(format!("{v} exceeds 32 bits")));
-    let params = Params {
-        n: to_u32(out.len())?,
-        width: to_u32(width)?,
-        seq_len: to_u32(seq_len)?,
-        row_stride,
-        row_words: to_u32(tokens.format.row_words(width))?,
-        groups_per_row: to_u32(tokens.format.groups_per_row(width))?,
-        _pad: [0; 2],
-    };
     let id_buffer = gpu
         .device
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -97,18 +89,30 @@ pub fn embed_tokens(
         positions.dtype(),
         &[tokens.format.define()],
     ))?;
-    let uniform = gpu.uniform(&params);
-    let mut bindings = vec![
-        (0, uniform.as_entire_binding()),
-        (1, id_buffer.as_entire_binding()),
-        (2, out.binding()),
-        (3, tokens.data.as_entire_binding()),
-        (4, positions.binding()),
-    ];
-    if let Some(scales) = &tokens.scales {
-        bindings.push((5, scales.as_entire_binding()));
+    for part in &tokens.parts {
+        let params = Params {
+            n: to_u32(out.len())?,
+            width: to_u32(width)?,
+            seq_len: to_u32(seq_len)?,
+            row_stride,
+            row_words: to_u32(tokens.format.row_words(width))?,
+            groups_per_row: to_u32(tokens.format.groups_per_row(width))?,
+            first_id: to_u32(part.first_row)?,
+            part_rows: to_u32(part.rows)?,
+        };
+        let uniform = gpu.uniform(&params);
+        let mut bindings = vec![
+            (0, uniform.as_entire_binding()),
+            (1, id_buffer.as_entire_binding()),
+            (2, out.binding()),
+            (3, part.data.as_entire_binding()),
+            (4, positions.binding()),
+        ];
+        if let Some(scales) = &part.scales {
+            bindings.push((5, scales.as_entire_binding()));
+        }
+        gpu.dispatch(&pipeline, &bindings, groups)?;
     }
-    gpu.dispatch(&pipeline, &bindings, groups)?;
     Ok(out)
 }
 

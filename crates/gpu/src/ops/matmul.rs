@@ -30,6 +30,9 @@ pub(crate) struct Params {
     pub stride: u32,
     pub pad_top: u32,
     pub pad_left: u32,
+    pub out_cols: u32,
+    pub col_offset: u32,
+    pub _pad: [u32; 2],
 }
 
 pub(crate) fn variants() -> Vec<Variant> {
@@ -120,6 +123,7 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Te
         batch_stride_a: u32_of(m * k)?,
         batch_stride_b: if b_batch == 1 { 0 } else { u32_of(k * n)? },
         batch_stride_c: u32_of(m * n)?,
+        out_cols: u32_of(n)?,
         ..Default::default()
     };
     let defines: &[&str] = if transpose_b {
@@ -171,21 +175,14 @@ pub fn linear(gpu: &Gpu, x: &Tensor, w: &Weight) -> Result<Tensor, GpuError> {
         k: u32_of(k)?,
         ..Default::default()
     };
-    dispatch_with_weight(
-        gpu,
-        &params,
-        &[],
-        x,
-        w,
-        None,
-        &out,
-        [n.div_ceil(TILE), m.div_ceil(TILE), 1],
-    )?;
+    dispatch_with_weight(gpu, &params, &[], x, w, None, &out, m.div_ceil(TILE), 1)?;
     Ok(out)
 }
 
-/// Runs the GEMM kernel with `w` as B: fills the weight fields of `params`, picks the variant
-/// (weight format, bias, residual, `extra` defines) and binds everything.
+/// Runs the GEMM kernel with `w` as B, once per part of the weight: fills the weight fields of
+/// `params`, picks the variant (weight format, bias, residual, `extra` defines) and binds
+/// everything. `params.n` is the weight's full output count; `row_groups` and `batch` give the
+/// grid's y and z.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dispatch_with_weight(
     gpu: &Gpu,
@@ -195,41 +192,49 @@ pub(crate) fn dispatch_with_weight(
     w: &Weight,
     residual: Option<&Tensor>,
     out: &Tensor,
-    groups: [usize; 3],
+    row_groups: usize,
+    batch: usize,
 ) -> Result<(), GpuError> {
-    let params = Params {
-        b_row_words: u32_of(w.format.row_words(w.cols))?,
-        groups_per_row: u32_of(w.format.groups_per_row(w.cols))?,
-        ..*params
-    };
     let mut defines = vec![w.format.define()];
     defines.extend_from_slice(extra);
-    if w.bias.is_some() {
+    if w.has_bias() {
         defines.push("BIAS");
     }
     if residual.is_some() {
         defines.push("RESIDUAL");
     }
     let pipeline = gpu.pipeline(&Variant::new(FILE, a.dtype(), &defines))?;
-    let uniform = gpu.uniform(&params);
-    let mut bindings = vec![
-        (0, uniform.as_entire_binding()),
-        (1, a.binding()),
-        (2, out.binding()),
-        (3, w.data.as_entire_binding()),
-    ];
-    if let Some(scales) = &w.scales {
-        bindings.push((4, scales.as_entire_binding()));
+    for part in &w.parts {
+        let params = Params {
+            n: u32_of(part.rows)?,
+            out_cols: u32_of(w.rows)?,
+            col_offset: u32_of(part.first_row)?,
+            b_row_words: u32_of(w.format.row_words(w.cols))?,
+            groups_per_row: u32_of(w.format.groups_per_row(w.cols))?,
+            ..*params
+        };
+        let uniform = gpu.uniform(&params);
+        let mut bindings = vec![
+            (0, uniform.as_entire_binding()),
+            (1, a.binding()),
+            (2, out.binding()),
+            (3, part.data.as_entire_binding()),
+        ];
+        if let Some(scales) = &part.scales {
+            bindings.push((4, scales.as_entire_binding()));
+        }
+        if let Some(bias) = &part.bias {
+            bindings.push((5, bias.as_entire_binding()));
+        }
+        if let Some(r) = residual {
+            bindings.push((6, r.binding()));
+        }
+        let groups = [
+            u32_of(part.rows.div_ceil(TILE))?,
+            u32_of(row_groups)?,
+            u32_of(batch)?,
+        ];
+        gpu.dispatch(&pipeline, &bindings, groups)?;
     }
-    if let Some(bias) = &w.bias {
-        bindings.push((5, bias.as_entire_binding()));
-    }
-    if let Some(r) = residual {
-        bindings.push((6, r.binding()));
-    }
-    gpu.dispatch(
-        &pipeline,
-        &bindings,
-        [u32_of(groups[0])?, u32_of(groups[1])?, u32_of(groups[2])?],
-    )
+    Ok(())
 }

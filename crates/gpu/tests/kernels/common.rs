@@ -1,3 +1,4 @@
+pub use darkroom_gpu::tolerance::relative_rms_error;
 use darkroom_gpu::{compare, DType, Gpu, Requirements, Tensor, Tolerance};
 use half::f16;
 
@@ -50,18 +51,6 @@ pub fn assert_close(got: &[f32], want: &[f32], tol: Tolerance, context: &str) {
         "{context}: element {} is {} but should be {} (max abs error {}, tolerance {tol:?})",
         cmp.worst_index, got[cmp.worst_index], want[cmp.worst_index], cmp.max_abs_err
     );
-}
-
-/// Root-mean-square error relative to the reference's RMS: for comparing a quantized result
-/// with the float one, where single elements may be off but the whole must stay close.
-pub fn relative_rms_error(got: &[f32], want: &[f32]) -> f32 {
-    let err: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| ((a - b) as f64).powi(2))
-        .sum();
-    let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
-    (err / norm.max(1e-30)).sqrt() as f32
 }
 
 /// Asserts that `gpu` compiled every variant of `file` whose defines include all of `with` and

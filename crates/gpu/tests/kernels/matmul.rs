@@ -193,3 +193,63 @@ fn pool_reuses_buffers_in_a_steady_loop() {
         gpu.pool_stats()
     );
 }
+
+#[test]
+fn weights_split_across_bindings_give_identical_results() {
+    // Weights over maxStorageBufferBindingSize are split by rows; force splits with a tiny part
+    // size (odd part counts, Q4 rows with an odd number of scale groups) and compare with the
+    // unsplit weight, which must agree bit for bit.
+    let gpu = gpu();
+    let (m, k, n) = (40, 70, 75); // 70 inputs = 3 Q4 groups per row
+    let mut rng = TestRng::new(21);
+    let x = upload(&gpu, &[m, k], &rng.vec(m * k), DType::F32);
+    let image = upload(&gpu, &[1, 7, 6, 5], &rng.vec(7 * 30), DType::F32);
+    let values = rng.vec(n * k);
+    let conv_values = rng.vec(n * 7 * 9);
+    let bias = rng.vec(n);
+    for format in WeightFormat::ALL {
+        let packed = PackedWeight::pack(&values, n, k, format);
+        let whole = Weight::upload(&gpu, &packed, Some(&bias)).unwrap();
+        let split = Weight::upload_in_parts(&gpu, &packed, Some(&bias), 600).unwrap();
+        assert!(split.part_count() >= 3, "{format:?}: {split:?}");
+        let a = read(&gpu, &ops::linear(&gpu, &x, &whole).unwrap());
+        let b = read(&gpu, &ops::linear(&gpu, &x, &split).unwrap());
+        assert_eq!(a, b, "linear {format:?}");
+
+        let packed = PackedWeight::pack(&conv_values, n, 7 * 9, format);
+        let whole = Weight::upload(&gpu, &packed, Some(&bias)).unwrap();
+        let split = Weight::upload_in_parts(&gpu, &packed, Some(&bias), 700).unwrap();
+        assert!(split.part_count() >= 3);
+        let conv = ops::Conv2d::same(3);
+        let a = read(
+            &gpu,
+            &ops::conv2d(&gpu, &image, &whole, conv, None).unwrap(),
+        );
+        let b = read(
+            &gpu,
+            &ops::conv2d(&gpu, &image, &split, conv, None).unwrap(),
+        );
+        assert_eq!(a, b, "conv {format:?}");
+
+        // Token table: ids spread over every part.
+        let ids: Vec<u32> = (0..12).map(|i| (i * 37 % n) as u32).collect();
+        let positions = upload(&gpu, &[12, k], &rng.vec(12 * k), DType::F32);
+        let packed = PackedWeight::pack(&values, n, k, format);
+        let whole = Weight::upload(&gpu, &packed, None).unwrap();
+        let split = Weight::upload_in_parts(&gpu, &packed, None, 600).unwrap();
+        let a = read(
+            &gpu,
+            &ops::embed_tokens(&gpu, &ids, 12, &whole, &positions).unwrap(),
+        );
+        let b = read(
+            &gpu,
+            &ops::embed_tokens(&gpu, &ids, 12, &split, &positions).unwrap(),
+        );
+        assert_eq!(a, b, "embedding {format:?}");
+    }
+    let packed = PackedWeight::pack(&values, n, k, WeightFormat::F32);
+    assert!(
+        Weight::upload_in_parts(&gpu, &packed, None, 100).is_err(),
+        "a part smaller than one row"
+    );
+}
