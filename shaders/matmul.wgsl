@@ -10,7 +10,8 @@
 // CONV: implicit-GEMM conv2d, no im2col buffer. A is the input image [batch, Cin, H, W] read
 // as patches: row m = output pixel (oy, ox), column k = (cin, ky, kx), zero outside the padded
 // image; B is the weight [Cout, Cin·kh·kw]; C is stored channel-major [batch, Cout, OH·OW].
-// RESIDUAL adds a tensor of C's shape (a ResNet's skip) before storing.
+// RESIDUAL adds a tensor of C's shape (a ResNet's skip) before storing; RELU then applies
+// max(0, ·) (TAESD's conv → ReLU pairs and block outputs).
 //
 // Each 16x16 workgroup computes a 64x64 tile of C, each invocation a 4x4 block held in
 // registers; K advances in slices of 16 staged through workgroup memory (8 KiB). Sizes need not
@@ -209,6 +210,9 @@ fn main(
 #endif
 #if RESIDUAL
                 v += f32(residual[index]);
+#endif
+#if RELU
+                v = max(v, 0.0);
 #endif
                 c[index] = act(v);
             }

@@ -1,4 +1,4 @@
-// Group norm and layer norm (with optional fused SiLU), one workgroup per normalised segment.
+// Group norm and layer norm (with optional fused SiLU or ReLU), one workgroup per normalised segment.
 //
 // Segment s covers x[s * seg_len .. (s + 1) * seg_len]. Element e of segment s belongs to
 // channel (s % groups) * ch_per_group + e / spatial, which picks its gamma and beta (f32).
@@ -69,6 +69,9 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
         var v = (f32(x[start + e]) - mean) * rstd * gamma[c] + beta[c];
 #if FUSE_SILU
         v = v / (1.0 + exp(-v));
+#endif
+#if FUSE_RELU
+        v = max(v, 0.0);
 #endif
         y[start + e] = act(v);
     }

@@ -154,7 +154,7 @@ pub mod elementwise {
 
 /// Normalisation references, in f64.
 pub mod norm {
-    /// GroupNorm over x [B, C, spatial] (then SiLU if `silu`).
+    /// GroupNorm over x [B, C, spatial], then the fused activation.
     pub fn group_norm(
         x: &[f32],
         batch: usize,
@@ -163,7 +163,7 @@ pub mod norm {
         gamma: &[f32],
         beta: &[f32],
         eps: f32,
-        silu: bool,
+        fused: crate::ops::Fused,
     ) -> Vec<f32> {
         let spatial = x.len() / (batch * channels);
         let cpg = channels / groups;
@@ -179,8 +179,10 @@ pub mod norm {
                 for (e, &v) in seg.iter().enumerate() {
                     let c = g * cpg + e / spatial;
                     let mut y = (v as f64 - mean) * rstd * gamma[c] as f64 + beta[c] as f64;
-                    if silu {
-                        y /= 1.0 + (-y).exp();
+                    match fused {
+                        crate::ops::Fused::None => {}
+                        crate::ops::Fused::Silu => y /= 1.0 + (-y).exp(),
+                        crate::ops::Fused::Relu => y = y.max(0.0),
                     }
                     out[start + e] = y as f32;
                 }

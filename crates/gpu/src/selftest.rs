@@ -219,14 +219,14 @@ pub async fn kernel_suite(gpu: &Gpu, dtype: DType) -> Result<Vec<KernelCheck>, G
         &f32_param(&gamma)?,
         &f32_param(&beta)?,
         1e-5,
-        true,
+        ops::Fused::Silu,
     )?
     .read_f32(gpu)
     .await?;
     record(
         "group norm + SiLU",
         got,
-        reference::norm::group_norm(&x, 1, c, groups, &gamma, &beta, 1e-5, true),
+        reference::norm::group_norm(&x, 1, c, groups, &gamma, &beta, 1e-5, ops::Fused::Silu),
         suite_tolerance(dtype, 1),
     );
     let (rows, d) = (9, 70);

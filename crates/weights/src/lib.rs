@@ -3,4 +3,4 @@
 
 pub mod safetensors;
 
-pub use safetensors::{Dtype, Header, SafetensorsError, TensorInfo};
+pub use safetensors::{decode_f32, Dtype, Header, SafetensorsError, SafetensorsFile, TensorInfo};

@@ -292,3 +292,50 @@ mod tests {
         );
     }
 }
+
+/// A whole safetensors file in memory, for small models and tests (large checkpoints stream
+/// through [`Header`] instead).
+pub struct SafetensorsFile {
+    pub header: Header,
+    bytes: Vec<u8>,
+}
+
+impl SafetensorsFile {
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<SafetensorsFile, SafetensorsError> {
+        let header = Header::parse(&bytes, bytes.len() as u64)?;
+        Ok(SafetensorsFile { header, bytes })
+    }
+
+    pub fn tensor_bytes(&self, info: &TensorInfo) -> &[u8] {
+        &self.bytes[info.start as usize..info.end as usize]
+    }
+
+    /// The tensor's values as f32 (from F32, F16 or BF16).
+    pub fn to_f32(&self, info: &TensorInfo) -> Result<Vec<f32>, SafetensorsError> {
+        decode_f32(info, self.tensor_bytes(info))
+    }
+}
+
+/// Floating-point tensor bytes (little-endian F32, F16 or BF16) as f32 values.
+pub fn decode_f32(info: &TensorInfo, bytes: &[u8]) -> Result<Vec<f32>, SafetensorsError> {
+    Ok(match info.dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        other => {
+            return Err(SafetensorsError::BadTensor {
+                name: info.name.clone(),
+                detail: format!("{other:?} is not a floating-point weight"),
+            })
+        }
+    })
+}

@@ -67,6 +67,18 @@ pub fn conv2d(
     conv: Conv2d,
     residual: Option<&Tensor>,
 ) -> Result<Tensor, GpuError> {
+    conv2d_fused(gpu, x, w, conv, residual, false)
+}
+
+/// [`conv2d`], then max(0, ·) when `relu`, in the same kernel.
+pub fn conv2d_fused(
+    gpu: &Gpu,
+    x: &Tensor,
+    w: &Weight,
+    conv: Conv2d,
+    residual: Option<&Tensor>,
+    relu: bool,
+) -> Result<Tensor, GpuError> {
     let error = |detail: String| GpuError::Shape {
         op: "conv2d",
         detail,
@@ -121,7 +133,7 @@ pub fn conv2d(
     dispatch_with_weight(
         gpu,
         &params,
-        &["CONV"],
+        if relu { &["CONV", "RELU"] } else { &["CONV"] },
         x,
         w,
         residual,

@@ -45,9 +45,11 @@ pub(crate) fn variants() -> Vec<Variant> {
             out.push(Variant::new(FILE, act, &[format.define(), "BIAS"]));
             for bias in [&[][..], &["BIAS"][..]] {
                 for residual in [&[][..], &["RESIDUAL"][..]] {
-                    let defines: Vec<&str> =
-                        [&[format.define(), "CONV"][..], bias, residual].concat();
-                    out.push(Variant::new(FILE, act, &defines));
+                    for relu in [&[][..], &["RELU"][..]] {
+                        let defines: Vec<&str> =
+                            [&[format.define(), "CONV"][..], bias, residual, relu].concat();
+                        out.push(Variant::new(FILE, act, &defines));
+                    }
                 }
             }
         }

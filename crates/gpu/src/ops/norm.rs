@@ -27,9 +27,30 @@ pub(crate) fn variants() -> Vec<Variant> {
             [
                 Variant::new(FILE, act, &[]),
                 Variant::new(FILE, act, &["FUSE_SILU"]),
+                Variant::new(FILE, act, &["FUSE_RELU"]),
             ]
         })
         .collect()
+}
+
+/// An activation applied right after the normalisation, in the same kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fused {
+    None,
+    /// ResNet blocks of the UNet and VAE.
+    Silu,
+    /// TAESD's midblock pool.
+    Relu,
+}
+
+impl Fused {
+    fn defines(self) -> &'static [&'static str] {
+        match self {
+            Fused::None => &[],
+            Fused::Silu => &["FUSE_SILU"],
+            Fused::Relu => &["FUSE_RELU"],
+        }
+    }
 }
 
 fn error(op: &'static str, detail: String) -> GpuError {
@@ -65,7 +86,7 @@ fn run(
     ch_per_group: usize,
     spatial: usize,
     eps: f32,
-    silu: bool,
+    fused: Fused,
 ) -> Result<Tensor, GpuError> {
     let out = Tensor::empty(gpu, x.shape(), x.dtype());
     if out.is_empty() {
@@ -86,8 +107,7 @@ fn run(
         segments: to_u32(segments)?,
         _pad: 0,
     };
-    let defines: &[&str] = if silu { &["FUSE_SILU"] } else { &[] };
-    let pipeline = gpu.pipeline(&Variant::new(FILE, x.dtype(), defines))?;
+    let pipeline = gpu.pipeline(&Variant::new(FILE, x.dtype(), fused.defines()))?;
     let uniform = gpu.uniform(&params);
     gpu.dispatch(
         &pipeline,
@@ -103,7 +123,7 @@ fn run(
     Ok(out)
 }
 
-/// GroupNorm over `x` [B, C, ...spatial] with `groups` groups, then SiLU if `silu`.
+/// GroupNorm over `x` [B, C, ...spatial] with `groups` groups, then the `fused` activation.
 /// `gamma`, `beta`: [C] f32.
 pub fn group_norm(
     gpu: &Gpu,
@@ -112,7 +132,7 @@ pub fn group_norm(
     gamma: &Tensor,
     beta: &Tensor,
     eps: f32,
-    silu: bool,
+    fused: Fused,
 ) -> Result<Tensor, GpuError> {
     let (batch, channels) = match *x.shape() {
         [b, c, ..] => (b, c),
@@ -143,7 +163,7 @@ pub fn group_norm(
         ch_per_group,
         spatial,
         eps,
-        silu,
+        fused,
     )
 }
 
@@ -160,5 +180,5 @@ pub fn layer_norm(
     };
     check_affine("layer_norm", gamma, beta, d)?;
     let rows = x.len() / d.max(1);
-    run(gpu, x, gamma, beta, rows, d, 1, d, 1, eps, false)
+    run(gpu, x, gamma, beta, rows, d, 1, d, 1, eps, Fused::None)
 }

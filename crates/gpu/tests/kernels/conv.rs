@@ -99,15 +99,23 @@ fn conv2d_matches_cpu_for_every_weight_format_dtype_and_geometry() {
             let rs = as_stored(&residual, dtype);
             let input = upload(&gpu, &[case.batch, case.cin, case.h, case.w], &xs, dtype);
             for format in WeightFormat::ALL {
+                // Every epilogue combination; ReLU on alternate cases keeps the run short.
+                let relu = index % 2 == 1;
                 for (with_bias, with_residual) in
                     [(false, false), (true, false), (false, true), (true, true)]
                 {
                     let packed = PackedWeight::pack(&weight, case.cout, case.cin * kh * kw, format);
                     let w = Weight::upload(&gpu, &packed, with_bias.then_some(&bias[..])).unwrap();
                     let res = upload(&gpu, &[case.batch, case.cout, oh, ow], &rs, dtype);
-                    let out =
-                        ops::conv2d(&gpu, &input, &w, case.conv, with_residual.then_some(&res))
-                            .unwrap();
+                    let out = ops::conv2d_fused(
+                        &gpu,
+                        &input,
+                        &w,
+                        case.conv,
+                        with_residual.then_some(&res),
+                        relu,
+                    )
+                    .unwrap();
                     assert_eq!(out.shape(), &[case.batch, case.cout, oh, ow]);
                     let mut want = reference::conv2d(
                         &xs,
@@ -123,11 +131,14 @@ fn conv2d_matches_cpu_for_every_weight_format_dtype_and_geometry() {
                     if with_residual {
                         want.iter_mut().zip(&rs).for_each(|(v, r)| *v += r);
                     }
+                    if relu {
+                        want.iter_mut().for_each(|v| *v = v.max(0.0));
+                    }
                     assert_close(
                         &read(&gpu, &out),
                         &want,
                         sum_tolerance(dtype, case.cin * kh * kw),
-                        &format!("case {index} {dtype:?} {format:?} bias={with_bias} residual={with_residual}"),
+                        &format!("case {index} {dtype:?} {format:?} bias={with_bias} residual={with_residual} relu={relu}"),
                     );
                 }
             }

@@ -1,4 +1,4 @@
-use darkroom_gpu::ops;
+use darkroom_gpu::ops::{self, Fused};
 use darkroom_gpu::reference::{norm as cpu, TestRng};
 use darkroom_gpu::{DType, Tolerance};
 
@@ -18,7 +18,7 @@ fn tol(dtype: DType) -> Tolerance {
 }
 
 #[test]
-fn group_norm_matches_cpu_with_and_without_silu() {
+fn group_norm_matches_cpu_with_each_fused_activation() {
     let gpu = gpu();
     // (batch, channels, groups, spatial): SD's 32 groups, TAEF2's 4, an odd spatial size, and a
     // segment far longer than the workgroup.
@@ -29,7 +29,7 @@ fn group_norm_matches_cpu_with_and_without_silu() {
         (3, 6, 3, 1, 1),
     ] {
         for dtype in DTYPES {
-            for silu in [false, true] {
+            for fused in [Fused::None, Fused::Silu, Fused::Relu] {
                 let mut rng = TestRng::new((channels * h * w + groups) as u32);
                 // An offset and scale so mean and variance matter.
                 let x = as_stored(
@@ -48,17 +48,15 @@ fn group_norm_matches_cpu_with_and_without_silu() {
                     &upload(&gpu, &[channels], &gamma, DType::F32),
                     &upload(&gpu, &[channels], &beta, DType::F32),
                     1e-5,
-                    silu,
+                    fused,
                 )
                 .unwrap();
-                let want = cpu::group_norm(&x, batch, channels, groups, &gamma, &beta, 1e-5, silu);
+                let want = cpu::group_norm(&x, batch, channels, groups, &gamma, &beta, 1e-5, fused);
                 assert_close(
                     &read(&gpu, &out),
                     &want,
                     tol(dtype),
-                    &format!(
-                        "group_norm {dtype:?} silu={silu} {batch}x{channels}x{h}x{w}/{groups}"
-                    ),
+                    &format!("group_norm {dtype:?} {fused:?} {batch}x{channels}x{h}x{w}/{groups}"),
                 );
             }
         }
@@ -105,8 +103,8 @@ fn bad_group_counts_and_affine_sizes_are_errors() {
     let gpu = gpu();
     let x = upload(&gpu, &[1, 6, 2, 2], &[0.0; 24], DType::F32);
     let g6 = upload(&gpu, &[6], &[1.0; 6], DType::F32);
-    assert!(ops::group_norm(&gpu, &x, 4, &g6, &g6, 1e-5, false).is_err());
+    assert!(ops::group_norm(&gpu, &x, 4, &g6, &g6, 1e-5, Fused::None).is_err());
     let g5 = upload(&gpu, &[5], &[1.0; 5], DType::F32);
-    assert!(ops::group_norm(&gpu, &x, 3, &g5, &g6, 1e-5, false).is_err());
+    assert!(ops::group_norm(&gpu, &x, 3, &g5, &g6, 1e-5, Fused::None).is_err());
     assert!(ops::layer_norm(&gpu, &x, &g6, &g6, 1e-5).is_err());
 }
