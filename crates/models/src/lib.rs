@@ -1,3 +1,7 @@
 //! Stable Diffusion's modules, one struct per diffusers module, on darkroom-gpu.
 
 pub mod config;
+pub mod loader;
+pub mod taesd;
+
+pub use loader::{ModelError, QuantPolicy, Vb, WeightStore};
