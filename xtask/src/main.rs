@@ -37,10 +37,7 @@ fn main() -> ExitCode {
 
 /// The repository root (xtask lives one level below it).
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent").to_path_buf()
 }
 
 /// PATH with the project's npm tools (wasm-opt) and cargo's bin folder in front.
@@ -49,10 +46,7 @@ pub fn tool_path() -> String {
     if let Some(home) = cargo_home() {
         parts.push(home.join("bin"));
     }
-    let mut path = std::env::join_paths(parts)
-        .unwrap()
-        .into_string()
-        .unwrap_or_default();
+    let mut path = std::env::join_paths(parts).unwrap().into_string().unwrap_or_default();
     if let Ok(existing) = std::env::var("PATH") {
         path = format!("{path}:{existing}");
     }
@@ -88,9 +82,9 @@ fn build_web() -> Result<()> {
 fn serve_command(args: &[String]) -> Result<()> {
     let port = match args {
         [] => 8080,
-        [flag, value] if flag == "--port" => value
-            .parse()
-            .map_err(|_| format!("--port wants a number, got {value:?}"))?,
+        [flag, value] if flag == "--port" => {
+            value.parse().map_err(|_| format!("--port wants a number, got {value:?}"))?
+        }
         _ => return Err("usage: cargo xtask serve [--port N]".into()),
     };
     setup::web_tools()?;
@@ -129,29 +123,21 @@ fn test_command() -> Result<()> {
     };
 
     stage("setup", &mut setup::all)?;
-    stage(
-        "native tests (naga validation, kernels on the Vulkan adapter, crates)",
-        &mut || {
-            // lavapipe warns without it; harmless but noisy.
-            let xdg = std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into());
-            run(Command::new("cargo")
-                .args(["test", "--workspace"])
-                .env("XDG_RUNTIME_DIR", xdg))
-        },
-    )?;
+    stage("native tests (naga validation, kernels on the Vulkan adapter, crates)", &mut || {
+        // lavapipe warns without it; harmless but noisy.
+        let xdg = std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into());
+        run(Command::new("cargo").args(["test", "--workspace"]).env("XDG_RUNTIME_DIR", xdg))
+    })?;
     stage("web build (trunk)", &mut build_web)?;
-    stage(
-        "browser tests (headless Chromium, WebGPU on SwiftShader)",
-        &mut || {
-            let server = serve::Server::bind(&root().join("dist"), 0)?;
-            let url = server.url();
-            std::thread::spawn(move || server.run_forever());
-            run(Command::new("node")
-                .args(["--test", "--test-reporter=spec"])
-                .args(e2e_test_files()?)
-                .env("DARKROOM_URL", &url))
-        },
-    )?;
+    stage("browser tests (headless Chromium, WebGPU on SwiftShader)", &mut || {
+        let server = serve::Server::bind(&root().join("dist"), 0)?;
+        let url = server.url();
+        std::thread::spawn(move || server.run_forever());
+        run(Command::new("node")
+            .args(["--test", "--test-reporter=spec"])
+            .args(e2e_test_files()?)
+            .env("DARKROOM_URL", &url))
+    })?;
 
     println!("\n== timings");
     for (name, secs) in &stages {

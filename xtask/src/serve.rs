@@ -18,18 +18,11 @@ impl Server {
     /// Port 0 picks a free port.
     pub fn bind(folder: &Path, port: u16) -> Result<Server> {
         if !folder.join("index.html").is_file() {
-            return Err(format!(
-                "{} has no index.html: build the app first",
-                folder.display()
-            ));
+            return Err(format!("{} has no index.html: build the app first", folder.display()));
         }
-        let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|e| {
-            format!("cannot listen on 127.0.0.1:{port}: {e} (pick another with --port N)")
-        })?;
-        Ok(Server {
-            listener,
-            folder: folder.to_path_buf(),
-        })
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e} (pick another with --port N)"))?;
+        Ok(Server { listener, folder: folder.to_path_buf() })
     }
 
     pub fn url(&self) -> String {
@@ -136,10 +129,7 @@ fn respond(
     range: Option<&str>,
 ) -> std::io::Result<()> {
     let simple = |out: &mut TcpStream, status: &str| {
-        write!(
-            out,
-            "HTTP/1.1 {status}\r\nContent-Length: 0\r\nCache-Control: no-store\r\n\r\n"
-        )
+        write!(out, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nCache-Control: no-store\r\n\r\n")
     };
     if method != "GET" && method != "HEAD" {
         return simple(out, "405 Method Not Allowed");
@@ -201,10 +191,7 @@ mod tests {
         std::fs::write(dir.join("index.html"), "x").unwrap();
         std::fs::write(dir.join("sub/a.wasm"), "x").unwrap();
         assert_eq!(resolve(&dir, "/"), Some(dir.join("index.html")));
-        assert_eq!(
-            resolve(&dir, "/sub/a.wasm?v=1"),
-            Some(dir.join("sub/a.wasm"))
-        );
+        assert_eq!(resolve(&dir, "/sub/a.wasm?v=1"), Some(dir.join("sub/a.wasm")));
         assert_eq!(resolve(&dir, "/../etc/passwd"), None);
         assert_eq!(resolve(&dir, "/missing"), None);
         std::fs::remove_dir_all(&dir).unwrap();

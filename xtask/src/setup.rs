@@ -25,14 +25,8 @@ pub fn web_tools() -> Result<()> {
 
 /// stdout of a command, or None when it cannot run or fails.
 fn output(cmd: &mut Command) -> Option<String> {
-    let out = cmd
-        .env("PATH", tool_path())
-        .current_dir(root())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = cmd.env("PATH", tool_path()).current_dir(root()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn skip(what: &str) {
@@ -42,10 +36,7 @@ fn skip(what: &str) {
 fn wasm_target() -> Result<()> {
     let installed =
         output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
-    if installed
-        .lines()
-        .any(|l| l.trim() == "wasm32-unknown-unknown")
-    {
+    if installed.lines().any(|l| l.trim() == "wasm32-unknown-unknown") {
         skip("wasm32-unknown-unknown target");
         return Ok(());
     }
@@ -54,12 +45,7 @@ fn wasm_target() -> Result<()> {
 
 /// Runs `install` unless `tool --version` already prints `expected`, then checks it does.
 fn ensure_tool(tool: &str, expected: &str, install: &mut Command) -> Result<()> {
-    let version = || {
-        output(Command::new(tool).arg("--version"))
-            .unwrap_or_default()
-            .trim()
-            .to_string()
-    };
+    let version = || output(Command::new(tool).arg("--version")).unwrap_or_default().trim().to_string();
     if version() == expected {
         skip(expected);
         return Ok(());
@@ -67,7 +53,9 @@ fn ensure_tool(tool: &str, expected: &str, install: &mut Command) -> Result<()> 
     run(install)?;
     let now = version();
     if now != expected {
-        return Err(format!("installed {expected}, but `{tool} --version` says {now:?}: is another {tool} earlier on PATH?"));
+        return Err(format!(
+            "installed {expected}, but `{tool} --version` says {now:?}: is another {tool} earlier on PATH?"
+        ));
     }
     Ok(())
 }
@@ -78,28 +66,17 @@ fn trunk() -> Result<()> {
     ensure_tool(
         "trunk",
         &format!("trunk {TRUNK_VERSION}"),
-        Command::new("cargo").args([
-            "install",
-            "--force",
-            "--locked",
-            "trunk",
-            "--version",
-            TRUNK_VERSION,
-        ]),
+        Command::new("cargo").args(["install", "--force", "--locked", "trunk", "--version", TRUNK_VERSION]),
     )
 }
 
 /// The wasm-bindgen crate's version in Cargo.lock, which the CLI must equal exactly.
 pub fn locked_wasm_bindgen_version() -> Result<String> {
-    let lock = std::fs::read_to_string(root().join("Cargo.lock"))
-        .map_err(|e| format!("Cargo.lock: {e}"))?;
+    let lock = std::fs::read_to_string(root().join("Cargo.lock")).map_err(|e| format!("Cargo.lock: {e}"))?;
     let mut lines = lock.lines();
     while let Some(line) = lines.next() {
         if line.trim() == "name = \"wasm-bindgen\"" {
-            if let Some(v) = lines
-                .next()
-                .and_then(|l| l.trim().strip_prefix("version = \""))
-            {
+            if let Some(v) = lines.next().and_then(|l| l.trim().strip_prefix("version = \"")) {
                 return Ok(v.trim_end_matches('"').to_string());
             }
         }
@@ -109,8 +86,8 @@ pub fn locked_wasm_bindgen_version() -> Result<String> {
 
 fn wasm_bindgen() -> Result<()> {
     let version = locked_wasm_bindgen_version()?;
-    let trunk_toml = std::fs::read_to_string(root().join("Trunk.toml"))
-        .map_err(|e| format!("Trunk.toml: {e}"))?;
+    let trunk_toml =
+        std::fs::read_to_string(root().join("Trunk.toml")).map_err(|e| format!("Trunk.toml: {e}"))?;
     if !trunk_toml.contains(&format!("wasm_bindgen = \"{version}\"")) {
         return Err(format!(
             "Trunk.toml's [tools] wasm_bindgen must equal Cargo.lock's wasm-bindgen {version}; update one of them"
@@ -120,13 +97,7 @@ fn wasm_bindgen() -> Result<()> {
     ensure_tool(
         "wasm-bindgen",
         &format!("wasm-bindgen {version}"),
-        Command::new("cargo").args([
-            "install",
-            "--force",
-            "wasm-bindgen-cli",
-            "--version",
-            &version,
-        ]),
+        Command::new("cargo").args(["install", "--force", "wasm-bindgen-cli", "--version", &version]),
     )
 }
 
@@ -150,8 +121,8 @@ fn apt_packages() -> Result<()> {
         .iter()
         .copied()
         .filter(|pkg| {
-            let status = output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
-                .unwrap_or_default();
+            let status =
+                output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg])).unwrap_or_default();
             status.trim() != "install ok installed"
         })
         .collect();
@@ -166,9 +137,7 @@ fn apt_packages() -> Result<()> {
             missing.join(" ")
         ));
     }
-    run(Command::new("apt-get")
-        .args(["update", "-q"])
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-q"])
         .args(&missing)

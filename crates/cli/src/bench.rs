@@ -15,11 +15,7 @@ pub struct Options {
 
 /// Median wall time of `runs` executions of `f`, each submitted and waited for, after one
 /// warm-up run that also compiles the pipelines.
-fn time(
-    gpu: &Gpu,
-    runs: usize,
-    mut f: impl FnMut() -> Result<Tensor, GpuError>,
-) -> Result<f64, GpuError> {
+fn time(gpu: &Gpu, runs: usize, mut f: impl FnMut() -> Result<Tensor, GpuError>) -> Result<f64, GpuError> {
     f()?;
     gpu.finish()?;
     let mut samples = Vec::with_capacity(runs);
@@ -74,45 +70,29 @@ pub fn kernels(gpu: &Gpu, opts: &Options) -> Result<(), GpuError> {
         rows.push(Row {
             name: format!("conv 3x3 {c}->{c} at {side}x{side}"),
             gflop: 2.0 * (side * side * c * c * 9) as f64 / 1e9,
-            ours: time(gpu, opts.runs, || {
-                ops::conv2d(gpu, &x4, &w, Conv2d::same(3), None)
-            })?,
+            ours: time(gpu, opts.runs, || ops::conv2d(gpu, &x4, &w, Conv2d::same(3), None))?,
             plain: time(gpu, opts.runs, || naive::conv2d(gpu, &x, &w_plain, 3, 1, 1))?,
         });
     }
 
-    for (name, nk, heads, head_dim) in [
-        ("self-attention", pixels, 8, 40),
-        ("cross-attention", 77, 8, 40),
-    ] {
+    for (name, nk, heads, head_dim) in [("self-attention", pixels, 8, 40), ("cross-attention", 77, 8, 40)] {
         let width = heads * head_dim;
         let q = tensor(gpu, &mut rng, &[pixels, width])?;
         let k = tensor(gpu, &mut rng, &[nk, width])?;
         let v = tensor(gpu, &mut rng, &[nk, width])?;
-        let (q3, k3, v3) = (
-            q.reshape(&[1, pixels, width])?,
-            k.reshape(&[1, nk, width])?,
-            v.reshape(&[1, nk, width])?,
-        );
+        let (q3, k3, v3) =
+            (q.reshape(&[1, pixels, width])?, k.reshape(&[1, nk, width])?, v.reshape(&[1, nk, width])?);
         rows.push(Row {
             name: format!("{name} {pixels}x{nk}, {heads} heads x {head_dim}"),
             gflop: 4.0 * (pixels * nk * width) as f64 / 1e9,
-            ours: time(gpu, opts.runs, || {
-                ops::attention(gpu, &q3, &k3, &v3, heads, false)
-            })?,
+            ours: time(gpu, opts.runs, || ops::attention(gpu, &q3, &k3, &v3, heads, false))?,
             plain: time(gpu, opts.runs, || naive::attention(gpu, &q, &k, &v, heads))?,
         });
     }
 
     let caps = gpu.capabilities();
-    println!(
-        "adapter: {} ({}, {})",
-        caps.adapter_name, caps.backend, caps.device_type
-    );
-    println!(
-        "median of {} runs after a warm-up; plain = one invocation per output, same run\n",
-        opts.runs
-    );
+    println!("adapter: {} ({}, {})", caps.adapter_name, caps.backend, caps.device_type);
+    println!("median of {} runs after a warm-up; plain = one invocation per output, same run\n", opts.runs);
     println!(
         "{:<44} {:>8} {:>10} {:>10} {:>10} {:>9}",
         "kernel", "GFLOP", "ours ms", "ours GF/s", "plain GF/s", "speed-up"
@@ -129,9 +109,6 @@ pub fn kernels(gpu: &Gpu, opts: &Options) -> Result<(), GpuError> {
         );
     }
     let peak = gpu.pool_stats().peak_allocated_bytes;
-    println!(
-        "\npeak pooled GPU memory: {:.1} MiB",
-        peak as f64 / (1 << 20) as f64
-    );
+    println!("\npeak pooled GPU memory: {:.1} MiB", peak as f64 / (1 << 20) as f64);
     Ok(())
 }

@@ -8,11 +8,7 @@ use clap::{Parser, Subcommand};
 use darkroom_gpu::{selftest, Gpu, Requirements};
 
 #[derive(Parser)]
-#[command(
-    name = "darkroom",
-    version,
-    about = "Private Stable Diffusion on your own GPU"
-)]
+#[command(name = "darkroom", version, about = "Private Stable Diffusion on your own GPU")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -70,17 +66,15 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Bench {
-            what: BenchTarget::Kernels,
-            quick,
-            runs,
-        } => match bench::kernels(&gpu, &bench::Options { quick, runs }) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
+        Command::Bench { what: BenchTarget::Kernels, quick, runs } => {
+            match bench::kernels(&gpu, &bench::Options { quick, runs }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Info => {
             let c = gpu.capabilities();
             println!("adapter: {}", c.adapter_name);
@@ -90,42 +84,32 @@ fn main() -> ExitCode {
             println!("shader-f16: {}", if c.shader_f16 { "yes" } else { "no" });
             println!("subgroups: {}", if c.subgroups { "yes" } else { "no" });
             println!("maxBufferSize: {}", c.max_buffer_size);
-            println!(
-                "maxStorageBufferBindingSize: {}",
-                c.max_storage_buffer_binding_size
-            );
-            println!(
-                "maxComputeWorkgroupStorageSize: {}",
-                c.max_compute_workgroup_storage_size
-            );
-            println!(
-                "maxComputeInvocationsPerWorkgroup: {}",
-                c.max_compute_invocations_per_workgroup
-            );
+            println!("maxStorageBufferBindingSize: {}", c.max_storage_buffer_binding_size);
+            println!("maxComputeWorkgroupStorageSize: {}", c.max_compute_workgroup_storage_size);
+            println!("maxComputeInvocationsPerWorkgroup: {}", c.max_compute_invocations_per_workgroup);
             ExitCode::SUCCESS
         }
-        Command::Selftest {
-            shape: (m, k, n),
-            seed,
-        } => match pollster::block_on(selftest::matmul_check(&gpu, m, k, n, seed)) {
-            Ok(r) if r.passed => {
-                println!(
-                    "pass: {m}x{k} · {k}x{n} matmul matches the CPU (max abs error {:.2e})",
-                    r.max_abs_err
-                );
-                ExitCode::SUCCESS
+        Command::Selftest { shape: (m, k, n), seed } => {
+            match pollster::block_on(selftest::matmul_check(&gpu, m, k, n, seed)) {
+                Ok(r) if r.passed => {
+                    println!(
+                        "pass: {m}x{k} · {k}x{n} matmul matches the CPU (max abs error {:.2e})",
+                        r.max_abs_err
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => {
+                    eprintln!(
+                        "FAIL: {m}x{k} · {k}x{n} matmul differs from the CPU by up to {:.3e}",
+                        r.max_abs_err
+                    );
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Ok(r) => {
-                eprintln!(
-                    "FAIL: {m}x{k} · {k}x{n} matmul differs from the CPU by up to {:.3e}",
-                    r.max_abs_err
-                );
-                ExitCode::FAILURE
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
     }
 }

@@ -5,10 +5,7 @@ use std::process::Command;
 fn darkroom(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_darkroom"))
         .args(args)
-        .env(
-            "XDG_RUNTIME_DIR",
-            std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into()),
-        )
+        .env("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into()))
         .output()
         .expect("run darkroom");
     (
@@ -22,10 +19,7 @@ fn darkroom(args: &[&str]) -> (bool, String, String) {
 fn info_names_the_adapter_and_its_limits() {
     let (ok, out, err) = darkroom(&["info"]);
     assert!(ok, "{err}");
-    let adapter = out
-        .lines()
-        .find_map(|l| l.strip_prefix("adapter: "))
-        .expect(&out);
+    let adapter = out.lines().find_map(|l| l.strip_prefix("adapter: ")).expect(&out);
     assert!(!adapter.trim().is_empty());
     let binding: u64 = out
         .lines()
@@ -47,8 +41,5 @@ fn selftest_passes_on_an_odd_shape() {
 fn bad_arguments_are_explained_not_panicked() {
     let (ok, _, err) = darkroom(&["selftest", "--shape", "12x0"]);
     assert!(!ok);
-    assert!(
-        err.contains("expected") && !err.contains("panicked"),
-        "{err}"
-    );
+    assert!(err.contains("expected") && !err.contains("panicked"), "{err}");
 }

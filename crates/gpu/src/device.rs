@@ -41,10 +41,7 @@ impl Requirements {
     /// Checks an adapter's features and limits against these requirements.
     pub fn check(&self, features: wgpu::Features, limits: &wgpu::Limits) -> Result<(), GpuError> {
         if self.shader_f16 && !features.contains(wgpu::Features::SHADER_F16) {
-            return Err(GpuError::FeatureMissing {
-                feature: "shader-f16",
-                needed_for: self.needed_for,
-            });
+            return Err(GpuError::FeatureMissing { feature: "shader-f16", needed_for: self.needed_for });
         }
         let checks: [(&'static str, u64, u64); 4] = [
             (
@@ -52,11 +49,7 @@ impl Requirements {
                 limits.max_storage_buffer_binding_size,
                 self.min_storage_buffer_binding_size,
             ),
-            (
-                "maxBufferSize",
-                limits.max_buffer_size,
-                self.min_buffer_size,
-            ),
+            ("maxBufferSize", limits.max_buffer_size, self.min_buffer_size),
             (
                 "maxComputeWorkgroupStorageSize",
                 limits.max_compute_workgroup_storage_size.into(),
@@ -70,12 +63,7 @@ impl Requirements {
         ];
         for (limit, have, need) in checks {
             if have < need {
-                return Err(GpuError::LimitTooSmall {
-                    limit,
-                    have,
-                    need,
-                    needed_for: self.needed_for,
-                });
+                return Err(GpuError::LimitTooSmall { limit, have, need, needed_for: self.needed_for });
             }
         }
         Ok(())
@@ -115,17 +103,14 @@ impl Gpu {
     /// Opens the best adapter (high-performance preference) with its real limits and the optional
     /// features our kernels can use (`shader-f16`, subgroups natively).
     pub async fn open(req: &Requirements) -> Result<Gpu, GpuError> {
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
                 power_preference: wgpu::PowerPreference::HighPerformance,
                 ..Default::default()
             })
             .await
-            .map_err(|e| GpuError::NoAdapter {
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| GpuError::NoAdapter { reason: e.to_string() })?;
 
         let features = adapter.features();
         let limits = adapter.limits();
@@ -192,42 +177,28 @@ impl Gpu {
             return Ok(p.clone());
         }
         if variant.act == crate::DType::F16 && !self.capabilities.shader_f16 {
-            return Err(GpuError::FeatureMissing {
-                feature: "shader-f16",
-                needed_for: "f16 activations",
-            });
+            return Err(GpuError::FeatureMissing { feature: "shader-f16", needed_for: "f16 activations" });
         }
-        let source = variant
-            .source()
-            .map_err(|e| GpuError::Validation(format!("{key}: {e}")))?;
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(&key),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(&key),
-                layout: None,
-                module: &module,
-                entry_point: Some(variant.entry),
-                compilation_options: Default::default(),
-                cache: None,
-            });
+        let source = variant.source().map_err(|e| GpuError::Validation(format!("{key}: {e}")))?;
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&key),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&key),
+            layout: None,
+            module: &module,
+            entry_point: Some(variant.entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
         cache.insert(key, pipeline.clone());
         Ok(pipeline)
     }
 
     /// Cache keys ([`Variant::key`]) of every pipeline this device has compiled.
     pub fn compiled_variant_keys(&self) -> Vec<String> {
-        self.pipelines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect()
+        self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
     }
 
     /// Records a dispatch of `pipeline` with `(binding, resource)` pairs of group 0 into the
@@ -252,10 +223,7 @@ impl Gpu {
         }
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
-            .map(|(binding, resource)| wgpu::BindGroupEntry {
-                binding: *binding,
-                resource: resource.clone(),
-            })
+            .map(|(binding, resource)| wgpu::BindGroupEntry { binding: *binding, resource: resource.clone() })
             .collect();
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
@@ -274,28 +242,22 @@ impl Gpu {
     /// A small uniform buffer holding `params`.
     pub(crate) fn uniform<T: bytemuck::Pod>(&self, params: &T) -> wgpu::Buffer {
         use wgpu::util::DeviceExt;
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: bytemuck::bytes_of(params),
-                usage: wgpu::BufferUsages::UNIFORM,
-            })
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("params"),
+            contents: bytemuck::bytes_of(params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
     }
 
     pub(crate) fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let encoder =
-            pending.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
+        let encoder = pending.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
         f(encoder);
     }
 
     /// Submits everything recorded so far.
     pub fn flush(&self) {
-        let encoder = self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let encoder = self.pending.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(encoder) = encoder {
             self.queue.submit([encoder.finish()]);
         }
@@ -351,34 +313,15 @@ mod tests {
 
     #[test]
     fn webgpu_default_limits_meet_the_default_requirements() {
-        assert_eq!(
-            Requirements::default().check(wgpu::Features::empty(), &webgpu_minimum()),
-            Ok(())
-        );
+        assert_eq!(Requirements::default().check(wgpu::Features::empty(), &webgpu_minimum()), Ok(()));
     }
 
     #[test]
     fn missing_f16_is_a_typed_error() {
-        let req = Requirements {
-            shader_f16: true,
-            ..Default::default()
-        };
-        let err = req
-            .check(wgpu::Features::empty(), &webgpu_minimum())
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                GpuError::FeatureMissing {
-                    feature: "shader-f16",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        assert!(req
-            .check(wgpu::Features::SHADER_F16, &webgpu_minimum())
-            .is_ok());
+        let req = Requirements { shader_f16: true, ..Default::default() };
+        let err = req.check(wgpu::Features::empty(), &webgpu_minimum()).unwrap_err();
+        assert!(matches!(err, GpuError::FeatureMissing { feature: "shader-f16", .. }), "{err:?}");
+        assert!(req.check(wgpu::Features::SHADER_F16, &webgpu_minimum()).is_ok());
     }
 
     #[test]
@@ -388,9 +331,7 @@ mod tests {
             needed_for: "SD 1.5 without split bindings",
             ..Default::default()
         };
-        let err = req
-            .check(wgpu::Features::empty(), &webgpu_minimum())
-            .unwrap_err();
+        let err = req.check(wgpu::Features::empty(), &webgpu_minimum()).unwrap_err();
         assert_eq!(
             err,
             GpuError::LimitTooSmall {
@@ -401,9 +342,6 @@ mod tests {
             }
         );
         let text = err.to_string();
-        assert!(
-            text.contains("134217728") && text.contains("SD 1.5"),
-            "{text}"
-        );
+        assert!(text.contains("134217728") && text.contains("SD 1.5"), "{text}");
     }
 }

@@ -8,18 +8,10 @@ pub enum GpuError {
     NoAdapter { reason: String },
 
     #[error("the GPU adapter lacks the feature `{feature}`, which {needed_for}")]
-    FeatureMissing {
-        feature: &'static str,
-        needed_for: &'static str,
-    },
+    FeatureMissing { feature: &'static str, needed_for: &'static str },
 
     #[error("the GPU adapter's {limit} is {have}, but {need} is needed ({needed_for})")]
-    LimitTooSmall {
-        limit: &'static str,
-        have: u64,
-        need: u64,
-        needed_for: &'static str,
-    },
+    LimitTooSmall { limit: &'static str, have: u64, need: u64, needed_for: &'static str },
 
     #[error("the GPU refused to open a device: {0}")]
     DeviceRequest(String),

@@ -50,17 +50,12 @@ impl Drop for PooledBuffer {
     fn drop(&mut self) {
         let mut state = self.pool.lock();
         state.stats.in_use_bytes -= self.class;
-        state
-            .free
-            .entry(self.class)
-            .or_default()
-            .push(self.buffer.clone());
+        state.free.entry(self.class).or_default().push(self.buffer.clone());
     }
 }
 
-pub(crate) const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
-    .union(wgpu::BufferUsages::COPY_SRC)
-    .union(wgpu::BufferUsages::COPY_DST);
+pub(crate) const STORAGE_USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
 impl BufferPool {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -72,20 +67,14 @@ impl BufferPool {
     pub fn take(&self, device: &wgpu::Device, bytes: u64, init: Option<&[u8]>) -> PooledBuffer {
         let class = size_class(bytes);
         let mut state = self.lock();
-        let reused = if init.is_none() {
-            state.free.get_mut(&class).and_then(Vec::pop)
-        } else {
-            None
-        };
+        let reused = if init.is_none() { state.free.get_mut(&class).and_then(Vec::pop) } else { None };
         let buffer = match reused {
             Some(buffer) => buffer,
             None => {
                 state.stats.allocated_bytes += class;
                 state.stats.buffers_created += 1;
-                state.stats.peak_allocated_bytes = state
-                    .stats
-                    .peak_allocated_bytes
-                    .max(state.stats.allocated_bytes);
+                state.stats.peak_allocated_bytes =
+                    state.stats.peak_allocated_bytes.max(state.stats.allocated_bytes);
                 let buffer = device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("pooled"),
                     size: class,
@@ -102,11 +91,7 @@ impl BufferPool {
             }
         };
         state.stats.in_use_bytes += class;
-        PooledBuffer {
-            buffer,
-            class,
-            pool: self.clone(),
-        }
+        PooledBuffer { buffer, class, pool: self.clone() }
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -116,11 +101,7 @@ impl BufferPool {
     /// Releases the free buffers (between models, or when the app is told memory is short).
     pub fn trim(&self) {
         let mut state = self.lock();
-        let freed: u64 = state
-            .free
-            .iter()
-            .map(|(class, list)| class * list.len() as u64)
-            .sum();
+        let freed: u64 = state.free.iter().map(|(class, list)| class * list.len() as u64).sum();
         state.free.clear();
         state.stats.allocated_bytes -= freed;
     }
@@ -139,10 +120,7 @@ mod tests {
         assert_eq!(size_class(1025), 1280);
         for bytes in [300u64, 5_000, 77 * 768 * 4, 4096 * 320 * 4, 123_456_789] {
             let class = size_class(bytes);
-            assert!(
-                class >= bytes && (class as f64) <= bytes as f64 * 1.25 + 256.0,
-                "{bytes} -> {class}"
-            );
+            assert!(class >= bytes && (class as f64) <= bytes as f64 * 1.25 + 256.0, "{bytes} -> {class}");
             assert_eq!(class % 4, 0);
         }
     }

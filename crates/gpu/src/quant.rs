@@ -31,12 +31,8 @@ impl WeightFormat {
         }
     }
 
-    pub const ALL: [WeightFormat; 4] = [
-        WeightFormat::F32,
-        WeightFormat::F16,
-        WeightFormat::Q8,
-        WeightFormat::Q4,
-    ];
+    pub const ALL: [WeightFormat; 4] =
+        [WeightFormat::F32, WeightFormat::F16, WeightFormat::Q8, WeightFormat::Q4];
 
     /// 32-bit words per stored row of `cols` inputs.
     pub fn row_words(self, cols: usize) -> usize {
@@ -72,12 +68,7 @@ pub struct PackedWeight {
 impl PackedWeight {
     /// Packs `values` (row-major [rows, cols]) into `format`.
     pub fn pack(values: &[f32], rows: usize, cols: usize, format: WeightFormat) -> PackedWeight {
-        assert_eq!(
-            values.len(),
-            rows * cols,
-            "pack: {rows}x{cols} needs {} values",
-            rows * cols
-        );
+        assert_eq!(values.len(), rows * cols, "pack: {rows}x{cols} needs {} values", rows * cols);
         let row_words = format.row_words(cols);
         let mut data = vec![0u32; rows * row_words];
         let mut scales = Vec::new();
@@ -127,13 +118,7 @@ impl PackedWeight {
                 .map(|p| p[0].to_bits() as u32 | (p.get(1).map_or(0, |s| s.to_bits()) as u32) << 16)
                 .collect();
         }
-        PackedWeight {
-            format,
-            rows,
-            cols,
-            data,
-            scales,
-        }
+        PackedWeight { format, rows, cols, data, scales }
     }
 
     /// The values the kernels compute with, for CPU references.
@@ -146,9 +131,7 @@ impl PackedWeight {
             for c in 0..self.cols {
                 out.push(match self.format {
                     WeightFormat::F32 => f32::from_bits(row[c]),
-                    WeightFormat::F16 => {
-                        f16::from_bits((row[c / 2] >> (16 * (c % 2))) as u16).to_f32()
-                    }
+                    WeightFormat::F16 => f16::from_bits((row[c / 2] >> (16 * (c % 2))) as u16).to_f32(),
                     WeightFormat::Q8 => {
                         let q = (row[c / 4] >> (8 * (c % 4))) as u8 as i8;
                         q as f32 * f32::from_bits(self.scales[r])
@@ -156,8 +139,7 @@ impl PackedWeight {
                     WeightFormat::Q4 => {
                         let q = ((row[c / 8] >> (4 * (c % 8))) & 0xf) as i32 - 8;
                         let s = r * groups + c / Q4_GROUP;
-                        let scale =
-                            f16::from_bits((self.scales[s / 2] >> (16 * (s % 2))) as u16).to_f32();
+                        let scale = f16::from_bits((self.scales[s / 2] >> (16 * (s % 2))) as u16).to_f32();
                         q as f32 * scale
                     }
                 });
@@ -199,10 +181,7 @@ mod tests {
             let row = &values[r * cols..][..cols];
             let step = row.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
             for c in 0..cols {
-                assert!(
-                    (back[r * cols + c] - row[c]).abs() <= step * 0.5 + 1e-7,
-                    "row {r} col {c}"
-                );
+                assert!((back[r * cols + c] - row[c]).abs() <= step * 0.5 + 1e-7, "row {r} col {c}");
             }
         }
     }
@@ -218,16 +197,11 @@ mod tests {
         for r in 0..rows {
             for g in 0..3 {
                 let range = g * 32..((g + 1) * 32).min(cols);
-                let max = values[r * cols..][range.clone()]
-                    .iter()
-                    .fold(0f32, |m, v| m.max(v.abs()));
+                let max = values[r * cols..][range.clone()].iter().fold(0f32, |m, v| m.max(v.abs()));
                 let step = max / 7.0 * 1.001; // f16 rounding of the scale
                 for c in range {
                     let i = r * cols + c;
-                    assert!(
-                        (back[i] - values[i]).abs() <= step * 0.5 + 1e-6,
-                        "row {r} col {c}"
-                    );
+                    assert!((back[i] - values[i]).abs() <= step * 0.5 + 1e-6, "row {r} col {c}");
                 }
             }
         }

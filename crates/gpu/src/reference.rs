@@ -65,20 +65,14 @@ mod tests {
     fn shared_right_operand_is_used_for_every_batch() {
         let a = [1., 0., 0., 1., 2., 0., 0., 2.]; // two 2x2: I and 2I
         let b = [1., 2., 3., 4.];
-        assert_eq!(
-            matmul(&a, &b, 2, 2, 2, 2),
-            vec![1., 2., 3., 4., 2., 4., 6., 8.]
-        );
+        assert_eq!(matmul(&a, &b, 2, 2, 2, 2), vec![1., 2., 3., 4., 2., 4., 6., 8.]);
     }
 
     #[test]
     fn test_rng_is_the_documented_xorshift32() {
         // xorshift32 from seed 1: 270369, 67634689, 2647435461 (Marsaglia 2003, shifts 13/17/5)
         let mut rng = TestRng::new(1);
-        assert_eq!(
-            [rng.next_u32(), rng.next_u32(), rng.next_u32()],
-            [270369, 67634689, 2647435461]
-        );
+        assert_eq!([rng.next_u32(), rng.next_u32(), rng.next_u32()], [270369, 67634689, 2647435461]);
         let mut rng = TestRng::new(7);
         assert!(rng.vec(1000).iter().all(|v| (-1.0..1.0).contains(v)));
     }
@@ -114,9 +108,8 @@ pub mod elementwise {
         op: fn(f32, f32) -> f32,
     ) -> Vec<f32> {
         let rank = a_shape.len();
-        let b_dims: Vec<usize> = std::iter::repeat_n(1, rank - b_shape.len())
-            .chain(b_shape.iter().copied())
-            .collect();
+        let b_dims: Vec<usize> =
+            std::iter::repeat_n(1, rank - b_shape.len()).chain(b_shape.iter().copied()).collect();
         let mut out = Vec::with_capacity(a.len());
         let mut index = vec![0usize; rank];
         for &av in a {
@@ -201,9 +194,7 @@ pub mod norm {
                 let rstd = 1.0 / (var + eps as f64).sqrt();
                 row.iter()
                     .enumerate()
-                    .map(move |(i, &v)| {
-                        ((v as f64 - mean) * rstd * gamma[i] as f64 + beta[i] as f64) as f32
-                    })
+                    .map(move |(i, &v)| ((v as f64 - mean) * rstd * gamma[i] as f64 + beta[i] as f64) as f32)
                     .collect::<Vec<_>>()
             })
             .collect()
@@ -237,8 +228,7 @@ pub fn conv2d(
                                 if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
                                     continue;
                                 }
-                                let xv =
-                                    x[((b * cin + c) * h + iy as usize) * w + ix as usize] as f64;
+                                let xv = x[((b * cin + c) * h + iy as usize) * w + ix as usize] as f64;
                                 let wv = weight[((o * cin + c) * kh + ky) * kw + kx] as f64;
                                 sum += xv * wv;
                             }
@@ -275,11 +265,7 @@ pub fn attention(
                 let scores: Vec<f64> = (0..keys)
                     .map(|j| {
                         let kj = &k[(b * nk + j) * width + h * head_dim..][..head_dim];
-                        qi.iter()
-                            .zip(kj)
-                            .map(|(a, b)| *a as f64 * *b as f64)
-                            .sum::<f64>()
-                            * scale
+                        qi.iter().zip(kj).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() * scale
                     })
                     .collect();
                 let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -300,9 +286,7 @@ pub fn attention(
 /// Nearest 2x upsampling of [planes, h, w].
 pub fn upsample2x(x: &[f32], h: usize, w: usize) -> Vec<f32> {
     x.chunks(h * w)
-        .flat_map(|plane| {
-            (0..4 * h * w).map(move |i| plane[(i / (2 * w) / 2) * w + (i % (2 * w)) / 2])
-        })
+        .flat_map(|plane| (0..4 * h * w).map(move |i| plane[(i / (2 * w) / 2) * w + (i % (2 * w)) / 2]))
         .collect()
 }
 
@@ -310,7 +294,5 @@ pub fn upsample2x(x: &[f32], h: usize, w: usize) -> Vec<f32> {
 /// length from that dimension on.
 pub fn concat(a: &[f32], b: &[f32], outer: usize) -> Vec<f32> {
     let (ra, rb) = (a.len() / outer, b.len() / outer);
-    (0..outer)
-        .flat_map(|r| a[r * ra..][..ra].iter().chain(&b[r * rb..][..rb]).copied())
-        .collect()
+    (0..outer).flat_map(|r| a[r * ra..][..ra].iter().chain(&b[r * rb..][..rb]).copied()).collect()
 }

@@ -45,15 +45,7 @@ pub async fn matmul_check(
     let output = ops::matmul(gpu, &ta, &tb, false)?.read_f32(gpu).await?;
     let expected = reference::matmul(&a, &b, 1, m, k, n);
     let cmp = compare(&output, &expected, Tolerance::f32_sum(k));
-    Ok(MatmulReport {
-        m,
-        k,
-        n,
-        seed,
-        output,
-        max_abs_err: cmp.max_abs_err,
-        passed: cmp.passed,
-    })
+    Ok(MatmulReport { m, k, n, seed, output, max_abs_err: cmp.max_abs_err, passed: cmp.passed })
 }
 
 /// One kernel's check in [`kernel_suite`].
@@ -66,24 +58,15 @@ pub struct KernelCheck {
 
 fn suite_tolerance(dtype: DType, terms: usize) -> Tolerance {
     match dtype {
-        DType::F32 => Tolerance {
-            abs: 1e-5 + 2e-6 * terms as f32,
-            rel: 1e-4,
-        },
-        DType::F16 => Tolerance {
-            abs: 3e-3 + 2e-6 * terms as f32,
-            rel: 3e-3,
-        },
+        DType::F32 => Tolerance { abs: 1e-5 + 2e-6 * terms as f32, rel: 1e-4 },
+        DType::F16 => Tolerance { abs: 3e-3 + 2e-6 * terms as f32, rel: 3e-3 },
     }
 }
 
 fn round(values: Vec<f32>, dtype: DType) -> Vec<f32> {
     match dtype {
         DType::F32 => values,
-        DType::F16 => values
-            .iter()
-            .map(|&v| half::f16::from_f32(v).to_f32())
-            .collect(),
+        DType::F16 => values.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect(),
     }
 }
 
@@ -98,55 +81,35 @@ pub async fn kernel_suite(gpu: &Gpu, dtype: DType) -> Result<Vec<KernelCheck>, G
     let mut checks = Vec::new();
     let mut record = |name, got: Vec<f32>, want: Vec<f32>, tol| {
         let cmp = compare(&got, &want, tol);
-        checks.push(KernelCheck {
-            name,
-            max_abs_err: cmp.max_abs_err,
-            passed: cmp.passed,
-        });
+        checks.push(KernelCheck { name, max_abs_err: cmp.max_abs_err, passed: cmp.passed });
     };
     let t = |shape: &[usize], v: &[f32]| Tensor::from_f32(gpu, shape, v, dtype);
     let f32_param = |v: &[f32]| Tensor::from_f32(gpu, &[v.len()], v, DType::F32);
 
     // Linear layers with quantized weights (dequantized in the kernel's inner loop).
-    for (name, format) in [
-        ("linear int8 + bias", WeightFormat::Q8),
-        ("linear 4-bit + bias", WeightFormat::Q4),
-    ] {
+    for (name, format) in
+        [("linear int8 + bias", WeightFormat::Q8), ("linear 4-bit + bias", WeightFormat::Q4)]
+    {
         let (m, k, n) = (33, 70, 45);
         let x = round(rng.vec(m * k), dtype);
         let packed = PackedWeight::pack(&rng.vec(n * k), n, k, format);
         let bias = rng.vec(n);
         let w = Weight::upload(gpu, &packed, Some(&bias))?;
-        let got = ops::linear(gpu, &t(&[m, k], &x)?, &w)?
-            .read_f32(gpu)
-            .await?;
+        let got = ops::linear(gpu, &t(&[m, k], &x)?, &w)?.read_f32(gpu).await?;
         let deq = packed.dequantize();
-        let wt: Vec<f32> = (0..k)
-            .flat_map(|c| (0..n).map(move |r| (r, c)))
-            .map(|(r, c)| deq[r * k + c])
-            .collect();
+        let wt: Vec<f32> =
+            (0..k).flat_map(|c| (0..n).map(move |r| (r, c))).map(|(r, c)| deq[r * k + c]).collect();
         let mut want = reference::matmul(&x, &wt, 1, m, k, n);
-        want.iter_mut()
-            .enumerate()
-            .for_each(|(i, v)| *v += bias[i % n]);
+        want.iter_mut().enumerate().for_each(|(i, v)| *v += bias[i % n]);
         record(name, got, want, suite_tolerance(dtype, k));
     }
 
     // Convolutions: 3x3 with a residual, and the VAE's asymmetric stride-2 downsampling.
-    let down = Conv2d {
-        kernel: (3, 3),
-        stride: 2,
-        padding: Padding {
-            top: 0,
-            bottom: 1,
-            left: 0,
-            right: 1,
-        },
-    };
-    for (name, conv, residual) in [
-        ("conv2d 3x3 + residual", Conv2d::same(3), true),
-        ("conv2d stride 2", down, false),
-    ] {
+    let down =
+        Conv2d { kernel: (3, 3), stride: 2, padding: Padding { top: 0, bottom: 1, left: 0, right: 1 } };
+    for (name, conv, residual) in
+        [("conv2d 3x3 + residual", Conv2d::same(3), true), ("conv2d stride 2", down, false)]
+    {
         let (cin, h, w, cout) = (8, 12, 10, 12);
         let (oh, ow) = conv.output_size(h, w).unwrap_or((0, 0));
         let x = round(rng.vec(cin * h * w), dtype);
@@ -155,15 +118,9 @@ pub async fn kernel_suite(gpu: &Gpu, dtype: DType) -> Result<Vec<KernelCheck>, G
         let res = round(rng.vec(cout * oh * ow), dtype);
         let weight = Weight::upload(gpu, &packed, Some(&bias))?;
         let res_t = t(&[1, cout, oh, ow], &res)?;
-        let got = ops::conv2d(
-            gpu,
-            &t(&[1, cin, h, w], &x)?,
-            &weight,
-            conv,
-            residual.then_some(&res_t),
-        )?
-        .read_f32(gpu)
-        .await?;
+        let got = ops::conv2d(gpu, &t(&[1, cin, h, w], &x)?, &weight, conv, residual.then_some(&res_t))?
+            .read_f32(gpu)
+            .await?;
         let pads = (conv.padding.top, conv.padding.left);
         let mut want = reference::conv2d(
             &x,
@@ -183,10 +140,9 @@ pub async fn kernel_suite(gpu: &Gpu, dtype: DType) -> Result<Vec<KernelCheck>, G
     }
 
     // Attention: causal self-attention (CLIP) and cross-attention over 77 tokens (UNet).
-    for (name, nq, nk, heads, head_dim, causal) in [
-        ("attention causal", 50, 50, 2, 24, true),
-        ("attention cross", 40, 77, 8, 8, false),
-    ] {
+    for (name, nq, nk, heads, head_dim, causal) in
+        [("attention causal", 50, 50, 2, 24, true), ("attention cross", 40, 77, 8, 8, false)]
+    {
         let width = heads * head_dim;
         let q = round(rng.vec(nq * width).iter().map(|v| v * 2.0).collect(), dtype);
         let k = round(rng.vec(nk * width).iter().map(|v| v * 2.0).collect(), dtype);
@@ -207,10 +163,7 @@ pub async fn kernel_suite(gpu: &Gpu, dtype: DType) -> Result<Vec<KernelCheck>, G
 
     // Normalisation.
     let (c, hw, groups) = (16, 36, 4);
-    let x = round(
-        rng.vec(c * hw).iter().map(|v| v * 3.0 + 1.0).collect(),
-        dtype,
-    );
+    let x = round(rng.vec(c * hw).iter().map(|v| v * 3.0 + 1.0).collect(), dtype);
     let (gamma, beta) = (rng.vec(c), rng.vec(c));
     let got = ops::group_norm(
         gpu,
@@ -232,15 +185,9 @@ pub async fn kernel_suite(gpu: &Gpu, dtype: DType) -> Result<Vec<KernelCheck>, G
     let (rows, d) = (9, 70);
     let x = round(rng.vec(rows * d), dtype);
     let (gamma, beta) = (rng.vec(d), rng.vec(d));
-    let got = ops::layer_norm(
-        gpu,
-        &t(&[rows, d], &x)?,
-        &f32_param(&gamma)?,
-        &f32_param(&beta)?,
-        1e-5,
-    )?
-    .read_f32(gpu)
-    .await?;
+    let got = ops::layer_norm(gpu, &t(&[rows, d], &x)?, &f32_param(&gamma)?, &f32_param(&beta)?, 1e-5)?
+        .read_f32(gpu)
+        .await?;
     record(
         "layer norm",
         got,
@@ -251,25 +198,10 @@ pub async fn kernel_suite(gpu: &Gpu, dtype: DType) -> Result<Vec<KernelCheck>, G
     // Elementwise and layout.
     let x = round(rng.vec(6 * 2 * 21).iter().map(|v| v * 4.0).collect(), dtype);
     let got = ops::geglu(gpu, &t(&[6, 42], &x)?)?.read_f32(gpu).await?;
-    record(
-        "GEGLU (erf GELU)",
-        got,
-        reference::elementwise::geglu(&x, 21),
-        suite_tolerance(dtype, 1),
-    );
-    let got = ops::unary(gpu, &t(&[x.len()], &x)?, Unary::QuickGelu)?
-        .read_f32(gpu)
-        .await?;
-    record(
-        "quick GELU",
-        got,
-        reference::elementwise::unary(&x, Unary::QuickGelu),
-        suite_tolerance(dtype, 1),
-    );
-    let (a, b) = (
-        round(rng.vec(2 * 3 * 20), dtype),
-        round(rng.vec(2 * 5 * 20), dtype),
-    );
+    record("GEGLU (erf GELU)", got, reference::elementwise::geglu(&x, 21), suite_tolerance(dtype, 1));
+    let got = ops::unary(gpu, &t(&[x.len()], &x)?, Unary::QuickGelu)?.read_f32(gpu).await?;
+    record("quick GELU", got, reference::elementwise::unary(&x, Unary::QuickGelu), suite_tolerance(dtype, 1));
+    let (a, b) = (round(rng.vec(2 * 3 * 20), dtype), round(rng.vec(2 * 5 * 20), dtype));
     let joined = ops::concat(gpu, &t(&[2, 3, 4, 5], &a)?, &t(&[2, 5, 4, 5], &b)?, 1)?;
     let got = ops::upsample2x(gpu, &joined)?.read_f32(gpu).await?;
     record(

@@ -50,12 +50,7 @@ impl Variant {
     pub fn new(file: &'static str, act: DType, defines: &[&'static str]) -> Variant {
         let mut defines = defines.to_vec();
         defines.sort_unstable();
-        Variant {
-            file,
-            act,
-            defines,
-            entry: "main",
-        }
+        Variant { file, act, defines, entry: "main" }
     }
 
     pub fn entry(mut self, entry: &'static str) -> Variant {
@@ -65,13 +60,7 @@ impl Variant {
 
     /// The cache key: file, activation type, defines, entry point.
     pub fn key(&self) -> String {
-        format!(
-            "{}:{:?}:{}:{}",
-            self.file,
-            self.act,
-            self.defines.join("+"),
-            self.entry
-        )
+        format!("{}:{:?}:{}:{}", self.file, self.act, self.defines.join("+"), self.entry)
     }
 
     pub fn source(&self) -> Result<String, String> {
@@ -108,14 +97,10 @@ pub fn preprocess(source: &str, defines: &[&str]) -> Result<String, String> {
             };
             stack.push((value, active));
         } else if trimmed.starts_with("#else") {
-            let top = stack
-                .last_mut()
-                .ok_or(format!("line {}: #else without #if", number + 1))?;
+            let top = stack.last_mut().ok_or(format!("line {}: #else without #if", number + 1))?;
             top.0 = !top.0;
         } else if trimmed.starts_with("#endif") {
-            stack
-                .pop()
-                .ok_or(format!("line {}: #endif without #if", number + 1))?;
+            stack.pop().ok_or(format!("line {}: #endif without #if", number + 1))?;
         } else if let Some(name) = trimmed.strip_prefix("#include ") {
             if active {
                 let (_, text) = ALL
@@ -125,10 +110,7 @@ pub fn preprocess(source: &str, defines: &[&str]) -> Result<String, String> {
                 out.push_str(&preprocess(text, defines)?);
             }
         } else if trimmed.starts_with('#') {
-            return Err(format!(
-                "line {}: unknown directive {trimmed:?}",
-                number + 1
-            ));
+            return Err(format!("line {}: unknown directive {trimmed:?}", number + 1));
         } else if active {
             out.push_str(line);
         }
@@ -161,24 +143,12 @@ mod tests {
     fn preprocessor_keeps_the_taken_branches_and_line_count() {
         let src = "a\n#if X\nb\n#if !Y\nc\n#else\nd\n#endif\n#else\ne\n#endif\nf";
         let with_x = preprocess(src, &["X"]).unwrap();
-        assert_eq!(
-            with_x.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>(),
-            ["a", "b", "c", "f"]
-        );
+        assert_eq!(with_x.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>(), ["a", "b", "c", "f"]);
         assert_eq!(with_x.lines().count(), src.lines().count());
         let with_xy = preprocess(src, &["X", "Y"]).unwrap();
-        assert_eq!(
-            with_xy
-                .lines()
-                .filter(|l| !l.is_empty())
-                .collect::<Vec<_>>(),
-            ["a", "b", "d", "f"]
-        );
+        assert_eq!(with_xy.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>(), ["a", "b", "d", "f"]);
         let none = preprocess(src, &[]).unwrap();
-        assert_eq!(
-            none.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>(),
-            ["a", "e", "f"]
-        );
+        assert_eq!(none.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>(), ["a", "e", "f"]);
     }
 
     #[test]
@@ -193,23 +163,15 @@ mod tests {
     fn include_inlines_a_shared_piece_with_the_same_defines() {
         let text = preprocess("#if W_F16\n#include weight_load.wgsl\n#endif", &["W_F16"]).unwrap();
         assert!(text.contains("fn load_weight") && text.contains("unpack2x16float"));
-        assert!(
-            !text.contains("extractBits"),
-            "other formats' branches must be dropped"
-        );
+        assert!(!text.contains("extractBits"), "other formats' branches must be dropped");
         assert!(preprocess("#include nope.wgsl", &[]).is_err());
-        assert!(!preprocess("#if X\n#include nope.wgsl\n#endif", &[])
-            .unwrap()
-            .contains("load_weight"));
+        assert!(!preprocess("#if X\n#include nope.wgsl\n#endif", &[]).unwrap().contains("load_weight"));
     }
 
     #[test]
     fn f16_variants_enable_f16() {
         let v = Variant::new("matmul.wgsl", DType::F16, &["B_ACT"]);
-        assert!(v
-            .source()
-            .unwrap()
-            .starts_with("enable f16;\nalias act = f16;"));
+        assert!(v.source().unwrap().starts_with("enable f16;\nalias act = f16;"));
         assert!(Variant::new("nope.wgsl", DType::F32, &[]).source().is_err());
     }
 }

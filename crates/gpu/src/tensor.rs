@@ -45,47 +45,28 @@ fn storage_bytes(elements: usize, dtype: DType) -> u64 {
 
 impl Tensor {
     /// Uploads `data` (row-major) as a tensor of `shape`, converted to `dtype`.
-    pub fn from_f32(
-        gpu: &Gpu,
-        shape: &[usize],
-        data: &[f32],
-        dtype: DType,
-    ) -> Result<Tensor, GpuError> {
+    pub fn from_f32(gpu: &Gpu, shape: &[usize], data: &[f32], dtype: DType) -> Result<Tensor, GpuError> {
         let elements: usize = shape.iter().product();
         if elements != data.len() {
             return Err(GpuError::Shape {
                 op: "upload",
-                detail: format!(
-                    "shape {shape:?} holds {elements} values, got {}",
-                    data.len()
-                ),
+                detail: format!("shape {shape:?} holds {elements} values, got {}", data.len()),
             });
         }
         let mut bytes = match dtype {
             DType::F32 => bytemuck::cast_slice::<f32, u8>(data).to_vec(),
-            DType::F16 => data
-                .iter()
-                .flat_map(|&v| f16::from_f32(v).to_le_bytes())
-                .collect(),
+            DType::F16 => data.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
         };
         bytes.resize(storage_bytes(elements, dtype) as usize, 0);
         let buffer = gpu.pool.take(&gpu.device, bytes.len() as u64, Some(&bytes));
-        Ok(Tensor {
-            buffer: Arc::new(buffer),
-            shape: shape.to_vec(),
-            dtype,
-        })
+        Ok(Tensor { buffer: Arc::new(buffer), shape: shape.to_vec(), dtype })
     }
 
     /// An uninitialised tensor for an op's output.
     pub(crate) fn empty(gpu: &Gpu, shape: &[usize], dtype: DType) -> Tensor {
         let bytes = storage_bytes(shape.iter().product(), dtype);
         let buffer = gpu.pool.take(&gpu.device, bytes, None);
-        Tensor {
-            buffer: Arc::new(buffer),
-            shape: shape.to_vec(),
-            dtype,
-        }
+        Tensor { buffer: Arc::new(buffer), shape: shape.to_vec(), dtype }
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -112,11 +93,7 @@ impl Tensor {
                 detail: format!("{:?} cannot become {shape:?}", self.shape),
             });
         }
-        Ok(Tensor {
-            buffer: self.buffer.clone(),
-            shape: shape.to_vec(),
-            dtype: self.dtype,
-        })
+        Ok(Tensor { buffer: self.buffer.clone(), shape: shape.to_vec(), dtype: self.dtype })
     }
 
     pub(crate) fn byte_len(&self) -> u64 {
@@ -139,27 +116,19 @@ impl Tensor {
         let bytes = read_buffer(gpu, &self.buffer.buffer, self.byte_len()).await?;
         let n = self.len();
         Ok(match self.dtype {
-            DType::F32 => bytes
-                .chunks_exact(4)
-                .take(n)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            DType::F16 => bytes
-                .chunks_exact(2)
-                .take(n)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
+            DType::F32 => {
+                bytes.chunks_exact(4).take(n).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+            }
+            DType::F16 => {
+                bytes.chunks_exact(2).take(n).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            }
         })
     }
 }
 
 /// Copies the first `bytes` of `buffer` to the CPU after submitting all recorded work, and
 /// reports any error the device raised meanwhile.
-pub(crate) async fn read_buffer(
-    gpu: &Gpu,
-    buffer: &wgpu::Buffer,
-    bytes: u64,
-) -> Result<Vec<u8>, GpuError> {
+pub(crate) async fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>, GpuError> {
     let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("readback"),
         size: bytes,
@@ -179,9 +148,7 @@ pub(crate) async fn read_buffer(
         .map_err(|_| GpuError::Readback("the device was lost before the mapping finished".into()))?
         .map_err(|e| GpuError::Readback(e.to_string()))?;
     gpu.take_error()?;
-    let view = slice
-        .get_mapped_range()
-        .map_err(|e| GpuError::Readback(e.to_string()))?;
+    let view = slice.get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
     let data = view.to_vec();
     drop(view);
     staging.unmap();

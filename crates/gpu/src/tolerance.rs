@@ -11,10 +11,7 @@ impl Tolerance {
     /// For f32 kernels whose outputs sum `terms` products of values in [-1, 1]: rounding grows
     /// with the length of the sum, and the order of summation differs from the reference.
     pub fn f32_sum(terms: usize) -> Tolerance {
-        Tolerance {
-            abs: 2e-6 * (terms.max(1) as f32),
-            rel: 1e-5,
-        }
+        Tolerance { abs: 2e-6 * (terms.max(1) as f32), rel: 1e-5 }
     }
 }
 
@@ -27,11 +24,7 @@ pub struct Comparison {
 }
 
 pub fn compare(actual: &[f32], expected: &[f32], tol: Tolerance) -> Comparison {
-    let mut cmp = Comparison {
-        max_abs_err: 0.0,
-        worst_index: 0,
-        passed: actual.len() == expected.len(),
-    };
+    let mut cmp = Comparison { max_abs_err: 0.0, worst_index: 0, passed: actual.len() == expected.len() };
     for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
         let err = (a - e).abs();
         // NaN compares false: treat it as a failure explicitly.
@@ -53,11 +46,7 @@ pub fn relative_rms_error(actual: &[f32], expected: &[f32]) -> f32 {
     if actual.len() != expected.len() {
         return f32::INFINITY;
     }
-    let err: f64 = actual
-        .iter()
-        .zip(expected)
-        .map(|(a, b)| ((a - b) as f64).powi(2))
-        .sum();
+    let err: f64 = actual.iter().zip(expected).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
     let norm: f64 = expected.iter().map(|b| (*b as f64).powi(2)).sum();
     let value = (err / norm.max(1e-30)).sqrt() as f32;
     if value.is_nan() {
@@ -73,10 +62,7 @@ mod tests {
 
     #[test]
     fn compare_flags_the_worst_element_and_nan() {
-        let tol = Tolerance {
-            abs: 1e-3,
-            rel: 0.0,
-        };
+        let tol = Tolerance { abs: 1e-3, rel: 0.0 };
         let c = compare(&[1.0, 2.0005, 3.0], &[1.0, 2.0, 3.0], tol);
         assert!(c.passed);
         assert_eq!(c.worst_index, 1);
@@ -85,9 +71,6 @@ mod tests {
         let c = compare(&[f32::NAN, 2.0], &[1.0, 2.0], tol);
         assert!(!c.passed);
         assert_eq!(c.max_abs_err, f32::INFINITY);
-        assert!(
-            !compare(&[1.0], &[1.0, 2.0], tol).passed,
-            "a missing element must fail"
-        );
+        assert!(!compare(&[1.0], &[1.0, 2.0], tol).passed, "a missing element must fail");
     }
 }

@@ -45,17 +45,8 @@ impl std::fmt::Debug for Weight {
 }
 
 impl Weight {
-    pub fn upload(
-        gpu: &Gpu,
-        packed: &PackedWeight,
-        bias: Option<&[f32]>,
-    ) -> Result<Weight, GpuError> {
-        Weight::upload_in_parts(
-            gpu,
-            packed,
-            bias,
-            gpu.limits().max_storage_buffer_binding_size,
-        )
+    pub fn upload(gpu: &Gpu, packed: &PackedWeight, bias: Option<&[f32]>) -> Result<Weight, GpuError> {
+        Weight::upload_in_parts(gpu, packed, bias, gpu.limits().max_storage_buffer_binding_size)
     }
 
     /// As [`Weight::upload`], with parts of at most `max_part_bytes` (tests force splits with a
@@ -79,11 +70,7 @@ impl Weight {
         // Q4 scales are f16 pairs: keep parts on even rows' worth of groups so a part's scales
         // start on a word boundary.
         let groups = format.groups_per_row(packed.cols);
-        let row_align = if format == WeightFormat::Q4 && groups % 2 == 1 {
-            2
-        } else {
-            1
-        };
+        let row_align = if format == WeightFormat::Q4 && groups % 2 == 1 { 2 } else { 1 };
         let row_bytes = (row_words.max(1) * 4) as u64;
         let mut rows_per_part = ((max_part_bytes / row_bytes) as usize / row_align) * row_align;
         if rows_per_part == 0 {
@@ -97,16 +84,11 @@ impl Weight {
         rows_per_part = rows_per_part.min(packed.rows.max(1));
 
         let storage = |label: &str, contents: &[u8]| {
-            gpu.device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(label),
-                    contents: if contents.is_empty() {
-                        &[0u8; 4]
-                    } else {
-                        contents
-                    },
-                    usage: wgpu::BufferUsages::STORAGE,
-                })
+            gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: if contents.is_empty() { &[0u8; 4] } else { contents },
+                usage: wgpu::BufferUsages::STORAGE,
+            })
         };
         let mut parts = Vec::new();
         let mut first_row = 0;
@@ -127,25 +109,14 @@ impl Weight {
                 rows,
                 data: storage("weight", bytemuck::cast_slice(data)),
                 scales: scales.map(|s| storage("weight scales", bytemuck::cast_slice(s))),
-                bias: bias.map(|b| {
-                    storage(
-                        "bias",
-                        bytemuck::cast_slice(&b[first_row..first_row + rows]),
-                    )
-                }),
+                bias: bias.map(|b| storage("bias", bytemuck::cast_slice(&b[first_row..first_row + rows]))),
             });
             if rows == 0 {
                 break;
             }
             first_row += rows;
         }
-        Ok(Weight {
-            format,
-            rows: packed.rows,
-            cols: packed.cols,
-            parts,
-            has_bias: bias.is_some(),
-        })
+        Ok(Weight { format, rows: packed.rows, cols: packed.cols, parts, has_bias: bias.is_some() })
     }
 
     /// Packs `values` ([rows, cols], row-major) into `format` and uploads it.
@@ -160,11 +131,7 @@ impl Weight {
         if values.len() != rows * cols {
             return Err(GpuError::Shape {
                 op: "weight upload",
-                detail: format!(
-                    "[{rows}, {cols}] needs {} values, got {}",
-                    rows * cols,
-                    values.len()
-                ),
+                detail: format!("[{rows}, {cols}] needs {} values, got {}", rows * cols, values.len()),
             });
         }
         Weight::upload(gpu, &PackedWeight::pack(values, rows, cols, format), bias)

@@ -12,11 +12,7 @@ fn shader_files() -> Vec<String> {
         .filter(|name| name.ends_with(".wgsl"))
         .collect();
     files.sort();
-    assert!(
-        !files.is_empty(),
-        "no .wgsl files found in {}",
-        dir.display()
-    );
+    assert!(!files.is_empty(), "no .wgsl files found in {}", dir.display());
     files
 }
 
@@ -27,24 +23,15 @@ fn every_shader_file_is_embedded_unchanged_and_has_variants() {
     for name in shader_files() {
         let on_disk = std::fs::read_to_string(dir.join(&name)).unwrap();
         let embedded = ALL.iter().find(|(n, _)| *n == name);
-        assert_eq!(
-            embedded.map(|(_, text)| *text),
-            Some(on_disk.as_str()),
-            "{name}: not embedded, or stale"
-        );
+        assert_eq!(embedded.map(|(_, text)| *text), Some(on_disk.as_str()), "{name}: not embedded, or stale");
         if PIECES.contains(&name.as_str()) {
             let include = format!("#include {name}");
             assert!(
-                variants.iter().any(|v| ALL
-                    .iter()
-                    .any(|(f, text)| *f == v.file && text.contains(&include))),
+                variants.iter().any(|v| ALL.iter().any(|(f, text)| *f == v.file && text.contains(&include))),
                 "{name}: a piece that no compiled shader includes"
             );
         } else {
-            assert!(
-                variants.iter().any(|v| v.file == name),
-                "{name}: no op requests any variant of it"
-            );
+            assert!(variants.iter().any(|v| v.file == name), "{name}: no op requests any variant of it");
         }
     }
 }
@@ -65,11 +52,7 @@ fn every_variant_validates() {
         variants.len(),
         failures.join("\n")
     );
-    println!(
-        "validated {} variants of {} shaders",
-        variants.len(),
-        shader_files().len()
-    );
+    println!("validated {} variants of {} shaders", variants.len(), shader_files().len());
 }
 
 fn validate(v: &Variant) -> Result<(), String> {
@@ -82,12 +65,9 @@ fn validate_source(source: &str, entry: &str) -> Result<(), String> {
     if !module.entry_points.iter().any(|e| e.name == entry) {
         return Err(format!("no entry point `{entry}`"));
     }
-    naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::all(),
-    )
-    .validate(&module)
-    .map_err(|e| format!("{e:?}"))?;
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+        .validate(&module)
+        .map_err(|e| format!("{e:?}"))?;
     Ok(())
 }
 
@@ -115,8 +95,5 @@ fn every_shader_is_covered_by_a_kernel_test() {
         .filter(|name| !PIECES.contains(&name.as_str()))
         .filter(|name| !sources.contains(&format!("assert_covers(&gpu, \"{name}\"")))
         .collect();
-    assert!(
-        uncovered.is_empty(),
-        "shaders no kernel test covers: {uncovered:?}"
-    );
+    assert!(uncovered.is_empty(), "shaders no kernel test covers: {uncovered:?}");
 }

@@ -61,24 +61,16 @@ pub enum ConfigError {
 
 impl UNet2DConditionConfig {
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
-        let cfg: Self = serde_json::from_str(text).map_err(|e| ConfigError::Invalid {
-            kind: "UNet2DConditionModel",
-            detail: e.to_string(),
-        })?;
+        let cfg: Self = serde_json::from_str(text)
+            .map_err(|e| ConfigError::Invalid { kind: "UNet2DConditionModel", detail: e.to_string() })?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |detail: String| ConfigError::Invalid {
-            kind: "UNet2DConditionModel",
-            detail,
-        };
+        let invalid = |detail: String| ConfigError::Invalid { kind: "UNet2DConditionModel", detail };
         let blocks = self.block_out_channels.len();
-        if blocks == 0
-            || self.down_block_types.len() != blocks
-            || self.up_block_types.len() != blocks
-        {
+        if blocks == 0 || self.down_block_types.len() != blocks || self.up_block_types.len() != blocks {
             return Err(invalid(format!(
                 "{} block_out_channels, {} down blocks, {} up blocks: they must match",
                 blocks,
@@ -104,11 +96,7 @@ impl UNet2DConditionConfig {
     /// slip kept for compatibility, see the comment in `UNet2DConditionModel.__init__`):
     /// `num_attention_heads` wins when set, otherwise `attention_head_dim` is the count.
     pub fn heads(&self, block: usize) -> usize {
-        self.num_attention_heads
-            .as_ref()
-            .unwrap_or(&self.attention_head_dim)
-            .get(block)
-            .unwrap_or(0)
+        self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim).get(block).unwrap_or(0)
     }
 
     pub fn head_dim(&self, block: usize) -> usize {
@@ -153,14 +141,8 @@ mod tests {
             "attention_head_dim": 8, "cross_attention_dim": 768, "sample_size": 64}}"#
         );
         let cfg = UNet2DConditionConfig::from_json(&json).unwrap();
-        assert_eq!(
-            (0..4).map(|b| cfg.heads(b)).collect::<Vec<_>>(),
-            [8, 8, 8, 8]
-        );
-        assert_eq!(
-            (0..4).map(|b| cfg.head_dim(b)).collect::<Vec<_>>(),
-            [40, 80, 160, 160]
-        );
+        assert_eq!((0..4).map(|b| cfg.heads(b)).collect::<Vec<_>>(), [8, 8, 8, 8]);
+        assert_eq!((0..4).map(|b| cfg.head_dim(b)).collect::<Vec<_>>(), [40, 80, 160, 160]);
         assert!(!cfg.use_linear_projection && cfg.flip_sin_to_cos && cfg.layers_per_block == 2);
     }
 
@@ -171,10 +153,7 @@ mod tests {
             "use_linear_projection": true, "upcast_attention": false, "some_future_field": 1}}"#
         );
         let cfg = UNet2DConditionConfig::from_json(&json).unwrap();
-        assert_eq!(
-            (0..4).map(|b| cfg.head_dim(b)).collect::<Vec<_>>(),
-            [64, 64, 64, 64]
-        );
+        assert_eq!((0..4).map(|b| cfg.head_dim(b)).collect::<Vec<_>>(), [64, 64, 64, 64]);
         assert!(cfg.use_linear_projection);
     }
 
@@ -182,14 +161,10 @@ mod tests {
     fn inconsistent_configs_are_errors_that_say_why() {
         let json = r#"{"down_block_types": ["DownBlock2D"], "up_block_types": [],
             "block_out_channels": [32], "cross_attention_dim": 32}"#;
-        let err = UNet2DConditionConfig::from_json(json)
-            .unwrap_err()
-            .to_string();
+        let err = UNet2DConditionConfig::from_json(json).unwrap_err().to_string();
         assert!(err.contains("they must match"), "{err}");
         let json = format!(r#"{{{BLOCKS}, "attention_head_dim": 7, "cross_attention_dim": 768}}"#);
-        let err = UNet2DConditionConfig::from_json(&json)
-            .unwrap_err()
-            .to_string();
+        let err = UNet2DConditionConfig::from_json(&json).unwrap_err().to_string();
         assert!(err.contains("320 channels split into 7 heads"), "{err}");
         assert!(UNet2DConditionConfig::from_json("{").is_err());
     }

@@ -16,11 +16,7 @@ pub enum ModelError {
     #[error("the weights have no tensor `{0}`: is this the right model file?")]
     Missing(String),
     #[error("tensor `{key}` has shape {found:?}, the model expects {expected:?}: the file is for a different model or configuration")]
-    Shape {
-        key: String,
-        expected: Vec<usize>,
-        found: Vec<u64>,
-    },
+    Shape { key: String, expected: Vec<usize>, found: Vec<u64> },
     #[error("the weights hold tensors this model does not use: {0:?}")]
     Unused(Vec<String>),
     #[error(transparent)]
@@ -39,18 +35,9 @@ pub struct QuantPolicy {
 }
 
 impl QuantPolicy {
-    pub const F32: QuantPolicy = QuantPolicy {
-        linear: WeightFormat::F32,
-        conv: WeightFormat::F32,
-    };
-    pub const F16: QuantPolicy = QuantPolicy {
-        linear: WeightFormat::F16,
-        conv: WeightFormat::F16,
-    };
-    pub const Q8: QuantPolicy = QuantPolicy {
-        linear: WeightFormat::Q8,
-        conv: WeightFormat::Q8,
-    };
+    pub const F32: QuantPolicy = QuantPolicy { linear: WeightFormat::F32, conv: WeightFormat::F32 };
+    pub const F16: QuantPolicy = QuantPolicy { linear: WeightFormat::F16, conv: WeightFormat::F16 };
+    pub const Q8: QuantPolicy = QuantPolicy { linear: WeightFormat::Q8, conv: WeightFormat::Q8 };
 }
 
 /// A safetensors file being loaded, with the keys read so far.
@@ -61,10 +48,7 @@ pub struct WeightStore {
 
 impl WeightStore {
     pub fn new(file: SafetensorsFile) -> WeightStore {
-        WeightStore {
-            file,
-            used: Mutex::new(BTreeSet::new()),
-        }
+        WeightStore { file, used: Mutex::new(BTreeSet::new()) }
     }
 
     pub fn from_bytes(bytes: Vec<u8>) -> Result<WeightStore, ModelError> {
@@ -74,13 +58,7 @@ impl WeightStore {
     /// Keys of the file no module has read.
     pub fn unused_keys(&self) -> Vec<String> {
         let used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        self.file
-            .header
-            .tensors
-            .iter()
-            .map(|t| t.name.clone())
-            .filter(|k| !used.contains(k))
-            .collect()
+        self.file.header.tensors.iter().map(|t| t.name.clone()).filter(|k| !used.contains(k)).collect()
     }
 
     /// Fails naming the unused keys, if any: a model that "loads" but ignores weights is wrong.
@@ -94,13 +72,7 @@ impl WeightStore {
     }
 
     pub fn root<'a>(&'a self, gpu: &'a Gpu, dtype: DType, policy: QuantPolicy) -> Vb<'a> {
-        Vb {
-            store: self,
-            gpu,
-            prefix: String::new(),
-            dtype,
-            policy,
-        }
+        Vb { store: self, gpu, prefix: String::new(), dtype, policy }
     }
 }
 
@@ -134,74 +106,32 @@ impl<'a> Vb<'a> {
     /// The values of `name`, which must have `shape`, as f32; marks the key used.
     pub fn values(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
         let key = self.key(name);
-        let info = self
-            .store
-            .file
-            .header
-            .get(&key)
-            .ok_or_else(|| ModelError::Missing(key.clone()))?;
-        if info.shape.len() != shape.len()
-            || info.shape.iter().zip(shape).any(|(&a, &b)| a as usize != b)
-        {
-            return Err(ModelError::Shape {
-                key,
-                expected: shape.to_vec(),
-                found: info.shape.clone(),
-            });
+        let info = self.store.file.header.get(&key).ok_or_else(|| ModelError::Missing(key.clone()))?;
+        if info.shape.len() != shape.len() || info.shape.iter().zip(shape).any(|(&a, &b)| a as usize != b) {
+            return Err(ModelError::Shape { key, expected: shape.to_vec(), found: info.shape.clone() });
         }
         let values = self.store.file.to_f32(info)?;
-        self.store
-            .used
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key);
+        self.store.used.lock().unwrap_or_else(|p| p.into_inner()).insert(key);
         Ok(values)
     }
 
     /// An f32 vector (norm gains and offsets) on the GPU.
     pub fn vector(&self, name: &str, len: usize) -> Result<Tensor, ModelError> {
-        Ok(Tensor::from_f32(
-            self.gpu,
-            &[len],
-            &self.values(name, &[len])?,
-            DType::F32,
-        )?)
+        Ok(Tensor::from_f32(self.gpu, &[len], &self.values(name, &[len])?, DType::F32)?)
     }
 
     /// `weight` [out, in] and, with `bias`, `bias` [out], under this prefix.
     pub fn linear(&self, out: usize, inp: usize, bias: bool) -> Result<Weight, ModelError> {
         let w = self.values("weight", &[out, inp])?;
-        let b = if bias {
-            Some(self.values("bias", &[out])?)
-        } else {
-            None
-        };
-        Ok(Weight::from_f32(
-            self.gpu,
-            out,
-            inp,
-            &w,
-            b.as_deref(),
-            self.policy.linear,
-        )?)
+        let b = if bias { Some(self.values("bias", &[out])?) } else { None };
+        Ok(Weight::from_f32(self.gpu, out, inp, &w, b.as_deref(), self.policy.linear)?)
     }
 
     /// A conv layer's `weight` [out, in, k, k] (and `bias` [out]) under this prefix.
     pub fn conv(&self, out: usize, inp: usize, k: usize, bias: bool) -> Result<Weight, ModelError> {
         let w = self.values("weight", &[out, inp, k, k])?;
-        let b = if bias {
-            Some(self.values("bias", &[out])?)
-        } else {
-            None
-        };
-        Ok(Weight::from_f32(
-            self.gpu,
-            out,
-            inp * k * k,
-            &w,
-            b.as_deref(),
-            self.policy.conv,
-        )?)
+        let b = if bias { Some(self.values("bias", &[out])?) } else { None };
+        Ok(Weight::from_f32(self.gpu, out, inp * k * k, &w, b.as_deref(), self.policy.conv)?)
     }
 }
 
@@ -223,11 +153,7 @@ impl ConvLayer {
     ) -> Result<ConvLayer, ModelError> {
         Ok(ConvLayer {
             weight: vb.conv(out, inp, k, bias)?,
-            geometry: Conv2d {
-                kernel: (k, k),
-                stride,
-                padding: Padding::same(k / 2),
-            },
+            geometry: Conv2d { kernel: (k, k), stride, padding: Padding::same(k / 2) },
         })
     }
 

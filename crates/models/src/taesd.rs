@@ -23,15 +23,9 @@ pub struct TaesdConfig {
 
 impl TaesdConfig {
     /// TAESD for SD 1.x / 2.x latents (madebyollin/taesd, `taesd_encoder.pth`/`taesd_decoder.pth`).
-    pub const SD: TaesdConfig = TaesdConfig {
-        latent_channels: 4,
-        midblock_group_norm: false,
-    };
+    pub const SD: TaesdConfig = TaesdConfig { latent_channels: 4, midblock_group_norm: false };
     /// TAEF2 for FLUX.2 latents (madebyollin/taesd, `taef2_encoder.pth`/`taef2_decoder.pth`).
-    pub const TAEF2: TaesdConfig = TaesdConfig {
-        latent_channels: 32,
-        midblock_group_norm: true,
-    };
+    pub const TAEF2: TaesdConfig = TaesdConfig { latent_channels: 32, midblock_group_norm: true };
 }
 
 /// `x + conv3(relu(groupnorm(conv0(x))))`, widening to 4x the channels inside.
@@ -56,15 +50,7 @@ impl Pool {
     fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor, GpuError> {
         let one = ops::Conv2d::same(1);
         let h = ops::conv2d(gpu, x, &self.expand, one, None)?; // [B, 256, H, W]
-        let h = ops::group_norm(
-            gpu,
-            &h,
-            4,
-            &self.norm_gamma,
-            &self.norm_beta,
-            1e-5,
-            Fused::Relu,
-        )?;
+        let h = ops::group_norm(gpu, &h, 4, &self.norm_gamma, &self.norm_beta, 1e-5, Fused::Relu)?;
         ops::conv2d(gpu, &h, &self.shrink, one, Some(x)) // x + pool(x)
     }
 }
@@ -80,11 +66,7 @@ impl Block {
         let conv = |i: usize| ConvLayer::load(&vb.pp("conv").pp(i), WIDTH, WIDTH, 3, 1, true);
         Ok(Block {
             convs: [conv(0)?, conv(2)?, conv(4)?],
-            pool: if midblock_group_norm {
-                Some(Pool::load(&vb.pp("pool"))?)
-            } else {
-                None
-            },
+            pool: if midblock_group_norm { Some(Pool::load(&vb.pp("pool"))?) } else { None },
         })
     }
 
@@ -139,10 +121,7 @@ impl TaesdEncoder {
         ];
         for stage in 0..3 {
             let base = 2 + stage * 4;
-            layers.push(Layer::Conv(
-                ConvLayer::load(&vb.pp(base), WIDTH, WIDTH, 3, 2, false)?,
-                false,
-            ));
+            layers.push(Layer::Conv(ConvLayer::load(&vb.pp(base), WIDTH, WIDTH, 3, 2, false)?, false));
             let midblock = stage == 2 && config.midblock_group_norm;
             for i in 1..=3 {
                 layers.push(Layer::Block(Block::load(&vb.pp(base + i), midblock)?));
@@ -185,33 +164,21 @@ impl TaesdDecoder {
     pub fn load(vb: &Vb, config: TaesdConfig) -> Result<TaesdDecoder, ModelError> {
         let mut layers = vec![
             Layer::Clamp,
-            Layer::Conv(
-                ConvLayer::load(&vb.pp(1), WIDTH, config.latent_channels, 3, 1, true)?,
-                true,
-            ),
+            Layer::Conv(ConvLayer::load(&vb.pp(1), WIDTH, config.latent_channels, 3, 1, true)?, true),
         ];
         for i in 3..=5 {
-            layers.push(Layer::Block(Block::load(
-                &vb.pp(i),
-                config.midblock_group_norm,
-            )?));
+            layers.push(Layer::Block(Block::load(&vb.pp(i), config.midblock_group_norm)?));
         }
         for stage in 0..3 {
             let base = 6 + stage * 5;
             layers.push(Layer::Upsample);
-            layers.push(Layer::Conv(
-                ConvLayer::load(&vb.pp(base + 1), WIDTH, WIDTH, 3, 1, false)?,
-                false,
-            ));
+            layers.push(Layer::Conv(ConvLayer::load(&vb.pp(base + 1), WIDTH, WIDTH, 3, 1, false)?, false));
             let blocks = if stage == 2 { 1 } else { 3 };
             for i in 0..blocks {
                 layers.push(Layer::Block(Block::load(&vb.pp(base + 2 + i), false)?));
             }
         }
-        layers.push(Layer::Conv(
-            ConvLayer::load(&vb.pp(19), 3, WIDTH, 3, 1, true)?,
-            false,
-        ));
+        layers.push(Layer::Conv(ConvLayer::load(&vb.pp(19), 3, WIDTH, 3, 1, true)?, false));
         Ok(TaesdDecoder { config, layers })
     }
 

@@ -67,11 +67,7 @@ fn publish(report: &MatmulReport, kernels: &[(DType, Vec<KernelCheck>)]) {
     set(&obj, "seed", report.seed.into());
     set(&obj, "passed", report.passed.into());
     set(&obj, "maxAbsErr", report.max_abs_err.into());
-    set(
-        &obj,
-        "output",
-        js_sys::Float32Array::from(report.output.as_slice()).into(),
-    );
+    set(&obj, "output", js_sys::Float32Array::from(report.output.as_slice()).into());
     let checks = js_sys::Array::new();
     for (dtype, list) in kernels {
         for check in list {

@@ -21,9 +21,7 @@ fn get_u64(target: &JsValue, key: &str) -> u64 {
 }
 
 fn describe(err: &JsValue) -> String {
-    err.as_string()
-        .or_else(|| get(err, "message").as_string())
-        .unwrap_or_else(|| format!("{err:?}"))
+    err.as_string().or_else(|| get(err, "message").as_string()).unwrap_or_else(|| format!("{err:?}"))
 }
 
 pub async fn probe() -> Result<AdapterReport, Unavailable> {
@@ -33,23 +31,16 @@ pub async fn probe() -> Result<AdapterReport, Unavailable> {
     if gpu.is_undefined() || gpu.is_null() {
         return Err(Unavailable::NoApi { secure_context });
     }
-    let request: Function = get(&gpu, "requestAdapter")
-        .dyn_into()
-        .map_err(|_| Unavailable::NoApi { secure_context })?;
+    let request: Function =
+        get(&gpu, "requestAdapter").dyn_into().map_err(|_| Unavailable::NoApi { secure_context })?;
     let options = js_sys::Object::new();
-    let _ = Reflect::set(
-        &options,
-        &"powerPreference".into(),
-        &"high-performance".into(),
-    );
+    let _ = Reflect::set(&options, &"powerPreference".into(), &"high-performance".into());
     let promise: Promise = request
         .call1(&gpu, &options)
         .map_err(|e| Unavailable::Failed(describe(&e)))?
         .dyn_into()
         .map_err(|_| Unavailable::Failed("requestAdapter did not return a promise".into()))?;
-    let adapter = JsFuture::from(promise)
-        .await
-        .map_err(|e| Unavailable::Failed(describe(&e)))?;
+    let adapter = JsFuture::from(promise).await.map_err(|e| Unavailable::Failed(describe(&e)))?;
     if adapter.is_null() || adapter.is_undefined() {
         return Err(Unavailable::NoAdapter);
     }
@@ -79,9 +70,6 @@ pub async fn probe() -> Result<AdapterReport, Unavailable> {
         max_buffer_size: get_u64(&limits, "maxBufferSize"),
         max_storage_buffer_binding_size: get_u64(&limits, "maxStorageBufferBindingSize"),
         max_compute_workgroup_storage_size: get_u64(&limits, "maxComputeWorkgroupStorageSize"),
-        max_compute_invocations_per_workgroup: get_u64(
-            &limits,
-            "maxComputeInvocationsPerWorkgroup",
-        ),
+        max_compute_invocations_per_workgroup: get_u64(&limits, "maxComputeInvocationsPerWorkgroup"),
     })
 }

@@ -76,24 +76,13 @@ pub struct Notice {
 impl AdapterReport {
     /// A software rasteriser (SwiftShader, llvmpipe, WARP) or the browser's fallback adapter.
     pub fn is_software(&self) -> bool {
-        let names = [
-            &self.vendor,
-            &self.architecture,
-            &self.device,
-            &self.description,
-        ]
-        .map(|s| s.to_ascii_lowercase());
+        let names = [&self.vendor, &self.architecture, &self.device, &self.description]
+            .map(|s| s.to_ascii_lowercase());
         self.is_fallback
             || names.iter().any(|s| {
-                [
-                    "swiftshader",
-                    "llvmpipe",
-                    "lavapipe",
-                    "warp",
-                    "microsoft basic render",
-                ]
-                .iter()
-                .any(|soft| s.contains(soft))
+                ["swiftshader", "llvmpipe", "lavapipe", "warp", "microsoft basic render"]
+                    .iter()
+                    .any(|soft| s.contains(soft))
             })
     }
 
@@ -115,10 +104,7 @@ impl AdapterReport {
     pub fn notices(&self, req: &Requirements) -> Vec<Notice> {
         let mut out = Vec::new();
         if let Err(e) = req.check(self.wgpu_features(), &self.wgpu_limits()) {
-            out.push(Notice {
-                level: Level::Error,
-                text: limit_message(&e),
-            });
+            out.push(Notice { level: Level::Error, text: limit_message(&e) });
         }
         if self.is_software() {
             out.push(Notice {
@@ -129,15 +115,15 @@ impl AdapterReport {
         if !self.shader_f16 {
             out.push(Notice {
                 level: Level::Warn,
-                text: "No shader-f16: models run in f32, which is slower and needs about twice the GPU memory.".into(),
+                text:
+                    "No shader-f16: models run in f32, which is slower and needs about twice the GPU memory."
+                        .into(),
             });
         }
         if out.is_empty() {
             out.push(Notice {
                 level: Level::Ok,
-                text:
-                    "This adapter can run Darkroom's kernels at full precision choice (f16 or f32)."
-                        .into(),
+                text: "This adapter can run Darkroom's kernels at full precision choice (f16 or f32).".into(),
             });
         }
         out
@@ -157,9 +143,7 @@ impl AdapterReport {
             max_buffer_size: self.max_buffer_size,
             max_storage_buffer_binding_size: self.max_storage_buffer_binding_size,
             max_compute_workgroup_storage_size: clamp(self.max_compute_workgroup_storage_size),
-            max_compute_invocations_per_workgroup: clamp(
-                self.max_compute_invocations_per_workgroup,
-            ),
+            max_compute_invocations_per_workgroup: clamp(self.max_compute_invocations_per_workgroup),
             ..Default::default()
         }
     }
@@ -231,34 +215,17 @@ mod tests {
 
     #[test]
     fn too_small_limits_are_an_error_naming_the_limit() {
-        let report = AdapterReport {
-            max_compute_workgroup_storage_size: 8192,
-            ..swiftshader()
-        };
+        let report = AdapterReport { max_compute_workgroup_storage_size: 8192, ..swiftshader() };
         let notices = report.notices(&Requirements::default());
         assert_eq!(notices[0].level, Level::Error);
-        assert!(
-            notices[0]
-                .text
-                .contains("maxComputeWorkgroupStorageSize is 8192"),
-            "{}",
-            notices[0].text
-        );
+        assert!(notices[0].text.contains("maxComputeWorkgroupStorageSize is 8192"), "{}", notices[0].text);
     }
 
     #[test]
     fn no_webgpu_advice_names_browsers_and_secure_context() {
-        let insecure = Unavailable::NoApi {
-            secure_context: false,
-        }
-        .advice()
-        .join(" ");
+        let insecure = Unavailable::NoApi { secure_context: false }.advice().join(" ");
         assert!(insecure.contains("https://") && insecure.contains("Chrome"));
-        let secure = Unavailable::NoApi {
-            secure_context: true,
-        }
-        .advice()
-        .join(" ");
+        let secure = Unavailable::NoApi { secure_context: true }.advice().join(" ");
         assert!(secure.contains("enable-unsafe-webgpu") && !secure.contains("secure pages"));
     }
 

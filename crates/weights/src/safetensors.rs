@@ -104,10 +104,7 @@ pub fn header_span(first8: [u8; 8], file_len: u64) -> Result<u64, SafetensorsErr
         return Err(SafetensorsError::HeaderTooLarge(n));
     }
     if n > file_len.saturating_sub(8) {
-        return Err(SafetensorsError::HeaderPastEnd {
-            header: n,
-            file: file_len.saturating_sub(8),
-        });
+        return Err(SafetensorsError::HeaderPastEnd { header: n, file: file_len.saturating_sub(8) });
     }
     Ok(8 + n)
 }
@@ -129,9 +126,7 @@ impl Header {
             .and_then(|s| s.try_into().ok())
             .ok_or(SafetensorsError::TooShort(prefix.len() as u64))?;
         let span = header_span(first8, file_len)?;
-        let json = prefix
-            .get(8..span as usize)
-            .ok_or(SafetensorsError::TooShort(prefix.len() as u64))?;
+        let json = prefix.get(8..span as usize).ok_or(SafetensorsError::TooShort(prefix.len() as u64))?;
         let map: BTreeMap<String, serde_json::Value> =
             serde_json::from_slice(json).map_err(|e| SafetensorsError::BadJson(e.to_string()))?;
 
@@ -144,21 +139,15 @@ impl Header {
                     .map_err(|e| SafetensorsError::BadJson(format!("__metadata__: {e}")))?;
                 continue;
             }
-            let bad = |detail: String| SafetensorsError::BadTensor {
-                name: name.clone(),
-                detail,
-            };
+            let bad = |detail: String| SafetensorsError::BadTensor { name: name.clone(), detail };
             let raw: RawTensor = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
-            let dtype =
-                Dtype::parse(&raw.dtype).ok_or_else(|| SafetensorsError::UnsupportedDtype {
-                    name: name.clone(),
-                    dtype: raw.dtype.clone(),
-                })?;
+            let dtype = Dtype::parse(&raw.dtype).ok_or_else(|| SafetensorsError::UnsupportedDtype {
+                name: name.clone(),
+                dtype: raw.dtype.clone(),
+            })?;
             let [begin, end] = raw.data_offsets;
             if begin > end || end > data_len {
-                return Err(bad(format!(
-                    "bytes {begin}..{end} fall outside the {data_len} data bytes"
-                )));
+                return Err(bad(format!("bytes {begin}..{end} fall outside the {data_len} data bytes")));
             }
             let elements = raw
                 .shape
@@ -176,13 +165,7 @@ impl Header {
                     end - begin
                 )));
             }
-            tensors.push(TensorInfo {
-                name,
-                dtype,
-                shape: raw.shape,
-                start: span + begin,
-                end: span + end,
-            });
+            tensors.push(TensorInfo { name, dtype, shape: raw.shape, start: span + begin, end: span + end });
         }
         tensors.sort_by_key(|t| (t.start, t.end));
         for pair in tensors.windows(2) {
@@ -193,11 +176,7 @@ impl Header {
                 });
             }
         }
-        Ok(Header {
-            tensors,
-            metadata,
-            data_start: span,
-        })
+        Ok(Header { tensors, metadata, data_start: span })
     }
 
     pub fn get(&self, name: &str) -> Option<&TensorInfo> {
@@ -222,13 +201,7 @@ mod tests {
         let bytes = file(json, 12);
         let h = Header::parse(&bytes, bytes.len() as u64).unwrap();
         assert_eq!(h.data_start, 8 + json.len() as u64);
-        assert_eq!(
-            h.tensors
-                .iter()
-                .map(|t| t.name.as_str())
-                .collect::<Vec<_>>(),
-            ["a", "b"]
-        );
+        assert_eq!(h.tensors.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(h.get("b").unwrap().start, h.data_start + 4);
         assert_eq!(h.metadata.get("format").map(String::as_str), Some("pt"));
     }
@@ -243,53 +216,29 @@ mod tests {
             Err(SafetensorsError::BadTensor { .. })
         ));
         // Header longer than the file.
-        assert!(matches!(
-            Header::parse(&bytes, 20),
-            Err(SafetensorsError::HeaderPastEnd { .. })
-        ));
+        assert!(matches!(Header::parse(&bytes, 20), Err(SafetensorsError::HeaderPastEnd { .. })));
         // Absurd header length (e.g. a .ckpt pickle fed in by mistake).
         let mut pickle = vec![0x80, 0x02, b'c', b'c', b'o', b'l', b'l', b'e'];
         pickle.resize(64, 0);
-        assert!(matches!(
-            Header::parse(&pickle, 64),
-            Err(SafetensorsError::HeaderTooLarge(_))
-        ));
+        assert!(matches!(Header::parse(&pickle, 64), Err(SafetensorsError::HeaderTooLarge(_))));
         // Size that does not match the shape.
-        let wrong = file(
-            r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
-            8,
-        );
-        assert!(matches!(
-            Header::parse(&wrong, wrong.len() as u64),
-            Err(SafetensorsError::BadTensor { .. })
-        ));
+        let wrong = file(r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, 8);
+        assert!(matches!(Header::parse(&wrong, wrong.len() as u64), Err(SafetensorsError::BadTensor { .. })));
         // Overlapping tensors.
         let overlap = file(
             r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
             8,
         );
         let err = Header::parse(&overlap, overlap.len() as u64).unwrap_err();
-        assert_eq!(
-            err,
-            SafetensorsError::BadTensor {
-                name: "b".into(),
-                detail: "overlaps `a`".into()
-            }
-        );
+        assert_eq!(err, SafetensorsError::BadTensor { name: "b".into(), detail: "overlaps `a`".into() });
         // Unknown dtype.
-        let odd = file(
-            r#"{"a":{"dtype":"F8_E4M3","shape":[8],"data_offsets":[0,8]}}"#,
-            8,
-        );
+        let odd = file(r#"{"a":{"dtype":"F8_E4M3","shape":[8],"data_offsets":[0,8]}}"#, 8);
         assert!(matches!(
             Header::parse(&odd, odd.len() as u64),
             Err(SafetensorsError::UnsupportedDtype { .. })
         ));
         // Not enough prefix bytes.
-        assert_eq!(
-            Header::parse(&bytes[..5], bytes.len() as u64),
-            Err(SafetensorsError::TooShort(5))
-        );
+        assert_eq!(Header::parse(&bytes[..5], bytes.len() as u64), Err(SafetensorsError::TooShort(5)));
     }
 }
 
@@ -319,18 +268,13 @@ impl SafetensorsFile {
 /// Floating-point tensor bytes (little-endian F32, F16 or BF16) as f32 values.
 pub fn decode_f32(info: &TensorInfo, bytes: &[u8]) -> Result<Vec<f32>, SafetensorsError> {
     Ok(match info.dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
+        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => {
+            bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+        }
+        Dtype::BF16 => {
+            bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+        }
         other => {
             return Err(SafetensorsError::BadTensor {
                 name: info.name.clone(),

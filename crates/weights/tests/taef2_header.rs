@@ -7,10 +7,7 @@ use darkroom_weights::safetensors::{header_span, Dtype, Header};
 
 #[test]
 fn reads_the_taef2_decoder_header_from_its_first_bytes() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/taef2/taef2_decoder.safetensors"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/taef2/taef2_decoder.safetensors");
     let file_len = std::fs::metadata(path).unwrap().len();
     let mut file = std::fs::File::open(path).unwrap();
     let mut first8 = [0u8; 8];
@@ -25,10 +22,7 @@ fn reads_the_taef2_decoder_header_from_its_first_bytes() {
     assert_eq!(header.tensors.len(), 79);
     assert!(header.tensors.iter().all(|t| t.dtype == Dtype::F16));
     let params: u64 = header.tensors.iter().map(|t| t.elements()).sum();
-    assert!(
-        (1_300_000..1_400_000).contains(&params),
-        "{params} parameters"
-    );
+    assert!((1_300_000..1_400_000).contains(&params), "{params} parameters");
     // The decoder starts with Conv2d(32 latent channels → 64) at position 1 of the nn.Sequential
     // (position 0 is the tanh clamp, which has no weights).
     let first_conv = header.get("1.weight").expect("1.weight");
@@ -39,10 +33,7 @@ fn reads_the_taef2_decoder_header_from_its_first_bytes() {
 
 #[test]
 fn decodes_f16_tensors_to_f32() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/taef2/taef2_decoder.safetensors"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/taef2/taef2_decoder.safetensors");
     let file = darkroom_weights::SafetensorsFile::from_bytes(std::fs::read(path).unwrap()).unwrap();
     let info = file.header.get("1.bias").unwrap().clone();
     let values = file.to_f32(&info).unwrap();

@@ -26,12 +26,7 @@ struct Params {
 pub(crate) fn variants() -> Vec<Variant> {
     [DType::F32, DType::F16]
         .into_iter()
-        .flat_map(|act| {
-            [
-                Variant::new(FILE, act, &[]),
-                Variant::new(FILE, act, &["CAUSAL"]),
-            ]
-        })
+        .flat_map(|act| [Variant::new(FILE, act, &[]), Variant::new(FILE, act, &["CAUSAL"])])
         .collect()
 }
 
@@ -45,10 +40,7 @@ pub fn attention(
     heads: usize,
     causal: bool,
 ) -> Result<Tensor, GpuError> {
-    let error = |detail: String| GpuError::Shape {
-        op: "attention",
-        detail,
-    };
+    let error = |detail: String| GpuError::Shape { op: "attention", detail };
     let [batch, nq, width] = *q.shape() else {
         return Err(error(format!("q must be [B, N, H·D], got {:?}", q.shape())));
     };
@@ -56,31 +48,20 @@ pub fn attention(
         return Err(error(format!("k must be [B, N, H·D], got {:?}", k.shape())));
     };
     if v.shape() != k.shape() || kb != batch || kw != width {
-        return Err(error(format!(
-            "q {:?}, k {:?}, v {:?} do not agree",
-            q.shape(),
-            k.shape(),
-            v.shape()
-        )));
+        return Err(error(format!("q {:?}, k {:?}, v {:?} do not agree", q.shape(), k.shape(), v.shape())));
     }
     if heads == 0 || width % heads != 0 {
-        return Err(error(format!(
-            "{width} features do not split into {heads} heads"
-        )));
+        return Err(error(format!("{width} features do not split into {heads} heads")));
     }
     if q.dtype() != k.dtype() || k.dtype() != v.dtype() {
         return Err(error("q, k and v must share a dtype".into()));
     }
     let head_dim = width / heads;
     if head_dim > MAX_HEAD_DIM {
-        return Err(error(format!(
-            "head size {head_dim} exceeds the kernel's {MAX_HEAD_DIM}"
-        )));
+        return Err(error(format!("head size {head_dim} exceeds the kernel's {MAX_HEAD_DIM}")));
     }
     if causal && nq != nk {
-        return Err(error(format!(
-            "causal attention needs as many keys as queries ({nq} vs {nk})"
-        )));
+        return Err(error(format!("causal attention needs as many keys as queries ({nq} vs {nk})")));
     }
     let out = Tensor::empty(gpu, q.shape(), q.dtype());
     if nq == 0 || batch == 0 {

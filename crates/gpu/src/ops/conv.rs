@@ -18,12 +18,7 @@ pub struct Padding {
 
 impl Padding {
     pub fn same(p: usize) -> Padding {
-        Padding {
-            top: p,
-            bottom: p,
-            left: p,
-            right: p,
-        }
+        Padding { top: p, bottom: p, left: p, right: p }
     }
 }
 
@@ -37,11 +32,7 @@ pub struct Conv2d {
 impl Conv2d {
     /// kxk, stride 1, padding k/2: the shape-preserving conv of ResNet blocks.
     pub fn same(k: usize) -> Conv2d {
-        Conv2d {
-            kernel: (k, k),
-            stride: 1,
-            padding: Padding::same(k / 2),
-        }
+        Conv2d { kernel: (k, k), stride: 1, padding: Padding::same(k / 2) }
     }
 
     /// Output height and width for an input of `h`×`w`.
@@ -51,10 +42,7 @@ impl Conv2d {
         if self.stride == 0 || ph < self.kernel.0 || pw < self.kernel.1 {
             return None;
         }
-        Some((
-            (ph - self.kernel.0) / self.stride + 1,
-            (pw - self.kernel.1) / self.stride + 1,
-        ))
+        Some(((ph - self.kernel.0) / self.stride + 1, (pw - self.kernel.1) / self.stride + 1))
     }
 }
 
@@ -79,15 +67,9 @@ pub fn conv2d_fused(
     residual: Option<&Tensor>,
     relu: bool,
 ) -> Result<Tensor, GpuError> {
-    let error = |detail: String| GpuError::Shape {
-        op: "conv2d",
-        detail,
-    };
+    let error = |detail: String| GpuError::Shape { op: "conv2d", detail };
     let [batch, cin, h, wd] = *x.shape() else {
-        return Err(error(format!(
-            "input must be [B, C, H, W], got {:?}",
-            x.shape()
-        )));
+        return Err(error(format!("input must be [B, C, H, W], got {:?}", x.shape())));
     };
     let (kh, kw) = conv.kernel;
     if w.cols != cin * kh * kw {
@@ -97,18 +79,13 @@ pub fn conv2d_fused(
         )));
     }
     let (oh, ow) = conv.output_size(h, wd).ok_or_else(|| {
-        error(format!(
-            "a {kh}x{kw} kernel does not fit a {h}x{wd} input with {:?}",
-            conv.padding
-        ))
+        error(format!("a {kh}x{kw} kernel does not fit a {h}x{wd} input with {:?}", conv.padding))
     })?;
     let cout = w.rows;
     let out_shape = [batch, cout, oh, ow];
     if let Some(r) = residual {
         if r.shape() != out_shape || r.dtype() != x.dtype() {
-            return Err(error(format!(
-                "residual {r:?} must match the output {out_shape:?}"
-            )));
+            return Err(error(format!("residual {r:?} must match the output {out_shape:?}")));
         }
     }
     let out = Tensor::empty(gpu, &out_shape, x.dtype());

@@ -56,27 +56,13 @@ impl Unary {
     }
 }
 
-const ALL_DEFINES: [&str; 10] = [
-    "SILU",
-    "GELU",
-    "QUICK_GELU",
-    "RELU",
-    "TANH_CLAMP",
-    "SCALE_SHIFT",
-    "ADD",
-    "MUL",
-    "GEGLU",
-    "CFG",
-];
+const ALL_DEFINES: [&str; 10] =
+    ["SILU", "GELU", "QUICK_GELU", "RELU", "TANH_CLAMP", "SCALE_SHIFT", "ADD", "MUL", "GEGLU", "CFG"];
 
 pub(crate) fn variants() -> Vec<Variant> {
     [DType::F32, DType::F16]
         .into_iter()
-        .flat_map(|act| {
-            ALL_DEFINES
-                .iter()
-                .map(move |d| Variant::new(FILE, act, &[d]))
-        })
+        .flat_map(|act| ALL_DEFINES.iter().map(move |d| Variant::new(FILE, act, &[d])))
         .collect()
 }
 
@@ -90,8 +76,7 @@ pub(crate) fn grid(gpu: &Gpu, n: usize) -> Result<([u32; 3], u32), GpuError> {
     let max_x = gpu.limits().max_compute_workgroups_per_dimension as usize;
     let x = groups.min(max_x);
     let y = groups.div_ceil(x);
-    let stride = u32::try_from(x * WORKGROUP)
-        .map_err(|_| error("elementwise", "tensor too large".into()))?;
+    let stride = u32::try_from(x * WORKGROUP).map_err(|_| error("elementwise", "tensor too large".into()))?;
     Ok(([x as u32, y as u32, 1], stride))
 }
 
@@ -111,9 +96,8 @@ fn run(
         return Ok(out);
     }
     let (groups, row_stride) = grid(gpu, n)?;
-    let to_u32 = |v: usize| {
-        u32::try_from(v).map_err(|_| error("elementwise", format!("{v} exceeds 32 bits")))
-    };
+    let to_u32 =
+        |v: usize| u32::try_from(v).map_err(|_| error("elementwise", format!("{v} exceeds 32 bits")));
     let params = Params {
         n: to_u32(n)?,
         inner: to_u32(inner.max(1))?,
@@ -125,11 +109,7 @@ fn run(
     };
     let pipeline = gpu.pipeline(&Variant::new(FILE, x.dtype(), &[define]))?;
     let uniform = gpu.uniform(&params);
-    let mut bindings = vec![
-        (0, uniform.as_entire_binding()),
-        (1, x.binding()),
-        (2, out.binding()),
-    ];
+    let mut bindings = vec![(0, uniform.as_entire_binding()), (1, x.binding()), (2, out.binding())];
     if let Some(b) = b {
         bindings.push((3, b.binding()));
     }
@@ -149,9 +129,7 @@ fn broadcast(op: &'static str, a: &[usize], b: &[usize]) -> Result<(usize, usize
     if b.len() > a.len() {
         return Err(fail());
     }
-    let padded: Vec<usize> = std::iter::repeat_n(1, a.len() - b.len())
-        .chain(b.iter().copied())
-        .collect();
+    let padded: Vec<usize> = std::iter::repeat_n(1, a.len() - b.len()).chain(b.iter().copied()).collect();
     let non_one: Vec<usize> = (0..padded.len()).filter(|&d| padded[d] != 1).collect();
     let (lo, hi) = match (non_one.first(), non_one.last()) {
         (Some(&lo), Some(&hi)) => (lo, hi + 1),
@@ -171,10 +149,7 @@ fn binary(
     b: &Tensor,
 ) -> Result<Tensor, GpuError> {
     if a.dtype() != b.dtype() {
-        return Err(error(
-            op,
-            format!("dtypes differ: {:?} and {:?}", a.dtype(), b.dtype()),
-        ));
+        return Err(error(op, format!("dtypes differ: {:?} and {:?}", a.dtype(), b.dtype())));
     }
     let (inner, b_len) = broadcast(op, a.shape(), b.shape())?;
     run(gpu, define, a, Some(b), a.shape(), inner, b_len, (0.0, 0.0))
@@ -192,15 +167,9 @@ pub fn mul(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor, GpuError> {
 
 /// diffusers' GEGLU after its projection: [.., 2D] → [.., D] = first half · gelu(second half).
 pub fn geglu(gpu: &Gpu, x: &Tensor) -> Result<Tensor, GpuError> {
-    let (&last, lead) = x
-        .shape()
-        .split_last()
-        .ok_or_else(|| error("geglu", "scalar input".into()))?;
+    let (&last, lead) = x.shape().split_last().ok_or_else(|| error("geglu", "scalar input".into()))?;
     if last % 2 != 0 {
-        return Err(error(
-            "geglu",
-            format!("last dimension of {:?} must be even", x.shape()),
-        ));
+        return Err(error("geglu", format!("last dimension of {:?} must be even", x.shape())));
     }
     let mut shape = lead.to_vec();
     shape.push(last / 2);
@@ -210,17 +179,11 @@ pub fn geglu(gpu: &Gpu, x: &Tensor) -> Result<Tensor, GpuError> {
 /// Classifier-free guidance: `x` [2·B, …] holds the unconditional predictions first, then the
 /// conditional ones; returns [B, …] = u + scale · (c − u).
 pub fn cfg_combine(gpu: &Gpu, x: &Tensor, scale: f32) -> Result<Tensor, GpuError> {
-    let (&first, rest) = x
-        .shape()
-        .split_first()
-        .ok_or_else(|| error("cfg", "scalar input".into()))?;
+    let (&first, rest) = x.shape().split_first().ok_or_else(|| error("cfg", "scalar input".into()))?;
     if first % 2 != 0 {
         return Err(error(
             "cfg",
-            format!(
-                "batch of {:?} must be even (unconditional + conditional)",
-                x.shape()
-            ),
+            format!("batch of {:?} must be even (unconditional + conditional)", x.shape()),
         ));
     }
     let mut shape = vec![first / 2];
@@ -237,10 +200,7 @@ mod tests {
     fn broadcast_rules() {
         assert_eq!(broadcast("t", &[2, 3, 4], &[2, 3, 4]), Ok((1, 24)));
         assert_eq!(broadcast("t", &[5, 8], &[8]), Ok((1, 8))); // bias
-        assert_eq!(
-            broadcast("t", &[2, 320, 8, 8], &[2, 320, 1, 1]),
-            Ok((64, 640))
-        ); // time embedding
+        assert_eq!(broadcast("t", &[2, 320, 8, 8], &[2, 320, 1, 1]), Ok((64, 640))); // time embedding
         assert_eq!(broadcast("t", &[2, 320, 8, 8], &[320, 1, 1]), Ok((64, 320))); // per-channel
         assert_eq!(broadcast("t", &[2, 3], &[1]), Ok((1, 1)));
         assert!(broadcast("t", &[2, 3, 4], &[2, 1, 4]).is_err()); // not contiguous

@@ -27,11 +27,7 @@ struct Params {
 pub(crate) fn variants() -> Vec<Variant> {
     [DType::F32, DType::F16]
         .into_iter()
-        .flat_map(|act| {
-            WeightFormat::ALL
-                .into_iter()
-                .map(move |f| Variant::new(FILE, act, &[f.define()]))
-        })
+        .flat_map(|act| WeightFormat::ALL.into_iter().map(move |f| Variant::new(FILE, act, &[f.define()])))
         .collect()
 }
 
@@ -44,31 +40,17 @@ pub fn embed_tokens(
     tokens: &Weight,
     positions: &Tensor,
 ) -> Result<Tensor, GpuError> {
-    let error = |detail: String| GpuError::Shape {
-        op: "embed_tokens",
-        detail,
-    };
+    let error = |detail: String| GpuError::Shape { op: "embed_tokens", detail };
     if seq_len == 0 || ids.len() % seq_len != 0 {
-        return Err(error(format!(
-            "{} ids do not form rows of {seq_len}",
-            ids.len()
-        )));
+        return Err(error(format!("{} ids do not form rows of {seq_len}", ids.len())));
     }
     if let Some(bad) = ids.iter().find(|&&id| id as usize >= tokens.rows) {
-        return Err(error(format!(
-            "token id {bad} is outside the vocabulary of {}",
-            tokens.rows
-        )));
+        return Err(error(format!("token id {bad} is outside the vocabulary of {}", tokens.rows)));
     }
     let width = tokens.cols;
     match *positions.shape() {
         [p, d] if p >= seq_len && d == width => {}
-        _ => {
-            return Err(error(format!(
-                "positions {:?} must be [≥{seq_len}, {width}]",
-                positions.shape()
-            )))
-        }
+        _ => return Err(error(format!("positions {:?} must be [≥{seq_len}, {width}]", positions.shape()))),
     }
     let batch = ids.len() / seq_len;
     let out = Tensor::empty(gpu, &[batch, seq_len, width], positions.dtype());
@@ -77,18 +59,12 @@ pub fn embed_tokens(
     }
     let (groups, row_stride) = grid(gpu, out.len())?;
     let to_u32 = |v: usize| u32::try_from(v).map_err(|_| error(format!("{v} exceeds 32 bits")));
-    let id_buffer = gpu
-        .device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("token ids"),
-            contents: bytemuck::cast_slice(ids),
-            usage: wgpu::BufferUsages::STORAGE,
-        });
-    let pipeline = gpu.pipeline(&Variant::new(
-        FILE,
-        positions.dtype(),
-        &[tokens.format.define()],
-    ))?;
+    let id_buffer = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("token ids"),
+        contents: bytemuck::cast_slice(ids),
+        usage: wgpu::BufferUsages::STORAGE,
+    });
+    let pipeline = gpu.pipeline(&Variant::new(FILE, positions.dtype(), &[tokens.format.define()]))?;
     for part in &tokens.parts {
         let params = Params {
             n: to_u32(out.len())?,

@@ -22,12 +22,7 @@ struct Params {
 pub(crate) fn variants() -> Vec<Variant> {
     [DType::F32, DType::F16]
         .into_iter()
-        .flat_map(|act| {
-            [
-                Variant::new(FILE, act, &["TO_RGBA8"]),
-                Variant::new(FILE, act, &["FROM_RGBA8"]),
-            ]
-        })
+        .flat_map(|act| [Variant::new(FILE, act, &["TO_RGBA8"]), Variant::new(FILE, act, &["FROM_RGBA8"])])
         .collect()
 }
 
@@ -49,11 +44,7 @@ pub struct ColorMap {
 impl ColorMap {
     /// A decoded image in [-1, 1] (VAE and TAESD output) to [0, 1].
     pub const SIGNED_RGB: ColorMap = ColorMap {
-        matrix: [
-            [0.5, 0.0, 0.0, 0.0],
-            [0.0, 0.5, 0.0, 0.0],
-            [0.0, 0.0, 0.5, 0.0],
-        ],
+        matrix: [[0.5, 0.0, 0.0, 0.0], [0.0, 0.5, 0.0, 0.0], [0.0, 0.0, 0.5, 0.0]],
         bias: [0.5, 0.5, 0.5],
     };
 }
@@ -70,26 +61,14 @@ fn params(
 ) -> Result<(Params, [u32; 3]), GpuError> {
     let (groups, row_stride) = grid(gpu, pixels)?;
     let pixels = u32::try_from(pixels).map_err(|_| error("image", "too many pixels".into()))?;
-    Ok((
-        Params {
-            pixels,
-            channels: channels as u32,
-            row_stride,
-            _pad: 0,
-            m,
-        },
-        groups,
-    ))
+    Ok((Params { pixels, channels: channels as u32, row_stride, _pad: 0, m }, groups))
 }
 
 impl Rgba8Image {
     /// `x` [1, C ≤ 4, H, W] through `map` to pixels.
     pub fn from_tensor(gpu: &Gpu, x: &Tensor, map: ColorMap) -> Result<Rgba8Image, GpuError> {
         let [1, channels @ 1..=4, height, width] = *x.shape() else {
-            return Err(error(
-                "to_rgba8",
-                format!("needs [1, C ≤ 4, H, W], got {:?}", x.shape()),
-            ));
+            return Err(error("to_rgba8", format!("needs [1, C ≤ 4, H, W], got {:?}", x.shape())));
         };
         let pixels = width * height;
         let buffer = gpu.pool.take(&gpu.device, (pixels.max(1) * 4) as u64, None);
@@ -100,53 +79,26 @@ impl Rgba8Image {
         let uniform = gpu.uniform(&params);
         gpu.dispatch(
             &pipeline,
-            &[
-                (0, uniform.as_entire_binding()),
-                (1, x.binding()),
-                (2, buffer.buffer.as_entire_binding()),
-            ],
+            &[(0, uniform.as_entire_binding()), (1, x.binding()), (2, buffer.buffer.as_entire_binding())],
             groups,
         )?;
-        Ok(Rgba8Image {
-            buffer,
-            width,
-            height,
-        })
+        Ok(Rgba8Image { buffer, width, height })
     }
 
     /// Uploads RGBA8 bytes (4 per pixel, row-major).
-    pub fn upload(
-        gpu: &Gpu,
-        rgba: &[u8],
-        width: usize,
-        height: usize,
-    ) -> Result<Rgba8Image, GpuError> {
+    pub fn upload(gpu: &Gpu, rgba: &[u8], width: usize, height: usize) -> Result<Rgba8Image, GpuError> {
         if rgba.len() != width * height * 4 || rgba.is_empty() {
             return Err(error(
                 "rgba8 upload",
-                format!(
-                    "{width}x{height} needs {} bytes, got {}",
-                    width * height * 4,
-                    rgba.len()
-                ),
+                format!("{width}x{height} needs {} bytes, got {}", width * height * 4, rgba.len()),
             ));
         }
         let buffer = gpu.pool.take(&gpu.device, rgba.len() as u64, Some(rgba));
-        Ok(Rgba8Image {
-            buffer,
-            width,
-            height,
-        })
+        Ok(Rgba8Image { buffer, width, height })
     }
 
     /// The pixels as [1, 3, H, W] = byte / 255 · scale + shift (2, −1 for the VAE's [-1, 1]).
-    pub fn to_tensor(
-        &self,
-        gpu: &Gpu,
-        dtype: DType,
-        scale: f32,
-        shift: f32,
-    ) -> Result<Tensor, GpuError> {
+    pub fn to_tensor(&self, gpu: &Gpu, dtype: DType, scale: f32, shift: f32) -> Result<Tensor, GpuError> {
         let out = Tensor::empty(gpu, &[1, 3, self.height, self.width], dtype);
         let mut m = [[0.0; 4]; 4];
         m[0] = [scale, shift, 0.0, 0.0];

@@ -20,12 +20,7 @@ struct Params {
 pub(crate) fn variants() -> Vec<Variant> {
     [DType::F32, DType::F16]
         .into_iter()
-        .flat_map(|act| {
-            [
-                Variant::new(FILE, act, &["UPSAMPLE2X"]),
-                Variant::new(FILE, act, &["CONCAT"]),
-            ]
-        })
+        .flat_map(|act| [Variant::new(FILE, act, &["UPSAMPLE2X"]), Variant::new(FILE, act, &["CONCAT"])])
         .collect()
 }
 
@@ -44,24 +39,13 @@ fn run(
     }
     let (groups, row_stride) = grid(gpu, out.len())?;
     let to_u32 = |v: usize| {
-        u32::try_from(v).map_err(|_| GpuError::Shape {
-            op: define_op(define),
-            detail: format!("{v} exceeds 32 bits"),
-        })
+        u32::try_from(v)
+            .map_err(|_| GpuError::Shape { op: define_op(define), detail: format!("{v} exceeds 32 bits") })
     };
-    let params = Params {
-        n: to_u32(out.len())?,
-        a_len: to_u32(a_len)?,
-        b_len: to_u32(b_len)?,
-        row_stride,
-    };
+    let params = Params { n: to_u32(out.len())?, a_len: to_u32(a_len)?, b_len: to_u32(b_len)?, row_stride };
     let pipeline = gpu.pipeline(&Variant::new(FILE, x.dtype(), &[define]))?;
     let uniform = gpu.uniform(&params);
-    let mut bindings = vec![
-        (0, uniform.as_entire_binding()),
-        (1, x.binding()),
-        (2, out.binding()),
-    ];
+    let mut bindings = vec![(0, uniform.as_entire_binding()), (1, x.binding()), (2, out.binding())];
     if let Some(b) = b {
         bindings.push((3, b.binding()));
     }
@@ -92,16 +76,10 @@ pub fn upsample2x(gpu: &Gpu, x: &Tensor) -> Result<Tensor, GpuError> {
 
 /// Concatenates `a` and `b` along dimension `dim`; all other dimensions must agree.
 pub fn concat(gpu: &Gpu, a: &Tensor, b: &Tensor, dim: usize) -> Result<Tensor, GpuError> {
-    let error = |detail: String| GpuError::Shape {
-        op: "concat",
-        detail,
-    };
+    let error = |detail: String| GpuError::Shape { op: "concat", detail };
     let (sa, sb) = (a.shape(), b.shape());
-    if sa.len() != sb.len() || dim >= sa.len() || (0..sa.len()).any(|d| d != dim && sa[d] != sb[d])
-    {
-        return Err(error(format!(
-            "cannot concatenate {sa:?} and {sb:?} along dimension {dim}"
-        )));
+    if sa.len() != sb.len() || dim >= sa.len() || (0..sa.len()).any(|d| d != dim && sa[d] != sb[d]) {
+        return Err(error(format!("cannot concatenate {sa:?} and {sb:?} along dimension {dim}")));
     }
     if a.dtype() != b.dtype() {
         return Err(error("a and b must share a dtype".into()));
@@ -109,13 +87,5 @@ pub fn concat(gpu: &Gpu, a: &Tensor, b: &Tensor, dim: usize) -> Result<Tensor, G
     let inner: usize = sa[dim + 1..].iter().product();
     let mut shape = sa.to_vec();
     shape[dim] = sa[dim] + sb[dim];
-    run(
-        gpu,
-        "CONCAT",
-        a,
-        Some(b),
-        &shape,
-        sa[dim] * inner,
-        sb[dim] * inner,
-    )
+    run(gpu, "CONCAT", a, Some(b), &shape, sa[dim] * inner, sb[dim] * inner)
 }

@@ -58,10 +58,7 @@ pub(crate) fn variants() -> Vec<Variant> {
 }
 
 fn shape_error(detail: String) -> GpuError {
-    GpuError::Shape {
-        op: "matmul",
-        detail,
-    }
+    GpuError::Shape { op: "matmul", detail }
 }
 
 pub(crate) fn u32_of(v: usize) -> Result<u32, GpuError> {
@@ -73,10 +70,7 @@ fn as_3d(t: &Tensor, name: &str) -> Result<(usize, usize, usize), GpuError> {
     match *t.shape() {
         [r, c] => Ok((1, r, c)),
         [b, r, c] => Ok((b, r, c)),
-        _ => Err(shape_error(format!(
-            "{name} must be 2-D or 3-D, got {:?}",
-            t.shape()
-        ))),
+        _ => Err(shape_error(format!("{name} must be 2-D or 3-D, got {:?}", t.shape()))),
     }
 }
 
@@ -86,11 +80,7 @@ fn as_3d(t: &Tensor, name: &str) -> Result<(usize, usize, usize), GpuError> {
 pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Tensor, GpuError> {
     let (batch, m, k) = as_3d(a, "a")?;
     let (b_batch, b_rows, b_cols) = as_3d(b, "b")?;
-    let (kb, n) = if transpose_b {
-        (b_cols, b_rows)
-    } else {
-        (b_rows, b_cols)
-    };
+    let (kb, n) = if transpose_b { (b_cols, b_rows) } else { (b_rows, b_cols) };
     if kb != k {
         return Err(shape_error(format!(
             "inner sizes differ: a {:?}, b {:?} (transpose_b: {transpose_b})",
@@ -99,24 +89,12 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Te
         )));
     }
     if b_batch != 1 && b_batch != batch {
-        return Err(shape_error(format!(
-            "batch sizes differ: a {:?}, b {:?}",
-            a.shape(),
-            b.shape()
-        )));
+        return Err(shape_error(format!("batch sizes differ: a {:?}, b {:?}", a.shape(), b.shape())));
     }
     if a.dtype() != b.dtype() {
-        return Err(shape_error(format!(
-            "dtypes differ: {:?} and {:?}",
-            a.dtype(),
-            b.dtype()
-        )));
+        return Err(shape_error(format!("dtypes differ: {:?} and {:?}", a.dtype(), b.dtype())));
     }
-    let out_shape: Vec<usize> = if a.shape().len() == 2 {
-        vec![m, n]
-    } else {
-        vec![batch, m, n]
-    };
+    let out_shape: Vec<usize> = if a.shape().len() == 2 { vec![m, n] } else { vec![batch, m, n] };
     let out = Tensor::empty(gpu, &out_shape, a.dtype());
     let params = Params {
         m: u32_of(m)?,
@@ -128,26 +106,13 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Te
         out_cols: u32_of(n)?,
         ..Default::default()
     };
-    let defines: &[&str] = if transpose_b {
-        &["B_ACT", "TRANSPOSE_B"]
-    } else {
-        &["B_ACT"]
-    };
+    let defines: &[&str] = if transpose_b { &["B_ACT", "TRANSPOSE_B"] } else { &["B_ACT"] };
     let pipeline = gpu.pipeline(&Variant::new(FILE, a.dtype(), defines))?;
     let uniform = gpu.uniform(&params);
     gpu.dispatch(
         &pipeline,
-        &[
-            (0, uniform.as_entire_binding()),
-            (1, a.binding()),
-            (2, out.binding()),
-            (3, b.binding()),
-        ],
-        [
-            u32_of(n.div_ceil(TILE))?,
-            u32_of(m.div_ceil(TILE))?,
-            u32_of(batch)?,
-        ],
+        &[(0, uniform.as_entire_binding()), (1, a.binding()), (2, out.binding()), (3, b.binding())],
+        [u32_of(n.div_ceil(TILE))?, u32_of(m.div_ceil(TILE))?, u32_of(batch)?],
     )?;
     Ok(out)
 }
@@ -155,9 +120,7 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Te
 /// A linear layer: `x` [..., k] · `w`ᵀ (+ `w`'s bias) → [..., n], where `w` is [n, k].
 pub fn linear(gpu: &Gpu, x: &Tensor, w: &Weight) -> Result<Tensor, GpuError> {
     let Some((&k, lead)) = x.shape().split_last() else {
-        return Err(shape_error(
-            "linear input must have at least one dimension".into(),
-        ));
+        return Err(shape_error("linear input must have at least one dimension".into()));
     };
     if k != w.cols {
         return Err(shape_error(format!(
@@ -171,12 +134,7 @@ pub fn linear(gpu: &Gpu, x: &Tensor, w: &Weight) -> Result<Tensor, GpuError> {
     let mut out_shape = lead.to_vec();
     out_shape.push(n);
     let out = Tensor::empty(gpu, &out_shape, x.dtype());
-    let params = Params {
-        m: u32_of(m)?,
-        n: u32_of(n)?,
-        k: u32_of(k)?,
-        ..Default::default()
-    };
+    let params = Params { m: u32_of(m)?, n: u32_of(n)?, k: u32_of(k)?, ..Default::default() };
     dispatch_with_weight(gpu, &params, &[], x, w, None, &out, m.div_ceil(TILE), 1)?;
     Ok(out)
 }
@@ -231,11 +189,7 @@ pub(crate) fn dispatch_with_weight(
         if let Some(r) = residual {
             bindings.push((6, r.binding()));
         }
-        let groups = [
-            u32_of(part.rows.div_ceil(TILE))?,
-            u32_of(row_groups)?,
-            u32_of(batch)?,
-        ];
+        let groups = [u32_of(part.rows.div_ceil(TILE))?, u32_of(row_groups)?, u32_of(batch)?];
         gpu.dispatch(&pipeline, &bindings, groups)?;
     }
     Ok(())

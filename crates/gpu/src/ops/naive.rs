@@ -23,17 +23,11 @@ struct Params {
 }
 
 pub(crate) fn variants() -> Vec<Variant> {
-    ["MATMUL", "CONV", "ATTENTION"]
-        .iter()
-        .map(|d| Variant::new(FILE, DType::F32, &[d]))
-        .collect()
+    ["MATMUL", "CONV", "ATTENTION"].iter().map(|d| Variant::new(FILE, DType::F32, &[d])).collect()
 }
 
 fn error(detail: String) -> GpuError {
-    GpuError::Shape {
-        op: "naive",
-        detail,
-    }
+    GpuError::Shape { op: "naive", detail }
 }
 
 fn check_f32(tensors: &[&Tensor]) -> Result<(), GpuError> {
@@ -58,11 +52,7 @@ fn run(
     params.row_stride = row_stride;
     let pipeline = gpu.pipeline(&Variant::new(FILE, DType::F32, &[define]))?;
     let uniform = gpu.uniform(&params);
-    let mut bindings = vec![
-        (0, uniform.as_entire_binding()),
-        (1, inputs[0].binding()),
-        (2, out.binding()),
-    ];
+    let mut bindings = vec![(0, uniform.as_entire_binding()), (1, inputs[0].binding()), (2, out.binding())];
     for (i, t) in inputs[1..].iter().enumerate() {
         bindings.push((3 + i as u32, t.binding()));
     }
@@ -83,12 +73,7 @@ pub fn matmul(gpu: &Gpu, x: &Tensor, w: &Tensor) -> Result<Tensor, GpuError> {
         return Err(error(format!("inner sizes differ: {k} and {k2}")));
     }
     let out = Tensor::empty(gpu, &[m, n], DType::F32);
-    let params = Params {
-        m: to_u32(m)?,
-        n: to_u32(n)?,
-        k: to_u32(k)?,
-        ..Default::default()
-    };
+    let params = Params { m: to_u32(m)?, n: to_u32(n)?, k: to_u32(k)?, ..Default::default() };
     run(gpu, "MATMUL", params, &[x, w], &out)?;
     Ok(out)
 }
@@ -112,16 +97,9 @@ pub fn conv2d(
         )));
     };
     if k != cin * kernel * kernel || stride == 0 || h + 2 * pad < kernel || wd + 2 * pad < kernel {
-        return Err(error(format!(
-            "weight {:?} / geometry does not fit input {:?}",
-            w.shape(),
-            x.shape()
-        )));
+        return Err(error(format!("weight {:?} / geometry does not fit input {:?}", w.shape(), x.shape())));
     }
-    let (oh, ow) = (
-        (h + 2 * pad - kernel) / stride + 1,
-        (wd + 2 * pad - kernel) / stride + 1,
-    );
+    let (oh, ow) = ((h + 2 * pad - kernel) / stride + 1, (wd + 2 * pad - kernel) / stride + 1);
     let out = Tensor::empty(gpu, &[cout, oh, ow], DType::F32);
     let params = Params {
         m: to_u32(oh * ow)?,
@@ -137,13 +115,7 @@ pub fn conv2d(
 }
 
 /// Attention of `q` [Nq, H·D] over `k`, `v` [Nk, H·D] → [Nq, H·D], no mask.
-pub fn attention(
-    gpu: &Gpu,
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    heads: usize,
-) -> Result<Tensor, GpuError> {
+pub fn attention(gpu: &Gpu, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor, GpuError> {
     check_f32(&[q, k, v])?;
     let (&[nq, width], &[nk, kw]) = (q.shape(), k.shape()) else {
         return Err(error(format!(

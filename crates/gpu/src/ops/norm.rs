@@ -57,18 +57,10 @@ fn error(op: &'static str, detail: String) -> GpuError {
     GpuError::Shape { op, detail }
 }
 
-fn check_affine(
-    op: &'static str,
-    gamma: &Tensor,
-    beta: &Tensor,
-    channels: usize,
-) -> Result<(), GpuError> {
+fn check_affine(op: &'static str, gamma: &Tensor, beta: &Tensor, channels: usize) -> Result<(), GpuError> {
     for (name, t) in [("gamma", gamma), ("beta", beta)] {
         if t.len() != channels || t.dtype() != DType::F32 {
-            return Err(error(
-                op,
-                format!("{name} must be {channels} f32 values, got {t:?}"),
-            ));
+            return Err(error(op, format!("{name} must be {channels} f32 values, got {t:?}")));
         }
     }
     Ok(())
@@ -95,8 +87,7 @@ fn run(
     let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
     let per_row = segments.min(max);
     let rows = segments.div_ceil(per_row);
-    let to_u32 =
-        |v: usize| u32::try_from(v).map_err(|_| error("norm", format!("{v} exceeds 32 bits")));
+    let to_u32 = |v: usize| u32::try_from(v).map_err(|_| error("norm", format!("{v} exceeds 32 bits")));
     let params = Params {
         seg_len: to_u32(seg_len)?,
         groups: to_u32(groups)?,
@@ -136,18 +127,10 @@ pub fn group_norm(
 ) -> Result<Tensor, GpuError> {
     let (batch, channels) = match *x.shape() {
         [b, c, ..] => (b, c),
-        _ => {
-            return Err(error(
-                "group_norm",
-                format!("input must be [B, C, ...], got {:?}", x.shape()),
-            ))
-        }
+        _ => return Err(error("group_norm", format!("input must be [B, C, ...], got {:?}", x.shape()))),
     };
     if groups == 0 || channels % groups != 0 {
-        return Err(error(
-            "group_norm",
-            format!("{channels} channels cannot form {groups} groups"),
-        ));
+        return Err(error("group_norm", format!("{channels} channels cannot form {groups} groups")));
     }
     check_affine("group_norm", gamma, beta, channels)?;
     let spatial: usize = x.shape()[2..].iter().product();

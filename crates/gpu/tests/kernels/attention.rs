@@ -6,14 +6,8 @@ use crate::common::*;
 
 fn tol(dtype: DType) -> Tolerance {
     match dtype {
-        DType::F32 => Tolerance {
-            abs: 2e-5,
-            rel: 1e-4,
-        },
-        DType::F16 => Tolerance {
-            abs: 3e-3,
-            rel: 3e-3,
-        },
+        DType::F32 => Tolerance { abs: 2e-5, rel: 1e-4 },
+        DType::F16 => Tolerance { abs: 3e-3, rel: 3e-3 },
     }
 }
 
@@ -35,23 +29,11 @@ fn attention_matches_cpu_for_self_cross_causal_and_odd_lengths() {
         let width = heads * head_dim;
         let mut rng = TestRng::new(index as u32 + 7);
         // Scaled so the softmax is peaked, where a wrong max or normaliser shows.
-        let q: Vec<f32> = rng
-            .vec(batch * nq * width)
-            .iter()
-            .map(|v| v * 3.0)
-            .collect();
-        let k: Vec<f32> = rng
-            .vec(batch * nk * width)
-            .iter()
-            .map(|v| v * 3.0)
-            .collect();
+        let q: Vec<f32> = rng.vec(batch * nq * width).iter().map(|v| v * 3.0).collect();
+        let k: Vec<f32> = rng.vec(batch * nk * width).iter().map(|v| v * 3.0).collect();
         let v = rng.vec(batch * nk * width);
         for dtype in DTYPES {
-            let (qs, ks, vs) = (
-                as_stored(&q, dtype),
-                as_stored(&k, dtype),
-                as_stored(&v, dtype),
-            );
+            let (qs, ks, vs) = (as_stored(&q, dtype), as_stored(&k, dtype), as_stored(&v, dtype));
             let out = ops::attention(
                 &gpu,
                 &upload(&gpu, &[batch, nq, width], &qs, dtype),
@@ -62,12 +44,7 @@ fn attention_matches_cpu_for_self_cross_causal_and_odd_lengths() {
             )
             .unwrap();
             let want = reference::attention(&qs, &ks, &vs, batch, nq, nk, heads, head_dim, causal);
-            assert_close(
-                &read(&gpu, &out),
-                &want,
-                tol(dtype),
-                &format!("case {index} {dtype:?}"),
-            );
+            assert_close(&read(&gpu, &out), &want, tol(dtype), &format!("case {index} {dtype:?}"));
         }
     }
     assert_covers(&gpu, "attention.wgsl", &[], &[]);
@@ -81,19 +58,8 @@ fn causal_first_row_copies_the_first_value() {
     let mut rng = TestRng::new(3);
     let (q, k, v) = (rng.vec(n * width), rng.vec(n * width), rng.vec(n * width));
     let t = |x: &[f32]| upload(&gpu, &[1, n, width], x, DType::F32);
-    let out = read(
-        &gpu,
-        &ops::attention(&gpu, &t(&q), &t(&k), &t(&v), 2, true).unwrap(),
-    );
-    assert_close(
-        &out[..width],
-        &v[..width],
-        darkroom_gpu::Tolerance {
-            abs: 1e-6,
-            rel: 1e-6,
-        },
-        "row 0",
-    );
+    let out = read(&gpu, &ops::attention(&gpu, &t(&q), &t(&k), &t(&v), 2, true).unwrap());
+    assert_close(&out[..width], &v[..width], darkroom_gpu::Tolerance { abs: 1e-6, rel: 1e-6 }, "row 0");
 }
 
 #[test]
@@ -101,51 +67,19 @@ fn attention_refuses_bad_shapes() {
     let gpu = gpu();
     let t = |shape: &[usize]| upload(&gpu, shape, &vec![0.0; shape.iter().product()], DType::F32);
     assert!(
-        ops::attention(
-            &gpu,
-            &t(&[1, 4, 12]),
-            &t(&[1, 5, 12]),
-            &t(&[1, 5, 12]),
-            5,
-            false
-        )
-        .is_err(),
+        ops::attention(&gpu, &t(&[1, 4, 12]), &t(&[1, 5, 12]), &t(&[1, 5, 12]), 5, false).is_err(),
         "12 % 5"
     );
     assert!(
-        ops::attention(
-            &gpu,
-            &t(&[1, 4, 12]),
-            &t(&[1, 5, 12]),
-            &t(&[1, 6, 12]),
-            3,
-            false
-        )
-        .is_err(),
+        ops::attention(&gpu, &t(&[1, 4, 12]), &t(&[1, 5, 12]), &t(&[1, 6, 12]), 3, false).is_err(),
         "k vs v"
     );
     assert!(
-        ops::attention(
-            &gpu,
-            &t(&[1, 4, 12]),
-            &t(&[1, 5, 12]),
-            &t(&[1, 5, 12]),
-            3,
-            true
-        )
-        .is_err(),
+        ops::attention(&gpu, &t(&[1, 4, 12]), &t(&[1, 5, 12]), &t(&[1, 5, 12]), 3, true).is_err(),
         "causal needs nq == nk"
     );
     assert!(
-        ops::attention(
-            &gpu,
-            &t(&[1, 2, 200]),
-            &t(&[1, 2, 200]),
-            &t(&[1, 2, 200]),
-            1,
-            false
-        )
-        .is_err(),
+        ops::attention(&gpu, &t(&[1, 2, 200]), &t(&[1, 2, 200]), &t(&[1, 2, 200]), 1, false).is_err(),
         "head 200 > 160"
     );
 }

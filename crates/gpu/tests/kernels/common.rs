@@ -36,10 +36,7 @@ pub fn read(gpu: &Gpu, t: &Tensor) -> Vec<f32> {
 pub fn sum_tolerance(dtype: DType, terms: usize) -> Tolerance {
     match dtype {
         DType::F32 => Tolerance::f32_sum(terms),
-        DType::F16 => Tolerance {
-            abs: 1e-3 + 2e-6 * terms as f32,
-            rel: 1.5e-3,
-        },
+        DType::F16 => Tolerance { abs: 1e-3 + 2e-6 * terms as f32, rel: 1.5e-3 },
     }
 }
 
@@ -62,14 +59,10 @@ pub fn assert_covers(gpu: &Gpu, file: &str, with: &[&str], without: &[&str]) {
         .into_iter()
         .filter(|v| v.file == file)
         .filter(|v| {
-            with.iter().all(|d| v.defines.contains(d))
-                && !without.iter().any(|d| v.defines.contains(d))
+            with.iter().all(|d| v.defines.contains(d)) && !without.iter().any(|d| v.defines.contains(d))
         })
         .map(|v| v.key())
         .filter(|key| !compiled.contains(key))
         .collect();
-    assert!(
-        missing.is_empty(),
-        "variants of {file} that no test here ran: {missing:?}"
-    );
+    assert!(missing.is_empty(), "variants of {file} that no test here ran: {missing:?}");
 }

@@ -14,41 +14,12 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let down = Conv2d {
-        kernel: (3, 3),
-        stride: 2,
-        padding: Padding {
-            top: 0,
-            bottom: 1,
-            left: 0,
-            right: 1,
-        },
-    };
+    let down =
+        Conv2d { kernel: (3, 3), stride: 2, padding: Padding { top: 0, bottom: 1, left: 0, right: 1 } };
     vec![
-        Case {
-            batch: 1,
-            cin: 3,
-            h: 13,
-            w: 11,
-            cout: 5,
-            conv: Conv2d::same(3),
-        },
-        Case {
-            batch: 2,
-            cin: 16,
-            h: 9,
-            w: 9,
-            cout: 70,
-            conv: Conv2d::same(3),
-        },
-        Case {
-            batch: 1,
-            cin: 33,
-            h: 7,
-            w: 12,
-            cout: 17,
-            conv: Conv2d::same(1),
-        },
+        Case { batch: 1, cin: 3, h: 13, w: 11, cout: 5, conv: Conv2d::same(3) },
+        Case { batch: 2, cin: 16, h: 9, w: 9, cout: 70, conv: Conv2d::same(3) },
+        Case { batch: 1, cin: 33, h: 7, w: 12, cout: 17, conv: Conv2d::same(1) },
         // Stride 2 with symmetric padding (UNet/TAESD downsampling)…
         Case {
             batch: 1,
@@ -56,30 +27,12 @@ fn cases() -> Vec<Case> {
             h: 16,
             w: 15,
             cout: 8,
-            conv: Conv2d {
-                kernel: (3, 3),
-                stride: 2,
-                padding: Padding::same(1),
-            },
+            conv: Conv2d { kernel: (3, 3), stride: 2, padding: Padding::same(1) },
         },
         // …and with the VAE encoder's bottom/right-only padding.
-        Case {
-            batch: 2,
-            cin: 6,
-            h: 16,
-            w: 16,
-            cout: 9,
-            conv: down,
-        },
+        Case { batch: 2, cin: 6, h: 16, w: 16, cout: 9, conv: down },
         // More output pixels than one 64-row tile, more channels than one 64-column tile.
-        Case {
-            batch: 1,
-            cin: 4,
-            h: 20,
-            w: 20,
-            cout: 130,
-            conv: Conv2d::same(3),
-        },
+        Case { batch: 1, cin: 4, h: 20, w: 20, cout: 130, conv: Conv2d::same(3) },
     ]
 }
 
@@ -101,21 +54,14 @@ fn conv2d_matches_cpu_for_every_weight_format_dtype_and_geometry() {
             for format in WeightFormat::ALL {
                 // Every epilogue combination; ReLU on alternate cases keeps the run short.
                 let relu = index % 2 == 1;
-                for (with_bias, with_residual) in
-                    [(false, false), (true, false), (false, true), (true, true)]
+                for (with_bias, with_residual) in [(false, false), (true, false), (false, true), (true, true)]
                 {
                     let packed = PackedWeight::pack(&weight, case.cout, case.cin * kh * kw, format);
                     let w = Weight::upload(&gpu, &packed, with_bias.then_some(&bias[..])).unwrap();
                     let res = upload(&gpu, &[case.batch, case.cout, oh, ow], &rs, dtype);
-                    let out = ops::conv2d_fused(
-                        &gpu,
-                        &input,
-                        &w,
-                        case.conv,
-                        with_residual.then_some(&res),
-                        relu,
-                    )
-                    .unwrap();
+                    let out =
+                        ops::conv2d_fused(&gpu, &input, &w, case.conv, with_residual.then_some(&res), relu)
+                            .unwrap();
                     assert_eq!(out.shape(), &[case.batch, case.cout, oh, ow]);
                     let mut want = reference::conv2d(
                         &xs,
@@ -152,21 +98,11 @@ fn conv2d_refuses_mismatched_weights_and_tiny_inputs() {
     let gpu = gpu();
     let x = upload(&gpu, &[1, 3, 4, 4], &[0.0; 48], DType::F32);
     let w = Weight::from_f32(&gpu, 2, 4 * 9, &[0.0; 72], None, WeightFormat::F32).unwrap();
-    assert!(
-        ops::conv2d(&gpu, &x, &w, Conv2d::same(3), None).is_err(),
-        "4 input channels expected, 3 given"
-    );
+    assert!(ops::conv2d(&gpu, &x, &w, Conv2d::same(3), None).is_err(), "4 input channels expected, 3 given");
     let w = Weight::from_f32(&gpu, 2, 3 * 25, &[0.0; 150], None, WeightFormat::F32).unwrap();
-    let no_pad = Conv2d {
-        kernel: (5, 5),
-        stride: 1,
-        padding: Padding::same(0),
-    };
+    let no_pad = Conv2d { kernel: (5, 5), stride: 1, padding: Padding::same(0) };
     let tiny = upload(&gpu, &[1, 3, 3, 3], &[0.0; 27], DType::F32);
-    assert!(
-        ops::conv2d(&gpu, &tiny, &w, no_pad, None).is_err(),
-        "5x5 kernel on a 3x3 image"
-    );
+    assert!(ops::conv2d(&gpu, &tiny, &w, no_pad, None).is_err(), "5x5 kernel on a 3x3 image");
     let bad_residual = upload(&gpu, &[1, 2, 3, 3], &[0.0; 18], DType::F32);
     let w = Weight::from_f32(&gpu, 2, 27, &[0.0; 54], None, WeightFormat::F32).unwrap();
     assert!(ops::conv2d(&gpu, &x, &w, Conv2d::same(3), Some(&bad_residual)).is_err());

@@ -6,14 +6,8 @@ use crate::common::*;
 
 fn tol(dtype: DType) -> Tolerance {
     match dtype {
-        DType::F32 => Tolerance {
-            abs: 2e-6,
-            rel: 2e-6,
-        },
-        DType::F16 => Tolerance {
-            abs: 2e-3,
-            rel: 2e-3,
-        },
+        DType::F32 => Tolerance { abs: 2e-6, rel: 2e-6 },
+        DType::F16 => Tolerance { abs: 2e-3, rel: 2e-3 },
     }
 }
 
@@ -35,22 +29,10 @@ fn unary_ops_match_cpu() {
             Unary::ScaleShift(0.18215, -0.5),
         ] {
             let got = read(&gpu, &ops::unary(&gpu, &input, op).unwrap());
-            assert_close(
-                &got,
-                &cpu::unary(&x, op),
-                tol(dtype),
-                &format!("{op:?} {dtype:?}"),
-            );
+            assert_close(&got, &cpu::unary(&x, op), tol(dtype), &format!("{op:?} {dtype:?}"));
         }
     }
-    for define in [
-        "SILU",
-        "GELU",
-        "QUICK_GELU",
-        "RELU",
-        "TANH_CLAMP",
-        "SCALE_SHIFT",
-    ] {
+    for define in ["SILU", "GELU", "QUICK_GELU", "RELU", "TANH_CLAMP", "SCALE_SHIFT"] {
         assert_covers(&gpu, "elementwise.wgsl", &[define], &[]);
     }
 }
@@ -67,14 +49,10 @@ fn add_and_mul_broadcast_like_numpy() {
     ];
     for dtype in DTYPES {
         for (a_shape, b_shape) in cases {
-            let mut rng =
-                TestRng::new(a_shape.iter().product::<usize>() as u32 + b_shape.len() as u32);
+            let mut rng = TestRng::new(a_shape.iter().product::<usize>() as u32 + b_shape.len() as u32);
             let a = as_stored(&rng.vec(a_shape.iter().product()), dtype);
             let b = as_stored(&rng.vec(b_shape.iter().product()), dtype);
-            let (ta, tb) = (
-                upload(&gpu, a_shape, &a, dtype),
-                upload(&gpu, b_shape, &b, dtype),
-            );
+            let (ta, tb) = (upload(&gpu, a_shape, &a, dtype), upload(&gpu, b_shape, &b, dtype));
             let sum = read(&gpu, &ops::add(&gpu, &ta, &tb).unwrap());
             assert_close(
                 &sum,
@@ -93,10 +71,7 @@ fn add_and_mul_broadcast_like_numpy() {
     }
     let a = upload(&gpu, &[2, 3, 4], &[0.0; 24], DType::F32);
     let b = upload(&gpu, &[2, 1, 4], &[0.0; 8], DType::F32);
-    assert!(
-        ops::add(&gpu, &a, &b).is_err(),
-        "non-contiguous broadcast must be refused"
-    );
+    assert!(ops::add(&gpu, &a, &b).is_err(), "non-contiguous broadcast must be refused");
     assert_covers(&gpu, "elementwise.wgsl", &["ADD"], &[]);
     assert_covers(&gpu, "elementwise.wgsl", &["MUL"], &[]);
 }
@@ -106,37 +81,15 @@ fn geglu_and_cfg_match_cpu() {
     let gpu = gpu();
     for dtype in DTYPES {
         let mut rng = TestRng::new(5);
-        let x = as_stored(
-            &rng.vec(2 * 13 * 2 * 37)
-                .iter()
-                .map(|v| v * 4.0)
-                .collect::<Vec<_>>(),
-            dtype,
-        );
-        let got = read(
-            &gpu,
-            &ops::geglu(&gpu, &upload(&gpu, &[2, 13, 74], &x, dtype)).unwrap(),
-        );
-        assert_close(
-            &got,
-            &cpu::geglu(&x, 37),
-            tol(dtype),
-            &format!("geglu {dtype:?}"),
-        );
+        let x = as_stored(&rng.vec(2 * 13 * 2 * 37).iter().map(|v| v * 4.0).collect::<Vec<_>>(), dtype);
+        let got = read(&gpu, &ops::geglu(&gpu, &upload(&gpu, &[2, 13, 74], &x, dtype)).unwrap());
+        assert_close(&got, &cpu::geglu(&x, 37), tol(dtype), &format!("geglu {dtype:?}"));
 
         let x = as_stored(&rng.vec(2 * 4 * 9 * 7), dtype);
         let out = ops::cfg_combine(&gpu, &upload(&gpu, &[2, 4, 9, 7], &x, dtype), 7.5).unwrap();
         assert_eq!(out.shape(), &[1, 4, 9, 7]);
-        let cfg_tol = Tolerance {
-            abs: tol(dtype).abs * 8.0,
-            rel: tol(dtype).rel,
-        };
-        assert_close(
-            &read(&gpu, &out),
-            &cpu::cfg(&x, 7.5),
-            cfg_tol,
-            &format!("cfg {dtype:?}"),
-        );
+        let cfg_tol = Tolerance { abs: tol(dtype).abs * 8.0, rel: tol(dtype).rel };
+        assert_close(&read(&gpu, &out), &cpu::cfg(&x, 7.5), cfg_tol, &format!("cfg {dtype:?}"));
     }
     assert_covers(&gpu, "elementwise.wgsl", &["GEGLU"], &[]);
     assert_covers(&gpu, "elementwise.wgsl", &["CFG"], &[]);
@@ -148,13 +101,7 @@ fn large_tensors_use_the_second_dispatch_dimension() {
     let gpu = gpu();
     let n = 65_536 * 256 + 1000;
     let x: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 - 500.0).collect();
-    let got = read(
-        &gpu,
-        &ops::unary(&gpu, &upload(&gpu, &[n], &x, DType::F32), Unary::Relu).unwrap(),
-    );
+    let got = read(&gpu, &ops::unary(&gpu, &upload(&gpu, &[n], &x, DType::F32), Unary::Relu).unwrap());
     assert_eq!(got.len(), n);
-    assert!(
-        got.iter().zip(&x).all(|(g, v)| *g == v.max(0.0)),
-        "tail elements were not computed"
-    );
+    assert!(got.iter().zip(&x).all(|(g, v)| *g == v.max(0.0)), "tail elements were not computed");
 }

@@ -15,12 +15,7 @@ fn upsample2x_repeats_each_pixel_into_a_2x2_block() {
         let out = ops::upsample2x(&gpu, &upload(&gpu, &[2, 5, h, w], &x, dtype)).unwrap();
         assert_eq!(out.shape(), &[2, 5, 14, 6]);
         let got = read(&gpu, &out);
-        assert_close(
-            &got,
-            &reference::upsample2x(&x, h, w),
-            EXACT,
-            &format!("upsample {dtype:?}"),
-        );
+        assert_close(&got, &reference::upsample2x(&x, h, w), EXACT, &format!("upsample {dtype:?}"));
         // Independent spot check: output (plane 3, y 9, x 5) is input (plane 3, y 4, x 2).
         assert_eq!(got[(3 * 14 + 9) * 6 + 5], x[(3 * h + 4) * w + 2]);
     }
@@ -43,12 +38,7 @@ fn concat_joins_along_any_dimension() {
         )
         .unwrap();
         assert_eq!(out.shape(), &[2, 9, 4, 5]);
-        assert_close(
-            &read(&gpu, &out),
-            &reference::concat(&a, &b, 2),
-            EXACT,
-            "channels",
-        );
+        assert_close(&read(&gpu, &out), &reference::concat(&a, &b, 2), EXACT, "channels");
         // Along the last dimension, and along the first (a batch of two prompts).
         let out = ops::concat(
             &gpu,
@@ -57,19 +47,10 @@ fn concat_joins_along_any_dimension() {
             2,
         )
         .unwrap();
-        assert_close(
-            &read(&gpu, &out),
-            &reference::concat(&a, &b, 6),
-            EXACT,
-            "last",
-        );
-        let out = ops::concat(
-            &gpu,
-            &upload(&gpu, &[1, 120], &a, dtype),
-            &upload(&gpu, &[2, 120], &b, dtype),
-            0,
-        )
-        .unwrap();
+        assert_close(&read(&gpu, &out), &reference::concat(&a, &b, 6), EXACT, "last");
+        let out =
+            ops::concat(&gpu, &upload(&gpu, &[1, 120], &a, dtype), &upload(&gpu, &[2, 120], &b, dtype), 0)
+                .unwrap();
         assert_eq!(read(&gpu, &out), [a.clone(), b.clone()].concat());
     }
     let t = |s: &[usize]| upload(&gpu, s, &vec![0.0; s.iter().product()], DType::F32);

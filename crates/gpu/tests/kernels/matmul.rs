@@ -5,9 +5,7 @@ use crate::common::*;
 
 /// [N, K] → [K, N]
 fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    (0..cols)
-        .flat_map(|c| (0..rows).map(move |r| values[r * cols + c]))
-        .collect()
+    (0..cols).flat_map(|c| (0..rows).map(move |r| values[r * cols + c])).collect()
 }
 
 #[test]
@@ -31,9 +29,7 @@ fn matmul_matches_cpu_for_both_dtypes_layouts_and_odd_shapes() {
                 let b_kn = as_stored(&rng.vec(b_batch * k * n), dtype);
                 // The same matrices, laid out as [n, k] when the kernel reads b transposed.
                 let b_stored: Vec<f32> = if transpose_b {
-                    b_kn.chunks(k * n)
-                        .flat_map(|m| transpose(m, k, n))
-                        .collect()
+                    b_kn.chunks(k * n).flat_map(|m| transpose(m, k, n)).collect()
                 } else {
                     b_kn.clone()
                 };
@@ -66,11 +62,9 @@ fn linear_matches_cpu_on_the_dequantized_weights_for_every_format() {
     let gpu = gpu();
     for dtype in DTYPES {
         for format in WeightFormat::ALL {
-            for &(lead, k, n, with_bias) in &[
-                (&[77usize][..], 45, 70, true),
-                (&[2, 33][..], 96, 31, false),
-                (&[5][..], 300, 129, true),
-            ] {
+            for &(lead, k, n, with_bias) in
+                &[(&[77usize][..], 45, 70, true), (&[2, 33][..], 96, 31, false), (&[5][..], 300, 129, true)]
+            {
                 let m: usize = lead.iter().product();
                 let mut rng = TestRng::new((k * 7 + n * 13 + m) as u32);
                 let x = as_stored(&rng.vec(m * k), dtype);
@@ -115,22 +109,12 @@ fn quantized_linear_stays_within_its_stated_error_of_the_float_result() {
     let w = rng.vec(n * k);
     let exact = reference::matmul(&x, &transpose(&w, n, k), 1, m, k, n);
     let input = upload(&gpu, &[m, k], &x, DType::F32);
-    for (format, bound) in [
-        (WeightFormat::F16, 1e-3),
-        (WeightFormat::Q8, 1e-2),
-        (WeightFormat::Q4, 0.1),
-    ] {
+    for (format, bound) in [(WeightFormat::F16, 1e-3), (WeightFormat::Q8, 1e-2), (WeightFormat::Q4, 0.1)] {
         let weight = Weight::from_f32(&gpu, n, k, &w, None, format).unwrap();
         let got = read(&gpu, &ops::linear(&gpu, &input, &weight).unwrap());
         let err = relative_rms_error(&got, &exact);
-        assert!(
-            err < bound,
-            "{format:?}: relative RMS error {err} over {bound}"
-        );
-        assert!(
-            err > 0.0,
-            "{format:?}: no quantization error at all is suspicious"
-        );
+        assert!(err < bound, "{format:?}: relative RMS error {err} over {bound}");
+        assert!(err > 0.0, "{format:?}: no quantization error at all is suspicious");
     }
 }
 
@@ -139,34 +123,17 @@ fn mismatched_shapes_are_errors_not_panics() {
     let gpu = gpu();
     let a = Tensor::from_f32(&gpu, &[2, 3], &[0.0; 6], DType::F32).unwrap();
     let b = Tensor::from_f32(&gpu, &[4, 2], &[0.0; 8], DType::F32).unwrap();
-    assert!(matches!(
-        ops::matmul(&gpu, &a, &b, false),
-        Err(GpuError::Shape { op: "matmul", .. })
-    ));
-    assert!(matches!(
-        Tensor::from_f32(&gpu, &[2, 2], &[0.0; 3], DType::F32),
-        Err(GpuError::Shape { .. })
-    ));
+    assert!(matches!(ops::matmul(&gpu, &a, &b, false), Err(GpuError::Shape { op: "matmul", .. })));
+    assert!(matches!(Tensor::from_f32(&gpu, &[2, 2], &[0.0; 3], DType::F32), Err(GpuError::Shape { .. })));
     let w = Weight::from_f32(&gpu, 4, 5, &[0.0; 20], None, WeightFormat::Q8).unwrap();
-    assert!(matches!(
-        ops::linear(&gpu, &a, &w),
-        Err(GpuError::Shape { .. })
-    ));
+    assert!(matches!(ops::linear(&gpu, &a, &w), Err(GpuError::Shape { .. })));
     assert!(Weight::from_f32(&gpu, 4, 5, &[0.0; 20], Some(&[0.0; 3]), WeightFormat::F32).is_err());
 }
 
 #[test]
 fn pool_reuses_buffers_in_a_steady_loop() {
     let gpu = gpu();
-    let w = Weight::from_f32(
-        &gpu,
-        64,
-        64,
-        &TestRng::new(1).vec(64 * 64),
-        None,
-        WeightFormat::F32,
-    )
-    .unwrap();
+    let w = Weight::from_f32(&gpu, 64, 64, &TestRng::new(1).vec(64 * 64), None, WeightFormat::F32).unwrap();
     let x = upload(&gpu, &[32, 64], &TestRng::new(2).vec(32 * 64), DType::F32);
     let step = || {
         let h = ops::linear(&gpu, &x, &w).unwrap();
@@ -179,19 +146,11 @@ fn pool_reuses_buffers_in_a_steady_loop() {
         assert_eq!(step(), first, "reused buffers must not change results");
     }
     let stats = gpu.pool_stats();
-    assert_eq!(
-        stats.buffers_created, created,
-        "a steady loop should allocate nothing new"
-    );
+    assert_eq!(stats.buffers_created, created, "a steady loop should allocate nothing new");
     assert!(stats.peak_allocated_bytes >= stats.in_use_bytes && stats.in_use_bytes > 0);
     drop(x);
     gpu.trim_pool();
-    assert_eq!(
-        gpu.pool_stats().allocated_bytes,
-        0,
-        "{:?}",
-        gpu.pool_stats()
-    );
+    assert_eq!(gpu.pool_stats().allocated_bytes, 0, "{:?}", gpu.pool_stats());
 }
 
 #[test]
@@ -221,14 +180,8 @@ fn weights_split_across_bindings_give_identical_results() {
         let split = Weight::upload_in_parts(&gpu, &packed, Some(&bias), 700).unwrap();
         assert!(split.part_count() >= 3);
         let conv = ops::Conv2d::same(3);
-        let a = read(
-            &gpu,
-            &ops::conv2d(&gpu, &image, &whole, conv, None).unwrap(),
-        );
-        let b = read(
-            &gpu,
-            &ops::conv2d(&gpu, &image, &split, conv, None).unwrap(),
-        );
+        let a = read(&gpu, &ops::conv2d(&gpu, &image, &whole, conv, None).unwrap());
+        let b = read(&gpu, &ops::conv2d(&gpu, &image, &split, conv, None).unwrap());
         assert_eq!(a, b, "conv {format:?}");
 
         // Token table: ids spread over every part.
@@ -237,19 +190,10 @@ fn weights_split_across_bindings_give_identical_results() {
         let packed = PackedWeight::pack(&values, n, k, format);
         let whole = Weight::upload(&gpu, &packed, None).unwrap();
         let split = Weight::upload_in_parts(&gpu, &packed, None, 600).unwrap();
-        let a = read(
-            &gpu,
-            &ops::embed_tokens(&gpu, &ids, 12, &whole, &positions).unwrap(),
-        );
-        let b = read(
-            &gpu,
-            &ops::embed_tokens(&gpu, &ids, 12, &split, &positions).unwrap(),
-        );
+        let a = read(&gpu, &ops::embed_tokens(&gpu, &ids, 12, &whole, &positions).unwrap());
+        let b = read(&gpu, &ops::embed_tokens(&gpu, &ids, 12, &split, &positions).unwrap());
         assert_eq!(a, b, "embedding {format:?}");
     }
     let packed = PackedWeight::pack(&values, n, k, WeightFormat::F32);
-    assert!(
-        Weight::upload_in_parts(&gpu, &packed, None, 100).is_err(),
-        "a part smaller than one row"
-    );
+    assert!(Weight::upload_in_parts(&gpu, &packed, None, 100).is_err(), "a part smaller than one row");
 }

@@ -14,23 +14,11 @@ fn naive_kernels_match_cpu() {
     let (x, w) = (rng.vec(m * k), rng.vec(n * k));
     let got = read(
         &gpu,
-        &naive::matmul(
-            &gpu,
-            &upload(&gpu, &[m, k], &x, DType::F32),
-            &upload(&gpu, &[n, k], &w, DType::F32),
-        )
-        .unwrap(),
+        &naive::matmul(&gpu, &upload(&gpu, &[m, k], &x, DType::F32), &upload(&gpu, &[n, k], &w, DType::F32))
+            .unwrap(),
     );
-    let wt: Vec<f32> = (0..k)
-        .flat_map(|c| (0..n).map(move |r| (r, c)))
-        .map(|(r, c)| w[r * k + c])
-        .collect();
-    assert_close(
-        &got,
-        &reference::matmul(&x, &wt, 1, m, k, n),
-        Tolerance::f32_sum(k),
-        "naive matmul",
-    );
+    let wt: Vec<f32> = (0..k).flat_map(|c| (0..n).map(move |r| (r, c))).map(|(r, c)| w[r * k + c]).collect();
+    assert_close(&got, &reference::matmul(&x, &wt, 1, m, k, n), Tolerance::f32_sum(k), "naive matmul");
 
     let (cin, h, wd, cout) = (5, 9, 11, 7);
     let (x, w) = (rng.vec(cin * h * wd), rng.vec(cout * cin * 9));
@@ -46,39 +34,14 @@ fn naive_kernels_match_cpu() {
         )
         .unwrap(),
     );
-    let want = reference::conv2d(
-        &x,
-        (1, cin, h, wd),
-        &w,
-        None,
-        cout,
-        (3, 3),
-        2,
-        (1, 1),
-        (5, 6),
-    );
+    let want = reference::conv2d(&x, (1, cin, h, wd), &w, None, cout, (3, 3), 2, (1, 1), (5, 6));
     assert_close(&got, &want, Tolerance::f32_sum(cin * 9), "naive conv");
 
     let (nq, nk, heads, d) = (30, 77, 4, 8);
-    let (q, kk, v) = (
-        rng.vec(nq * heads * d),
-        rng.vec(nk * heads * d),
-        rng.vec(nk * heads * d),
-    );
+    let (q, kk, v) = (rng.vec(nq * heads * d), rng.vec(nk * heads * d), rng.vec(nk * heads * d));
     let t = |rows: usize, values: &[f32]| upload(&gpu, &[rows, heads * d], values, DType::F32);
-    let got = read(
-        &gpu,
-        &naive::attention(&gpu, &t(nq, &q), &t(nk, &kk), &t(nk, &v), heads).unwrap(),
-    );
+    let got = read(&gpu, &naive::attention(&gpu, &t(nq, &q), &t(nk, &kk), &t(nk, &v), heads).unwrap());
     let want = reference::attention(&q, &kk, &v, 1, nq, nk, heads, d, false);
-    assert_close(
-        &got,
-        &want,
-        Tolerance {
-            abs: 2e-5,
-            rel: 1e-4,
-        },
-        "naive attention",
-    );
+    assert_close(&got, &want, Tolerance { abs: 2e-5, rel: 1e-4 }, "naive attention");
     assert_covers(&gpu, "naive.wgsl", &[], &[]);
 }

@@ -6,14 +6,8 @@ use crate::common::*;
 
 fn tol(dtype: DType) -> Tolerance {
     match dtype {
-        DType::F32 => Tolerance {
-            abs: 1e-5,
-            rel: 1e-5,
-        },
-        DType::F16 => Tolerance {
-            abs: 4e-3,
-            rel: 2e-3,
-        },
+        DType::F32 => Tolerance { abs: 1e-5, rel: 1e-5 },
+        DType::F16 => Tolerance { abs: 4e-3, rel: 2e-3 },
     }
 }
 
@@ -22,21 +16,15 @@ fn group_norm_matches_cpu_with_each_fused_activation() {
     let gpu = gpu();
     // (batch, channels, groups, spatial): SD's 32 groups, TAEF2's 4, an odd spatial size, and a
     // segment far longer than the workgroup.
-    for &(batch, channels, groups, h, w) in &[
-        (2, 64, 32, 5, 7),
-        (1, 16, 4, 9, 9),
-        (1, 8, 2, 40, 33),
-        (3, 6, 3, 1, 1),
-    ] {
+    for &(batch, channels, groups, h, w) in
+        &[(2, 64, 32, 5, 7), (1, 16, 4, 9, 9), (1, 8, 2, 40, 33), (3, 6, 3, 1, 1)]
+    {
         for dtype in DTYPES {
             for fused in [Fused::None, Fused::Silu, Fused::Relu] {
                 let mut rng = TestRng::new((channels * h * w + groups) as u32);
                 // An offset and scale so mean and variance matter.
                 let x = as_stored(
-                    &rng.vec(batch * channels * h * w)
-                        .iter()
-                        .map(|v| v * 3.0 + 1.5)
-                        .collect::<Vec<_>>(),
+                    &rng.vec(batch * channels * h * w).iter().map(|v| v * 3.0 + 1.5).collect::<Vec<_>>(),
                     dtype,
                 );
                 let gamma = rng.vec(channels);
@@ -70,13 +58,7 @@ fn layer_norm_matches_cpu() {
     for &(rows, d) in &[(77, 768), (3, 1000), (130, 45)] {
         for dtype in DTYPES {
             let mut rng = TestRng::new((rows * d) as u32);
-            let x = as_stored(
-                &rng.vec(rows * d)
-                    .iter()
-                    .map(|v| v * 2.0 - 0.3)
-                    .collect::<Vec<_>>(),
-                dtype,
-            );
+            let x = as_stored(&rng.vec(rows * d).iter().map(|v| v * 2.0 - 0.3).collect::<Vec<_>>(), dtype);
             let gamma = rng.vec(d);
             let beta = rng.vec(d);
             let out = ops::layer_norm(
@@ -88,12 +70,7 @@ fn layer_norm_matches_cpu() {
             )
             .unwrap();
             let want = cpu::layer_norm(&x, d, &gamma, &beta, 1e-5);
-            assert_close(
-                &read(&gpu, &out),
-                &want,
-                tol(dtype),
-                &format!("layer_norm {dtype:?} {rows}x{d}"),
-            );
+            assert_close(&read(&gpu, &out), &want, tol(dtype), &format!("layer_norm {dtype:?} {rows}x{d}"));
         }
     }
 }

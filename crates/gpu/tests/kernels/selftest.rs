@@ -6,18 +6,13 @@ use crate::common::gpu;
 fn selftest_passes_and_its_output_is_the_product() {
     let gpu = gpu();
     let (m, k, n) = selftest::MATMUL_SHAPE;
-    let report =
-        pollster::block_on(selftest::matmul_check(&gpu, m, k, n, selftest::MATMUL_SEED)).unwrap();
+    let report = pollster::block_on(selftest::matmul_check(&gpu, m, k, n, selftest::MATMUL_SEED)).unwrap();
     assert!(report.passed, "{report:?}");
     assert_eq!(report.output.len(), m * n);
     // Element (0,0) computed here independently of the reference implementation.
     let (a, b) = selftest::matmul_inputs(m, k, n, selftest::MATMUL_SEED);
     let c00: f32 = (0..k).map(|p| a[p] * b[p * n]).sum();
-    assert!(
-        (report.output[0] - c00).abs() < 1e-4,
-        "{} vs {c00}",
-        report.output[0]
-    );
+    assert!((report.output[0] - c00).abs() < 1e-4, "{} vs {c00}", report.output[0]);
 }
 
 #[test]

@@ -19,9 +19,5 @@ pub fn save_png(name: &str, planar: &[f32], w: usize, h: usize) {
     let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), w as u32, h as u32);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
-    encoder
-        .write_header()
-        .unwrap()
-        .write_image_data(&rgb)
-        .unwrap();
+    encoder.write_header().unwrap().write_image_data(&rgb).unwrap();
 }

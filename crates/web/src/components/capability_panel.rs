@@ -45,29 +45,13 @@ fn adapter_view(report: AdapterReport) -> impl IntoView {
     let notices = report.notices(&Requirements::default());
     let rows: Vec<(&'static str, String)> = vec![
         ("adapter", report.title()),
-        (
-            "description",
-            if report.description.is_empty() {
-                "—".into()
-            } else {
-                report.description.clone()
-            },
-        ),
+        ("description", if report.description.is_empty() { "—".into() } else { report.description.clone() }),
         ("shader-f16", yes_no(report.shader_f16).into()),
         ("subgroups", yes_no(report.subgroups).into()),
         ("maxBufferSize", format_bytes(report.max_buffer_size)),
-        (
-            "maxStorageBufferBindingSize",
-            format_bytes(report.max_storage_buffer_binding_size),
-        ),
-        (
-            "maxComputeWorkgroupStorageSize",
-            format_bytes(report.max_compute_workgroup_storage_size),
-        ),
-        (
-            "maxComputeInvocationsPerWorkgroup",
-            report.max_compute_invocations_per_workgroup.to_string(),
-        ),
+        ("maxStorageBufferBindingSize", format_bytes(report.max_storage_buffer_binding_size)),
+        ("maxComputeWorkgroupStorageSize", format_bytes(report.max_compute_workgroup_storage_size)),
+        ("maxComputeInvocationsPerWorkgroup", report.max_compute_invocations_per_workgroup.to_string()),
     ];
     view! {
         <section class="panel" id="capabilities" data-state="ready">

@@ -21,10 +21,7 @@ pub enum SelftestState {
 
 impl SelftestState {
     fn all_passed(matmul: &MatmulReport, kernels: &[(DType, Vec<KernelCheck>)]) -> bool {
-        matmul.passed
-            && kernels
-                .iter()
-                .all(|(_, checks)| checks.iter().all(|c| c.passed))
+        matmul.passed && kernels.iter().all(|(_, checks)| checks.iter().all(|c| c.passed))
     }
 }
 
@@ -45,57 +42,31 @@ pub fn SelftestPanel(
 ) -> impl IntoView {
     move || {
         let (status, summary, rows) = match state.get() {
-            SelftestState::Waiting => (
-                "waiting",
-                "Waiting for a WebGPU adapter.".to_string(),
-                vec![],
-            ),
-            SelftestState::Skipped => (
-                "skipped",
-                "Not run: this browser gives no WebGPU adapter.".to_string(),
-                vec![],
-            ),
-            SelftestState::Running => (
-                "running",
-                "Running the kernels on the GPU…".to_string(),
-                vec![],
-            ),
-            SelftestState::Failed(e) => (
-                "error",
-                format!("The GPU self-test could not run: {e}"),
-                vec![],
-            ),
+            SelftestState::Waiting => ("waiting", "Waiting for a WebGPU adapter.".to_string(), vec![]),
+            SelftestState::Skipped => {
+                ("skipped", "Not run: this browser gives no WebGPU adapter.".to_string(), vec![])
+            }
+            SelftestState::Running => ("running", "Running the kernels on the GPU…".to_string(), vec![]),
+            SelftestState::Failed(e) => ("error", format!("The GPU self-test could not run: {e}"), vec![]),
             SelftestState::Done { matmul, kernels } => {
                 let total = 1 + kernels.iter().map(|(_, c)| c.len()).sum::<usize>();
                 let failed = usize::from(!matmul.passed)
-                    + kernels
-                        .iter()
-                        .map(|(_, c)| c.iter().filter(|k| !k.passed).count())
-                        .sum::<usize>();
+                    + kernels.iter().map(|(_, c)| c.iter().filter(|k| !k.passed).count()).sum::<usize>();
                 let mut rows = vec![(
-                    format!(
-                        "matmul {}×{}·{}×{} (f32)",
-                        matmul.m, matmul.k, matmul.k, matmul.n
-                    ),
+                    format!("matmul {}×{}·{}×{} (f32)", matmul.m, matmul.k, matmul.k, matmul.n),
                     matmul.passed,
                     difference(matmul.max_abs_err),
                 )];
                 for (dtype, checks) in &kernels {
                     let label = if *dtype == DType::F16 { "f16" } else { "f32" };
-                    rows.extend(checks.iter().map(|c| {
-                        (
-                            format!("{} ({label})", c.name),
-                            c.passed,
-                            difference(c.max_abs_err),
-                        )
-                    }));
+                    rows.extend(
+                        checks
+                            .iter()
+                            .map(|c| (format!("{} ({label})", c.name), c.passed, difference(c.max_abs_err))),
+                    );
                 }
                 if SelftestState::all_passed(&matmul, &kernels) {
-                    (
-                        "pass",
-                        format!("All {total} kernel checks match the CPU."),
-                        rows,
-                    )
+                    ("pass", format!("All {total} kernel checks match the CPU."), rows)
                 } else {
                     (
                         "fail",
