@@ -169,3 +169,69 @@ mod tests {
         assert!(UNet2DConditionConfig::from_json("{").is_err());
     }
 }
+
+/// transformers' `CLIPTextConfig`, the fields the text encoder needs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ClipTextConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub max_position_embeddings: usize,
+    /// "quick_gelu" (SD 1.x, OpenAI CLIP ViT-L/14) or "gelu" (SD 2.x, OpenCLIP ViT-H/14).
+    pub hidden_act: String,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+}
+
+impl ClipTextConfig {
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        let invalid = |detail: String| ConfigError::Invalid { kind: "CLIPTextModel", detail };
+        let cfg: Self = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+            return Err(invalid(format!(
+                "{} features cannot split into {} heads",
+                cfg.hidden_size, cfg.num_attention_heads
+            )));
+        }
+        if cfg.hidden_act != "quick_gelu" && cfg.hidden_act != "gelu" {
+            return Err(invalid(format!(
+                "unsupported activation {:?} (expected quick_gelu or gelu)",
+                cfg.hidden_act
+            )));
+        }
+        Ok(cfg)
+    }
+
+    /// SD 1.x's text encoder: openai/clip-vit-large-patch14 (the `text_encoder/config.json` of
+    /// runwayml/stable-diffusion-v1-5).
+    pub fn sd15() -> Self {
+        ClipTextConfig {
+            vocab_size: 49408,
+            hidden_size: 768,
+            intermediate_size: 3072,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            max_position_embeddings: 77,
+            hidden_act: "quick_gelu".into(),
+            layer_norm_eps: 1e-5,
+        }
+    }
+
+    /// SD 2.x and SD-Turbo's text encoder: OpenCLIP ViT-H/14 with its last layer removed (the
+    /// penultimate-layer convention), 23 layers (`text_encoder/config.json` of
+    /// stabilityai/stable-diffusion-2-1 and stabilityai/sd-turbo).
+    pub fn sd21() -> Self {
+        ClipTextConfig {
+            vocab_size: 49408,
+            hidden_size: 1024,
+            intermediate_size: 4096,
+            num_hidden_layers: 23,
+            num_attention_heads: 16,
+            max_position_embeddings: 77,
+            hidden_act: "gelu".into(),
+            layer_norm_eps: 1e-5,
+        }
+    }
+}

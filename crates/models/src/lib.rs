@@ -1,5 +1,6 @@
 //! Stable Diffusion's modules, one struct per diffusers module, on darkroom-gpu.
 
+pub mod clip;
 pub mod config;
 pub mod loader;
 pub mod taesd;

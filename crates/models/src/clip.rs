@@ -1,0 +1,131 @@
+//! CLIP's text encoder (transformers' `CLIPTextModel`), the `last_hidden_state` Stable Diffusion
+//! conditions on: token + position embeddings, pre-norm transformer layers with causal
+//! self-attention, a final layer norm. SD 1.x uses quick-GELU, SD 2.x GELU; SD 2.x's
+//! penultimate-layer convention is in its checkpoint (23 of 24 layers), not in this code.
+
+use darkroom_gpu::ops::{self, Unary};
+use darkroom_gpu::{Gpu, Tensor, Weight};
+
+use crate::config::ClipTextConfig;
+use crate::loader::{ModelError, Vb};
+
+struct LayerNorm {
+    gamma: Tensor,
+    beta: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    fn load(vb: &Vb, width: usize, eps: f64) -> Result<LayerNorm, ModelError> {
+        Ok(LayerNorm { gamma: vb.vector("weight", width)?, beta: vb.vector("bias", width)?, eps: eps as f32 })
+    }
+
+    fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor, ModelError> {
+        Ok(ops::layer_norm(gpu, x, &self.gamma, &self.beta, self.eps)?)
+    }
+}
+
+struct EncoderLayer {
+    layer_norm1: LayerNorm,
+    q_proj: Weight,
+    k_proj: Weight,
+    v_proj: Weight,
+    out_proj: Weight,
+    layer_norm2: LayerNorm,
+    fc1: Weight,
+    fc2: Weight,
+}
+
+impl EncoderLayer {
+    fn load(vb: &Vb, cfg: &ClipTextConfig) -> Result<EncoderLayer, ModelError> {
+        let (d, ff) = (cfg.hidden_size, cfg.intermediate_size);
+        let attn = vb.pp("self_attn");
+        Ok(EncoderLayer {
+            layer_norm1: LayerNorm::load(&vb.pp("layer_norm1"), d, cfg.layer_norm_eps)?,
+            q_proj: attn.pp("q_proj").linear(d, d, true)?,
+            k_proj: attn.pp("k_proj").linear(d, d, true)?,
+            v_proj: attn.pp("v_proj").linear(d, d, true)?,
+            out_proj: attn.pp("out_proj").linear(d, d, true)?,
+            layer_norm2: LayerNorm::load(&vb.pp("layer_norm2"), d, cfg.layer_norm_eps)?,
+            fc1: vb.pp("mlp").pp("fc1").linear(ff, d, true)?,
+            fc2: vb.pp("mlp").pp("fc2").linear(d, ff, true)?,
+        })
+    }
+
+    fn forward(&self, gpu: &Gpu, x: &Tensor, heads: usize, act: Unary) -> Result<Tensor, ModelError> {
+        let h = self.layer_norm1.forward(gpu, x)?; // [B, T, D]
+        let q = ops::linear(gpu, &h, &self.q_proj)?;
+        let k = ops::linear(gpu, &h, &self.k_proj)?;
+        let v = ops::linear(gpu, &h, &self.v_proj)?;
+        let a = ops::attention(gpu, &q, &k, &v, heads, true)?;
+        let x = ops::add(gpu, x, &ops::linear(gpu, &a, &self.out_proj)?)?;
+        let h = self.layer_norm2.forward(gpu, &x)?;
+        let h = ops::unary(gpu, &ops::linear(gpu, &h, &self.fc1)?, act)?; // [B, T, FF]
+        Ok(ops::add(gpu, &x, &ops::linear(gpu, &h, &self.fc2)?)?)
+    }
+}
+
+pub struct ClipTextModel {
+    config: ClipTextConfig,
+    token_embedding: Weight,
+    position_embedding: Tensor,
+    layers: Vec<EncoderLayer>,
+    final_layer_norm: LayerNorm,
+}
+
+impl ClipTextModel {
+    /// Loads from `text_model.*` (transformers 4 checkpoints, as in SD repositories) or from the
+    /// root (transformers 5 writes the keys without the prefix).
+    pub fn load(vb: &Vb, config: &ClipTextConfig) -> Result<ClipTextModel, ModelError> {
+        let vb = if vb.contains("text_model.embeddings.token_embedding.weight") {
+            vb.pp("text_model")
+        } else {
+            vb.clone()
+        };
+        let d = config.hidden_size;
+        let emb = vb.pp("embeddings");
+        let tokens = emb.pp("token_embedding").values("weight", &[config.vocab_size, d])?;
+        let positions =
+            emb.pp("position_embedding").values("weight", &[config.max_position_embeddings, d])?;
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| EncoderLayer::load(&vb.pp("encoder").pp("layers").pp(i), config))
+            .collect::<Result<_, _>>()?;
+        Ok(ClipTextModel {
+            config: config.clone(),
+            // The table is looked up, not multiplied: keep it f16 (101 MB for SD 2's, under the
+            // 128 MiB binding default), whatever the policy for linear layers.
+            token_embedding: Weight::from_f32(
+                vb.gpu,
+                config.vocab_size,
+                d,
+                &tokens,
+                None,
+                darkroom_gpu::WeightFormat::F16,
+            )?,
+            position_embedding: Tensor::from_f32(
+                vb.gpu,
+                &[config.max_position_embeddings, d],
+                &positions,
+                vb.dtype,
+            )?,
+            layers,
+            final_layer_norm: LayerNorm::load(&vb.pp("final_layer_norm"), d, config.layer_norm_eps)?,
+        })
+    }
+
+    /// `ids` [batch, seq_len] (row-major, seq_len ≤ 77) → last_hidden_state [batch, seq_len, D].
+    pub fn forward(&self, gpu: &Gpu, ids: &[u32], seq_len: usize) -> Result<Tensor, ModelError> {
+        if seq_len == 0 || seq_len > self.config.max_position_embeddings {
+            return Err(ModelError::Input(format!(
+                "CLIP encodes up to {} tokens per sequence, got {seq_len}",
+                self.config.max_position_embeddings
+            )));
+        }
+        let act = if self.config.hidden_act == "quick_gelu" { Unary::QuickGelu } else { Unary::Gelu };
+        let mut x = ops::embed_tokens(gpu, ids, seq_len, &self.token_embedding, &self.position_embedding)?;
+        for layer in &self.layers {
+            x = layer.forward(gpu, &x, self.config.num_attention_heads, act)?;
+        }
+        self.final_layer_norm.forward(gpu, &x)
+    }
+}
