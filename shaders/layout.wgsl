@@ -1,6 +1,8 @@
 // Index remaps, one output element per invocation (2-D dispatch as in elementwise.wgsl).
 //
 // UPSAMPLE2X: nearest 2x upsampling, x [planes, H, W] → y [planes, 2H, 2W]; `a_len` = H, `b_len` = W.
+// TRANSPOSE: x [batch, R, C] → y [batch, C, R] (`a_len` = R, `b_len` = C): feature maps
+//         [B, C, H·W] to token rows [B, H·W, C] for attention, and back.
 // CONCAT: y = concatenation of x and b along one dimension. With everything before that
 //         dimension flattened into `outer` rows, each row of y is a row of x (a_len values)
 //         followed by a row of b (b_len values): the skip connections' channel concat.
@@ -33,6 +35,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let oy = r / (2u * w);
     let ox = r % (2u * w);
     y[i] = x[(plane * h + oy / 2u) * w + ox / 2u];
+#endif
+#if TRANSPOSE
+    let plane = params.a_len * params.b_len;
+    let b = i / plane;
+    let r2 = i % plane;
+    let c = r2 / params.a_len;
+    let r = r2 % params.a_len;
+    y[i] = x[b * plane + r * params.b_len + c];
 #endif
 #if CONCAT
     let row_len = params.a_len + params.b_len;

@@ -2,7 +2,9 @@
 
 pub mod clip;
 pub mod config;
+pub mod layers;
 pub mod loader;
 pub mod taesd;
+pub mod vae;
 
 pub use loader::{ModelError, QuantPolicy, Vb, WeightStore};

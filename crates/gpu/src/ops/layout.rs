@@ -20,7 +20,13 @@ struct Params {
 pub(crate) fn variants() -> Vec<Variant> {
     [DType::F32, DType::F16]
         .into_iter()
-        .flat_map(|act| [Variant::new(FILE, act, &["UPSAMPLE2X"]), Variant::new(FILE, act, &["CONCAT"])])
+        .flat_map(|act| {
+            [
+                Variant::new(FILE, act, &["UPSAMPLE2X"]),
+                Variant::new(FILE, act, &["CONCAT"]),
+                Variant::new(FILE, act, &["TRANSPOSE"]),
+            ]
+        })
         .collect()
 }
 
@@ -54,11 +60,24 @@ fn run(
 }
 
 fn define_op(define: &str) -> &'static str {
-    if define == "CONCAT" {
-        "concat"
-    } else {
-        "upsample2x"
+    match define {
+        "CONCAT" => "concat",
+        "TRANSPOSE" => "transpose",
+        _ => "upsample2x",
     }
+}
+
+/// Swaps the last two dimensions: [..., R, C] → [..., C, R].
+pub fn transpose(gpu: &Gpu, x: &Tensor) -> Result<Tensor, GpuError> {
+    let [lead @ .., r, c] = x.shape() else {
+        return Err(GpuError::Shape {
+            op: "transpose",
+            detail: format!("needs [..., R, C], got {:?}", x.shape()),
+        });
+    };
+    let mut shape = lead.to_vec();
+    shape.extend([*c, *r]);
+    run(gpu, "TRANSPOSE", x, None, &shape, *r, *c)
 }
 
 /// Nearest-neighbour 2x upsampling of the last two dimensions: [..., H, W] → [..., 2H, 2W].

@@ -58,3 +58,23 @@ fn concat_joins_along_any_dimension() {
     assert!(ops::concat(&gpu, &t(&[2, 3]), &t(&[2, 3]), 2).is_err());
     assert_covers(&gpu, "layout.wgsl", &["CONCAT"], &[]);
 }
+
+#[test]
+fn transpose_swaps_the_last_two_dimensions() {
+    let gpu = gpu();
+    for dtype in DTYPES {
+        let (batch, rows, cols) = (3, 7, 45);
+        let x = as_stored(&TestRng::new(8).vec(batch * rows * cols), dtype);
+        let out = ops::transpose(&gpu, &upload(&gpu, &[batch, rows, cols], &x, dtype)).unwrap();
+        assert_eq!(out.shape(), &[batch, cols, rows]);
+        let got = read(&gpu, &out);
+        for b in 0..batch {
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(got[(b * cols + c) * rows + r], x[(b * rows + r) * cols + c]);
+                }
+            }
+        }
+    }
+    assert_covers(&gpu, "layout.wgsl", &["TRANSPOSE"], &[]);
+}

@@ -1,0 +1,274 @@
+//! diffusers' `AutoencoderKL`: the encoder to latent moments (img2img, inpainting) and the
+//! decoder from latents to RGB. Like diffusers' `encode`/`decode`, these work on unscaled
+//! latents: the pipeline multiplies by (or divides by) `scaling_factor`.
+
+use darkroom_gpu::ops::Fused;
+use darkroom_gpu::{Gpu, Tensor};
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+use crate::layers::{Downsample2D, GroupNorm, ResnetBlock2D, SpatialSelfAttention, Upsample2D};
+use crate::loader::{ConvLayer, ModelError, Vb};
+
+/// The VAE's norms use eps 1e-6 (diffusers' Encoder/Decoder pass it to every block).
+const EPS: f64 = 1e-6;
+
+/// diffusers' `AutoencoderKL` config.json, the fields SD's VAE uses.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AutoencoderKLConfig {
+    #[serde(default = "three")]
+    pub in_channels: usize,
+    #[serde(default = "three")]
+    pub out_channels: usize,
+    pub block_out_channels: Vec<usize>,
+    #[serde(default = "one")]
+    pub layers_per_block: usize,
+    #[serde(default = "four")]
+    pub latent_channels: usize,
+    #[serde(default = "thirty_two")]
+    pub norm_num_groups: usize,
+    #[serde(default = "sd_scaling")]
+    pub scaling_factor: f32,
+}
+
+fn three() -> usize {
+    3
+}
+fn one() -> usize {
+    1
+}
+fn four() -> usize {
+    4
+}
+fn thirty_two() -> usize {
+    32
+}
+fn sd_scaling() -> f32 {
+    0.18215
+}
+
+impl AutoencoderKLConfig {
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        let invalid = |detail: String| ConfigError::Invalid { kind: "AutoencoderKL", detail };
+        let cfg: Self = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        if cfg.block_out_channels.is_empty()
+            || cfg.block_out_channels.iter().any(|c| c % cfg.norm_num_groups != 0)
+        {
+            return Err(invalid(format!(
+                "block_out_channels {:?} must be non-empty multiples of {} groups",
+                cfg.block_out_channels, cfg.norm_num_groups
+            )));
+        }
+        Ok(cfg)
+    }
+
+    /// SD 1.x / 2.x's VAE (`vae/config.json` of runwayml/stable-diffusion-v1-5 and
+    /// stabilityai/stable-diffusion-2-1).
+    pub fn sd() -> Self {
+        AutoencoderKLConfig {
+            in_channels: 3,
+            out_channels: 3,
+            block_out_channels: vec![128, 256, 512, 512],
+            layers_per_block: 2,
+            latent_channels: 4,
+            norm_num_groups: 32,
+            scaling_factor: 0.18215,
+        }
+    }
+
+    /// Image size over latent size.
+    pub fn scale(&self) -> usize {
+        1 << (self.block_out_channels.len() - 1)
+    }
+}
+
+/// `UNetMidBlock2D` without time embedding: resnet, attention, resnet.
+struct MidBlock {
+    resnet0: ResnetBlock2D,
+    attention: SpatialSelfAttention,
+    resnet1: ResnetBlock2D,
+}
+
+impl MidBlock {
+    fn load(vb: &Vb, channels: usize, groups: usize) -> Result<MidBlock, ModelError> {
+        Ok(MidBlock {
+            resnet0: ResnetBlock2D::load(&vb.pp("resnets").pp(0), channels, channels, None, groups, EPS)?,
+            attention: SpatialSelfAttention::load(&vb.pp("attentions").pp(0), channels, groups, EPS)?,
+            resnet1: ResnetBlock2D::load(&vb.pp("resnets").pp(1), channels, channels, None, groups, EPS)?,
+        })
+    }
+
+    fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor, ModelError> {
+        let h = self.resnet0.forward(gpu, x, None)?;
+        let h = self.attention.forward(gpu, &h)?;
+        self.resnet1.forward(gpu, &h, None)
+    }
+}
+
+/// A down or up block: resnets, then an optional resampler.
+struct Stage<S> {
+    resnets: Vec<ResnetBlock2D>,
+    resample: Option<S>,
+}
+
+pub struct VaeEncoder {
+    config: AutoencoderKLConfig,
+    conv_in: ConvLayer,
+    down_blocks: Vec<Stage<Downsample2D>>,
+    mid_block: MidBlock,
+    conv_norm_out: GroupNorm,
+    conv_out: ConvLayer,
+    quant_conv: ConvLayer,
+}
+
+impl VaeEncoder {
+    /// Loads `encoder.*` and `quant_conv.*`.
+    pub fn load(vb: &Vb, config: &AutoencoderKLConfig) -> Result<VaeEncoder, ModelError> {
+        let (ch, groups) = (&config.block_out_channels, config.norm_num_groups);
+        let enc = vb.pp("encoder");
+        let mut down_blocks = Vec::new();
+        let mut prev = ch[0];
+        for (i, &out) in ch.iter().enumerate() {
+            let block = enc.pp("down_blocks").pp(i);
+            let resnets = (0..config.layers_per_block)
+                .map(|j| {
+                    ResnetBlock2D::load(
+                        &block.pp("resnets").pp(j),
+                        if j == 0 { prev } else { out },
+                        out,
+                        None,
+                        groups,
+                        EPS,
+                    )
+                })
+                .collect::<Result<_, _>>()?;
+            let last = i + 1 == ch.len();
+            let resample = if last {
+                None
+            } else {
+                Some(Downsample2D::load(&block.pp("downsamplers").pp(0), out, true)?)
+            };
+            down_blocks.push(Stage { resnets, resample });
+            prev = out;
+        }
+        let top = *ch.last().unwrap_or(&0);
+        let latent2 = 2 * config.latent_channels;
+        Ok(VaeEncoder {
+            config: config.clone(),
+            conv_in: ConvLayer::load(&enc.pp("conv_in"), ch[0], config.in_channels, 3, 1, true)?,
+            down_blocks,
+            mid_block: MidBlock::load(&enc.pp("mid_block"), top, groups)?,
+            conv_norm_out: GroupNorm::load(&enc.pp("conv_norm_out"), groups, top, EPS)?,
+            conv_out: ConvLayer::load(&enc.pp("conv_out"), latent2, top, 3, 1, true)?,
+            quant_conv: ConvLayer::load(&vb.pp("quant_conv"), latent2, latent2, 1, 1, true)?,
+        })
+    }
+
+    /// `image` [B, 3, H, W] in [-1, 1] (H, W multiples of the scale) → moments [B, 2L, H/s, W/s]:
+    /// the latent distribution's mean in the first L channels, its log-variance in the rest.
+    pub fn forward(&self, gpu: &Gpu, image: &Tensor) -> Result<Tensor, ModelError> {
+        let s = self.config.scale();
+        match *image.shape() {
+            [_, c, h, w] if c == self.config.in_channels && h % s == 0 && w % s == 0 && h > 0 && w > 0 => {}
+            _ => {
+                return Err(ModelError::Input(format!(
+                    "the VAE encodes [B, {}, H, W] images with H and W multiples of {s}, got {:?}",
+                    self.config.in_channels,
+                    image.shape()
+                )))
+            }
+        }
+        let mut x = self.conv_in.forward(gpu, image, None, false)?;
+        for stage in &self.down_blocks {
+            for resnet in &stage.resnets {
+                x = resnet.forward(gpu, &x, None)?;
+            }
+            if let Some(down) = &stage.resample {
+                x = down.forward(gpu, &x)?;
+            }
+        }
+        let x = self.mid_block.forward(gpu, &x)?;
+        let x = self.conv_norm_out.forward(gpu, &x, Fused::Silu)?;
+        let x = self.conv_out.forward(gpu, &x, None, false)?;
+        Ok(self.quant_conv.forward(gpu, &x, None, false)?)
+    }
+}
+
+pub struct VaeDecoder {
+    config: AutoencoderKLConfig,
+    post_quant_conv: ConvLayer,
+    conv_in: ConvLayer,
+    mid_block: MidBlock,
+    up_blocks: Vec<Stage<Upsample2D>>,
+    conv_norm_out: GroupNorm,
+    conv_out: ConvLayer,
+}
+
+impl VaeDecoder {
+    /// Loads `post_quant_conv.*` and `decoder.*`.
+    pub fn load(vb: &Vb, config: &AutoencoderKLConfig) -> Result<VaeDecoder, ModelError> {
+        let (ch, groups) = (&config.block_out_channels, config.norm_num_groups);
+        let dec = vb.pp("decoder");
+        let reversed: Vec<usize> = ch.iter().rev().copied().collect();
+        let top = reversed[0];
+        let mut up_blocks = Vec::new();
+        let mut prev = top;
+        for (i, &out) in reversed.iter().enumerate() {
+            let block = dec.pp("up_blocks").pp(i);
+            let resnets = (0..=config.layers_per_block)
+                .map(|j| {
+                    ResnetBlock2D::load(
+                        &block.pp("resnets").pp(j),
+                        if j == 0 { prev } else { out },
+                        out,
+                        None,
+                        groups,
+                        EPS,
+                    )
+                })
+                .collect::<Result<_, _>>()?;
+            let last = i + 1 == reversed.len();
+            let resample =
+                if last { None } else { Some(Upsample2D::load(&block.pp("upsamplers").pp(0), out)?) };
+            up_blocks.push(Stage { resnets, resample });
+            prev = out;
+        }
+        let latent = config.latent_channels;
+        Ok(VaeDecoder {
+            config: config.clone(),
+            post_quant_conv: ConvLayer::load(&vb.pp("post_quant_conv"), latent, latent, 1, 1, true)?,
+            conv_in: ConvLayer::load(&dec.pp("conv_in"), top, latent, 3, 1, true)?,
+            mid_block: MidBlock::load(&dec.pp("mid_block"), top, groups)?,
+            up_blocks,
+            conv_norm_out: GroupNorm::load(&dec.pp("conv_norm_out"), groups, ch[0], EPS)?,
+            conv_out: ConvLayer::load(&dec.pp("conv_out"), config.out_channels, ch[0], 3, 1, true)?,
+        })
+    }
+
+    /// `latents` [B, L, h, w] (unscaled) → RGB [B, 3, h·s, w·s], about [-1, 1].
+    pub fn forward(&self, gpu: &Gpu, latents: &Tensor) -> Result<Tensor, ModelError> {
+        match *latents.shape() {
+            [_, c, h, w] if c == self.config.latent_channels && h > 0 && w > 0 => {}
+            _ => {
+                return Err(ModelError::Input(format!(
+                    "the VAE decodes [B, {}, h, w] latents, got {:?}",
+                    self.config.latent_channels,
+                    latents.shape()
+                )))
+            }
+        }
+        let x = self.post_quant_conv.forward(gpu, latents, None, false)?;
+        let x = self.conv_in.forward(gpu, &x, None, false)?;
+        let mut x = self.mid_block.forward(gpu, &x)?;
+        for stage in &self.up_blocks {
+            for resnet in &stage.resnets {
+                x = resnet.forward(gpu, &x, None)?;
+            }
+            if let Some(up) = &stage.resample {
+                x = up.forward(gpu, &x)?;
+            }
+        }
+        let x = self.conv_norm_out.forward(gpu, &x, Fused::Silu)?;
+        Ok(self.conv_out.forward(gpu, &x, None, false)?)
+    }
+}
