@@ -5,6 +5,7 @@ pub mod config;
 pub mod layers;
 pub mod loader;
 pub mod taesd;
+pub mod unet;
 pub mod vae;
 
 pub use loader::{ModelError, QuantPolicy, Vb, WeightStore};
