@@ -19,6 +19,7 @@ pub const LAYOUT: &str = include_str!("../../../shaders/layout.wgsl");
 pub const EMBEDDING: &str = include_str!("../../../shaders/embedding.wgsl");
 pub const IMAGE: &str = include_str!("../../../shaders/image.wgsl");
 pub const NAIVE: &str = include_str!("../../../shaders/naive.wgsl");
+pub const SOFTMAX: &str = include_str!("../../../shaders/softmax.wgsl");
 pub const WEIGHT_LOAD: &str = include_str!("../../../shaders/weight_load.wgsl");
 
 /// (file name, source) of every shader.
@@ -31,6 +32,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("embedding.wgsl", EMBEDDING),
     ("image.wgsl", IMAGE),
     ("naive.wgsl", NAIVE),
+    ("softmax.wgsl", SOFTMAX),
     ("weight_load.wgsl", WEIGHT_LOAD),
 ];
 
@@ -132,6 +134,7 @@ pub fn all_variants() -> Vec<Variant> {
     all.extend(crate::ops::embedding::variants());
     all.extend(crate::ops::image::variants());
     all.extend(crate::ops::naive::variants());
+    all.extend(crate::ops::attention::softmax_variants());
     all
 }
 

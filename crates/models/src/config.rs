@@ -102,6 +102,51 @@ impl UNet2DConditionConfig {
     pub fn head_dim(&self, block: usize) -> usize {
         self.block_out_channels[block] / self.heads(block).max(1)
     }
+
+    fn sd_blocks(cross_attention_dim: usize, heads: PerBlock, linear: bool, sample_size: usize) -> Self {
+        let cross = "CrossAttnDownBlock2D".to_string();
+        let cross_up = "CrossAttnUpBlock2D".to_string();
+        UNet2DConditionConfig {
+            sample_size,
+            in_channels: 4,
+            out_channels: 4,
+            down_block_types: vec![cross.clone(), cross.clone(), cross, "DownBlock2D".into()],
+            up_block_types: vec!["UpBlock2D".into(), cross_up.clone(), cross_up.clone(), cross_up],
+            block_out_channels: vec![320, 640, 1280, 1280],
+            layers_per_block: 2,
+            norm_num_groups: 32,
+            norm_eps: 1e-5,
+            cross_attention_dim,
+            attention_head_dim: heads,
+            num_attention_heads: None,
+            use_linear_projection: linear,
+            flip_sin_to_cos: true,
+            freq_shift: 0,
+            upcast_attention: None,
+        }
+    }
+
+    /// SD 1.5 (`unet/config.json` of runwayml/stable-diffusion-v1-5): 8 heads everywhere, conv
+    /// projections, 768-wide text embeddings, 64x64 latents.
+    pub fn sd15() -> Self {
+        Self::sd_blocks(768, PerBlock::One(8), false, 64)
+    }
+
+    /// SD 1.5 inpainting (runwayml/stable-diffusion-inpainting): 9 input channels.
+    pub fn sd15_inpainting() -> Self {
+        UNet2DConditionConfig { in_channels: 9, ..Self::sd15() }
+    }
+
+    /// SD 2.1 (`unet/config.json` of stabilityai/stable-diffusion-2-1): 64-wide heads (5, 10, 20,
+    /// 20 of them), linear projections, 1024-wide text embeddings, 96x96 latents (768 px).
+    pub fn sd21() -> Self {
+        Self::sd_blocks(1024, PerBlock::Each(vec![5, 10, 20, 20]), true, 96)
+    }
+
+    /// SD-Turbo (`unet/config.json` of stabilityai/sd-turbo): SD 2.1's network at 64x64 latents.
+    pub fn sd_turbo() -> Self {
+        Self::sd_blocks(1024, PerBlock::Each(vec![5, 10, 20, 20]), true, 64)
+    }
 }
 
 fn default_sample_size() -> usize {
@@ -155,6 +200,23 @@ mod tests {
         let cfg = UNet2DConditionConfig::from_json(&json).unwrap();
         assert_eq!((0..4).map(|b| cfg.head_dim(b)).collect::<Vec<_>>(), [64, 64, 64, 64]);
         assert!(cfg.use_linear_projection);
+    }
+
+    #[test]
+    fn named_configs_validate_and_have_the_released_head_sizes() {
+        for cfg in [
+            UNet2DConditionConfig::sd15(),
+            UNet2DConditionConfig::sd15_inpainting(),
+            UNet2DConditionConfig::sd21(),
+            UNet2DConditionConfig::sd_turbo(),
+        ] {
+            cfg.validate().unwrap();
+        }
+        let sd15 = UNet2DConditionConfig::sd15();
+        assert_eq!((0..4).map(|b| sd15.head_dim(b)).collect::<Vec<_>>(), [40, 80, 160, 160]);
+        let turbo = UNet2DConditionConfig::sd_turbo();
+        assert_eq!((0..4).map(|b| turbo.head_dim(b)).collect::<Vec<_>>(), [64, 64, 64, 64]);
+        assert_eq!(UNet2DConditionConfig::sd15_inpainting().in_channels, 9);
     }
 
     #[test]

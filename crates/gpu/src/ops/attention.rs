@@ -31,7 +31,8 @@ pub(crate) fn variants() -> Vec<Variant> {
 }
 
 /// softmax(Q·Kᵀ / √D) · V per head. `q` [B, Nq, H·D], `k` and `v` [B, Nk, H·D] with the heads
-/// side by side, as projections produce them. Returns [B, Nq, H·D].
+/// side by side, as projections produce them. Returns [B, Nq, H·D]. Heads wider than
+/// [`MAX_HEAD_DIM`] (single-head only, as in the VAE) take a materialised path.
 pub fn attention(
     gpu: &Gpu,
     q: &Tensor,
@@ -58,7 +59,12 @@ pub fn attention(
     }
     let head_dim = width / heads;
     if head_dim > MAX_HEAD_DIM {
-        return Err(error(format!("head size {head_dim} exceeds the kernel's {MAX_HEAD_DIM}")));
+        if heads != 1 || causal {
+            return Err(error(format!(
+                "head size {head_dim} exceeds the fused kernel's {MAX_HEAD_DIM}; wider heads are supported for single-head, unmasked attention only"
+            )));
+        }
+        return attention_materialized(gpu, q, k, v, head_dim);
     }
     if causal && nq != nk {
         return Err(error(format!("causal attention needs as many keys as queries ({nq} vs {nk})")));
@@ -97,4 +103,77 @@ pub fn attention(
         [to_u32(nq.div_ceil(BQ))?, to_u32(batch * heads)?, 1],
     )?;
     Ok(out)
+}
+
+const SOFTMAX_FILE: &str = "softmax.wgsl";
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SoftmaxParams {
+    row_len: u32,
+    rows: u32,
+    rows_per_grid_row: u32,
+    scale: f32,
+}
+
+pub(crate) fn softmax_variants() -> Vec<Variant> {
+    [DType::F32, DType::F16].into_iter().map(|act| Variant::new(SOFTMAX_FILE, act, &[])).collect()
+}
+
+/// softmax(scale · x) over the last dimension.
+pub fn softmax(gpu: &Gpu, x: &Tensor, scale: f32) -> Result<Tensor, GpuError> {
+    let Some(&row_len) = x.shape().last() else {
+        return Err(GpuError::Shape { op: "softmax", detail: "scalar input".into() });
+    };
+    let out = Tensor::empty(gpu, x.shape(), x.dtype());
+    let rows = x.len() / row_len.max(1);
+    if rows == 0 || row_len == 0 {
+        return Ok(out);
+    }
+    let per_row = rows.min(gpu.limits().max_compute_workgroups_per_dimension as usize);
+    let to_u32 = |v: usize| {
+        u32::try_from(v)
+            .map_err(|_| GpuError::Shape { op: "softmax", detail: format!("{v} exceeds 32 bits") })
+    };
+    let params = SoftmaxParams {
+        row_len: to_u32(row_len)?,
+        rows: to_u32(rows)?,
+        rows_per_grid_row: to_u32(per_row)?,
+        scale,
+    };
+    let pipeline = gpu.pipeline(&Variant::new(SOFTMAX_FILE, x.dtype(), &[]))?;
+    let uniform = gpu.uniform(&params);
+    gpu.dispatch(
+        &pipeline,
+        &[(0, uniform.as_entire_binding()), (1, x.binding()), (2, out.binding())],
+        [to_u32(per_row)?, to_u32(rows.div_ceil(per_row))?, 1],
+    )?;
+    Ok(out)
+}
+
+/// Single-head attention with the scores materialised: Q·Kᵀ by the tiled matmul, a row softmax,
+/// then ·V. For head sizes beyond the fused kernel (the VAE's 512-wide head); the scores need
+/// Nq·Nk values within one binding.
+fn attention_materialized(
+    gpu: &Gpu,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    head_dim: usize,
+) -> Result<Tensor, GpuError> {
+    let (nq, nk) = (q.shape()[1], k.shape()[1]);
+    let bytes = (nq * nk * q.dtype().size_bytes()) as u64;
+    let limit = gpu.limits().max_storage_buffer_binding_size;
+    if bytes > limit {
+        return Err(GpuError::LimitTooSmall {
+            limit: "maxStorageBufferBindingSize",
+            have: limit,
+            need: bytes,
+            needed_for:
+                "the attention scores of a head wider than 160 at this image size; use a smaller image",
+        });
+    }
+    let scores = crate::ops::matmul(gpu, q, k, true)?; // [B, Nq, Nk]
+    let weights = softmax(gpu, &scores, 1.0 / (head_dim as f32).sqrt())?;
+    crate::ops::matmul(gpu, &weights, v, false) // [B, Nq, D]
 }

@@ -79,7 +79,55 @@ fn attention_refuses_bad_shapes() {
         "causal needs nq == nk"
     );
     assert!(
-        ops::attention(&gpu, &t(&[1, 2, 200]), &t(&[1, 2, 200]), &t(&[1, 2, 200]), 1, false).is_err(),
-        "head 200 > 160"
+        ops::attention(&gpu, &t(&[1, 2, 400]), &t(&[1, 2, 400]), &t(&[1, 2, 400]), 2, false).is_err(),
+        "two heads of 200: wider than the fused kernel and not single-head"
     );
+    assert!(
+        ops::attention(&gpu, &t(&[1, 2, 200]), &t(&[1, 2, 200]), &t(&[1, 2, 200]), 1, true).is_err(),
+        "a causal wide head"
+    );
+}
+
+#[test]
+fn wide_single_head_attention_takes_the_materialised_path() {
+    // The VAE's mid block: one head as wide as the channels (512 in SD's VAE).
+    let gpu = gpu();
+    for dtype in DTYPES {
+        let (batch, nq, nk, d) = (1, 70, 70, 300);
+        let mut rng = TestRng::new(17);
+        let q = as_stored(&rng.vec(batch * nq * d), dtype);
+        let k = as_stored(&rng.vec(batch * nk * d), dtype);
+        let v = as_stored(&rng.vec(batch * nk * d), dtype);
+        let out = ops::attention(
+            &gpu,
+            &upload(&gpu, &[batch, nq, d], &q, dtype),
+            &upload(&gpu, &[batch, nk, d], &k, dtype),
+            &upload(&gpu, &[batch, nk, d], &v, dtype),
+            1,
+            false,
+        )
+        .unwrap();
+        let want = reference::attention(&q, &k, &v, batch, nq, nk, 1, d, false);
+        assert_close(&read(&gpu, &out), &want, tol(dtype), &format!("wide head {dtype:?}"));
+    }
+    assert_covers(&gpu, "softmax.wgsl", &[], &[]);
+}
+
+#[test]
+fn softmax_rows_sum_to_one_and_match_cpu() {
+    let gpu = gpu();
+    let (rows, len) = (5, 1000);
+    let x: Vec<f32> = TestRng::new(4).vec(rows * len).iter().map(|v| v * 30.0).collect();
+    let got = read(&gpu, &ops::softmax(&gpu, &upload(&gpu, &[rows, len], &x, DType::F32), 0.5).unwrap());
+    for r in 0..rows {
+        let row = &x[r * len..][..len];
+        let m = row.iter().fold(f32::MIN, |a, &b| a.max(b * 0.5)) as f64;
+        let total: f64 = row.iter().map(|&v| (v as f64 * 0.5 - m).exp()).sum();
+        for (i, &v) in row.iter().enumerate() {
+            let want = ((v as f64 * 0.5 - m).exp() / total) as f32;
+            assert!((got[r * len + i] - want).abs() <= 1e-6 + 1e-4 * want, "row {r} col {i}");
+        }
+        let sum: f32 = got[r * len..][..len].iter().sum();
+        assert!((sum - 1.0).abs() < 1e-4, "row {r} sums to {sum}");
+    }
 }

@@ -1,0 +1,58 @@
+// Row softmax of `scale · x`, one workgroup per row: max, then the sum of exponentials, then the
+// normalised values. Used where attention materialises its scores (head sizes beyond the fused
+// kernel's 160, such as the VAE's single 512-wide head).
+
+struct Params {
+    row_len: u32,
+    rows: u32,
+    rows_per_grid_row: u32,
+    scale: f32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<act>;
+@group(0) @binding(2) var<storage, read_write> y: array<act>;
+
+const THREADS: u32 = 256u;
+var<workgroup> partial: array<f32, 256>;
+
+fn reduce(local: u32, value: f32, take_max: bool) -> f32 {
+    partial[local] = value;
+    workgroupBarrier();
+    for (var stride = THREADS / 2u; stride > 0u; stride = stride / 2u) {
+        if (local < stride) {
+            if (take_max) {
+                partial[local] = max(partial[local], partial[local + stride]);
+            } else {
+                partial[local] += partial[local + stride];
+            }
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    let row = group.y * params.rows_per_grid_row + group.x;
+    // Uniform per workgroup, so the barriers below stay in uniform control flow.
+    if (row >= params.rows) {
+        return;
+    }
+    let start = row * params.row_len;
+    var m = -3.0e38;
+    for (var e = local; e < params.row_len; e += THREADS) {
+        m = max(m, f32(x[start + e]) * params.scale);
+    }
+    m = reduce(local, m, true);
+    var sum = 0.0;
+    for (var e = local; e < params.row_len; e += THREADS) {
+        sum += exp(f32(x[start + e]) * params.scale - m);
+    }
+    let inv = 1.0 / reduce(local, sum, false);
+    for (var e = local; e < params.row_len; e += THREADS) {
+        y[start + e] = act(exp(f32(x[start + e]) * params.scale - m) * inv);
+    }
+}
