@@ -30,7 +30,7 @@ export async function launch() {
 }
 
 /// A page that records console errors and failed requests, so a test can assert there were none.
-export async function openPage(browser, { initScript } = {}) {
+export async function openPage(browser, { initScript, query = '' } = {}) {
   const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
   const page = await context.newPage();
   const problems = [];
@@ -46,7 +46,7 @@ export async function openPage(browser, { initScript } = {}) {
   });
   page.on('requestfailed', (r) => problems.push(`request failed: ${r.url()} (${r.failure()?.errorText})`));
   if (initScript) await page.addInitScript(initScript);
-  await page.goto(APP_URL);
+  await page.goto(APP_URL + query);
   return { context, page, problems };
 }
 

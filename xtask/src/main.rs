@@ -130,7 +130,8 @@ fn test_command() -> Result<()> {
     })?;
     stage("web build (trunk)", &mut build_web)?;
     stage("browser tests (headless Chromium, WebGPU on SwiftShader)", &mut || {
-        let server = serve::Server::bind(&root().join("dist"), 0)?;
+        let server =
+            serve::Server::bind(&root().join("dist"), 0)?.mount("/fixtures/", &root().join("tests/fixtures"));
         let url = server.url();
         std::thread::spawn(move || server.run_forever());
         run(Command::new("node")

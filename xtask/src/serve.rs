@@ -12,6 +12,9 @@ use crate::Result;
 pub struct Server {
     listener: TcpListener,
     folder: PathBuf,
+    /// (URL prefix, folder) pairs served beside the main folder: the browser tests mount
+    /// tests/fixtures at /fixtures/, the way a CDN would serve weights.
+    mounts: Vec<(String, PathBuf)>,
 }
 
 impl Server {
@@ -22,7 +25,12 @@ impl Server {
         }
         let listener = TcpListener::bind(("127.0.0.1", port))
             .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e} (pick another with --port N)"))?;
-        Ok(Server { listener, folder: folder.to_path_buf() })
+        Ok(Server { listener, folder: folder.to_path_buf(), mounts: Vec::new() })
+    }
+
+    pub fn mount(mut self, prefix: &str, folder: &Path) -> Server {
+        self.mounts.push((prefix.to_string(), folder.to_path_buf()));
+        self
     }
 
     pub fn url(&self) -> String {
@@ -31,12 +39,29 @@ impl Server {
     }
 
     pub fn run_forever(self) {
+        let roots = std::sync::Arc::new(Roots { folder: self.folder, mounts: self.mounts });
         for stream in self.listener.incoming().flatten() {
-            let folder = self.folder.clone();
+            let roots = roots.clone();
             std::thread::spawn(move || {
-                let _ = handle(stream, &folder);
+                let _ = handle(stream, &roots);
             });
         }
+    }
+}
+
+struct Roots {
+    folder: PathBuf,
+    mounts: Vec<(String, PathBuf)>,
+}
+
+impl Roots {
+    fn resolve(&self, target: &str) -> Option<PathBuf> {
+        for (prefix, folder) in &self.mounts {
+            if let Some(rest) = target.strip_prefix(prefix.as_str()) {
+                return resolve(folder, rest);
+            }
+        }
+        resolve(&self.folder, target)
     }
 }
 
@@ -89,7 +114,7 @@ fn parse_range(header: &str, len: u64) -> Option<(u64, u64)> {
     (start <= end && start < len).then_some((start, end))
 }
 
-fn handle(stream: TcpStream, folder: &Path) -> std::io::Result<()> {
+fn handle(stream: TcpStream, roots: &Roots) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
     loop {
@@ -114,7 +139,7 @@ fn handle(stream: TcpStream, folder: &Path) -> std::io::Result<()> {
         }
         let mut parts = request_line.split_whitespace();
         let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
-        respond(&mut writer, folder, method, target, range.as_deref())?;
+        respond(&mut writer, roots, method, target, range.as_deref())?;
         if !keep_alive {
             return Ok(());
         }
@@ -123,7 +148,7 @@ fn handle(stream: TcpStream, folder: &Path) -> std::io::Result<()> {
 
 fn respond(
     out: &mut TcpStream,
-    folder: &Path,
+    roots: &Roots,
     method: &str,
     target: &str,
     range: Option<&str>,
@@ -134,7 +159,7 @@ fn respond(
     if method != "GET" && method != "HEAD" {
         return simple(out, "405 Method Not Allowed");
     }
-    let Some(path) = resolve(folder, target) else {
+    let Some(path) = roots.resolve(target) else {
         return simple(out, "404 Not Found");
     };
     let mut file = File::open(&path)?;

@@ -3,7 +3,9 @@ use leptos::task::spawn_local;
 use wasm_bindgen::JsValue;
 
 use crate::components::capability_panel::CapabilityPanel;
+use crate::components::model_check_panel::{ModelCheckPanel, ModelCheckState};
 use crate::components::selftest_panel::{SelftestPanel, SelftestState};
+use crate::model_check::{self, ModelCheck};
 use crate::probe::probe;
 use darkroom_gpu::selftest::{self, KernelCheck, MatmulReport};
 use darkroom_gpu::{DType, Gpu, Requirements};
@@ -12,6 +14,9 @@ use darkroom_gpu::{DType, Gpu, Requirements};
 pub fn App() -> impl IntoView {
     let (probe_result, set_probe_result) = signal(None);
     let (selftest_state, set_selftest_state) = signal(SelftestState::Waiting);
+    let fixtures = model_check::requested();
+    let (model_state, set_model_state) = signal(ModelCheckState::Running);
+    let show_model_check = fixtures.is_some();
 
     spawn_local(async move {
         let result = probe().await;
@@ -22,8 +27,15 @@ pub fn App() -> impl IntoView {
             return;
         }
         set_selftest_state.set(SelftestState::Running);
+        let gpu = match Gpu::open(&Requirements::default()).await {
+            Ok(gpu) => gpu,
+            Err(e) => {
+                set_selftest_state.set(SelftestState::Failed(e.to_string()));
+                set_model_state.set(ModelCheckState::Failed(e.to_string()));
+                return;
+            }
+        };
         let outcome = async {
-            let gpu = Gpu::open(&Requirements::default()).await?;
             let (m, k, n) = selftest::MATMUL_SHAPE;
             let matmul = selftest::matmul_check(&gpu, m, k, n, selftest::MATMUL_SEED).await?;
             let mut kernels = vec![(DType::F32, selftest::kernel_suite(&gpu, DType::F32).await?)];
@@ -40,6 +52,14 @@ pub fn App() -> impl IntoView {
             }
             Err(e) => SelftestState::Failed(e.to_string()),
         });
+        if let Some(base) = fixtures {
+            let outcome = model_check::run(&gpu, &base).await;
+            publish_model_checks(&outcome);
+            set_model_state.set(match outcome {
+                Ok(checks) => ModelCheckState::Done(checks),
+                Err(e) => ModelCheckState::Failed(e),
+            });
+        }
     });
 
     view! {
@@ -50,6 +70,9 @@ pub fn App() -> impl IntoView {
         <main>
             <CapabilityPanel probe=probe_result.into() />
             <SelftestPanel state=selftest_state.into() />
+            <Show when=move || show_model_check>
+                <ModelCheckPanel state=model_state.into() />
+            </Show>
         </main>
     }
 }
@@ -81,4 +104,28 @@ fn publish(report: &MatmulReport, kernels: &[(DType, Vec<KernelCheck>)]) {
     }
     set(&obj, "kernels", checks.into());
     set(&js_sys::global().into(), "__darkroomSelftest", obj.into());
+}
+
+/// Leaves the model checks on `window.__darkroomModelCheck` for the browser test.
+fn publish_model_checks(outcome: &Result<Vec<ModelCheck>, String>) {
+    let set = |target: &js_sys::Object, key: &str, value: JsValue| {
+        let _ = js_sys::Reflect::set(target, &JsValue::from_str(key), &value);
+    };
+    let obj = js_sys::Object::new();
+    match outcome {
+        Ok(checks) => {
+            let list = js_sys::Array::new();
+            for check in checks {
+                let entry = js_sys::Object::new();
+                set(&entry, "name", check.name.into());
+                set(&entry, "maxAbsErr", check.max_abs_err.into());
+                set(&entry, "bound", check.bound.into());
+                set(&entry, "passed", check.passed().into());
+                list.push(&entry);
+            }
+            set(&obj, "checks", list.into());
+        }
+        Err(e) => set(&obj, "error", e.as_str().into()),
+    }
+    set(&js_sys::global(), "__darkroomModelCheck", obj.into());
 }

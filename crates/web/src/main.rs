@@ -2,6 +2,7 @@
 
 mod app;
 mod components;
+mod model_check;
 mod probe;
 mod report;
 
