@@ -24,21 +24,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read> beta: array<f32>;
 
 const THREADS: u32 = 256u;
-var<workgroup> partial: array<f32, 256>;
 
-fn reduce_sum(local: u32, value: f32) -> f32 {
-    partial[local] = value;
-    workgroupBarrier();
-    for (var stride = THREADS / 2u; stride > 0u; stride = stride / 2u) {
-        if (local < stride) {
-            partial[local] += partial[local + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
+#include workgroup_reduce.wgsl
 
 @compute @workgroup_size(256, 1, 1)
 fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) local: u32) {

@@ -14,25 +14,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> y: array<act>;
 
 const THREADS: u32 = 256u;
-var<workgroup> partial: array<f32, 256>;
 
-fn reduce(local: u32, value: f32, take_max: bool) -> f32 {
-    partial[local] = value;
-    workgroupBarrier();
-    for (var stride = THREADS / 2u; stride > 0u; stride = stride / 2u) {
-        if (local < stride) {
-            if (take_max) {
-                partial[local] = max(partial[local], partial[local + stride]);
-            } else {
-                partial[local] += partial[local + stride];
-            }
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
+#include workgroup_reduce.wgsl
 
 @compute @workgroup_size(256, 1, 1)
 fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) local: u32) {
@@ -46,12 +29,12 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
     for (var e = local; e < params.row_len; e += THREADS) {
         m = max(m, f32(x[start + e]) * params.scale);
     }
-    m = reduce(local, m, true);
+    m = reduce_max(local, m);
     var sum = 0.0;
     for (var e = local; e < params.row_len; e += THREADS) {
         sum += exp(f32(x[start + e]) * params.scale - m);
     }
-    let inv = 1.0 / reduce(local, sum, false);
+    let inv = 1.0 / reduce_sum(local, sum);
     for (var e = local; e < params.row_len; e += THREADS) {
         y[start + e] = act(exp(f32(x[start + e]) * params.scale - m) * inv);
     }

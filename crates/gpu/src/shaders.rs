@@ -20,6 +20,7 @@ pub const EMBEDDING: &str = include_str!("../../../shaders/embedding.wgsl");
 pub const IMAGE: &str = include_str!("../../../shaders/image.wgsl");
 pub const NAIVE: &str = include_str!("../../../shaders/naive.wgsl");
 pub const SOFTMAX: &str = include_str!("../../../shaders/softmax.wgsl");
+pub const WORKGROUP_REDUCE: &str = include_str!("../../../shaders/workgroup_reduce.wgsl");
 pub const WEIGHT_LOAD: &str = include_str!("../../../shaders/weight_load.wgsl");
 
 /// (file name, source) of every shader.
@@ -34,10 +35,11 @@ pub const ALL: &[(&str, &str)] = &[
     ("naive.wgsl", NAIVE),
     ("softmax.wgsl", SOFTMAX),
     ("weight_load.wgsl", WEIGHT_LOAD),
+    ("workgroup_reduce.wgsl", WORKGROUP_REDUCE),
 ];
 
 /// Files that are only ever included into other shaders, never compiled alone.
-pub const PIECES: &[&str] = &["weight_load.wgsl"];
+pub const PIECES: &[&str] = &["weight_load.wgsl", "workgroup_reduce.wgsl"];
 
 /// One compilable variant: a source, the activation type and the defines switched on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -105,6 +105,28 @@ impl MidBlock {
     }
 }
 
+/// `count` resnets of a block, the first taking `first_in` channels, all giving `out`.
+fn load_resnets(
+    block: &Vb,
+    count: usize,
+    first_in: usize,
+    out: usize,
+    groups: usize,
+) -> Result<Vec<ResnetBlock2D>, ModelError> {
+    (0..count)
+        .map(|j| {
+            ResnetBlock2D::load(
+                &block.pp("resnets").pp(j),
+                if j == 0 { first_in } else { out },
+                out,
+                None,
+                groups,
+                EPS,
+            )
+        })
+        .collect()
+}
+
 /// A down or up block: resnets, then an optional resampler.
 struct Stage<S> {
     resnets: Vec<ResnetBlock2D>,
@@ -130,18 +152,7 @@ impl VaeEncoder {
         let mut prev = ch[0];
         for (i, &out) in ch.iter().enumerate() {
             let block = enc.pp("down_blocks").pp(i);
-            let resnets = (0..config.layers_per_block)
-                .map(|j| {
-                    ResnetBlock2D::load(
-                        &block.pp("resnets").pp(j),
-                        if j == 0 { prev } else { out },
-                        out,
-                        None,
-                        groups,
-                        EPS,
-                    )
-                })
-                .collect::<Result<_, _>>()?;
+            let resnets = load_resnets(&block, config.layers_per_block, prev, out, groups)?;
             let last = i + 1 == ch.len();
             let resample = if last {
                 None
@@ -215,18 +226,7 @@ impl VaeDecoder {
         let mut prev = top;
         for (i, &out) in reversed.iter().enumerate() {
             let block = dec.pp("up_blocks").pp(i);
-            let resnets = (0..=config.layers_per_block)
-                .map(|j| {
-                    ResnetBlock2D::load(
-                        &block.pp("resnets").pp(j),
-                        if j == 0 { prev } else { out },
-                        out,
-                        None,
-                        groups,
-                        EPS,
-                    )
-                })
-                .collect::<Result<_, _>>()?;
+            let resnets = load_resnets(&block, config.layers_per_block + 1, prev, out, groups)?;
             let last = i + 1 == reversed.len();
             let resample =
                 if last { None } else { Some(Upsample2D::load(&block.pp("upsamplers").pp(0), out)?) };
