@@ -71,31 +71,31 @@ impl UNet2DConditionModel {
         let attention = |vb: &Vb, width: usize, heads: usize| {
             Transformer2DModel::load(vb, width, ctx, heads, cfg.use_linear_projection, groups)
         };
+        // Resnet `j` of a block (and its transformer when the block has cross-attention).
+        let layer = |block: &Vb,
+                     j: usize,
+                     input: usize,
+                     out: usize,
+                     heads: Option<usize>|
+         -> Result<Layer, ModelError> {
+            Ok(Layer {
+                resnet: ResnetBlock2D::load(&block.pp("resnets").pp(j), input, out, Some(temb), groups, eps)?,
+                attention: match heads {
+                    Some(h) => Some(attention(&block.pp("attentions").pp(j), out, h)?),
+                    None => None,
+                },
+            })
+        };
 
         let mut down_blocks = Vec::new();
         let mut prev = ch[0];
         for (i, &out) in ch.iter().enumerate() {
             let vb = vb.pp("down_blocks").pp(i);
             let cross = has_cross_attention(&cfg.down_block_types[i]);
+            let heads = cross.then(|| cfg.heads(i));
             let layers = (0..cfg.layers_per_block)
-                .map(|j| {
-                    Ok(Layer {
-                        resnet: ResnetBlock2D::load(
-                            &vb.pp("resnets").pp(j),
-                            if j == 0 { prev } else { out },
-                            out,
-                            Some(temb),
-                            groups,
-                            eps,
-                        )?,
-                        attention: if cross {
-                            Some(attention(&vb.pp("attentions").pp(j), out, cfg.heads(i))?)
-                        } else {
-                            None
-                        },
-                    })
-                })
-                .collect::<Result<_, ModelError>>()?;
+                .map(|j| layer(&vb, j, if j == 0 { prev } else { out }, out, heads))
+                .collect::<Result<_, _>>()?;
             let last = i + 1 == ch.len();
             let downsample =
                 if last { None } else { Some(Downsample2D::load(&vb.pp("downsamplers").pp(0), out, false)?) };
@@ -119,27 +119,14 @@ impl UNet2DConditionModel {
             let block_index = ch.len() - 1 - i; // the down block this one mirrors
             let skip_in = reversed[(i + 1).min(reversed.len() - 1)];
             let cross = has_cross_attention(&cfg.up_block_types[i]);
+            let heads = cross.then(|| cfg.heads(block_index));
             let layers = (0..=cfg.layers_per_block)
                 .map(|j| {
                     let skip = if j == cfg.layers_per_block { skip_in } else { out };
                     let input = if j == 0 { prev_out } else { out };
-                    Ok(Layer {
-                        resnet: ResnetBlock2D::load(
-                            &vb.pp("resnets").pp(j),
-                            input + skip,
-                            out,
-                            Some(temb),
-                            groups,
-                            eps,
-                        )?,
-                        attention: if cross {
-                            Some(attention(&vb.pp("attentions").pp(j), out, cfg.heads(block_index))?)
-                        } else {
-                            None
-                        },
-                    })
+                    layer(&vb, j, input + skip, out, heads)
                 })
-                .collect::<Result<_, ModelError>>()?;
+                .collect::<Result<_, _>>()?;
             let last = i + 1 == reversed.len();
             let upsample = if last { None } else { Some(Upsample2D::load(&vb.pp("upsamplers").pp(0), out)?) };
             up_blocks.push(UpBlock { layers, upsample });
