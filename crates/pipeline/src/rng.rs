@@ -78,3 +78,77 @@ mod tests {
         assert_eq!(a.next_u32(), b.next_u32());
     }
 }
+
+/// `torch.Generator("cpu")`: the same seed gives the same `torch.randn` values, so the same seed
+/// gives diffusers' initial latents (and ancestral noise) — and therefore its image.
+#[derive(Clone)]
+pub struct TorchGenerator {
+    mt: Mt19937,
+    /// torch's scalar normal sampler makes values in pairs and keeps the second for next time.
+    next_normal: Option<f64>,
+}
+
+impl TorchGenerator {
+    /// `torch.Generator("cpu").manual_seed(seed)`.
+    pub fn manual_seed(seed: u64) -> Self {
+        TorchGenerator { mt: Mt19937::new(seed), next_normal: None }
+    }
+
+    /// torch's `uniform_real_distribution<float>`: 24 random bits.
+    fn uniform_f32(&mut self) -> f32 {
+        ((self.mt.next_u32() & 0x00ff_ffff) as f64 / (1u64 << 24) as f64) as f32
+    }
+
+    /// torch's `uniform_real_distribution<double>`: 53 bits of two draws (first draw high).
+    fn uniform_f64(&mut self) -> f64 {
+        let hi = self.mt.next_u32() as u64;
+        let lo = self.mt.next_u32() as u64;
+        (((hi << 32) | lo) & ((1u64 << 53) - 1)) as f64 / (1u64 << 53) as f64
+    }
+
+    /// torch's scalar `normal_distribution<double>` (Box–Muller, second value cached).
+    fn normal_f64(&mut self) -> f64 {
+        if let Some(v) = self.next_normal.take() {
+            return v;
+        }
+        let u1 = self.uniform_f64();
+        let u2 = self.uniform_f64();
+        let r = (-2.0 * (-u2).ln_1p()).sqrt();
+        let theta = 2.0 * std::f64::consts::PI * u1;
+        self.next_normal = Some(r * theta.sin());
+        r * theta.cos()
+    }
+
+    /// `torch.randn(n, generator=self)` in f32. From 16 values on torch fills uniforms first and
+    /// transforms them 16 at a time (the last 16 redrawn when n is not a multiple of 16); below
+    /// 16 it draws one scalar normal per value.
+    pub fn randn(&mut self, n: usize) -> Vec<f32> {
+        if n < 16 {
+            return (0..n).map(|_| self.normal_f64() as f32).collect();
+        }
+        let mut data: Vec<f32> = (0..n).map(|_| self.uniform_f32()).collect();
+        for start in (0..=n - 16).step_by(16) {
+            box_muller_16(&mut data[start..start + 16]);
+        }
+        if n % 16 != 0 {
+            let tail = &mut data[n - 16..];
+            for v in tail.iter_mut() {
+                *v = self.uniform_f32();
+            }
+            box_muller_16(tail);
+        }
+        data
+    }
+}
+
+/// torch's `normal_fill_16`: values j and j + 8 become a Box–Muller pair, in f32.
+fn box_muller_16(data: &mut [f32]) {
+    for j in 0..8 {
+        let u1 = 1.0 - data[j];
+        let u2 = data[j + 8];
+        let radius = (-2.0 * u1.ln()).sqrt();
+        let theta = (2.0 * std::f64::consts::PI * u2 as f64) as f32;
+        data[j] = radius * theta.cos();
+        data[j + 8] = radius * theta.sin();
+    }
+}
