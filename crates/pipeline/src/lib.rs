@@ -1,3 +1,4 @@
 //! From a prompt and settings to an image: prompts, seeds, schedulers and the denoising loop.
 
 pub mod rng;
+pub mod schedulers;

@@ -259,13 +259,13 @@ impl SafetensorsFile {
         &self.bytes[info.start as usize..info.end as usize]
     }
 
-    /// The tensor's values as f32 (from F32, F16 or BF16).
+    /// The tensor's values as f32 (from F32, F16, BF16 or F64).
     pub fn to_f32(&self, info: &TensorInfo) -> Result<Vec<f32>, SafetensorsError> {
         decode_f32(info, self.tensor_bytes(info))
     }
 }
 
-/// Floating-point tensor bytes (little-endian F32, F16 or BF16) as f32 values.
+/// Floating-point tensor bytes (little-endian F32, F16, BF16 or F64) as f32 values.
 pub fn decode_f32(info: &TensorInfo, bytes: &[u8]) -> Result<Vec<f32>, SafetensorsError> {
     Ok(match info.dtype {
         Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
@@ -275,6 +275,10 @@ pub fn decode_f32(info: &TensorInfo, bytes: &[u8]) -> Result<Vec<f32>, Safetenso
         Dtype::BF16 => {
             bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
         }
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+            .collect(),
         other => {
             return Err(SafetensorsError::BadTensor {
                 name: info.name.clone(),
