@@ -1,4 +1,5 @@
 //! From a prompt and settings to an image: prompts, seeds, schedulers and the denoising loop.
 
+pub mod prompt;
 pub mod rng;
 pub mod schedulers;
