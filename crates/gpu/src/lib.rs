@@ -18,6 +18,6 @@ pub use error::GpuError;
 pub use pool::PoolStats;
 pub use quant::{PackedWeight, WeightFormat};
 pub use tensor::{DType, Tensor};
-pub use tolerance::{compare, relative_rms_error, Comparison, Tolerance};
+pub use tolerance::{compare, max_abs_diff, relative_rms_error, Comparison, Tolerance};
 pub use weight::Weight;
 pub use wgpu;

@@ -56,6 +56,21 @@ pub fn relative_rms_error(actual: &[f32], expected: &[f32]) -> f32 {
     }
 }
 
+/// The largest absolute difference; infinite when the lengths differ or a value is NaN, so a
+/// broken output can never look close.
+pub fn max_abs_diff(actual: &[f32], expected: &[f32]) -> f32 {
+    if actual.len() != expected.len() {
+        return f32::INFINITY;
+    }
+    actual.iter().zip(expected).map(|(a, b)| (a - b).abs()).fold(0.0, |m, d| {
+        if d.is_nan() {
+            f32::INFINITY
+        } else {
+            m.max(d)
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,18 +3,17 @@
 
 use std::path::{Path, PathBuf};
 
-use darkroom_gpu::{relative_rms_error, DType, Gpu, Requirements};
+use darkroom_gpu::{max_abs_diff, relative_rms_error, DType, Gpu};
 use darkroom_models::clip::ClipTextModel;
 use darkroom_models::config::ClipTextConfig;
 use darkroom_models::{QuantPolicy, WeightStore};
 use darkroom_weights::SafetensorsFile;
 
+mod common;
+use common::gpu;
+
 fn dir(variant: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/clip").join(variant)
-}
-
-fn gpu() -> Gpu {
-    pollster::block_on(Gpu::open(&Requirements::default())).expect("a Vulkan adapter (lavapipe in CI)")
 }
 
 struct Reference {
@@ -48,11 +47,6 @@ fn run(gpu: &Gpu, variant: &str, dtype: DType, policy: QuantPolicy) -> (Vec<f32>
     let out = model.forward(gpu, &r.ids, 77).unwrap();
     assert_eq!(out.shape(), &[r.ids.len() / 77, 77, config.hidden_size]);
     (pollster::block_on(out.read_f32(gpu)).unwrap(), r)
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 #[test]

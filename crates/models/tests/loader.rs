@@ -1,7 +1,10 @@
 //! Weight loading errors name the key and say what is wrong.
 
-use darkroom_gpu::{DType, Gpu, Requirements};
+use darkroom_gpu::DType;
 use darkroom_models::{ModelError, QuantPolicy, WeightStore};
+
+mod common;
+use common::gpu;
 
 /// A safetensors file of f32 tensors, written by hand.
 fn file(tensors: &[(&str, &[usize])]) -> Vec<u8> {
@@ -24,7 +27,7 @@ fn file(tensors: &[(&str, &[usize])]) -> Vec<u8> {
 
 #[test]
 fn missing_misshaped_and_unused_tensors_are_named() {
-    let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
+    let gpu = gpu();
     let store =
         WeightStore::from_bytes(file(&[("block.proj.weight", &[4, 3]), ("block.extra", &[2])])).unwrap();
     let vb = store.root(&gpu, DType::F32, QuantPolicy::F32).pp("block");

@@ -3,18 +3,15 @@
 
 use std::path::{Path, PathBuf};
 
-use darkroom_gpu::{relative_rms_error, DType, Gpu, Requirements, Tensor};
+use darkroom_gpu::{max_abs_diff, relative_rms_error, DType, Gpu, Tensor};
 
 mod common;
+use common::gpu;
 use darkroom_models::taesd::{TaesdConfig, TaesdDecoder, TaesdEncoder};
 use darkroom_models::{QuantPolicy, WeightStore};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn gpu() -> Gpu {
-    pollster::block_on(Gpu::open(&Requirements::default())).expect("a Vulkan adapter (lavapipe in CI)")
 }
 
 /// RGB in [0, 1], planar [3, H, W], cropped to `(x, y, w, h)`.
@@ -118,11 +115,6 @@ fn reference() -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     .unwrap();
     let get = |name: &str| file.to_f32(file.header.get(name).unwrap()).unwrap();
     (get("image"), get("latents"), get("decoded"))
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 #[test]

@@ -3,18 +3,17 @@
 
 use std::path::{Path, PathBuf};
 
-use darkroom_gpu::{relative_rms_error, DType, Gpu, Requirements, Tensor};
+use darkroom_gpu::{max_abs_diff, relative_rms_error, DType, Gpu, Tensor};
 use darkroom_models::config::UNet2DConditionConfig;
 use darkroom_models::unet::UNet2DConditionModel;
 use darkroom_models::{QuantPolicy, WeightStore};
 use darkroom_weights::SafetensorsFile;
 
+mod common;
+use common::gpu;
+
 fn dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/sd").join(name)
-}
-
-fn gpu() -> Gpu {
-    pollster::block_on(Gpu::open(&Requirements::default())).expect("a Vulkan adapter (lavapipe in CI)")
 }
 
 fn reference(name: &str, tensor: &str) -> (Vec<f32>, Vec<usize>) {
@@ -44,11 +43,6 @@ fn run(gpu: &Gpu, name: &str, dtype: DType, policy: QuantPolicy) -> Vec<f32> {
         .unwrap();
     assert_eq!(out.shape(), &[sample_shape[0], 4, sample_shape[2], sample_shape[3]]);
     pollster::block_on(out.read_f32(gpu)).unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 #[test]

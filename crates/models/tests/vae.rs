@@ -2,17 +2,16 @@
 
 use std::path::{Path, PathBuf};
 
-use darkroom_gpu::{relative_rms_error, DType, Gpu, Requirements, Tensor};
+use darkroom_gpu::{max_abs_diff, relative_rms_error, DType, Gpu, Tensor};
 use darkroom_models::vae::{AutoencoderKLConfig, VaeDecoder, VaeEncoder};
 use darkroom_models::{QuantPolicy, WeightStore};
 use darkroom_weights::SafetensorsFile;
 
+mod common;
+use common::gpu;
+
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/sd/vae")
-}
-
-fn gpu() -> Gpu {
-    pollster::block_on(Gpu::open(&Requirements::default())).expect("a Vulkan adapter (lavapipe in CI)")
 }
 
 fn reference(name: &str) -> (Vec<f32>, Vec<usize>) {
@@ -20,11 +19,6 @@ fn reference(name: &str) -> (Vec<f32>, Vec<usize>) {
         SafetensorsFile::from_bytes(std::fs::read(dir().join("reference.safetensors")).unwrap()).unwrap();
     let info = file.header.get(name).unwrap();
     (file.to_f32(info).unwrap(), info.shape.iter().map(|&d| d as usize).collect())
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 /// (moments from encoding the reference image, pixels from decoding the reference latents)

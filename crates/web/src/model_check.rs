@@ -3,7 +3,7 @@
 //! under the browser's WebGPU. Opened as `?check=models&fixtures=<url of tests/fixtures/>`; the
 //! browser test serves the fixtures, the shipped app never fetches them.
 
-use darkroom_gpu::{DType, Gpu, Tensor};
+use darkroom_gpu::{max_abs_diff, DType, Gpu, Tensor};
 use darkroom_models::clip::ClipTextModel;
 use darkroom_models::config::{ClipTextConfig, UNet2DConditionConfig};
 use darkroom_models::taesd::{TaesdConfig, TaesdDecoder, TaesdEncoder};
@@ -51,16 +51,6 @@ fn tensor(file: &SafetensorsFile, name: &str) -> Result<(Vec<f32>, Vec<usize>), 
     let info = file.header.get(name).ok_or(format!("reference has no `{name}`"))?;
     let values = file.to_f32(info).map_err(|e| e.to_string())?;
     Ok((values, info.shape.iter().map(|&d| d as usize).collect()))
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    if a.len() != b.len() {
-        return f32::INFINITY;
-    }
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) })
 }
 
 async fn text(url: &str) -> Result<String, String> {

@@ -80,6 +80,26 @@ pub(crate) fn grid(gpu: &Gpu, n: usize) -> Result<([u32; 3], u32), GpuError> {
     Ok(([x as u32, y as u32, 1], stride))
 }
 
+/// Binds `params` at 0, the first input at 1, `out` at 2 and further inputs from 3 on — the
+/// layout of every one-invocation-per-element shader (elementwise, layout, naive) — and
+/// records the dispatch.
+pub(crate) fn dispatch_map<P: bytemuck::Pod>(
+    gpu: &Gpu,
+    variant: &Variant,
+    params: &P,
+    inputs: &[&Tensor],
+    out: &Tensor,
+    groups: [u32; 3],
+) -> Result<(), GpuError> {
+    let pipeline = gpu.pipeline(variant)?;
+    let uniform = gpu.uniform(params);
+    let mut bindings = vec![(0, uniform.as_entire_binding()), (2, out.binding())];
+    for (i, t) in inputs.iter().enumerate() {
+        bindings.push((if i == 0 { 1 } else { 2 + i as u32 }, t.binding()));
+    }
+    gpu.dispatch(&pipeline, &bindings, groups)
+}
+
 fn run(
     gpu: &Gpu,
     define: &'static str,
@@ -107,13 +127,8 @@ fn run(
         beta,
         _pad: [0; 2],
     };
-    let pipeline = gpu.pipeline(&Variant::new(FILE, x.dtype(), &[define]))?;
-    let uniform = gpu.uniform(&params);
-    let mut bindings = vec![(0, uniform.as_entire_binding()), (1, x.binding()), (2, out.binding())];
-    if let Some(b) = b {
-        bindings.push((3, b.binding()));
-    }
-    gpu.dispatch(&pipeline, &bindings, groups)?;
+    let inputs: Vec<&Tensor> = std::iter::once(x).chain(b).collect();
+    dispatch_map(gpu, &Variant::new(FILE, x.dtype(), &[define]), &params, &inputs, &out, groups)?;
     Ok(out)
 }
 

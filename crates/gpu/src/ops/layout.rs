@@ -2,7 +2,7 @@
 
 use crate::device::Gpu;
 use crate::error::GpuError;
-use crate::ops::elementwise::grid;
+use crate::ops::elementwise::{dispatch_map, grid};
 use crate::shaders::Variant;
 use crate::tensor::{DType, Tensor};
 
@@ -49,13 +49,8 @@ fn run(
             .map_err(|_| GpuError::Shape { op: define_op(define), detail: format!("{v} exceeds 32 bits") })
     };
     let params = Params { n: to_u32(out.len())?, a_len: to_u32(a_len)?, b_len: to_u32(b_len)?, row_stride };
-    let pipeline = gpu.pipeline(&Variant::new(FILE, x.dtype(), &[define]))?;
-    let uniform = gpu.uniform(&params);
-    let mut bindings = vec![(0, uniform.as_entire_binding()), (1, x.binding()), (2, out.binding())];
-    if let Some(b) = b {
-        bindings.push((3, b.binding()));
-    }
-    gpu.dispatch(&pipeline, &bindings, groups)?;
+    let inputs: Vec<&Tensor> = std::iter::once(x).chain(b).collect();
+    dispatch_map(gpu, &Variant::new(FILE, x.dtype(), &[define]), &params, &inputs, &out, groups)?;
     Ok(out)
 }
 

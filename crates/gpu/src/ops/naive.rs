@@ -3,7 +3,7 @@
 
 use crate::device::Gpu;
 use crate::error::GpuError;
-use crate::ops::elementwise::grid;
+use crate::ops::elementwise::{dispatch_map, grid};
 use crate::shaders::Variant;
 use crate::tensor::{DType, Tensor};
 
@@ -50,13 +50,7 @@ fn run(
 ) -> Result<(), GpuError> {
     let (groups, row_stride) = grid(gpu, out.len().max(1))?;
     params.row_stride = row_stride;
-    let pipeline = gpu.pipeline(&Variant::new(FILE, DType::F32, &[define]))?;
-    let uniform = gpu.uniform(&params);
-    let mut bindings = vec![(0, uniform.as_entire_binding()), (1, inputs[0].binding()), (2, out.binding())];
-    for (i, t) in inputs[1..].iter().enumerate() {
-        bindings.push((3 + i as u32, t.binding()));
-    }
-    gpu.dispatch(&pipeline, &bindings, groups)
+    dispatch_map(gpu, &Variant::new(FILE, DType::F32, &[define]), &params, inputs, out, groups)
 }
 
 /// `x` [M, K] · `w`ᵀ with `w` [N, K] → [M, N].

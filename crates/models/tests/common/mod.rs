@@ -2,6 +2,14 @@
 
 use std::path::Path;
 
+use darkroom_gpu::{Gpu, Requirements};
+
+pub fn gpu() -> Gpu {
+    pollster::block_on(Gpu::open(&Requirements::default())).expect("a Vulkan adapter (lavapipe in CI)")
+}
+
+// Each test binary includes this module and uses only part of it.
+#[allow(dead_code)]
 /// Writes planar RGB in [0, 1] as a PNG under target/test-output/, to look at.
 pub fn save_png(name: &str, planar: &[f32], w: usize, h: usize) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-output");
