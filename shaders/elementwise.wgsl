@@ -6,6 +6,7 @@
 // Binary (a, b → y, a's shape): ADD, MUL; b broadcasts as b[(i / inner) % b_len]
 // GEGLU: x [.., 2D] → x[.., :D] * gelu(x[.., D:]), `inner` = D
 // CFG: x [2, S] (unconditional first) → u + alpha * (c - u), `inner` = S
+// LINCOMB: x, b, c → alpha * x + beta * b + gamma * c (a sampler's update), all one shape
 
 struct Params {
     n: u32,
@@ -14,7 +15,7 @@ struct Params {
     row_stride: u32,
     alpha: f32,
     beta: f32,
-    _pad0: u32,
+    gamma: f32,
     _pad1: u32,
 }
 
@@ -26,6 +27,10 @@ struct Params {
 #endif
 #if MUL
 @group(0) @binding(3) var<storage, read> b: array<act>;
+#endif
+#if LINCOMB
+@group(0) @binding(3) var<storage, read> b: array<act>;
+@group(0) @binding(4) var<storage, read> c: array<act>;
 #endif
 
 // erf by Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), odd-extended.
@@ -88,5 +93,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let u = f32(x[i]);
     let c = f32(x[params.inner + i]);
     y[i] = act(u + params.alpha * (c - u));
+#endif
+#if LINCOMB
+    y[i] = act(params.alpha * f32(x[i]) + params.beta * f32(b[i]) + params.gamma * f32(c[i]));
 #endif
 }

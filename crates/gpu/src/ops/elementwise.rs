@@ -17,7 +17,8 @@ struct Params {
     row_stride: u32,
     alpha: f32,
     beta: f32,
-    _pad: [u32; 2],
+    gamma: f32,
+    _pad: u32,
 }
 
 /// Activations and other one-input maps.
@@ -56,8 +57,19 @@ impl Unary {
     }
 }
 
-const ALL_DEFINES: [&str; 10] =
-    ["SILU", "GELU", "QUICK_GELU", "RELU", "TANH_CLAMP", "SCALE_SHIFT", "ADD", "MUL", "GEGLU", "CFG"];
+const ALL_DEFINES: [&str; 11] = [
+    "SILU",
+    "GELU",
+    "QUICK_GELU",
+    "RELU",
+    "TANH_CLAMP",
+    "SCALE_SHIFT",
+    "ADD",
+    "MUL",
+    "GEGLU",
+    "CFG",
+    "LINCOMB",
+];
 
 pub(crate) fn variants() -> Vec<Variant> {
     [DType::F32, DType::F16]
@@ -125,7 +137,8 @@ fn run(
         row_stride,
         alpha,
         beta,
-        _pad: [0; 2],
+        gamma: 0.0,
+        _pad: 0,
     };
     let inputs: Vec<&Tensor> = std::iter::once(x).chain(b).collect();
     dispatch_map(gpu, &Variant::new(FILE, x.dtype(), &[define]), &params, &inputs, &out, groups)?;
@@ -205,6 +218,43 @@ pub fn cfg_combine(gpu: &Gpu, x: &Tensor, scale: f32) -> Result<Tensor, GpuError
     shape.extend_from_slice(rest);
     let half = shape.iter().product();
     run(gpu, "CFG", x, None, &shape, half, 1, (scale, 0.0))
+}
+
+/// `Σ cᵢ · xᵢ` over one to three tensors of one shape and dtype, computed in f32: the samplers'
+/// updates (x + (σ' − σ)·ε, DPM++'s three-term step, mask blending …) in one pass.
+pub fn lincomb(gpu: &Gpu, terms: &[(f32, &Tensor)]) -> Result<Tensor, GpuError> {
+    let (&(_, first), rest) = terms.split_first().ok_or_else(|| error("lincomb", "no terms".into()))?;
+    if rest.len() > 2 {
+        return Err(error("lincomb", format!("at most 3 terms, got {}", terms.len())));
+    }
+    if let Some((_, t)) = rest.iter().find(|(_, t)| t.shape() != first.shape() || t.dtype() != first.dtype())
+    {
+        return Err(error(
+            "lincomb",
+            format!("{:?} {:?} and {:?} {:?} differ", first.shape(), first.dtype(), t.shape(), t.dtype()),
+        ));
+    }
+    let coefficient = |i: usize| terms.get(i).map_or(0.0, |t| t.0);
+    let operand = |i: usize| terms.get(i).map_or(first, |t| t.1);
+    let out = Tensor::empty(gpu, first.shape(), first.dtype());
+    let n = out.len();
+    if n == 0 {
+        return Ok(out);
+    }
+    let (groups, row_stride) = grid(gpu, n)?;
+    let params = Params {
+        n: u32::try_from(n).map_err(|_| error("lincomb", format!("{n} elements exceed 32 bits")))?,
+        inner: 1,
+        b_len: 1,
+        row_stride,
+        alpha: coefficient(0),
+        beta: coefficient(1),
+        gamma: coefficient(2),
+        _pad: 0,
+    };
+    let variant = Variant::new(FILE, first.dtype(), &["LINCOMB"]);
+    dispatch_map(gpu, &variant, &params, &[first, operand(1), operand(2)], &out, groups)?;
+    Ok(out)
 }
 
 #[cfg(test)]

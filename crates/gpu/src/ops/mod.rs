@@ -12,7 +12,7 @@ pub mod norm;
 
 pub use attention::{attention, softmax};
 pub use conv::{conv2d, conv2d_fused, Conv2d, Padding};
-pub use elementwise::{add, cfg_combine, geglu, mul, unary, Unary};
+pub use elementwise::{add, cfg_combine, geglu, lincomb, mul, unary, Unary};
 pub use embedding::{embed_tokens, timestep_embedding};
 pub use image::{ColorMap, Rgba8Image};
 pub use layout::{concat, transpose, upsample2x};

@@ -96,6 +96,32 @@ fn geglu_and_cfg_match_cpu() {
 }
 
 #[test]
+fn lincomb_matches_cpu_for_one_to_three_terms() {
+    let gpu = gpu();
+    for dtype in DTYPES {
+        let mut rng = TestRng::new(17);
+        let shape = [2, 4, 6, 5];
+        let n: usize = shape.iter().product();
+        let data: Vec<Vec<f32>> = (0..3).map(|_| as_stored(&rng.vec(n), dtype)).collect();
+        let tensors: Vec<_> = data.iter().map(|d| upload(&gpu, &shape, d, dtype)).collect();
+        let coefficients = [1.25f32, -0.75, 3.5];
+        for terms in 1..=3 {
+            let args: Vec<(f32, &darkroom_gpu::Tensor)> =
+                (0..terms).map(|i| (coefficients[i], &tensors[i])).collect();
+            let got = read(&gpu, &ops::lincomb(&gpu, &args).unwrap());
+            let want: Vec<f32> =
+                (0..n).map(|j| (0..terms).map(|i| coefficients[i] * data[i][j]).sum()).collect();
+            let t = Tolerance { abs: tol(dtype).abs * 4.0, rel: tol(dtype).rel };
+            assert_close(&got, &want, t, &format!("lincomb of {terms} {dtype:?}"));
+        }
+        let other = upload(&gpu, &[n], &data[0], dtype);
+        assert!(ops::lincomb(&gpu, &[(1.0, &tensors[0]), (1.0, &other)]).is_err());
+        assert!(ops::lincomb(&gpu, &[]).is_err());
+    }
+    assert_covers(&gpu, "elementwise.wgsl", &["LINCOMB"], &[]);
+}
+
+#[test]
 fn large_tensors_use_the_second_dispatch_dimension() {
     // 17M elements: more than 65535 workgroups of 256 in one dimension.
     let gpu = gpu();
