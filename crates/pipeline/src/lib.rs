@@ -4,3 +4,4 @@ pub mod metadata;
 pub mod prompt;
 pub mod rng;
 pub mod schedulers;
+pub mod tokenizer;
