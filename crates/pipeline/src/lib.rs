@@ -1,7 +1,34 @@
 //! From a prompt and settings to an image: prompts, seeds, schedulers and the denoising loop.
 
+pub mod generate;
 pub mod metadata;
+pub mod model;
 pub mod prompt;
 pub mod rng;
 pub mod schedulers;
+pub mod text;
 pub mod tokenizer;
+
+pub use generate::{generate, Generated, Image, Progress, Request, Stage};
+pub use model::{Folder, ModelFiles, Precision, StableDiffusion};
+pub use schedulers::Sampler;
+
+/// Everything that can stop a generation. `Input` is the caller's to fix (bad size, flag,
+/// image); `Files` a model folder's problem.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("{0}")]
+    Input(String),
+    #[error("model files: {0}")]
+    Files(String),
+    #[error(transparent)]
+    Model(#[from] darkroom_models::ModelError),
+    #[error(transparent)]
+    Gpu(#[from] darkroom_gpu::GpuError),
+    #[error(transparent)]
+    Tokenizer(#[from] tokenizer::TokenizerError),
+    #[error(transparent)]
+    Metadata(#[from] metadata::MetadataError),
+    #[error("cancelled")]
+    Cancelled,
+}

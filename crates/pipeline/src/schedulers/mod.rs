@@ -6,6 +6,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+mod step;
+pub use step::{Denoiser, Prediction};
+
 /// The training noise schedule (`scheduler_config.json`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NoiseScheduleConfig {
@@ -15,6 +18,10 @@ pub struct NoiseScheduleConfig {
     pub beta_schedule: String,
     pub num_train_timesteps: usize,
     pub steps_offset: usize,
+    /// What the model predicts: the noise (SD 1.x, SD 2.x base) or v (SD 2.x 768).
+    pub prediction: Prediction,
+    /// DDIM/LCM's ᾱ after the last step: 1, or ᾱ₀ (SD's configs say false: ᾱ₀).
+    pub set_alpha_to_one: bool,
 }
 
 impl NoiseScheduleConfig {
@@ -26,7 +33,46 @@ impl NoiseScheduleConfig {
             beta_schedule: "scaled_linear".into(),
             num_train_timesteps: 1000,
             steps_offset: 1,
+            prediction: Prediction::Epsilon,
+            set_alpha_to_one: false,
         }
+    }
+
+    /// From a diffusers `scheduler/scheduler_config.json` (any scheduler class: the training
+    /// schedule is what matters; absent keys take SD's values).
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("scheduler_config.json: {e}"))?;
+        let sd = NoiseScheduleConfig::sd();
+        let f = |k: &str, d: f64| v.get(k).and_then(|x| x.as_f64()).unwrap_or(d);
+        let u = |k: &str, d: usize| v.get(k).and_then(|x| x.as_u64()).map_or(d, |x| x as usize);
+        let beta_schedule = v.get("beta_schedule").and_then(|x| x.as_str()).unwrap_or("scaled_linear");
+        if !matches!(beta_schedule, "scaled_linear" | "linear") {
+            return Err(format!("scheduler_config.json: beta_schedule {beta_schedule:?} is not supported"));
+        }
+        if v.get("trained_betas").is_some_and(|x| !x.is_null()) {
+            return Err("scheduler_config.json: trained_betas are not supported".into());
+        }
+        let prediction = match v.get("prediction_type").and_then(|x| x.as_str()).unwrap_or("epsilon") {
+            "epsilon" => Prediction::Epsilon,
+            "v_prediction" => Prediction::V,
+            other => {
+                return Err(format!("scheduler_config.json: prediction_type {other:?} is not supported"))
+            }
+        };
+        let config = NoiseScheduleConfig {
+            beta_start: f("beta_start", sd.beta_start),
+            beta_end: f("beta_end", sd.beta_end),
+            beta_schedule: beta_schedule.into(),
+            num_train_timesteps: u("num_train_timesteps", sd.num_train_timesteps),
+            steps_offset: u("steps_offset", 0),
+            prediction,
+            set_alpha_to_one: v.get("set_alpha_to_one").and_then(|x| x.as_bool()).unwrap_or(false),
+        };
+        if config.num_train_timesteps < 2 {
+            return Err("scheduler_config.json: num_train_timesteps must be at least 2".into());
+        }
+        Ok(config)
     }
 
     /// ᾱ_t for t = 0 … T-1 as torch computes them: betas in f32, their cumulative product

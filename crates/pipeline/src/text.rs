@@ -1,0 +1,141 @@
+//! Prompts → the UNet's context, A1111's way: the prompt's attention syntax is parsed, tokens
+//! are packed into chunks of 75 (a `BREAK` starts a new one), each chunk is encoded as
+//! `[start, 75 tokens, end]` padded to 77, the chunks' embeddings are concatenated, and
+//! weighted tokens scale their embeddings with the chunk's mean restored (A1111's "original"
+//! emphasis). A prompt of at most 75 tokens without weights gives exactly diffusers' embeddings.
+
+use darkroom_gpu::{ops, Gpu, Tensor};
+use darkroom_models::clip::ClipTextModel;
+
+use crate::prompt::{self, Piece};
+use crate::tokenizer::ClipTokenizer;
+use crate::PipelineError;
+
+/// Tokens per chunk between the start and end tokens.
+pub const CHUNK: usize = 75;
+/// The encoder's window: start + 75 + end.
+pub const WINDOW: usize = CHUNK + 2;
+
+/// One 77-token window and each position's weight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    pub ids: Vec<u32>,
+    pub weights: Vec<f32>,
+}
+
+/// A prompt's chunks (at least one: an empty prompt is one chunk of start, end and padding).
+pub fn chunks(tokenizer: &ClipTokenizer, text: &str) -> Result<Vec<Chunk>, PipelineError> {
+    let mut runs: Vec<Vec<(u32, f32)>> = vec![Vec::new()];
+    for piece in prompt::parse(text) {
+        match piece {
+            Piece::Break => runs.push(Vec::new()),
+            Piece::Text(t, weight) => {
+                for id in tokenizer.encode(&t)? {
+                    let current = runs.last_mut().expect("never empty");
+                    if current.len() == CHUNK {
+                        runs.push(Vec::new());
+                    }
+                    runs.last_mut().expect("never empty").push((id, weight as f32));
+                }
+            }
+        }
+    }
+    Ok(runs
+        .into_iter()
+        .map(|run| {
+            let mut ids = vec![tokenizer.bos];
+            let mut weights = vec![1.0];
+            for (id, w) in run {
+                ids.push(id);
+                weights.push(w);
+            }
+            ids.push(tokenizer.eos);
+            weights.push(1.0);
+            ids.resize(WINDOW, tokenizer.pad);
+            weights.resize(WINDOW, 1.0);
+            Chunk { ids, weights }
+        })
+        .collect())
+}
+
+/// Encodes the negative and positive prompts for `batch` images: the context
+/// [2·batch, 77·k, D] (negatives first, as the CFG pass wants) or, with `with_negative` false,
+/// [batch, 77·k, D] of the positive prompt alone. The shorter prompt is padded with empty
+/// chunks so both have k.
+pub async fn encode(
+    gpu: &Gpu,
+    tokenizer: &ClipTokenizer,
+    clip: &ClipTextModel,
+    prompt: &str,
+    negative: &str,
+    batch: usize,
+    with_negative: bool,
+) -> Result<Tensor, PipelineError> {
+    let mut positive = chunks(tokenizer, prompt)?;
+    let mut groups = Vec::new();
+    if with_negative {
+        let mut negative = chunks(tokenizer, negative)?;
+        let k = positive.len().max(negative.len());
+        let empty = chunks(tokenizer, "")?.remove(0);
+        positive.resize(k, empty.clone());
+        negative.resize(k, empty);
+        groups.extend(std::iter::repeat_n(&negative, batch).cloned());
+    }
+    let k = positive.len();
+    groups.extend(std::iter::repeat_n(&positive, batch).cloned());
+    let rows: Vec<&Chunk> = groups.iter().flatten().collect();
+    // Every row of a batch and guidance half repeats one of two prompts: encode each distinct
+    // window once.
+    let mut distinct: Vec<&Chunk> = Vec::new();
+    let index: Vec<usize> = rows
+        .iter()
+        .map(|c| {
+            distinct.iter().position(|d| d.ids == c.ids).unwrap_or_else(|| {
+                distinct.push(c);
+                distinct.len() - 1
+            })
+        })
+        .collect();
+    let ids: Vec<u32> = distinct.iter().flat_map(|c| c.ids.iter().copied()).collect();
+    let encoded = clip.forward(gpu, &ids, WINDOW)?; // [distinct, 77, D]
+    let d = *encoded.shape().last().expect("3-D");
+    let dtype = encoded.dtype();
+    let weighted = distinct.iter().any(|c| c.weights.iter().any(|&w| w != 1.0));
+    let trivial_order = index.iter().enumerate().all(|(i, &j)| i == j);
+    if !weighted && trivial_order {
+        return Ok(encoded.reshape(&[groups.len(), k * WINDOW, d])?);
+    }
+    // Weights or repeated rows: assemble on the CPU (a few hundred KB, once per generation).
+    let values = encoded.read_f32(gpu).await?;
+    let per = WINDOW * d;
+    let mut out = Vec::with_capacity(rows.len() * per);
+    for &j in &index {
+        let z = &values[j * per..(j + 1) * per];
+        out.extend(emphasize(z, &distinct[j].weights, d));
+    }
+    let context = Tensor::from_f32(gpu, &[groups.len(), k * WINDOW, d], &out, dtype)?;
+    Ok(context)
+}
+
+/// A1111's "original" emphasis: each token's embedding times its weight, then the whole
+/// window rescaled so its mean is what it was.
+fn emphasize(z: &[f32], weights: &[f32], d: usize) -> Vec<f32> {
+    if weights.iter().all(|&w| w == 1.0) {
+        return z.to_vec();
+    }
+    let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+    let before = mean(z);
+    let scaled: Vec<f32> = z.iter().enumerate().map(|(i, &x)| x * weights[i / d]).collect();
+    let after = mean(&scaled);
+    let ratio = if after != 0.0 { (before / after) as f32 } else { 1.0 };
+    scaled.into_iter().map(|x| x * ratio).collect()
+}
+
+/// Repeats `x` [1, …] `n` times along the batch dimension (for shared conditioning inputs).
+pub fn repeat_batch(gpu: &Gpu, x: &Tensor, n: usize) -> Result<Tensor, darkroom_gpu::GpuError> {
+    let mut out = x.clone();
+    for _ in 1..n {
+        out = ops::concat(gpu, &out, x, 0)?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,112 @@
+//! Whole pipelines against diffusers: every sampler, with and without CFG, a negative prompt,
+//! batch 2, v-prediction, img2img and inpainting with 4- and 9-channel UNets, on the tiny
+//! models of tests/fixtures/tiny-sd*, to diffusers' images (tests/fixtures/pipeline, from
+//! tests/reference/pipeline_reference.py) within 2/255 per pixel.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use darkroom_gpu::{Gpu, Requirements, Tensor};
+use darkroom_pipeline::{generate, Folder, Image, Precision, Request, StableDiffusion, Stage};
+use darkroom_weights::SafetensorsFile;
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn png(name: &str) -> Image {
+    Image::from_png(&std::fs::read(fixtures().join("pipeline").join(name)).unwrap()).unwrap()
+}
+
+fn request(case: &Value) -> Request {
+    let s = |k: &str| case[k].as_str().unwrap().to_string();
+    let n = |k: &str| case[k].as_f64().unwrap();
+    let mode = s("mode");
+    Request {
+        prompt: s("prompt"),
+        negative_prompt: s("negative"),
+        seed: n("seed") as u64,
+        steps: n("steps") as usize,
+        sampler: s("sampler").parse().unwrap(),
+        cfg_scale: n("cfg") as f32,
+        width: n("width") as usize,
+        height: n("height") as usize,
+        batch: n("batch") as usize,
+        init_image: (mode != "txt2img").then(|| png("init.png")),
+        strength: case["strength"].as_f64().unwrap_or(1.0),
+        mask: (mode == "inpaint").then(|| png("mask.png")),
+    }
+}
+
+/// Runs a request, returning the images and the final latents.
+fn run(gpu: &Gpu, model: &StableDiffusion, request: &Request) -> (Vec<Image>, Vec<f32>) {
+    let last: RefCell<Option<Tensor>> = RefCell::new(None);
+    let mut steps = Vec::new();
+    let mut progress = |p: &darkroom_pipeline::Progress| {
+        if p.stage == Stage::Denoising {
+            steps.push((p.step, p.total));
+            *last.borrow_mut() = p.latents.cloned();
+        }
+        true
+    };
+    let out = pollster::block_on(generate(gpu, model, request, &mut progress)).unwrap();
+    let total = steps.last().unwrap().1;
+    assert_eq!(steps, (0..=total).map(|s| (s, total)).collect::<Vec<_>>(), "progress reports every step");
+    let latents = pollster::block_on(last.into_inner().unwrap().read_f32(gpu)).unwrap();
+    (out.into_iter().map(|g| g.image).collect(), latents)
+}
+
+#[test]
+fn images_match_diffusers_for_every_sampler_and_mode() {
+    let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
+    let reference = SafetensorsFile::from_bytes(
+        std::fs::read(fixtures().join("pipeline/reference.safetensors")).unwrap(),
+    )
+    .unwrap();
+    let want = |key: &str| {
+        let info = reference.header.tensors.iter().find(|t| t.name == key).unwrap();
+        reference.to_f32(info).unwrap()
+    };
+    let cases: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("pipeline/cases.json")).unwrap())
+            .unwrap();
+    let mut models: HashMap<String, StableDiffusion> = HashMap::new();
+    let mut failures = Vec::new();
+    let mut seen_samplers = std::collections::BTreeSet::new();
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let folder = case["folder"].as_str().unwrap().to_string();
+        let model = models.entry(folder.clone()).or_insert_with(|| {
+            StableDiffusion::load(&gpu, &Folder(fixtures().join(&folder)), &folder, Precision::F32).unwrap()
+        });
+        let request = request(case);
+        seen_samplers.insert(request.sampler.id());
+        let (images, latents) = run(&gpu, model, &request);
+
+        let want_latents = want(&format!("{name}/latents"));
+        let rel = darkroom_gpu::relative_rms_error(&latents, &want_latents);
+
+        let want_image = want(&format!("{name}/image")); // [B, H, W, 3] in 0..1
+        let (w, h) = (request.width, request.height);
+        let mut worst = 0.0f32;
+        for (b, image) in images.iter().enumerate() {
+            for y in 0..h {
+                for x in 0..w {
+                    for c in 0..3 {
+                        let got = image.rgba[(y * w + x) * 4 + c] as f32;
+                        let reference = want_image[((b * h + y) * w + x) * 3 + c] * 255.0;
+                        worst = worst.max((got - reference).abs());
+                    }
+                }
+            }
+        }
+        println!("{name:28} latents rel. RMS {rel:.2e}, worst pixel {worst:.2}/255");
+        if worst > 2.0 || rel > 1e-4 {
+            failures.push(format!("{name}: worst pixel {worst:.2}/255, latents rel. RMS {rel:.2e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(seen_samplers.len(), darkroom_pipeline::Sampler::ALL.len(), "every sampler is tested");
+}
