@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 mod bench;
+mod generate;
 
 use clap::{Parser, Subcommand};
 use darkroom_gpu::{selftest, Gpu, Requirements};
@@ -16,6 +17,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Make images: txt2img, img2img (--init) and inpainting (--init --mask) to PNGs with A1111
+    /// metadata.
+    Generate(Box<generate::GenerateArgs>),
+    /// Print the generation parameters stored in a PNG (A1111's `parameters` chunk).
+    Params {
+        /// A PNG written by Darkroom, A1111, or anything that writes that chunk.
+        png: std::path::PathBuf,
+    },
     /// Show the GPU adapter darkroom would use and what it can do.
     Info,
     /// Run a matmul kernel on the GPU and check it against the CPU.
@@ -56,8 +65,35 @@ fn parse_shape(s: &str) -> Result<(usize, usize, usize), String> {
     }
 }
 
+fn params(path: &std::path::Path) -> ExitCode {
+    use darkroom_pipeline::metadata::{read_parameters, GenerationParams};
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    match read_parameters(&bytes) {
+        Ok(text) => {
+            println!("{text}");
+            if let Err(e) = GenerationParams::parse_infotext(&text) {
+                eprintln!("note: {e}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", path.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Params { png } = &cli.command {
+        return params(png);
+    }
     let gpu = match pollster::block_on(Gpu::open(&Requirements::default())) {
         Ok(gpu) => gpu,
         Err(e) => {
@@ -66,6 +102,14 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Params { png } => params(&png),
+        Command::Generate(args) => match generate::run(&gpu, *args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(f) => {
+                eprintln!("error: {}", f.message);
+                ExitCode::from(if f.usage { 2 } else { 1 })
+            }
+        },
         Command::Bench { what: BenchTarget::Kernels, quick, runs } => {
             match bench::kernels(&gpu, &bench::Options { quick, runs }) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,238 @@
+//! `darkroom generate`: txt2img, img2img and inpainting from a diffusers folder to PNGs that
+//! carry A1111's `parameters` chunk.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use darkroom_gpu::{DType, Gpu, WeightFormat};
+use darkroom_models::QuantPolicy;
+use darkroom_pipeline::{
+    generate, Folder, Image, PipelineError, Precision, Request, Sampler, StableDiffusion,
+};
+
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    /// A diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// What to make. A1111 syntax: (word:1.3), (word), [word], \( \), BREAK.
+    #[arg(long)]
+    pub prompt: String,
+    /// What to steer away from.
+    #[arg(long, default_value = "")]
+    pub negative: String,
+    /// Random seed; image i of a batch uses seed + i. Default: a random one (printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Denoising steps.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// euler, euler_a, dpmpp_2m, dpmpp_2m_karras, ddim, lcm, turbo (or A1111's names: "Euler a", "DPM++ 2M Karras", …).
+    #[arg(long, default_value = "dpmpp_2m_karras", value_parser = parse_sampler)]
+    pub sampler: Sampler,
+    /// Classifier-free guidance scale; 1 or less skips the unconditional pass (SD-Turbo: 0).
+    #[arg(long, default_value_t = 7.0)]
+    pub cfg: f32,
+    #[arg(long, default_value_t = 512)]
+    pub width: usize,
+    #[arg(long, default_value_t = 512)]
+    pub height: usize,
+    /// Images to make (seeds seed, seed+1, …).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// img2img / inpainting source image (PNG, the output size).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// How much of --init to redo, 0 < S ≤ 1 (default 0.75 for img2img, 1 with --mask).
+    #[arg(long)]
+    pub strength: Option<f64>,
+    /// Inpainting mask (PNG, the output size): white repaints, black keeps. Outpainting: extend
+    /// the canvas of --init and paint the new area white.
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
+    /// Weight storage on the GPU: none (as stored), q8 (int8 per row), q4 (4-bit per group).
+    #[arg(long, value_enum, default_value = "none")]
+    pub quant: Quant,
+    /// Activations: f32, f16 (needs shader-f16); auto picks f16 when the adapter has it.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub precision: PrecisionArg,
+    /// Output PNG (a batch adds -1, -2 … before .png), or a folder to write <seed>.png into.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// No progress on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Quant {
+    None,
+    Q8,
+    Q4,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum PrecisionArg {
+    F32,
+    F16,
+    Auto,
+}
+
+fn parse_sampler(s: &str) -> Result<Sampler, String> {
+    s.parse()
+}
+
+/// A failure and whether it is the user's to fix (exit code 2) or not (1).
+pub struct Failure {
+    pub message: String,
+    pub usage: bool,
+}
+
+impl From<PipelineError> for Failure {
+    fn from(e: PipelineError) -> Self {
+        let usage =
+            matches!(e, PipelineError::Input(_) | PipelineError::Files(_) | PipelineError::Tokenizer(_));
+        Failure { message: e.to_string(), usage }
+    }
+}
+
+fn usage(message: String) -> Failure {
+    Failure { message, usage: true }
+}
+
+fn read_png(path: &Path, what: &str) -> Result<Image, Failure> {
+    let bytes =
+        std::fs::read(path).map_err(|e| usage(format!("cannot read the {what} {}: {e}", path.display())))?;
+    Image::from_png(&bytes).map_err(|e| usage(format!("the {what} {}: {e}", path.display())))
+}
+
+/// Where image `index` of `count` goes.
+fn output_path(out: &Path, seed: u64, index: usize, count: usize) -> PathBuf {
+    let is_png = out.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if !is_png {
+        return out.join(format!("{seed}.png"));
+    }
+    if count == 1 {
+        return out.to_path_buf();
+    }
+    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    out.with_file_name(format!("{stem}-{}.png", index + 1))
+}
+
+pub fn run(gpu: &Gpu, args: GenerateArgs) -> Result<(), Failure> {
+    if !args.model.join("model_index.json").is_file() && !args.model.join("unet").is_dir() {
+        return Err(usage(format!(
+            "{} is not a diffusers folder (no model_index.json or unet/)",
+            args.model.display()
+        )));
+    }
+    if args.width == 0 || args.height == 0 || args.width % 8 != 0 || args.height % 8 != 0 {
+        return Err(usage(format!(
+            "--width and --height must be positive multiples of 8, got {}x{}",
+            args.width, args.height
+        )));
+    }
+    let activations = match args.precision {
+        PrecisionArg::F32 => DType::F32,
+        PrecisionArg::F16 => DType::F16,
+        PrecisionArg::Auto if gpu.capabilities().shader_f16 => DType::F16,
+        PrecisionArg::Auto => DType::F32,
+    };
+    let stored = if activations == DType::F16 { QuantPolicy::F16 } else { QuantPolicy::F32 };
+    let weights = match args.quant {
+        Quant::None => stored,
+        Quant::Q8 => QuantPolicy::Q8,
+        Quant::Q4 => QuantPolicy { linear: WeightFormat::Q4, conv: WeightFormat::Q8 },
+    };
+    let init_image = args.init.as_deref().map(|p| read_png(p, "init image")).transpose()?;
+    let mask = args.mask.as_deref().map(|p| read_png(p, "mask")).transpose()?;
+    let strength = args.strength.unwrap_or(if mask.is_some() { 1.0 } else { 0.75 });
+    if !(strength > 0.0 && strength <= 1.0) {
+        return Err(usage(format!("--strength must be in (0, 1], got {strength}")));
+    }
+    if args.strength.is_some() && init_image.is_none() {
+        return Err(usage("--strength applies to --init; give an init image".into()));
+    }
+    let seed = args.seed.unwrap_or_else(|| {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        (nanos % 4_294_967_295) as u64
+    });
+    let request = Request {
+        prompt: args.prompt.clone(),
+        negative_prompt: args.negative.clone(),
+        seed,
+        steps: args.steps,
+        sampler: args.sampler,
+        cfg_scale: args.cfg,
+        width: args.width,
+        height: args.height,
+        batch: args.batch,
+        init_image,
+        strength,
+        mask,
+    };
+
+    let name = args
+        .model
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| args.model.display().to_string());
+    let quiet = args.quiet;
+    if !quiet {
+        eprintln!("loading {name} …");
+    }
+    let started = std::time::Instant::now();
+    let model =
+        StableDiffusion::load(gpu, &Folder(args.model.clone()), &name, Precision { activations, weights })?;
+    if !quiet {
+        eprintln!("loaded in {:.1} s; seed {seed}", started.elapsed().as_secs_f64());
+    }
+    let started = std::time::Instant::now();
+    let mut progress = |p: &darkroom_pipeline::Progress| {
+        if !quiet {
+            let stage = match p.stage {
+                darkroom_pipeline::Stage::Encoding => "encoding",
+                darkroom_pipeline::Stage::Denoising => "denoising",
+                darkroom_pipeline::Stage::Decoding => "decoding",
+            };
+            eprint!("\r{stage} {}/{}   ", p.step, p.total);
+            let _ = std::io::stderr().flush();
+        }
+        true
+    };
+    let images = pollster::block_on(generate(gpu, &model, &request, &mut progress))?;
+    if !quiet {
+        eprintln!("\rdone in {:.1} s                ", started.elapsed().as_secs_f64());
+    }
+    let count = images.len();
+    let is_dir = !args.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    let dir =
+        if is_dir { args.out.clone() } else { args.out.parent().map(Path::to_path_buf).unwrap_or_default() };
+    if !dir.as_os_str().is_empty() {
+        std::fs::create_dir_all(&dir).map_err(|e| usage(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    for (i, generated) in images.iter().enumerate() {
+        let path = output_path(&args.out, generated.params.seed, i, count);
+        let png = generated.to_png()?;
+        std::fs::write(&path, png).map_err(|e| Failure {
+            message: format!("cannot write {}: {e}", path.display()),
+            usage: false,
+        })?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_outputs_are_numbered_and_folders_get_seeds() {
+        assert_eq!(output_path(Path::new("a/cat.png"), 5, 0, 1), PathBuf::from("a/cat.png"));
+        assert_eq!(output_path(Path::new("a/cat.png"), 6, 1, 2), PathBuf::from("a/cat-2.png"));
+        assert_eq!(output_path(Path::new("out"), 42, 0, 3), PathBuf::from("out/42.png"));
+    }
+}

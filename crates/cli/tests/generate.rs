@@ -1,0 +1,187 @@
+//! `darkroom generate` end to end on the tiny diffusers folder: the PNG equals diffusers' image
+//! within 2/255 (tests/fixtures/pipeline), its metadata round-trips through our parser and
+//! `darkroom params`, and bad input exits with code 2 and a message.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use darkroom_pipeline::metadata::{read_parameters, GenerationParams};
+use darkroom_pipeline::Image;
+use darkroom_weights::SafetensorsFile;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn darkroom(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_darkroom")).args(args).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap()
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-output/cli").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn reference_image(key: &str) -> Vec<f32> {
+    let file = SafetensorsFile::from_bytes(
+        std::fs::read(fixtures().join("pipeline/reference.safetensors")).unwrap(),
+    )
+    .unwrap();
+    let info = file.header.tensors.iter().find(|t| t.name == key).unwrap();
+    file.to_f32(info).unwrap()
+}
+
+fn worst_pixel(image: &Image, reference: &[f32]) -> f32 {
+    let mut worst = 0.0f32;
+    for (i, px) in image.rgba.chunks_exact(4).enumerate() {
+        for c in 0..3 {
+            worst = worst.max((px[c] as f32 - reference[i * 3 + c] * 255.0).abs());
+        }
+    }
+    worst
+}
+
+#[test]
+fn generate_reproduces_diffusers_and_writes_a1111_metadata() {
+    let dir = out_dir("euler");
+    let out = dir.join("astronaut.png");
+    let model = fixtures().join("tiny-sd");
+    let result = darkroom(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "a photograph of an astronaut riding a horse",
+        "--seed",
+        "1",
+        "--steps",
+        "4",
+        "--sampler",
+        "euler",
+        "--cfg",
+        "7.5",
+        "--width",
+        "64",
+        "--height",
+        "48",
+        "--quant",
+        "none",
+        "--precision",
+        "f32",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let bytes = std::fs::read(&out).unwrap();
+    let image = Image::from_png(&bytes).unwrap();
+    assert_eq!((image.width, image.height), (64, 48));
+    let worst = worst_pixel(&image, &reference_image("euler_cfg/image"));
+    assert!(worst <= 2.0, "worst pixel {worst}/255 from diffusers");
+
+    let text = read_parameters(&bytes).unwrap();
+    assert_eq!(
+        text,
+        "a photograph of an astronaut riding a horse\n\
+         Steps: 4, Sampler: Euler, CFG scale: 7.5, Seed: 1, Size: 64x48, Model: tiny-sd"
+    );
+    let params = GenerationParams::parse_infotext(&text).unwrap();
+    assert_eq!((params.seed, params.steps, params.cfg_scale), (1, 4, 7.5));
+    let shown = darkroom(&["params", out.to_str().unwrap()]);
+    assert!(shown.status.success());
+    assert_eq!(String::from_utf8_lossy(&shown.stdout).trim_end(), text);
+}
+
+#[test]
+fn inpainting_from_the_command_line_matches_diffusers() {
+    let dir = out_dir("inpaint");
+    let model = fixtures().join("tiny-sd-inpaint");
+    let result = darkroom(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "a photograph of an astronaut riding a horse",
+        "--seed",
+        "16",
+        "--steps",
+        "4",
+        "--sampler",
+        "Euler",
+        "--cfg",
+        "7.5",
+        "--width",
+        "64",
+        "--height",
+        "48",
+        "--precision",
+        "f32",
+        "--init",
+        fixtures().join("pipeline/init.png").to_str().unwrap(),
+        "--mask",
+        fixtures().join("pipeline/mask.png").to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let image = Image::from_png(&std::fs::read(dir.join("16.png")).unwrap()).unwrap();
+    let worst = worst_pixel(&image, &reference_image("inpaint_9ch_euler/image"));
+    assert!(worst <= 2.0, "worst pixel {worst}/255 from diffusers");
+}
+
+#[test]
+fn bad_input_exits_with_code_2_and_says_why() {
+    let model = fixtures().join("tiny-sd");
+    let model = model.to_str().unwrap();
+    let dir = out_dir("bad");
+    let out = dir.join("x.png");
+    let out = out.to_str().unwrap();
+    let (mask_path, init_path) = (fixtures().join("pipeline/mask.png"), fixtures().join("pipeline/init.png"));
+    let (mask_png, init_png) = (mask_path.to_str().unwrap(), init_path.to_str().unwrap());
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--width", "65"], "multiples of 8"),
+        (vec!["--width", "72", "--height", "48"], "multiples of 16"),
+        (vec!["--sampler", "k_lms"], "dpmpp_2m_karras"),
+        (vec!["--steps", "0"], "steps"),
+        (vec!["--init", "/no/such.png"], "cannot read the init image"),
+        (vec!["--bogus"], "--bogus"),
+        (vec!["--width", "64", "--height", "48", "--init", mask_png, "--strength", "1.5"], "strength"),
+        (vec!["--width", "64", "--height", "64", "--init", init_png], "64x48"),
+    ];
+    for (extra, expected) in cases {
+        let mut args = vec!["generate", "--model", model, "--prompt", "x", "--out", out, "--quiet"];
+        args.extend(extra.iter().copied());
+        let result = darkroom(&args);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(expected), "{extra:?}: {stderr:?} should mention {expected:?}");
+    }
+    let missing = darkroom(&["generate", "--model", "/no/such/model", "--prompt", "x", "--out", out]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not a diffusers folder"));
+    let help = darkroom(&["generate", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--model",
+        "--prompt",
+        "--negative",
+        "--seed",
+        "--steps",
+        "--sampler",
+        "--cfg",
+        "--width",
+        "--height",
+        "--batch",
+        "--init",
+        "--strength",
+        "--mask",
+        "--quant",
+        "--precision",
+        "--out",
+    ] {
+        assert!(help.contains(flag), "--help documents {flag}");
+    }
+}
