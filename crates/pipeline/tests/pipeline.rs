@@ -110,3 +110,40 @@ fn images_match_diffusers_for_every_sampler_and_mode() {
     assert!(failures.is_empty(), "{failures:#?}");
     assert_eq!(seen_samplers.len(), darkroom_pipeline::Sampler::ALL.len(), "every sampler is tested");
 }
+
+/// f16 activations and int8 weights: the fast paths stay close to diffusers' f32 image (mean
+/// per-pixel error), on adapters with shader-f16.
+#[test]
+fn f16_and_int8_paths_stay_close_to_diffusers() {
+    let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
+    if !gpu.capabilities().shader_f16 {
+        println!("skipped: this adapter has no shader-f16");
+        return;
+    }
+    let reference = SafetensorsFile::from_bytes(
+        std::fs::read(fixtures().join("pipeline/reference.safetensors")).unwrap(),
+    )
+    .unwrap();
+    let info = reference.header.tensors.iter().find(|t| t.name == "euler_cfg/image").unwrap();
+    let want = reference.to_f32(info).unwrap();
+    let cases: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("pipeline/cases.json")).unwrap())
+            .unwrap();
+    let request = request(cases.iter().find(|c| c["name"] == "euler_cfg").unwrap());
+    let modes = [
+        ("f16", darkroom_models::QuantPolicy::F16, 1.5),
+        ("f16 + int8", darkroom_models::QuantPolicy::Q8, 3.0),
+    ];
+    for (name, weights, limit) in modes {
+        let precision = Precision { activations: darkroom_gpu::DType::F16, weights };
+        let model =
+            StableDiffusion::load(&gpu, &Folder(fixtures().join("tiny-sd")), "tiny-sd", precision).unwrap();
+        let (images, _) = run(&gpu, &model, &request);
+        let got = &images[0].rgba;
+        let mean: f32 =
+            (0..want.len()).map(|i| (got[i / 3 * 4 + i % 3] as f32 - want[i] * 255.0).abs()).sum::<f32>()
+                / want.len() as f32;
+        println!("{name}: mean error {mean:.2}/255");
+        assert!(mean <= limit, "{name}: mean error {mean:.2}/255 above {limit}");
+    }
+}
