@@ -9,6 +9,8 @@ loads each back with `from_pretrained` (so the folders are what diffusers reads)
 StableDiffusionPipeline / Img2Img / Inpaint for every sampler, with and without CFG, a negative
 prompt, batch 2 (one generator per image, seed, seed+1, as A1111), img2img and inpainting.
 
+Also writes tests/fixtures/tiny-sd.toml, the folder as a download manifest (sizes, sha256).
+
 Writes tests/fixtures/pipeline/{cases.json, reference.safetensors, init.png, mask.png,
 tokens.json}: each case's parameters and diffusers' output images (float, [B, H, W, 3] in 0..1),
 and the CLIP tokenizer's ids for a set of awkward prompts.
@@ -16,6 +18,7 @@ and the CLIP tokenizer's ids for a set of awkward prompts.
     HF_HUB_OFFLINE=1 .venv/bin/python tests/reference/pipeline_reference.py
 """
 
+import hashlib
 import json
 import logging
 import shutil
@@ -150,6 +153,48 @@ def assemble(name, clip, unet, prediction, pad):
     (root / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
+MANIFEST_HEAD = """# The tiny test model (tests/fixtures/tiny-sd) as a manifest, for download tests: the files are
+# served from localhost (a base URL given at run time); sizes and sha256 are the real ones.
+# Written by tests/reference/pipeline_reference.py.
+id = "tiny-sd"
+name = "Tiny SD (tests)"
+family = "test"
+description = "Random seeded weights in SD 1.x layout; makes noise, fast"
+
+[license]
+name = "MIT (test fixture)"
+url = "https://opensource.org/license/mit"
+
+[source]
+repo = "darkroom/tiny-sd"
+revision = "fixture"
+
+[defaults]
+width = 64
+height = 48
+steps = 4
+cfg = 7.5
+sampler = "euler"
+
+[quantization]
+linear = "none"
+conv = "none"
+"""
+
+
+def write_manifest(name):
+    """tests/fixtures/<name>.toml listing every file of the folder with its size and sha256."""
+    root = FIX / name
+    text = MANIFEST_HEAD
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        data = path.read_bytes()
+        component = rel.split("/")[0] if "/" in rel else "pipeline"
+        text += (f'\n[[files]]\npath = "{rel}"\ncomponent = "{component}"\nsize = {len(data)}\n'
+                 f'sha256 = "{hashlib.sha256(data).hexdigest()}"\n')
+    (FIX / f"{name}.toml").write_text(text)
+
+
 def init_and_mask():
     photo = Image.open(FIX / "images" / "astronaut.png").convert("RGB").resize((WIDTH, HEIGHT), Image.LANCZOS)
     photo.save(OUT / "init.png")
@@ -210,6 +255,7 @@ def main():
         pipe = StableDiffusionPipeline.from_pretrained(FIX / name, torch_dtype=torch.float32,
                                                        safety_checker=None, requires_safety_checker=False)
         pipes[name] = pipe
+    write_manifest("tiny-sd")
     photo, mask = init_and_mask()
     tensors, cases = {}, []
     first = None

@@ -1,6 +1,15 @@
-//! Weights delivery: reading safetensors as a stream (header first, then tensors as their bytes
-//! arrive), and later manifests, quantization, the blob store and resumable fetch.
+//! Weights delivery: model manifests, reading safetensors as a stream (header first, then
+//! tensors as their bytes arrive), and the resumable, verified chunked download into a store
+//! (IndexedDB in the browser, a cache folder natively).
 
+pub mod fetch;
+pub mod manifest;
 pub mod safetensors;
 
-pub use safetensors::{decode_f32, Dtype, Header, SafetensorsError, SafetensorsFile, TensorInfo};
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
+
+pub use manifest::{FileEntry, Manifest, ManifestError};
+pub use safetensors::{
+    decode_f32, Dtype, Header, SafetensorsError, SafetensorsFile, SafetensorsStream, TensorInfo,
+};

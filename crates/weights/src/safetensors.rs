@@ -184,6 +184,95 @@ impl Header {
     }
 }
 
+/// Reads a safetensors file as its bytes arrive, in any slicing: the header first (bounded),
+/// then each tensor as soon as its last byte is in. Holds at most the header, one tensor and
+/// the bytes of the current chunk, never the whole file. Gaps between tensors are skipped.
+pub struct SafetensorsStream {
+    file_len: u64,
+    /// Bytes consumed from the file so far.
+    position: u64,
+    pending: Vec<u8>,
+    header: Option<Header>,
+    /// Index of the next tensor to deliver.
+    next: usize,
+}
+
+impl SafetensorsStream {
+    /// `file_len` is known from the manifest or the server's Content-Range.
+    pub fn new(file_len: u64) -> SafetensorsStream {
+        SafetensorsStream { file_len, position: 0, pending: Vec::new(), header: None, next: 0 }
+    }
+
+    pub fn header(&self) -> Option<&Header> {
+        self.header.as_ref()
+    }
+
+    /// Feeds the next bytes of the file; returns the tensors completed by them, in file order.
+    pub fn push(&mut self, mut bytes: &[u8]) -> Result<Vec<(TensorInfo, Vec<u8>)>, SafetensorsError> {
+        if self.position + bytes.len() as u64 > self.file_len {
+            return Err(SafetensorsError::BadTensor {
+                name: "(stream)".into(),
+                detail: format!("more than the announced {} bytes arrived", self.file_len),
+            });
+        }
+        let mut done = Vec::new();
+        while !bytes.is_empty() {
+            let Some(header) = &self.header else {
+                // Collect the length field, then the header itself.
+                let want = if self.pending.len() < 8 {
+                    8
+                } else {
+                    let first8: [u8; 8] = self.pending[..8].try_into().expect("8 bytes");
+                    header_span(first8, self.file_len)? as usize
+                };
+                let take = (want - self.pending.len()).min(bytes.len());
+                self.pending.extend_from_slice(&bytes[..take]);
+                self.position += take as u64;
+                bytes = &bytes[take..];
+                if self.pending.len() == want && want > 8 {
+                    self.header = Some(Header::parse(&self.pending, self.file_len)?);
+                    self.pending.clear();
+                }
+                continue;
+            };
+            let Some(tensor) = header.tensors.get(self.next) else {
+                // Past the last tensor: trailing bytes are ignored.
+                self.position += bytes.len() as u64;
+                break;
+            };
+            if self.position < tensor.start {
+                let skip = ((tensor.start - self.position) as usize).min(bytes.len());
+                self.position += skip as u64;
+                bytes = &bytes[skip..];
+                continue;
+            }
+            let size = (tensor.end - tensor.start) as usize;
+            let take = (size - self.pending.len()).min(bytes.len());
+            self.pending.extend_from_slice(&bytes[..take]);
+            self.position += take as u64;
+            bytes = &bytes[take..];
+            if self.pending.len() == size {
+                done.push((tensor.clone(), std::mem::take(&mut self.pending)));
+                self.next += 1;
+            }
+        }
+        // Zero-sized tensors complete without bytes.
+        while let Some(t) = self.header.as_ref().and_then(|h| h.tensors.get(self.next)) {
+            if t.start != t.end || self.position < t.start {
+                break;
+            }
+            done.push((t.clone(), Vec::new()));
+            self.next += 1;
+        }
+        Ok(done)
+    }
+
+    /// Whether every tensor has been delivered.
+    pub fn is_complete(&self) -> bool {
+        self.header.as_ref().is_some_and(|h| self.next == h.tensors.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

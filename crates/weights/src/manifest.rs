@@ -1,0 +1,240 @@
+//! Model manifests (`models/*.toml`): what a model is, where its files live, how big they are,
+//! how to check them, its license and the settings it works best with. Read by the web app and
+//! the CLI alike.
+//!
+//! File URLs are `{base}/{path}` with `base` = `https://huggingface.co/{repo}/resolve/{revision}`,
+//! or a base given at run time (tests serve a tiny model from localhost that way).
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ManifestError {
+    #[error("manifest {file}: {detail}")]
+    Invalid { file: String, detail: String },
+    #[error("no model called {0:?}; known: {1}")]
+    Unknown(String, String),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Short id: `darkroom generate --model sd-turbo`, the cache folder's name.
+    pub id: String,
+    /// Shown to users.
+    pub name: String,
+    /// sd1, sd1-inpainting, sd2, sd-turbo, taesd, test.
+    pub family: String,
+    #[serde(default)]
+    pub description: String,
+    pub license: License,
+    pub source: Source,
+    #[serde(default)]
+    pub defaults: Option<Defaults>,
+    /// How the weights are stored on the GPU by default (the user may override).
+    #[serde(default)]
+    pub quantization: Quantization,
+    pub files: Vec<FileEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct License {
+    pub name: String,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// Hugging Face repository, "owner/name".
+    pub repo: String,
+    /// A commit (pinned) or a branch.
+    pub revision: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    pub width: u32,
+    pub height: u32,
+    pub steps: u32,
+    pub cfg: f32,
+    /// A sampler id (`euler_a`, `dpmpp_2m_karras`, `turbo`, …).
+    pub sampler: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Quantization {
+    /// Matmul weights: none, f16, q8, q4.
+    pub linear: String,
+    /// Convolution weights: none, f16, q8, q4.
+    pub conv: String,
+}
+
+impl Default for Quantization {
+    fn default() -> Self {
+        Quantization { linear: "f16".into(), conv: "f16".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    /// Path in the repository (and in the local copy): `unet/config.json`.
+    pub path: String,
+    /// text_encoder, tokenizer, unet, vae, taesd, scheduler, pipeline.
+    pub component: String,
+    /// Bytes, where known.
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// Lower-case hex, where known.
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+const FORMATS: [&str; 5] = ["none", "f32", "f16", "q8", "q4"];
+
+impl Manifest {
+    /// Parses and checks one manifest; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Manifest, ManifestError> {
+        let invalid = |detail: String| ManifestError::Invalid { file: file.to_string(), detail };
+        let m: Manifest = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let id_ok = !m.id.is_empty()
+            && m.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        if !id_ok {
+            return Err(invalid(format!("id {:?} must be lower-case letters, digits, '-' and '.'", m.id)));
+        }
+        if m.files.is_empty() {
+            return Err(invalid("lists no files".into()));
+        }
+        for f in &m.files {
+            let safe = !f.path.is_empty()
+                && !f.path.starts_with('/')
+                && !f.path.contains('\\')
+                && f.path.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
+            if !safe {
+                return Err(invalid(format!("file path {:?} must be relative, without '..'", f.path)));
+            }
+            if let Some(h) = &f.sha256 {
+                if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
+                    return Err(invalid(format!("{}: sha256 must be 64 lower-case hex digits", f.path)));
+                }
+            }
+        }
+        let mut paths: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
+        paths.sort_unstable();
+        if let Some(w) = paths.windows(2).find(|w| w[0] == w[1]) {
+            return Err(invalid(format!("{} is listed twice", w[0])));
+        }
+        for (what, v) in [("linear", &m.quantization.linear), ("conv", &m.quantization.conv)] {
+            if !FORMATS.contains(&v.as_str()) {
+                return Err(invalid(format!(
+                    "quantization.{what} {v:?} is not one of {}",
+                    FORMATS.join(", ")
+                )));
+            }
+        }
+        if !m.license.url.starts_with("https://") {
+            return Err(invalid("license.url must be an https URL".into()));
+        }
+        Ok(m)
+    }
+
+    /// The CDN base: `https://huggingface.co/{repo}/resolve/{revision}`.
+    pub fn cdn_base(&self) -> String {
+        format!("https://huggingface.co/{}/resolve/{}", self.source.repo, self.source.revision)
+    }
+
+    /// A file's URL under `base` (the CDN's unless one is given).
+    pub fn url(&self, file: &FileEntry, base: Option<&str>) -> String {
+        let base = base.map_or_else(|| self.cdn_base(), |b| b.trim_end_matches('/').to_string());
+        format!("{base}/{}", file.path)
+    }
+
+    /// Bytes to download, and whether every size is known.
+    pub fn download_size(&self) -> (u64, bool) {
+        let known = self.files.iter().filter_map(|f| f.size).sum();
+        (known, self.files.iter().all(|f| f.size.is_some()))
+    }
+}
+
+/// The manifests shipped in `models/`, compiled in so the CLI and the web app agree.
+pub const BUILTIN: [(&str, &str); 4] = [
+    ("sd-turbo.toml", include_str!("../../../models/sd-turbo.toml")),
+    ("sd-1.5.toml", include_str!("../../../models/sd-1.5.toml")),
+    ("sd-1.5-inpainting.toml", include_str!("../../../models/sd-1.5-inpainting.toml")),
+    ("taesd.toml", include_str!("../../../models/taesd.toml")),
+];
+
+/// Every built-in manifest, parsed.
+pub fn builtin() -> Result<Vec<Manifest>, ManifestError> {
+    BUILTIN.iter().map(|(file, text)| Manifest::parse(text, file)).collect()
+}
+
+/// A built-in manifest by id.
+pub fn find(id: &str) -> Result<Manifest, ManifestError> {
+    let all = builtin()?;
+    let ids: Vec<String> = all.iter().map(|m| m.id.clone()).collect();
+    all.into_iter().find(|m| m.id == id).ok_or_else(|| ManifestError::Unknown(id.to_string(), ids.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_manifests_parse_with_licenses_and_defaults() {
+        let all = builtin().unwrap();
+        let ids: Vec<&str> = all.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["sd-turbo", "sd-1.5", "sd-1.5-inpainting", "taesd"]);
+        for m in &all {
+            assert!(m.license.url.starts_with("https://"), "{}", m.id);
+            assert!(!m.files.is_empty());
+        }
+        let turbo = find("sd-turbo").unwrap();
+        assert_eq!(turbo.license.name, "Stability AI Community License");
+        let d = turbo.defaults.clone().unwrap();
+        assert_eq!((d.steps, d.cfg, d.sampler.as_str()), (1, 0.0, "turbo"));
+        assert_eq!(find("sd-1.5").unwrap().license.name, "CreativeML OpenRAIL-M");
+        let unet =
+            turbo.files.iter().find(|f| f.component == "unet" && f.path.ends_with(".safetensors")).unwrap();
+        assert_eq!(
+            turbo.url(unet, None),
+            "https://huggingface.co/stabilityai/sd-turbo/resolve/main/unet/diffusion_pytorch_model.fp16.safetensors"
+        );
+        assert_eq!(
+            turbo.url(unet, Some("http://127.0.0.1:9/m/")),
+            "http://127.0.0.1:9/m/unet/diffusion_pytorch_model.fp16.safetensors"
+        );
+        assert!(matches!(find("sdxl"), Err(ManifestError::Unknown(..))));
+    }
+
+    #[test]
+    fn bad_manifests_say_what_is_wrong() {
+        let good = include_str!("../../../models/taesd.toml");
+        assert!(Manifest::parse(good, "t").is_ok());
+        let cases = [
+            (good.replace("id = \"taesd\"", "id = \"Bad Id\""), "lower-case"),
+            (good.replace("taesd_decoder.safetensors", "../etc/passwd"), "'..'"),
+            (good.replace("linear = \"none\"", "linear = \"q3\""), "q3"),
+            (good.replace("https://github.com", "http://github.com"), "https"),
+            (good.replace("taesd_encoder.safetensors", "taesd_decoder.safetensors"), "twice"),
+            (
+                good.replace(
+                    "[[files]]\npath = \"taesd_encoder.safetensors\"",
+                    "[[files]]\nsha256 = \"XYZ\"\npath = \"a\"",
+                ),
+                "sha256",
+            ),
+            (format!("{good}\nunknown_key = 1\n"), "unknown"),
+        ];
+        for (text, expected) in cases {
+            let err = Manifest::parse(&text, "bad.toml").unwrap_err().to_string();
+            assert!(
+                err.contains(expected) && err.contains("bad.toml"),
+                "{err:?} should mention {expected:?}"
+            );
+        }
+    }
+}

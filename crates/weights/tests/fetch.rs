@@ -1,0 +1,236 @@
+//! The download against a local server with fault injection: a connection dropped mid-file
+//! resumes from the last stored chunk with identical bytes, corrupted bytes are caught by
+//! sha256 and nothing corrupt is left complete, a 404 and a 500 are told apart, a fetch
+//! cancelled half-way resumes instead of restarting, and the streaming safetensors reader
+//! yields every tensor of a file fed in odd slices.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use darkroom_weights::fetch::{fetch_model, ChunkStore, FetchError, FetchOptions};
+use darkroom_weights::native::{FolderStore, HttpSource};
+use darkroom_weights::{Manifest, SafetensorsFile, SafetensorsStream};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+#[derive(Default)]
+struct Faults {
+    /// Path → bytes after which the next answer for it is cut off (once).
+    drop_after: HashMap<String, usize>,
+    /// Paths served with one byte flipped.
+    corrupt: Vec<String>,
+    /// Path → how many 500 answers to give first.
+    errors: HashMap<String, u32>,
+    /// Every request: (path, range start).
+    log: Vec<(String, u64)>,
+}
+
+/// A tiny HTTP/1.1 server for the files of `root`, honouring Range, with `faults`.
+fn serve(root: PathBuf, faults: Arc<Mutex<Faults>>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let mut range = None;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                    let (a, b) = v.trim().split_once('-').unwrap();
+                    range = Some((a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap()));
+                }
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
+            let mut f = faults.lock().unwrap();
+            f.log.push((path.clone(), range.map_or(0, |r| r.0)));
+            if let Some(n) = f.errors.get_mut(&path).filter(|n| **n > 0) {
+                *n -= 1;
+                let _ = stream.write_all(
+                    b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            }
+            let Ok(mut data) = std::fs::read(root.join(&path)) else {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                continue;
+            };
+            if f.corrupt.contains(&path) {
+                let mid = data.len() / 2;
+                data[mid] ^= 0x55;
+            }
+            let total = data.len() as u64;
+            let (a, b) = range.unwrap_or((0, total - 1));
+            let b = b.min(total - 1);
+            let body = &data[a as usize..=b as usize];
+            let head = format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{b}/{total}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let cut = f.drop_after.remove(&path);
+            drop(f);
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body[..cut.unwrap_or(body.len()).min(body.len())]);
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn manifest() -> Manifest {
+    let text = std::fs::read_to_string(fixtures().join("tiny-sd.toml")).unwrap();
+    Manifest::parse(&text, "tiny-sd.toml").unwrap()
+}
+
+fn temp_store(name: &str) -> FolderStore {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-output/fetch").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    FolderStore::new(dir)
+}
+
+const CHUNK: u64 = 256 << 10;
+const UNET: &str = "unet/diffusion_pytorch_model.safetensors";
+
+fn fetch(
+    store: &FolderStore,
+    base: &str,
+    cancel_after: Option<usize>,
+) -> Result<Vec<(String, u64)>, FetchError> {
+    let chunks = std::cell::Cell::new(0usize);
+    let cancelled = || cancel_after.is_some_and(|n| chunks.get() >= n);
+    let options = FetchOptions { chunk_size: CHUNK, base_url: Some(base), cancelled: &cancelled };
+    let mut seen = Vec::new();
+    let mut progress = |p: &darkroom_weights::fetch::FetchProgress| {
+        chunks.set(chunks.get() + 1);
+        seen.push((p.path.clone(), p.model_done));
+    };
+    pollster::block_on(fetch_model(&HttpSource::default(), store, &manifest(), &options, &mut progress))?;
+    Ok(seen)
+}
+
+fn assert_identical(store: &FolderStore) {
+    for file in &manifest().files {
+        let got = std::fs::read(store.model_dir("tiny-sd").join(&file.path)).unwrap();
+        let want = std::fs::read(fixtures().join("tiny-sd").join(&file.path)).unwrap();
+        assert!(got == want, "{} differs after the download", file.path);
+    }
+}
+
+#[test]
+fn a_dropped_connection_resumes_from_the_last_chunk_with_identical_bytes() {
+    let faults = Arc::new(Mutex::new(Faults::default()));
+    faults.lock().unwrap().drop_after.insert(UNET.into(), 100_000);
+    faults.lock().unwrap().errors.insert("vae/config.json".into(), 2);
+    let base = serve(fixtures().join("tiny-sd"), faults.clone());
+    let store = temp_store("drop");
+    let seen = fetch(&store, &base, None).unwrap();
+    assert_identical(&store);
+    let total: u64 = manifest().files.iter().map(|f| f.size.unwrap()).sum();
+    assert_eq!(seen.last().unwrap().1, total, "progress ends at the model's size");
+    assert!(seen.windows(2).all(|w| w[0].1 <= w[1].1), "progress never goes back");
+    let log = faults.lock().unwrap().log.clone();
+    let unet: Vec<u64> = log.iter().filter(|(p, _)| p == UNET).map(|(_, s)| *s).collect();
+    // The cut chunk is asked for again at the same offset; no chunk before it is.
+    assert_eq!(unet[0], 0);
+    assert_eq!(unet[1], 0, "the dropped first chunk is retried");
+    assert!(unet[2..].windows(2).all(|w| w[1] == w[0] + CHUNK), "{unet:?}");
+    assert_eq!(log.iter().filter(|(p, _)| p == "vae/config.json").count(), 3, "two 500s, then success");
+
+    // A second fetch finds everything complete and asks for nothing.
+    let before = faults.lock().unwrap().log.len();
+    fetch(&store, &base, None).unwrap();
+    assert_eq!(faults.lock().unwrap().log.len(), before);
+}
+
+#[test]
+fn a_cancelled_download_resumes_instead_of_restarting() {
+    let faults = Arc::new(Mutex::new(Faults::default()));
+    let base = serve(fixtures().join("tiny-sd"), faults.clone());
+    let store = temp_store("cancel");
+    let err = fetch(&store, &base, Some(12)).unwrap_err();
+    assert_eq!(err, FetchError::Cancelled);
+    let asked_first = faults.lock().unwrap().log.len();
+    faults.lock().unwrap().log.clear();
+    fetch(&store, &base, None).unwrap();
+    assert_identical(&store);
+    let log = faults.lock().unwrap().log.clone();
+    let total_chunks: u64 = manifest().files.iter().map(|f| f.size.unwrap().div_ceil(CHUNK).max(1)).sum();
+    assert_eq!(
+        (asked_first + log.len()) as u64,
+        total_chunks,
+        "every chunk was asked for exactly once across the two runs"
+    );
+}
+
+#[test]
+fn corrupt_bytes_are_caught_and_nothing_corrupt_is_left_complete() {
+    let faults = Arc::new(Mutex::new(Faults::default()));
+    faults.lock().unwrap().corrupt.push(UNET.into());
+    let base = serve(fixtures().join("tiny-sd"), faults.clone());
+    let store = temp_store("corrupt");
+    let err = fetch(&store, &base, None).unwrap_err();
+    assert!(matches!(&err, FetchError::Corrupt { path, .. } if path.ends_with(UNET)), "{err}");
+    assert!(err.to_string().contains("fetch it again"), "{err}");
+    let state = pollster::block_on(store.stored(&format!("tiny-sd/{UNET}"), CHUNK)).unwrap();
+    assert!(!state.complete && state.chunks == 0, "the bad download is discarded: {state:?}");
+    assert!(!store.model_dir("tiny-sd").join(UNET).exists());
+    // The server heals; the next fetch completes.
+    faults.lock().unwrap().corrupt.clear();
+    fetch(&store, &base, None).unwrap();
+    assert_identical(&store);
+}
+
+#[test]
+fn missing_files_and_server_errors_are_told_apart() {
+    let faults = Arc::new(Mutex::new(Faults::default()));
+    faults.lock().unwrap().errors.insert("model_index.json".into(), 99);
+    let base = serve(fixtures().join("tiny-sd"), faults.clone());
+    let store = temp_store("errors");
+    let err = fetch(&store, &base, None).unwrap_err();
+    assert!(matches!(err, FetchError::Http { status: 500, .. }), "{err}");
+    let tries = faults.lock().unwrap().log.iter().filter(|(p, _)| p == "model_index.json").count();
+    assert_eq!(tries, darkroom_weights::fetch::ATTEMPTS as usize, "retried, then given up");
+
+    let empty = serve(fixtures().join("no-such-folder"), Arc::new(Mutex::new(Faults::default())));
+    let err = fetch(&temp_store("404"), &empty, None).unwrap_err();
+    assert!(matches!(err, FetchError::Http { status: 404, .. }), "{err}");
+    assert!(err.to_string().contains("no file at that address"), "{err}");
+
+    let err = fetch(&temp_store("refused"), "http://127.0.0.1:9", None).unwrap_err();
+    assert!(matches!(err, FetchError::Network { .. }), "{err}");
+}
+
+#[test]
+fn the_stream_reader_yields_every_tensor_from_odd_slices() {
+    let bytes = std::fs::read(fixtures().join("tiny-sd").join(UNET)).unwrap();
+    let whole = SafetensorsFile::from_bytes(bytes.clone()).unwrap();
+    for slice in [1usize, 7, 4096, 100_003, bytes.len()] {
+        let mut stream = SafetensorsStream::new(bytes.len() as u64);
+        let mut got = Vec::new();
+        for part in bytes.chunks(slice) {
+            got.extend(stream.push(part).unwrap());
+        }
+        assert!(stream.is_complete());
+        assert_eq!(got.len(), whole.header.tensors.len(), "slice {slice}");
+        for (info, data) in &got {
+            assert_eq!(data.as_slice(), whole.tensor_bytes(info), "{} (slice {slice})", info.name);
+        }
+    }
+    // A truncated file never completes; extra bytes are an error.
+    let mut stream = SafetensorsStream::new(bytes.len() as u64);
+    stream.push(&bytes[..bytes.len() - 1]).unwrap();
+    assert!(!stream.is_complete());
+    assert!(stream.push(&[0, 0]).is_err());
+}
