@@ -12,7 +12,8 @@ use darkroom_pipeline::{
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
-    /// A diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
+    /// A model id from `darkroom models list` (downloaded with `darkroom models fetch`), or a
+    /// diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
     #[arg(long)]
     pub model: PathBuf,
     /// What to make. A1111 syntax: (word:1.3), (word), [word], \( \), BREAK.
@@ -119,7 +120,12 @@ fn output_path(out: &Path, seed: u64, index: usize, count: usize) -> PathBuf {
     out.with_file_name(format!("{stem}-{}.png", index + 1))
 }
 
-pub fn run(gpu: &Gpu, args: GenerateArgs) -> Result<(), Failure> {
+pub fn run(gpu: &Gpu, mut args: GenerateArgs) -> Result<(), Failure> {
+    let looks_like_id = args.model.to_str().is_some_and(|s| !s.contains(['/', '\\']) && !s.starts_with('.'));
+    if !args.model.exists() && looks_like_id {
+        let id = args.model.to_string_lossy().into_owned();
+        args.model = crate::models::resolve(&id, None)?;
+    }
     if !args.model.join("model_index.json").is_file() && !args.model.join("unet").is_dir() {
         return Err(usage(format!(
             "{} is not a diffusers folder (no model_index.json or unet/)",

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod generate;
+mod models;
 
 use clap::{Parser, Subcommand};
 use darkroom_gpu::{selftest, Gpu, Requirements};
@@ -20,6 +21,8 @@ enum Command {
     /// Make images: txt2img, img2img (--init) and inpainting (--init --mask) to PNGs with A1111
     /// metadata.
     Generate(Box<generate::GenerateArgs>),
+    /// Model manifests and the download cache: list, fetch, rm.
+    Models(models::ModelsArgs),
     /// Print the generation parameters stored in a PNG (A1111's `parameters` chunk).
     Params {
         /// A PNG written by Darkroom, A1111, or anything that writes that chunk.
@@ -89,11 +92,25 @@ fn params(path: &std::path::Path) -> ExitCode {
     }
 }
 
+/// Exit code 2 for what the user can fix, 1 for the rest.
+fn report(result: Result<(), generate::Failure>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(if f.usage { 2 } else { 1 })
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Params { png } = &cli.command {
-        return params(png);
-    }
+    // These need no GPU.
+    let cli = match cli.command {
+        Command::Params { png } => return params(&png),
+        Command::Models(args) => return report(models::run(args)),
+        command => Cli { command },
+    };
     let gpu = match pollster::block_on(Gpu::open(&Requirements::default())) {
         Ok(gpu) => gpu,
         Err(e) => {
@@ -103,13 +120,8 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Params { png } => params(&png),
-        Command::Generate(args) => match generate::run(&gpu, *args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(f) => {
-                eprintln!("error: {}", f.message);
-                ExitCode::from(if f.usage { 2 } else { 1 })
-            }
-        },
+        Command::Models(args) => report(models::run(args)),
+        Command::Generate(args) => report(generate::run(&gpu, *args)),
         Command::Bench { what: BenchTarget::Kernels, quick, runs } => {
             match bench::kernels(&gpu, &bench::Options { quick, runs }) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,8 @@ pub mod safetensors;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
 pub use manifest::{FileEntry, Manifest, ManifestError};
 pub use safetensors::{

@@ -4,89 +4,16 @@
 //! cancelled half-way resumes instead of restarting, and the streaming safetensors reader
 //! yields every tensor of a file fed in odd slices.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use darkroom_weights::fetch::{fetch_model, ChunkStore, FetchError, FetchOptions};
 use darkroom_weights::native::{FolderStore, HttpSource};
+use darkroom_weights::testing::{serve, Faults};
 use darkroom_weights::{Manifest, SafetensorsFile, SafetensorsStream};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-#[derive(Default)]
-struct Faults {
-    /// Path → bytes after which the next answer for it is cut off (once).
-    drop_after: HashMap<String, usize>,
-    /// Paths served with one byte flipped.
-    corrupt: Vec<String>,
-    /// Path → how many 500 answers to give first.
-    errors: HashMap<String, u32>,
-    /// Every request: (path, range start).
-    log: Vec<(String, u64)>,
-}
-
-/// A tiny HTTP/1.1 server for the files of `root`, honouring Range, with `faults`.
-fn serve(root: PathBuf, faults: Arc<Mutex<Faults>>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request = String::new();
-            if reader.read_line(&mut request).is_err() {
-                continue;
-            }
-            let mut range = None;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
-                    let (a, b) = v.trim().split_once('-').unwrap();
-                    range = Some((a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap()));
-                }
-            }
-            let path = request.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
-            let mut f = faults.lock().unwrap();
-            f.log.push((path.clone(), range.map_or(0, |r| r.0)));
-            if let Some(n) = f.errors.get_mut(&path).filter(|n| **n > 0) {
-                *n -= 1;
-                let _ = stream.write_all(
-                    b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
-                continue;
-            }
-            let Ok(mut data) = std::fs::read(root.join(&path)) else {
-                let _ = stream
-                    .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-                continue;
-            };
-            if f.corrupt.contains(&path) {
-                let mid = data.len() / 2;
-                data[mid] ^= 0x55;
-            }
-            let total = data.len() as u64;
-            let (a, b) = range.unwrap_or((0, total - 1));
-            let b = b.min(total - 1);
-            let body = &data[a as usize..=b as usize];
-            let head = format!(
-                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{b}/{total}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let cut = f.drop_after.remove(&path);
-            drop(f);
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(&body[..cut.unwrap_or(body.len()).min(body.len())]);
-        }
-    });
-    format!("http://{addr}")
 }
 
 fn manifest() -> Manifest {
@@ -133,7 +60,7 @@ fn a_dropped_connection_resumes_from_the_last_chunk_with_identical_bytes() {
     let faults = Arc::new(Mutex::new(Faults::default()));
     faults.lock().unwrap().drop_after.insert(UNET.into(), 100_000);
     faults.lock().unwrap().errors.insert("vae/config.json".into(), 2);
-    let base = serve(fixtures().join("tiny-sd"), faults.clone());
+    let base = serve(fixtures().join("tiny-sd"), faults.clone()).unwrap();
     let store = temp_store("drop");
     let seen = fetch(&store, &base, None).unwrap();
     assert_identical(&store);
@@ -157,7 +84,7 @@ fn a_dropped_connection_resumes_from_the_last_chunk_with_identical_bytes() {
 #[test]
 fn a_cancelled_download_resumes_instead_of_restarting() {
     let faults = Arc::new(Mutex::new(Faults::default()));
-    let base = serve(fixtures().join("tiny-sd"), faults.clone());
+    let base = serve(fixtures().join("tiny-sd"), faults.clone()).unwrap();
     let store = temp_store("cancel");
     let err = fetch(&store, &base, Some(12)).unwrap_err();
     assert_eq!(err, FetchError::Cancelled);
@@ -178,7 +105,7 @@ fn a_cancelled_download_resumes_instead_of_restarting() {
 fn corrupt_bytes_are_caught_and_nothing_corrupt_is_left_complete() {
     let faults = Arc::new(Mutex::new(Faults::default()));
     faults.lock().unwrap().corrupt.push(UNET.into());
-    let base = serve(fixtures().join("tiny-sd"), faults.clone());
+    let base = serve(fixtures().join("tiny-sd"), faults.clone()).unwrap();
     let store = temp_store("corrupt");
     let err = fetch(&store, &base, None).unwrap_err();
     assert!(matches!(&err, FetchError::Corrupt { path, .. } if path.ends_with(UNET)), "{err}");
@@ -196,14 +123,14 @@ fn corrupt_bytes_are_caught_and_nothing_corrupt_is_left_complete() {
 fn missing_files_and_server_errors_are_told_apart() {
     let faults = Arc::new(Mutex::new(Faults::default()));
     faults.lock().unwrap().errors.insert("model_index.json".into(), 99);
-    let base = serve(fixtures().join("tiny-sd"), faults.clone());
+    let base = serve(fixtures().join("tiny-sd"), faults.clone()).unwrap();
     let store = temp_store("errors");
     let err = fetch(&store, &base, None).unwrap_err();
     assert!(matches!(err, FetchError::Http { status: 500, .. }), "{err}");
     let tries = faults.lock().unwrap().log.iter().filter(|(p, _)| p == "model_index.json").count();
     assert_eq!(tries, darkroom_weights::fetch::ATTEMPTS as usize, "retried, then given up");
 
-    let empty = serve(fixtures().join("no-such-folder"), Arc::new(Mutex::new(Faults::default())));
+    let empty = serve(fixtures().join("no-such-folder"), Arc::new(Mutex::new(Faults::default()))).unwrap();
     let err = fetch(&temp_store("404"), &empty, None).unwrap_err();
     assert!(matches!(err, FetchError::Http { status: 404, .. }), "{err}");
     assert!(err.to_string().contains("no file at that address"), "{err}");

@@ -1,0 +1,137 @@
+//! `darkroom models` against a localhost server holding the tiny model in the manifest layout:
+//! list shows the state, fetch downloads and verifies, a second fetch transfers nothing, the
+//! fetched folder generates, rm frees it; a refused license and a 404 exit with code 2.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+use darkroom_weights::testing::{serve, Faults};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn darkroom(args: &[&str], cache: &PathBuf) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_darkroom"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", "/tmp")
+        .env("DARKROOM_CACHE", cache)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn list_fetch_generate_and_remove() {
+    let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-output/cli-models");
+    let _ = std::fs::remove_dir_all(&cache);
+    let faults = Arc::new(Mutex::new(Faults::default()));
+    let base = serve(fixtures().join("tiny-sd"), faults.clone()).unwrap();
+    let manifest = fixtures().join("tiny-sd.toml");
+    let manifest = manifest.to_str().unwrap();
+
+    let list = darkroom(&["models", "list", "--manifest", manifest], &cache);
+    assert!(list.status.success(), "{}", text(&list));
+    let out = text(&list);
+    for id in ["sd-turbo", "sd-1.5", "sd-1.5-inpainting", "taesd", "tiny-sd"] {
+        assert!(out.contains(id), "list shows {id}: {out}");
+    }
+    assert!(out.contains("Stability AI Community License") && out.contains("CreativeML OpenRAIL-M"), "{out}");
+    let tiny_line = out.lines().find(|l| l.starts_with("tiny-sd")).unwrap().to_string();
+    assert!(tiny_line.contains("not downloaded") && tiny_line.contains("9.0 MB"), "{tiny_line}");
+
+    // Without --accept-license and no answer on stdin: nothing is downloaded.
+    let refused =
+        darkroom(&["models", "fetch", "tiny-sd", "--manifest", manifest, "--base-url", &base], &cache);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("MIT (test fixture)") && text(&refused).contains("license was not accepted")
+    );
+    assert!(faults.lock().unwrap().log.is_empty());
+
+    let fetch = [
+        "models",
+        "fetch",
+        "tiny-sd",
+        "--manifest",
+        manifest,
+        "--base-url",
+        &base,
+        "--accept-license",
+        "--quiet",
+    ];
+    let fetched = darkroom(&fetch, &cache);
+    assert!(fetched.status.success(), "{}", text(&fetched));
+    let requests = faults.lock().unwrap().log.len();
+    assert!(requests > 0);
+    let again = darkroom(&fetch, &cache);
+    assert!(again.status.success());
+    assert_eq!(faults.lock().unwrap().log.len(), requests, "a complete model is not downloaded twice");
+    let list = text(&darkroom(&["models", "list", "--manifest", manifest], &cache));
+    assert!(list.lines().any(|l| l.starts_with("tiny-sd") && l.contains("complete")), "{list}");
+
+    // The cache folder is a diffusers folder: generate from it.
+    let folder = cache.join("tiny-sd");
+    let png = cache.join("out.png");
+    let generated = darkroom(
+        &[
+            "generate",
+            "--model",
+            folder.to_str().unwrap(),
+            "--prompt",
+            "a cat",
+            "--steps",
+            "2",
+            "--sampler",
+            "euler",
+            "--width",
+            "64",
+            "--height",
+            "48",
+            "--seed",
+            "3",
+            "--out",
+            png.to_str().unwrap(),
+            "--quiet",
+        ],
+        &cache,
+    );
+    assert!(generated.status.success(), "{}", text(&generated));
+    assert!(png.is_file());
+
+    let removed = darkroom(&["models", "rm", "tiny-sd", "--manifest", manifest], &cache);
+    assert!(removed.status.success() && text(&removed).contains("removed tiny-sd"), "{}", text(&removed));
+    assert!(!folder.exists());
+
+    // A model id that is not downloaded: generate says how to get it.
+    let missing = darkroom(
+        &["generate", "--model", "sd-turbo", "--prompt", "x", "--out", png.to_str().unwrap()],
+        &cache,
+    );
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing).contains("darkroom models fetch sd-turbo"), "{}", text(&missing));
+
+    // A server without the files: a clear 404, exit code 2.
+    let empty = serve(fixtures().join("no-such-folder"), Arc::new(Mutex::new(Faults::default()))).unwrap();
+    let not_found = darkroom(
+        &[
+            "models",
+            "fetch",
+            "tiny-sd",
+            "--manifest",
+            manifest,
+            "--base-url",
+            &empty,
+            "--accept-license",
+            "--quiet",
+        ],
+        &cache,
+    );
+    assert_eq!(not_found.status.code(), Some(2), "{}", text(&not_found));
+    assert!(text(&not_found).contains("404"), "{}", text(&not_found));
+}

@@ -1,0 +1,86 @@
+//! A small HTTP/1.1 file server with Range support and fault injection, for the download
+//! tests of this crate and of the CLI (native only; nothing in the app uses it).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+pub struct Faults {
+    /// Path → bytes after which the next answer for it is cut off (once).
+    pub drop_after: HashMap<String, usize>,
+    /// Paths served with one byte flipped.
+    pub corrupt: Vec<String>,
+    /// Path → how many 500 answers to give first.
+    pub errors: HashMap<String, u32>,
+    /// Every request: (path, range start).
+    pub log: Vec<(String, u64)>,
+}
+
+/// A tiny HTTP/1.1 server for the files of `root`, honouring Range, with `faults`.
+pub fn serve(root: PathBuf, faults: Arc<Mutex<Faults>>) -> std::io::Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let Ok(read_half) = stream.try_clone() else { continue };
+            let mut reader = BufReader::new(read_half);
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let mut range = None;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                    range = v
+                        .trim()
+                        .split_once('-')
+                        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
+                }
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
+            let mut f = faults.lock().unwrap_or_else(|p| p.into_inner());
+            f.log.push((path.clone(), range.map_or(0, |r| r.0)));
+            if let Some(n) = f.errors.get_mut(&path).filter(|n| **n > 0) {
+                *n -= 1;
+                let _ = stream.write_all(
+                    b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            }
+            let Ok(mut data) = std::fs::read(root.join(&path)) else {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                continue;
+            };
+            if f.corrupt.contains(&path) {
+                let mid = data.len() / 2;
+                data[mid] ^= 0x55;
+            }
+            let total = data.len() as u64;
+            let (a, b) = range.unwrap_or((0, total.saturating_sub(1)));
+            let b = b.min(total.saturating_sub(1));
+            if a > b || a >= total {
+                let _ = stream.write_all(format!("HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{total}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
+                continue;
+            }
+            let body = &data[a as usize..=b as usize];
+            let head = format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{b}/{total}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let cut = f.drop_after.remove(&path);
+            drop(f);
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body[..cut.unwrap_or(body.len()).min(body.len())]);
+        }
+    });
+    Ok(format!("http://{addr}"))
+}
