@@ -395,6 +395,37 @@ pub async fn generate(
     Ok(out)
 }
 
+/// A live preview of image `index` of the latents a denoising step reports: TAESD decodes them
+/// on the GPU (milliseconds, where the VAE takes seconds) and only the small RGBA image is read
+/// back.
+pub async fn preview(
+    gpu: &Gpu,
+    taesd: &darkroom_models::taesd::TaesdDecoder,
+    latents: &Tensor,
+    index: usize,
+) -> Result<Image, PipelineError> {
+    let [batch, c, h, w] = *latents.shape() else {
+        return Err(PipelineError::Input(format!(
+            "latents of shape {:?} are not [B, C, h, w]",
+            latents.shape()
+        )));
+    };
+    if index >= batch {
+        return Err(PipelineError::Input(format!("no image {index} in a batch of {batch}")));
+    }
+    let one = if batch == 1 {
+        latents.clone()
+    } else {
+        let values = latents.read_f32(gpu).await?;
+        let n = c * h * w;
+        Tensor::from_f32(gpu, &[1, c, h, w], &values[index * n..(index + 1) * n], latents.dtype())?
+    };
+    let rgb = taesd.forward(gpu, &one)?;
+    let (height, width) = (rgb.shape()[2], rgb.shape()[3]);
+    let rgba = Rgba8Image::from_tensor(gpu, &rgb, ColorMap::RGB)?.read(gpu).await?;
+    Ok(Image { width, height, rgba })
+}
+
 /// The infotext A1111 would write for this image.
 fn params(model: &StableDiffusion, r: &Request, seed: u64) -> GenerationParams {
     let mut extra = Vec::new();

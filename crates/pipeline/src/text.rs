@@ -15,6 +15,8 @@ use crate::PipelineError;
 pub const CHUNK: usize = 75;
 /// The encoder's window: start + 75 + end.
 pub const WINDOW: usize = CHUNK + 2;
+/// How far back from a full chunk's end a comma may be to break there (A1111's default).
+const COMMA_BACKTRACK: usize = 20;
 
 /// One 77-token window and each position's weight.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,20 +27,43 @@ pub struct Chunk {
 
 /// A prompt's chunks (at least one: an empty prompt is one chunk of start, end and padding).
 pub fn chunks(tokenizer: &ClipTokenizer, text: &str) -> Result<Vec<Chunk>, PipelineError> {
+    let comma = tokenizer.encode(",")?.first().copied();
     let mut runs: Vec<Vec<(u32, f32)>> = vec![Vec::new()];
+    // Position in the current run just after its last comma (A1111's `last_comma`).
+    let mut after_comma: Option<usize> = None;
     for piece in prompt::parse(text) {
         match piece {
-            Piece::Break => runs.push(Vec::new()),
+            Piece::Break => {
+                runs.push(Vec::new());
+                after_comma = None;
+            }
             Piece::Text(t, weight) => {
                 for id in tokenizer.encode(&t)? {
                     let current = runs.last_mut().expect("never empty");
-                    if current.len() == CHUNK {
+                    if Some(id) == comma {
+                        after_comma = Some(current.len() + 1);
+                    } else if current.len() == CHUNK {
+                        // A full chunk moves the words after its last comma (within 20 tokens)
+                        // to the next one, so a phrase is not cut in half (A1111's
+                        // comma_padding_backtrack).
+                        if let Some(at) = after_comma.filter(|&at| CHUNK + 1 - at <= COMMA_BACKTRACK) {
+                            let moved = current.split_off(at);
+                            runs.push(moved);
+                            after_comma = None;
+                        }
+                    }
+                    if runs.last().expect("never empty").len() == CHUNK {
                         runs.push(Vec::new());
+                        after_comma = None;
                     }
                     runs.last_mut().expect("never empty").push((id, weight as f32));
                 }
             }
         }
+    }
+    // A trailing BREAK does not add an empty chunk.
+    if runs.len() > 1 && runs.last().is_some_and(Vec::is_empty) {
+        runs.pop();
     }
     Ok(runs
         .into_iter()

@@ -147,3 +147,34 @@ fn f16_and_int8_paths_stay_close_to_diffusers() {
         assert!(mean <= limit, "{name}: mean error {mean:.2}/255 above {limit}");
     }
 }
+
+/// Prompts past 75 tokens run in chunks (the context grows by 77 per chunk, the negative prompt
+/// padded to match), and emphasis changes the image while weight 1 changes nothing.
+#[test]
+fn long_and_weighted_prompts_condition_the_image() {
+    let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
+    let model =
+        StableDiffusion::load(&gpu, &Folder(fixtures().join("tiny-sd")), "tiny-sd", Precision::F32).unwrap();
+    let base = Request {
+        width: 64,
+        height: 48,
+        ..Request::txt2img(
+            "a photograph of an astronaut riding a horse",
+            5,
+            2,
+            darkroom_pipeline::Sampler::Euler,
+            7.5,
+        )
+    };
+    let image = |prompt: &str, negative: &str| {
+        let r = Request { prompt: prompt.into(), negative_prompt: negative.into(), ..base.clone() };
+        run(&gpu, &model, &r).0.remove(0).rgba
+    };
+    let plain = image("a photograph of an astronaut riding a horse", "");
+    assert_eq!(image("a photograph of an (astronaut:1.0) riding a horse", ""), plain, "weight 1 is a no-op");
+    assert_ne!(image("a photograph of an (astronaut:1.6) riding a horse", ""), plain, "emphasis matters");
+    let long = format!("a photograph of an astronaut riding a horse, {}", vec!["detailed"; 90].join(" "));
+    let long_image = image(&long, "blurry");
+    assert_ne!(long_image, plain);
+    assert_ne!(image(&format!("{long} BREAK a red hat"), "blurry"), long_image, "a third chunk counts too");
+}

@@ -42,6 +42,12 @@ pub struct ColorMap {
 }
 
 impl ColorMap {
+    /// RGB already in [0, 1] (TAESD's output).
+    pub const RGB: ColorMap = ColorMap {
+        matrix: [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]],
+        bias: [0.0, 0.0, 0.0],
+    };
+
     /// A decoded image in [-1, 1] (VAE and TAESD output) to [0, 1].
     pub const SIGNED_RGB: ColorMap = ColorMap {
         matrix: [[0.5, 0.0, 0.0, 0.0], [0.0, 0.5, 0.0, 0.0], [0.0, 0.0, 0.5, 0.0]],
