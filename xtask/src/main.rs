@@ -4,6 +4,7 @@
 //!   test               install everything if missing, run every test layer
 //!   setup              only the installs (idempotent; skips what is present)
 //!   build-web          only the Trunk build into dist/
+//!   e2e [FILES]        the Trunk build and the browser tests only (all, or the given files)
 
 mod serve;
 mod setup;
@@ -18,6 +19,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
         Some("serve") => serve_command(&args[1..]),
+        Some("e2e") => e2e_command(&args[1..]),
         Some("test") => test_command(),
         Some("setup") => setup::all(),
         Some("build-web") => setup::web_tools().and_then(|_| build_web()),
@@ -111,6 +113,22 @@ fn e2e_test_files() -> Result<Vec<String>> {
     Ok(files)
 }
 
+/// `dist/` and the fixtures served on 127.0.0.1, and node's test runner on `files`.
+fn browser_tests(files: &[String]) -> Result<()> {
+    let server =
+        serve::Server::bind(&root().join("dist"), 0)?.mount("/fixtures/", &root().join("tests/fixtures"));
+    let url = server.url();
+    std::thread::spawn(move || server.run_forever());
+    run(Command::new("node").args(["--test", "--test-reporter=spec"]).args(files).env("DARKROOM_URL", &url))
+}
+
+/// `cargo xtask e2e [tests/e2e/x.test.mjs …]`: the web build and the browser tests only.
+fn e2e_command(args: &[String]) -> Result<()> {
+    build_web()?;
+    let files = if args.is_empty() { e2e_test_files()? } else { args.to_vec() };
+    browser_tests(&files)
+}
+
 fn test_command() -> Result<()> {
     let started = Instant::now();
     let mut stages: Vec<(&str, f64)> = Vec::new();
@@ -130,14 +148,7 @@ fn test_command() -> Result<()> {
     })?;
     stage("web build (trunk)", &mut build_web)?;
     stage("browser tests (headless Chromium, WebGPU on SwiftShader)", &mut || {
-        let server =
-            serve::Server::bind(&root().join("dist"), 0)?.mount("/fixtures/", &root().join("tests/fixtures"));
-        let url = server.url();
-        std::thread::spawn(move || server.run_forever());
-        run(Command::new("node")
-            .args(["--test", "--test-reporter=spec"])
-            .args(e2e_test_files()?)
-            .env("DARKROOM_URL", &url))
+        browser_tests(&e2e_test_files()?)
     })?;
 
     println!("\n== timings");

@@ -7,6 +7,7 @@ use crate::components::model_check_panel::{ModelCheckPanel, ModelCheckState};
 use crate::components::selftest_panel::{SelftestPanel, SelftestState};
 use crate::model_check::{self, ModelCheck};
 use crate::probe::probe;
+use crate::weights_check;
 use darkroom_gpu::selftest::{self, KernelCheck, MatmulReport};
 use darkroom_gpu::{DType, Gpu, Requirements};
 
@@ -17,6 +18,19 @@ pub fn App() -> impl IntoView {
     let fixtures = model_check::requested();
     let (model_state, set_model_state) = signal(ModelCheckState::Running);
     let show_model_check = fixtures.is_some();
+    let weights = weights_check::requested();
+    let show_weights = weights.is_some();
+    let (weights_progress, set_weights_progress) = signal((0u64, 0u64, String::new()));
+    let (weights_outcome, set_weights_outcome) = signal(None::<Result<String, String>>);
+    if let Some(request) = weights {
+        // Downloads need no GPU: start at once.
+        spawn_local(async move {
+            let mut progress =
+                |done, total, path: &str| set_weights_progress.set((done, total, path.to_string()));
+            let outcome = weights_check::run(&request, &mut progress).await;
+            set_weights_outcome.set(Some(outcome));
+        });
+    }
 
     spawn_local(async move {
         let result = probe().await;
@@ -72,6 +86,28 @@ pub fn App() -> impl IntoView {
             <SelftestPanel state=selftest_state.into() />
             <Show when=move || show_model_check>
                 <ModelCheckPanel state=model_state.into() />
+            </Show>
+            <Show when=move || show_weights>
+                <section class="panel">
+                    <h2>"Model download"</h2>
+                    <progress
+                        max=move || weights_progress.get().1.max(1) as f64
+                        value=move || weights_progress.get().0 as f64
+                    ></progress>
+                    <p class="detail">
+                        {move || {
+                            let (done, total, path) = weights_progress.get();
+                            format!("{:.1} of {:.1} MB · {path}", done as f64 / 1e6, total as f64 / 1e6)
+                        }}
+                    </p>
+                    <p class="verdict">
+                        {move || match weights_outcome.get() {
+                            None => "downloading…".to_string(),
+                            Some(Ok(line)) => line,
+                            Some(Err(e)) => format!("error: {e}"),
+                        }}
+                    </p>
+                </section>
             </Show>
         </main>
     }

@@ -5,6 +5,7 @@ mod components;
 mod model_check;
 mod probe;
 mod report;
+mod weights_check;
 
 fn main() {
     console_error_panic_hook::set_once();

@@ -27,6 +27,8 @@ pub enum FetchError {
     Quota { needed: u64, available: u64, hint: String },
     #[error("storage: {0}")]
     Store(String),
+    #[error("storage is full ({0}); delete models you no longer use, or allow this site more storage")]
+    StorageFull(String),
     #[error("the download was cancelled; what arrived is kept and a new fetch resumes it")]
     Cancelled,
 }
@@ -43,10 +45,11 @@ impl FetchError {
 }
 
 /// One Range response: the bytes and the file's total length (from Content-Range, or the body
-/// length when the server ignored the Range on a whole-file answer).
+/// length when the server ignored the Range on a whole-file answer; `None` when a cross-origin
+/// server does not expose Content-Range).
 pub struct RangeReply {
     pub bytes: Vec<u8>,
-    pub total: u64,
+    pub total: Option<u64>,
 }
 
 /// The transport: `fetch` with a Range header in the browser, an HTTP client natively.
@@ -172,7 +175,10 @@ pub async fn fetch_file<S: RangeSource, C: ChunkStore>(
                 Err(e) => return Err(e),
             }
         };
-        let file_total = reply.total;
+        let file_total = reply.total.or(expected_size).ok_or_else(|| FetchError::Size {
+            path: key.into(),
+            detail: "the server does not say how long the file is (no readable Content-Range)".into(),
+        })?;
         if let Some(expected) = expected_size {
             if file_total != expected {
                 return Err(FetchError::Size {
@@ -215,6 +221,28 @@ pub async fn fetch_file<S: RangeSource, C: ChunkStore>(
     }
     store.mark_complete(key).await?;
     Ok(total)
+}
+
+/// Re-reads every stored file of a model and hashes it: (path, complete, sha256 of what is
+/// stored, whether it equals the manifest's). For checking a cache and for tests.
+pub async fn verify_model<C: ChunkStore>(
+    store: &C,
+    manifest: &Manifest,
+    chunk_size: u64,
+) -> Result<Vec<(String, bool, String, Option<bool>)>, FetchError> {
+    let mut out = Vec::new();
+    for file in &manifest.files {
+        let key = format!("{}/{}", manifest.id, file.path);
+        let state = store.stored(&key, chunk_size).await?;
+        let mut hasher = Sha256::new();
+        for i in 0..state.chunks {
+            hasher.update(store.read_chunk(&key, i, chunk_size).await?);
+        }
+        let got = hex(&hasher.finalize());
+        let matches = file.sha256.as_ref().map(|want| *want == got);
+        out.push((file.path.clone(), state.complete, got, matches));
+    }
+    Ok(out)
 }
 
 /// Downloads every file of a model that is not complete in the store. Checks free space first

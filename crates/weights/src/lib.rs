@@ -2,6 +2,8 @@
 //! tensors as their bytes arrive), and the resumable, verified chunked download into a store
 //! (IndexedDB in the browser, a cache folder natively).
 
+#[cfg(feature = "browser")]
+pub mod browser;
 pub mod fetch;
 pub mod manifest;
 pub mod safetensors;

@@ -1,0 +1,122 @@
+//! Downloads a model into IndexedDB with the app's own download code and reports every step,
+//! for the browser tests of resumable, verified downloads. Opened as
+//! `?check=weights&manifest=<url of a manifest>&base=<base URL of its files>[&chunk=<bytes>]`;
+//! the shipped app downloads the same way from the manifest's CDN.
+
+use darkroom_weights::browser::{request_persistence, FetchSource, IdbStore};
+use darkroom_weights::fetch::{
+    fetch_model, verify_model, ChunkStore, FetchOptions, FetchProgress, DEFAULT_CHUNK,
+};
+use darkroom_weights::Manifest;
+use js_sys::{Array, Object, Reflect};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+pub struct WeightsRequest {
+    pub manifest_url: String,
+    pub base: Option<String>,
+    pub chunk: u64,
+}
+
+/// `Some` when the page was opened as a weights check.
+pub fn requested() -> Option<WeightsRequest> {
+    let search = web_sys::window()?.location().search().ok()?;
+    let params = web_sys::UrlSearchParams::new_with_str(&search).ok()?;
+    if params.get("check").as_deref() != Some("weights") {
+        return None;
+    }
+    Some(WeightsRequest {
+        manifest_url: params.get("manifest")?,
+        base: params.get("base"),
+        chunk: params.get("chunk").and_then(|c| c.parse().ok()).filter(|&c| c > 0).unwrap_or(DEFAULT_CHUNK),
+    })
+}
+
+fn set(target: &Object, key: &str, value: JsValue) {
+    let _ = Reflect::set(target, &JsValue::from_str(key), &value);
+}
+
+/// `window.__darkroomWeights`, updated as the download goes.
+fn status() -> Object {
+    let global = js_sys::global();
+    match Reflect::get(&global, &"__darkroomWeights".into()).ok().and_then(|v| v.dyn_into::<Object>().ok()) {
+        Some(obj) => obj,
+        None => {
+            let obj = Object::new();
+            set(&global.unchecked_into(), "__darkroomWeights", obj.clone().into());
+            obj
+        }
+    }
+}
+
+async fn manifest(url: &str) -> Result<Manifest, String> {
+    let window = web_sys::window().ok_or("no window")?;
+    let response: web_sys::Response = JsFuture::from(window.fetch_with_str(url))
+        .await
+        .map_err(|e| format!("fetching {url}: {e:?}"))?
+        .dyn_into()
+        .map_err(|_| format!("fetching {url}: not a response"))?;
+    if !response.ok() {
+        return Err(format!("fetching {url}: HTTP {}", response.status()));
+    }
+    let text = JsFuture::from(response.text().map_err(|e| format!("{e:?}"))?)
+        .await
+        .map_err(|e| format!("reading {url}: {e:?}"))?
+        .as_string()
+        .unwrap_or_default();
+    Manifest::parse(&text, url).map_err(|e| e.to_string())
+}
+
+/// Runs the download; `progress` sees (done, total, path) after every chunk. Returns the
+/// outcome's summary line.
+pub async fn run(
+    request: &WeightsRequest,
+    progress: &mut dyn FnMut(u64, u64, &str),
+) -> Result<String, String> {
+    let obj = status();
+    set(&obj, "state", "running".into());
+    let outcome = async {
+        let manifest = manifest(&request.manifest_url).await?;
+        set(&obj, "persisted", request_persistence().await.into());
+        let store = IdbStore::open().await.map_err(|e| e.to_string())?;
+        let options = FetchOptions {
+            chunk_size: request.chunk,
+            base_url: request.base.as_deref(),
+            cancelled: &|| false,
+        };
+        let mut report = |p: &FetchProgress| {
+            set(&obj, "done", (p.model_done as f64).into());
+            set(&obj, "total", (p.model_total as f64).into());
+            set(&obj, "path", p.path.as_str().into());
+            progress(p.model_done, p.model_total, &p.path);
+        };
+        let fetched = fetch_model(&FetchSource, &store, &manifest, &options, &mut report).await;
+        // Whatever happened, say what the store now holds.
+        let files = Array::new();
+        for (path, complete, sha256, matches) in
+            verify_model(&store, &manifest, request.chunk).await.map_err(|e| e.to_string())?
+        {
+            let entry = Object::new();
+            let key = format!("{}/{path}", manifest.id);
+            let state = store.stored(&key, request.chunk).await.map_err(|e| e.to_string())?;
+            set(&entry, "path", path.as_str().into());
+            set(&entry, "complete", complete.into());
+            set(&entry, "chunks", (state.chunks as f64).into());
+            set(&entry, "sha256", sha256.as_str().into());
+            set(&entry, "matches", matches.map_or(JsValue::NULL, JsValue::from));
+            files.push(&entry);
+        }
+        set(&obj, "files", files.into());
+        fetched.map_err(|e| e.to_string())?;
+        Ok::<_, String>(format!("{} is stored in this browser", manifest.name))
+    }
+    .await;
+    match &outcome {
+        Ok(_) => set(&obj, "state", "done".into()),
+        Err(e) => {
+            set(&obj, "state", "error".into());
+            set(&obj, "error", e.as_str().into());
+        }
+    }
+    outcome
+}

@@ -1,0 +1,291 @@
+//! The browser side of the download: IndexedDB as the chunk store (one record per chunk, so a
+//! closed tab loses at most the chunk in flight) and `fetch` with Range headers as the source.
+//! Works in a window and in a dedicated worker.
+
+use idb::builder::{DatabaseBuilder, ObjectStoreBuilder};
+use idb::{Database, KeyRange, Query, TransactionMode};
+use js_sys::{Object, Reflect, Uint8Array};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+use crate::fetch::{ChunkStore, FetchError, RangeReply, RangeSource, Stored};
+
+const DB: &str = "darkroom-weights";
+const CHUNKS: &str = "chunks";
+const FILES: &str = "files";
+
+/// Database "darkroom-weights": `files` (key → {total, chunks, complete}) and `chunks`
+/// ("key\0index" → bytes).
+pub struct IdbStore {
+    db: Database,
+}
+
+fn store_error(e: impl std::fmt::Display) -> FetchError {
+    let text = e.to_string();
+    if text.contains("QuotaExceeded") || text.contains("quota") {
+        FetchError::StorageFull(text)
+    } else {
+        FetchError::Store(text)
+    }
+}
+
+/// Commits and waits; an aborted transaction (a full disk or quota aborts at commit) is an error.
+async fn commit(tx: idb::Transaction) -> Result<(), FetchError> {
+    match tx.commit().map_err(store_error)?.await.map_err(store_error)? {
+        idb::TransactionResult::Committed => Ok(()),
+        idb::TransactionResult::Aborted => Err(FetchError::StorageFull(
+            "the browser refused the write: QuotaExceededError or a full disk".into(),
+        )),
+    }
+}
+
+fn js_error(what: &str, e: JsValue) -> FetchError {
+    let text = e
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| format!("{e:?}"));
+    FetchError::Store(format!("{what}: {text}"))
+}
+
+fn chunk_key(key: &str, index: u64) -> JsValue {
+    JsValue::from_str(&format!("{key}\u{0}{index:010}"))
+}
+
+fn get_number(obj: &JsValue, field: &str) -> Option<f64> {
+    Reflect::get(obj, &JsValue::from_str(field)).ok().and_then(|v| v.as_f64())
+}
+
+fn record(state: &Stored) -> JsValue {
+    let obj = Object::new();
+    let total = state.total.map_or(JsValue::NULL, |t| JsValue::from_f64(t as f64));
+    let _ = Reflect::set(&obj, &"total".into(), &total);
+    let _ = Reflect::set(&obj, &"chunks".into(), &JsValue::from_f64(state.chunks as f64));
+    let _ = Reflect::set(&obj, &"complete".into(), &JsValue::from_bool(state.complete));
+    obj.into()
+}
+
+fn parse_record(value: &JsValue) -> Stored {
+    Stored {
+        chunks: get_number(value, "chunks").unwrap_or(0.0) as u64,
+        total: get_number(value, "total").map(|t| t as u64),
+        complete: Reflect::get(value, &"complete".into()).ok().and_then(|v| v.as_bool()).unwrap_or(false),
+    }
+}
+
+impl IdbStore {
+    pub async fn open() -> Result<IdbStore, FetchError> {
+        let db = DatabaseBuilder::new(DB)
+            .version(1)
+            .add_object_store(ObjectStoreBuilder::new(CHUNKS))
+            .add_object_store(ObjectStoreBuilder::new(FILES))
+            .build()
+            .await
+            .map_err(store_error)?;
+        Ok(IdbStore { db })
+    }
+
+    async fn put_record(&self, key: &str, state: &Stored) -> Result<(), FetchError> {
+        let tx = self.db.transaction(&[FILES], TransactionMode::ReadWrite).map_err(store_error)?;
+        let files = tx.object_store(FILES).map_err(store_error)?;
+        files
+            .put(&record(state), Some(&JsValue::from_str(key)))
+            .map_err(store_error)?
+            .await
+            .map_err(store_error)?;
+        commit(tx).await
+    }
+
+    /// Every file key the store knows, with its state.
+    pub async fn files(&self) -> Result<Vec<(String, Stored)>, FetchError> {
+        let tx = self.db.transaction(&[FILES], TransactionMode::ReadOnly).map_err(store_error)?;
+        let files = tx.object_store(FILES).map_err(store_error)?;
+        let keys = files.get_all_keys(None, None).map_err(store_error)?.await.map_err(store_error)?;
+        let mut out = Vec::new();
+        for key in keys {
+            let Some(name) = key.as_string() else { continue };
+            let value = files.get(key).map_err(store_error)?.await.map_err(store_error)?;
+            out.push((name, value.as_ref().map(parse_record).unwrap_or_default()));
+        }
+        Ok(out)
+    }
+
+    /// Deletes every file of a model (`<id>/…`).
+    pub async fn remove_model(&self, id: &str) -> Result<(), FetchError> {
+        let prefix = format!("{id}/");
+        for (key, _) in self.files().await? {
+            if key.starts_with(&prefix) {
+                self.remove(&key).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ChunkStore for IdbStore {
+    async fn stored(&self, key: &str, _chunk_size: u64) -> Result<Stored, FetchError> {
+        let tx = self.db.transaction(&[FILES], TransactionMode::ReadOnly).map_err(store_error)?;
+        let files = tx.object_store(FILES).map_err(store_error)?;
+        let value = files.get(JsValue::from_str(key)).map_err(store_error)?.await.map_err(store_error)?;
+        Ok(value.as_ref().map(parse_record).unwrap_or_default())
+    }
+
+    async fn read_chunk(&self, key: &str, index: u64, _chunk_size: u64) -> Result<Vec<u8>, FetchError> {
+        let tx = self.db.transaction(&[CHUNKS], TransactionMode::ReadOnly).map_err(store_error)?;
+        let chunks = tx.object_store(CHUNKS).map_err(store_error)?;
+        let value = chunks.get(chunk_key(key, index)).map_err(store_error)?.await.map_err(store_error)?;
+        let value = value.ok_or_else(|| FetchError::Store(format!("{key}: chunk {index} is missing")))?;
+        Ok(Uint8Array::new(&value).to_vec())
+    }
+
+    /// The chunk and the file's record in one transaction: either both are stored or neither.
+    async fn write_chunk(
+        &self,
+        key: &str,
+        index: u64,
+        _chunk_size: u64,
+        bytes: &[u8],
+    ) -> Result<(), FetchError> {
+        let tx = self.db.transaction(&[CHUNKS, FILES], TransactionMode::ReadWrite).map_err(store_error)?;
+        let chunks = tx.object_store(CHUNKS).map_err(store_error)?;
+        let files = tx.object_store(FILES).map_err(store_error)?;
+        let previous = files.get(JsValue::from_str(key)).map_err(store_error)?.await.map_err(store_error)?;
+        let mut state = previous.as_ref().map(parse_record).unwrap_or_default();
+        let data = Uint8Array::from(bytes);
+        chunks
+            .put(&data.buffer().into(), Some(&chunk_key(key, index)))
+            .map_err(store_error)?
+            .await
+            .map_err(store_error)?;
+        state.chunks = index + 1;
+        files
+            .put(&record(&state), Some(&JsValue::from_str(key)))
+            .map_err(store_error)?
+            .await
+            .map_err(store_error)?;
+        commit(tx).await
+    }
+
+    async fn set_total(&self, key: &str, total: u64) -> Result<(), FetchError> {
+        let mut state = self.stored(key, 0).await?;
+        state.total = Some(total);
+        self.put_record(key, &state).await
+    }
+
+    async fn mark_complete(&self, key: &str) -> Result<(), FetchError> {
+        let mut state = self.stored(key, 0).await?;
+        state.complete = true;
+        self.put_record(key, &state).await
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), FetchError> {
+        let tx = self.db.transaction(&[CHUNKS, FILES], TransactionMode::ReadWrite).map_err(store_error)?;
+        let chunks = tx.object_store(CHUNKS).map_err(store_error)?;
+        let files = tx.object_store(FILES).map_err(store_error)?;
+        let lower = JsValue::from_str(&format!("{key}\u{0}"));
+        let upper = JsValue::from_str(&format!("{key}\u{1}"));
+        let range = KeyRange::bound(&lower, &upper, None, None).map_err(store_error)?;
+        chunks.delete(Query::KeyRange(range)).map_err(store_error)?.await.map_err(store_error)?;
+        files.delete(JsValue::from_str(key)).map_err(store_error)?.await.map_err(store_error)?;
+        commit(tx).await
+    }
+
+    async fn available(&self) -> Result<Option<u64>, FetchError> {
+        let Some(storage) = storage_manager() else { return Ok(None) };
+        let promise = storage.estimate().map_err(|e| js_error("storage.estimate()", e))?;
+        let estimate = JsFuture::from(promise).await.map_err(|e| js_error("storage.estimate()", e))?;
+        match (get_number(&estimate, "quota"), get_number(&estimate, "usage")) {
+            (Some(quota), Some(usage)) => Ok(Some((quota - usage).max(0.0) as u64)),
+            _ => Ok(None),
+        }
+    }
+}
+
+fn storage_manager() -> Option<web_sys::StorageManager> {
+    let global = js_sys::global();
+    if let Some(window) = global.dyn_ref::<web_sys::Window>() {
+        return Some(window.navigator().storage());
+    }
+    global.dyn_ref::<web_sys::WorkerGlobalScope>().map(|w| w.navigator().storage())
+}
+
+/// Asks the browser to keep our storage under pressure (`navigator.storage.persist()`); returns
+/// whether it agreed.
+pub async fn request_persistence() -> bool {
+    let Some(storage) = storage_manager() else { return false };
+    let Ok(promise) = storage.persist() else { return false };
+    JsFuture::from(promise).await.ok().and_then(|v| v.as_bool()).unwrap_or(false)
+}
+
+/// `fetch` with Range headers, from a window or a worker.
+#[derive(Default)]
+pub struct FetchSource;
+
+fn global_fetch(request: &web_sys::Request) -> js_sys::Promise {
+    let global = js_sys::global();
+    if let Some(window) = global.dyn_ref::<web_sys::Window>() {
+        return window.fetch_with_request(request);
+    }
+    match global.dyn_ref::<web_sys::WorkerGlobalScope>() {
+        Some(worker) => worker.fetch_with_request(request),
+        None => js_sys::Promise::reject(&JsValue::from_str("no fetch in this context")),
+    }
+}
+
+impl RangeSource for FetchSource {
+    async fn get_range(&self, url: &str, start: u64, end: u64) -> Result<RangeReply, FetchError> {
+        let network = |detail: &str| FetchError::Network { url: url.into(), detail: detail.into() };
+        let init = web_sys::RequestInit::new();
+        init.set_method("GET");
+        init.set_mode(web_sys::RequestMode::Cors);
+        let headers = web_sys::Headers::new().map_err(|e| js_error("headers", e))?;
+        let last = end.max(start + 1) - 1;
+        headers.set("Range", &format!("bytes={start}-{last}")).map_err(|e| js_error("headers", e))?;
+        init.set_headers(&headers);
+        let request = web_sys::Request::new_with_str_and_init(url, &init)
+            .map_err(|e| js_error("building the request", e))?;
+        let response: web_sys::Response = JsFuture::from(global_fetch(&request))
+            .await
+            .map_err(|_| {
+                network("could not reach the server (offline, or it does not allow cross-origin requests from this page)")
+            })?
+            .dyn_into()
+            .map_err(|_| network("fetch returned something that is not a response"))?;
+        let status = response.status();
+        if status != 200 && status != 206 {
+            let hint = match status {
+                401 | 403 => {
+                    " (the model may need its license accepted on huggingface.co, or access is refused)"
+                }
+                404 => " (no file at that address: check the manifest's repository, revision and path)",
+                _ => "",
+            };
+            return Err(FetchError::Http { url: url.into(), status, hint: hint.into() });
+        }
+        let content_range = response.headers().get("Content-Range").ok().flatten();
+        let buffer = JsFuture::from(response.array_buffer().map_err(|e| js_error("reading the body", e))?)
+            .await
+            .map_err(|_| network("the connection dropped while receiving"))?;
+        let bytes = Uint8Array::new(&buffer).to_vec();
+        let total = if status == 206 {
+            content_range.and_then(|v| v.rsplit('/').next().and_then(|t| t.trim().parse().ok()))
+        } else {
+            Some(bytes.len() as u64)
+        };
+        Ok(RangeReply { bytes, total })
+    }
+
+    async fn sleep_ms(&self, ms: u64) {
+        let promise = js_sys::Promise::new(&mut |resolve, _| {
+            let global = js_sys::global();
+            if let Ok(set_timeout) = Reflect::get(&global, &"setTimeout".into()) {
+                if let Some(f) = set_timeout.dyn_ref::<js_sys::Function>() {
+                    let _ = f.call2(&global, &resolve, &JsValue::from_f64(ms as f64));
+                    return;
+                }
+            }
+            let _ = resolve.call0(&JsValue::NULL);
+        });
+        let _ = JsFuture::from(promise).await;
+    }
+}

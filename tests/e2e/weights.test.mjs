@@ -1,0 +1,195 @@
+// Downloading a model into IndexedDB in the browser, with the app's own download code, from a
+// server this test starts on 127.0.0.1 (another origin, as the CDN is) holding the tiny model
+// of tests/fixtures/tiny-sd in the manifest layout — and breaking it on purpose: a connection
+// dropped mid-file, corrupted bytes, a missing file, a CORS refusal, a page reload mid-download
+// and a storage quota too small.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import path from 'node:path';
+import { readFileSync, existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { launch, openPage, ARTIFACTS, APP_URL } from './harness.mjs';
+
+const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'tiny-sd');
+const MANIFEST = readFileSync(path.join(ROOT, '..', 'tiny-sd.toml'), 'utf8');
+const FILES = [...MANIFEST.matchAll(/path = "([^"]+)"\ncomponent = "[^"]+"\nsize = (\d+)\nsha256 = "([0-9a-f]+)"/g)]
+  .map((m) => ({ path: m[1], size: Number(m[2]), sha256: m[3] }));
+const TOTAL = FILES.reduce((n, f) => n + f.size, 0);
+const UNET = 'unet/diffusion_pytorch_model.safetensors';
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const servers = [];
+
+/// The fake CDN. `state` steers the faults; `state.log` records every request.
+function startServer() {
+  const state = { log: [], cors: true, delayMs: 0, corrupt: null, dropOnce: null };
+  const server = http.createServer(async (req, res) => {
+    const rel = decodeURIComponent(new URL(req.url, 'http://x').pathname).replace(/^\/+/, '');
+    const cors = state.cors
+      ? { 'Access-Control-Allow-Origin': '*', 'Access-Control-Expose-Headers': 'Content-Range, Content-Length',
+          'Access-Control-Allow-Headers': 'Range' }
+      : {};
+    if (req.method === 'OPTIONS') { res.writeHead(204, cors); res.end(); return; }
+    const range = /bytes=(\d+)-(\d+)/.exec(req.headers.range || '');
+    const start = range ? Number(range[1]) : 0;
+    state.log.push({ path: rel, start });
+    if (state.delayMs) await sleep(state.delayMs);
+    const file = path.join(ROOT, rel);
+    if (!rel || rel.includes('..') || !existsSync(file)) { res.writeHead(404, cors); res.end(); return; }
+    let data = readFileSync(file);
+    if (state.corrupt === rel) { data = Buffer.from(data); data[data.length >> 1] ^= 0x55; }
+    const end = range ? Math.min(Number(range[2]), data.length - 1) : data.length - 1;
+    const body = data.subarray(start, end + 1);
+    const headers = { ...cors, 'Content-Type': 'application/octet-stream', 'Content-Length': body.length };
+    if (range) headers['Content-Range'] = `bytes ${start}-${end}/${data.length}`;
+    res.writeHead(range ? 206 : 200, headers);
+    if (state.dropOnce === rel) {
+      state.dropOnce = null;
+      res.write(body.subarray(0, body.length >> 1));
+      await sleep(50);
+      res.socket.destroy();
+      return;
+    }
+    res.end(body);
+  });
+  servers.push(server);
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => {
+    resolve({ state, server, base: `http://127.0.0.1:${server.address().port}` });
+  }));
+}
+
+let browser;
+before(async () => { browser = await launch(); });
+after(async () => {
+  await browser?.close();
+  // A failed test must not leave a server keeping node alive.
+  for (const server of servers) { server.closeAllConnections?.(); server.close(); }
+});
+
+const CHUNK = 128 * 1024;
+const query = (base, chunk = CHUNK) =>
+  `?check=weights&manifest=/fixtures/tiny-sd.toml&base=${encodeURIComponent(base)}&chunk=${chunk}`;
+
+async function finished(page, timeout = 180_000) {
+  await page.waitForFunction(() => ['done', 'error'].includes(window.__darkroomWeights?.state), null, { timeout });
+  return page.evaluate(() => window.__darkroomWeights);
+}
+
+function assertAllIdentical(result) {
+  assert.equal(result.files.length, FILES.length);
+  for (const f of result.files) {
+    const want = FILES.find((x) => x.path === f.path);
+    assert.ok(f.complete, `${f.path} is not complete`);
+    assert.equal(f.sha256, want.sha256, `${f.path}: stored bytes differ from the file`);
+  }
+}
+
+/// How often each (path, offset) was requested.
+function repeats(log) {
+  const seen = new Map();
+  for (const { path: p, start } of log) seen.set(`${p}@${start}`, (seen.get(`${p}@${start}`) ?? 0) + 1);
+  return [...seen.entries()].filter(([, n]) => n > 1);
+}
+
+test('a dropped connection resumes from the last stored chunk, bytes identical', async () => {
+  const { state, server, base } = await startServer();
+  state.dropOnce = UNET;
+  const { context, page } = await openPage(browser, { query: query(base) });
+  const result = await finished(page);
+  assert.equal(result.state, 'done', result.error);
+  assertAllIdentical(result);
+  assert.equal(result.done, TOTAL);
+  // Only the cut chunk was asked for twice.
+  assert.deepEqual(repeats(state.log), [[`${UNET}@0`, 2]]);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'weights-download.png'), fullPage: true });
+
+  // A second visit finds the model complete and downloads nothing.
+  const before = state.log.length;
+  await page.reload();
+  const again = await finished(page);
+  assert.equal(again.state, 'done');
+  assert.equal(state.log.length, before, 'nothing is downloaded twice');
+  await context.close();
+  server.close();
+});
+
+test('corrupted bytes fail the sha256 check and nothing corrupt is kept as complete', async () => {
+  const { state, server, base } = await startServer();
+  state.corrupt = UNET;
+  const { context, page } = await openPage(browser, { query: query(base) });
+  const result = await finished(page);
+  assert.equal(result.state, 'error');
+  assert.match(result.error, /corrupt/);
+  assert.match(result.error, /fetch it again/);
+  const unet = result.files.find((f) => f.path === UNET);
+  assert.equal(unet.complete, false);
+  assert.equal(unet.chunks, 0, 'the bad download is discarded');
+  assert.ok(result.files.every((f) => !f.complete || f.sha256 === FILES.find((x) => x.path === f.path).sha256));
+  // The server heals: a reload completes the download.
+  state.corrupt = null;
+  await page.reload();
+  const healed = await finished(page);
+  assert.equal(healed.state, 'done', healed.error);
+  assertAllIdentical(healed);
+  await context.close();
+  server.close();
+});
+
+test('a missing file and a CORS refusal are clear errors', async () => {
+  const { state, server, base } = await startServer();
+  const missing = await openPage(browser, { query: query(`${base}/no-such-model`) });
+  const result = await finished(missing.page);
+  assert.equal(result.state, 'error');
+  assert.match(result.error, /404/);
+  assert.match(result.error, /no file at that address/);
+  await missing.context.close();
+
+  state.cors = false;
+  const refused = await openPage(browser, { query: query(base) });
+  const blocked = await finished(refused.page);
+  assert.equal(blocked.state, 'error');
+  assert.match(blocked.error, /cross-origin/);
+  await refused.page.screenshot({ path: path.join(ARTIFACTS, 'weights-cors-error.png'), fullPage: true });
+  await refused.context.close();
+  server.close();
+});
+
+test('a page reload mid-download resumes instead of restarting', async () => {
+  const { state, server, base } = await startServer();
+  state.delayMs = 60;
+  const { context, page } = await openPage(browser, { query: query(base) });
+  await page.waitForFunction(() => (window.__darkroomWeights?.done ?? 0) > 3_000_000, null, { timeout: 120_000 });
+  const beforeReload = state.log.length;
+  await page.reload();
+  state.delayMs = 0;
+  const result = await finished(page);
+  assert.equal(result.state, 'done', result.error);
+  assertAllIdentical(result);
+  const chunks = FILES.reduce((n, f) => n + Math.max(1, Math.ceil(f.size / CHUNK)), 0);
+  // At most the chunk in flight at the reload is asked for again.
+  assert.ok(repeats(state.log).length <= 1, JSON.stringify(repeats(state.log)));
+  assert.ok(state.log.length <= chunks + 1, `${state.log.length} requests for ${chunks} chunks`);
+  assert.ok(beforeReload > 10 && beforeReload < chunks, `reloaded after ${beforeReload} of ${chunks} chunks`);
+  await context.close();
+  server.close();
+});
+
+test('a storage quota too small is a clear error, not a half-written model marked complete', async () => {
+  const { server, base } = await startServer();
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin: new URL(APP_URL).origin, quotaSize: 1_000_000 });
+  // One 4 MiB chunk is a single write larger than the whole quota.
+  await page.goto(APP_URL + query(base, 4 << 20));
+  const result = await finished(page);
+  assert.equal(result.state, 'error', JSON.stringify(result).slice(0, 300));
+  assert.match(result.error, /storage/i);
+  const unet = result.files?.find((f) => f.path === UNET);
+  assert.ok(!unet || !unet.complete, 'the UNet cannot be complete in 1 MB');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'weights-quota-error.png'), fullPage: true });
+  await context.close();
+  server.close();
+});
