@@ -34,10 +34,12 @@ pub struct GenerateArgs {
     /// Classifier-free guidance scale; 1 or less skips the unconditional pass (SD-Turbo: 0).
     #[arg(long, default_value_t = 7.0)]
     pub cfg: f32,
-    #[arg(long, default_value_t = 512)]
-    pub width: usize,
-    #[arg(long, default_value_t = 512)]
-    pub height: usize,
+    /// Default: the --init image's size (after --outpaint), else 512.
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Default: the --init image's size (after --outpaint), else 512.
+    #[arg(long)]
+    pub height: Option<usize>,
     /// Images to make (seeds seed, seed+1, …).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
@@ -51,6 +53,10 @@ pub struct GenerateArgs {
     /// the canvas of --init and paint the new area white.
     #[arg(long)]
     pub mask: Option<PathBuf>,
+    /// Outpainting: extend --init by LEFT,TOP,RIGHT,BOTTOM pixels and paint the new area (the
+    /// mask is made for you, overlapping the old edge by 8 pixels).
+    #[arg(long, value_parser = parse_margins, value_name = "L,T,R,B")]
+    pub outpaint: Option<[usize; 4]>,
     /// Weight storage on the GPU: none (as stored), q8 (int8 per row), q4 (4-bit per group).
     #[arg(long, value_enum, default_value = "none")]
     pub quant: Quant,
@@ -81,6 +87,18 @@ pub enum PrecisionArg {
 
 fn parse_sampler(s: &str) -> Result<Sampler, String> {
     s.parse()
+}
+
+fn parse_margins(s: &str) -> Result<[usize; 4], String> {
+    let parts: Vec<usize> = s
+        .split(',')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("expected LEFT,TOP,RIGHT,BOTTOM in pixels, such as 0,0,128,0; got {s:?}"))?;
+    match parts[..] {
+        [l, t, r, b] if l + t + r + b > 0 => Ok([l, t, r, b]),
+        _ => Err(format!("expected four margins, not all zero, such as 0,0,128,0; got {s:?}")),
+    }
 }
 
 /// A failure and whether it is the user's to fix (exit code 2) or not (1).
@@ -132,12 +150,6 @@ pub fn run(gpu: &Gpu, mut args: GenerateArgs) -> Result<(), Failure> {
             args.model.display()
         )));
     }
-    if args.width == 0 || args.height == 0 || args.width % 8 != 0 || args.height % 8 != 0 {
-        return Err(usage(format!(
-            "--width and --height must be positive multiples of 8, got {}x{}",
-            args.width, args.height
-        )));
-    }
     let activations = match args.precision {
         PrecisionArg::F32 => DType::F32,
         PrecisionArg::F16 => DType::F16,
@@ -150,8 +162,29 @@ pub fn run(gpu: &Gpu, mut args: GenerateArgs) -> Result<(), Failure> {
         Quant::Q8 => QuantPolicy::Q8,
         Quant::Q4 => QuantPolicy { linear: WeightFormat::Q4, conv: WeightFormat::Q8 },
     };
-    let init_image = args.init.as_deref().map(|p| read_png(p, "init image")).transpose()?;
-    let mask = args.mask.as_deref().map(|p| read_png(p, "mask")).transpose()?;
+    let mut init_image = args.init.as_deref().map(|p| read_png(p, "init image")).transpose()?;
+    let mut mask = args.mask.as_deref().map(|p| read_png(p, "mask")).transpose()?;
+    if let Some(margins) = args.outpaint {
+        let Some(init) = &init_image else {
+            return Err(usage("--outpaint extends --init; give the image to extend".into()));
+        };
+        if mask.is_some() {
+            return Err(usage("--outpaint makes its own mask; leave out --mask".into()));
+        }
+        let (canvas, new_mask) = darkroom_pipeline::outpaint_canvas(init, margins, 8)?;
+        init_image = Some(canvas);
+        mask = Some(new_mask);
+    }
+    let (width, height) = match (args.width, args.height, &init_image) {
+        (Some(w), Some(h), _) => (w, h),
+        (w, h, Some(img)) => (w.unwrap_or(img.width), h.unwrap_or(img.height)),
+        (w, h, None) => (w.unwrap_or(512), h.unwrap_or(512)),
+    };
+    if width == 0 || height == 0 || width % 8 != 0 || height % 8 != 0 {
+        return Err(usage(format!(
+            "--width and --height must be positive multiples of 8, got {width}x{height}"
+        )));
+    }
     let strength = args.strength.unwrap_or(if mask.is_some() { 1.0 } else { 0.75 });
     if !(strength > 0.0 && strength <= 1.0) {
         return Err(usage(format!("--strength must be in (0, 1], got {strength}")));
@@ -171,8 +204,8 @@ pub fn run(gpu: &Gpu, mut args: GenerateArgs) -> Result<(), Failure> {
         steps: args.steps,
         sampler: args.sampler,
         cfg_scale: args.cfg,
-        width: args.width,
-        height: args.height,
+        width,
+        height,
         batch: args.batch,
         init_image,
         strength,

@@ -133,6 +133,50 @@ fn inpainting_from_the_command_line_matches_diffusers() {
 }
 
 #[test]
+fn outpainting_extends_the_init_image() {
+    let dir = out_dir("outpaint");
+    let out = dir.join("wider.png");
+    let result = darkroom(&[
+        "generate",
+        "--model",
+        fixtures().join("tiny-sd-inpaint").to_str().unwrap(),
+        "--prompt",
+        "more sky",
+        "--seed",
+        "2",
+        "--steps",
+        "2",
+        "--sampler",
+        "euler",
+        "--precision",
+        "f32",
+        "--init",
+        fixtures().join("pipeline/init.png").to_str().unwrap(),
+        "--outpaint",
+        "0,16,0,0",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let image = Image::from_png(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!((image.width, image.height), (64, 64), "48 rows + 16 new ones");
+    let bad = darkroom(&[
+        "generate",
+        "--model",
+        fixtures().join("tiny-sd").to_str().unwrap(),
+        "--prompt",
+        "x",
+        "--outpaint",
+        "0,0,0,16",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("give the image to extend"));
+}
+
+#[test]
 fn bad_input_exits_with_code_2_and_says_why() {
     let model = fixtures().join("tiny-sd");
     let model = model.to_str().unwrap();

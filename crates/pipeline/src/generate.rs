@@ -45,6 +45,44 @@ impl Image {
     }
 }
 
+/// Outpainting's canvas: `image` extended by the given margins (pixels), the new area filled by
+/// stretching the nearest edge pixels (a neutral start the sampler repaints), and the mask that
+/// repaints the new area plus `overlap` pixels into the original so the seam is redrawn too.
+/// Margins must keep the size a multiple of 8.
+pub fn outpaint_canvas(
+    image: &Image,
+    [left, top, right, bottom]: [usize; 4],
+    overlap: usize,
+) -> Result<(Image, Image), PipelineError> {
+    let (w, h) = (image.width + left + right, image.height + top + bottom);
+    if image.width == 0 || image.height == 0 || image.rgba.len() != image.width * image.height * 4 {
+        return Err(PipelineError::Input("the image to extend is empty or damaged".into()));
+    }
+    if w % 8 != 0 || h % 8 != 0 {
+        return Err(PipelineError::Input(format!(
+            "extending {}x{} by {left},{top},{right},{bottom} gives {w}x{h}, which is not a multiple of 8",
+            image.width, image.height
+        )));
+    }
+    let mut rgba = vec![0u8; w * h * 4];
+    let mut mask = vec![0u8; w * h * 4];
+    for y in 0..h {
+        for x in 0..w {
+            let sx = x.saturating_sub(left).min(image.width - 1);
+            let sy = y.saturating_sub(top).min(image.height - 1);
+            let src = (sy * image.width + sx) * 4;
+            let dst = (y * w + x) * 4;
+            rgba[dst..dst + 4].copy_from_slice(&image.rgba[src..src + 4]);
+            rgba[dst + 3] = 255;
+            let inside_x = x >= left + overlap.min(left) && x < left + image.width - overlap.min(right);
+            let inside_y = y >= top + overlap.min(top) && y < top + image.height - overlap.min(bottom);
+            let value = if inside_x && inside_y { 0 } else { 255 };
+            mask[dst..dst + 4].copy_from_slice(&[value, value, value, 255]);
+        }
+    }
+    Ok((Image { width: w, height: h, rgba }, Image { width: w, height: h, rgba: mask }))
+}
+
 /// What to make.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -444,5 +482,31 @@ fn params(model: &StableDiffusion, r: &Request, seed: u64) -> GenerationParams {
         model: Some(model.name.clone()),
         model_hash: None,
         extra,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn solid(w: usize, h: usize, rgb: [u8; 3]) -> Image {
+        Image { width: w, height: h, rgba: (0..w * h).flat_map(|_| [rgb[0], rgb[1], rgb[2], 255]).collect() }
+    }
+
+    #[test]
+    fn outpainting_extends_the_canvas_and_masks_the_new_area_with_an_overlap() {
+        let mut image = solid(16, 8, [10, 20, 30]);
+        image.rgba[0..4].copy_from_slice(&[200, 0, 0, 255]); // top-left pixel
+        let (canvas, mask) = outpaint_canvas(&image, [8, 0, 0, 8], 2).unwrap();
+        assert_eq!((canvas.width, canvas.height), (24, 16));
+        let px = |img: &Image, x: usize, y: usize| img.rgba[(y * img.width + x) * 4];
+        assert_eq!(px(&canvas, 8, 0), 200, "the original sits at the offset");
+        assert_eq!(px(&canvas, 0, 0), 200, "the new area stretches the nearest edge");
+        assert_eq!(px(&mask, 0, 0), 255, "new area repaints");
+        assert_eq!(px(&mask, 9, 0), 255, "the overlap into the original repaints");
+        assert_eq!(px(&mask, 10, 0), 0, "the rest of the original is kept");
+        assert_eq!(px(&mask, 23, 5), 0, "no overlap on a side that was not extended");
+        assert_eq!(px(&mask, 12, 6), 255, "overlap above the bottom margin");
+        assert!(outpaint_canvas(&image, [3, 0, 0, 0], 0).is_err(), "19 is not a multiple of 8");
     }
 }

@@ -9,7 +9,7 @@ pub mod schedulers;
 pub mod text;
 pub mod tokenizer;
 
-pub use generate::{generate, preview, Generated, Image, Progress, Request, Stage};
+pub use generate::{generate, outpaint_canvas, preview, Generated, Image, Progress, Request, Stage};
 pub use model::{Folder, ModelFiles, Precision, StableDiffusion};
 pub use schedulers::Sampler;
 
