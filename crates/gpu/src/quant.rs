@@ -152,12 +152,91 @@ impl PackedWeight {
     pub fn bytes(&self) -> usize {
         (self.data.len() + self.scales.len()) * 4
     }
+
+    /// The serialised form cached on the device so a second load skips quantizing: "DRQW",
+    /// format version, format, rows, cols, word counts, then the words (little-endian).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(28 + self.bytes());
+        out.extend_from_slice(b"DRQW");
+        let format = match self.format {
+            WeightFormat::F32 => 0u32,
+            WeightFormat::F16 => 1,
+            WeightFormat::Q8 => 2,
+            WeightFormat::Q4 => 3,
+        };
+        for v in [PACKED_FORMAT_VERSION, format, self.rows as u32, self.cols as u32] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [self.data.len() as u32, self.scales.len() as u32] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for w in self.data.iter().chain(&self.scales) {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
+
+    /// Reads [`PackedWeight::to_bytes`]; `None` for anything else (another version, a torn
+    /// write, sizes that do not fit the format), so a bad cache entry is re-made, not used.
+    pub fn from_bytes(bytes: &[u8]) -> Option<PackedWeight> {
+        let word = |i: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(bytes.get(4 + 4 * i..8 + 4 * i)?.try_into().ok()?))
+        };
+        if bytes.get(..4)? != b"DRQW" || word(0)? != PACKED_FORMAT_VERSION {
+            return None;
+        }
+        let format = match word(1)? {
+            0 => WeightFormat::F32,
+            1 => WeightFormat::F16,
+            2 => WeightFormat::Q8,
+            3 => WeightFormat::Q4,
+            _ => return None,
+        };
+        let (rows, cols) = (word(2)? as usize, word(3)? as usize);
+        let (n_data, n_scales) = (word(4)? as usize, word(5)? as usize);
+        let expected_scales = match format {
+            WeightFormat::F32 | WeightFormat::F16 => 0,
+            WeightFormat::Q8 => rows,
+            WeightFormat::Q4 => (rows * format.groups_per_row(cols)).div_ceil(2),
+        };
+        if n_data != rows.checked_mul(format.row_words(cols))? || n_scales != expected_scales {
+            return None;
+        }
+        if bytes.len() != 28 + 4 * (n_data + n_scales) {
+            return None;
+        }
+        let words: Vec<u32> =
+            bytes[28..].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let (data, scales) = words.split_at(n_data);
+        Some(PackedWeight { format, rows, cols, data: data.to_vec(), scales: scales.to_vec() })
+    }
 }
+
+/// Bumped whenever packing changes, so cached quantized weights from an older build are re-made.
+pub const PACKED_FORMAT_VERSION: u32 = 1;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::reference::TestRng;
+
+    #[test]
+    fn packed_weights_round_trip_through_bytes_and_refuse_damage() {
+        let values = TestRng::new(3).vec(7 * 45);
+        for format in [WeightFormat::F32, WeightFormat::F16, WeightFormat::Q8, WeightFormat::Q4] {
+            let packed = PackedWeight::pack(&values, 7, 45, format);
+            let bytes = packed.to_bytes();
+            assert_eq!(PackedWeight::from_bytes(&bytes), Some(packed.clone()), "{format:?}");
+            assert_eq!(PackedWeight::from_bytes(&bytes[..bytes.len() - 1]), None, "truncated");
+            let mut other_version = bytes.clone();
+            other_version[4] ^= 1;
+            assert_eq!(PackedWeight::from_bytes(&other_version), None, "another version");
+            let mut bad_rows = bytes.clone();
+            bad_rows[12] ^= 2;
+            assert_eq!(PackedWeight::from_bytes(&bad_rows), None, "rows that do not fit");
+        }
+        assert_eq!(PackedWeight::from_bytes(b"not a weight"), None);
+    }
 
     #[test]
     fn float_formats_round_trip() {

@@ -137,6 +137,26 @@ impl Weight {
         Weight::upload(gpu, &PackedWeight::pack(values, rows, cols, format), bias)
     }
 
+    /// Adds (or replaces) the bias: weights streamed in before their bias get it afterwards.
+    pub fn set_bias(&mut self, gpu: &Gpu, bias: &[f32]) -> Result<(), GpuError> {
+        if bias.len() != self.rows {
+            return Err(GpuError::Shape {
+                op: "weight bias",
+                detail: format!("{} bias values for {} output rows", bias.len(), self.rows),
+            });
+        }
+        for part in &mut self.parts {
+            let slice = &bias[part.first_row..part.first_row + part.rows];
+            part.bias = Some(gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("bias"),
+                contents: if slice.is_empty() { &[0u8; 4] } else { bytemuck::cast_slice(slice) },
+                usage: wgpu::BufferUsages::STORAGE,
+            }));
+        }
+        self.has_bias = true;
+        Ok(())
+    }
+
     pub fn has_bias(&self) -> bool {
         self.has_bias
     }

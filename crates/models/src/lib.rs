@@ -8,4 +8,6 @@ pub mod taesd;
 pub mod unet;
 pub mod vae;
 
-pub use loader::{ModelError, QuantPolicy, Vb, WeightStore};
+pub use loader::{
+    MemoryCache, ModelError, NoCache, QuantCache, QuantPolicy, StageStats, Stager, Vb, WeightStore,
+};

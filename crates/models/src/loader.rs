@@ -2,12 +2,13 @@
 //! .pp(0)`), so modules load the keys diffusers writes and the code diffs against diffusers line
 //! by line. Every key read is recorded, so a test can require a file to be consumed whole.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Display;
 use std::sync::Mutex;
 
 use darkroom_gpu::ops::{Conv2d, Padding};
-use darkroom_gpu::{DType, Gpu, GpuError, Tensor, Weight, WeightFormat};
+use darkroom_gpu::{DType, Gpu, GpuError, PackedWeight, Tensor, Weight, WeightFormat};
+use darkroom_weights::safetensors::{decode_f32, Header, SafetensorsStream, TensorInfo};
 use darkroom_weights::{SafetensorsError, SafetensorsFile};
 use thiserror::Error;
 
@@ -40,25 +41,44 @@ impl QuantPolicy {
     pub const Q8: QuantPolicy = QuantPolicy { linear: WeightFormat::Q8, conv: WeightFormat::Q8 };
 }
 
-/// A safetensors file being loaded, with the keys read so far.
+/// A safetensors file being loaded, with the keys read so far: either a whole file in memory,
+/// or one staged as it streamed in ([`Stager`]: matrices already packed and on the GPU, the
+/// rest kept as bytes).
 pub struct WeightStore {
-    file: SafetensorsFile,
+    backing: Backing,
     used: Mutex<BTreeSet<String>>,
+}
+
+enum Backing {
+    Whole(SafetensorsFile),
+    Staged { header: Header, tensors: Mutex<HashMap<String, Staged>> },
+}
+
+enum Staged {
+    Raw(TensorInfo, Vec<u8>),
+    Matrix(Weight),
 }
 
 impl WeightStore {
     pub fn new(file: SafetensorsFile) -> WeightStore {
-        WeightStore { file, used: Mutex::new(BTreeSet::new()) }
+        WeightStore { backing: Backing::Whole(file), used: Mutex::new(BTreeSet::new()) }
     }
 
     pub fn from_bytes(bytes: Vec<u8>) -> Result<WeightStore, ModelError> {
         Ok(WeightStore::new(SafetensorsFile::from_bytes(bytes)?))
     }
 
+    fn header(&self) -> &Header {
+        match &self.backing {
+            Backing::Whole(file) => &file.header,
+            Backing::Staged { header, .. } => header,
+        }
+    }
+
     /// Keys of the file no module has read.
     pub fn unused_keys(&self) -> Vec<String> {
         let used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        self.file.header.tensors.iter().map(|t| t.name.clone()).filter(|k| !used.contains(k)).collect()
+        self.header().tensors.iter().map(|t| t.name.clone()).filter(|k| !used.contains(k)).collect()
     }
 
     /// Fails naming the unused keys, if any: a model that "loads" but ignores weights is wrong.
@@ -73,6 +93,178 @@ impl WeightStore {
 
     pub fn root<'a>(&'a self, gpu: &'a Gpu, dtype: DType, policy: QuantPolicy) -> Vb<'a> {
         Vb { store: self, gpu, prefix: String::new(), dtype, policy }
+    }
+
+    fn mark_used(&self, key: &str) {
+        self.used.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string());
+    }
+
+    /// The tensor's values as f32 (not for a staged matrix: that lives on the GPU).
+    fn values_of(&self, key: &str, info: &TensorInfo) -> Result<Vec<f32>, ModelError> {
+        match &self.backing {
+            Backing::Whole(file) => Ok(file.to_f32(info)?),
+            Backing::Staged { tensors, .. } => {
+                match tensors.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
+                    Some(Staged::Raw(info, bytes)) => Ok(decode_f32(info, bytes)?),
+                    Some(Staged::Matrix(_)) => Err(ModelError::Input(format!(
+                        "`{key}` was streamed to the GPU as a weight matrix but is read as values \
+                     (staging rule: see loader::is_matrix)"
+                    ))),
+                    None => Err(ModelError::Missing(key.to_string())),
+                }
+            }
+        }
+    }
+
+    /// A staged matrix, taken out of the store (each weight is consumed once).
+    fn take_matrix(&self, key: &str) -> Option<Weight> {
+        let Backing::Staged { tensors, .. } = &self.backing else { return None };
+        let mut map = tensors.lock().unwrap_or_else(|p| p.into_inner());
+        match map.remove(key) {
+            Some(Staged::Matrix(weight)) => Some(weight),
+            Some(other) => {
+                map.insert(key.to_string(), other);
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+/// Whether a streamed tensor is a weight matrix to pack and upload at once (2-D linear and
+/// 4-D conv weights) rather than bytes kept for the module to read (norms, biases, and CLIP's
+/// embedding tables, which the text encoder reads as values).
+pub fn is_matrix(name: &str, shape: &[u64]) -> bool {
+    (shape.len() == 2 || shape.len() == 4) && !name.ends_with("_embedding.weight")
+}
+
+/// Where quantized weights are kept between visits, keyed by the source file's identity, the
+/// tensor, the format and [`darkroom_gpu::quant::PACKED_FORMAT_VERSION`].
+#[allow(async_fn_in_trait)]
+pub trait QuantCache {
+    async fn get(&self, key: &str) -> Option<Vec<u8>>;
+    async fn put(&self, key: &str, bytes: Vec<u8>);
+}
+
+/// No cache: quantize every time.
+pub struct NoCache;
+
+impl QuantCache for NoCache {
+    async fn get(&self, _key: &str) -> Option<Vec<u8>> {
+        None
+    }
+    async fn put(&self, _key: &str, _bytes: Vec<u8>) {}
+}
+
+/// An in-memory cache (tests, and a session's repeated loads).
+#[derive(Default)]
+pub struct MemoryCache(pub Mutex<HashMap<String, Vec<u8>>>);
+
+impl QuantCache for MemoryCache {
+    async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+    }
+    async fn put(&self, key: &str, bytes: Vec<u8>) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string(), bytes);
+    }
+}
+
+/// What a staged load did, for progress and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageStats {
+    pub tensors: usize,
+    /// Matrices quantized here (int8 / 4-bit) …
+    pub quantized: usize,
+    /// … and matrices whose quantized form came from the cache instead.
+    pub from_cache: usize,
+    pub bytes: u64,
+}
+
+/// Loads a safetensors file as its bytes arrive: each weight matrix is packed in the policy's
+/// format (quantized, or taken from the cache) and uploaded as soon as it is complete, so memory
+/// holds one tensor at a time plus the small ones. `finish` gives the [`WeightStore`] modules
+/// load from as usual.
+pub struct Stager<'a> {
+    gpu: &'a Gpu,
+    policy: QuantPolicy,
+    /// Identifies the source file in cache keys (its sha256, or the manifest's id + path).
+    source: String,
+    stream: SafetensorsStream,
+    tensors: HashMap<String, Staged>,
+    pub stats: StageStats,
+}
+
+impl<'a> Stager<'a> {
+    pub fn new(gpu: &'a Gpu, file_len: u64, policy: QuantPolicy, source: &str) -> Stager<'a> {
+        Stager {
+            gpu,
+            policy,
+            source: source.to_string(),
+            stream: SafetensorsStream::new(file_len),
+            tensors: HashMap::new(),
+            stats: StageStats::default(),
+        }
+    }
+
+    /// Feeds the file's next bytes.
+    pub async fn push<C: QuantCache>(&mut self, bytes: &[u8], cache: &C) -> Result<(), ModelError> {
+        self.stats.bytes += bytes.len() as u64;
+        for (info, data) in self.stream.push(bytes)? {
+            self.stats.tensors += 1;
+            if !is_matrix(&info.name, &info.shape) {
+                self.tensors.insert(info.name.clone(), Staged::Raw(info, data));
+                continue;
+            }
+            let rows = info.shape[0] as usize;
+            let cols = info.shape[1..].iter().product::<u64>() as usize;
+            let format = if info.shape.len() == 2 { self.policy.linear } else { self.policy.conv };
+            let quantized = matches!(format, WeightFormat::Q8 | WeightFormat::Q4);
+            let key = format!(
+                "{}/{}/{format:?}/v{}",
+                self.source,
+                info.name,
+                darkroom_gpu::quant::PACKED_FORMAT_VERSION
+            );
+            let cached = if quantized {
+                cache.get(&key).await.and_then(|b| PackedWeight::from_bytes(&b))
+            } else {
+                None
+            };
+            let packed = match cached.filter(|p| p.rows == rows && p.cols == cols && p.format == format) {
+                Some(p) => {
+                    self.stats.from_cache += 1;
+                    p
+                }
+                None => {
+                    let values = decode_f32(&info, &data)?;
+                    let p = PackedWeight::pack(&values, rows, cols, format);
+                    if quantized {
+                        self.stats.quantized += 1;
+                        cache.put(&key, p.to_bytes()).await;
+                    }
+                    p
+                }
+            };
+            drop(data);
+            let weight = Weight::upload(self.gpu, &packed, None)?;
+            self.tensors.insert(info.name, Staged::Matrix(weight));
+        }
+        Ok(())
+    }
+
+    /// The staged file, once every byte has arrived.
+    pub fn finish(self) -> Result<WeightStore, ModelError> {
+        if !self.stream.is_complete() {
+            return Err(ModelError::Input(format!(
+                "the weights file ended early ({} bytes arrived): the download is incomplete",
+                self.stats.bytes
+            )));
+        }
+        let header = self.stream.header().cloned().expect("complete streams have a header");
+        Ok(WeightStore {
+            backing: Backing::Staged { header, tensors: Mutex::new(self.tensors) },
+            used: Mutex::new(BTreeSet::new()),
+        })
     }
 }
 
@@ -100,19 +292,47 @@ impl<'a> Vb<'a> {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.store.file.header.get(&self.key(name)).is_some()
+        self.store.header().get(&self.key(name)).is_some()
+    }
+
+    /// The header entry of `name`, checked against `shape`.
+    fn checked(&self, name: &str, shape: &[usize]) -> Result<(String, TensorInfo), ModelError> {
+        let key = self.key(name);
+        let info = self.store.header().get(&key).ok_or_else(|| ModelError::Missing(key.clone()))?;
+        if info.shape.len() != shape.len() || info.shape.iter().zip(shape).any(|(&a, &b)| a as usize != b) {
+            return Err(ModelError::Shape { key, expected: shape.to_vec(), found: info.shape.clone() });
+        }
+        Ok((key, info.clone()))
     }
 
     /// The values of `name`, which must have `shape`, as f32; marks the key used.
     pub fn values(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
-        let key = self.key(name);
-        let info = self.store.file.header.get(&key).ok_or_else(|| ModelError::Missing(key.clone()))?;
-        if info.shape.len() != shape.len() || info.shape.iter().zip(shape).any(|(&a, &b)| a as usize != b) {
-            return Err(ModelError::Shape { key, expected: shape.to_vec(), found: info.shape.clone() });
-        }
-        let values = self.store.file.to_f32(info)?;
-        self.store.used.lock().unwrap_or_else(|p| p.into_inner()).insert(key);
+        let (key, info) = self.checked(name, shape)?;
+        let values = self.store.values_of(&key, &info)?;
+        self.store.mark_used(&key);
         Ok(values)
+    }
+
+    /// A weight matrix: the staged one (already on the GPU) or packed now from the file.
+    fn matrix(
+        &self,
+        shape: &[usize],
+        rows: usize,
+        cols: usize,
+        format: WeightFormat,
+        bias: bool,
+    ) -> Result<Weight, ModelError> {
+        let (key, _) = self.checked("weight", shape)?;
+        let b = if bias { Some(self.values("bias", &[rows])?) } else { None };
+        if let Some(mut weight) = self.store.take_matrix(&key) {
+            self.store.mark_used(&key);
+            if let Some(b) = &b {
+                weight.set_bias(self.gpu, b)?;
+            }
+            return Ok(weight);
+        }
+        let w = self.values("weight", shape)?;
+        Ok(Weight::from_f32(self.gpu, rows, cols, &w, b.as_deref(), format)?)
     }
 
     /// An f32 vector (norm gains and offsets) on the GPU.
@@ -122,16 +342,12 @@ impl<'a> Vb<'a> {
 
     /// `weight` [out, in] and, with `bias`, `bias` [out], under this prefix.
     pub fn linear(&self, out: usize, inp: usize, bias: bool) -> Result<Weight, ModelError> {
-        let w = self.values("weight", &[out, inp])?;
-        let b = if bias { Some(self.values("bias", &[out])?) } else { None };
-        Ok(Weight::from_f32(self.gpu, out, inp, &w, b.as_deref(), self.policy.linear)?)
+        self.matrix(&[out, inp], out, inp, self.policy.linear, bias)
     }
 
     /// A conv layer's `weight` [out, in, k, k] (and `bias` [out]) under this prefix.
     pub fn conv(&self, out: usize, inp: usize, k: usize, bias: bool) -> Result<Weight, ModelError> {
-        let w = self.values("weight", &[out, inp, k, k])?;
-        let b = if bias { Some(self.values("bias", &[out])?) } else { None };
-        Ok(Weight::from_f32(self.gpu, out, inp * k * k, &w, b.as_deref(), self.policy.conv)?)
+        self.matrix(&[out, inp, k, k], out, inp * k * k, self.policy.conv, bias)
     }
 }
 
