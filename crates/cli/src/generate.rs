@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use darkroom_gpu::{DType, Gpu, WeightFormat};
 use darkroom_models::QuantPolicy;
 use darkroom_pipeline::{
-    generate, Folder, Image, PipelineError, Precision, Request, Sampler, StableDiffusion,
+    generate, Folder, FolderQuantCache, Image, PipelineError, Precision, Request, Sampler, StableDiffusion,
 };
 
 #[derive(clap::Args)]
@@ -223,8 +223,22 @@ pub fn run(gpu: &Gpu, mut args: GenerateArgs) -> Result<(), Failure> {
         eprintln!("loading {name} …");
     }
     let started = std::time::Instant::now();
-    let model =
-        StableDiffusion::load(gpu, &Folder(args.model.clone()), &name, Precision { activations, weights })?;
+    // Quantized weights are cached beside the downloads, so a second run skips quantizing.
+    let cache = FolderQuantCache(darkroom_weights::native::default_cache_dir().join("quantized"));
+    let mut loading = |path: &str, done: u64, total: u64| {
+        if !quiet {
+            eprint!("\rloading {path} {:.0}%   ", 100.0 * done as f64 / total.max(1) as f64);
+            let _ = std::io::stderr().flush();
+        }
+    };
+    let model = pollster::block_on(StableDiffusion::load(
+        gpu,
+        &Folder(args.model.clone()),
+        &cache,
+        &name,
+        Precision { activations, weights },
+        &mut loading,
+    ))?;
     if !quiet {
         eprintln!("loaded in {:.1} s; seed {seed}", started.elapsed().as_secs_f64());
     }

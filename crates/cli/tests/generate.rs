@@ -133,6 +133,77 @@ fn inpainting_from_the_command_line_matches_diffusers() {
 }
 
 #[test]
+fn int8_runs_reuse_their_quantized_weights() {
+    let dir = out_dir("q8");
+    let cache = dir.join("cache");
+    let run = |name: &str| {
+        let out = dir.join(name);
+        let result = Command::new(env!("CARGO_BIN_EXE_darkroom"))
+            .args([
+                "generate",
+                "--model",
+                fixtures().join("tiny-sd").to_str().unwrap(),
+                "--prompt",
+                "a cat",
+                "--seed",
+                "4",
+                "--steps",
+                "2",
+                "--sampler",
+                "euler",
+                "--width",
+                "64",
+                "--height",
+                "48",
+                "--quant",
+                "q8",
+                "--precision",
+                "f32",
+                "--out",
+                out.to_str().unwrap(),
+                "--quiet",
+            ])
+            .env("XDG_RUNTIME_DIR", "/tmp")
+            .env("DARKROOM_CACHE", &cache)
+            .output()
+            .unwrap();
+        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        std::fs::read(out).unwrap()
+    };
+    let first = run("first.png");
+    let count = |d: &std::path::Path| walk(d).len();
+    let entries = count(&cache.join("quantized"));
+    assert!(entries > 10, "the first run caches its quantized matrices ({entries})");
+    let stamps: Vec<_> = walk(&cache.join("quantized"))
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .collect();
+    let second = run("second.png");
+    assert_eq!(first, second, "the cached weights give the same image");
+    let after: Vec<_> = walk(&cache.join("quantized"))
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .collect();
+    assert_eq!(stamps, after, "the second run rewrote no cache entry (it quantized nothing)");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p))
+            } else {
+                out.push(p)
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
 fn outpainting_extends_the_init_image() {
     let dir = out_dir("outpaint");
     let out = dir.join("wider.png");

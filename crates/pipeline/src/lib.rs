@@ -10,7 +10,7 @@ pub mod text;
 pub mod tokenizer;
 
 pub use generate::{generate, outpaint_canvas, preview, Generated, Image, Progress, Request, Stage};
-pub use model::{Folder, ModelFiles, Precision, StableDiffusion};
+pub use model::{Folder, FolderQuantCache, ModelFiles, Precision, StableDiffusion};
 pub use schedulers::Sampler;
 
 /// Everything that can stop a generation. `Input` is the caller's to fix (bad size, flag,

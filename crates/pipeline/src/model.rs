@@ -8,28 +8,108 @@ use darkroom_models::clip::ClipTextModel;
 use darkroom_models::config::{ClipTextConfig, UNet2DConditionConfig};
 use darkroom_models::unet::UNet2DConditionModel;
 use darkroom_models::vae::{AutoencoderKLConfig, VaeDecoder, VaeEncoder};
-use darkroom_models::{QuantPolicy, WeightStore};
+use darkroom_models::{QuantCache, QuantPolicy, Stager, WeightStore};
 
 use crate::schedulers::NoiseScheduleConfig;
 use crate::tokenizer::ClipTokenizer;
 use crate::PipelineError;
 
-/// Where a model's files come from, by path relative to the model's root ("unet/config.json").
+/// Where a model's files come from, by path relative to the model's root ("unet/config.json"):
+/// a folder natively, the download store in the browser. Weight files are read in ranges so
+/// they stream through the GPU upload instead of sitting in memory whole.
+#[allow(async_fn_in_trait)]
 pub trait ModelFiles {
-    /// The file's bytes, or `None` when there is no such file.
-    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, PipelineError>;
+    /// The file's length, or `None` when there is no such file.
+    async fn len(&self, path: &str) -> Result<Option<u64>, PipelineError>;
+    /// `len` bytes from `start` (fewer only at the end of the file).
+    async fn read_range(&self, path: &str, start: u64, len: u64) -> Result<Vec<u8>, PipelineError>;
+    /// Names this version of the file in quantized-cache keys (changes when the file does).
+    async fn identity(&self, path: &str) -> Result<String, PipelineError>;
+
+    /// A whole (small) file.
+    async fn read(&self, path: &str) -> Result<Option<Vec<u8>>, PipelineError> {
+        match self.len(path).await? {
+            Some(n) => Ok(Some(self.read_range(path, 0, n).await?)),
+            None => Ok(None),
+        }
+    }
 }
+
+/// Bytes per read while streaming a weight file.
+pub const STREAM_CHUNK: u64 = 8 << 20;
 
 /// A diffusers folder on disk.
 pub struct Folder(pub std::path::PathBuf);
 
+impl Folder {
+    fn error(&self, path: &str, e: std::io::Error) -> PipelineError {
+        PipelineError::Files(format!("{}: {e}", self.0.join(path).display()))
+    }
+}
+
 impl ModelFiles for Folder {
-    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, PipelineError> {
-        let full = self.0.join(path);
-        match std::fs::read(&full) {
-            Ok(bytes) => Ok(Some(bytes)),
+    async fn len(&self, path: &str) -> Result<Option<u64>, PipelineError> {
+        match std::fs::metadata(self.0.join(path)) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(PipelineError::Files(format!("{}: {e}", full.display()))),
+            Err(e) => Err(self.error(path, e)),
+        }
+    }
+
+    async fn read_range(&self, path: &str, start: u64, len: u64) -> Result<Vec<u8>, PipelineError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(self.0.join(path)).map_err(|e| self.error(path, e))?;
+        f.seek(SeekFrom::Start(start)).map_err(|e| self.error(path, e))?;
+        let mut buf = Vec::with_capacity(len as usize);
+        f.take(len).read_to_end(&mut buf).map_err(|e| self.error(path, e))?;
+        Ok(buf)
+    }
+
+    async fn identity(&self, path: &str) -> Result<String, PipelineError> {
+        let full = self.0.join(path);
+        let meta = std::fs::metadata(&full).map_err(|e| self.error(path, e))?;
+        let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+        let canonical = full.canonicalize().unwrap_or(full);
+        let text = format!("{}|{}|{}", canonical.display(), meta.len(), modified.map_or(0, |d| d.as_nanos()));
+        Ok(short_hash(text.as_bytes()))
+    }
+}
+
+/// 16 hex digits of sha256: a cache-key component.
+pub fn short_hash(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Quantized weights cached in a folder (natively: `<cache>/quantized/`), one file per tensor.
+pub struct FolderQuantCache(pub std::path::PathBuf);
+
+impl FolderQuantCache {
+    fn path(&self, key: &str) -> std::path::PathBuf {
+        // Keys are "<source>/<tensor name>/<format>/v<n>": safe path parts once dots stay dots.
+        let safe: String = key
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || "._-/".contains(c) { c } else { '_' })
+            .collect();
+        self.0.join(safe.replace("..", "_"))
+    }
+}
+
+impl QuantCache for FolderQuantCache {
+    async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.path(key)).ok()
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>) {
+        let path = self.path(key);
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        // Written aside and renamed, so a crash never leaves a torn entry under the real name.
+        let tmp = path.with_extension("partial");
+        if std::fs::write(&tmp, bytes).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
         }
     }
 }
@@ -61,22 +141,43 @@ pub struct StableDiffusion {
     pub precision: Precision,
 }
 
-fn required(files: &dyn ModelFiles, path: &str) -> Result<Vec<u8>, PipelineError> {
-    files.read(path)?.ok_or_else(|| PipelineError::Files(format!("the model has no {path}")))
+async fn required<F: ModelFiles>(files: &F, path: &str) -> Result<Vec<u8>, PipelineError> {
+    files.read(path).await?.ok_or_else(|| PipelineError::Files(format!("the model has no {path}")))
 }
 
-fn text(files: &dyn ModelFiles, path: &str) -> Result<String, PipelineError> {
-    String::from_utf8(required(files, path)?)
+async fn text<F: ModelFiles>(files: &F, path: &str) -> Result<String, PipelineError> {
+    String::from_utf8(required(files, path).await?)
         .map_err(|_| PipelineError::Files(format!("{path} is not UTF-8 text")))
 }
 
-/// The first of `names` under `dir` that exists (full-precision files before .fp16 ones).
-fn weights(files: &dyn ModelFiles, dir: &str, names: &[&str]) -> Result<WeightStore, PipelineError> {
+/// Streams the first of `names` under `dir` that exists (full-precision files before .fp16
+/// ones) through a [`Stager`]: packed, quantized (or taken from `cache`) and uploaded tensor by
+/// tensor.
+async fn weights<F: ModelFiles, C: QuantCache>(
+    gpu: &Gpu,
+    files: &F,
+    cache: &C,
+    policy: QuantPolicy,
+    dir: &str,
+    names: &[&str],
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> Result<WeightStore, PipelineError> {
     for name in names {
-        if let Some(bytes) = files.read(&format!("{dir}/{name}"))? {
-            return WeightStore::from_bytes(bytes)
-                .map_err(|e| PipelineError::Files(format!("{dir}/{name}: {e}")));
+        let path = format!("{dir}/{name}");
+        let Some(len) = files.len(&path).await? else { continue };
+        let source = files.identity(&path).await?;
+        let mut stager = Stager::new(gpu, len, policy, &source);
+        let mut done = 0;
+        while done < len {
+            let bytes = files.read_range(&path, done, STREAM_CHUNK.min(len - done)).await?;
+            if bytes.is_empty() {
+                return Err(PipelineError::Files(format!("{path} ended at {done} of {len} bytes")));
+            }
+            stager.push(&bytes, cache).await.map_err(|e| PipelineError::Files(format!("{path}: {e}")))?;
+            done += bytes.len() as u64;
+            progress(&path, done, len);
         }
+        return stager.finish().map_err(|e| PipelineError::Files(format!("{path}: {e}")));
     }
     Err(PipelineError::Files(format!("{dir}/ has none of {}", names.join(", "))))
 }
@@ -88,11 +189,14 @@ fn config_error(path: &str) -> impl Fn(darkroom_models::config::ConfigError) -> 
 impl StableDiffusion {
     /// Loads every component; unused or missing tensors are errors (a checkpoint that does not
     /// fit the config must not half-load).
-    pub fn load(
+    /// `progress` sees (file, bytes read, file length) as weights stream in.
+    pub async fn load<F: ModelFiles, C: QuantCache>(
         gpu: &Gpu,
-        files: &dyn ModelFiles,
+        files: &F,
+        cache: &C,
         name: &str,
         precision: Precision,
+        progress: &mut dyn FnMut(&str, u64, u64),
     ) -> Result<StableDiffusion, PipelineError> {
         if precision.activations == DType::F16 && !gpu.capabilities().shader_f16 {
             return Err(PipelineError::Input(
@@ -101,17 +205,19 @@ impl StableDiffusion {
         }
         let (dtype, policy) = (precision.activations, precision.weights);
         let tokenizer = ClipTokenizer::from_files(
-            &text(files, "tokenizer/vocab.json")?,
-            &text(files, "tokenizer/merges.txt")?,
+            &text(files, "tokenizer/vocab.json").await?,
+            &text(files, "tokenizer/merges.txt").await?,
             files
-                .read("tokenizer/special_tokens_map.json")?
+                .read("tokenizer/special_tokens_map.json")
+                .await?
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .as_deref(),
         )?;
 
-        let clip_config = ClipTextConfig::from_json(&text(files, "text_encoder/config.json")?)
+        let clip_config = ClipTextConfig::from_json(&text(files, "text_encoder/config.json").await?)
             .map_err(config_error("text_encoder/config.json"))?;
-        let store = weights(files, "text_encoder", &["model.safetensors", "model.fp16.safetensors"])?;
+        let encoder_files = ["model.safetensors", "model.fp16.safetensors"];
+        let store = weights(gpu, files, cache, policy, "text_encoder", &encoder_files, progress).await?;
         let clip = ClipTextModel::load(&store.root(gpu, dtype, policy), &clip_config)?;
         let ignorable = |k: &String| k.ends_with("position_ids");
         if store.unused_keys().iter().any(|k| !ignorable(k)) {
@@ -119,24 +225,24 @@ impl StableDiffusion {
         }
         drop(store);
 
-        let unet_config = UNet2DConditionConfig::from_json(&text(files, "unet/config.json")?)
+        let unet_config = UNet2DConditionConfig::from_json(&text(files, "unet/config.json").await?)
             .map_err(config_error("unet/config.json"))?;
         let diffusers = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"];
-        let store = weights(files, "unet", &diffusers)?;
+        let store = weights(gpu, files, cache, policy, "unet", &diffusers, progress).await?;
         let unet = UNet2DConditionModel::load(&store.root(gpu, dtype, policy), &unet_config)?;
         store.require_all_used()?;
         drop(store);
 
-        let vae_config = AutoencoderKLConfig::from_json(&text(files, "vae/config.json")?)
+        let vae_config = AutoencoderKLConfig::from_json(&text(files, "vae/config.json").await?)
             .map_err(config_error("vae/config.json"))?;
-        let store = weights(files, "vae", &diffusers)?;
+        let store = weights(gpu, files, cache, policy, "vae", &diffusers, progress).await?;
         let root = store.root(gpu, dtype, policy);
         let vae_encoder = VaeEncoder::load(&root, &vae_config)?;
         let vae_decoder = VaeDecoder::load(&root, &vae_config)?;
         store.require_all_used()?;
         drop(store);
 
-        let schedule = NoiseScheduleConfig::from_json(&text(files, "scheduler/scheduler_config.json")?)
+        let schedule = NoiseScheduleConfig::from_json(&text(files, "scheduler/scheduler_config.json").await?)
             .map_err(PipelineError::Files)?;
         if clip_config.hidden_size != unet_config.cross_attention_dim {
             return Err(PipelineError::Files(format!(

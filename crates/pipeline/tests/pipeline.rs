@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use darkroom_gpu::{Gpu, Requirements, Tensor};
+use darkroom_models::NoCache;
 use darkroom_pipeline::{generate, Folder, Image, Precision, Request, StableDiffusion, Stage};
 use darkroom_weights::SafetensorsFile;
 use serde_json::Value;
@@ -38,6 +39,13 @@ fn request(case: &Value) -> Request {
         strength: case["strength"].as_f64().unwrap_or(1.0),
         mask: (mode == "inpaint").then(|| png("mask.png")),
     }
+}
+
+fn load(gpu: &Gpu, folder: &str, precision: Precision) -> StableDiffusion {
+    let files = Folder(fixtures().join(folder));
+    let mut progress = |_: &str, _: u64, _: u64| {};
+    pollster::block_on(StableDiffusion::load(gpu, &files, &NoCache, folder, precision, &mut progress))
+        .unwrap()
 }
 
 /// Runs a request, returning the images and the final latents.
@@ -78,9 +86,7 @@ fn images_match_diffusers_for_every_sampler_and_mode() {
     for case in &cases {
         let name = case["name"].as_str().unwrap();
         let folder = case["folder"].as_str().unwrap().to_string();
-        let model = models.entry(folder.clone()).or_insert_with(|| {
-            StableDiffusion::load(&gpu, &Folder(fixtures().join(&folder)), &folder, Precision::F32).unwrap()
-        });
+        let model = models.entry(folder.clone()).or_insert_with(|| load(&gpu, &folder, Precision::F32));
         let request = request(case);
         seen_samplers.insert(request.sampler.id());
         let (images, latents) = run(&gpu, model, &request);
@@ -136,8 +142,7 @@ fn f16_and_int8_paths_stay_close_to_diffusers() {
     ];
     for (name, weights, limit) in modes {
         let precision = Precision { activations: darkroom_gpu::DType::F16, weights };
-        let model =
-            StableDiffusion::load(&gpu, &Folder(fixtures().join("tiny-sd")), "tiny-sd", precision).unwrap();
+        let model = load(&gpu, "tiny-sd", precision);
         let (images, _) = run(&gpu, &model, &request);
         let got = &images[0].rgba;
         let mean: f32 =
@@ -153,8 +158,7 @@ fn f16_and_int8_paths_stay_close_to_diffusers() {
 #[test]
 fn long_and_weighted_prompts_condition_the_image() {
     let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
-    let model =
-        StableDiffusion::load(&gpu, &Folder(fixtures().join("tiny-sd")), "tiny-sd", Precision::F32).unwrap();
+    let model = load(&gpu, "tiny-sd", Precision::F32);
     let base = Request {
         width: 64,
         height: 48,
