@@ -193,3 +193,52 @@ test('a storage quota too small is a clear error, not a half-written model marke
   await context.close();
   server.close();
 });
+
+/// diffusers' image for a case of tests/fixtures/pipeline (float [B, H, W, 3] in 0..1).
+function referenceImage(name) {
+  const bytes = readFileSync(path.join(ROOT, '..', 'pipeline', 'reference.safetensors'));
+  const n = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + n).toString('utf8'));
+  const [start, end] = header[`${name}/image`].data_offsets;
+  const data = bytes.subarray(8 + n + start, 8 + n + end);
+  return new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.length));
+}
+
+test('a downloaded model generates from IndexedDB the image diffusers makes', async () => {
+  const { server, base } = await startServer();
+  const generate = '&load=f32&prompt=' + encodeURIComponent('a photograph of an astronaut riding a horse') +
+    '&seed=1&steps=4&sampler=euler&cfg=7.5&width=64&height=48';
+  const { context, page, problems } = await openPage(browser, { query: query(base) + generate });
+  const result = await finished(page, 300_000);
+  assert.equal(result.state, 'done', result.error);
+  const { width, height, rgba, png } = result.image;
+  assert.deepEqual([width, height], [64, 48]);
+  const want = referenceImage('euler_cfg');
+  let worst = 0;
+  for (let i = 0; i < width * height; i++) {
+    for (let c = 0; c < 3; c++) worst = Math.max(worst, Math.abs(rgba[i * 4 + c] - want[i * 3 + c] * 255));
+  }
+  assert.ok(worst <= 2, `worst pixel differs from diffusers by ${worst}/255`);
+  const text = Buffer.from(Object.values(png)).toString('latin1');
+  assert.ok(text.includes('parameters\0a photograph of an astronaut riding a horse\nSteps: 4, Sampler: Euler, CFG scale: 7.5, Seed: 1, Size: 64x48'),
+    'the PNG carries A1111 parameters');
+  assert.deepEqual(problems, []);
+  await context.close();
+  server.close();
+});
+
+test('quantized weights are cached in IndexedDB and reused on the next visit', async () => {
+  const { server, base } = await startServer();
+  const { context, page } = await openPage(browser, { query: query(base) + '&load=q8' });
+  const first = await finished(page);
+  assert.equal(first.state, 'done', first.error);
+  assert.ok(first.load.cacheWrites > 10, `first visit quantizes and stores: ${JSON.stringify(first.load)}`);
+  assert.equal(first.load.cacheHits, 0);
+  await page.reload();
+  const second = await finished(page);
+  assert.equal(second.state, 'done', second.error);
+  assert.equal(second.load.cacheWrites, 0, 'nothing is quantized again');
+  assert.equal(second.load.cacheHits, first.load.cacheWrites);
+  await context.close();
+  server.close();
+});

@@ -2,6 +2,7 @@
 
 mod app;
 mod components;
+mod idb_model;
 mod model_check;
 mod probe;
 mod report;

@@ -3,7 +3,12 @@
 //! `?check=weights&manifest=<url of a manifest>&base=<base URL of its files>[&chunk=<bytes>]`;
 //! the shipped app downloads the same way from the manifest's CDN.
 
+use darkroom_gpu::{DType, Gpu, Requirements};
+use darkroom_models::QuantPolicy;
+use darkroom_pipeline::{Precision, Request, Sampler, StableDiffusion};
 use darkroom_weights::browser::{request_persistence, FetchSource, IdbStore};
+
+use crate::idb_model::{IdbModelFiles, IdbQuantCache};
 use darkroom_weights::fetch::{
     fetch_model, verify_model, ChunkStore, FetchOptions, FetchProgress, DEFAULT_CHUNK,
 };
@@ -16,6 +21,28 @@ pub struct WeightsRequest {
     pub manifest_url: String,
     pub base: Option<String>,
     pub chunk: u64,
+    /// After the download, load the model from IndexedDB with these weights (`f32` or `q8`).
+    pub load: Option<QuantPolicy>,
+    /// …and generate this.
+    pub generate: Option<Request>,
+}
+
+fn generation(params: &web_sys::UrlSearchParams) -> Option<Request> {
+    let prompt = params.get("prompt")?;
+    let num = |k: &str, d: f64| params.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(d);
+    let sampler: Sampler = params.get("sampler").and_then(|s| s.parse().ok()).unwrap_or(Sampler::Euler);
+    Some(Request {
+        negative_prompt: params.get("negative").unwrap_or_default(),
+        width: num("width", 64.0) as usize,
+        height: num("height", 48.0) as usize,
+        ..Request::txt2img(
+            &prompt,
+            num("seed", 1.0) as u64,
+            num("steps", 4.0) as usize,
+            sampler,
+            num("cfg", 7.5) as f32,
+        )
+    })
 }
 
 /// `Some` when the page was opened as a weights check.
@@ -29,6 +56,8 @@ pub fn requested() -> Option<WeightsRequest> {
         manifest_url: params.get("manifest")?,
         base: params.get("base"),
         chunk: params.get("chunk").and_then(|c| c.parse().ok()).filter(|&c| c > 0).unwrap_or(DEFAULT_CHUNK),
+        load: params.get("load").map(|l| if l == "q8" { QuantPolicy::Q8 } else { QuantPolicy::F32 }),
+        generate: generation(&params),
     })
 }
 
@@ -65,6 +94,53 @@ async fn manifest(url: &str) -> Result<Manifest, String> {
         .as_string()
         .unwrap_or_default();
     Manifest::parse(&text, url).map_err(|e| e.to_string())
+}
+
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+/// Loads the stored model (streaming from IndexedDB, quantized weights cached there) and, if
+/// asked, generates; publishes the cache's hits and writes and the image.
+async fn load_and_generate(
+    obj: &Object,
+    store: &IdbStore,
+    manifest: &Manifest,
+    weights: QuantPolicy,
+    generate: Option<&Request>,
+) -> Result<(), String> {
+    let gpu = Gpu::open(&Requirements::default()).await.map_err(|e| e.to_string())?;
+    let cache = IdbQuantCache::new(store);
+    let files = IdbModelFiles { store, manifest };
+    let started = now_ms();
+    let precision = Precision { activations: DType::F32, weights };
+    let mut progress = |_: &str, _: u64, _: u64| {};
+    let model = StableDiffusion::load(&gpu, &files, &cache, &manifest.id, precision, &mut progress)
+        .await
+        .map_err(|e| e.to_string())?;
+    let load = Object::new();
+    set(&load, "ms", (now_ms() - started).into());
+    set(&load, "cacheHits", (cache.hits.get() as f64).into());
+    set(&load, "cacheWrites", (cache.puts.get() as f64).into());
+    set(obj, "load", load.into());
+    if let Some(request) = generate {
+        set(obj, "state", "generating".into());
+        let started = now_ms();
+        let mut on_progress = |_: &darkroom_pipeline::Progress| true;
+        let images = darkroom_pipeline::generate(&gpu, &model, request, &mut on_progress)
+            .await
+            .map_err(|e| e.to_string())?;
+        let first = images.first().ok_or("no image")?;
+        let result = Object::new();
+        set(&result, "ms", (now_ms() - started).into());
+        set(&result, "width", (first.image.width as f64).into());
+        set(&result, "height", (first.image.height as f64).into());
+        set(&result, "rgba", js_sys::Uint8Array::from(first.image.rgba.as_slice()).into());
+        let png = first.to_png().map_err(|e| e.to_string())?;
+        set(&result, "png", js_sys::Uint8Array::from(png.as_slice()).into());
+        set(obj, "image", result.into());
+    }
+    Ok(())
 }
 
 /// Runs the download; `progress` sees (done, total, path) after every chunk. Returns the
@@ -108,6 +184,10 @@ pub async fn run(
         }
         set(&obj, "files", files.into());
         fetched.map_err(|e| e.to_string())?;
+        if let Some(policy) = request.load {
+            set(&obj, "state", "loading".into());
+            load_and_generate(&obj, &store, &manifest, policy, request.generate.as_ref()).await?;
+        }
         Ok::<_, String>(format!("{} is stored in this browser", manifest.name))
     }
     .await;

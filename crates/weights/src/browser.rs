@@ -13,9 +13,10 @@ use crate::fetch::{ChunkStore, FetchError, RangeReply, RangeSource, Stored};
 const DB: &str = "darkroom-weights";
 const CHUNKS: &str = "chunks";
 const FILES: &str = "files";
+const BLOBS: &str = "blobs";
 
-/// Database "darkroom-weights": `files` (key → {total, chunks, complete}) and `chunks`
-/// ("key\0index" → bytes).
+/// Database "darkroom-weights": `files` (key → {total, chunks, complete}), `chunks`
+/// ("key\0index" → bytes) and `blobs` (derived data such as quantized weights, key → bytes).
 pub struct IdbStore {
     db: Database,
 }
@@ -76,23 +77,24 @@ fn parse_record(value: &JsValue) -> Stored {
 impl IdbStore {
     pub async fn open() -> Result<IdbStore, FetchError> {
         let db = DatabaseBuilder::new(DB)
-            .version(1)
+            .version(2)
             .add_object_store(ObjectStoreBuilder::new(CHUNKS))
             .add_object_store(ObjectStoreBuilder::new(FILES))
+            .add_object_store(ObjectStoreBuilder::new(BLOBS))
             .build()
             .await
             .map_err(store_error)?;
         Ok(IdbStore { db })
     }
 
-    async fn put_record(&self, key: &str, state: &Stored) -> Result<(), FetchError> {
+    /// Sets one field of a file's record, keeping the others (the chunk size among them).
+    async fn update_record(&self, key: &str, field: &str, value: JsValue) -> Result<(), FetchError> {
         let tx = self.db.transaction(&[FILES], TransactionMode::ReadWrite).map_err(store_error)?;
         let files = tx.object_store(FILES).map_err(store_error)?;
-        files
-            .put(&record(state), Some(&JsValue::from_str(key)))
-            .map_err(store_error)?
-            .await
-            .map_err(store_error)?;
+        let existing = files.get(JsValue::from_str(key)).map_err(store_error)?.await.map_err(store_error)?;
+        let rec = existing.filter(|v| v.is_object()).unwrap_or_else(|| record(&Stored::default()));
+        let _ = Reflect::set(&rec, &JsValue::from_str(field), &value);
+        files.put(&rec, Some(&JsValue::from_str(key))).map_err(store_error)?.await.map_err(store_error)?;
         commit(tx).await
     }
 
@@ -108,6 +110,59 @@ impl IdbStore {
             out.push((name, value.as_ref().map(parse_record).unwrap_or_default()));
         }
         Ok(out)
+    }
+
+    /// The chunk size a file was stored with.
+    async fn chunk_size_of(&self, key: &str) -> Result<Option<u64>, FetchError> {
+        let tx = self.db.transaction(&[FILES], TransactionMode::ReadOnly).map_err(store_error)?;
+        let files = tx.object_store(FILES).map_err(store_error)?;
+        let value = files.get(JsValue::from_str(key)).map_err(store_error)?.await.map_err(store_error)?;
+        Ok(value.and_then(|v| get_number(&v, "chunkSize")).map(|n| n as u64).filter(|&n| n > 0))
+    }
+
+    /// `len` bytes of a stored file from `start`, read from its chunks.
+    pub async fn read_range(&self, key: &str, start: u64, len: u64) -> Result<Vec<u8>, FetchError> {
+        let chunk_size = self
+            .chunk_size_of(key)
+            .await?
+            .ok_or_else(|| FetchError::Store(format!("{key} is not stored")))?;
+        let state = self.stored(key, chunk_size).await?;
+        let total = state.total.unwrap_or(0);
+        let end = (start + len).min(total);
+        let mut out = Vec::with_capacity(end.saturating_sub(start) as usize);
+        let mut pos = start;
+        while pos < end {
+            let index = pos / chunk_size;
+            let chunk = self.read_chunk(key, index, chunk_size).await?;
+            let from = (pos - index * chunk_size) as usize;
+            let to = ((end - index * chunk_size) as usize).min(chunk.len());
+            if from >= to {
+                return Err(FetchError::Store(format!("{key}: chunk {index} is shorter than expected")));
+            }
+            out.extend_from_slice(&chunk[from..to]);
+            pos += (to - from) as u64;
+        }
+        Ok(out)
+    }
+
+    /// A derived blob (quantized weights), if stored.
+    pub async fn get_blob(&self, key: &str) -> Result<Option<Vec<u8>>, FetchError> {
+        let tx = self.db.transaction(&[BLOBS], TransactionMode::ReadOnly).map_err(store_error)?;
+        let blobs = tx.object_store(BLOBS).map_err(store_error)?;
+        let value = blobs.get(JsValue::from_str(key)).map_err(store_error)?.await.map_err(store_error)?;
+        Ok(value.map(|v| Uint8Array::new(&v).to_vec()))
+    }
+
+    pub async fn put_blob(&self, key: &str, bytes: &[u8]) -> Result<(), FetchError> {
+        let tx = self.db.transaction(&[BLOBS], TransactionMode::ReadWrite).map_err(store_error)?;
+        let blobs = tx.object_store(BLOBS).map_err(store_error)?;
+        let data = Uint8Array::from(bytes);
+        blobs
+            .put(&data.buffer().into(), Some(&JsValue::from_str(key)))
+            .map_err(store_error)?
+            .await
+            .map_err(store_error)?;
+        commit(tx).await
     }
 
     /// Deletes every file of a model (`<id>/…`).
@@ -143,7 +198,7 @@ impl ChunkStore for IdbStore {
         &self,
         key: &str,
         index: u64,
-        _chunk_size: u64,
+        chunk_size: u64,
         bytes: &[u8],
     ) -> Result<(), FetchError> {
         let tx = self.db.transaction(&[CHUNKS, FILES], TransactionMode::ReadWrite).map_err(store_error)?;
@@ -158,24 +213,19 @@ impl ChunkStore for IdbStore {
             .await
             .map_err(store_error)?;
         state.chunks = index + 1;
-        files
-            .put(&record(&state), Some(&JsValue::from_str(key)))
-            .map_err(store_error)?
-            .await
-            .map_err(store_error)?;
+        let rec = record(&state);
+        // Readers need the chunk size the file was stored with.
+        let _ = Reflect::set(&rec, &"chunkSize".into(), &JsValue::from_f64(chunk_size as f64));
+        files.put(&rec, Some(&JsValue::from_str(key))).map_err(store_error)?.await.map_err(store_error)?;
         commit(tx).await
     }
 
     async fn set_total(&self, key: &str, total: u64) -> Result<(), FetchError> {
-        let mut state = self.stored(key, 0).await?;
-        state.total = Some(total);
-        self.put_record(key, &state).await
+        self.update_record(key, "total", JsValue::from_f64(total as f64)).await
     }
 
     async fn mark_complete(&self, key: &str) -> Result<(), FetchError> {
-        let mut state = self.stored(key, 0).await?;
-        state.complete = true;
-        self.put_record(key, &state).await
+        self.update_record(key, "complete", JsValue::TRUE).await
     }
 
     async fn remove(&self, key: &str) -> Result<(), FetchError> {

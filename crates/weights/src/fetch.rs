@@ -145,6 +145,7 @@ pub async fn fetch_file<S: RangeSource, C: ChunkStore>(
             hasher.update(store.read_chunk(key, i, chunk).await?);
         }
     }
+    let mut recorded_total = state.total.is_some();
     let mut total = state.total.or(expected_size);
     let mut index = state.chunks;
     let mut done = index * chunk;
@@ -187,8 +188,10 @@ pub async fn fetch_file<S: RangeSource, C: ChunkStore>(
                 });
             }
         }
-        if total.is_none() {
+        if !recorded_total {
+            // Recorded even when the manifest knows it: readers of the store need the length.
             store.set_total(key, file_total).await?;
+            recorded_total = true;
             total = Some(file_total);
         }
         let want = (start + chunk).min(file_total).saturating_sub(start);
