@@ -94,6 +94,75 @@ fn generate_reproduces_diffusers_and_writes_a1111_metadata() {
     assert_eq!(String::from_utf8_lossy(&shown.stdout).trim_end(), text);
 }
 
+/// Every case of tests/fixtures/pipeline (every sampler, CFG on and off, negative prompt, batch
+/// 2, v-prediction, img2img, inpainting) through the binary, against diffusers' images.
+#[test]
+fn every_reference_case_through_the_cli_matches_diffusers() {
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("pipeline/cases.json")).unwrap())
+            .unwrap();
+    let dir = out_dir("cases");
+    let mut samplers = std::collections::BTreeSet::new();
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let s = |k: &str| case[k].as_str().unwrap().to_string();
+        let n = |k: &str| case[k].as_f64().unwrap().to_string();
+        let batch = case["batch"].as_u64().unwrap() as usize;
+        let out = dir.join(format!("{name}.png"));
+        let mut args: Vec<String> = vec![
+            "generate".into(),
+            "--model".into(),
+            fixtures().join(s("folder")).to_str().unwrap().into(),
+            "--prompt".into(),
+            s("prompt"),
+            "--negative".into(),
+            s("negative"),
+            "--seed".into(),
+            n("seed"),
+            "--steps".into(),
+            n("steps"),
+            "--sampler".into(),
+            s("sampler"),
+            "--cfg".into(),
+            n("cfg"),
+            "--width".into(),
+            n("width"),
+            "--height".into(),
+            n("height"),
+            "--batch".into(),
+            n("batch"),
+            "--precision".into(),
+            "f32".into(),
+            "--quant".into(),
+            "none".into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+            "--quiet".into(),
+        ];
+        let mode = s("mode");
+        if mode != "txt2img" {
+            args.extend(["--init".into(), fixtures().join("pipeline/init.png").to_str().unwrap().into()]);
+            args.extend(["--strength".into(), n("strength")]);
+        }
+        if mode == "inpaint" {
+            args.extend(["--mask".into(), fixtures().join("pipeline/mask.png").to_str().unwrap().into()]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let result = darkroom(&refs);
+        assert!(result.status.success(), "{name}: {}", String::from_utf8_lossy(&result.stderr));
+        let want = reference_image(&format!("{name}/image"));
+        let per_image = 64 * 48 * 3;
+        for i in 0..batch {
+            let path = if batch == 1 { out.clone() } else { dir.join(format!("{name}-{}.png", i + 1)) };
+            let image = Image::from_png(&std::fs::read(&path).unwrap()).unwrap();
+            let worst = worst_pixel(&image, &want[i * per_image..(i + 1) * per_image]);
+            assert!(worst <= 2.0, "{name} image {i}: worst pixel {worst}/255 from diffusers");
+        }
+        samplers.insert(s("sampler"));
+    }
+    assert_eq!(samplers.len(), 7, "every sampler ran: {samplers:?}");
+}
+
 #[test]
 fn inpainting_from_the_command_line_matches_diffusers() {
     let dir = out_dir("inpaint");

@@ -182,3 +182,28 @@ fn long_and_weighted_prompts_condition_the_image() {
     assert_ne!(long_image, plain);
     assert_ne!(image(&format!("{long} BREAK a red hat"), "blurry"), long_image, "a third chunk counts too");
 }
+
+/// Returning false from the progress callback stops between steps with `Cancelled`, and the
+/// model stays usable.
+#[test]
+fn cancelling_stops_between_steps_and_leaves_the_model_usable() {
+    let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
+    let model = load(&gpu, "tiny-sd", Precision::F32);
+    let request = Request {
+        width: 64,
+        height: 48,
+        ..Request::txt2img("a cat", 1, 6, darkroom_pipeline::Sampler::Euler, 7.5)
+    };
+    let mut seen = 0;
+    let mut stop_at_two = |p: &darkroom_pipeline::Progress| {
+        if p.stage == Stage::Denoising {
+            seen = p.step;
+        }
+        !(p.stage == Stage::Denoising && p.step == 2)
+    };
+    let err = pollster::block_on(generate(&gpu, &model, &request, &mut stop_at_two)).unwrap_err();
+    assert!(matches!(err, darkroom_pipeline::PipelineError::Cancelled), "{err}");
+    assert_eq!(seen, 2, "stopped at the step asked");
+    let (images, _) = run(&gpu, &model, &request);
+    assert_eq!(images.len(), 1, "the next generation runs normally");
+}

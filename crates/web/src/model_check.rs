@@ -53,7 +53,7 @@ fn tensor(file: &SafetensorsFile, name: &str) -> Result<(Vec<f32>, Vec<usize>), 
     Ok((values, info.shape.iter().map(|&d| d as usize).collect()))
 }
 
-async fn text(url: &str) -> Result<String, String> {
+pub(crate) async fn text(url: &str) -> Result<String, String> {
     String::from_utf8(fetch_bytes(url).await?).map_err(|e| format!("{url}: {e}"))
 }
 

@@ -15,7 +15,6 @@ use darkroom_weights::fetch::{
 use darkroom_weights::Manifest;
 use js_sys::{Array, Object, Reflect};
 use wasm_bindgen::{JsCast, JsValue};
-use wasm_bindgen_futures::JsFuture;
 
 pub struct WeightsRequest {
     pub manifest_url: String,
@@ -79,20 +78,7 @@ fn status() -> Object {
 }
 
 async fn manifest(url: &str) -> Result<Manifest, String> {
-    let window = web_sys::window().ok_or("no window")?;
-    let response: web_sys::Response = JsFuture::from(window.fetch_with_str(url))
-        .await
-        .map_err(|e| format!("fetching {url}: {e:?}"))?
-        .dyn_into()
-        .map_err(|_| format!("fetching {url}: not a response"))?;
-    if !response.ok() {
-        return Err(format!("fetching {url}: HTTP {}", response.status()));
-    }
-    let text = JsFuture::from(response.text().map_err(|e| format!("{e:?}"))?)
-        .await
-        .map_err(|e| format!("reading {url}: {e:?}"))?
-        .as_string()
-        .unwrap_or_default();
+    let text = crate::model_check::text(url).await?;
     Manifest::parse(&text, url).map_err(|e| e.to_string())
 }
 
