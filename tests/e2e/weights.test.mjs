@@ -222,6 +222,8 @@ test('a downloaded model generates from IndexedDB the image diffusers makes', as
   const text = Buffer.from(Object.values(png)).toString('latin1');
   assert.ok(text.includes('parameters\0a photograph of an astronaut riding a horse\nSteps: 4, Sampler: Euler, CFG scale: 7.5, Seed: 1, Size: 64x48'),
     'the PNG carries A1111 parameters');
+  await page.waitForSelector('img.result');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'weights-generated.png'), fullPage: true });
   assert.deepEqual(problems, []);
   await context.close();
   server.close();

@@ -21,7 +21,7 @@ pub fn App() -> impl IntoView {
     let weights = weights_check::requested();
     let show_weights = weights.is_some();
     let (weights_progress, set_weights_progress) = signal((0u64, 0u64, String::new()));
-    let (weights_outcome, set_weights_outcome) = signal(None::<Result<String, String>>);
+    let (weights_outcome, set_weights_outcome) = signal(None::<weights_check::Outcome>);
     if let Some(request) = weights {
         // Downloads need no GPU: start at once.
         spawn_local(async move {
@@ -103,10 +103,16 @@ pub fn App() -> impl IntoView {
                     <p class="verdict">
                         {move || match weights_outcome.get() {
                             None => "downloading…".to_string(),
-                            Some(Ok(line)) => line,
+                            Some(Ok((line, _))) => line,
                             Some(Err(e)) => format!("error: {e}"),
                         }}
                     </p>
+                    {move || match weights_outcome.get() {
+                        Some(Ok((_, Some(url)))) => {
+                            Some(view! { <img class="result" src=url alt="the generated image" /> })
+                        }
+                        _ => None,
+                    }}
                 </section>
             </Show>
         </main>

@@ -94,7 +94,7 @@ async fn load_and_generate(
     manifest: &Manifest,
     weights: QuantPolicy,
     generate: Option<&Request>,
-) -> Result<(), String> {
+) -> Result<Option<String>, String> {
     let gpu = Gpu::open(&Requirements::default()).await.map_err(|e| e.to_string())?;
     let cache = IdbQuantCache::new(store);
     let files = IdbModelFiles { store, manifest };
@@ -125,16 +125,25 @@ async fn load_and_generate(
         let png = first.to_png().map_err(|e| e.to_string())?;
         set(&result, "png", js_sys::Uint8Array::from(png.as_slice()).into());
         set(obj, "image", result.into());
+        return Ok(png_url(&png));
     }
-    Ok(())
+    Ok(None)
 }
 
-/// Runs the download; `progress` sees (done, total, path) after every chunk. Returns the
-/// outcome's summary line.
-pub async fn run(
-    request: &WeightsRequest,
-    progress: &mut dyn FnMut(u64, u64, &str),
-) -> Result<String, String> {
+/// An object URL showing PNG bytes in an `<img>`.
+fn png_url(png: &[u8]) -> Option<String> {
+    let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(png).into());
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type("image/png");
+    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options).ok()?;
+    web_sys::Url::create_object_url_with_blob(&blob).ok()
+}
+
+/// What a finished check shows: its summary line and, when it generated, the image's URL.
+pub type Outcome = Result<(String, Option<String>), String>;
+
+/// Runs the download; `progress` sees (done, total, path) after every chunk.
+pub async fn run(request: &WeightsRequest, progress: &mut dyn FnMut(u64, u64, &str)) -> Outcome {
     let obj = status();
     set(&obj, "state", "running".into());
     let outcome = async {
@@ -170,11 +179,12 @@ pub async fn run(
         }
         set(&obj, "files", files.into());
         fetched.map_err(|e| e.to_string())?;
+        let mut image = None;
         if let Some(policy) = request.load {
             set(&obj, "state", "loading".into());
-            load_and_generate(&obj, &store, &manifest, policy, request.generate.as_ref()).await?;
+            image = load_and_generate(&obj, &store, &manifest, policy, request.generate.as_ref()).await?;
         }
-        Ok::<_, String>(format!("{} is stored in this browser", manifest.name))
+        Ok::<_, String>((format!("{} is stored in this browser", manifest.name), image))
     }
     .await;
     match &outcome {
