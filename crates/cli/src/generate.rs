@@ -125,10 +125,14 @@ fn read_png(path: &Path, what: &str) -> Result<Image, Failure> {
     Image::from_png(&bytes).map_err(|e| usage(format!("the {what} {}: {e}", path.display())))
 }
 
+/// `--out x.png` names a file; anything else, a folder.
+fn names_a_png(out: &Path) -> bool {
+    out.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"))
+}
+
 /// Where image `index` of `count` goes.
 fn output_path(out: &Path, seed: u64, index: usize, count: usize) -> PathBuf {
-    let is_png = out.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
-    if !is_png {
+    if !names_a_png(out) {
         return out.join(format!("{seed}.png"));
     }
     if count == 1 {
@@ -260,7 +264,7 @@ pub fn run(gpu: &Gpu, mut args: GenerateArgs) -> Result<(), Failure> {
         eprintln!("\rdone in {:.1} s                ", started.elapsed().as_secs_f64());
     }
     let count = images.len();
-    let is_dir = !args.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    let is_dir = !names_a_png(&args.out);
     let dir =
         if is_dir { args.out.clone() } else { args.out.parent().map(Path::to_path_buf).unwrap_or_default() };
     if !dir.as_os_str().is_empty() {

@@ -112,22 +112,23 @@ impl IdbStore {
         Ok(out)
     }
 
-    /// The chunk size a file was stored with.
-    async fn chunk_size_of(&self, key: &str) -> Result<Option<u64>, FetchError> {
+    /// A file's record as stored: {total, chunks, complete, chunkSize}.
+    async fn record_value(&self, key: &str) -> Result<Option<JsValue>, FetchError> {
         let tx = self.db.transaction(&[FILES], TransactionMode::ReadOnly).map_err(store_error)?;
         let files = tx.object_store(FILES).map_err(store_error)?;
-        let value = files.get(JsValue::from_str(key)).map_err(store_error)?.await.map_err(store_error)?;
-        Ok(value.and_then(|v| get_number(&v, "chunkSize")).map(|n| n as u64).filter(|&n| n > 0))
+        files.get(JsValue::from_str(key)).map_err(store_error)?.await.map_err(store_error)
     }
 
     /// `len` bytes of a stored file from `start`, read from its chunks.
     pub async fn read_range(&self, key: &str, start: u64, len: u64) -> Result<Vec<u8>, FetchError> {
-        let chunk_size = self
-            .chunk_size_of(key)
-            .await?
+        let record = self.record_value(key).await?;
+        let chunk_size = record
+            .as_ref()
+            .and_then(|v| get_number(v, "chunkSize"))
+            .map(|n| n as u64)
+            .filter(|&n| n > 0)
             .ok_or_else(|| FetchError::Store(format!("{key} is not stored")))?;
-        let state = self.stored(key, chunk_size).await?;
-        let total = state.total.unwrap_or(0);
+        let total = record.as_ref().map(parse_record).unwrap_or_default().total.unwrap_or(0);
         let end = (start + len).min(total);
         let mut out = Vec::with_capacity(end.saturating_sub(start) as usize);
         let mut pos = start;
@@ -179,10 +180,7 @@ impl IdbStore {
 
 impl ChunkStore for IdbStore {
     async fn stored(&self, key: &str, _chunk_size: u64) -> Result<Stored, FetchError> {
-        let tx = self.db.transaction(&[FILES], TransactionMode::ReadOnly).map_err(store_error)?;
-        let files = tx.object_store(FILES).map_err(store_error)?;
-        let value = files.get(JsValue::from_str(key)).map_err(store_error)?.await.map_err(store_error)?;
-        Ok(value.as_ref().map(parse_record).unwrap_or_default())
+        Ok(self.record_value(key).await?.as_ref().map(parse_record).unwrap_or_default())
     }
 
     async fn read_chunk(&self, key: &str, index: u64, _chunk_size: u64) -> Result<Vec<u8>, FetchError> {
