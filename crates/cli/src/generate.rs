@@ -214,6 +214,7 @@ pub fn run(gpu: &Gpu, mut args: GenerateArgs) -> Result<(), Failure> {
         init_image,
         strength,
         mask,
+        live_preview: false,
     };
 
     let name = args

@@ -103,6 +103,11 @@ pub struct Request {
     pub strength: f64,
     /// Inpainting: white repaints, black keeps; the request's size.
     pub mask: Option<Image>,
+    /// Read the latents back after every step and hand them to the progress callback
+    /// ([`Progress::latent_values`]). This also waits for the GPU each step, so an interactive
+    /// caller (the browser worker) gets a truthful progress bar and a turn of its event loop —
+    /// where a cancel request arrives — between steps.
+    pub live_preview: bool,
 }
 
 impl Request {
@@ -120,6 +125,7 @@ impl Request {
             init_image: None,
             strength: 1.0,
             mask: None,
+            live_preview: false,
         }
     }
 }
@@ -141,6 +147,8 @@ pub struct Progress<'a> {
     pub step: usize,
     pub total: usize,
     pub latents: Option<&'a Tensor>,
+    /// The same latents on the CPU, when the request asked for live previews.
+    pub latent_values: Option<&'a [f32]>,
 }
 
 /// Return `false` to cancel.
@@ -267,8 +275,9 @@ fn go_on(
     step: usize,
     total: usize,
     latents: Option<&Tensor>,
+    latent_values: Option<&[f32]>,
 ) -> Result<(), PipelineError> {
-    if progress(&Progress { stage, step, total, latents }) {
+    if progress(&Progress { stage, step, total, latents, latent_values }) {
         Ok(())
     } else {
         Err(PipelineError::Cancelled)
@@ -299,7 +308,7 @@ pub async fn generate(
         .map_err(PipelineError::Input)?;
     let mut seeds = Seeds((0..b).map(|i| TorchGenerator::manual_seed(request.seed + i as u64)).collect());
 
-    go_on(progress, Stage::Encoding, 0, 1, None)?;
+    go_on(progress, Stage::Encoding, 0, 1, None, None)?;
     let context = text::encode(
         gpu,
         &model.tokenizer,
@@ -382,8 +391,12 @@ pub async fn generate(
 
     let steps: Vec<usize> = denoiser.step_indices().collect();
     let total = steps.len();
+    let mut live: Option<Vec<f32>> = None;
+    if request.live_preview {
+        live = Some(latents.read_f32(gpu).await?);
+    }
     for (done, &i) in steps.iter().enumerate() {
-        go_on(progress, Stage::Denoising, done, total, Some(&latents))?;
+        go_on(progress, Stage::Denoising, done, total, Some(&latents), live.as_deref())?;
         let t = denoiser.timestep(i) as f32;
         let mut input = if guided { ops::concat(gpu, &latents, &latents, 0)? } else { latents.clone() };
         let s = denoiser.input_scale(i);
@@ -413,13 +426,16 @@ pub async fn generate(
             latents = ops::add(gpu, &inside, &original)?;
         }
         gpu.flush();
+        if request.live_preview {
+            live = Some(latents.read_f32(gpu).await?);
+        }
     }
-    go_on(progress, Stage::Denoising, total, total, Some(&latents))?;
-
     let values = latents.read_f32(gpu).await?;
+    go_on(progress, Stage::Denoising, total, total, Some(&latents), Some(&values))?;
+
     let mut out = Vec::with_capacity(b);
     for (k, chunk) in values.chunks_exact(per_image).enumerate() {
-        go_on(progress, Stage::Decoding, k, b, None)?;
+        go_on(progress, Stage::Decoding, k, b, None, None)?;
         let unscaled: Vec<f32> = chunk.iter().map(|v| v / vae_scale).collect();
         let z = Tensor::from_f32(gpu, &[1, lc, lh, lw], &unscaled, dtype)?;
         let rgb = model.vae_decoder.forward(gpu, &z)?;
@@ -429,7 +445,7 @@ pub async fn generate(
             params: params(model, request, request.seed + k as u64),
         });
     }
-    go_on(progress, Stage::Decoding, b, b, None)?;
+    go_on(progress, Stage::Decoding, b, b, None, None)?;
     Ok(out)
 }
 

@@ -1,6 +1,7 @@
 //! From a prompt and settings to an image: prompts, seeds, schedulers and the denoising loop.
 
 pub mod generate;
+pub mod latent_preview;
 pub mod metadata;
 pub mod model;
 pub mod prompt;

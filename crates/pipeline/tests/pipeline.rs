@@ -38,6 +38,7 @@ fn request(case: &Value) -> Request {
         init_image: (mode != "txt2img").then(|| png("init.png")),
         strength: case["strength"].as_f64().unwrap_or(1.0),
         mask: (mode == "inpaint").then(|| png("mask.png")),
+        live_preview: false,
     }
 }
 
@@ -206,4 +207,38 @@ fn cancelling_stops_between_steps_and_leaves_the_model_usable() {
     assert_eq!(seen, 2, "stopped at the step asked");
     let (images, _) = run(&gpu, &model, &request);
     assert_eq!(images.len(), 1, "the next generation runs normally");
+}
+
+/// With live previews every denoising report carries the latents on the CPU (the last ones are
+/// the final latents), and the image is the same as without.
+#[test]
+fn live_previews_report_the_latents_every_step_without_changing_the_image() {
+    let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
+    let model = load(&gpu, "tiny-sd", Precision::F32);
+    let plain = Request { width: 64, height: 48, ..Request::txt2img("a cat", 3, 3, darkroom_pipeline::Sampler::Euler, 7.5) };
+    let live = Request { live_preview: true, ..plain.clone() };
+    let (expected, final_latents) = run(&gpu, &model, &plain);
+    let mut reports = Vec::new();
+    let mut progress = |p: &darkroom_pipeline::Progress| {
+        if p.stage == Stage::Denoising {
+            reports.push((p.step, p.latent_values.map(<[f32]>::to_vec)));
+        }
+        true
+    };
+    let images = pollster::block_on(generate(&gpu, &model, &live, &mut progress)).unwrap();
+    assert_eq!(images[0].image.rgba, expected[0].rgba);
+    assert_eq!(reports.len(), 4, "steps 0..=3");
+    for (step, values) in &reports {
+        let values = values.as_ref().unwrap_or_else(|| panic!("step {step} has no latent values"));
+        assert_eq!(values.len(), 4 * 6 * 8);
+    }
+    assert_eq!(reports.last().unwrap().1.as_deref(), Some(final_latents.as_slice()));
+    assert_ne!(reports[0].1, reports[3].1, "the latents change as denoising goes");
+    let preview = darkroom_pipeline::latent_preview::approximate_rgb(
+        reports[3].1.as_ref().unwrap(),
+        [1, 4, 6, 8],
+        0,
+    )
+    .unwrap();
+    assert_eq!((preview.width, preview.height), (8, 6));
 }
