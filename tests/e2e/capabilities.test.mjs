@@ -56,7 +56,7 @@ test('capability screen shows the adapter WebGPU reports', async () => {
 });
 
 test('a WGSL matmul runs on WebGPU and its numbers are right', async () => {
-  const { context, page, problems } = await openPage(browser);
+  const { context, page, problems } = await openPage(browser, { query: '?check=selftest' });
   await page.waitForSelector('#selftest:is([data-status="pass"], [data-status="fail"], [data-status="error"])', { timeout: 120_000 });
   const status = await page.getAttribute('#selftest', 'data-status');
   const text = await page.textContent('#selftest');
@@ -105,6 +105,7 @@ test('a WGSL matmul runs on WebGPU and its numbers are right', async () => {
 test('without WebGPU the app says so, says what to do, and runs no kernel', async () => {
   const { context, page } = await openPage(browser, {
     initScript: () => { delete Object.getPrototypeOf(navigator).gpu; },
+    query: '?check=selftest',
   });
   await page.waitForSelector('#capabilities[data-state="unavailable"]', { timeout: 60_000 });
   const text = await page.textContent('#capabilities');
@@ -114,4 +115,10 @@ test('without WebGPU the app says so, says what to do, and runs no kernel', asyn
   assert.equal(await page.evaluate(() => window.__darkroomSelftest), undefined);
   await page.screenshot({ path: path.join(ARTIFACTS, 'no-webgpu.png'), fullPage: true });
   await context.close();
+
+  // The app itself opens on its GPU tab and says the same.
+  const app = await openPage(browser, { initScript: () => { delete Object.getPrototypeOf(navigator).gpu; } });
+  await app.page.waitForSelector('#capabilities[data-state="unavailable"]', { state: 'visible', timeout: 60_000 });
+  assert.match(await app.page.textContent('.gpu-note'), /no WebGPU/);
+  await app.context.close();
 });

@@ -15,6 +15,18 @@ pub struct Server {
     /// (URL prefix, folder) pairs served beside the main folder: the browser tests mount
     /// tests/fixtures at /fixtures/, the way a CDN would serve weights.
     mounts: Vec<(String, PathBuf)>,
+    /// index.html's Content-Security-Policy, sent as a header too: a `<meta>` policy covers the
+    /// page only, the header also the worker and the service worker scripts.
+    csp: Option<String>,
+}
+
+/// The policy of an `<meta http-equiv="Content-Security-Policy" content="…">` tag.
+fn meta_csp(html: &str) -> Option<String> {
+    let at = html.find("http-equiv=\"Content-Security-Policy\"")?;
+    let rest = &html[at..];
+    let start = rest.find("content=\"")? + "content=\"".len();
+    let end = rest[start..].find('"')?;
+    Some(rest[start..start + end].to_string())
 }
 
 impl Server {
@@ -25,7 +37,8 @@ impl Server {
         }
         let listener = TcpListener::bind(("127.0.0.1", port))
             .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e} (pick another with --port N)"))?;
-        Ok(Server { listener, folder: folder.to_path_buf(), mounts: Vec::new() })
+        let csp = std::fs::read_to_string(folder.join("index.html")).ok().and_then(|h| meta_csp(&h));
+        Ok(Server { listener, folder: folder.to_path_buf(), mounts: Vec::new(), csp })
     }
 
     pub fn mount(mut self, prefix: &str, folder: &Path) -> Server {
@@ -39,7 +52,7 @@ impl Server {
     }
 
     pub fn run_forever(self) {
-        let roots = std::sync::Arc::new(Roots { folder: self.folder, mounts: self.mounts });
+        let roots = std::sync::Arc::new(Roots { folder: self.folder, mounts: self.mounts, csp: self.csp });
         for stream in self.listener.incoming().flatten() {
             let roots = roots.clone();
             std::thread::spawn(move || {
@@ -52,6 +65,7 @@ impl Server {
 struct Roots {
     folder: PathBuf,
     mounts: Vec<(String, PathBuf)>,
+    csp: Option<String>,
 }
 
 impl Roots {
@@ -184,6 +198,9 @@ fn respond(
     if status.starts_with("206") {
         head.push_str(&format!("Content-Range: bytes {start}-{end}/{len}\r\n"));
     }
+    if let Some(csp) = &roots.csp {
+        head.push_str(&format!("Content-Security-Policy: {csp}\r\n"));
+    }
     head.push_str("\r\n");
     out.write_all(head.as_bytes())?;
     if method == "HEAD" || body_len == 0 {
@@ -207,6 +224,15 @@ mod tests {
         assert_eq!(parse_range("bytes=1000-", 1000), None);
         assert_eq!(parse_range("bytes=5-2", 1000), None);
         assert_eq!(parse_range("bytes=0-1,5-6", 1000), None);
+    }
+
+    #[test]
+    fn the_header_policy_is_the_pages_meta_policy() {
+        let html = r#"<meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="default-src 'self'; connect-src 'self' https://a.example">"#;
+        assert_eq!(meta_csp(html).as_deref(), Some("default-src 'self'; connect-src 'self' https://a.example"));
+        assert_eq!(meta_csp("<meta charset=utf-8>"), None);
+        let shipped = std::fs::read_to_string(crate::root().join("www/index.html")).unwrap();
+        assert!(meta_csp(&shipped).unwrap().contains("connect-src 'self'"), "www/index.html has a policy");
     }
 
     #[test]

@@ -1,173 +1,155 @@
+//! The app a user meets: models, generate, gallery, GPU — one tab each — over the generation
+//! worker. `?manifest=<url>[&base=<url>]` adds a model from a manifest served elsewhere (a
+//! studio's own mirror; the browser tests' tiny model).
+
+use darkroom_pipeline::metadata::{read_parameters, GenerationParams};
+use darkroom_weights::manifest::BUILTIN;
+use darkroom_weights::Manifest;
+use leptos::ev;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use wasm_bindgen::JsValue;
+use wasm_bindgen_futures::JsFuture;
 
+use crate::client::WorkerClient;
 use crate::components::capability_panel::CapabilityPanel;
-use crate::components::model_check_panel::{ModelCheckPanel, ModelCheckState};
-use crate::components::selftest_panel::{SelftestPanel, SelftestState};
-use crate::model_check::{self, ModelCheck};
+use crate::components::gallery_panel::GalleryPanel;
+use crate::components::generate_panel::GeneratePanel;
+use crate::components::image_input::load_init_image;
+use crate::components::model_manager::{refresh_stored, ModelManager};
+use crate::generation;
 use crate::probe::probe;
-use crate::weights_check;
-use darkroom_gpu::selftest::{self, KernelCheck, MatmulReport};
-use darkroom_gpu::{DType, Gpu, Requirements};
+use crate::protocol::ModelRef;
+use crate::state::{AppState, ModelEntry, Tab};
+
+fn query(key: &str) -> Option<String> {
+    let search = web_sys::window()?.location().search().ok()?;
+    web_sys::UrlSearchParams::new_with_str(&search).ok()?.get(key)
+}
+
+fn entry(text: &str, file: &str, base: Option<String>) -> Result<ModelEntry, String> {
+    let manifest = Manifest::parse(text, file).map_err(|e| e.to_string())?;
+    Ok(ModelEntry {
+        model_ref: ModelRef { manifest_toml: text.to_string(), manifest_file: file.to_string(), base },
+        manifest,
+        stored: RwSignal::new(Default::default()),
+        download: RwSignal::new(None),
+    })
+}
+
+/// The built-in manifests and, if the address names one, an extra manifest (listed first).
+async fn load_models(state: AppState) {
+    let mut models = Vec::new();
+    if let Some(url) = query("manifest") {
+        match crate::model_check::text(&url).await.and_then(|text| entry(&text, &url, query("base"))) {
+            Ok(e) => models.push(e),
+            Err(e) => state.error.set(Some(format!("The model list at {url} could not be read: {e}"))),
+        }
+    }
+    for (file, text) in BUILTIN {
+        if let Ok(e) = entry(text, file, None) {
+            models.push(e);
+        }
+    }
+    let first = models.iter().find(|m| m.generates()).map(|m| m.manifest.clone());
+    state.models.set(models);
+    if let Some(m) = first {
+        state.settings.apply_defaults(&m);
+    }
+    refresh_stored(state);
+}
+
+/// A dropped file: a PNG with generation parameters restores them; any other image becomes
+/// the init image.
+fn dropped(state: AppState, file: web_sys::File) {
+    spawn_local(async move {
+        let Ok(buffer) = JsFuture::from(file.array_buffer()).await else { return };
+        let bytes = js_sys::Uint8Array::new(&buffer).to_vec();
+        let params = read_parameters(&bytes).ok().and_then(|t| GenerationParams::parse_infotext(&t).ok());
+        match params {
+            Some(p) => {
+                state.settings.restore(&p, &state.models.get_untracked());
+                state.tab.set(Tab::Generate);
+            }
+            None => {
+                load_init_image(state, file.into());
+                state.tab.set(Tab::Generate);
+            }
+        }
+    });
+}
+
+fn keyboard(state: AppState) {
+    let handle = window_event_listener(ev::keydown, move |e: web_sys::KeyboardEvent| {
+        if e.key() == "Enter" && (e.ctrl_key() || e.meta_key()) {
+            e.prevent_default();
+            generation::start(state);
+        } else if e.key() == "Escape" && state.run.get_untracked().is_some() {
+            e.prevent_default();
+            generation::cancel(state);
+        }
+    });
+    std::mem::forget(handle);
+    let over = window_event_listener(ev::dragover, |e: web_sys::DragEvent| e.prevent_default());
+    std::mem::forget(over);
+    let drop = window_event_listener(ev::drop, move |e: web_sys::DragEvent| {
+        e.prevent_default();
+        if let Some(file) = e.data_transfer().and_then(|d| d.files()).and_then(|f| f.get(0)) {
+            dropped(state, file);
+        }
+    });
+    std::mem::forget(drop);
+}
 
 #[component]
 pub fn App() -> impl IntoView {
+    let state = AppState::new(WorkerClient::spawn());
+    provide_context(state);
+    spawn_local(load_models(state));
+    keyboard(state);
     let (probe_result, set_probe_result) = signal(None);
-    let (selftest_state, set_selftest_state) = signal(SelftestState::Waiting);
-    let fixtures = model_check::requested();
-    let (model_state, set_model_state) = signal(ModelCheckState::Running);
-    let show_model_check = fixtures.is_some();
-    let weights = weights_check::requested();
-    let show_weights = weights.is_some();
-    let (weights_progress, set_weights_progress) = signal((0u64, 0u64, String::new()));
-    let (weights_outcome, set_weights_outcome) = signal(None::<weights_check::Outcome>);
-    if let Some(request) = weights {
-        // Downloads need no GPU: start at once.
-        spawn_local(async move {
-            let mut progress =
-                |done, total, path: &str| set_weights_progress.set((done, total, path.to_string()));
-            let outcome = weights_check::run(&request, &mut progress).await;
-            set_weights_outcome.set(Some(outcome));
-        });
-    }
-
     spawn_local(async move {
         let result = probe().await;
-        let usable = result.is_ok();
+        if result.is_err() {
+            // Nothing can run: the GPU tab says why and what to do.
+            state.tab.set(Tab::Gpu);
+        }
         set_probe_result.set(Some(result));
-        if !usable {
-            set_selftest_state.set(SelftestState::Skipped);
-            return;
-        }
-        set_selftest_state.set(SelftestState::Running);
-        let gpu = match Gpu::open(&Requirements::default()).await {
-            Ok(gpu) => gpu,
-            Err(e) => {
-                set_selftest_state.set(SelftestState::Failed(e.to_string()));
-                set_model_state.set(ModelCheckState::Failed(e.to_string()));
-                return;
-            }
-        };
-        let outcome = async {
-            let (m, k, n) = selftest::MATMUL_SHAPE;
-            let matmul = selftest::matmul_check(&gpu, m, k, n, selftest::MATMUL_SEED).await?;
-            let mut kernels = vec![(DType::F32, selftest::kernel_suite(&gpu, DType::F32).await?)];
-            if gpu.capabilities().shader_f16 {
-                kernels.push((DType::F16, selftest::kernel_suite(&gpu, DType::F16).await?));
-            }
-            Ok::<_, darkroom_gpu::GpuError>((matmul, kernels))
-        }
-        .await;
-        set_selftest_state.set(match outcome {
-            Ok((matmul, kernels)) => {
-                publish(&matmul, &kernels);
-                SelftestState::Done { matmul, kernels }
-            }
-            Err(e) => SelftestState::Failed(e.to_string()),
-        });
-        if let Some(base) = fixtures {
-            let outcome = model_check::run(&gpu, &base).await;
-            publish_model_checks(&outcome);
-            set_model_state.set(match outcome {
-                Ok(checks) => ModelCheckState::Done(checks),
-                Err(e) => ModelCheckState::Failed(e),
-            });
-        }
     });
-
+    let tab_button = move |tab: Tab, label: &'static str, id: &'static str| {
+        view! {
+            <button role="tab" id=id aria-selected=move || (state.tab.get() == tab).to_string()
+                class:active=move || state.tab.get() == tab on:click=move |_| state.tab.set(tab)>{label}</button>
+        }
+    };
+    let gpu_note = move || match probe_result.get() {
+        Some(Err(_)) => Some("no WebGPU here"),
+        Some(Ok(r)) if r.is_software() => Some("software GPU: very slow"),
+        _ => None,
+    };
     view! {
         <header class="top">
             <h1>"Darkroom"</h1>
             <p class="tagline">"Stable Diffusion on your own GPU. Nothing you type or generate leaves this device."</p>
+            <nav class="tabs" role="tablist">
+                {tab_button(Tab::Generate, "Generate", "tab-generate")}
+                {tab_button(Tab::Models, "Models", "tab-models")}
+                {tab_button(Tab::Gallery, "Gallery", "tab-gallery")}
+                {tab_button(Tab::Gpu, "Your GPU", "tab-gpu")}
+                {move || gpu_note().map(|n| view! { <span class="gpu-note warn">{n}</span> })}
+            </nav>
         </header>
-        <main>
-            <CapabilityPanel probe=probe_result.into() />
-            <SelftestPanel state=selftest_state.into() />
-            <Show when=move || show_model_check>
-                <ModelCheckPanel state=model_state.into() />
-            </Show>
-            <Show when=move || show_weights>
-                <section class="panel">
-                    <h2>"Model download"</h2>
-                    <progress
-                        max=move || weights_progress.get().1.max(1) as f64
-                        value=move || weights_progress.get().0 as f64
-                    ></progress>
-                    <p class="detail">
-                        {move || {
-                            let (done, total, path) = weights_progress.get();
-                            format!("{:.1} of {:.1} MB · {path}", done as f64 / 1e6, total as f64 / 1e6)
-                        }}
-                    </p>
-                    <p class="verdict">
-                        {move || match weights_outcome.get() {
-                            None => "downloading…".to_string(),
-                            Some(Ok((line, _))) => line,
-                            Some(Err(e)) => format!("error: {e}"),
-                        }}
-                    </p>
-                    {move || match weights_outcome.get() {
-                        Some(Ok((_, Some(url)))) => {
-                            Some(view! { <img class="result" src=url alt="the generated image" /> })
-                        }
-                        _ => None,
-                    }}
-                </section>
-            </Show>
+        <main class="app">
+            {move || state.worker_error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+            <div class:hidden=move || state.tab.get() != Tab::Generate><GeneratePanel /></div>
+            <div class:hidden=move || state.tab.get() != Tab::Models><ModelManager /></div>
+            <div class:hidden=move || state.tab.get() != Tab::Gallery><GalleryPanel /></div>
+            <div class:hidden=move || state.tab.get() != Tab::Gpu><CapabilityPanel probe=probe_result.into() /></div>
         </main>
     }
 }
 
-/// Leaves the raw self-test results on `window.__darkroomSelftest` so the browser test can check
-/// the GPU's numbers itself instead of trusting the page's verdict.
-fn publish(report: &MatmulReport, kernels: &[(DType, Vec<KernelCheck>)]) {
-    let set = |target: &js_sys::Object, key: &str, value: JsValue| {
-        let _ = js_sys::Reflect::set(target, &JsValue::from_str(key), &value);
-    };
-    let obj = js_sys::Object::new();
-    set(&obj, "m", (report.m as u32).into());
-    set(&obj, "k", (report.k as u32).into());
-    set(&obj, "n", (report.n as u32).into());
-    set(&obj, "seed", report.seed.into());
-    set(&obj, "passed", report.passed.into());
-    set(&obj, "maxAbsErr", report.max_abs_err.into());
-    set(&obj, "output", js_sys::Float32Array::from(report.output.as_slice()).into());
-    let checks = js_sys::Array::new();
-    for (dtype, list) in kernels {
-        for check in list {
-            let entry = js_sys::Object::new();
-            set(&entry, "name", check.name.into());
-            set(&entry, "dtype", format!("{dtype:?}").into());
-            set(&entry, "passed", check.passed.into());
-            set(&entry, "maxAbsErr", check.max_abs_err.into());
-            checks.push(&entry);
-        }
-    }
-    set(&obj, "kernels", checks.into());
-    set(&js_sys::global().into(), "__darkroomSelftest", obj.into());
-}
-
-/// Leaves the model checks on `window.__darkroomModelCheck` for the browser test.
-fn publish_model_checks(outcome: &Result<Vec<ModelCheck>, String>) {
-    let set = |target: &js_sys::Object, key: &str, value: JsValue| {
-        let _ = js_sys::Reflect::set(target, &JsValue::from_str(key), &value);
-    };
-    let obj = js_sys::Object::new();
-    match outcome {
-        Ok(checks) => {
-            let list = js_sys::Array::new();
-            for check in checks {
-                let entry = js_sys::Object::new();
-                set(&entry, "name", check.name.into());
-                set(&entry, "maxAbsErr", check.max_abs_err.into());
-                set(&entry, "bound", check.bound.into());
-                set(&entry, "passed", check.passed().into());
-                list.push(&entry);
-            }
-            set(&obj, "checks", list.into());
-        }
-        Err(e) => set(&obj, "error", e.as_str().into()),
-    }
-    set(&js_sys::global(), "__darkroomModelCheck", obj.into());
+/// Registers the service worker that keeps the app shell for offline use.
+pub fn register_service_worker() {
+    let Some(window) = web_sys::window() else { return };
+    let _ = window.navigator().service_worker().register("./sw.js");
 }

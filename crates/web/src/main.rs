@@ -1,14 +1,34 @@
-//! Darkroom in the browser. Trunk builds this crate (see Trunk.toml and www/index.html).
+//! Darkroom in the browser. Trunk builds this crate (see Trunk.toml and www/index.html). The same
+//! wasm runs twice: in the page (the Leptos app) and in a dedicated worker (www/worker.js), which
+//! owns the GPU and does the downloads and the generation.
 
 mod app;
+mod checks_app;
+mod client;
 mod components;
+mod gallery;
+mod generation;
 mod idb_model;
 mod model_check;
 mod probe;
+mod protocol;
 mod report;
+mod state;
 mod weights_check;
+mod worker;
 
 fn main() {
     console_error_panic_hook::set_once();
-    leptos::mount::mount_to_body(app::App);
+    let Some(window) = web_sys::window() else {
+        // Inside the worker: no document, no UI.
+        worker::start();
+        return;
+    };
+    let search = window.location().search().unwrap_or_default();
+    if search.contains("check=") {
+        leptos::mount::mount_to_body(checks_app::ChecksApp);
+    } else {
+        app::register_service_worker();
+        leptos::mount::mount_to_body(app::App);
+    }
 }

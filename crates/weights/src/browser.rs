@@ -239,13 +239,18 @@ impl ChunkStore for IdbStore {
     }
 
     async fn available(&self) -> Result<Option<u64>, FetchError> {
-        let Some(storage) = storage_manager() else { return Ok(None) };
-        let promise = storage.estimate().map_err(|e| js_error("storage.estimate()", e))?;
-        let estimate = JsFuture::from(promise).await.map_err(|e| js_error("storage.estimate()", e))?;
-        match (get_number(&estimate, "quota"), get_number(&estimate, "usage")) {
-            (Some(quota), Some(usage)) => Ok(Some((quota - usage).max(0.0) as u64)),
-            _ => Ok(None),
-        }
+        Ok(storage_estimate().await?.map(|(usage, quota)| quota.saturating_sub(usage)))
+    }
+}
+
+/// `navigator.storage.estimate()`: (bytes used, quota) for this origin, where the browser says.
+pub async fn storage_estimate() -> Result<Option<(u64, u64)>, FetchError> {
+    let Some(storage) = storage_manager() else { return Ok(None) };
+    let promise = storage.estimate().map_err(|e| js_error("storage.estimate()", e))?;
+    let estimate = JsFuture::from(promise).await.map_err(|e| js_error("storage.estimate()", e))?;
+    match (get_number(&estimate, "usage"), get_number(&estimate, "quota")) {
+        (Some(usage), Some(quota)) => Ok(Some((usage.max(0.0) as u64, quota.max(0.0) as u64))),
+        _ => Ok(None),
     }
 }
 

@@ -1,0 +1,205 @@
+use darkroom_pipeline::Sampler;
+use leptos::prelude::*;
+
+use crate::components::image_input::ImageInput;
+use crate::generation::{self, presets, samplers};
+use crate::state::{AppState, Tab};
+
+fn number<T: std::str::FromStr>(ev: &leptos::ev::Event) -> Option<T> {
+    event_target_value(ev).trim().parse().ok()
+}
+
+/// The prompt, the settings, Generate / Cancel, progress with a live preview, and this run's
+/// images.
+#[component]
+pub fn GeneratePanel() -> impl IntoView {
+    let state = expect_context::<AppState>();
+    let s = state.settings;
+    let running = move || state.run.get().is_some();
+    let base_side = move || {
+        state.selected_model().and_then(|m| m.manifest.defaults.map(|d| d.width.max(d.height) as usize)).unwrap_or(512)
+    };
+    let model_options = move || {
+        state
+            .models
+            .get()
+            .into_iter()
+            .filter(|m| m.generates())
+            .map(|m| {
+                let id = m.manifest.id.clone();
+                let ready = m.stored.get().complete;
+                let label = if ready { m.manifest.name.clone() } else { format!("{} (not downloaded)", m.manifest.name) };
+                view! { <option value=id.clone() selected=move || s.model.get() == id>{label}</option> }
+            })
+            .collect_view()
+    };
+    let on_model = move |ev: leptos::ev::Event| {
+        if let Some(m) = state.model(&event_target_value(&ev)) {
+            s.apply_defaults(&m.manifest);
+        }
+    };
+    let preset_value = move || {
+        presets(base_side())
+            .into_iter()
+            .find(|&(_, w, h)| w == s.width.get() && h == s.height.get())
+            .map(|(name, _, _)| name.to_string())
+            .unwrap_or_else(|| "custom".into())
+    };
+    let on_preset = move |ev: leptos::ev::Event| {
+        let name = event_target_value(&ev);
+        if let Some((_, w, h)) = presets(base_side()).into_iter().find(|(n, _, _)| *n == name) {
+            s.width.set(w);
+            s.height.set(h);
+        }
+    };
+    let seed_text = move || s.seed.get().map(|v| v.to_string()).unwrap_or_default();
+    let on_seed = move |ev: leptos::ev::Event| {
+        let text = event_target_value(&ev);
+        s.seed.set(text.trim().parse().ok().filter(|_| !text.trim().is_empty() && text.trim() != "-1"));
+    };
+    let progress = move || state.run.get().map(|r| r.fraction).unwrap_or(0.0);
+    let status = move || {
+        state.run.get().map(|r| {
+            if r.batch.1 > 1 {
+                format!("{} · batch {} of {}", r.label, r.batch.0, r.batch.1)
+            } else {
+                r.label
+            }
+        })
+    };
+    view! {
+        <section class="panel" id="generate">
+            <h2>"Generate"</h2>
+            <div class="generate-layout">
+                <form class="settings" on:submit=move |ev| { ev.prevent_default(); generation::start(state); }>
+                    <label class="field">
+                        <span>"Model"</span>
+                        <select id="model" on:change=on_model>
+                            <option value="" disabled=true selected=move || s.model.get().is_empty()>"Pick a model"</option>
+                            {model_options}
+                        </select>
+                    </label>
+                    <label class="field wide">
+                        <span>"Prompt"</span>
+                        <textarea id="prompt" rows="4" placeholder="a lighthouse on a cliff at dusk, (dramatic clouds:1.2), oil painting"
+                            prop:value=move || s.prompt.get()
+                            on:input=move |ev| s.prompt.set(event_target_value(&ev))></textarea>
+                    </label>
+                    <label class="field wide">
+                        <span>"Negative prompt"</span>
+                        <textarea id="negative" rows="2" placeholder="blurry, lowres"
+                            prop:value=move || s.negative.get()
+                            on:input=move |ev| s.negative.set(event_target_value(&ev))></textarea>
+                    </label>
+                    <div class="row">
+                        <label class="field">
+                            <span>"Sampler"</span>
+                            <select id="sampler" on:change=move |ev| {
+                                if let Ok(v) = event_target_value(&ev).parse::<Sampler>() { s.sampler.set(v) }
+                            }>
+                                {samplers().into_iter().map(|x| view! {
+                                    <option value=x.id() selected=move || s.sampler.get() == x>{x.display_name()}</option>
+                                }).collect_view()}
+                            </select>
+                        </label>
+                        <label class="field">
+                            <span>"Steps"</span>
+                            <input id="steps" type="number" min="1" max="150" prop:value=move || s.steps.get().to_string()
+                                on:change=move |ev| if let Some(v) = number(&ev) { s.steps.set(v) } />
+                        </label>
+                        <label class="field">
+                            <span>"CFG scale"</span>
+                            <input id="cfg" type="number" min="0" max="30" step="0.5" prop:value=move || s.cfg.get().to_string()
+                                on:change=move |ev| if let Some(v) = number(&ev) { s.cfg.set(v) } />
+                        </label>
+                    </div>
+                    <div class="row">
+                        <label class="field">
+                            <span>"Seed"</span>
+                            <input id="seed" type="text" inputmode="numeric" placeholder="random" prop:value=seed_text on:change=on_seed />
+                        </label>
+                        <button type="button" class="icon" title="A random seed each run" on:click=move |_| s.seed.set(None)>"Random"</button>
+                        <button type="button" class="icon" title="Reuse the last image's seed"
+                            disabled=move || state.last_seed.get().is_none()
+                            on:click=move |_| s.seed.set(state.last_seed.get_untracked())>"Reuse last"</button>
+                    </div>
+                    <div class="row">
+                        <label class="field">
+                            <span>"Size"</span>
+                            <select id="preset" on:change=on_preset prop:value=preset_value>
+                                {move || presets(base_side()).into_iter().map(|(name, w, h)| view! {
+                                    <option value=name>{format!("{name} · {w}×{h}")}</option>
+                                }).collect_view()}
+                                <option value="custom" disabled=true>"custom"</option>
+                            </select>
+                        </label>
+                        <label class="field narrow">
+                            <span>"Width"</span>
+                            <input id="width" type="number" min="8" max="2048" step="8" prop:value=move || s.width.get().to_string()
+                                on:change=move |ev| if let Some(v) = number(&ev) { s.width.set(v) } />
+                        </label>
+                        <label class="field narrow">
+                            <span>"Height"</span>
+                            <input id="height" type="number" min="8" max="2048" step="8" prop:value=move || s.height.get().to_string()
+                                on:change=move |ev| if let Some(v) = number(&ev) { s.height.set(v) } />
+                        </label>
+                    </div>
+                    <div class="row">
+                        <label class="field narrow">
+                            <span>"Batch size"</span>
+                            <input id="batch-size" type="number" min="1" max="8" prop:value=move || s.batch_size.get().to_string()
+                                on:change=move |ev| if let Some(v) = number(&ev) { s.batch_size.set(v) } />
+                        </label>
+                        <label class="field narrow">
+                            <span>"Batch count"</span>
+                            <input id="batch-count" type="number" min="1" max="100" prop:value=move || s.batch_count.get().to_string()
+                                on:change=move |ev| if let Some(v) = number(&ev) { s.batch_count.set(v) } />
+                        </label>
+                    </div>
+                    <ImageInput />
+                    <div class="row buttons">
+                        <button id="generate-button" type="submit" class="primary" disabled=running title="Ctrl+Enter">"Generate"</button>
+                        <button id="cancel-button" type="button" disabled=move || !running() title="Esc"
+                            on:click=move |_| generation::cancel(state)>"Cancel"</button>
+                        <span class="muted small">"Ctrl+Enter generates · Esc cancels"</span>
+                    </div>
+                </form>
+                <div class="output">
+                    {move || state.error.get().map(|e| view! { <p class="error" id="generate-error" role="alert">{e}</p> })}
+                    {move || {
+                        let no_model = state.models.get().iter().all(|m| !m.generates() || !m.stored.get().complete);
+                        no_model.then(|| view! {
+                            <p class="hint">"No model on this device yet. "
+                                <a href="#models" on:click=move |ev| { ev.prevent_default(); state.tab.set(Tab::Models); }>"Download one"</a>
+                                " — it happens once; afterwards everything runs offline."</p>
+                        })
+                    }}
+                    <Show when=running>
+                        <div class="run" id="run">
+                            <progress max="1" value=progress></progress>
+                            <p class="muted" id="run-status">{status}</p>
+                            {move || state.run.get().and_then(|r| r.preview).map(|url| view! {
+                                <img class="preview" id="preview" src=url alt="live preview of the image being made" />
+                            })}
+                        </div>
+                    </Show>
+                    <div class="results" id="results">
+                        <For
+                            each=move || state.results.get()
+                            key=|r| r.url.clone()
+                            children=move |r| view! {
+                                <figure class="result">
+                                    <img src=r.url.clone() alt=r.infotext.clone() width=r.width height=r.height />
+                                    <figcaption>
+                                        <span>{format!("seed {}", r.seed)}</span>
+                                        <a class="download" href=r.url.clone() download=format!("darkroom-{}.png", r.seed)>"PNG"</a>
+                                    </figcaption>
+                                </figure>
+                            }
+                        />
+                    </div>
+                </div>
+            </div>
+        </section>
+    }
+}

@@ -1,0 +1,262 @@
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use crate::protocol::{ErrorKind, FromWorker, ToWorker};
+use crate::state::{human_bytes, human_duration, AppState, Download, ModelEntry};
+
+/// Whether the user accepted a model's license (asked once per model, remembered on this device).
+fn license_accepted(id: &str) -> bool {
+    storage().and_then(|s| s.get_item(&format!("darkroom.license.{id}")).ok().flatten()).is_some()
+}
+
+fn accept_license(id: &str) {
+    if let Some(s) = storage() {
+        let _ = s.set_item(&format!("darkroom.license.{id}"), "accepted");
+    }
+}
+
+fn storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok().flatten()
+}
+
+/// Starts (or resumes) a model's download in the worker and follows its progress.
+pub fn start_download(state: AppState, entry: &ModelEntry) {
+    let Some(worker) = state.worker.get_value() else { return };
+    let download = entry.download;
+    let stored = entry.stored;
+    let before = stored.get_untracked();
+    let request = ToWorker::Download { model: entry.model_ref.clone() };
+    let id = worker.request(request, Vec::new(), move |message| match message.body {
+        FromWorker::Progress { bytes, bytes_total, rate, .. } => {
+            download.update(|d| {
+                if let Some(d) = d {
+                    (d.bytes, d.total, d.rate) = (bytes, bytes_total, rate);
+                }
+            });
+            stored.set(crate::state::Stored { bytes, total: bytes_total, complete: false });
+        }
+        FromWorker::Downloaded => {
+            download.set(None);
+            stored.update(|s| {
+                s.complete = true;
+                s.bytes = s.total.max(s.bytes);
+            });
+            refresh_storage(state);
+        }
+        FromWorker::Error { kind, message } => {
+            let error = (kind != ErrorKind::Cancelled).then_some(message);
+            download.update(|d| {
+                if let Some(d) = d {
+                    d.id = None;
+                    d.error = error;
+                }
+            });
+            refresh_storage(state);
+        }
+        _ => {}
+    });
+    download.set(Some(Download { id: Some(id), bytes: before.bytes, total: before.total, rate: 0.0, error: None }));
+}
+
+/// Reads what the browser holds of every model, and the storage estimate.
+pub fn refresh_stored(state: AppState) {
+    spawn_local(async move {
+        let Ok(store) = darkroom_weights::browser::IdbStore::open().await else { return };
+        let Ok(files) = store.files().await else { return };
+        for entry in state.models.get_untracked() {
+            let prefix = format!("{}/", entry.manifest.id);
+            let (mut bytes, mut complete_files) = (0u64, 0usize);
+            for (key, s) in &files {
+                if let Some(path) = key.strip_prefix(&prefix) {
+                    if entry.manifest.files.iter().any(|f| f.path == path) {
+                        bytes += if s.complete { s.total.unwrap_or(0) } else { s.chunks * darkroom_weights::fetch::DEFAULT_CHUNK };
+                        complete_files += s.complete as usize;
+                    }
+                }
+            }
+            let (known, _) = entry.manifest.download_size();
+            let complete = complete_files == entry.manifest.files.len();
+            let total = if complete { bytes } else { known.max(bytes) };
+            entry.stored.set(crate::state::Stored { bytes: bytes.min(total.max(bytes)), total, complete });
+        }
+        refresh_storage(state);
+    });
+}
+
+fn refresh_storage(state: AppState) {
+    spawn_local(async move {
+        if let Ok(estimate) = darkroom_weights::browser::storage_estimate().await {
+            state.storage.set(estimate);
+        }
+    });
+}
+
+fn delete(state: AppState, entry: ModelEntry) {
+    spawn_local(async move {
+        if let Ok(store) = darkroom_weights::browser::IdbStore::open().await {
+            let _ = store.remove_model(&entry.manifest.id).await;
+        }
+        entry.download.set(None);
+        refresh_stored(state);
+    });
+}
+
+/// The models this app knows, what this browser holds of each, and their downloads.
+#[component]
+pub fn ModelManager() -> impl IntoView {
+    let state = expect_context::<AppState>();
+    let storage_line = move || match state.storage.get() {
+        Some((used, quota)) => format!(
+            "This site stores {} on this device; the browser allows about {} more.",
+            human_bytes(used),
+            human_bytes(quota.saturating_sub(used))
+        ),
+        None => "The browser does not say how much storage this site may use.".into(),
+    };
+    view! {
+        <section class="panel" id="models">
+            <h2>"Models"</h2>
+            <p class="muted">
+                "Weights download once from the model's host into this browser and never leave it. "
+                {storage_line}
+            </p>
+            <ul class="model-list">
+                <For
+                    each=move || state.models.get()
+                    key=|m| m.manifest.id.clone()
+                    children=move |entry| view! { <ModelRow entry=entry /> }
+                />
+            </ul>
+        </section>
+    }
+}
+
+/// One model: name, size, license, state, and its actions.
+#[component]
+fn ModelRow(
+    /// The model shown.
+    entry: ModelEntry,
+) -> impl IntoView {
+    let state = expect_context::<AppState>();
+    let asking_license = RwSignal::new(false);
+    let id = entry.manifest.id.clone();
+    let m = entry.manifest.clone();
+    let (size, exact) = m.download_size();
+    let size_text = if size == 0 {
+        "size unknown until downloaded".to_string()
+    } else if exact {
+        human_bytes(size)
+    } else {
+        format!("at least {}", human_bytes(size))
+    };
+    let stored = entry.stored;
+    let download = entry.download;
+    let state_text = move || {
+        let s = stored.get();
+        match download.get() {
+            Some(Download { id: Some(_), bytes, total, rate, .. }) => {
+                let left = if rate > 0.0 && total > bytes {
+                    format!(", about {} left", human_duration((total - bytes) as f64 / rate))
+                } else {
+                    String::new()
+                };
+                format!(
+                    "downloading: {} of {} at {}/s{left}",
+                    human_bytes(bytes),
+                    human_bytes(total),
+                    human_bytes(rate as u64)
+                )
+            }
+            _ if s.complete => format!("on this device ({})", human_bytes(s.bytes)),
+            _ if s.bytes > 0 => format!("partly downloaded ({} of {}): resume to finish", human_bytes(s.bytes), human_bytes(s.total)),
+            _ => "not downloaded".into(),
+        }
+    };
+    let data_state = move || match (download.get(), stored.get()) {
+        (Some(Download { id: Some(_), .. }), _) => "downloading",
+        (_, s) if s.complete => "complete",
+        (_, s) if s.bytes > 0 => "partial",
+        _ => "absent",
+    };
+    let fraction = move || {
+        let (bytes, total) = match download.get() {
+            Some(d) if d.id.is_some() => (d.bytes, d.total),
+            _ => (stored.get().bytes, stored.get().total),
+        };
+        if total == 0 { 0.0 } else { bytes as f64 / total as f64 }
+    };
+    let downloading = move || download.get().is_some_and(|d| d.id.is_some());
+    let error = move || download.get().and_then(|d| d.error);
+    let entry_for_start = entry.clone();
+    let start = move || {
+        if license_accepted(&entry_for_start.manifest.id) {
+            start_download(state, &entry_for_start);
+        } else {
+            asking_license.set(true);
+        }
+    };
+    let entry_for_accept = entry.clone();
+    let accept = move |_| {
+        accept_license(&entry_for_accept.manifest.id);
+        asking_license.set(false);
+        start_download(state, &entry_for_accept);
+    };
+    let pause = move |_| {
+        if let (Some(worker), Some(Download { id: Some(id), .. })) = (state.worker.get_value(), download.get_untracked()) {
+            worker.cancel(id);
+        }
+    };
+    let entry_for_delete = entry.clone();
+    let remove = move |_| delete(state, entry_for_delete.clone());
+    let use_it = {
+        let manifest = entry.manifest.clone();
+        move |_| {
+            state.settings.apply_defaults(&manifest);
+            state.tab.set(crate::state::Tab::Generate);
+        }
+    };
+    let generates = entry.generates();
+    let start_click = start.clone();
+    view! {
+        <li class="model" data-model=id.clone() data-state=data_state>
+            <div class="model-head">
+                <strong>{m.name.clone()}</strong>
+                <span class="muted">" · " {size_text}</span>
+            </div>
+            <p class="muted small">{m.description.clone()}</p>
+            <progress max="1" value=fraction class:hidden=move || stored.get().complete && !downloading()></progress>
+            <p class="model-state">{state_text}</p>
+            {move || error().map(|e| view! {
+                <p class="error" role="alert">{e}" — check the connection and press Resume; what is stored is kept."</p>
+            })}
+            <Show when=move || asking_license.get()>
+                <div class="license" role="dialog" aria-label="License">
+                    <p>
+                        {format!("{} is published under ", m.name)}
+                        <a href=m.license.url.clone() target="_blank" rel="noopener noreferrer">{m.license.name.clone()}</a>
+                        ". Read it before you download; accepting is remembered on this device."
+                    </p>
+                    <button class="primary" on:click=accept.clone()>"Accept and download"</button>
+                    <button on:click=move |_| asking_license.set(false)>"Not now"</button>
+                </div>
+            </Show>
+            <div class="actions">
+                <Show when=move || !stored.get().complete && !downloading()>
+                    <button class="primary download" on:click={
+                        let start = start_click.clone();
+                        move |_| start()
+                    }>{move || if stored.get().bytes > 0 { "Resume" } else { "Download" }}</button>
+                </Show>
+                <Show when=downloading>
+                    <button class="pause" on:click=pause>"Pause"</button>
+                </Show>
+                <Show when=move || stored.get().complete && generates>
+                    <button class="use" on:click=use_it.clone()>"Use"</button>
+                </Show>
+                <Show when=move || (stored.get().bytes > 0 || stored.get().complete) && !downloading()>
+                    <button class="delete" on:click=remove.clone()>"Delete"</button>
+                </Show>
+            </div>
+        </li>
+    }
+}

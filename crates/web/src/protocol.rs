@@ -1,0 +1,178 @@
+//! The typed messages between the page and the generation worker. Every request carries an id;
+//! every response names the request it answers. A message crosses `postMessage` as
+//! `{ json, bytes }`: the enum as JSON and its binary parts (images) as byte arrays beside it,
+//! referred to by index, so pixels are never spelled out as JSON numbers.
+
+use js_sys::{Array, Object, Reflect, Uint8Array};
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::{JsCast, JsValue};
+
+/// Which model: a manifest's TOML text (built in or fetched by the page) and, for models served
+/// somewhere other than the manifest's CDN, the base URL of its files.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelRef {
+    pub manifest_toml: String,
+    /// Where the manifest came from (named in its parse errors).
+    pub manifest_file: String,
+    pub base: Option<String>,
+}
+
+/// Everything that sets up one generation; images travel as PNG attachments.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GenerateParams {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub seed: u64,
+    pub steps: usize,
+    /// A sampler id as the CLI takes it (`euler`, `dpmpp_2m_karras`, …).
+    pub sampler: String,
+    pub cfg_scale: f32,
+    pub width: usize,
+    pub height: usize,
+    pub batch: usize,
+    /// img2img / inpainting: how much of the init image to redo.
+    pub strength: f64,
+    /// Index of the init image's PNG among the attachments.
+    pub init_image: Option<usize>,
+    /// Index of the mask's PNG (white repaints) among the attachments.
+    pub mask: Option<usize>,
+}
+
+/// The page asks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum ToWorker {
+    /// Download (or finish downloading) a model into the browser's store.
+    Download { model: ModelRef },
+    /// Load a stored model onto the GPU (generation loads it too when needed).
+    Load { model: ModelRef },
+    Generate { model: ModelRef, params: GenerateParams },
+    /// Stop the request with this id at its next step or chunk.
+    Cancel { target: u32 },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Stage {
+    Downloading,
+    Loading,
+    Encoding,
+    Denoising,
+    Decoding,
+}
+
+impl Stage {
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Downloading => "Downloading",
+            Stage::Loading => "Loading weights onto the GPU",
+            Stage::Encoding => "Encoding the prompt",
+            Stage::Denoising => "Denoising",
+            Stage::Decoding => "Decoding",
+        }
+    }
+}
+
+/// One finished image; its PNG (with the `parameters` chunk) is the attachment of the same index.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImageInfo {
+    pub width: usize,
+    pub height: usize,
+    pub seed: u64,
+    /// A1111's infotext, as in the PNG.
+    pub infotext: String,
+}
+
+/// What went wrong, by kind, so the page can say what to do.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request itself (size, steps, image) is wrong.
+    Input,
+    /// The model is not (fully) downloaded, or its files are damaged.
+    Model,
+    /// Download failed: network, integrity or storage.
+    Download,
+    /// No usable GPU, or it ran out of memory or limits.
+    Gpu,
+    Cancelled,
+    Other,
+}
+
+/// The worker answers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum FromWorker {
+    /// The worker is running and listening.
+    Ready,
+    Progress {
+        stage: Stage,
+        step: usize,
+        total: usize,
+        bytes: u64,
+        bytes_total: u64,
+        /// Bytes per second over the current download or load.
+        rate: f64,
+    },
+    /// A live preview of batch image 0 as RGBA (attachment 0).
+    Preview { width: usize, height: usize, step: usize, total: usize },
+    /// The model is ready on the GPU.
+    Loaded { name: String, precision: String, ms: f64 },
+    Downloaded,
+    /// PNGs as attachments, in order.
+    Result { images: Vec<ImageInfo>, ms: f64 },
+    Error { kind: ErrorKind, message: String },
+}
+
+/// A message and its binary attachments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope<T> {
+    pub id: u32,
+    pub body: T,
+    pub bytes: Vec<Vec<u8>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Wire<T> {
+    id: u32,
+    body: T,
+}
+
+impl<T: Serialize + for<'de> Deserialize<'de>> Envelope<T> {
+    pub fn new(id: u32, body: T) -> Self {
+        Envelope { id, body, bytes: Vec::new() }
+    }
+
+    pub fn with_bytes(id: u32, body: T, bytes: Vec<Vec<u8>>) -> Self {
+        Envelope { id, body, bytes }
+    }
+
+    /// The JS object posted; the attachments' buffers are listed in `transfer` so they move
+    /// instead of being copied.
+    pub fn to_js(&self) -> (JsValue, Array) {
+        let wire = Wire { id: self.id, body: &self.body };
+        let json = serde_json::to_string(&wire).unwrap_or_else(|_| "{}".into());
+        let obj = Object::new();
+        let _ = Reflect::set(&obj, &"json".into(), &json.into());
+        let bytes = Array::new();
+        let transfer = Array::new();
+        for part in &self.bytes {
+            let array = Uint8Array::from(part.as_slice());
+            transfer.push(&array.buffer());
+            bytes.push(&array);
+        }
+        let _ = Reflect::set(&obj, &"bytes".into(), &bytes);
+        (obj.into(), transfer)
+    }
+
+    pub fn from_js(value: &JsValue) -> Result<Self, String> {
+        let json = Reflect::get(value, &"json".into())
+            .ok()
+            .and_then(|j| j.as_string())
+            .ok_or("a message without its json part")?;
+        let wire: Wire<T> = serde_json::from_str(&json).map_err(|e| format!("a malformed message: {e}"))?;
+        let mut bytes = Vec::new();
+        if let Ok(list) = Reflect::get(value, &"bytes".into()).and_then(|b| b.dyn_into::<Array>()) {
+            for part in list.iter() {
+                bytes.push(Uint8Array::new(&part).to_vec());
+            }
+        }
+        Ok(Envelope { id: wire.id, body: wire.body, bytes })
+    }
+}

@@ -1,0 +1,330 @@
+//! The generation worker: the same wasm, started inside a dedicated Web Worker (www/worker.js),
+//! owns the GPU device, the loaded model and the downloads, so the page never blocks on them.
+//! It answers the typed requests of `protocol` by id.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use darkroom_gpu::{DType, Gpu, Requirements, WeightFormat};
+use darkroom_models::QuantPolicy;
+use darkroom_pipeline::latent_preview::approximate_rgb;
+use darkroom_pipeline::{Image, PipelineError, Precision, Request, Sampler, StableDiffusion};
+use darkroom_weights::browser::{request_persistence, FetchSource, IdbStore};
+use darkroom_weights::fetch::{fetch_model, ChunkStore, FetchError, FetchOptions, FetchProgress, DEFAULT_CHUNK};
+use darkroom_weights::Manifest;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::spawn_local;
+use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
+
+use crate::idb_model::{IdbModelFiles, IdbQuantCache};
+use crate::protocol::{
+    Envelope, ErrorKind, FromWorker, GenerateParams, ImageInfo, ModelRef, Stage, ToWorker,
+};
+
+struct Loaded {
+    key: String,
+    model: Rc<StableDiffusion>,
+}
+
+#[derive(Default)]
+struct State {
+    gpu: RefCell<Option<Rc<Gpu>>>,
+    loaded: RefCell<Option<Loaded>>,
+    cancelled: RefCell<HashSet<u32>>,
+    /// One GPU job (load or generate) at a time; downloads run beside it.
+    busy: Cell<bool>,
+}
+
+thread_local! {
+    static STATE: Rc<State> = Rc::new(State::default());
+}
+
+fn scope() -> DedicatedWorkerGlobalScope {
+    js_sys::global().unchecked_into()
+}
+
+fn post(id: u32, body: FromWorker, bytes: Vec<Vec<u8>>) {
+    let (message, transfer) = Envelope::with_bytes(id, body, bytes).to_js();
+    let _ = scope().post_message_with_transfer(&message, &transfer);
+}
+
+fn fail(id: u32, kind: ErrorKind, message: String) {
+    post(id, FromWorker::Error { kind, message }, Vec::new());
+}
+
+/// Installs the message handler and tells the page the worker is listening.
+pub fn start() {
+    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(|event: MessageEvent| {
+        match Envelope::<ToWorker>::from_js(&event.data()) {
+            Ok(envelope) => handle(envelope),
+            Err(e) => fail(0, ErrorKind::Other, e),
+        }
+    });
+    scope().set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    on_message.forget();
+    post(0, FromWorker::Ready, Vec::new());
+}
+
+fn handle(envelope: Envelope<ToWorker>) {
+    let state = STATE.with(Rc::clone);
+    let id = envelope.id;
+    match envelope.body {
+        ToWorker::Cancel { target } => {
+            state.cancelled.borrow_mut().insert(target);
+        }
+        ToWorker::Download { model } => spawn_local(async move {
+            match download(&state, id, &model).await {
+                Ok(()) => post(id, FromWorker::Downloaded, Vec::new()),
+                Err((kind, message)) => fail(id, kind, message),
+            }
+            state.cancelled.borrow_mut().remove(&id);
+        }),
+        ToWorker::Load { model } => spawn_local(async move {
+            if let Err((kind, message)) = exclusive(&state, id, load(&state, id, &model)).await {
+                fail(id, kind, message);
+            }
+        }),
+        ToWorker::Generate { model, params } => spawn_local(async move {
+            let job = generate(&state, id, &model, &params, envelope.bytes);
+            if let Err((kind, message)) = exclusive(&state, id, job).await {
+                fail(id, kind, message);
+            }
+        }),
+    }
+}
+
+type Failure = (ErrorKind, String);
+
+/// Runs a GPU job unless another one is running.
+async fn exclusive(
+    state: &State,
+    id: u32,
+    job: impl std::future::Future<Output = Result<(), Failure>>,
+) -> Result<(), Failure> {
+    if state.busy.replace(true) {
+        return Err((ErrorKind::Other, "another generation is still running: wait for it or cancel it".into()));
+    }
+    let outcome = job.await;
+    state.busy.set(false);
+    state.cancelled.borrow_mut().remove(&id);
+    outcome
+}
+
+fn pipeline_failure(e: PipelineError) -> Failure {
+    let kind = match &e {
+        PipelineError::Input(_) => ErrorKind::Input,
+        PipelineError::Cancelled => ErrorKind::Cancelled,
+        PipelineError::Gpu(_) => ErrorKind::Gpu,
+        _ => ErrorKind::Model,
+    };
+    (kind, e.to_string())
+}
+
+fn fetch_failure(e: FetchError) -> Failure {
+    match e {
+        FetchError::Cancelled => (ErrorKind::Cancelled, e.to_string()),
+        e => (ErrorKind::Download, e.to_string()),
+    }
+}
+
+fn manifest(model: &ModelRef) -> Result<Manifest, Failure> {
+    Manifest::parse(&model.manifest_toml, &model.manifest_file).map_err(|e| (ErrorKind::Model, e.to_string()))
+}
+
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+async fn download(state: &Rc<State>, id: u32, model: &ModelRef) -> Result<(), Failure> {
+    let manifest = manifest(model)?;
+    request_persistence().await;
+    let store = IdbStore::open().await.map_err(fetch_failure)?;
+    let cancelled = || state.cancelled.borrow().contains(&id);
+    let options = FetchOptions { chunk_size: DEFAULT_CHUNK, base_url: model.base.as_deref(), cancelled: &cancelled };
+    let started = now_ms();
+    let mut first: Option<u64> = None;
+    let mut report = |p: &FetchProgress| {
+        // The rate counts this session's bytes only, not what was stored before a resume.
+        let before = *first.get_or_insert(p.model_done);
+        let secs = ((now_ms() - started) / 1000.0).max(1e-3);
+        post(
+            id,
+            FromWorker::Progress {
+                stage: Stage::Downloading,
+                step: 0,
+                total: 0,
+                bytes: p.model_done,
+                bytes_total: p.model_total,
+                rate: (p.model_done - before) as f64 / secs,
+            },
+            Vec::new(),
+        );
+    };
+    fetch_model(&FetchSource, &store, &manifest, &options, &mut report).await.map_err(fetch_failure)
+}
+
+async fn gpu(state: &State) -> Result<Rc<Gpu>, Failure> {
+    if let Some(gpu) = state.gpu.borrow().as_ref() {
+        return Ok(gpu.clone());
+    }
+    let gpu = Rc::new(Gpu::open(&Requirements::default()).await.map_err(|e| (ErrorKind::Gpu, e.to_string()))?);
+    *state.gpu.borrow_mut() = Some(gpu.clone());
+    Ok(gpu)
+}
+
+fn format(name: &str, stored: WeightFormat) -> WeightFormat {
+    match name {
+        "f16" => WeightFormat::F16,
+        "q8" => WeightFormat::Q8,
+        "q4" => WeightFormat::Q4,
+        _ => stored,
+    }
+}
+
+/// f16 activations where the adapter has shader-f16, weights as the manifest's policy says.
+fn precision(gpu: &Gpu, manifest: &Manifest) -> Precision {
+    let activations = if gpu.capabilities().shader_f16 { DType::F16 } else { DType::F32 };
+    let stored = if activations == DType::F16 { WeightFormat::F16 } else { WeightFormat::F32 };
+    let q = &manifest.quantization;
+    Precision {
+        activations,
+        weights: QuantPolicy { linear: format(&q.linear, stored), conv: format(&q.conv, stored) },
+    }
+}
+
+fn describe(precision: &Precision) -> String {
+    let w = precision.weights;
+    format!("{:?} activations, {:?}/{:?} weights", precision.activations, w.linear, w.conv).to_lowercase()
+}
+
+/// The model on the GPU, loading it from the browser's store if it is not the one loaded.
+async fn load(state: &State, id: u32, model: &ModelRef) -> Result<(), Failure> {
+    let (_, name, precision, ms) = loaded(state, id, model).await?;
+    post(id, FromWorker::Loaded { name, precision, ms }, Vec::new());
+    Ok(())
+}
+
+async fn loaded(state: &State, id: u32, model: &ModelRef) -> Result<(Rc<StableDiffusion>, String, String, f64), Failure> {
+    let manifest = manifest(model)?;
+    let gpu = gpu(state).await?;
+    let precision = precision(&gpu, &manifest);
+    let key = format!("{}|{}|{:?}", manifest.id, model.base.as_deref().unwrap_or(""), precision);
+    if let Some(loaded) = state.loaded.borrow().as_ref().filter(|l| l.key == key) {
+        return Ok((loaded.model.clone(), manifest.name.clone(), describe(&precision), 0.0));
+    }
+    // Free the previous model's GPU memory before loading another.
+    state.loaded.borrow_mut().take();
+    let store = IdbStore::open().await.map_err(fetch_failure)?;
+    let mut total = 0;
+    for file in &manifest.files {
+        let stored = store.stored(&format!("{}/{}", manifest.id, file.path), 1).await.map_err(fetch_failure)?;
+        if !stored.complete {
+            return Err((
+                ErrorKind::Model,
+                format!("{} is not fully downloaded ({} is missing): download it first", manifest.name, file.path),
+            ));
+        }
+        total += stored.total.unwrap_or(0);
+    }
+    let files = IdbModelFiles { store: &store, manifest: &manifest };
+    let cache = IdbQuantCache::new(&store);
+    let started = now_ms();
+    let mut finished_files = 0u64;
+    let mut current = (String::new(), 0u64);
+    let mut progress = |path: &str, done: u64, len: u64| {
+        if current.0 != path {
+            finished_files += current.1;
+            current = (path.to_string(), 0);
+        }
+        current.1 = len;
+        let bytes = finished_files + done;
+        let secs = ((now_ms() - started) / 1000.0).max(1e-3);
+        let body = FromWorker::Progress {
+            stage: Stage::Loading,
+            step: 0,
+            total: 0,
+            bytes,
+            bytes_total: total.max(bytes),
+            rate: bytes as f64 / secs,
+        };
+        post(id, body, Vec::new());
+    };
+    let sd = StableDiffusion::load(&gpu, &files, &cache, &manifest.id, precision, &mut progress)
+        .await
+        .map_err(pipeline_failure)?;
+    let sd = Rc::new(sd);
+    *state.loaded.borrow_mut() = Some(Loaded { key, model: sd.clone() });
+    Ok((sd, manifest.name.clone(), describe(&precision), now_ms() - started))
+}
+
+fn attachment(bytes: &[Vec<u8>], index: Option<usize>, what: &str) -> Result<Option<Image>, Failure> {
+    let Some(i) = index else { return Ok(None) };
+    let png = bytes.get(i).ok_or((ErrorKind::Input, format!("the {what} did not arrive")))?;
+    Image::from_png(png).map(Some).map_err(|e| (ErrorKind::Input, format!("the {what}: {e}")))
+}
+
+fn request(params: &GenerateParams, bytes: &[Vec<u8>]) -> Result<Request, Failure> {
+    let sampler: Sampler = params.sampler.parse().map_err(|e: String| (ErrorKind::Input, e))?;
+    Ok(Request {
+        negative_prompt: params.negative_prompt.clone(),
+        width: params.width,
+        height: params.height,
+        batch: params.batch.max(1),
+        init_image: attachment(bytes, params.init_image, "init image")?,
+        strength: params.strength,
+        mask: attachment(bytes, params.mask, "mask")?,
+        live_preview: true,
+        ..Request::txt2img(&params.prompt, params.seed, params.steps, sampler, params.cfg_scale)
+    })
+}
+
+async fn generate(
+    state: &State,
+    id: u32,
+    model: &ModelRef,
+    params: &GenerateParams,
+    bytes: Vec<Vec<u8>>,
+) -> Result<(), Failure> {
+    let request = request(params, &bytes)?;
+    let (sd, _, _, _) = loaded(state, id, model).await?;
+    if state.cancelled.borrow().contains(&id) {
+        return Err((ErrorKind::Cancelled, "cancelled".into()));
+    }
+    let gpu = gpu(state).await?;
+    let started = now_ms();
+    let mut on_progress = |p: &darkroom_pipeline::Progress| {
+        let stage = match p.stage {
+            darkroom_pipeline::Stage::Encoding => Stage::Encoding,
+            darkroom_pipeline::Stage::Denoising => Stage::Denoising,
+            darkroom_pipeline::Stage::Decoding => Stage::Decoding,
+        };
+        let body = FromWorker::Progress { stage, step: p.step, total: p.total, bytes: 0, bytes_total: 0, rate: 0.0 };
+        post(id, body, Vec::new());
+        if let (Some(values), Some(latents)) = (p.latent_values, p.latents) {
+            if let [b, 4, h, w] = *latents.shape() {
+                if let Ok(img) = approximate_rgb(values, [b, 4, h, w], 0) {
+                    let body =
+                        FromWorker::Preview { width: img.width, height: img.height, step: p.step, total: p.total };
+                    post(id, body, vec![img.rgba]);
+                }
+            }
+        }
+        !state.cancelled.borrow().contains(&id)
+    };
+    let images = darkroom_pipeline::generate(&gpu, &sd, &request, &mut on_progress).await.map_err(pipeline_failure)?;
+    let mut infos = Vec::new();
+    let mut pngs = Vec::new();
+    for generated in &images {
+        pngs.push(generated.to_png().map_err(pipeline_failure)?);
+        infos.push(ImageInfo {
+            width: generated.image.width,
+            height: generated.image.height,
+            seed: generated.params.seed,
+            infotext: generated.params.to_infotext(),
+        });
+    }
+    post(id, FromWorker::Result { images: infos, ms: now_ms() - started }, pngs);
+    Ok(())
+}
