@@ -30,8 +30,10 @@ export async function launch() {
 }
 
 /// A page that records console errors and failed requests, so a test can assert there were none.
-export async function openPage(browser, { initScript, query = '' } = {}) {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+/// `bypassCSP` is for the developer check pages that download from a second local origin, which
+/// the app's Content-Security-Policy (rightly) forbids.
+export async function openPage(browser, { initScript, query = '', bypassCSP = false } = {}) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 900 }, bypassCSP });
   const page = await context.newPage();
   const problems = [];
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));

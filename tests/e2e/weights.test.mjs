@@ -96,7 +96,7 @@ function repeats(log) {
 test('a dropped connection resumes from the last stored chunk, bytes identical', async () => {
   const { state, server, base } = await startServer();
   state.dropOnce = UNET;
-  const { context, page } = await openPage(browser, { query: query(base) });
+  const { context, page } = await openPage(browser, { bypassCSP: true, query: query(base) });
   const result = await finished(page);
   assert.equal(result.state, 'done', result.error);
   assertAllIdentical(result);
@@ -118,7 +118,7 @@ test('a dropped connection resumes from the last stored chunk, bytes identical',
 test('corrupted bytes fail the sha256 check and nothing corrupt is kept as complete', async () => {
   const { state, server, base } = await startServer();
   state.corrupt = UNET;
-  const { context, page } = await openPage(browser, { query: query(base) });
+  const { context, page } = await openPage(browser, { bypassCSP: true, query: query(base) });
   const result = await finished(page);
   assert.equal(result.state, 'error');
   assert.match(result.error, /corrupt/);
@@ -139,7 +139,7 @@ test('corrupted bytes fail the sha256 check and nothing corrupt is kept as compl
 
 test('a missing file and a CORS refusal are clear errors', async () => {
   const { state, server, base } = await startServer();
-  const missing = await openPage(browser, { query: query(`${base}/no-such-model`) });
+  const missing = await openPage(browser, { bypassCSP: true, query: query(`${base}/no-such-model`) });
   const result = await finished(missing.page);
   assert.equal(result.state, 'error');
   assert.match(result.error, /404/);
@@ -147,7 +147,7 @@ test('a missing file and a CORS refusal are clear errors', async () => {
   await missing.context.close();
 
   state.cors = false;
-  const refused = await openPage(browser, { query: query(base) });
+  const refused = await openPage(browser, { bypassCSP: true, query: query(base) });
   const blocked = await finished(refused.page);
   assert.equal(blocked.state, 'error');
   assert.match(blocked.error, /cross-origin/);
@@ -159,7 +159,7 @@ test('a missing file and a CORS refusal are clear errors', async () => {
 test('a page reload mid-download resumes instead of restarting', async () => {
   const { state, server, base } = await startServer();
   state.delayMs = 60;
-  const { context, page } = await openPage(browser, { query: query(base) });
+  const { context, page } = await openPage(browser, { bypassCSP: true, query: query(base) });
   await page.waitForFunction(() => (window.__darkroomWeights?.done ?? 0) > 3_000_000, null, { timeout: 120_000 });
   const beforeReload = state.log.length;
   await page.reload();
@@ -208,7 +208,7 @@ test('a downloaded model generates from IndexedDB the image diffusers makes', as
   const { server, base } = await startServer();
   const generate = '&load=f32&prompt=' + encodeURIComponent('a photograph of an astronaut riding a horse') +
     '&seed=1&steps=4&sampler=euler&cfg=7.5&width=64&height=48';
-  const { context, page, problems } = await openPage(browser, { query: query(base) + generate });
+  const { context, page, problems } = await openPage(browser, { bypassCSP: true, query: query(base) + generate });
   const result = await finished(page, 300_000);
   assert.equal(result.state, 'done', result.error);
   const { width, height, rgba, png } = result.image;
@@ -231,7 +231,7 @@ test('a downloaded model generates from IndexedDB the image diffusers makes', as
 
 test('quantized weights are cached in IndexedDB and reused on the next visit', async () => {
   const { server, base } = await startServer();
-  const { context, page } = await openPage(browser, { query: query(base) + '&load=q8' });
+  const { context, page } = await openPage(browser, { bypassCSP: true, query: query(base) + '&load=q8' });
   const first = await finished(page);
   assert.equal(first.state, 'done', first.error);
   assert.ok(first.load.cacheWrites > 10, `first visit quantizes and stores: ${JSON.stringify(first.load)}`);

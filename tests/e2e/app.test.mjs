@@ -1,0 +1,293 @@
+// The app as a user meets it, with the tiny test model served beside the app in the manifest
+// layout (tests/fixtures/tiny-sd.toml): download it (progress shown), generate with a fixed
+// seed and compare the pixels with the native CLI's image for the same parameters, download the
+// PNG and read its parameters, reload (no second download, the gallery keeps the image, "use
+// these settings" restores every field), cancel mid-generation, inpaint with a painted mask
+// (again against the CLI with the same mask), then go offline and generate from the service
+// worker's copy of the app. Every request of the session is recorded: none may leave the
+// page's origin or carry the prompt.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { launch, openPage, ARTIFACTS, APP_URL } from './harness.mjs';
+
+const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const FIXTURES = path.join(ROOT, 'tests', 'fixtures');
+const PROMPT = 'a lighthouse on a cliff at dusk, oil painting';
+const NEGATIVE = 'blurry';
+const QUERY = `?manifest=/fixtures/tiny-sd.toml&base=${encodeURIComponent(`${APP_URL}fixtures/tiny-sd/`)}`;
+const TMP = mkdtempSync(path.join(tmpdir(), 'darkroom-app-'));
+
+let browser;
+let session;
+const requests = [];
+
+before(async () => {
+  browser = await launch();
+  session = await openPage(browser, { query: QUERY });
+  const record = (r) => requests.push({ url: r.url(), body: r.postData() ?? '' });
+  session.context.on('request', record);
+});
+after(async () => { await browser?.close(); });
+
+/// The native CLI's image for the same parameters (a debug build, as the native tests use).
+function cli(args) {
+  const build = spawnSync('cargo', ['build', '--quiet', '-p', 'darkroom-cli'], { cwd: ROOT, stdio: 'inherit' });
+  assert.equal(build.status, 0, 'building the CLI');
+  const out = path.join(TMP, `cli-${Date.now()}.png`);
+  const run = spawnSync(path.join(ROOT, 'target', 'debug', 'darkroom'), [
+    'generate', '--model', path.join(FIXTURES, 'tiny-sd'), '--precision', 'f32', '--quant', 'none', '--quiet',
+    '--out', out, ...args,
+  ], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR || '/tmp' } });
+  assert.equal(run.status, 0, `darkroom generate failed: ${run.stderr}`);
+  return readFileSync(out);
+}
+
+/// RGBA pixels of PNG bytes or of an <img>, decoded by the browser.
+async function pixels(page, { png, selector }) {
+  return page.evaluate(async ({ b64, selector }) => {
+    // The <img> itself, not a fetch of its blob: URL, which the app's CSP does not allow.
+    const source = b64
+      ? new Blob([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], { type: 'image/png' })
+      : document.querySelector(selector);
+    const bitmap = await createImageBitmap(source);
+    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+    const ctx = canvas.getContext('2d');
+    ctx.drawImage(bitmap, 0, 0);
+    return { width: bitmap.width, height: bitmap.height, data: Array.from(ctx.getImageData(0, 0, bitmap.width, bitmap.height).data) };
+  }, { b64: png ? png.toString('base64') : null, selector });
+}
+
+function maxDiff(a, b) {
+  assert.deepEqual([a.width, a.height], [b.width, b.height]);
+  let worst = 0;
+  for (let i = 0; i < a.data.length; i++) worst = Math.max(worst, Math.abs(a.data[i] - b.data[i]));
+  return worst;
+}
+
+/// The text chunks of a PNG.
+function pngText(bytes) {
+  const out = {};
+  for (let at = 8; at < bytes.length;) {
+    const len = bytes.readUInt32BE(at);
+    const type = bytes.toString('latin1', at + 4, at + 8);
+    const data = bytes.subarray(at + 8, at + 8 + len);
+    if (type === 'tEXt' || type === 'iTXt') {
+      const zero = data.indexOf(0);
+      const key = data.toString('latin1', 0, zero);
+      out[key] = type === 'tEXt' ? data.toString('latin1', zero + 1) : data.toString('utf8', zero + 5).replace(/^[^\0]*\0[^\0]*\0/, '');
+    }
+    at += 12 + len;
+  }
+  return out;
+}
+
+async function setField(page, selector, value) {
+  await page.fill(selector, String(value));
+  await page.dispatchEvent(selector, 'change');
+}
+
+async function generateAndWait(page, count = 1) {
+  await page.keyboard.press('Control+Enter');
+  await page.waitForFunction((n) => document.querySelectorAll('#results figure img').length >= n
+    && !document.querySelector('#run'), count, { timeout: 240_000 });
+  assert.equal(await page.$('#generate-error'), null, await page.textContent('#generate-error').catch(() => ''));
+}
+
+const settings = (page) => page.evaluate(() => Object.fromEntries(
+  ['#prompt', '#negative', '#sampler', '#steps', '#cfg', '#seed', '#width', '#height'].map((s) => [s, document.querySelector(s).value])));
+
+test('download, generate (pixels as the CLI), PNG parameters, reload, gallery, use these settings', async () => {
+  const { page, problems } = session;
+  await page.waitForSelector('[data-model="tiny-sd"]', { state: 'attached' });
+  await page.click('#tab-models');
+  await page.click('[data-model="tiny-sd"] button.download');
+  // The license is shown once, before anything downloads.
+  await page.waitForSelector('[data-model="tiny-sd"] .license');
+  assert.match(await page.textContent('[data-model="tiny-sd"] .license'), /MIT \(test fixture\)/);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'app-license.png'), fullPage: true });
+  await page.click('[data-model="tiny-sd"] .license button.primary');
+  await page.waitForSelector('[data-model="tiny-sd"][data-state="complete"]', { timeout: 120_000 });
+  assert.match(await page.textContent('[data-model="tiny-sd"] .model-state'), /on this device/);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'app-models.png'), fullPage: true });
+
+  await page.click('#tab-generate');
+  assert.equal(await page.inputValue('#model'), 'tiny-sd');
+  await page.fill('#prompt', PROMPT);
+  await page.fill('#negative', NEGATIVE);
+  await page.selectOption('#sampler', 'euler_a');
+  await setField(page, '#steps', 4);
+  await setField(page, '#cfg', 7.5);
+  await setField(page, '#seed', 1234);
+  await setField(page, '#width', 64);
+  await setField(page, '#height', 48);
+  await page.keyboard.press('Control+Enter');
+  // Progress and the live preview show while it runs.
+  await page.waitForSelector('#preview', { timeout: 120_000 });
+  await page.screenshot({ path: path.join(ARTIFACTS, 'app-generating.png'), fullPage: true });
+  await page.waitForFunction(() => document.querySelectorAll('#results figure img').length === 1 && !document.querySelector('#run'),
+    null, { timeout: 240_000 });
+  await page.screenshot({ path: path.join(ARTIFACTS, 'app-generated.png'), fullPage: true });
+
+  const ours = await pixels(page, { selector: '#results figure img' });
+  const theirs = await pixels(page, {
+    png: cli(['--prompt', PROMPT, '--negative', NEGATIVE, '--sampler', 'euler_a', '--steps', '4', '--cfg', '7.5',
+      '--seed', '1234', '--width', '64', '--height', '48']),
+  });
+  const worst = maxDiff(ours, theirs);
+  assert.ok(worst <= 2, `browser vs CLI: worst pixel differs by ${worst}/255`);
+
+  // The PNG as a user downloads it carries A1111's parameters.
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#results a.download')]);
+  const png = readFileSync(await download.path());
+  const text = pngText(png).parameters;
+  assert.ok(text, 'the PNG has a parameters chunk');
+  assert.match(text, new RegExp(`^${PROMPT}\\nNegative prompt: ${NEGATIVE}\\n`));
+  for (const part of ['Steps: 4', 'Sampler: Euler a', 'CFG scale: 7.5', 'Seed: 1234', 'Size: 64x48', 'Model: tiny-sd']) {
+    assert.ok(text.includes(part), `${part} in ${text}`);
+  }
+
+  // Reload: the model is not downloaded again, the gallery still holds the image.
+  const before = requests.length;
+  await page.reload();
+  await page.waitForSelector('[data-model="tiny-sd"][data-state="complete"]', { state: 'attached', timeout: 60_000 });
+  const weightRequests = requests.slice(before).filter((r) => r.url.includes('/fixtures/tiny-sd/'));
+  assert.deepEqual(weightRequests.map((r) => r.url), [], 'no weights fetched after the reload');
+  await page.click('#tab-gallery');
+  await page.waitForSelector('#gallery .gallery-item');
+  assert.equal(await page.locator('#gallery .gallery-item').count(), 1);
+  await page.fill('#gallery-search', 'lighthouse');
+  assert.equal(await page.locator('#gallery .gallery-item').count(), 1);
+  await page.fill('#gallery-search', 'submarine');
+  assert.equal(await page.locator('#gallery .gallery-item').count(), 0);
+  await page.fill('#gallery-search', '');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'app-gallery.png'), fullPage: true });
+
+  // "Use these settings" restores every field the image was made with.
+  await page.click('#tab-generate');
+  await page.fill('#prompt', 'something else');
+  await page.fill('#negative', '');
+  await page.selectOption('#sampler', 'ddim');
+  await setField(page, '#steps', 9);
+  await setField(page, '#cfg', 3);
+  await setField(page, '#seed', 5);
+  await page.click('#tab-gallery');
+  await page.click('#gallery .gallery-item button.use-settings');
+  assert.deepEqual(await settings(page), {
+    '#prompt': PROMPT, '#negative': NEGATIVE, '#sampler': 'euler_a', '#steps': '4', '#cfg': '7.5', '#seed': '1234',
+    '#width': '64', '#height': '48',
+  });
+  assert.deepEqual(problems, []);
+});
+
+test('Esc cancels mid-generation and the app stays usable', async () => {
+  const { page, problems } = session;
+  await page.click('#tab-generate');
+  await setField(page, '#steps', 40);
+  await page.keyboard.press('Control+Enter');
+  await page.waitForFunction(() => /Denoising [1-9]/.test(document.querySelector('#run-status')?.textContent ?? ''),
+    null, { timeout: 120_000 });
+  await page.keyboard.press('Escape');
+  await page.waitForSelector('#run', { state: 'detached', timeout: 60_000 });
+  assert.equal(await page.$('#generate-error'), null, 'a cancel is not an error');
+  assert.equal(await page.locator('#results figure').count(), 0, 'no image from the cancelled run');
+  await setField(page, '#steps', 2);
+  await generateAndWait(page);
+  assert.deepEqual(problems, []);
+});
+
+test('inpainting with a painted mask matches the CLI with the same mask', async () => {
+  const { page, problems } = session;
+  await page.click('#tab-generate');
+  await page.setInputFiles('#init-file', path.join(FIXTURES, 'pipeline', 'init.png'));
+  await page.waitForSelector('.mask-stack img');
+  await page.check('#inpaint');
+  await setField(page, '#steps', 4);
+  await setField(page, '#seed', 77);
+  await page.selectOption('#sampler', 'euler');
+  // A stroke across the middle of the image.
+  const box = await page.locator('#mask-canvas').boundingBox();
+  await page.mouse.move(box.x + box.width * 0.2, box.y + box.height * 0.5);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.8, box.y + box.height * 0.5, { steps: 8 });
+  await page.mouse.up();
+  await page.screenshot({ path: path.join(ARTIFACTS, 'app-inpaint-mask.png'), fullPage: true });
+  const mask = Buffer.from(await page.evaluate(() => {
+    const src = document.querySelector('#mask-canvas');
+    const data = src.getContext('2d').getImageData(0, 0, src.width, src.height);
+    for (let i = 0; i < data.data.length; i += 4) {
+      const v = data.data[i + 3] > 127 ? 255 : 0;
+      data.data.set([v, v, v, 255], i);
+    }
+    const out = document.createElement('canvas');
+    [out.width, out.height] = [src.width, src.height];
+    out.getContext('2d').putImageData(data, 0, 0);
+    return out.toDataURL('image/png').split(',')[1];
+  }), 'base64');
+  const painted = await page.evaluate(() => {
+    const c = document.querySelector('#mask-canvas');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 3; i < d.length; i += 4) n += d[i] > 127;
+    return n / (c.width * c.height);
+  });
+  assert.ok(painted > 0.05 && painted < 0.9, `the stroke painted ${painted} of the mask`);
+  await generateAndWait(page);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'app-inpainted.png'), fullPage: true });
+  const ours = await pixels(page, { selector: '#results figure img' });
+  const maskFile = path.join(TMP, 'mask.png');
+  (await import('node:fs')).writeFileSync(maskFile, mask);
+  const strength = await page.inputValue('#strength');
+  const theirs = await pixels(page, {
+    png: cli(['--prompt', await page.inputValue('#prompt'), '--negative', await page.inputValue('#negative'),
+      '--sampler', 'euler', '--steps', '4', '--cfg', await page.inputValue('#cfg'), '--seed', '77',
+      '--init', path.join(FIXTURES, 'pipeline', 'init.png'), '--mask', maskFile, '--strength', strength]),
+  });
+  const worst = maxDiff(ours, theirs);
+  assert.ok(worst <= 2, `inpainting, browser vs CLI: worst pixel differs by ${worst}/255`);
+  await page.click('text=Remove image');
+  assert.deepEqual(problems, []);
+});
+
+test('offline after the first visit: the app reloads from the service worker and generates', async () => {
+  const { context, page } = session;
+  await page.evaluate(() => navigator.serviceWorker.ready);
+  // One online reload so the service worker controls the page and has seen the manifest URL.
+  await page.reload();
+  await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 30_000 });
+  await context.setOffline(true);
+  try {
+    await page.reload();
+    await page.waitForSelector('[data-model="tiny-sd"][data-state="complete"]', { state: 'attached', timeout: 60_000 });
+    await page.click('#tab-generate');
+    await page.fill('#prompt', 'offline: a quiet harbour');
+    await setField(page, '#steps', 2);
+    await setField(page, '#width', 64);
+    await setField(page, '#height', 48);
+    await generateAndWait(page);
+    await page.screenshot({ path: path.join(ARTIFACTS, 'app-offline.png'), fullPage: true });
+  } finally {
+    await context.setOffline(false);
+  }
+});
+
+test('privacy: every request of the session stayed on the page origin and none carried a prompt', async () => {
+  const origin = new URL(APP_URL).origin;
+  assert.ok(requests.some((r) => r.url.includes('/fixtures/tiny-sd/unet/')), 'the worker\'s downloads were recorded');
+  const elsewhere = requests.filter((r) => !r.url.startsWith(origin) && !r.url.startsWith('blob:') && !r.url.startsWith('data:'));
+  assert.deepEqual(elsewhere.map((r) => r.url), []);
+  for (const words of [PROMPT, 'lighthouse', 'quiet harbour', NEGATIVE]) {
+    const leaked = requests.filter((r) => decodeURIComponent(r.url).includes(words) || r.body.includes(words));
+    assert.deepEqual(leaked.map((r) => r.url), [], `"${words}" left the page`);
+  }
+  // The policy the browser enforces allows no other host but Hugging Face's.
+  const csp = await session.page.getAttribute('meta[http-equiv="Content-Security-Policy"]', 'content');
+  assert.match(csp, /connect-src 'self' https:\/\/huggingface\.co https:\/\/\*\.huggingface\.co https:\/\/\*\.hf\.co;/);
+  const blocked = await session.page.evaluate(() => fetch('http://127.0.0.2:9/beacon').then(() => 'sent', (e) => String(e)));
+  assert.notEqual(blocked, 'sent', 'a request to another host is refused');
+});
