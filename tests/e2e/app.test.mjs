@@ -87,6 +87,16 @@ function pngText(bytes) {
   return out;
 }
 
+/// Drops a file on the page as a user dragging it from their desktop would.
+async function dropFile(page, bytes, name, type) {
+  await page.evaluate(({ b64, name, type }) => {
+    const file = new File([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], name, { type });
+    const transfer = new DataTransfer();
+    transfer.items.add(file);
+    document.body.dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+  }, { b64: bytes.toString('base64'), name, type });
+}
+
 async function setField(page, selector, value) {
   await page.fill(selector, String(value));
   await page.dispatchEvent(selector, 'change');
@@ -178,10 +188,20 @@ test('download, generate (pixels as the CLI), PNG parameters, reload, gallery, u
   await setField(page, '#seed', 5);
   await page.click('#tab-gallery');
   await page.click('#gallery .gallery-item button.use-settings');
-  assert.deepEqual(await settings(page), {
+  const made = {
     '#prompt': PROMPT, '#negative': NEGATIVE, '#sampler': 'euler_a', '#steps': '4', '#cfg': '7.5', '#seed': '1234',
     '#width': '64', '#height': '48',
-  });
+  };
+  assert.deepEqual(await settings(page), made);
+
+  // Dropping the downloaded PNG restores its settings the same way.
+  await page.fill('#prompt', 'something else');
+  await setField(page, '#seed', 5);
+  await setField(page, '#steps', 9);
+  await dropFile(page, png, 'darkroom-1234.png', 'image/png');
+  await page.waitForFunction((p) => document.querySelector('#prompt').value === p, PROMPT);
+  assert.deepEqual(await settings(page), made);
+  assert.equal(await page.$('.mask-stack'), null, 'a PNG with parameters is not taken as an init image');
   assert.deepEqual(problems, []);
 });
 
@@ -250,6 +270,32 @@ test('inpainting with a painted mask matches the CLI with the same mask', async 
   });
   const worst = maxDiff(ours, theirs);
   assert.ok(worst <= 2, `inpainting, browser vs CLI: worst pixel differs by ${worst}/255`);
+  assert.deepEqual(problems, []);
+});
+
+test('outpainting: extending the canvas to the right repaints the new strip as the CLI does', async () => {
+  const { page, problems } = session;
+  await page.click('text=Remove image');
+  await dropFile(page, readFileSync(path.join(FIXTURES, 'pipeline', 'init.png')), 'photo.png', 'image/png');
+  await page.waitForSelector('.mask-stack img');
+  await setField(page, '#extend-by', 16);
+  await page.click('#extend-right');
+  await page.waitForFunction(() => document.querySelector('#width').value === '80');
+  assert.equal(await page.inputValue('#height'), '48');
+  assert.ok(await page.isChecked('#inpaint'), 'the new area is masked for inpainting');
+  await setField(page, '#seed', 99);
+  await generateAndWait(page);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'app-outpainted.png'), fullPage: true });
+  const ours = await pixels(page, { selector: '#results figure img' });
+  assert.deepEqual([ours.width, ours.height], [80, 48]);
+  const theirs = await pixels(page, {
+    png: cli(['--prompt', await page.inputValue('#prompt'), '--negative', await page.inputValue('#negative'),
+      '--sampler', await page.inputValue('#sampler'), '--steps', await page.inputValue('#steps'),
+      '--cfg', await page.inputValue('#cfg'), '--seed', '99', '--init', path.join(FIXTURES, 'pipeline', 'init.png'),
+      '--outpaint', '0,0,16,0']),
+  });
+  const worst = maxDiff(ours, theirs);
+  assert.ok(worst <= 2, `outpainting, browser vs CLI: worst pixel differs by ${worst}/255`);
   await page.click('text=Remove image');
   assert.deepEqual(problems, []);
 });

@@ -31,7 +31,9 @@ async function rawAdapter(page) {
 
 test('capability screen shows the adapter WebGPU reports', async () => {
   const { context, page, problems } = await openPage(browser);
+  await page.click('#tab-gpu');
   await page.waitForSelector('#capabilities[data-state="ready"]', { timeout: 60_000 });
+  await page.screenshot({ path: path.join(ARTIFACTS, 'app-gpu.png'), fullPage: true });
   const shown = await facts(page);
   const raw = await rawAdapter(page);
 

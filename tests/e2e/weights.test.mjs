@@ -178,7 +178,8 @@ test('a page reload mid-download resumes instead of restarting', async () => {
 
 test('a storage quota too small is a clear error, not a half-written model marked complete', async () => {
   const { server, base } = await startServer();
-  const context = await browser.newContext();
+  // The check page downloads from a second origin, which the app's CSP forbids.
+  const context = await browser.newContext({ bypassCSP: true });
   const page = await context.newPage();
   const cdp = await context.newCDPSession(page);
   await cdp.send('Storage.overrideQuotaForOrigin', { origin: new URL(APP_URL).origin, quotaSize: 1_000_000 });

@@ -229,7 +229,10 @@ mod tests {
     #[test]
     fn the_header_policy_is_the_pages_meta_policy() {
         let html = r#"<meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="default-src 'self'; connect-src 'self' https://a.example">"#;
-        assert_eq!(meta_csp(html).as_deref(), Some("default-src 'self'; connect-src 'self' https://a.example"));
+        assert_eq!(
+            meta_csp(html).as_deref(),
+            Some("default-src 'self'; connect-src 'self' https://a.example")
+        );
         assert_eq!(meta_csp("<meta charset=utf-8>"), None);
         let shipped = std::fs::read_to_string(crate::root().join("www/index.html")).unwrap();
         assert!(meta_csp(&shipped).unwrap().contains("connect-src 'self'"), "www/index.html has a policy");

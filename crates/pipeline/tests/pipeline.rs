@@ -215,7 +215,11 @@ fn cancelling_stops_between_steps_and_leaves_the_model_usable() {
 fn live_previews_report_the_latents_every_step_without_changing_the_image() {
     let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
     let model = load(&gpu, "tiny-sd", Precision::F32);
-    let plain = Request { width: 64, height: 48, ..Request::txt2img("a cat", 3, 3, darkroom_pipeline::Sampler::Euler, 7.5) };
+    let plain = Request {
+        width: 64,
+        height: 48,
+        ..Request::txt2img("a cat", 3, 3, darkroom_pipeline::Sampler::Euler, 7.5)
+    };
     let live = Request { live_preview: true, ..plain.clone() };
     let (expected, final_latents) = run(&gpu, &model, &plain);
     let mut reports = Vec::new();
@@ -234,11 +238,8 @@ fn live_previews_report_the_latents_every_step_without_changing_the_image() {
     }
     assert_eq!(reports.last().unwrap().1.as_deref(), Some(final_latents.as_slice()));
     assert_ne!(reports[0].1, reports[3].1, "the latents change as denoising goes");
-    let preview = darkroom_pipeline::latent_preview::approximate_rgb(
-        reports[3].1.as_ref().unwrap(),
-        [1, 4, 6, 8],
-        0,
-    )
-    .unwrap();
+    let preview =
+        darkroom_pipeline::latent_preview::approximate_rgb(reports[3].1.as_ref().unwrap(), [1, 4, 6, 8], 0)
+            .unwrap();
     assert_eq!((preview.width, preview.height), (8, 6));
 }

@@ -60,7 +60,10 @@ impl WorkerClient {
             let message = format!("the generation worker stopped: {}", event.message());
             let ids: Vec<u32> = inner.handlers.borrow().keys().copied().collect();
             for id in ids {
-                dispatch(&inner, Envelope::new(id, FromWorker::Error { kind: ErrorKind::Other, message: message.clone() }));
+                dispatch(
+                    &inner,
+                    Envelope::new(id, FromWorker::Error { kind: ErrorKind::Other, message: message.clone() }),
+                );
             }
         });
         inner.worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
@@ -102,7 +105,10 @@ impl WorkerClient {
 fn is_final(body: &FromWorker) -> bool {
     matches!(
         body,
-        FromWorker::Result { .. } | FromWorker::Error { .. } | FromWorker::Loaded { .. } | FromWorker::Downloaded
+        FromWorker::Result { .. }
+            | FromWorker::Error { .. }
+            | FromWorker::Loaded { .. }
+            | FromWorker::Downloaded
     )
 }
 

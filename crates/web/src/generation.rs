@@ -33,10 +33,14 @@ fn params(state: AppState, entry: &ModelEntry) -> Result<GenerateParams, String>
     let s = state.settings;
     let (width, height) = (s.width.get_untracked(), s.height.get_untracked());
     if width == 0 || height == 0 || width % 8 != 0 || height % 8 != 0 {
-        return Err(format!("Width and height must be multiples of 8 (got {width}×{height}); pick a preset."));
+        return Err(format!(
+            "Width and height must be multiples of 8 (got {width}×{height}); pick a preset."
+        ));
     }
     if width > MAX_SIDE || height > MAX_SIDE {
-        return Err(format!("{width}×{height} is larger than {MAX_SIDE} pixels a side; pick a smaller size."));
+        return Err(format!(
+            "{width}×{height} is larger than {MAX_SIDE} pixels a side; pick a smaller size."
+        ));
     }
     let steps = s.steps.get_untracked();
     if !(1..=150).contains(&steps) {
@@ -57,7 +61,10 @@ fn params(state: AppState, entry: &ModelEntry) -> Result<GenerateParams, String>
     }
     let inpaint = init.is_some() && s.inpaint.get_untracked();
     if entry.manifest.family.contains("inpainting") && !inpaint {
-        return Err(format!("{} is an inpainting model: add an image and paint a mask.", entry.manifest.name));
+        return Err(format!(
+            "{} is an inpainting model: add an image and paint a mask.",
+            entry.manifest.name
+        ));
     }
     Ok(GenerateParams {
         prompt: s.prompt.get_untracked(),
@@ -91,7 +98,9 @@ pub fn start(state: AppState) {
         return;
     };
     if !entry.stored.get_untracked().complete {
-        state.error.set(Some(format!("{} is not downloaded yet: download it under Models.", entry.manifest.name)));
+        state
+            .error
+            .set(Some(format!("{} is not downloaded yet: download it under Models.", entry.manifest.name)));
         return;
     }
     let params = match params(state, &entry) {
@@ -120,7 +129,9 @@ pub fn start(state: AppState) {
 }
 
 pub fn cancel(state: AppState) {
-    if let (Some(worker), Some(Run { id: Some(id), .. })) = (state.worker.get_value(), state.run.get_untracked()) {
+    if let (Some(worker), Some(Run { id: Some(id), .. })) =
+        (state.worker.get_value(), state.run.get_untracked())
+    {
         worker.cancel(id);
         state.run.update(|r| {
             if let Some(r) = r {
@@ -265,8 +276,15 @@ fn save(state: AppState, entries: Vec<Entry>) {
 
 /// Size presets by aspect ratio around a model's native side (multiples of 8).
 pub fn presets(base: usize) -> Vec<(&'static str, usize, usize)> {
-    let ratios: [(&str, f64); 7] =
-        [("1:1", 1.0), ("4:3", 4.0 / 3.0), ("3:4", 0.75), ("3:2", 1.5), ("2:3", 2.0 / 3.0), ("16:9", 16.0 / 9.0), ("9:16", 9.0 / 16.0)];
+    let ratios: [(&str, f64); 7] = [
+        ("1:1", 1.0),
+        ("4:3", 4.0 / 3.0),
+        ("3:4", 0.75),
+        ("3:2", 1.5),
+        ("2:3", 2.0 / 3.0),
+        ("16:9", 16.0 / 9.0),
+        ("9:16", 9.0 / 16.0),
+    ];
     let area = (base * base) as f64;
     ratios
         .iter()

@@ -42,12 +42,21 @@ pub struct GenerateParams {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum ToWorker {
     /// Download (or finish downloading) a model into the browser's store.
-    Download { model: ModelRef },
+    Download {
+        model: ModelRef,
+    },
     /// Load a stored model onto the GPU (generation loads it too when needed).
-    Load { model: ModelRef },
-    Generate { model: ModelRef, params: GenerateParams },
+    Load {
+        model: ModelRef,
+    },
+    Generate {
+        model: ModelRef,
+        params: GenerateParams,
+    },
     /// Stop the request with this id at its next step or chunk.
-    Cancel { target: u32 },
+    Cancel {
+        target: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -111,13 +120,28 @@ pub enum FromWorker {
         rate: f64,
     },
     /// A live preview of batch image 0 as RGBA (attachment 0).
-    Preview { width: usize, height: usize, step: usize, total: usize },
+    Preview {
+        width: usize,
+        height: usize,
+        step: usize,
+        total: usize,
+    },
     /// The model is ready on the GPU.
-    Loaded { name: String, precision: String, ms: f64 },
+    Loaded {
+        name: String,
+        precision: String,
+        ms: f64,
+    },
     Downloaded,
     /// PNGs as attachments, in order.
-    Result { images: Vec<ImageInfo>, ms: f64 },
-    Error { kind: ErrorKind, message: String },
+    Result {
+        images: Vec<ImageInfo>,
+        ms: f64,
+    },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
 }
 
 /// A message and its binary attachments.

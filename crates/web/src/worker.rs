@@ -11,7 +11,9 @@ use darkroom_models::QuantPolicy;
 use darkroom_pipeline::latent_preview::approximate_rgb;
 use darkroom_pipeline::{Image, PipelineError, Precision, Request, Sampler, StableDiffusion};
 use darkroom_weights::browser::{request_persistence, FetchSource, IdbStore};
-use darkroom_weights::fetch::{fetch_model, ChunkStore, FetchError, FetchOptions, FetchProgress, DEFAULT_CHUNK};
+use darkroom_weights::fetch::{
+    fetch_model, ChunkStore, FetchError, FetchOptions, FetchProgress, DEFAULT_CHUNK,
+};
 use darkroom_weights::Manifest;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -104,7 +106,10 @@ async fn exclusive(
     job: impl std::future::Future<Output = Result<(), Failure>>,
 ) -> Result<(), Failure> {
     if state.busy.replace(true) {
-        return Err((ErrorKind::Other, "another generation is still running: wait for it or cancel it".into()));
+        return Err((
+            ErrorKind::Other,
+            "another generation is still running: wait for it or cancel it".into(),
+        ));
     }
     let outcome = job.await;
     state.busy.set(false);
@@ -142,7 +147,8 @@ async fn download(state: &Rc<State>, id: u32, model: &ModelRef) -> Result<(), Fa
     request_persistence().await;
     let store = IdbStore::open().await.map_err(fetch_failure)?;
     let cancelled = || state.cancelled.borrow().contains(&id);
-    let options = FetchOptions { chunk_size: DEFAULT_CHUNK, base_url: model.base.as_deref(), cancelled: &cancelled };
+    let options =
+        FetchOptions { chunk_size: DEFAULT_CHUNK, base_url: model.base.as_deref(), cancelled: &cancelled };
     let started = now_ms();
     let mut first: Option<u64> = None;
     let mut report = |p: &FetchProgress| {
@@ -169,7 +175,8 @@ async fn gpu(state: &State) -> Result<Rc<Gpu>, Failure> {
     if let Some(gpu) = state.gpu.borrow().as_ref() {
         return Ok(gpu.clone());
     }
-    let gpu = Rc::new(Gpu::open(&Requirements::default()).await.map_err(|e| (ErrorKind::Gpu, e.to_string()))?);
+    let gpu =
+        Rc::new(Gpu::open(&Requirements::default()).await.map_err(|e| (ErrorKind::Gpu, e.to_string()))?);
     *state.gpu.borrow_mut() = Some(gpu.clone());
     Ok(gpu)
 }
@@ -206,7 +213,11 @@ async fn load(state: &State, id: u32, model: &ModelRef) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn loaded(state: &State, id: u32, model: &ModelRef) -> Result<(Rc<StableDiffusion>, String, String, f64), Failure> {
+async fn loaded(
+    state: &State,
+    id: u32,
+    model: &ModelRef,
+) -> Result<(Rc<StableDiffusion>, String, String, f64), Failure> {
     let manifest = manifest(model)?;
     let gpu = gpu(state).await?;
     let precision = precision(&gpu, &manifest);
@@ -219,11 +230,15 @@ async fn loaded(state: &State, id: u32, model: &ModelRef) -> Result<(Rc<StableDi
     let store = IdbStore::open().await.map_err(fetch_failure)?;
     let mut total = 0;
     for file in &manifest.files {
-        let stored = store.stored(&format!("{}/{}", manifest.id, file.path), 1).await.map_err(fetch_failure)?;
+        let stored =
+            store.stored(&format!("{}/{}", manifest.id, file.path), 1).await.map_err(fetch_failure)?;
         if !stored.complete {
             return Err((
                 ErrorKind::Model,
-                format!("{} is not fully downloaded ({} is missing): download it first", manifest.name, file.path),
+                format!(
+                    "{} is not fully downloaded ({} is missing): download it first",
+                    manifest.name, file.path
+                ),
             ));
         }
         total += stored.total.unwrap_or(0);
@@ -300,20 +315,26 @@ async fn generate(
             darkroom_pipeline::Stage::Denoising => Stage::Denoising,
             darkroom_pipeline::Stage::Decoding => Stage::Decoding,
         };
-        let body = FromWorker::Progress { stage, step: p.step, total: p.total, bytes: 0, bytes_total: 0, rate: 0.0 };
+        let body =
+            FromWorker::Progress { stage, step: p.step, total: p.total, bytes: 0, bytes_total: 0, rate: 0.0 };
         post(id, body, Vec::new());
         if let (Some(values), Some(latents)) = (p.latent_values, p.latents) {
             if let [b, 4, h, w] = *latents.shape() {
                 if let Ok(img) = approximate_rgb(values, [b, 4, h, w], 0) {
-                    let body =
-                        FromWorker::Preview { width: img.width, height: img.height, step: p.step, total: p.total };
+                    let body = FromWorker::Preview {
+                        width: img.width,
+                        height: img.height,
+                        step: p.step,
+                        total: p.total,
+                    };
                     post(id, body, vec![img.rgba]);
                 }
             }
         }
         !state.cancelled.borrow().contains(&id)
     };
-    let images = darkroom_pipeline::generate(&gpu, &sd, &request, &mut on_progress).await.map_err(pipeline_failure)?;
+    let images =
+        darkroom_pipeline::generate(&gpu, &sd, &request, &mut on_progress).await.map_err(pipeline_failure)?;
     let mut infos = Vec::new();
     let mut pngs = Vec::new();
     for generated in &images {

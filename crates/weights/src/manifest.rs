@@ -26,6 +26,10 @@ pub struct Manifest {
     pub family: String,
     #[serde(default)]
     pub description: String,
+    /// Approximate download size in bytes (from the parameter counts), shown before the first
+    /// download while the files' exact sizes are not listed.
+    #[serde(default)]
+    pub approx_size: Option<u64>,
     pub license: License,
     pub source: Source,
     #[serde(default)]

@@ -7,7 +7,8 @@ fn connect_src() -> Vec<String> {
     let html = include_str!("../../../www/index.html");
     let policy = html.split("content=\"default-src").nth(1).expect("index.html has a CSP meta tag");
     let policy = policy.split('"').next().unwrap();
-    let directive = policy.split(';').map(str::trim).find(|d| d.starts_with("connect-src")).expect("connect-src");
+    let directive =
+        policy.split(';').map(str::trim).find(|d| d.starts_with("connect-src")).expect("connect-src");
     directive.split_whitespace().skip(1).map(String::from).collect()
 }
 

@@ -27,7 +27,9 @@ pub fn GalleryPanel() -> impl IntoView {
                     for old in items.get_untracked() {
                         let _ = web_sys::Url::revoke_object_url(&old.url);
                     }
-                    items.set(entries.into_iter().map(|entry| Shown { url: png_url(&entry.png), entry }).collect());
+                    items.set(
+                        entries.into_iter().map(|entry| Shown { url: png_url(&entry.png), entry }).collect(),
+                    );
                 }
                 Err(e) => failure.set(Some(e)),
             }

@@ -17,7 +17,10 @@ pub fn GeneratePanel() -> impl IntoView {
     let s = state.settings;
     let running = move || state.run.get().is_some();
     let base_side = move || {
-        state.selected_model().and_then(|m| m.manifest.defaults.map(|d| d.width.max(d.height) as usize)).unwrap_or(512)
+        state
+            .selected_model()
+            .and_then(|m| m.manifest.defaults.map(|d| d.width.max(d.height) as usize))
+            .unwrap_or(512)
     };
     let model_options = move || {
         state
@@ -28,7 +31,11 @@ pub fn GeneratePanel() -> impl IntoView {
             .map(|m| {
                 let id = m.manifest.id.clone();
                 let ready = m.stored.get().complete;
-                let label = if ready { m.manifest.name.clone() } else { format!("{} (not downloaded)", m.manifest.name) };
+                let label = if ready {
+                    m.manifest.name.clone()
+                } else {
+                    format!("{} (not downloaded)", m.manifest.name)
+                };
                 view! { <option value=id.clone() selected=move || s.model.get() == id>{label}</option> }
             })
             .collect_view()

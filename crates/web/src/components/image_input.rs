@@ -4,6 +4,8 @@ use wasm_bindgen::{Clamped, JsCast};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, ImageBitmap};
 
+use darkroom_pipeline::{outpaint_canvas, Image};
+
 use crate::generation::encode_png;
 use crate::state::{png_url, AppState, InitImage};
 
@@ -65,7 +67,8 @@ pub fn load_init_image(state: AppState, blob: web_sys::Blob) {
             let ctx = context(&canvas).ok_or("no 2d canvas")?;
             ctx.draw_image_with_image_bitmap_and_dw_and_dh(&bitmap, 0.0, 0.0, w as f64, h as f64)
                 .map_err(|_| "cannot draw the image")?;
-            let data = ctx.get_image_data(0.0, 0.0, w as f64, h as f64).map_err(|_| "cannot read the pixels")?;
+            let data =
+                ctx.get_image_data(0.0, 0.0, w as f64, h as f64).map_err(|_| "cannot read the pixels")?;
             let png = encode_png(w, h, &data.data());
             Ok::<_, &str>(InitImage { width: w, height: h, url: png_url(&png), png })
         }
@@ -90,7 +93,8 @@ fn file_from_input(ev: &leptos::ev::Event) -> Option<web_sys::File> {
 }
 
 /// img2img and inpainting: the init image (pick or drop), the strength, and a mask painted
-/// with a brush (size, erase, clear, invert). Outpainting: extend the canvas.
+/// with a brush (size, erase, clear, invert). Outpainting: extend the canvas on any side; the
+/// new area (and an 8-pixel seam) becomes the mask.
 #[component]
 pub fn ImageInput() -> impl IntoView {
     let state = expect_context::<AppState>();
@@ -99,6 +103,56 @@ pub fn ImageInput() -> impl IntoView {
     let erasing = RwSignal::new(false);
     let drawing = RwSignal::new(None::<(f64, f64)>);
     let canvas_ref = NodeRef::<leptos::html::Canvas>::new();
+    // Outpainting: pixels to add per press, and the mask to paint once the new canvas exists.
+    let extend_by = RwSignal::new(64usize);
+    let pending_mask = RwSignal::new(None::<Vec<u8>>);
+    Effect::new(move |_| {
+        let (Some(canvas), Some(mask)) = (canvas_ref.get(), pending_mask.get()) else { return };
+        let Some(ctx) = context(&canvas) else { return };
+        let mut px = mask;
+        for p in px.chunks_exact_mut(4) {
+            let on = p[0] > 127;
+            p.copy_from_slice(if on { &[255, 255, 255, 255] } else { &[0, 0, 0, 0] });
+        }
+        if let Ok(img) = web_sys::ImageData::new_with_u8_clamped_array_and_sh(
+            Clamped(&px),
+            canvas.width(),
+            canvas.height(),
+        ) {
+            let _ = ctx.put_image_data(&img, 0.0, 0.0);
+        }
+        pending_mask.set(None);
+    });
+    let set_extend_by = move |ev: leptos::ev::Event| {
+        let value: Option<usize> = event_target_value(&ev).trim().parse().ok();
+        if let Some(v) = value {
+            extend_by.set((v / 8 * 8).max(8));
+        }
+    };
+    let extend = move |side: usize| {
+        let Some(init) = s.init.get_untracked() else { return };
+        let mut margins = [0usize; 4];
+        margins[side] = extend_by.get_untracked();
+        let outcome = Image::from_png(&init.png).and_then(|img| outpaint_canvas(&img, margins, 8));
+        match outcome {
+            Ok((canvas, mask)) => {
+                let png = encode_png(canvas.width, canvas.height, &canvas.rgba);
+                let _ = web_sys::Url::revoke_object_url(&init.url);
+                s.width.set(canvas.width);
+                s.height.set(canvas.height);
+                s.inpaint.set(true);
+                s.strength.set(1.0);
+                s.init.set(Some(InitImage {
+                    width: canvas.width,
+                    height: canvas.height,
+                    url: png_url(&png),
+                    png,
+                }));
+                pending_mask.set(Some(mask.rgba));
+            }
+            Err(e) => state.error.set(Some(format!("The canvas cannot be extended: {e}"))),
+        }
+    };
 
     let at = move |ev: &web_sys::PointerEvent| -> Option<(HtmlCanvasElement, f64, f64)> {
         let canvas: HtmlCanvasElement = canvas_ref.get()?;
@@ -109,7 +163,11 @@ pub fn ImageInput() -> impl IntoView {
     };
     let stroke = move |canvas: &HtmlCanvasElement, from: (f64, f64), to: (f64, f64)| {
         let Some(ctx) = context(canvas) else { return };
-        let _ = ctx.set_global_composite_operation(if erasing.get_untracked() { "destination-out" } else { "source-over" });
+        let _ = ctx.set_global_composite_operation(if erasing.get_untracked() {
+            "destination-out"
+        } else {
+            "source-over"
+        });
         ctx.set_stroke_style_str("#fff");
         ctx.set_line_width(brush.get_untracked());
         ctx.set_line_cap("round");
@@ -191,6 +249,17 @@ pub fn ImageInput() -> impl IntoView {
                             <label class="check"><input id="inpaint" type="checkbox" prop:checked=move || s.inpaint.get()
                                 on:change=move |ev| s.inpaint.set(event_target_checked(&ev)) />" Paint a mask (inpaint)"</label>
                             <button type="button" on:click=remove>"Remove image"</button>
+                        </div>
+                        <div class="row outpaint">
+                            <label class="field narrow">
+                                <span>"Extend by"</span>
+                                <input id="extend-by" type="number" min="8" max="512" step="8" prop:value=move || extend_by.get().to_string()
+                                    on:change=set_extend_by />
+                            </label>
+                            <button type="button" id="extend-left" title="Outpaint to the left" on:click=move |_| extend(0)>"← Left"</button>
+                            <button type="button" id="extend-top" title="Outpaint above" on:click=move |_| extend(1)>"↑ Top"</button>
+                            <button type="button" id="extend-right" title="Outpaint to the right" on:click=move |_| extend(2)>"Right →"</button>
+                            <button type="button" id="extend-bottom" title="Outpaint below" on:click=move |_| extend(3)>"Bottom ↓"</button>
                         </div>
                         <Show when=move || s.inpaint.get()>
                             <div class="row mask-tools">

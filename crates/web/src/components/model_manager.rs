@@ -55,7 +55,13 @@ pub fn start_download(state: AppState, entry: &ModelEntry) {
         }
         _ => {}
     });
-    download.set(Some(Download { id: Some(id), bytes: before.bytes, total: before.total, rate: 0.0, error: None }));
+    download.set(Some(Download {
+        id: Some(id),
+        bytes: before.bytes,
+        total: before.total,
+        rate: 0.0,
+        error: None,
+    }));
 }
 
 /// Reads what the browser holds of every model, and the storage estimate.
@@ -69,7 +75,11 @@ pub fn refresh_stored(state: AppState) {
             for (key, s) in &files {
                 if let Some(path) = key.strip_prefix(&prefix) {
                     if entry.manifest.files.iter().any(|f| f.path == path) {
-                        bytes += if s.complete { s.total.unwrap_or(0) } else { s.chunks * darkroom_weights::fetch::DEFAULT_CHUNK };
+                        bytes += if s.complete {
+                            s.total.unwrap_or(0)
+                        } else {
+                            s.chunks * darkroom_weights::fetch::DEFAULT_CHUNK
+                        };
                         complete_files += s.complete as usize;
                     }
                 }
@@ -142,7 +152,11 @@ fn ModelRow(
     let id = entry.manifest.id.clone();
     let m = entry.manifest.clone();
     let (size, exact) = m.download_size();
-    let size_text = if size == 0 {
+    let size_text = if exact {
+        human_bytes(size)
+    } else if let Some(approx) = m.approx_size {
+        format!("about {}", human_bytes(approx))
+    } else if size == 0 {
         "size unknown until downloaded".to_string()
     } else if exact {
         human_bytes(size)
@@ -168,7 +182,11 @@ fn ModelRow(
                 )
             }
             _ if s.complete => format!("on this device ({})", human_bytes(s.bytes)),
-            _ if s.bytes > 0 => format!("partly downloaded ({} of {}): resume to finish", human_bytes(s.bytes), human_bytes(s.total)),
+            _ if s.bytes > 0 => format!(
+                "partly downloaded ({} of {}): resume to finish",
+                human_bytes(s.bytes),
+                human_bytes(s.total)
+            ),
             _ => "not downloaded".into(),
         }
     };
@@ -183,7 +201,11 @@ fn ModelRow(
             Some(d) if d.id.is_some() => (d.bytes, d.total),
             _ => (stored.get().bytes, stored.get().total),
         };
-        if total == 0 { 0.0 } else { bytes as f64 / total as f64 }
+        if total == 0 {
+            0.0
+        } else {
+            bytes as f64 / total as f64
+        }
     };
     let downloading = move || download.get().is_some_and(|d| d.id.is_some());
     let error = move || download.get().and_then(|d| d.error);
@@ -202,7 +224,9 @@ fn ModelRow(
         start_download(state, &entry_for_accept);
     };
     let pause = move |_| {
-        if let (Some(worker), Some(Download { id: Some(id), .. })) = (state.worker.get_value(), download.get_untracked()) {
+        if let (Some(worker), Some(Download { id: Some(id), .. })) =
+            (state.worker.get_value(), download.get_untracked())
+        {
             worker.cancel(id);
         }
     };
