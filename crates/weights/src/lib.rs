@@ -4,6 +4,7 @@
 
 #[cfg(feature = "browser")]
 pub mod browser;
+pub mod checkpoint;
 pub mod fetch;
 pub mod manifest;
 pub mod safetensors;

@@ -1,0 +1,482 @@
+//! Single-file Stable Diffusion 1.x checkpoints — the original LDM layout that A1111, ComfyUI and
+//! model sites share (`model.diffusion_model.*`, `first_stage_model.*`,
+//! `cond_stage_model.transformer.*`) — imported into the diffusers layout the loader reads: one
+//! safetensors file per component, tensors renamed, bytes copied unchanged (the VAE's 1x1
+//! attention convolutions become the matrices they are). The import streams: it reads the source
+//! in ranges and writes the store in chunks, so neither the browser nor the CLI holds the file.
+
+use serde_json::Value;
+
+use crate::fetch::{ChunkStore, FetchError};
+use crate::safetensors::{header_span, Dtype, Header, SafetensorsError, TensorInfo};
+
+const UNET: &str = "model.diffusion_model.";
+const VAE: &str = "first_stage_model.";
+const CLIP: &str = "cond_stage_model.transformer.";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("not a readable safetensors file: {0}")]
+    Format(#[from] SafetensorsError),
+    #[error("reading the checkpoint failed: {0}")]
+    Read(String),
+    #[error("{0}")]
+    Store(#[from] FetchError),
+    #[error("the base model's {0} is missing or unreadable: {1}")]
+    Config(&'static str, String),
+    #[error("`{0}` is not a tensor of an SD 1.x checkpoint in the LDM layout")]
+    Unknown(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("the import was cancelled; nothing of it was kept")]
+    Cancelled,
+}
+
+/// The three files of a diffusers pipeline a checkpoint fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Component {
+    TextEncoder,
+    Unet,
+    Vae,
+}
+
+impl Component {
+    pub const ALL: [Component; 3] = [Component::TextEncoder, Component::Unet, Component::Vae];
+
+    /// The file in the diffusers layout.
+    pub fn path(self) -> &'static str {
+        match self {
+            Component::TextEncoder => "text_encoder/model.safetensors",
+            Component::Unet => "unet/diffusion_pytorch_model.safetensors",
+            Component::Vae => "vae/diffusion_pytorch_model.safetensors",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::TextEncoder => "text_encoder",
+            Component::Unet => "unet",
+            Component::Vae => "vae",
+        }
+    }
+}
+
+/// What the renaming needs to know of the architecture, from the base model's configs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layout {
+    pub layers_per_block: usize,
+    /// Per UNet up block: whether it has attentions (its upsampler then sits in slot 2).
+    pub up_attention: Vec<bool>,
+    /// The VAE's number of resolution levels (the LDM decoder numbers them the other way).
+    pub vae_levels: usize,
+}
+
+impl Layout {
+    /// From the base model's `unet/config.json` and `vae/config.json`.
+    pub fn from_configs(unet: &str, vae: &str) -> Result<Layout, CheckpointError> {
+        let unet: Value = serde_json::from_str(unet).map_err(|e| CheckpointError::Config("unet/config.json", e.to_string()))?;
+        let vae: Value = serde_json::from_str(vae).map_err(|e| CheckpointError::Config("vae/config.json", e.to_string()))?;
+        let bad = |what: &'static str| CheckpointError::Config(what, "a field is missing".into());
+        let up_attention = unet["up_block_types"]
+            .as_array()
+            .ok_or_else(|| bad("unet/config.json"))?
+            .iter()
+            .map(|t| t.as_str().is_some_and(|s| s.starts_with("CrossAttn")))
+            .collect();
+        Ok(Layout {
+            layers_per_block: unet["layers_per_block"].as_u64().ok_or_else(|| bad("unet/config.json"))? as usize,
+            up_attention,
+            vae_levels: vae["block_out_channels"].as_array().ok_or_else(|| bad("vae/config.json"))?.len(),
+        })
+    }
+}
+
+fn rename(rest: &str, table: &[(&str, &str)]) -> String {
+    for (old, new) in table {
+        if let Some(tail) = rest.strip_prefix(old).filter(|t| t.starts_with('.')) {
+            return format!("{new}{tail}");
+        }
+    }
+    rest.to_string()
+}
+
+const UNET_RESNET: [(&str, &str); 6] = [
+    ("in_layers.0", "norm1"),
+    ("in_layers.2", "conv1"),
+    ("emb_layers.1", "time_emb_proj"),
+    ("out_layers.0", "norm2"),
+    ("out_layers.3", "conv2"),
+    ("skip_connection", "conv_shortcut"),
+];
+const VAE_SHORTCUT: [(&str, &str); 1] = [("nin_shortcut", "conv_shortcut")];
+const VAE_ATTENTION: [(&str, &str); 5] =
+    [("norm", "group_norm"), ("q", "to_q"), ("k", "to_k"), ("v", "to_v"), ("proj_out", "to_out.0")];
+
+/// `"12.0.rest"` → (12, 0, "rest").
+fn indices(s: &str) -> Option<(usize, usize, &str)> {
+    let (a, rest) = s.split_once('.')?;
+    let (b, rest) = rest.split_once('.')?;
+    Some((a.parse().ok()?, b.parse().ok()?, rest))
+}
+
+fn unet_name(key: &str, layout: &Layout) -> Option<String> {
+    let per = layout.layers_per_block + 1;
+    for (old, new) in [
+        ("time_embed.0", "time_embedding.linear_1"),
+        ("time_embed.2", "time_embedding.linear_2"),
+        ("input_blocks.0.0", "conv_in"),
+        ("out.0", "conv_norm_out"),
+        ("out.2", "conv_out"),
+    ] {
+        if let Some(tail) = key.strip_prefix(old).filter(|t| t.starts_with('.')) {
+            return Some(format!("{new}{tail}"));
+        }
+    }
+    if let Some(rest) = key.strip_prefix("input_blocks.") {
+        let (i, slot, rest) = indices(rest)?;
+        let (block, layer) = ((i.checked_sub(1)?) / per, (i - 1) % per);
+        return match (slot, layer == layout.layers_per_block) {
+            (0, true) => Some(format!("down_blocks.{block}.downsamplers.0.conv.{}", rest.strip_prefix("op.")?)),
+            (0, false) => Some(format!("down_blocks.{block}.resnets.{layer}.{}", rename(rest, &UNET_RESNET))),
+            (1, false) => Some(format!("down_blocks.{block}.attentions.{layer}.{rest}")),
+            _ => None,
+        };
+    }
+    if let Some(rest) = key.strip_prefix("middle_block.") {
+        let (slot, rest) = rest.split_once('.')?;
+        return match slot {
+            "0" => Some(format!("mid_block.resnets.0.{}", rename(rest, &UNET_RESNET))),
+            "1" => Some(format!("mid_block.attentions.0.{rest}")),
+            "2" => Some(format!("mid_block.resnets.1.{}", rename(rest, &UNET_RESNET))),
+            _ => None,
+        };
+    }
+    if let Some(rest) = key.strip_prefix("output_blocks.") {
+        let (i, slot, rest) = indices(rest)?;
+        let (block, layer) = (i / per, i % per);
+        let attention = *layout.up_attention.get(block)?;
+        let upsampler = if attention { 2 } else { 1 };
+        return match slot {
+            0 => Some(format!("up_blocks.{block}.resnets.{layer}.{}", rename(rest, &UNET_RESNET))),
+            s if s == upsampler && layer == layout.layers_per_block && rest.starts_with("conv.") => {
+                Some(format!("up_blocks.{block}.upsamplers.0.{rest}"))
+            }
+            1 if attention => Some(format!("up_blocks.{block}.attentions.{layer}.{rest}")),
+            _ => None,
+        };
+    }
+    None
+}
+
+fn vae_name(key: &str, layout: &Layout) -> Option<String> {
+    let (part, rest) = key.split_once('.')?;
+    if part != "encoder" && part != "decoder" {
+        return ["quant_conv.", "post_quant_conv."].iter().any(|p| key.starts_with(p)).then(|| key.to_string());
+    }
+    if let Some(rest) = rest.strip_prefix("down.").filter(|_| part == "encoder") {
+        let (level, rest) = rest.split_once('.')?;
+        if let Some(conv) = rest.strip_prefix("downsample.conv.") {
+            return Some(format!("encoder.down_blocks.{level}.downsamplers.0.conv.{conv}"));
+        }
+        let (j, rest) = rest.strip_prefix("block.")?.split_once('.')?;
+        return Some(format!("encoder.down_blocks.{level}.resnets.{j}.{}", rename(rest, &VAE_SHORTCUT)));
+    }
+    if let Some(rest) = rest.strip_prefix("up.").filter(|_| part == "decoder") {
+        let (level, rest) = rest.split_once('.')?;
+        let block = layout.vae_levels.checked_sub(1)?.checked_sub(level.parse().ok()?)?;
+        if let Some(conv) = rest.strip_prefix("upsample.conv.") {
+            return Some(format!("decoder.up_blocks.{block}.upsamplers.0.conv.{conv}"));
+        }
+        let (j, rest) = rest.strip_prefix("block.")?.split_once('.')?;
+        return Some(format!("decoder.up_blocks.{block}.resnets.{j}.{}", rename(rest, &VAE_SHORTCUT)));
+    }
+    if let Some(rest) = rest.strip_prefix("mid.") {
+        if let Some(rest) = rest.strip_prefix("attn_1.") {
+            return Some(format!("{part}.mid_block.attentions.0.{}", rename(rest, &VAE_ATTENTION)));
+        }
+        let (block, rest) = rest.split_once('.')?;
+        let index = match block {
+            "block_1" => 0,
+            "block_2" => 1,
+            _ => return None,
+        };
+        return Some(format!("{part}.mid_block.resnets.{index}.{}", rename(rest, &VAE_SHORTCUT)));
+    }
+    if let Some(tail) = rest.strip_prefix("norm_out.") {
+        return Some(format!("{part}.conv_norm_out.{tail}"));
+    }
+    ["conv_in.", "conv_out."].iter().any(|p| rest.starts_with(p)).then(|| key.to_string())
+}
+
+/// Where a checkpoint tensor goes: `Ok(None)` for what a pipeline does not use (EMA copies,
+/// training state, position ids), an error for a name inside a component that is not known.
+pub fn diffusers_name(key: &str, layout: &Layout) -> Result<Option<(Component, String)>, CheckpointError> {
+    let unknown = || CheckpointError::Unknown(key.to_string());
+    if let Some(rest) = key.strip_prefix(UNET) {
+        return unet_name(rest, layout).map(|n| Some((Component::Unet, n))).ok_or_else(unknown);
+    }
+    if let Some(rest) = key.strip_prefix(VAE) {
+        return vae_name(rest, layout).map(|n| Some((Component::Vae, n))).ok_or_else(unknown);
+    }
+    if let Some(rest) = key.strip_prefix(CLIP) {
+        if rest.ends_with("position_ids") {
+            return Ok(None);
+        }
+        // With or without transformers' `text_model.` level: the loader reads both.
+        return Ok(Some((Component::TextEncoder, rest.to_string())));
+    }
+    if key.starts_with("cond_stage_model.model.") {
+        return Err(CheckpointError::Unsupported(
+            "this is an SD 2.x checkpoint (OpenCLIP text encoder); only SD 1.x single-file checkpoints import so far"
+                .into(),
+        ));
+    }
+    if key.starts_with("conditioner.") {
+        return Err(CheckpointError::Unsupported("this is an SDXL checkpoint; only SD 1.x imports so far".into()));
+    }
+    Ok(None)
+}
+
+/// The shape in the diffusers layout: the VAE's attention projections lose their 1x1.
+fn diffusers_shape(component: Component, name: &str, shape: &[u64]) -> Vec<u64> {
+    let projection = ["to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight"].iter().any(|s| name.ends_with(s));
+    if component == Component::Vae && projection && shape.len() == 4 && shape[2] == 1 && shape[3] == 1 {
+        shape[..2].to_vec()
+    } else {
+        shape.to_vec()
+    }
+}
+
+/// Random access to the checkpoint: a file natively, a `File` (Blob) in the browser.
+#[allow(async_fn_in_trait)]
+pub trait ByteSource {
+    fn len(&self) -> u64;
+    async fn read(&self, start: u64, len: u64) -> Result<Vec<u8>, CheckpointError>;
+}
+
+/// One output file: its header and which source tensors fill it, in order.
+struct Plan {
+    component: Component,
+    header: Vec<u8>,
+    tensors: Vec<TensorInfo>,
+    total: u64,
+}
+
+fn dtype_name(d: Dtype) -> &'static str {
+    match d {
+        Dtype::F32 => "F32",
+        Dtype::F16 => "F16",
+        Dtype::BF16 => "BF16",
+        Dtype::I64 => "I64",
+        Dtype::I32 => "I32",
+        Dtype::U8 => "U8",
+        Dtype::I8 => "I8",
+        Dtype::Bool => "BOOL",
+        Dtype::F64 => "F64",
+    }
+}
+
+fn plan(header: &Header, layout: &Layout) -> Result<Vec<Plan>, CheckpointError> {
+    let mut plans = Vec::new();
+    for component in Component::ALL {
+        let mut entries = serde_json::Map::new();
+        let mut tensors = Vec::new();
+        let mut offset = 0u64;
+        for t in &header.tensors {
+            let Some((c, name)) = diffusers_name(&t.name, layout)? else { continue };
+            if c != component {
+                continue;
+            }
+            let len = t.end - t.start;
+            let shape = diffusers_shape(c, &name, &t.shape);
+            let entry = serde_json::json!({ "dtype": dtype_name(t.dtype), "shape": shape, "data_offsets": [offset, offset + len] });
+            if entries.insert(name.clone(), entry).is_some() {
+                return Err(CheckpointError::Unknown(format!("{} (a second tensor named {name})", t.name)));
+            }
+            offset += len;
+            tensors.push(t.clone());
+        }
+        if tensors.is_empty() {
+            return Err(CheckpointError::Unsupported(format!(
+                "the checkpoint has no {} weights: it is not a full SD 1.x checkpoint (a LoRA or a single component?)",
+                component.name()
+            )));
+        }
+        let mut json = serde_json::to_vec(&Value::Object(entries)).expect("a JSON map serializes");
+        // Tensor data aligned to 8 bytes, as safetensors writers do.
+        while (8 + json.len()) % 8 != 0 {
+            json.push(b' ');
+        }
+        let mut head = (json.len() as u64).to_le_bytes().to_vec();
+        head.extend_from_slice(&json);
+        plans.push(Plan { component, total: head.len() as u64 + offset, header: head, tensors });
+    }
+    Ok(plans)
+}
+
+/// Writes a file into the store chunk by chunk as its bytes come.
+struct ChunkWriter<'a, C: ChunkStore> {
+    store: &'a C,
+    key: String,
+    chunk_size: u64,
+    index: u64,
+    buffer: Vec<u8>,
+}
+
+impl<C: ChunkStore> ChunkWriter<'_, C> {
+    async fn push(&mut self, mut bytes: &[u8]) -> Result<(), CheckpointError> {
+        while !bytes.is_empty() {
+            let room = self.chunk_size as usize - self.buffer.len();
+            let take = room.min(bytes.len());
+            self.buffer.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.buffer.len() == self.chunk_size as usize {
+                self.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), CheckpointError> {
+        if !self.buffer.is_empty() {
+            self.store.write_chunk(&self.key, self.index, self.chunk_size, &self.buffer).await?;
+            self.index += 1;
+            self.buffer.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Stores small bytes (a config file) as a complete file of the store.
+pub async fn store_file<C: ChunkStore>(store: &C, key: &str, bytes: &[u8], chunk_size: u64) -> Result<(), CheckpointError> {
+    store.remove(key).await?;
+    store.set_total(key, bytes.len() as u64).await?;
+    let mut writer = ChunkWriter { store, key: key.to_string(), chunk_size, index: 0, buffer: Vec::new() };
+    writer.push(bytes).await?;
+    writer.flush().await?;
+    store.mark_complete(key).await?;
+    Ok(())
+}
+
+/// What an import wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Imported {
+    /// (diffusers path, bytes) of each file written.
+    pub files: Vec<(String, u64)>,
+    /// Checkpoint tensors left out (EMA copies, training state).
+    pub skipped: usize,
+}
+
+/// Copies a single-file SD 1.x checkpoint into `store` as the weight files of model `id` in the
+/// diffusers layout. `progress` sees (bytes written, bytes to write); `cancelled` is asked
+/// between tensors. The configs and tokenizer come from a base model, stored by the caller.
+pub async fn import_checkpoint<S: ByteSource, C: ChunkStore>(
+    source: &S,
+    store: &C,
+    id: &str,
+    layout: &Layout,
+    chunk_size: u64,
+    progress: &mut dyn FnMut(u64, u64),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Imported, CheckpointError> {
+    let outcome = copy(source, store, id, layout, chunk_size, progress, cancelled).await;
+    if outcome.is_err() {
+        // A half-written import is never left looking like a model.
+        for c in Component::ALL {
+            let _ = store.remove(&format!("{id}/{}", c.path())).await;
+        }
+    }
+    outcome
+}
+
+async fn copy<S: ByteSource, C: ChunkStore>(
+    source: &S,
+    store: &C,
+    id: &str,
+    layout: &Layout,
+    chunk_size: u64,
+    progress: &mut dyn FnMut(u64, u64),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Imported, CheckpointError> {
+    let len = source.len();
+    let first8: [u8; 8] =
+        source.read(0, 8).await?.try_into().map_err(|_| SafetensorsError::TooShort(len))?;
+    let span = header_span(first8, len)?;
+    let header = Header::parse(&source.read(0, span).await?, len)?;
+    let plans = plan(&header, layout)?;
+    let used: usize = plans.iter().map(|p| p.tensors.len()).sum();
+    let total: u64 = plans.iter().map(|p| p.total).sum();
+    let mut done = 0u64;
+    let mut files = Vec::new();
+    for p in &plans {
+        let key = format!("{id}/{}", p.component.path());
+        store.remove(&key).await?;
+        store.set_total(&key, p.total).await?;
+        let mut writer = ChunkWriter { store, key: key.clone(), chunk_size, index: 0, buffer: Vec::new() };
+        writer.push(&p.header).await?;
+        for t in &p.tensors {
+            if cancelled() {
+                return Err(CheckpointError::Cancelled);
+            }
+            let mut at = t.start;
+            while at < t.end {
+                let n = (t.end - at).min(chunk_size);
+                let bytes = source.read(at, n).await?;
+                if bytes.len() as u64 != n {
+                    return Err(CheckpointError::Read(format!("{}: short read", t.name)));
+                }
+                writer.push(&bytes).await?;
+                at += n;
+                done += n;
+                progress(done, total);
+            }
+        }
+        writer.flush().await?;
+        store.mark_complete(&key).await?;
+        done += p.header.len() as u64;
+        progress(done, total);
+        files.push((p.component.path().to_string(), p.total));
+    }
+    Ok(Imported { files, skipped: header.tensors.len() - used })
+}
+
+/// The files an imported model takes from its base model (configs, tokenizer, scheduler).
+pub const BASE_FILES: [&str; 9] = [
+    "model_index.json",
+    "scheduler/scheduler_config.json",
+    "text_encoder/config.json",
+    "tokenizer/merges.txt",
+    "tokenizer/special_tokens_map.json",
+    "tokenizer/tokenizer_config.json",
+    "tokenizer/vocab.json",
+    "unet/config.json",
+    "vae/config.json",
+];
+
+/// A manifest for an imported model, so it lists, loads and deletes like a downloaded one.
+/// `files` are (path, size) of everything stored under `id`.
+pub fn imported_manifest(id: &str, name: &str, base: &crate::Manifest, files: &[(String, u64)]) -> String {
+    let mut toml = format!(
+        "# Imported on this device from a single-file checkpoint, on the configs of {base_name}.\n\
+         id = {id:?}\nname = {name:?}\nfamily = {family:?}\n\
+         description = \"Imported from a local checkpoint (base: {base_name})\"\n\n\
+         [license]\nname = \"The checkpoint's own license (it derives from {base_name}: {license})\"\nurl = {url:?}\n\n\
+         [source]\nrepo = \"local/{id}\"\nrevision = \"imported\"\n\n",
+        base_name = base.name,
+        family = base.family,
+        license = base.license.name,
+        url = base.license.url,
+    );
+    if let Some(d) = &base.defaults {
+        toml += &format!(
+            "[defaults]\nwidth = {}\nheight = {}\nsteps = {}\ncfg = {:?}\nsampler = {:?}\n\n",
+            d.width, d.height, d.steps, d.cfg, d.sampler
+        );
+    }
+    toml += &format!("[quantization]\nlinear = {:?}\nconv = {:?}\n", base.quantization.linear, base.quantization.conv);
+    for (path, size) in files {
+        let component = path.split('/').next().filter(|_| path.contains('/')).unwrap_or("pipeline");
+        toml += &format!("\n[[files]]\npath = {path:?}\ncomponent = {component:?}\nsize = {size}\n");
+    }
+    toml
+}
