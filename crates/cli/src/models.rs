@@ -1,9 +1,12 @@
-//! `darkroom models list|fetch|rm`: the manifests in `models/` (or one given with --manifest)
-//! against the cache folder.
+//! `darkroom models list|fetch|rm|import`: the manifests in `models/` (or one given with
+//! --manifest) and the imported checkpoints against the cache folder.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use darkroom_weights::checkpoint::{
+    import_checkpoint, imported_manifest, store_file, ByteSource, CheckpointError, Layout, BASE_FILES,
+};
 use darkroom_weights::fetch::{fetch_model, ChunkStore, FetchOptions, FetchProgress, DEFAULT_CHUNK};
 use darkroom_weights::manifest;
 use darkroom_weights::native::{default_cache_dir, FolderStore, HttpSource};
@@ -41,14 +44,45 @@ pub enum Action {
     },
     /// Delete a model from the cache (`all` deletes every model).
     Rm { id: String },
+    /// Import a single-file SD 1.x checkpoint (.safetensors in the original LDM layout, as model
+    /// sites share them) into the cache, on the configs and tokenizer of a base model.
+    Import {
+        /// The checkpoint file.
+        file: PathBuf,
+        /// The base model: an id (downloaded) or a diffusers folder. Its configs, tokenizer and
+        /// scheduler are used; its weights are not.
+        #[arg(long, default_value = "sd-1.5")]
+        base: String,
+        /// The new model's id (default: from the file name).
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        quiet: bool,
+    },
 }
+
+/// The manifest an imported model keeps in its folder.
+const IMPORTED_MANIFEST: &str = "darkroom-manifest.toml";
 
 fn usage(message: String) -> Failure {
     Failure { message, usage: true }
 }
 
-fn manifests(extra: Option<&Path>) -> Result<Vec<Manifest>, Failure> {
+/// The built-in manifests, the imported models in `cache`, and `extra`.
+fn manifests(extra: Option<&Path>, cache: &Path) -> Result<Vec<Manifest>, Failure> {
     let mut all = manifest::builtin().map_err(|e| Failure { message: e.to_string(), usage: false })?;
+    if let Ok(dirs) = std::fs::read_dir(cache) {
+        let mut found: Vec<PathBuf> =
+            dirs.flatten().map(|d| d.path().join(IMPORTED_MANIFEST)).filter(|p| p.is_file()).collect();
+        found.sort();
+        for path in found {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if let Ok(m) = Manifest::parse(&text, &path.display().to_string()) {
+                all.retain(|x| x.id != m.id);
+                all.push(m);
+            }
+        }
+    }
     if let Some(path) = extra {
         let text = std::fs::read_to_string(path)
             .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
@@ -98,9 +132,9 @@ fn state(store: &FolderStore, m: &Manifest) -> Result<(String, u64), Failure> {
 
 /// The cache folder of a complete model, for `generate --model <id>`.
 pub fn resolve(id: &str, cache: Option<&Path>) -> Result<PathBuf, Failure> {
-    let all = manifests(None)?;
-    let m = find(&all, id)?;
     let store = FolderStore::new(cache.map_or_else(default_cache_dir, Path::to_path_buf));
+    let all = manifests(None, &store.root)?;
+    let m = find(&all, id)?;
     let (label, _) = state(&store, &m)?;
     if label != "complete" {
         return Err(usage(format!(
@@ -112,9 +146,10 @@ pub fn resolve(id: &str, cache: Option<&Path>) -> Result<PathBuf, Failure> {
 }
 
 pub fn run(args: ModelsArgs) -> Result<(), Failure> {
-    let all = manifests(args.manifest.as_deref())?;
     let store = FolderStore::new(args.cache.clone().unwrap_or_else(default_cache_dir));
+    let all = manifests(args.manifest.as_deref(), &store.root)?;
     match args.action {
+        Action::Import { file, base, id, quiet } => import(&store, &all, &file, &base, id, quiet),
         Action::List => {
             println!("cache: {}", store.root.display());
             for m in &all {
@@ -192,4 +227,117 @@ pub fn run(args: ModelsArgs) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// A checkpoint file read in ranges.
+struct CheckpointFile {
+    file: std::sync::Mutex<std::fs::File>,
+    len: u64,
+}
+
+impl ByteSource for CheckpointFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    async fn read(&self, start: u64, len: u64) -> Result<Vec<u8>, CheckpointError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file =
+            self.file.lock().map_err(|_| CheckpointError::Read("the file lock is poisoned".into()))?;
+        file.seek(SeekFrom::Start(start)).map_err(|e| CheckpointError::Read(e.to_string()))?;
+        let mut out = Vec::with_capacity(len as usize);
+        (&mut *file).take(len).read_to_end(&mut out).map_err(|e| CheckpointError::Read(e.to_string()))?;
+        Ok(out)
+    }
+}
+
+/// `darkroom models import FILE --base B [--id ID]`.
+fn import(
+    store: &FolderStore,
+    all: &[Manifest],
+    file: &Path,
+    base: &str,
+    id: Option<String>,
+    quiet: bool,
+) -> Result<(), Failure> {
+    let fail = |message: String| Failure { message, usage: false };
+    let opened =
+        std::fs::File::open(file).map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
+    let len = opened.metadata().map_err(|e| usage(format!("{}: {e}", file.display())))?.len();
+    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let id = id.unwrap_or_else(|| {
+        let slug: String = stem
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
+            .collect();
+        slug.trim_matches('-').to_string()
+    });
+    if all.iter().any(|m| m.id == id && !store.model_dir(&id).join(IMPORTED_MANIFEST).is_file()) {
+        return Err(usage(format!("{id} is a built-in model's id; pass --id to name the import")));
+    }
+    // The base: a diffusers folder, or a downloaded model by id (whose manifest lends defaults).
+    let (base_dir, base_manifest) = if Path::new(base).join("unet/config.json").is_file() {
+        let mut m = manifest::find("sd-1.5").map_err(|e| fail(e.to_string()))?;
+        m.name = Path::new(base).file_name().map_or(base.to_string(), |n| n.to_string_lossy().into_owned());
+        (PathBuf::from(base), m)
+    } else {
+        (resolve(base, Some(&store.root))?, find(all, base)?)
+    };
+    let read = |p: &str| std::fs::read(base_dir.join(p));
+    let text = |p: &str| {
+        read(p)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| fail(format!("the base model has no {p}")))
+    };
+    let layout = Layout::from_configs(&text("unet/config.json")?, &text("vae/config.json")?)
+        .map_err(|e| fail(e.to_string()))?;
+    let source = CheckpointFile { file: std::sync::Mutex::new(opened), len };
+    let started = std::time::Instant::now();
+    let mut progress = |done: u64, total: u64| {
+        if !quiet {
+            let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
+            eprint!("\r{} / {}  {}/s   ", mb(done), mb(total), mb(rate as u64));
+            let _ = std::io::stderr().flush();
+        }
+    };
+    let imported = pollster::block_on(import_checkpoint(
+        &source,
+        store,
+        &id,
+        &layout,
+        DEFAULT_CHUNK,
+        &mut progress,
+        &|| false,
+    ))
+    .map_err(|e| Failure {
+        usage: !matches!(e, CheckpointError::Store(_)),
+        message: format!("{}: {e}", file.display()),
+    })?;
+    if !quiet {
+        eprintln!();
+    }
+    let mut files = imported.files.clone();
+    for path in BASE_FILES {
+        if let Ok(bytes) = read(path) {
+            pollster::block_on(store_file(store, &format!("{id}/{path}"), &bytes, DEFAULT_CHUNK))
+                .map_err(|e| fail(e.to_string()))?;
+            files.push((path.to_string(), bytes.len() as u64));
+        }
+    }
+    files.sort();
+    let toml = imported_manifest(&id, &stem, &base_manifest, &files);
+    Manifest::parse(&toml, IMPORTED_MANIFEST)
+        .map_err(|e| fail(format!("the imported model's manifest: {e}")))?;
+    let path = store.model_dir(&id).join(IMPORTED_MANIFEST);
+    std::fs::write(&path, toml).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    if imported.skipped > 0 {
+        println!(
+            "left out {} tensors a pipeline does not use (EMA weights, training state)",
+            imported.skipped
+        );
+    }
+    println!("{id} is ready in {}: darkroom generate --model {id} …", store.model_dir(&id).display());
+    Ok(())
 }

@@ -135,3 +135,80 @@ fn list_fetch_generate_and_remove() {
     assert_eq!(not_found.status.code(), Some(2), "{}", text(&not_found));
     assert!(text(&not_found).contains("404"), "{}", text(&not_found));
 }
+
+/// A single-file checkpoint imports into the cache on a base model's configs, lists as complete,
+/// generates the very image its diffusers folder makes, and is removed like any model.
+#[test]
+fn an_imported_single_file_checkpoint_generates_like_its_diffusers_folder() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-output/cli-import");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let cache = root.join("cache");
+    let checkpoint = root.join("My Model v2.safetensors");
+    std::fs::write(&checkpoint, darkroom_weights::testing::tiny_ldm_checkpoint(&fixtures())).unwrap();
+    let base = fixtures().join("tiny-sd");
+
+    let import = darkroom(
+        &["models", "import", checkpoint.to_str().unwrap(), "--base", base.to_str().unwrap(), "--quiet"],
+        &cache,
+    );
+    assert!(import.status.success(), "{}", text(&import));
+    assert!(text(&import).contains("left out 2 tensors"), "{}", text(&import));
+    let list = darkroom(&["models", "list"], &cache);
+    let line = text(&list).lines().find(|l| l.starts_with("my-model-v2")).map(String::from);
+    assert!(line.as_deref().is_some_and(|l| l.contains("complete")), "{}", text(&list));
+
+    let args = |model: &str, out: &PathBuf| {
+        vec![
+            "generate".to_string(),
+            "--model".into(),
+            model.into(),
+            "--prompt".into(),
+            "a red boat".into(),
+            "--seed".into(),
+            "3".into(),
+            "--steps".into(),
+            "2".into(),
+            "--sampler".into(),
+            "euler".into(),
+            "--width".into(),
+            "64".into(),
+            "--height".into(),
+            "48".into(),
+            "--precision".into(),
+            "f32".into(),
+            "--quiet".into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+        ]
+    };
+    let (ours, theirs) = (root.join("imported.png"), root.join("folder.png"));
+    for (model, out) in [("my-model-v2", &ours), (base.to_str().unwrap(), &theirs)] {
+        let a = args(model, out);
+        let run = darkroom(&a.iter().map(String::as_str).collect::<Vec<_>>(), &cache);
+        assert!(run.status.success(), "{}", text(&run));
+    }
+    let pixels = |p: &PathBuf| darkroom_pipeline::Image::from_png(&std::fs::read(p).unwrap()).unwrap().rgba;
+    assert_eq!(pixels(&ours), pixels(&theirs), "the same weights make the same image");
+
+    // A LoRA is not a checkpoint: refused with a reason, exit code 2, nothing left behind.
+    let lora = root.join("lora.safetensors");
+    let lora_tensors = [(
+        "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight".to_string(),
+        "F16",
+        vec![4, 32],
+        vec![0; 256],
+    )];
+    std::fs::write(&lora, darkroom_weights::testing::safetensors_bytes(&lora_tensors)).unwrap();
+    let refused = darkroom(
+        &["models", "import", lora.to_str().unwrap(), "--base", base.to_str().unwrap(), "--quiet"],
+        &cache,
+    );
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(text(&refused).contains("not a full SD 1.x checkpoint"), "{}", text(&refused));
+    assert!(!cache.join("lora").exists());
+
+    let rm = darkroom(&["models", "rm", "my-model-v2"], &cache);
+    assert!(rm.status.success(), "{}", text(&rm));
+    assert!(!cache.join("my-model-v2").exists(), "the import is gone, manifest and all");
+}

@@ -74,8 +74,10 @@ pub struct Layout {
 impl Layout {
     /// From the base model's `unet/config.json` and `vae/config.json`.
     pub fn from_configs(unet: &str, vae: &str) -> Result<Layout, CheckpointError> {
-        let unet: Value = serde_json::from_str(unet).map_err(|e| CheckpointError::Config("unet/config.json", e.to_string()))?;
-        let vae: Value = serde_json::from_str(vae).map_err(|e| CheckpointError::Config("vae/config.json", e.to_string()))?;
+        let unet: Value = serde_json::from_str(unet)
+            .map_err(|e| CheckpointError::Config("unet/config.json", e.to_string()))?;
+        let vae: Value = serde_json::from_str(vae)
+            .map_err(|e| CheckpointError::Config("vae/config.json", e.to_string()))?;
         let bad = |what: &'static str| CheckpointError::Config(what, "a field is missing".into());
         let up_attention = unet["up_block_types"]
             .as_array()
@@ -84,7 +86,8 @@ impl Layout {
             .map(|t| t.as_str().is_some_and(|s| s.starts_with("CrossAttn")))
             .collect();
         Ok(Layout {
-            layers_per_block: unet["layers_per_block"].as_u64().ok_or_else(|| bad("unet/config.json"))? as usize,
+            layers_per_block: unet["layers_per_block"].as_u64().ok_or_else(|| bad("unet/config.json"))?
+                as usize,
             up_attention,
             vae_levels: vae["block_out_channels"].as_array().ok_or_else(|| bad("vae/config.json"))?.len(),
         })
@@ -136,7 +139,9 @@ fn unet_name(key: &str, layout: &Layout) -> Option<String> {
         let (i, slot, rest) = indices(rest)?;
         let (block, layer) = ((i.checked_sub(1)?) / per, (i - 1) % per);
         return match (slot, layer == layout.layers_per_block) {
-            (0, true) => Some(format!("down_blocks.{block}.downsamplers.0.conv.{}", rest.strip_prefix("op.")?)),
+            (0, true) => {
+                Some(format!("down_blocks.{block}.downsamplers.0.conv.{}", rest.strip_prefix("op.")?))
+            }
             (0, false) => Some(format!("down_blocks.{block}.resnets.{layer}.{}", rename(rest, &UNET_RESNET))),
             (1, false) => Some(format!("down_blocks.{block}.attentions.{layer}.{rest}")),
             _ => None,
@@ -171,7 +176,10 @@ fn unet_name(key: &str, layout: &Layout) -> Option<String> {
 fn vae_name(key: &str, layout: &Layout) -> Option<String> {
     let (part, rest) = key.split_once('.')?;
     if part != "encoder" && part != "decoder" {
-        return ["quant_conv.", "post_quant_conv."].iter().any(|p| key.starts_with(p)).then(|| key.to_string());
+        return ["quant_conv.", "post_quant_conv."]
+            .iter()
+            .any(|p| key.starts_with(p))
+            .then(|| key.to_string());
     }
     if let Some(rest) = rest.strip_prefix("down.").filter(|_| part == "encoder") {
         let (level, rest) = rest.split_once('.')?;
@@ -232,14 +240,17 @@ pub fn diffusers_name(key: &str, layout: &Layout) -> Result<Option<(Component, S
         ));
     }
     if key.starts_with("conditioner.") {
-        return Err(CheckpointError::Unsupported("this is an SDXL checkpoint; only SD 1.x imports so far".into()));
+        return Err(CheckpointError::Unsupported(
+            "this is an SDXL checkpoint; only SD 1.x imports so far".into(),
+        ));
     }
     Ok(None)
 }
 
 /// The shape in the diffusers layout: the VAE's attention projections lose their 1x1.
 fn diffusers_shape(component: Component, name: &str, shape: &[u64]) -> Vec<u64> {
-    let projection = ["to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight"].iter().any(|s| name.ends_with(s));
+    let projection =
+        ["to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight"].iter().any(|s| name.ends_with(s));
     if component == Component::Vae && projection && shape.len() == 4 && shape[2] == 1 && shape[3] == 1 {
         shape[..2].to_vec()
     } else {
@@ -348,7 +359,12 @@ impl<C: ChunkStore> ChunkWriter<'_, C> {
 }
 
 /// Stores small bytes (a config file) as a complete file of the store.
-pub async fn store_file<C: ChunkStore>(store: &C, key: &str, bytes: &[u8], chunk_size: u64) -> Result<(), CheckpointError> {
+pub async fn store_file<C: ChunkStore>(
+    store: &C,
+    key: &str,
+    bytes: &[u8],
+    chunk_size: u64,
+) -> Result<(), CheckpointError> {
     store.remove(key).await?;
     store.set_total(key, bytes.len() as u64).await?;
     let mut writer = ChunkWriter { store, key: key.to_string(), chunk_size, index: 0, buffer: Vec::new() };
@@ -399,8 +415,7 @@ async fn copy<S: ByteSource, C: ChunkStore>(
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Imported, CheckpointError> {
     let len = source.len();
-    let first8: [u8; 8] =
-        source.read(0, 8).await?.try_into().map_err(|_| SafetensorsError::TooShort(len))?;
+    let first8: [u8; 8] = source.read(0, 8).await?.try_into().map_err(|_| SafetensorsError::TooShort(len))?;
     let span = header_span(first8, len)?;
     let header = Header::parse(&source.read(0, span).await?, len)?;
     let plans = plan(&header, layout)?;
@@ -473,7 +488,10 @@ pub fn imported_manifest(id: &str, name: &str, base: &crate::Manifest, files: &[
             d.width, d.height, d.steps, d.cfg, d.sampler
         );
     }
-    toml += &format!("[quantization]\nlinear = {:?}\nconv = {:?}\n", base.quantization.linear, base.quantization.conv);
+    toml += &format!(
+        "[quantization]\nlinear = {:?}\nconv = {:?}\n",
+        base.quantization.linear, base.quantization.conv
+    );
     for (path, size) in files {
         let component = path.split('/').next().filter(|_| path.contains('/')).unwrap_or("pipeline");
         toml += &format!("\n[[files]]\npath = {path:?}\ncomponent = {component:?}\nsize = {size}\n");

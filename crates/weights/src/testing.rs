@@ -84,3 +84,51 @@ pub fn serve(root: PathBuf, faults: Arc<Mutex<Faults>>) -> std::io::Result<Strin
     });
     Ok(format!("http://{addr}"))
 }
+
+/// A safetensors file from named tensors (dtype name, shape, bytes), in the given order.
+pub fn safetensors_bytes(tensors: &[(String, &str, Vec<u64>, Vec<u8>)]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0;
+    for (name, dtype, shape, bytes) in tensors {
+        let entry = serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes.len()] });
+        header.insert(name.clone(), entry);
+        offset += bytes.len();
+    }
+    let json = serde_json::to_vec(&serde_json::Value::Object(header)).expect("a JSON map serializes");
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&json);
+    for (_, _, _, bytes) in tensors {
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
+/// The tiny test model (`fixtures/tiny-sd`) as a single-file checkpoint, every tensor named as
+/// diffusers reads such a file (`fixtures/ldm/tiny-sd-ldm-map.json`, made and checked by
+/// tests/reference/ldm_checkpoint.py), plus what real checkpoints carry besides: EMA weights'
+/// bookkeeping and training state.
+pub fn tiny_ldm_checkpoint(fixtures: &std::path::Path) -> Vec<u8> {
+    use crate::checkpoint::Component;
+    use crate::{Dtype, SafetensorsFile};
+    let map =
+        std::fs::read_to_string(fixtures.join("ldm/tiny-sd-ldm-map.json")).expect("the LDM map fixture");
+    let entries: Vec<(String, String, String, Vec<u64>)> =
+        serde_json::from_str(&map).expect("the LDM map parses");
+    let file = |c: Component| {
+        let bytes = std::fs::read(fixtures.join("tiny-sd").join(c.path())).expect("the tiny model");
+        SafetensorsFile::from_bytes(bytes).expect("the tiny model parses")
+    };
+    let files: HashMap<&str, SafetensorsFile> = Component::ALL.iter().map(|&c| (c.name(), file(c))).collect();
+    let mut tensors = vec![("alphas_cumprod".to_string(), "F32", vec![2], vec![0; 8])];
+    for (ldm, component, name, shape) in entries {
+        let file = &files[component.as_str()];
+        let info = file.header.get(&name).expect("the map names the tiny model's tensors");
+        let dtype = match info.dtype {
+            Dtype::F16 => "F16",
+            _ => "F32",
+        };
+        tensors.push((ldm, dtype, shape, file.tensor_bytes(info).to_vec()));
+    }
+    tensors.push(("model_ema.decay".to_string(), "F32", vec![], vec![0; 4]));
+    safetensors_bytes(&tensors)
+}

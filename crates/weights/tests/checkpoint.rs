@@ -2,13 +2,13 @@
 //! of such a file: tests/fixtures/ldm/tiny-sd-ldm-map.json lists every tensor of the tiny model
 //! with its single-file name, as diffusers' converters read it back (tests/reference/ldm_checkpoint.py).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use darkroom_weights::checkpoint::{diffusers_name, import_checkpoint, ByteSource, CheckpointError, Component, Layout};
+use darkroom_weights::checkpoint::{
+    diffusers_name, import_checkpoint, ByteSource, CheckpointError, Component, Layout,
+};
 use darkroom_weights::native::FolderStore;
 use darkroom_weights::SafetensorsFile;
-use serde_json::Value;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
@@ -49,8 +49,13 @@ fn every_name_maps_as_diffusers_reads_it() {
         assert_eq!(got, Some((*c, name.clone())), "{ldm}");
     }
     // What a pipeline does not use is left out, not an error.
-    for skipped in ["model_ema.decay", "model_ema.diffusion_modelinput_blocks00weight", "alphas_cumprod",
-        "cond_stage_model.transformer.text_model.embeddings.position_ids", "lora_unet_down_blocks_0.alpha"] {
+    for skipped in [
+        "model_ema.decay",
+        "model_ema.diffusion_modelinput_blocks00weight",
+        "alphas_cumprod",
+        "cond_stage_model.transformer.text_model.embeddings.position_ids",
+        "lora_unet_down_blocks_0.alpha",
+    ] {
         assert_eq!(diffusers_name(skipped, &layout).unwrap(), None, "{skipped}");
     }
     for (bad, why) in [
@@ -64,44 +69,12 @@ fn every_name_maps_as_diffusers_reads_it() {
     }
 }
 
-fn dtype_name(d: darkroom_weights::Dtype) -> &'static str {
-    match d {
-        darkroom_weights::Dtype::F32 => "F32",
-        darkroom_weights::Dtype::F16 => "F16",
-        other => panic!("the tiny model has no {other:?}"),
-    }
-}
-
-/// A safetensors file from named tensors (dtype, shape, bytes), in the given order.
-fn safetensors(tensors: &[(String, &str, Vec<u64>, Vec<u8>)]) -> Vec<u8> {
-    let mut header = serde_json::Map::new();
-    let mut offset = 0;
-    for (name, dtype, shape, bytes) in tensors {
-        let entry = serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes.len()] });
-        header.insert(name.clone(), entry);
-        offset += bytes.len();
-    }
-    let json = serde_json::to_vec(&Value::Object(header)).unwrap();
-    let mut out = (json.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&json);
-    for (_, _, _, bytes) in tensors {
-        out.extend_from_slice(bytes);
-    }
-    out
-}
-
-/// The tiny model as a single-file checkpoint named as diffusers reads one, plus what real
-/// checkpoints carry besides (EMA weights, training state).
 fn ldm_checkpoint() -> Vec<u8> {
-    let files: BTreeMap<Component, SafetensorsFile> = Component::ALL.iter().map(|&c| (c, original(c))).collect();
-    let mut tensors = vec![("alphas_cumprod".to_string(), "F32", vec![2], vec![0; 8])];
-    for (ldm, c, name, shape) in map() {
-        let file = &files[&c];
-        let info = file.header.get(&name).unwrap();
-        tensors.push((ldm, dtype_name(info.dtype), shape, file.tensor_bytes(info).to_vec()));
-    }
-    tensors.push(("model_ema.decay".to_string(), "F32", vec![], vec![0; 4]));
-    safetensors(&tensors)
+    darkroom_weights::testing::tiny_ldm_checkpoint(&fixtures())
+}
+
+fn safetensors(tensors: &[(String, &str, Vec<u64>, Vec<u8>)]) -> Vec<u8> {
+    darkroom_weights::testing::safetensors_bytes(tensors)
 }
 
 struct Memory(Vec<u8>);
@@ -129,17 +102,28 @@ fn an_import_writes_the_diffusers_files_tensor_for_tensor() {
     let mut seen = Vec::new();
     let mut progress = |done, total| seen.push((done, total));
     // A small chunk size, so tensors span chunks and chunks span tensors.
-    let imported = pollster::block_on(import_checkpoint(&source, &store, "mine", &layout(), 4096, &mut progress, &|| false))
-        .unwrap();
+    let imported = pollster::block_on(import_checkpoint(
+        &source,
+        &store,
+        "mine",
+        &layout(),
+        4096,
+        &mut progress,
+        &|| false,
+    ))
+    .unwrap();
     assert_eq!(imported.skipped, 2, "alphas_cumprod and model_ema.decay are left out");
     assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "progress only grows");
     let (done, total) = *seen.last().unwrap();
     assert_eq!(done, total);
     assert_eq!(total, imported.files.iter().map(|(_, n)| n).sum::<u64>());
     for c in Component::ALL {
-        let ours = SafetensorsFile::from_bytes(std::fs::read(dir.join("mine").join(c.path())).unwrap()).unwrap();
+        let ours =
+            SafetensorsFile::from_bytes(std::fs::read(dir.join("mine").join(c.path())).unwrap()).unwrap();
         let theirs = original(c);
-        let names = |f: &SafetensorsFile| f.header.tensors.iter().map(|t| t.name.clone()).collect::<std::collections::BTreeSet<_>>();
+        let names = |f: &SafetensorsFile| {
+            f.header.tensors.iter().map(|t| t.name.clone()).collect::<std::collections::BTreeSet<_>>()
+        };
         assert_eq!(names(&ours), names(&theirs), "{c:?}: the same tensor names");
         for t in &theirs.header.tensors {
             let o = ours.header.get(&t.name).unwrap();
@@ -155,11 +139,24 @@ fn what_is_not_a_full_sd1_checkpoint_is_refused_with_a_reason() {
     let layout = layout();
     let import = |bytes: Vec<u8>| {
         let (dir, store) = temp_store("refuse");
-        let r = pollster::block_on(import_checkpoint(&Memory(bytes), &store, "x", &layout, 4096, &mut |_, _| {}, &|| false));
+        let r = pollster::block_on(import_checkpoint(
+            &Memory(bytes),
+            &store,
+            "x",
+            &layout,
+            4096,
+            &mut |_, _| {},
+            &|| false,
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         r.map(|_| ()).unwrap_err().to_string()
     };
-    let lora = safetensors(&[("lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight".into(), "F16", vec![4, 32], vec![0; 256])]);
+    let lora = safetensors(&[(
+        "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight".into(),
+        "F16",
+        vec![4, 32],
+        vec![0; 256],
+    )]);
     assert!(import(lora).contains("not a full SD 1.x checkpoint"));
     let sd2 = safetensors(&[("cond_stage_model.model.ln_final.weight".into(), "F32", vec![1], vec![0; 4])]);
     assert!(import(sd2).contains("SD 2.x"));
@@ -168,8 +165,19 @@ fn what_is_not_a_full_sd1_checkpoint_is_refused_with_a_reason() {
     cut.truncate(cut.len() / 2);
     assert!(import(cut).contains("safetensors"), "a truncated file fails its header check");
     let (dir, store) = temp_store("cancel");
-    let cancelled = pollster::block_on(import_checkpoint(&Memory(ldm_checkpoint()), &store, "x", &layout, 4096, &mut |_, _| {}, &|| true));
+    let cancelled = pollster::block_on(import_checkpoint(
+        &Memory(ldm_checkpoint()),
+        &store,
+        "x",
+        &layout,
+        4096,
+        &mut |_, _| {},
+        &|| true,
+    ));
     assert!(cancelled.unwrap_err().to_string().contains("cancelled"));
-    assert!(!dir.join("x/unet").join("diffusion_pytorch_model.safetensors").exists(), "nothing half-written is left");
+    assert!(
+        !dir.join("x/unet").join("diffusion_pytorch_model.safetensors").exists(),
+        "nothing half-written is left"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
