@@ -11,7 +11,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { readFileSync, mkdtempSync } from 'node:fs';
+import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { launch, openPage, ARTIFACTS, APP_URL } from './harness.mjs';
@@ -85,6 +85,35 @@ function pngText(bytes) {
     at += 12 + len;
   }
   return out;
+}
+
+/// The tiny model as a single-file checkpoint, every tensor named as diffusers reads such a file
+/// (tests/fixtures/ldm/tiny-sd-ldm-map.json, made and checked by tests/reference/ldm_checkpoint.py).
+function tinyLdmCheckpoint() {
+  const map = JSON.parse(readFileSync(path.join(FIXTURES, 'ldm', 'tiny-sd-ldm-map.json'), 'utf8'));
+  const paths = { unet: 'unet/diffusion_pytorch_model.safetensors', vae: 'vae/diffusion_pytorch_model.safetensors',
+    text_encoder: 'text_encoder/model.safetensors' };
+  const files = {};
+  for (const [component, file] of Object.entries(paths)) {
+    const bytes = readFileSync(path.join(FIXTURES, 'tiny-sd', file));
+    const n = Number(bytes.readBigUInt64LE(0));
+    files[component] = { bytes, header: JSON.parse(bytes.toString('utf8', 8, 8 + n)), start: 8 + n };
+  }
+  const header = {};
+  const parts = [];
+  let offset = 0;
+  for (const [ldm, component, name, shape] of map) {
+    const f = files[component];
+    const t = f.header[name];
+    const data = f.bytes.subarray(f.start + t.data_offsets[0], f.start + t.data_offsets[1]);
+    header[ldm] = { dtype: t.dtype, shape, data_offsets: [offset, offset + data.length] };
+    parts.push(data);
+    offset += data.length;
+  }
+  const json = Buffer.from(JSON.stringify(header));
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  return Buffer.concat([len, json, ...parts]);
 }
 
 /// Drops a file on the page as a user dragging it from their desktop would.
@@ -202,6 +231,46 @@ test('download, generate (pixels as the CLI), PNG parameters, reload, gallery, u
   await page.waitForFunction((p) => document.querySelector('#prompt').value === p, PROMPT);
   assert.deepEqual(await settings(page), made);
   assert.equal(await page.$('.mask-stack'), null, 'a PNG with parameters is not taken as an init image');
+  assert.deepEqual(problems, []);
+});
+
+test('a local single-file checkpoint imports into the browser and makes its diffusers folder\'s image', async () => {
+  const { page, problems } = session;
+  const file = path.join(TMP, 'My Checkpoint.safetensors');
+  writeFileSync(file, tinyLdmCheckpoint());
+  await page.click('#tab-models');
+  await page.setInputFiles('#import-file', file);
+  assert.equal(await page.inputValue('#import-id'), 'my-checkpoint');
+  await page.click('#import-button');
+  await page.waitForSelector('#import-result', { timeout: 120_000 });
+  assert.match(await page.textContent('#import-result'), /is ready/);
+  await page.waitForSelector('[data-model="my-checkpoint"][data-state="complete"]', { timeout: 30_000 });
+  await page.screenshot({ path: path.join(ARTIFACTS, 'app-import.png'), fullPage: true });
+  await page.click('[data-model="my-checkpoint"] button.use');
+  assert.equal(await page.inputValue('#model'), 'my-checkpoint');
+  await page.fill('#prompt', 'a red boat');
+  await page.fill('#negative', '');
+  await page.selectOption('#sampler', 'euler');
+  await setField(page, '#steps', 2);
+  await setField(page, '#cfg', 7.5);
+  await setField(page, '#seed', 21);
+  await setField(page, '#width', 64);
+  await setField(page, '#height', 48);
+  await generateAndWait(page);
+  const ours = await pixels(page, { selector: '#results figure img' });
+  const theirs = await pixels(page, {
+    png: cli(['--prompt', 'a red boat', '--sampler', 'euler', '--steps', '2', '--cfg', '7.5', '--seed', '21',
+      '--width', '64', '--height', '48']),
+  });
+  const worst = maxDiff(ours, theirs);
+  assert.ok(worst <= 2, `imported checkpoint vs the diffusers folder through the CLI: worst pixel ${worst}/255`);
+  // Deleting it removes it from the list; the downloaded models stay.
+  await page.click('#tab-models');
+  await page.click('[data-model="my-checkpoint"] button.delete');
+  await page.waitForSelector('[data-model="my-checkpoint"]', { state: 'detached' });
+  assert.equal(await page.getAttribute('[data-model="tiny-sd"]', 'data-state'), 'complete');
+  await page.click('#tab-generate');
+  await page.selectOption('#model', 'tiny-sd');
   assert.deepEqual(problems, []);
 });
 

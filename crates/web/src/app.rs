@@ -26,7 +26,7 @@ fn query(key: &str) -> Option<String> {
     web_sys::UrlSearchParams::new_with_str(&search).ok()?.get(key)
 }
 
-fn entry(text: &str, file: &str, base: Option<String>) -> Result<ModelEntry, String> {
+pub(crate) fn entry(text: &str, file: &str, base: Option<String>) -> Result<ModelEntry, String> {
     let manifest = Manifest::parse(text, file).map_err(|e| e.to_string())?;
     Ok(ModelEntry {
         model_ref: ModelRef { manifest_toml: text.to_string(), manifest_file: file.to_string(), base },
@@ -36,13 +36,19 @@ fn entry(text: &str, file: &str, base: Option<String>) -> Result<ModelEntry, Str
     })
 }
 
-/// The built-in manifests and, if the address names one, an extra manifest (listed first).
+/// The built-in manifests, the models imported into this browser and, if the address names one,
+/// an extra manifest (listed first).
 async fn load_models(state: AppState) {
     let mut models = Vec::new();
     if let Some(url) = query("manifest") {
         match crate::model_check::text(&url).await.and_then(|text| entry(&text, &url, query("base"))) {
             Ok(e) => models.push(e),
             Err(e) => state.error.set(Some(format!("The model list at {url} could not be read: {e}"))),
+        }
+    }
+    for (text, key) in crate::import::imported_manifests().await {
+        if let Ok(e) = entry(&text, &key, None) {
+            models.push(e);
         }
     }
     for (file, text) in BUILTIN {

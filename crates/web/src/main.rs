@@ -9,6 +9,7 @@ mod components;
 mod gallery;
 mod generation;
 mod idb_model;
+mod import;
 mod model_check;
 mod probe;
 mod protocol;

@@ -42,6 +42,11 @@ impl ModelEntry {
     pub fn generates(&self) -> bool {
         self.manifest.family != "taesd"
     }
+
+    /// Imported from a local checkpoint (nothing to download).
+    pub fn imported(&self) -> bool {
+        self.manifest.source.revision == "imported"
+    }
 }
 
 /// An init image for img2img / inpainting, already at the request's size.

@@ -107,8 +107,116 @@ fn delete(state: AppState, entry: ModelEntry) {
             let _ = store.remove_model(&entry.manifest.id).await;
         }
         entry.download.set(None);
+        if entry.imported() {
+            // An import has nothing to download again: it leaves the list.
+            state.models.update(|list| list.retain(|m| m.manifest.id != entry.manifest.id));
+        }
         refresh_stored(state);
     });
+}
+
+/// Import a single-file checkpoint from disk on a downloaded base model's configs.
+#[component]
+fn ImportForm() -> impl IntoView {
+    let state = expect_context::<AppState>();
+    let file = StoredValue::new_local(None::<web_sys::File>);
+    let id = RwSignal::new(String::new());
+    let base = RwSignal::new(String::new());
+    let progress = RwSignal::new(None::<(u64, u64)>);
+    let outcome = RwSignal::new(None::<Result<String, String>>);
+    let bases = move || {
+        state
+            .models
+            .get()
+            .into_iter()
+            .filter(|m| {
+                m.generates()
+                    && m.stored.get().complete
+                    && !m.manifest.family.starts_with("sd-turbo")
+                    && !m.manifest.family.starts_with("sd2")
+            })
+            .collect::<Vec<_>>()
+    };
+    let pick = move |ev: leptos::ev::Event| {
+        use wasm_bindgen::JsCast;
+        let input: Option<web_sys::HtmlInputElement> = ev.target().and_then(|t| t.dyn_into().ok());
+        let chosen = input.and_then(|i| i.files()).and_then(|f| f.get(0));
+        if let Some(f) = &chosen {
+            id.set(crate::import::id_from_name(&f.name()));
+        }
+        file.set_value(chosen);
+        outcome.set(None);
+    };
+    let start = move |_| {
+        let Some(f) = file.get_value() else {
+            outcome.set(Some(Err("Pick a .safetensors checkpoint first.".into())));
+            return;
+        };
+        let chosen_base = if base.get_untracked().is_empty() {
+            bases().first().map(|m| m.manifest.id.clone())
+        } else {
+            Some(base.get_untracked())
+        };
+        let Some(base_entry) = chosen_base.and_then(|b| state.model(&b)) else {
+            outcome.set(Some(Err(
+                "Download an SD 1.x model first: an import takes its configs and tokenizer.".into(),
+            )));
+            return;
+        };
+        let new_id = id.get_untracked();
+        if state.model(&new_id).is_some() {
+            outcome.set(Some(Err(format!("A model called {new_id} exists already: pick another name."))));
+            return;
+        }
+        progress.set(Some((0, f.size() as u64)));
+        outcome.set(None);
+        spawn_local(async move {
+            let mut report = |done, total| progress.set(Some((done, total)));
+            let result =
+                crate::import::import(f, &base_entry.manifest, &new_id, &mut report, &|| false).await;
+            progress.set(None);
+            match result.and_then(|toml| crate::app::entry(&toml, crate::import::MANIFEST_FILE, None)) {
+                Ok(entry) => {
+                    let name = entry.manifest.name.clone();
+                    state.models.update(|list| list.insert(0, entry));
+                    refresh_stored(state);
+                    outcome.set(Some(Ok(format!("{name} is ready: pick it under Generate."))));
+                }
+                Err(e) => outcome.set(Some(Err(e))),
+            }
+        });
+    };
+    view! {
+        <div class="import" id="import">
+            <h3>"Import a checkpoint"</h3>
+            <p class="muted small">"A single-file SD 1.x checkpoint (.safetensors, as model sites share them) is copied from your disk into this browser, on the configs and tokenizer of a downloaded base model. Nothing is uploaded."</p>
+            <div class="row">
+                <label class="field">
+                    <span>"Checkpoint"</span>
+                    <input id="import-file" type="file" accept=".safetensors" on:change=pick />
+                </label>
+                <label class="field">
+                    <span>"Base model"</span>
+                    <select id="import-base" on:change=move |ev| base.set(event_target_value(&ev))>
+                        {move || bases().into_iter().map(|m| view! { <option value=m.manifest.id.clone()>{m.manifest.name.clone()}</option> }).collect_view()}
+                    </select>
+                </label>
+                <label class="field">
+                    <span>"Name"</span>
+                    <input id="import-id" type="text" prop:value=move || id.get() on:input=move |ev| id.set(event_target_value(&ev)) />
+                </label>
+                <button id="import-button" class="primary" disabled=move || progress.get().is_some() on:click=start>"Import"</button>
+            </div>
+            {move || progress.get().map(|(done, total)| view! {
+                <progress max=total as f64 value=done as f64></progress>
+                <p class="muted small">{format!("{} of {}", human_bytes(done), human_bytes(total))}</p>
+            })}
+            {move || outcome.get().map(|r| match r {
+                Ok(text) => view! { <p class="ok" id="import-result">{text}</p> }.into_any(),
+                Err(e) => view! { <p class="error" id="import-result" role="alert">{e}</p> }.into_any(),
+            })}
+        </div>
+    }
 }
 
 /// The models this app knows, what this browser holds of each, and their downloads.
@@ -137,6 +245,7 @@ pub fn ModelManager() -> impl IntoView {
                     children=move |entry| view! { <ModelRow entry=entry /> }
                 />
             </ul>
+            <ImportForm />
         </section>
     }
 }

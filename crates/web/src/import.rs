@@ -1,0 +1,119 @@
+//! Importing a local single-file checkpoint into the browser's model store: the file is read in
+//! ranges (`Blob.slice`), its tensors renamed into the diffusers layout and written chunk by
+//! chunk into IndexedDB beside the downloaded models, with the base model's configs and
+//! tokenizer and a manifest of its own, so it lists, loads and deletes like any model.
+//! Nothing is uploaded: the bytes go from the disk into this browser's storage.
+
+use darkroom_weights::browser::IdbStore;
+use darkroom_weights::checkpoint::{
+    import_checkpoint, imported_manifest, store_file, ByteSource, CheckpointError, Layout, BASE_FILES,
+};
+use darkroom_weights::fetch::{ChunkStore, DEFAULT_CHUNK};
+use darkroom_weights::Manifest;
+use wasm_bindgen_futures::JsFuture;
+
+/// Where an imported model keeps its manifest in the store.
+pub const MANIFEST_FILE: &str = "darkroom-manifest.toml";
+
+struct BlobSource(web_sys::File);
+
+impl ByteSource for BlobSource {
+    fn len(&self) -> u64 {
+        self.0.size() as u64
+    }
+
+    async fn read(&self, start: u64, len: u64) -> Result<Vec<u8>, CheckpointError> {
+        let fail = |e: wasm_bindgen::JsValue| CheckpointError::Read(format!("{e:?}"));
+        let part = self.0.slice_with_f64_and_f64(start as f64, (start + len) as f64).map_err(fail)?;
+        let buffer = JsFuture::from(part.array_buffer()).await.map_err(fail)?;
+        Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+    }
+}
+
+async fn stored_file(store: &IdbStore, key: &str) -> Result<Option<Vec<u8>>, String> {
+    let state = store.stored(key, DEFAULT_CHUNK).await.map_err(|e| e.to_string())?;
+    match (state.complete, state.total) {
+        (true, Some(total)) => store.read_range(key, 0, total).await.map(Some).map_err(|e| e.to_string()),
+        _ => Ok(None),
+    }
+}
+
+/// The manifests (text, store key) of every model imported into this browser.
+pub async fn imported_manifests() -> Vec<(String, String)> {
+    let Ok(store) = IdbStore::open().await else { return Vec::new() };
+    let Ok(files) = store.files().await else { return Vec::new() };
+    let mut out = Vec::new();
+    for (key, state) in files {
+        if state.complete && key.ends_with(&format!("/{MANIFEST_FILE}")) {
+            if let Ok(Some(bytes)) = stored_file(&store, &key).await {
+                out.push((String::from_utf8_lossy(&bytes).into_owned(), key));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A model id from a file name: lower-case letters, digits, '-' and '.'.
+pub fn id_from_name(name: &str) -> String {
+    let stem = name.strip_suffix(".safetensors").unwrap_or(name);
+    let slug: String = stem
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
+        .collect();
+    let slug = slug.trim_matches('-').to_string();
+    if slug.is_empty() {
+        "imported".into()
+    } else {
+        slug
+    }
+}
+
+/// Imports `file` as model `id` on `base`'s configs; returns the new model's manifest text.
+pub async fn import(
+    file: web_sys::File,
+    base: &Manifest,
+    id: &str,
+    progress: &mut dyn FnMut(u64, u64),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<String, String> {
+    let store = IdbStore::open().await.map_err(|e| e.to_string())?;
+    let base_file = |path: &'static str| {
+        let key = format!("{}/{path}", base.id);
+        let store = &store;
+        async move { stored_file(store, &key).await }
+    };
+    let text = |bytes: Option<Vec<u8>>, what: &str| {
+        bytes
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .ok_or_else(|| format!("{} has no {what}: download it first", base.name))
+    };
+    let layout = Layout::from_configs(
+        &text(base_file("unet/config.json").await?, "unet/config.json")?,
+        &text(base_file("vae/config.json").await?, "vae/config.json")?,
+    )
+    .map_err(|e| e.to_string())?;
+    let name = file.name();
+    let source = BlobSource(file);
+    let imported = import_checkpoint(&source, &store, id, &layout, DEFAULT_CHUNK, progress, cancelled)
+        .await
+        .map_err(|e| format!("{name}: {e}"))?;
+    let mut files = imported.files;
+    for path in BASE_FILES {
+        if let Some(bytes) = base_file(path).await? {
+            store_file(&store, &format!("{id}/{path}"), &bytes, DEFAULT_CHUNK)
+                .await
+                .map_err(|e| e.to_string())?;
+            files.push((path.to_string(), bytes.len() as u64));
+        }
+    }
+    files.sort();
+    let display = name.strip_suffix(".safetensors").unwrap_or(&name);
+    let toml = imported_manifest(id, display, base, &files);
+    Manifest::parse(&toml, MANIFEST_FILE).map_err(|e| e.to_string())?;
+    store_file(&store, &format!("{id}/{MANIFEST_FILE}"), toml.as_bytes(), DEFAULT_CHUNK)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(toml)
+}
