@@ -20,7 +20,8 @@ const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 const FIXTURES = path.join(ROOT, 'tests', 'fixtures');
 const PROMPT = 'a lighthouse on a cliff at dusk, oil painting';
 const NEGATIVE = 'blurry';
-const QUERY = `?manifest=/fixtures/tiny-sd.toml&base=${encodeURIComponent(`${APP_URL}fixtures/tiny-sd/`)}`;
+const QUERY = `?manifest=/fixtures/tiny-sd.toml&base=${encodeURIComponent(`${APP_URL}fixtures/tiny-sd/`)}`
+  + `&manifest=/fixtures/taesd-test.toml&base=${encodeURIComponent(`${APP_URL}fixtures/taesd-test/`)}`;
 const TMP = mkdtempSync(path.join(tmpdir(), 'darkroom-app-'));
 
 let browser;
@@ -166,8 +167,10 @@ test('download, generate (pixels as the CLI), PNG parameters, reload, gallery, u
   await setField(page, '#width', 64);
   await setField(page, '#height', 48);
   await page.keyboard.press('Control+Enter');
-  // Progress and the live preview show while it runs.
+  // Progress and the live preview show while it runs: without TAESD, the latents mapped to
+  // colour, one pixel per latent.
   await page.waitForSelector('#preview', { timeout: 120_000 });
+  assert.equal(await page.$eval('#preview', (img) => img.complete ? img.naturalWidth : 8), 8);
   await page.screenshot({ path: path.join(ARTIFACTS, 'app-generating.png'), fullPage: true });
   await page.waitForFunction(() => document.querySelectorAll('#results figure img').length === 1 && !document.querySelector('#run'),
     null, { timeout: 240_000 });
@@ -271,6 +274,25 @@ test('a local single-file checkpoint imports into the browser and makes its diff
   assert.equal(await page.getAttribute('[data-model="tiny-sd"]', 'data-state'), 'complete');
   await page.click('#tab-generate');
   await page.selectOption('#model', 'tiny-sd');
+  assert.deepEqual(problems, []);
+});
+
+test('with TAESD downloaded the live preview is its full-size decode', async () => {
+  const { page, problems } = session;
+  await page.click('#tab-models');
+  await page.click('[data-model="taesd"] button.download');
+  await page.click('[data-model="taesd"] .license button.primary');
+  await page.waitForSelector('[data-model="taesd"][data-state="complete"]', { timeout: 60_000 });
+  await page.click('#tab-generate');
+  await setField(page, '#steps', 6);
+  await page.keyboard.press('Control+Enter');
+  await page.waitForFunction(() => {
+    const img = document.querySelector('#preview');
+    return img && img.complete && img.naturalWidth === 64 && img.naturalHeight === 48;
+  }, null, { timeout: 120_000 });
+  await page.screenshot({ path: path.join(ARTIFACTS, 'app-taesd-preview.png'), fullPage: true });
+  await page.waitForSelector('#run', { state: 'detached', timeout: 240_000 });
+  assert.equal(await page.$('#generate-error'), null);
   assert.deepEqual(problems, []);
 });
 

@@ -1,6 +1,6 @@
 //! The app a user meets: models, generate, gallery, GPU — one tab each — over the generation
-//! worker. `?manifest=<url>[&base=<url>]` adds a model from a manifest served elsewhere (a
-//! studio's own mirror; the browser tests' tiny model).
+//! worker. `?manifest=<url>[&base=<url>]` (repeatable) adds a model from a manifest served
+//! elsewhere (a studio's own mirror; the browser tests' tiny models).
 
 use darkroom_pipeline::metadata::{read_parameters, GenerationParams};
 use darkroom_weights::manifest::BUILTIN;
@@ -21,9 +21,11 @@ use crate::probe::probe;
 use crate::protocol::ModelRef;
 use crate::state::{AppState, ModelEntry, Tab};
 
-fn query(key: &str) -> Option<String> {
-    let search = web_sys::window()?.location().search().ok()?;
-    web_sys::UrlSearchParams::new_with_str(&search).ok()?.get(key)
+/// Every value of a query parameter, in order (`?manifest=a&base=x&manifest=b&base=y`).
+fn query_all(key: &str) -> Vec<String> {
+    let search = web_sys::window().and_then(|w| w.location().search().ok()).unwrap_or_default();
+    let Ok(params) = web_sys::UrlSearchParams::new_with_str(&search) else { return Vec::new() };
+    params.get_all(key).iter().filter_map(|v| v.as_string()).collect()
 }
 
 pub(crate) fn entry(text: &str, file: &str, base: Option<String>) -> Result<ModelEntry, String> {
@@ -39,9 +41,11 @@ pub(crate) fn entry(text: &str, file: &str, base: Option<String>) -> Result<Mode
 /// The built-in manifests, the models imported into this browser and, if the address names one,
 /// an extra manifest (listed first).
 async fn load_models(state: AppState) {
-    let mut models = Vec::new();
-    if let Some(url) = query("manifest") {
-        match crate::model_check::text(&url).await.and_then(|text| entry(&text, &url, query("base"))) {
+    let mut models: Vec<ModelEntry> = Vec::new();
+    let bases = query_all("base");
+    for (i, url) in query_all("manifest").into_iter().enumerate() {
+        match crate::model_check::text(&url).await.and_then(|text| entry(&text, &url, bases.get(i).cloned()))
+        {
             Ok(e) => models.push(e),
             Err(e) => state.error.set(Some(format!("The model list at {url} could not be read: {e}"))),
         }
@@ -53,7 +57,10 @@ async fn load_models(state: AppState) {
     }
     for (file, text) in BUILTIN {
         if let Ok(e) = entry(text, file, None) {
-            models.push(e);
+            // A manifest given in the address (a mirror) stands in for the built-in one.
+            if !models.iter().any(|m| m.manifest.id == e.manifest.id) {
+                models.push(e);
+            }
         }
     }
     let first = models.iter().find(|m| m.generates()).map(|m| m.manifest.clone());

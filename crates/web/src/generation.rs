@@ -152,7 +152,12 @@ fn run_batch(
 ) {
     let mut this = params.clone();
     this.seed = params.seed + (index * params.batch) as u64;
-    let request = ToWorker::Generate { model: entry.model_ref.clone(), params: this };
+    let preview = state.models.with_untracked(|list| {
+        list.iter()
+            .find(|m| m.manifest.family == "taesd" && m.stored.get_untracked().complete)
+            .map(|m| m.model_ref.clone())
+    });
+    let request = ToWorker::Generate { model: entry.model_ref.clone(), params: this, preview };
     let model_name = entry.manifest.id.clone();
     let next = (worker.clone(), entry, params, bytes.clone());
     let id = worker.request(request, bytes, move |message| match message.body {

@@ -42,21 +42,13 @@ pub struct GenerateParams {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum ToWorker {
     /// Download (or finish downloading) a model into the browser's store.
-    Download {
-        model: ModelRef,
-    },
+    Download { model: ModelRef },
     /// Load a stored model onto the GPU (generation loads it too when needed).
-    Load {
-        model: ModelRef,
-    },
-    Generate {
-        model: ModelRef,
-        params: GenerateParams,
-    },
+    Load { model: ModelRef },
+    /// `preview`: a downloaded TAESD decodes the live previews (else latents mapped to colour).
+    Generate { model: ModelRef, params: GenerateParams, preview: Option<ModelRef> },
     /// Stop the request with this id at its next step or chunk.
-    Cancel {
-        target: u32,
-    },
+    Cancel { target: u32 },
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

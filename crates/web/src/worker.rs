@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use std::rc::Rc;
 
 use darkroom_gpu::{DType, Gpu, Requirements, WeightFormat};
-use darkroom_models::QuantPolicy;
+use darkroom_models::taesd::{TaesdConfig, TaesdDecoder};
+use darkroom_models::{QuantPolicy, WeightStore};
 use darkroom_pipeline::latent_preview::approximate_rgb;
 use darkroom_pipeline::{Image, PipelineError, Precision, Request, Sampler, StableDiffusion};
 use darkroom_weights::browser::{request_persistence, FetchSource, IdbStore};
@@ -30,10 +31,16 @@ struct Loaded {
     model: Rc<StableDiffusion>,
 }
 
+struct Previewer {
+    key: String,
+    decoder: Rc<TaesdDecoder>,
+}
+
 #[derive(Default)]
 struct State {
     gpu: RefCell<Option<Rc<Gpu>>>,
     loaded: RefCell<Option<Loaded>>,
+    taesd: RefCell<Option<Previewer>>,
     cancelled: RefCell<HashSet<u32>>,
     /// One GPU job (load or generate) at a time; downloads run beside it.
     busy: Cell<bool>,
@@ -88,8 +95,8 @@ fn handle(envelope: Envelope<ToWorker>) {
                 fail(id, kind, message);
             }
         }),
-        ToWorker::Generate { model, params } => spawn_local(async move {
-            let job = generate(&state, id, &model, &params, envelope.bytes);
+        ToWorker::Generate { model, params, preview } => spawn_local(async move {
+            let job = generate(&state, id, &model, &params, preview.as_ref(), envelope.bytes);
             if let Err((kind, message)) = exclusive(&state, id, job).await {
                 fail(id, kind, message);
             }
@@ -295,11 +302,31 @@ fn request(params: &GenerateParams, bytes: &[Vec<u8>]) -> Result<Request, Failur
     })
 }
 
+/// The TAESD decoder for previews, loaded once from the browser's store; `None` when it is not
+/// downloaded or does not load (previews then fall back to the colour mapping).
+async fn previewer(state: &State, gpu: &Gpu, model: &ModelRef, dtype: DType) -> Option<Rc<TaesdDecoder>> {
+    let manifest = manifest(model).ok()?;
+    let key = format!("{}|{}|{dtype:?}", manifest.id, model.base.as_deref().unwrap_or(""));
+    if let Some(p) = state.taesd.borrow().as_ref().filter(|p| p.key == key) {
+        return Some(p.decoder.clone());
+    }
+    let store = IdbStore::open().await.ok()?;
+    let file = format!("{}/taesd_decoder.safetensors", manifest.id);
+    let stored = store.stored(&file, 1).await.ok().filter(|s| s.complete)?;
+    let bytes = store.read_range(&file, 0, stored.total?).await.ok()?;
+    let weights = WeightStore::from_bytes(bytes).ok()?;
+    let policy = if dtype == DType::F16 { QuantPolicy::F16 } else { QuantPolicy::F32 };
+    let decoder = Rc::new(TaesdDecoder::load(&weights.root(gpu, dtype, policy), TaesdConfig::SD).ok()?);
+    *state.taesd.borrow_mut() = Some(Previewer { key, decoder: decoder.clone() });
+    Some(decoder)
+}
+
 async fn generate(
     state: &State,
     id: u32,
     model: &ModelRef,
     params: &GenerateParams,
+    preview_model: Option<&ModelRef>,
     bytes: Vec<Vec<u8>>,
 ) -> Result<(), Failure> {
     let request = request(params, &bytes)?;
@@ -308,6 +335,12 @@ async fn generate(
         return Err((ErrorKind::Cancelled, "cancelled".into()));
     }
     let gpu = gpu(state).await?;
+    let taesd = match preview_model {
+        Some(m) if sd.vae_config.latent_channels == 4 => {
+            previewer(state, &gpu, m, sd.precision.activations).await
+        }
+        _ => None,
+    };
     let started = now_ms();
     let mut on_progress = |p: &darkroom_pipeline::Progress| {
         let stage = match p.stage {
@@ -318,7 +351,19 @@ async fn generate(
         let body =
             FromWorker::Progress { stage, step: p.step, total: p.total, bytes: 0, bytes_total: 0, rate: 0.0 };
         post(id, body, Vec::new());
-        if let (Some(values), Some(latents)) = (p.latent_values, p.latents) {
+        if let (Some(decoder), Some(latents), darkroom_pipeline::Stage::Denoising) =
+            (&taesd, p.latents, p.stage)
+        {
+            // TAESD on the GPU; the small image is posted when it is read back.
+            let (gpu, decoder, latents, step, total) =
+                (gpu.clone(), decoder.clone(), latents.clone(), p.step, p.total);
+            spawn_local(async move {
+                if let Ok(img) = darkroom_pipeline::preview(&gpu, &decoder, &latents, 0).await {
+                    let body = FromWorker::Preview { width: img.width, height: img.height, step, total };
+                    post(id, body, vec![img.rgba]);
+                }
+            });
+        } else if let (Some(values), Some(latents)) = (p.latent_values, p.latents) {
             if let [b, 4, h, w] = *latents.shape() {
                 if let Ok(img) = approximate_rgb(values, [b, 4, h, w], 0) {
                     let body = FromWorker::Preview {
