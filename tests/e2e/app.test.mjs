@@ -427,4 +427,38 @@ test('privacy: every request of the session stayed on the page origin and none c
   assert.match(csp, /connect-src 'self' https:\/\/huggingface\.co https:\/\/\*\.huggingface\.co https:\/\/\*\.hf\.co;/);
   const blocked = await session.page.evaluate(() => fetch('http://127.0.0.2:9/beacon').then(() => 'sent', (e) => String(e)));
   assert.notEqual(blocked, 'sent', 'a request to another host is refused');
+  // The browser reports the refusal it was asked to make; that is not a problem of the app.
+  const refused = (p) => p.includes('127.0.0.2:9/beacon');
+  assert.ok(session.problems.some(refused), 'the refusal was reported');
+  session.problems.splice(0, session.problems.length, ...session.problems.filter((p) => !refused(p)));
+});
+
+test('a damaged model says so, and Delete all empties the model store', async () => {
+  const { page, problems } = session;
+  // A stored file whose length no longer matches the manifest's.
+  await page.evaluate(() => new Promise((resolve, reject) => {
+    const open = indexedDB.open('darkroom-weights');
+    open.onerror = () => reject(open.error);
+    open.onsuccess = () => {
+      const tx = open.result.transaction('files', 'readwrite');
+      const files = tx.objectStore('files');
+      const key = 'tiny-sd/vae/config.json';
+      const get = files.get(key);
+      get.onsuccess = () => { files.put({ ...get.result, total: get.result.total + 1 }, key); };
+      tx.oncomplete = () => { open.result.close(); resolve(); };
+      tx.onerror = () => reject(tx.error);
+    };
+  }));
+  await page.reload();
+  await page.click('#tab-models');
+  await page.waitForSelector('[data-model="tiny-sd"][data-state="corrupt"]', { timeout: 30_000 });
+  assert.match(await page.textContent('[data-model="tiny-sd"] .model-state'), /damaged/);
+  await page.click('#delete-all');
+  assert.match(await page.textContent('.delete-all'), /Delete 2 models/);
+  await page.click('#delete-all-confirm');
+  await page.waitForFunction(() => [...document.querySelectorAll('.model')].every((m) => m.dataset.state === 'absent'),
+    null, { timeout: 30_000 });
+  await page.screenshot({ path: path.join(ARTIFACTS, 'app-models-deleted.png'), fullPage: true });
+  // A reload aborts the old page's requests in flight; nothing else may have gone wrong.
+  assert.deepEqual(problems.filter((p) => !p.includes('net::ERR_ABORTED')), []);
 });

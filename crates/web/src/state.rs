@@ -16,6 +16,8 @@ pub struct Stored {
     pub bytes: u64,
     pub total: u64,
     pub complete: bool,
+    /// A stored file's length differs from the manifest's: delete and download again.
+    pub corrupt: bool,
 }
 
 /// A download in flight (or its end).

@@ -33,7 +33,7 @@ pub fn start_download(state: AppState, entry: &ModelEntry) {
                     (d.bytes, d.total, d.rate) = (bytes, bytes_total, rate);
                 }
             });
-            stored.set(crate::state::Stored { bytes, total: bytes_total, complete: false });
+            stored.set(crate::state::Stored { bytes, total: bytes_total, ..Default::default() });
         }
         FromWorker::Downloaded => {
             download.set(None);
@@ -71,23 +71,24 @@ pub fn refresh_stored(state: AppState) {
         let Ok(files) = store.files().await else { return };
         for entry in state.models.get_untracked() {
             let prefix = format!("{}/", entry.manifest.id);
-            let (mut bytes, mut complete_files) = (0u64, 0usize);
+            let (mut bytes, mut complete_files, mut corrupt) = (0u64, 0usize, false);
             for (key, s) in &files {
                 if let Some(path) = key.strip_prefix(&prefix) {
-                    if entry.manifest.files.iter().any(|f| f.path == path) {
+                    if let Some(f) = entry.manifest.files.iter().find(|f| f.path == path) {
                         bytes += if s.complete {
                             s.total.unwrap_or(0)
                         } else {
                             s.chunks * darkroom_weights::fetch::DEFAULT_CHUNK
                         };
                         complete_files += s.complete as usize;
+                        corrupt |= s.complete && f.size.is_some() && f.size != s.total;
                     }
                 }
             }
             let (known, _) = entry.manifest.download_size();
             let complete = complete_files == entry.manifest.files.len();
             let total = if complete { bytes } else { known.max(bytes) };
-            entry.stored.set(crate::state::Stored { bytes: bytes.min(total.max(bytes)), total, complete });
+            entry.stored.set(crate::state::Stored { bytes, total, complete: complete && !corrupt, corrupt });
         }
         refresh_storage(state);
     });
@@ -113,6 +114,37 @@ fn delete(state: AppState, entry: ModelEntry) {
         }
         refresh_stored(state);
     });
+}
+
+/// Deletes every model this browser holds, after a second click that says how much.
+#[component]
+fn DeleteAll() -> impl IntoView {
+    let state = expect_context::<AppState>();
+    let asking = RwSignal::new(false);
+    let held = move || state.models.get().into_iter().filter(|m| m.stored.get().bytes > 0).collect::<Vec<_>>();
+    let confirm = move |_| {
+        asking.set(false);
+        for entry in held() {
+            delete(state, entry);
+        }
+    };
+    view! {
+        <div class="delete-all">
+            <Show when=move || !held().is_empty()>
+                <Show when=move || asking.get() fallback=move || view! {
+                    <button id="delete-all" on:click=move |_| asking.set(true)>"Delete all models…"</button>
+                }>
+                    <span>{move || {
+                        let list = held();
+                        let bytes: u64 = list.iter().map(|m| m.stored.get().bytes).sum();
+                        format!("Delete {} models ({}) from this browser? ", list.len(), human_bytes(bytes))
+                    }}</span>
+                    <button id="delete-all-confirm" class="danger" on:click=confirm>"Delete all"</button>
+                    <button on:click=move |_| asking.set(false)>"Keep them"</button>
+                </Show>
+            </Show>
+        </div>
+    }
 }
 
 /// Import a single-file checkpoint from disk on a downloaded base model's configs.
@@ -246,6 +278,7 @@ pub fn ModelManager() -> impl IntoView {
                 />
             </ul>
             <ImportForm />
+            <DeleteAll />
         </section>
     }
 }
@@ -290,6 +323,7 @@ fn ModelRow(
                     human_bytes(rate as u64)
                 )
             }
+            _ if s.corrupt => "damaged: a stored file is not the size the manifest says; delete it and download again".into(),
             _ if s.complete => format!("on this device ({})", human_bytes(s.bytes)),
             _ if s.bytes > 0 => format!(
                 "partly downloaded ({} of {}): resume to finish",
@@ -301,6 +335,7 @@ fn ModelRow(
     };
     let data_state = move || match (download.get(), stored.get()) {
         (Some(Download { id: Some(_), .. }), _) => "downloading",
+        (_, s) if s.corrupt => "corrupt",
         (_, s) if s.complete => "complete",
         (_, s) if s.bytes > 0 => "partial",
         _ => "absent",
