@@ -10,11 +10,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { launch, openPage, ARTIFACTS, APP_URL } from './harness.mjs';
+import { launch, openPage, ARTIFACTS, APP_URL, cli, pixels, maxDiff, pngText } from './harness.mjs';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const FIXTURES = path.join(ROOT, 'tests', 'fixtures');
@@ -35,58 +34,6 @@ before(async () => {
   session.context.on('request', record);
 });
 after(async () => { await browser?.close(); });
-
-/// The native CLI's image for the same parameters (a debug build, as the native tests use).
-function cli(args) {
-  const build = spawnSync('cargo', ['build', '--quiet', '-p', 'darkroom-cli'], { cwd: ROOT, stdio: 'inherit' });
-  assert.equal(build.status, 0, 'building the CLI');
-  const out = path.join(TMP, `cli-${Date.now()}.png`);
-  const run = spawnSync(path.join(ROOT, 'target', 'debug', 'darkroom'), [
-    'generate', '--model', path.join(FIXTURES, 'tiny-sd'), '--precision', 'f32', '--quant', 'none', '--quiet',
-    '--out', out, ...args,
-  ], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR || '/tmp' } });
-  assert.equal(run.status, 0, `darkroom generate failed: ${run.stderr}`);
-  return readFileSync(out);
-}
-
-/// RGBA pixels of PNG bytes or of an <img>, decoded by the browser.
-async function pixels(page, { png, selector }) {
-  return page.evaluate(async ({ b64, selector }) => {
-    // The <img> itself, not a fetch of its blob: URL, which the app's CSP does not allow.
-    const source = b64
-      ? new Blob([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], { type: 'image/png' })
-      : document.querySelector(selector);
-    const bitmap = await createImageBitmap(source);
-    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
-    const ctx = canvas.getContext('2d');
-    ctx.drawImage(bitmap, 0, 0);
-    return { width: bitmap.width, height: bitmap.height, data: Array.from(ctx.getImageData(0, 0, bitmap.width, bitmap.height).data) };
-  }, { b64: png ? png.toString('base64') : null, selector });
-}
-
-function maxDiff(a, b) {
-  assert.deepEqual([a.width, a.height], [b.width, b.height]);
-  let worst = 0;
-  for (let i = 0; i < a.data.length; i++) worst = Math.max(worst, Math.abs(a.data[i] - b.data[i]));
-  return worst;
-}
-
-/// The text chunks of a PNG.
-function pngText(bytes) {
-  const out = {};
-  for (let at = 8; at < bytes.length;) {
-    const len = bytes.readUInt32BE(at);
-    const type = bytes.toString('latin1', at + 4, at + 8);
-    const data = bytes.subarray(at + 8, at + 8 + len);
-    if (type === 'tEXt' || type === 'iTXt') {
-      const zero = data.indexOf(0);
-      const key = data.toString('latin1', 0, zero);
-      out[key] = type === 'tEXt' ? data.toString('latin1', zero + 1) : data.toString('utf8', zero + 5).replace(/^[^\0]*\0[^\0]*\0/, '');
-    }
-    at += 12 + len;
-  }
-  return out;
-}
 
 /// The tiny model as a single-file checkpoint, every tensor named as diffusers reads such a file
 /// (tests/fixtures/ldm/tiny-sd-ldm-map.json, made and checked by tests/reference/ldm_checkpoint.py).

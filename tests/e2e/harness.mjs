@@ -5,6 +5,10 @@ import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 
 export const APP_URL = process.env.DARKROOM_URL;
 export const ARTIFACTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'artifacts');
@@ -20,13 +24,13 @@ const FLAGS = [
   '--disable-sync',
 ];
 
-export async function launch() {
+export async function launch({ extraArgs = [] } = {}) {
   if (!APP_URL) {
     throw new Error('DARKROOM_URL is not set: run the browser tests through `cargo xtask test`');
   }
   mkdirSync(ARTIFACTS, { recursive: true });
   // Playwright gives every launch a fresh, temporary user-data-dir.
-  return chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: FLAGS });
+  return chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: [...FLAGS, ...extraArgs] });
 }
 
 /// A page that records console errors and failed requests, so a test can assert there were none.
@@ -67,3 +71,60 @@ export function testRng(seed) {
     vec(len) { return Array.from({ length: len }, () => this.nextF32()); },
   };
 }
+
+const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const FIXTURES = path.join(ROOT, 'tests', 'fixtures');
+const TMP = mkdtempSync(path.join(tmpdir(), 'darkroom-e2e-'));
+
+/// The native CLI's image for the same parameters (a debug build, as the native tests use).
+export function cli(args) {
+  const build = spawnSync('cargo', ['build', '--quiet', '-p', 'darkroom-cli'], { cwd: ROOT, stdio: 'inherit' });
+  assert.equal(build.status, 0, 'building the CLI');
+  const out = path.join(TMP, `cli-${Date.now()}.png`);
+  const run = spawnSync(path.join(ROOT, 'target', 'debug', 'darkroom'), [
+    'generate', '--model', path.join(FIXTURES, 'tiny-sd'), '--precision', 'f32', '--quant', 'none', '--quiet',
+    '--out', out, ...args,
+  ], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR || '/tmp' } });
+  assert.equal(run.status, 0, `darkroom generate failed: ${run.stderr}`);
+  return readFileSync(out);
+}
+
+/// RGBA pixels of PNG bytes or of an <img>, decoded by the browser.
+export async function pixels(page, { png, selector }) {
+  return page.evaluate(async ({ b64, selector }) => {
+    // The <img> itself, not a fetch of its blob: URL, which the app's CSP does not allow.
+    const source = b64
+      ? new Blob([Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))], { type: 'image/png' })
+      : document.querySelector(selector);
+    const bitmap = await createImageBitmap(source);
+    const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+    const ctx = canvas.getContext('2d');
+    ctx.drawImage(bitmap, 0, 0);
+    return { width: bitmap.width, height: bitmap.height, data: Array.from(ctx.getImageData(0, 0, bitmap.width, bitmap.height).data) };
+  }, { b64: png ? png.toString('base64') : null, selector });
+}
+
+export function maxDiff(a, b) {
+  assert.deepEqual([a.width, a.height], [b.width, b.height]);
+  let worst = 0;
+  for (let i = 0; i < a.data.length; i++) worst = Math.max(worst, Math.abs(a.data[i] - b.data[i]));
+  return worst;
+}
+
+/// The text chunks of a PNG.
+export function pngText(bytes) {
+  const out = {};
+  for (let at = 8; at < bytes.length;) {
+    const len = bytes.readUInt32BE(at);
+    const type = bytes.toString('latin1', at + 4, at + 8);
+    const data = bytes.subarray(at + 8, at + 8 + len);
+    if (type === 'tEXt' || type === 'iTXt') {
+      const zero = data.indexOf(0);
+      const key = data.toString('latin1', 0, zero);
+      out[key] = type === 'tEXt' ? data.toString('latin1', zero + 1) : data.toString('utf8', zero + 5).replace(/^[^\0]*\0[^\0]*\0/, '');
+    }
+    at += 12 + len;
+  }
+  return out;
+}
+

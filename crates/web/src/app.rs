@@ -113,12 +113,19 @@ fn keyboard(state: AppState) {
     std::mem::forget(drop);
 }
 
-#[component]
-pub fn App() -> impl IntoView {
+/// The state both the app and the embedded widget run on: the worker, the models, the
+/// keyboard shortcuts and dropped files.
+pub(crate) fn app_state() -> AppState {
     let state = AppState::new(WorkerClient::spawn());
     provide_context(state);
     spawn_local(load_models(state));
     keyboard(state);
+    state
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    let state = app_state();
     let (probe_result, set_probe_result) = signal(None);
     spawn_local(async move {
         let result = probe().await;

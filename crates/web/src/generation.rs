@@ -82,31 +82,40 @@ fn params(state: AppState, entry: &ModelEntry) -> Result<GenerateParams, String>
     })
 }
 
+/// Shows why a generation cannot run, with a code for programs.
+fn refuse(state: AppState, code: &'static str, message: String) {
+    state.error.set(Some(message));
+    state.error_code.set(Some(code));
+}
+
 /// Generate pressed (or Ctrl/Cmd+Enter).
 pub fn start(state: AppState) {
     if state.run.get_untracked().is_some() {
         return;
     }
     state.error.set(None);
+    state.error_code.set(None);
     let Some(worker) = state.worker.get_value() else {
         let why = state.worker_error.get_untracked().unwrap_or_default();
-        state.error.set(Some(format!("The generation worker is not running: {why}")));
+        refuse(state, "gpu", format!("The generation worker is not running: {why}"));
         return;
     };
     let Some(entry) = state.selected_model() else {
-        state.error.set(Some("Pick a model first: download one under Models and press Use.".into()));
+        refuse(state, "model", "Pick a model first: download one under Models and press Use.".into());
         return;
     };
     if !entry.stored.get_untracked().complete {
-        state
-            .error
-            .set(Some(format!("{} is not downloaded yet: download it under Models.", entry.manifest.name)));
+        refuse(
+            state,
+            "model",
+            format!("{} is not downloaded yet: download it under Models.", entry.manifest.name),
+        );
         return;
     }
     let params = match params(state, &entry) {
         Ok(p) => p,
         Err(e) => {
-            state.error.set(Some(e));
+            refuse(state, "invalid", e);
             return;
         }
     };
@@ -114,10 +123,11 @@ pub fn start(state: AppState) {
     if let Some(init) = state.settings.init.get_untracked() {
         bytes.push(init.png);
         if params.mask.is_some() {
-            match crate::components::image_input::mask_png(params.width, params.height) {
+            let given = state.settings.mask_png.get_untracked();
+            match given.or_else(|| crate::components::image_input::mask_png(params.width, params.height)) {
                 Some(mask) => bytes.push(mask),
                 None => {
-                    state.error.set(Some("Paint a mask over the part of the image to redo first.".into()));
+                    refuse(state, "invalid", "Paint a mask over the part of the image to redo first.".into());
                     return;
                 }
             }
@@ -228,7 +238,13 @@ fn run_batch(
         }
         FromWorker::Error { kind, message } => {
             if kind != ErrorKind::Cancelled {
-                state.error.set(Some(explain(kind, &message)));
+                let code = match kind {
+                    ErrorKind::Input => "invalid",
+                    ErrorKind::Model | ErrorKind::Download => "model",
+                    ErrorKind::Other if message.contains("still running") => "busy",
+                    _ => "gpu",
+                };
+                refuse(state, code, explain(kind, &message));
             }
             finish(state);
         }

@@ -6,6 +6,7 @@ mod app;
 mod checks_app;
 mod client;
 mod components;
+mod embed;
 mod gallery;
 mod generation;
 mod idb_model;
@@ -28,6 +29,8 @@ fn main() {
     let search = window.location().search().unwrap_or_default();
     if search.contains("check=") {
         leptos::mount::mount_to_body(checks_app::ChecksApp);
+    } else if search.contains("embed=") {
+        leptos::mount::mount_to_body(embed::EmbedApp);
     } else {
         app::register_service_worker();
         leptos::mount::mount_to_body(app::App);

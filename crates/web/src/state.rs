@@ -80,6 +80,8 @@ pub struct Settings {
     pub init: RwSignal<Option<InitImage>>,
     /// Whether to paint a mask over the init image (inpainting).
     pub inpaint: RwSignal<bool>,
+    /// A mask given as an image (by an embedding page) instead of painted: PNG, white repaints.
+    pub mask_png: RwSignal<Option<Vec<u8>>>,
 }
 
 impl Settings {
@@ -99,6 +101,7 @@ impl Settings {
             strength: RwSignal::new(0.75),
             init: RwSignal::new(None),
             inpaint: RwSignal::new(false),
+            mask_png: RwSignal::new(None),
         }
     }
 
@@ -175,6 +178,8 @@ pub struct AppState {
     pub results: RwSignal<Vec<ResultImage>>,
     /// The last error of a generation, in words and with what to do.
     pub error: RwSignal<Option<String>>,
+    /// The same error as a code for programs (the embed API): invalid, model, gpu, busy.
+    pub error_code: RwSignal<Option<&'static str>>,
     /// The seed of the last finished image, for "reuse".
     pub last_seed: RwSignal<Option<u64>>,
     /// Bumped whenever the gallery changed, so its view reloads.
@@ -206,6 +211,7 @@ impl AppState {
             run: RwSignal::new(None),
             results: RwSignal::new(Vec::new()),
             error: RwSignal::new(None),
+            error_code: RwSignal::new(None),
             last_seed: RwSignal::new(None),
             gallery_version: RwSignal::new(0),
             storage: RwSignal::new(None),

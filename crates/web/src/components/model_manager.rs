@@ -121,7 +121,8 @@ fn delete(state: AppState, entry: ModelEntry) {
 fn DeleteAll() -> impl IntoView {
     let state = expect_context::<AppState>();
     let asking = RwSignal::new(false);
-    let held = move || state.models.get().into_iter().filter(|m| m.stored.get().bytes > 0).collect::<Vec<_>>();
+    let held =
+        move || state.models.get().into_iter().filter(|m| m.stored.get().bytes > 0).collect::<Vec<_>>();
     let confirm = move |_| {
         asking.set(false);
         for entry in held() {
@@ -323,7 +324,10 @@ fn ModelRow(
                     human_bytes(rate as u64)
                 )
             }
-            _ if s.corrupt => "damaged: a stored file is not the size the manifest says; delete it and download again".into(),
+            _ if s.corrupt => {
+                "damaged: a stored file is not the size the manifest says; delete it and download again"
+                    .into()
+            }
             _ if s.complete => format!("on this device ({})", human_bytes(s.bytes)),
             _ if s.bytes > 0 => format!(
                 "partly downloaded ({} of {}): resume to finish",

@@ -1,0 +1,497 @@
+//! The embedded widget (`?embed=1`, mounted by www/embed.js in a host page's iframe): a compact
+//! generator that answers the host page's requests over a versioned postMessage protocol, only
+//! for the page that embeds it and only after the user allowed that site. The host receives
+//! nothing but the images the user inserts.
+//!
+//! Host → widget: `{darkroom: 1, type: "hello"}`, `{darkroom: 1, type: "generate", id, params}`,
+//! `{darkroom: 1, type: "cancel"}`. Widget → host: `{darkroom: 1, type: "ready"}`,
+//! `{type: "progress", id, stage, fraction}`, `{type: "result", id, png, parameters}` (also
+//! without an id when the user inserts an image they made themselves), `{type: "error", id,
+//! code, message}`.
+
+use js_sys::{Array, ArrayBuffer, Object, Reflect, Uint8Array};
+use leptos::prelude::*;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::MessageEvent;
+
+use crate::components::model_manager::start_download;
+use crate::generation;
+use crate::state::{human_bytes, png_url, AppState, InitImage};
+
+pub const VERSION: f64 = 1.0;
+/// The largest init or mask image a host may send.
+const MAX_IMAGE_BYTES: u32 = 32 << 20;
+const MAX_PROMPT_CHARS: usize = 20_000;
+const ALLOWED: &str = "darkroom.embed.allowed";
+const DENIED: &str = "darkroom.embed.denied";
+
+/// A host request being served.
+#[derive(Debug, Clone, PartialEq)]
+struct Pending {
+    id: u32,
+    /// Whether the run for it has started (consent given, generation sent to the worker).
+    started: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Embed {
+    /// The embedding page's origin, as the browser reports it.
+    host: RwSignal<Option<String>>,
+    asking: RwSignal<bool>,
+    pending: RwSignal<Option<Pending>>,
+    /// Params waiting for consent.
+    waiting: StoredValue<Option<(u32, JsValue)>, LocalStorage>,
+    allowed: RwSignal<Vec<String>>,
+    denied: RwSignal<Vec<String>>,
+}
+
+fn storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok().flatten()
+}
+
+fn load_list(key: &str) -> Vec<String> {
+    storage()
+        .and_then(|s| s.get_item(key).ok().flatten())
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+fn save_list(key: &str, list: &[String]) {
+    if let Some(s) = storage() {
+        let _ = s.set_item(key, &serde_json::to_string(list).unwrap_or_default());
+    }
+}
+
+/// Messages ignored, with why: what a debugging host developer (or a test) can read as
+/// `window.__darkroomEmbedLog` inside the widget.
+fn log_ignored(why: &str) {
+    let global = js_sys::global();
+    let log = Reflect::get(&global, &"__darkroomEmbedLog".into())
+        .ok()
+        .and_then(|v| v.dyn_into::<Array>().ok())
+        .unwrap_or_else(|| {
+            let a = Array::new();
+            let _ = Reflect::set(&global, &"__darkroomEmbedLog".into(), &a);
+            a
+        });
+    log.push(&why.into());
+    web_sys::console::debug_1(&format!("darkroom embed: ignored a message ({why})").into());
+}
+
+/// The embedding page's origin: `location.ancestorOrigins` where the browser has it.
+fn parent_origin() -> Option<String> {
+    let location = web_sys::window()?.location();
+    let ancestors = Reflect::get(&location, &"ancestorOrigins".into()).ok()?;
+    let first = Reflect::get(&ancestors, &0.into()).ok()?;
+    first.as_string()
+}
+
+fn parent() -> Option<web_sys::Window> {
+    web_sys::window()?.parent().ok().flatten()
+}
+
+fn post(host: &str, message: &Object, transfer: Option<&Array>) {
+    let _ = Reflect::set(message, &"darkroom".into(), &VERSION.into());
+    if let Some(p) = parent() {
+        let _ = match transfer {
+            Some(t) => p.post_message_with_transfer(message, host, t),
+            None => p.post_message(message, host),
+        };
+    }
+}
+
+fn object(pairs: &[(&str, JsValue)]) -> Object {
+    let o = Object::new();
+    for (k, v) in pairs {
+        let _ = Reflect::set(&o, &(*k).into(), v);
+    }
+    o
+}
+
+fn send_error(host: &str, id: Option<u32>, code: &str, message: &str) {
+    let id = id.map_or(JsValue::NULL, |i| JsValue::from(i));
+    post(
+        host,
+        &object(&[("type", "error".into()), ("id", id), ("code", code.into()), ("message", message.into())]),
+        None,
+    );
+}
+
+fn get(obj: &JsValue, key: &str) -> JsValue {
+    Reflect::get(obj, &key.into()).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// Applies a host's generation parameters to the form, checking every type; `Err` says what is
+/// wrong.
+fn apply(state: AppState, params: &JsValue) -> Result<(), String> {
+    if !params.is_object() {
+        return Err("params must be an object".into());
+    }
+    let s = state.settings;
+    let text = |key: &str| -> Result<Option<String>, String> {
+        let v = get(params, key);
+        if v.is_undefined() || v.is_null() {
+            return Ok(None);
+        }
+        let t = v.as_string().ok_or(format!("{key} must be a string"))?;
+        if t.chars().count() > MAX_PROMPT_CHARS {
+            return Err(format!("{key} is longer than {MAX_PROMPT_CHARS} characters"));
+        }
+        Ok(Some(t))
+    };
+    let number = |key: &str, lo: f64, hi: f64| -> Result<Option<f64>, String> {
+        let v = get(params, key);
+        if v.is_undefined() || v.is_null() {
+            return Ok(None);
+        }
+        let n = v.as_f64().filter(|n| n.is_finite()).ok_or(format!("{key} must be a number"))?;
+        if n < lo || n > hi {
+            return Err(format!("{key} must be between {lo} and {hi}"));
+        }
+        Ok(Some(n))
+    };
+    let image = |key: &str| -> Result<Option<Vec<u8>>, String> {
+        let v = get(params, key);
+        if v.is_undefined() || v.is_null() {
+            return Ok(None);
+        }
+        let buffer: ArrayBuffer =
+            v.dyn_into().map_err(|_| format!("{key} must be a PNG (Blob or ArrayBuffer)"))?;
+        if buffer.byte_length() > MAX_IMAGE_BYTES {
+            return Err(format!("{key} is larger than {} MB", MAX_IMAGE_BYTES >> 20));
+        }
+        Ok(Some(Uint8Array::new(&buffer).to_vec()))
+    };
+    let prompt = text("prompt")?.ok_or("prompt is required")?;
+    let negative = text("negative")?;
+    let sampler = match text("sampler")? {
+        Some(name) => Some(name.parse::<darkroom_pipeline::Sampler>()?),
+        None => None,
+    };
+    let seed = number("seed", 0.0, 4_294_967_295.0)?;
+    let steps = number("steps", 1.0, 150.0)?;
+    let cfg = number("cfg", 0.0, 30.0)?;
+    let width = number("width", 8.0, generation::MAX_SIDE as f64)?;
+    let height = number("height", 8.0, generation::MAX_SIDE as f64)?;
+    let strength = number("strength", 0.01, 1.0)?;
+    let init = image("init")?;
+    let mask = image("mask")?;
+    if mask.is_some() && init.is_none() {
+        return Err("a mask needs an init image".into());
+    }
+    let init = match init {
+        Some(png) => {
+            let img = darkroom_pipeline::Image::from_png(&png).map_err(|e| format!("init: {e}"))?;
+            Some(InitImage { width: img.width, height: img.height, url: png_url(&png), png })
+        }
+        None => None,
+    };
+    s.prompt.set(prompt);
+    s.negative.set(negative.unwrap_or_default());
+    if let Some(v) = sampler {
+        s.sampler.set(v);
+    }
+    s.seed.set(seed.map(|v| v as u64));
+    if let Some(v) = steps {
+        s.steps.set(v as usize);
+    }
+    if let Some(v) = cfg {
+        s.cfg.set(v as f32);
+    }
+    if let Some(img) = &init {
+        s.width.set(img.width);
+        s.height.set(img.height);
+    }
+    if let Some(v) = width {
+        s.width.set(v as usize);
+    }
+    if let Some(v) = height {
+        s.height.set(v as usize);
+    }
+    if let Some(v) = strength {
+        s.strength.set(v);
+    }
+    s.inpaint.set(mask.is_some());
+    s.mask_png.set(mask);
+    s.init.set(init);
+    s.batch_size.set(1);
+    s.batch_count.set(1);
+    Ok(())
+}
+
+fn run_request(state: AppState, embed: Embed, id: u32, params: JsValue) {
+    let host = embed.host.get_untracked().unwrap_or_default();
+    if let Err(e) = apply(state, &params) {
+        send_error(&host, Some(id), "invalid", &e);
+        return;
+    }
+    embed.pending.set(Some(Pending { id, started: true }));
+    state.results.set(Vec::new());
+    generation::start(state);
+    if state.run.get_untracked().is_none() {
+        // Refused before it started: the form says why.
+        embed.pending.set(None);
+        let code = state.error_code.get_untracked().unwrap_or("invalid");
+        send_error(&host, Some(id), code, &state.error.get_untracked().unwrap_or_default());
+    }
+}
+
+fn on_message(state: AppState, embed: Embed, event: MessageEvent) {
+    let from_parent = match (event.source(), parent()) {
+        (Some(source), Some(p)) => Object::is(&source, &p),
+        _ => false,
+    };
+    if from_parent && embed.host.get_untracked().is_none() {
+        // Browsers without location.ancestorOrigins: the embedding window's first message tells.
+        embed.host.set(Some(event.origin()));
+    }
+    let Some(host) = embed.host.get_untracked() else {
+        log_ignored("the embedding page's origin is unknown");
+        return;
+    };
+    if !from_parent || event.origin() != host {
+        log_ignored(&format!("from {} which is not the embedding page", event.origin()));
+        return;
+    }
+    let data = event.data();
+    if get(&data, "darkroom").as_f64() != Some(VERSION) {
+        log_ignored("not protocol version 1");
+        return;
+    }
+    let id =
+        get(&data, "id").as_f64().filter(|n| n.fract() == 0.0 && *n >= 0.0 && *n < 4e9).map(|n| n as u32);
+    match get(&data, "type").as_string().as_deref() {
+        Some("hello") => post(&host, &object(&[("type", "ready".into()), ("version", VERSION.into())]), None),
+        Some("cancel") => generation::cancel(state),
+        Some("generate") => {
+            let Some(id) = id else {
+                log_ignored("a generate request without a numeric id");
+                return;
+            };
+            if embed.pending.get_untracked().is_some() || state.run.get_untracked().is_some() {
+                send_error(&host, Some(id), "busy", "Darkroom is still working on the previous image");
+                return;
+            }
+            let params = get(&data, "params");
+            if embed.denied.get_untracked().contains(&host) {
+                send_error(&host, Some(id), "denied", "the user does not allow this site to use Darkroom");
+            } else if embed.allowed.get_untracked().contains(&host) {
+                run_request(state, embed, id, params);
+            } else {
+                embed.waiting.set_value(Some((id, params)));
+                embed.pending.set(Some(Pending { id, started: false }));
+                embed.asking.set(true);
+            }
+        }
+        _ => {
+            log_ignored("an unknown message type");
+            send_error(&host, id, "invalid", "unknown message type");
+        }
+    }
+}
+
+/// Sends the finished image to the host: the answer to its request, or an insert of its own.
+fn insert(state: AppState, embed: Embed) {
+    let (Some(host), Some(image)) =
+        (embed.host.get_untracked(), state.results.get_untracked().into_iter().last())
+    else {
+        return;
+    };
+    let id = embed.pending.get_untracked().map_or(JsValue::NULL, |p| JsValue::from(p.id));
+    let bytes = Uint8Array::from(image.png.as_slice());
+    let buffer = bytes.buffer();
+    let message = object(&[
+        ("type", "result".into()),
+        ("id", id),
+        ("png", buffer.clone().into()),
+        ("parameters", image.infotext.as_str().into()),
+    ]);
+    post(&host, &message, Some(&Array::of1(&buffer)));
+    embed.pending.set(None);
+    state.results.set(Vec::new());
+}
+
+fn dismiss(state: AppState, embed: Embed) {
+    if let (Some(host), Some(p)) = (embed.host.get_untracked(), embed.pending.get_untracked()) {
+        send_error(&host, Some(p.id), "dismissed", "the user discarded the image");
+    }
+    embed.pending.set(None);
+    state.results.set(Vec::new());
+}
+
+/// The widget. Reuses the app's state, worker and generation; shows only what fits 360 px.
+#[component]
+pub fn EmbedApp() -> impl IntoView {
+    let state = crate::app::app_state();
+    let s = state.settings;
+    let host = parent_origin();
+    let embed = Embed {
+        host: RwSignal::new(host.clone()),
+        asking: RwSignal::new(false),
+        pending: RwSignal::new(None),
+        waiting: StoredValue::new_local(None),
+        allowed: RwSignal::new(load_list(ALLOWED)),
+        denied: RwSignal::new(load_list(DENIED)),
+    };
+    if let Some(model) = web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .and_then(|q| web_sys::UrlSearchParams::new_with_str(&q).ok())
+        .and_then(|p| p.get("model"))
+    {
+        // Applied once the models are listed (app_state loads them).
+        Effect::new(move |done: Option<bool>| {
+            if done == Some(true) {
+                return true;
+            }
+            match state.model(&model) {
+                Some(m) => {
+                    s.apply_defaults(&m.manifest);
+                    true
+                }
+                None => false,
+            }
+        });
+    }
+    let handler =
+        Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| on_message(state, embed, event));
+    if let Some(w) = web_sys::window() {
+        let _ = w.add_event_listener_with_callback("message", handler.as_ref().unchecked_ref());
+    }
+    handler.forget();
+    // Announce ourselves: the host's hello may have come before this listener existed. Only
+    // "ready" goes out before the embedding origin is known.
+    let ready = object(&[("type", "ready".into()), ("version", VERSION.into())]);
+    post(host.as_deref().unwrap_or("*"), &ready, None);
+
+    // Progress to the host, and the end of a run: an error or a cancel answers the request;
+    // an image waits for the user's Insert.
+    Effect::new(move |was_running: Option<bool>| {
+        let run = state.run.get();
+        let (Some(host), Some(p)) = (embed.host.get_untracked(), embed.pending.get_untracked()) else {
+            return run.is_some();
+        };
+        if let Some(r) = &run {
+            let message = object(&[
+                ("type", "progress".into()),
+                ("id", p.id.into()),
+                ("stage", r.label.as_str().into()),
+                ("fraction", r.fraction.into()),
+            ]);
+            post(&host, &message, None);
+        } else if was_running == Some(true) && p.started && state.results.get_untracked().is_empty() {
+            embed.pending.set(None);
+            match (state.error.get_untracked(), state.error_code.get_untracked()) {
+                (Some(e), code) => send_error(&host, Some(p.id), code.unwrap_or("gpu"), &e),
+                (None, _) => send_error(&host, Some(p.id), "cancelled", "the generation was cancelled"),
+            }
+        }
+        run.is_some()
+    });
+
+    let decide = move |allow: bool| {
+        let Some(host) = embed.host.get_untracked() else { return };
+        embed.asking.set(false);
+        let (list, key) = if allow { (embed.allowed, ALLOWED) } else { (embed.denied, DENIED) };
+        list.update(|l| {
+            if !l.contains(&host) {
+                l.push(host.clone());
+            }
+        });
+        save_list(key, &list.get_untracked());
+        if let Some((id, params)) = embed.waiting.get_value() {
+            embed.waiting.set_value(None);
+            if allow {
+                run_request(state, embed, id, params);
+            } else {
+                embed.pending.set(None);
+                send_error(&host, Some(id), "denied", "the user does not allow this site to use Darkroom");
+            }
+        }
+    };
+    let revoke = move |origin: String| {
+        for (list, key) in [(embed.allowed, ALLOWED), (embed.denied, DENIED)] {
+            list.update(|l| l.retain(|o| o != &origin));
+            save_list(key, &list.get_untracked());
+        }
+    };
+    let model_line = move || {
+        let entry = state.selected_model()?;
+        let stored = entry.stored.get();
+        if stored.complete {
+            return None;
+        }
+        let (size, exact) = entry.manifest.download_size();
+        let size = if exact {
+            human_bytes(size)
+        } else {
+            entry.manifest.approx_size.map(human_bytes).unwrap_or_default()
+        };
+        let downloading = entry.download.get().is_some_and(|d| d.id.is_some());
+        let progress =
+            entry.download.get().map(|d| format!("{} of {}", human_bytes(d.bytes), human_bytes(d.total)));
+        let license = entry.manifest.license.clone();
+        let name = entry.manifest.name.clone();
+        let e = entry.clone();
+        Some(view! {
+            <div class="embed-model" id="embed-model">
+                <p>{format!("{name} ({size}) is not in this site's storage yet: browsers keep each site's storage apart, so Darkroom inside this page needs its own copy, downloaded once.")}</p>
+                <p class="muted small">"License: " <a href=license.url target="_blank" rel="noopener noreferrer">{license.name}</a></p>
+                {if downloading {
+                    view! { <p class="muted small">{progress}</p> }.into_any()
+                } else {
+                    view! { <button class="primary" id="embed-download" on:click=move |_| start_download(state, &e)>"Accept the license and download"</button> }.into_any()
+                }}
+            </div>
+        })
+    };
+    let result = move || state.results.get().into_iter().last();
+    view! {
+        <div class="embed">
+            <header class="embed-top">
+                <strong>"Darkroom"</strong>
+                <span class="muted small">{move || embed.host.get().map(|h| format!("in {h} · runs on your GPU, nothing leaves it")).unwrap_or_default()}</span>
+            </header>
+            <Show when=move || embed.asking.get()>
+                <div class="consent" role="dialog" id="embed-consent">
+                    <p><strong>{move || embed.host.get().unwrap_or_default()}</strong>" wants to make images with Darkroom on your GPU. It will receive only the images you insert."</p>
+                    <button class="primary" id="embed-allow" on:click=move |_| decide(true)>"Allow"</button>
+                    <button id="embed-deny" on:click=move |_| decide(false)>"Deny"</button>
+                </div>
+            </Show>
+            {model_line}
+            {move || state.error.get().map(|e| view! { <p class="error" role="alert" id="embed-error">{e}</p> })}
+            <textarea id="embed-prompt" rows="3" placeholder="Describe the image"
+                prop:value=move || s.prompt.get() on:input=move |ev| s.prompt.set(event_target_value(&ev))></textarea>
+            <div class="row">
+                <button class="primary" id="embed-generate" disabled=move || state.run.get().is_some()
+                    on:click=move |_| { state.results.set(Vec::new()); generation::start(state); }>"Generate"</button>
+                <button id="embed-cancel" disabled=move || state.run.get().is_none() on:click=move |_| generation::cancel(state)>"Cancel"</button>
+            </div>
+            {move || state.run.get().map(|r| view! {
+                <progress max="1" value=r.fraction></progress>
+                <p class="muted small">{r.label}</p>
+            })}
+            {move || result().map(|r| view! {
+                <figure class="embed-result">
+                    <img src=r.url alt=r.infotext.clone() />
+                    <div class="row">
+                        <button class="primary" id="embed-insert" on:click=move |_| insert(state, embed)>"Insert"</button>
+                        <button id="embed-discard" on:click=move |_| dismiss(state, embed)>"Discard"</button>
+                    </div>
+                </figure>
+            })}
+            <details class="embed-sites">
+                <summary class="muted small">"Sites"</summary>
+                {move || {
+                    let rows: Vec<(String, &'static str)> = embed.allowed.get().into_iter().map(|o| (o, "allowed"))
+                        .chain(embed.denied.get().into_iter().map(|o| (o, "denied"))).collect();
+                    rows.into_iter().map(|(origin, what)| {
+                        let o = origin.clone();
+                        view! { <p class="small">{format!("{origin}: {what} ")}<button on:click=move |_| revoke(o.clone())>"Forget"</button></p> }
+                    }).collect_view()
+                }}
+            </details>
+        </div>
+    }
+}

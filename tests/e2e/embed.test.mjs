@@ -1,0 +1,177 @@
+// Darkroom embedded in other sites' pages through www/embed.js: the host pages live on origins
+// of their own (http://localhost on three ports, answered by the test itself; loopback, so
+// Chromium's private-network rules let them load from 127.0.0.1) and Darkroom on the test
+// server's 127.0.0.1 origin, so every message crosses origins as it would in production. The user allows one host, denies another; a third origin's
+// messages and malformed ones from the host change nothing; the allowed host receives the
+// image the user inserts, with the CLI's pixels and the parameters; no request carries a prompt.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { launch, ARTIFACTS, APP_URL, cli, pixels, maxDiff, pngText } from './harness.mjs';
+
+const HOST = 'http://localhost:8931';
+const OTHER = 'http://localhost:8932';
+const EVIL = 'http://localhost:8933';
+const DARKROOM = new URL(APP_URL).origin;
+const WIDGET = `${APP_URL}?manifest=/fixtures/tiny-sd.toml&base=${encodeURIComponent(`${APP_URL}fixtures/tiny-sd/`)}`;
+const PROMPT = 'a red boat on a calm lake';
+
+const hostPage = `<!doctype html><html><head><meta charset="utf-8"><title>A design tool</title></head>
+<body style="font-family: sans-serif; background: #f4f4f4">
+<h1 style="font-size: 18px">Moodboard</h1>
+<div id="slot" style="width: 360px; height: 640px"></div>
+<script src="${APP_URL}embed.js"></script>
+<script>
+  window.replies = [];
+  addEventListener('message', (e) => { if (e.origin === '${DARKROOM}') replies.push(e.data); });
+</script>
+</body></html>`;
+
+// Posts a generate request into every frame of its parent: the Darkroom widget is one of them.
+const evilPage = `<!doctype html><script>
+  for (let i = 0; i < parent.frames.length; i++) {
+    try { parent.frames[i].postMessage({ darkroom: 1, type: 'generate', id: 99, params: { prompt: 'steal' } }, '*'); } catch {}
+  }
+  document.title = 'posted';
+</script>`;
+
+let browser;
+let context;
+const requests = [];
+
+before(async () => {
+  // The host pages are answered by the test, so Chromium cannot tell they are on this machine and
+  // would refuse them the loopback server ("local network access"); a real host and Darkroom
+  // are both on the public internet, where that rule does not apply.
+  browser = await launch({ extraArgs: ['--disable-features=LocalNetworkAccessChecks,BlockInsecurePrivateNetworkRequests'] });
+  context = await browser.newContext({ viewport: { width: 900, height: 800 } });
+  context.on('request', (r) => requests.push({ url: r.url(), body: r.postData() ?? '' }));
+  for (const origin of [HOST, OTHER]) {
+    await context.route(`${origin}/**`, (route) => route.fulfill({ contentType: 'text/html', body: hostPage }));
+  }
+  await context.route(`${EVIL}/**`, (route) => route.fulfill({ contentType: 'text/html', body: evilPage }));
+});
+after(async () => { await browser?.close(); });
+
+async function mount(page) {
+  await page.evaluate(async (base) => {
+    window.progress = 0;
+    window.dr = await Darkroom.mount(document.querySelector('#slot'), { base, model: 'tiny-sd' });
+    dr.addEventListener('progress', () => { window.progress += 1; });
+  }, WIDGET);
+  return page.frameLocator('#slot iframe');
+}
+
+/// Starts dr.generate in the host page; the outcome lands in window.job.
+async function startGenerate(page, params) {
+  await page.evaluate((p) => {
+    window.job = dr.generate(p).then(
+      async (r) => ({ png: Array.from(new Uint8Array(await r.png.arrayBuffer())), parameters: r.parameters }),
+      (e) => ({ name: e.name, code: e.code, message: e.message }));
+  }, params);
+}
+
+let hostTab;
+
+test('a host page mounts the widget, the user allows it, and the host receives the inserted image', async () => {
+  const page = await context.newPage();
+  hostTab = page;
+  await page.goto(`${HOST}/`);
+  const frame = await mount(page);
+  // The widget's storage is this site's own: it asks for its own download, saying why.
+  await frame.locator('#embed-model').waitFor();
+  assert.match(await frame.locator('#embed-model').textContent(), /this site's storage/);
+  await frame.locator('#embed-download').click();
+  await frame.locator('#embed-model').waitFor({ state: 'detached', timeout: 120_000 });
+
+  const params = { prompt: PROMPT, seed: 21, steps: 2, sampler: 'euler', cfg: 7.5, width: 64, height: 48 };
+  await startGenerate(page, params);
+  await frame.locator('#embed-consent').waitFor();
+  assert.match(await frame.locator('#embed-consent').textContent(), /http:\/\/localhost:8931/);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'embed-consent.png') });
+  await frame.locator('#embed-allow').click();
+  await frame.locator('#embed-insert').waitFor({ timeout: 240_000 });
+  await page.screenshot({ path: path.join(ARTIFACTS, 'embed-result.png') });
+  await frame.locator('#embed-insert').click();
+  const result = await page.evaluate(() => window.job);
+  assert.ok(result.png, JSON.stringify(result));
+  assert.ok(await page.evaluate(() => window.progress) > 0, 'the host saw progress events');
+
+  const png = Buffer.from(result.png);
+  assert.equal(pngText(png).parameters, result.parameters, 'the PNG carries the parameters it was sent with');
+  for (const part of [PROMPT, 'Steps: 2', 'Sampler: Euler', 'Seed: 21', 'Size: 64x48', 'Model: tiny-sd']) {
+    assert.ok(result.parameters.includes(part), `${part} in ${result.parameters}`);
+  }
+  const ours = await pixels(page, { png });
+  const theirs = await pixels(page, {
+    png: cli(['--prompt', PROMPT, '--sampler', 'euler', '--steps', '2', '--cfg', '7.5', '--seed', '21',
+      '--width', '64', '--height', '48']),
+  });
+  const worst = maxDiff(ours, theirs);
+  assert.ok(worst <= 2, `widget vs CLI: worst pixel ${worst}/255`);
+});
+
+test('a denied origin gets a typed refusal, asked once', async () => {
+  const page = await context.newPage();
+  await page.goto(`${OTHER}/`);
+  const frame = await mount(page);
+  await startGenerate(page, { prompt: 'a cat' });
+  await frame.locator('#embed-consent').waitFor();
+  await frame.locator('#embed-deny').click();
+  assert.deepEqual(await page.evaluate(() => window.job.then((r) => [r.name, r.code])), ['DarkroomError', 'denied']);
+  await startGenerate(page, { prompt: 'a cat' });
+  assert.equal(await page.evaluate(() => window.job.then((r) => r.code)), 'denied');
+  assert.equal(await frame.locator('#embed-consent').count(), 0, 'the choice is remembered');
+  await page.close();
+});
+
+test('a third origin\'s messages and malformed ones from the host change nothing', async () => {
+  const page = hostTab;
+  const frame = page.frameLocator('#slot iframe');
+  await page.evaluate(() => new Promise((resolve) => {
+    const evil = document.createElement('iframe');
+    evil.src = 'http://localhost:8933/';
+    evil.onload = resolve;
+    document.body.append(evil);
+  }));
+  await page.waitForTimeout(500);
+  const log = await page.frames().find((f) => f.url().startsWith(APP_URL)).evaluate(() => window.__darkroomEmbedLog ?? []);
+  assert.ok(log.some((l) => l.includes('localhost:8933')), JSON.stringify(log));
+  assert.equal(await frame.locator('#embed-consent').count(), 0);
+  assert.equal(await frame.locator('#run, progress').count(), 0, 'nothing started');
+
+  const replies = await page.evaluate(async (origin) => {
+    replies.length = 0;
+    const w = document.querySelector('#slot iframe').contentWindow;
+    w.postMessage({ darkroom: 2, type: 'generate', id: 5, params: { prompt: 'x' } }, origin);
+    w.postMessage('not an object', origin);
+    w.postMessage(null, origin);
+    w.postMessage({ darkroom: 1, type: 'generate', id: 6, params: { prompt: 42 } }, origin);
+    w.postMessage({ darkroom: 1, type: 'generate', id: 7, params: { prompt: 'x'.repeat(5_000_000) } }, origin);
+    w.postMessage({ darkroom: 1, type: 'generate', id: 8, params: { prompt: 'x', steps: 'many' } }, origin);
+    w.postMessage({ darkroom: 1, type: 'generate', id: 9, params: { prompt: 'x', init: new ArrayBuffer(40 << 20) } }, origin);
+    w.postMessage({ darkroom: 1, type: 'format-disk', id: 10 }, origin);
+    await new Promise((r) => setTimeout(r, 1000));
+    return replies.map((m) => [m.id, m.type, m.code]);
+  }, DARKROOM);
+  assert.deepEqual(replies, [[6, 'error', 'invalid'], [7, 'error', 'invalid'], [8, 'error', 'invalid'],
+    [9, 'error', 'invalid'], [10, 'error', 'invalid']]);
+
+  // And the widget still works.
+  await startGenerate(page, { prompt: 'again', seed: 3, steps: 1, sampler: 'euler', width: 64, height: 48 });
+  await frame.locator('#embed-insert').waitFor({ timeout: 240_000 });
+  await frame.locator('#embed-insert').click();
+  assert.ok((await page.evaluate(() => window.job)).png, 'a PNG after the malformed messages');
+});
+
+test('privacy: no request of the session carries a prompt', async () => {
+  assert.ok(requests.some((r) => r.url.includes('/fixtures/tiny-sd/unet/')), 'the widget\'s download was recorded');
+  for (const words of [PROMPT, 'a cat', 'steal']) {
+    const leaked = requests.filter((r) => decodeURIComponent(r.url).includes(words) || r.body.includes(words));
+    assert.deepEqual(leaked.map((r) => r.url), [], `"${words}" left the device`);
+  }
+  const elsewhere = requests.filter((r) => ![DARKROOM, HOST, OTHER, EVIL].includes(new URL(r.url).origin)
+    && !r.url.startsWith('blob:') && !r.url.startsWith('data:'));
+  assert.deepEqual(elsewhere.map((r) => r.url), []);
+});
