@@ -395,7 +395,50 @@ pub async fn import_checkpoint<S: ByteSource, C: ChunkStore>(
     progress: &mut dyn FnMut(u64, u64),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Imported, CheckpointError> {
-    let outcome = copy(source, store, id, layout, chunk_size, progress, cancelled).await;
+    let outcome = async {
+        let len = source.len();
+        let first8: [u8; 8] =
+            source.read(0, 8).await?.try_into().map_err(|_| SafetensorsError::TooShort(len))?;
+        let span = header_span(first8, len)?;
+        let header = Header::parse(&source.read(0, span).await?, len)?;
+        let plans = plan(&header, layout)?;
+        let used: usize = plans.iter().map(|p| p.tensors.len()).sum();
+        let total: u64 = plans.iter().map(|p| p.total).sum();
+        let mut done = 0u64;
+        let mut files = Vec::new();
+        for p in &plans {
+            let key = format!("{id}/{}", p.component.path());
+            store.remove(&key).await?;
+            store.set_total(&key, p.total).await?;
+            let mut writer =
+                ChunkWriter { store, key: key.clone(), chunk_size, index: 0, buffer: Vec::new() };
+            writer.push(&p.header).await?;
+            for t in &p.tensors {
+                if cancelled() {
+                    return Err(CheckpointError::Cancelled);
+                }
+                let mut at = t.start;
+                while at < t.end {
+                    let n = (t.end - at).min(chunk_size);
+                    let bytes = source.read(at, n).await?;
+                    if bytes.len() as u64 != n {
+                        return Err(CheckpointError::Read(format!("{}: short read", t.name)));
+                    }
+                    writer.push(&bytes).await?;
+                    at += n;
+                    done += n;
+                    progress(done, total);
+                }
+            }
+            writer.flush().await?;
+            store.mark_complete(&key).await?;
+            done += p.header.len() as u64;
+            progress(done, total);
+            files.push((p.component.path().to_string(), p.total));
+        }
+        Ok(Imported { files, skipped: header.tensors.len() - used })
+    }
+    .await;
     if outcome.is_err() {
         // A half-written import is never left looking like a model.
         for c in Component::ALL {
@@ -403,56 +446,6 @@ pub async fn import_checkpoint<S: ByteSource, C: ChunkStore>(
         }
     }
     outcome
-}
-
-async fn copy<S: ByteSource, C: ChunkStore>(
-    source: &S,
-    store: &C,
-    id: &str,
-    layout: &Layout,
-    chunk_size: u64,
-    progress: &mut dyn FnMut(u64, u64),
-    cancelled: &dyn Fn() -> bool,
-) -> Result<Imported, CheckpointError> {
-    let len = source.len();
-    let first8: [u8; 8] = source.read(0, 8).await?.try_into().map_err(|_| SafetensorsError::TooShort(len))?;
-    let span = header_span(first8, len)?;
-    let header = Header::parse(&source.read(0, span).await?, len)?;
-    let plans = plan(&header, layout)?;
-    let used: usize = plans.iter().map(|p| p.tensors.len()).sum();
-    let total: u64 = plans.iter().map(|p| p.total).sum();
-    let mut done = 0u64;
-    let mut files = Vec::new();
-    for p in &plans {
-        let key = format!("{id}/{}", p.component.path());
-        store.remove(&key).await?;
-        store.set_total(&key, p.total).await?;
-        let mut writer = ChunkWriter { store, key: key.clone(), chunk_size, index: 0, buffer: Vec::new() };
-        writer.push(&p.header).await?;
-        for t in &p.tensors {
-            if cancelled() {
-                return Err(CheckpointError::Cancelled);
-            }
-            let mut at = t.start;
-            while at < t.end {
-                let n = (t.end - at).min(chunk_size);
-                let bytes = source.read(at, n).await?;
-                if bytes.len() as u64 != n {
-                    return Err(CheckpointError::Read(format!("{}: short read", t.name)));
-                }
-                writer.push(&bytes).await?;
-                at += n;
-                done += n;
-                progress(done, total);
-            }
-        }
-        writer.flush().await?;
-        store.mark_complete(&key).await?;
-        done += p.header.len() as u64;
-        progress(done, total);
-        files.push((p.component.path().to_string(), p.total));
-    }
-    Ok(Imported { files, skipped: header.tensors.len() - used })
 }
 
 /// The files an imported model takes from its base model (configs, tokenizer, scheduler).
