@@ -455,8 +455,8 @@ pub fn EmbedApp() -> impl IntoView {
             <Show when=move || embed.asking.get()>
                 <div class="consent" role="dialog" id="embed-consent">
                     <p><strong>{move || embed.host.get().unwrap_or_default()}</strong>" wants to make images with Darkroom on your GPU. It will receive only the images you insert."</p>
-                    <button class="primary" id="embed-allow" on:click=move |_| decide(true)>"Allow"</button>
-                    <button id="embed-deny" on:click=move |_| decide(false)>"Deny"</button>
+                    <div class="row"><button class="primary" id="embed-allow" on:click=move |_| decide(true)>"Allow"</button>
+                    <button id="embed-deny" on:click=move |_| decide(false)>"Deny"</button></div>
                 </div>
             </Show>
             {model_line}
