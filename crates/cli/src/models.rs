@@ -5,7 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use darkroom_weights::checkpoint::{
-    import_checkpoint, imported_manifest, store_file, ByteSource, CheckpointError, Layout, BASE_FILES,
+    import_checkpoint, imported_manifest, model_id, store_file, ByteSource, CheckpointError, Layout,
+    BASE_FILES, IMPORTED_MANIFEST,
 };
 use darkroom_weights::fetch::{fetch_model, ChunkStore, FetchOptions, FetchProgress, DEFAULT_CHUNK};
 use darkroom_weights::manifest;
@@ -60,9 +61,6 @@ pub enum Action {
         quiet: bool,
     },
 }
-
-/// The manifest an imported model keeps in its folder.
-const IMPORTED_MANIFEST: &str = "darkroom-manifest.toml";
 
 fn usage(message: String) -> Failure {
     Failure { message, usage: true }
@@ -265,14 +263,8 @@ fn import(
         std::fs::File::open(file).map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
     let len = opened.metadata().map_err(|e| usage(format!("{}: {e}", file.display())))?.len();
     let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let id = id.unwrap_or_else(|| {
-        let slug: String = stem
-            .to_lowercase()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
-            .collect();
-        slug.trim_matches('-').to_string()
-    });
+    let file_name = file.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let id = id.unwrap_or_else(|| model_id(&file_name));
     if all.iter().any(|m| m.id == id && !store.model_dir(&id).join(IMPORTED_MANIFEST).is_file()) {
         return Err(usage(format!("{id} is a built-in model's id; pass --id to name the import")));
     }

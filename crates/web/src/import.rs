@@ -13,7 +13,7 @@ use darkroom_weights::Manifest;
 use wasm_bindgen_futures::JsFuture;
 
 /// Where an imported model keeps its manifest in the store.
-pub const MANIFEST_FILE: &str = "darkroom-manifest.toml";
+pub use darkroom_weights::checkpoint::IMPORTED_MANIFEST as MANIFEST_FILE;
 
 struct BlobSource(web_sys::File);
 
@@ -52,22 +52,6 @@ pub async fn imported_manifests() -> Vec<(String, String)> {
     }
     out.sort();
     out
-}
-
-/// A model id from a file name: lower-case letters, digits, '-' and '.'.
-pub fn id_from_name(name: &str) -> String {
-    let stem = name.strip_suffix(".safetensors").unwrap_or(name);
-    let slug: String = stem
-        .to_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
-        .collect();
-    let slug = slug.trim_matches('-').to_string();
-    if slug.is_empty() {
-        "imported".into()
-    } else {
-        slug
-    }
 }
 
 /// Imports `file` as model `id` on `base`'s configs; returns the new model's manifest text.

@@ -125,18 +125,10 @@ async fn load_and_generate(
         let png = first.to_png().map_err(|e| e.to_string())?;
         set(&result, "png", js_sys::Uint8Array::from(png.as_slice()).into());
         set(obj, "image", result.into());
-        return Ok(png_url(&png));
+        let url = crate::state::png_url(&png);
+        return Ok(Some(url).filter(|u| !u.is_empty()));
     }
     Ok(None)
-}
-
-/// An object URL showing PNG bytes in an `<img>`.
-fn png_url(png: &[u8]) -> Option<String> {
-    let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(png).into());
-    let options = web_sys::BlobPropertyBag::new();
-    options.set_type("image/png");
-    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options).ok()?;
-    web_sys::Url::create_object_url_with_blob(&blob).ok()
 }
 
 /// What a finished check shows: its summary line and, when it generated, the image's URL.

@@ -448,6 +448,25 @@ pub async fn import_checkpoint<S: ByteSource, C: ChunkStore>(
     outcome
 }
 
+/// The file an imported model keeps its manifest in, beside its weights.
+pub const IMPORTED_MANIFEST: &str = "darkroom-manifest.toml";
+
+/// A model id from a checkpoint's file name: lower-case letters, digits, '-' and '.'.
+pub fn model_id(file_name: &str) -> String {
+    let stem = file_name.strip_suffix(".safetensors").unwrap_or(file_name);
+    let slug: String = stem
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
+        .collect();
+    let slug = slug.trim_matches('-');
+    if slug.is_empty() {
+        "imported".into()
+    } else {
+        slug.to_string()
+    }
+}
+
 /// The files an imported model takes from its base model (configs, tokenizer, scheduler).
 pub const BASE_FILES: [&str; 9] = [
     "model_index.json",
@@ -490,4 +509,17 @@ pub fn imported_manifest(id: &str, name: &str, base: &crate::Manifest, files: &[
         toml += &format!("\n[[files]]\npath = {path:?}\ncomponent = {component:?}\nsize = {size}\n");
     }
     toml
+}
+
+#[cfg(test)]
+mod tests {
+    use super::model_id;
+
+    #[test]
+    fn ids_from_file_names_are_manifest_ids() {
+        assert_eq!(model_id("My Model v2.safetensors"), "my-model-v2");
+        assert_eq!(model_id("dreamshaper_8.safetensors"), "dreamshaper-8");
+        assert_eq!(model_id("sd-1.5-pruned.safetensors"), "sd-1.5-pruned");
+        assert_eq!(model_id("__.safetensors"), "imported");
+    }
 }

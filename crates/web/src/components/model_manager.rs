@@ -175,7 +175,7 @@ fn ImportForm() -> impl IntoView {
         let input: Option<web_sys::HtmlInputElement> = ev.target().and_then(|t| t.dyn_into().ok());
         let chosen = input.and_then(|i| i.files()).and_then(|f| f.get(0));
         if let Some(f) = &chosen {
-            id.set(crate::import::id_from_name(&f.name()));
+            id.set(darkroom_weights::checkpoint::model_id(&f.name()));
         }
         file.set_value(chosen);
         outcome.set(None);
