@@ -5,7 +5,9 @@
 //!   setup              only the installs (idempotent; skips what is present)
 //!   build-web          only the Trunk build into dist/
 //!   e2e [FILES]        the Trunk build and the browser tests only (all, or the given files)
+//!   bench [--runs N]   our engine vs onnxruntime-web in headless Chromium, as a table
 
+mod bench;
 mod serve;
 mod setup;
 
@@ -20,11 +22,12 @@ fn main() -> ExitCode {
     let outcome = match args.first().map(String::as_str) {
         Some("serve") => serve_command(&args[1..]),
         Some("e2e") => e2e_command(&args[1..]),
+        Some("bench") => bench::command(&args[1..]),
         Some("test") => test_command(),
         Some("setup") => setup::all(),
         Some("build-web") => setup::web_tools().and_then(|_| build_web()),
         _ => {
-            eprintln!("usage: cargo xtask <serve [--port N] | test | setup | build-web>");
+            eprintln!("usage: cargo xtask <serve [--port N] | test | setup | build-web | e2e [FILES] | bench [--runs N] [--latent N]>");
             return ExitCode::from(2);
         }
     };
@@ -76,7 +79,7 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     }
 }
 
-fn build_web() -> Result<()> {
+pub fn build_web() -> Result<()> {
     run(Command::new("cargo").args(["fetch"]))?;
     run(Command::new("trunk").args(["build"]))
 }

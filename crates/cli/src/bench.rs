@@ -1,11 +1,20 @@
 //! `darkroom bench kernels`: GFLOP/s of the tiled kernels at Stable Diffusion UNet shapes, each
-//! beside a plain one-invocation-per-output kernel of ours measured in the same run.
+//! beside a plain one-invocation-per-output kernel of ours measured in the same run and against
+//! the adapter's practical peak (our best large matmul).
+//! `darkroom bench models`: text encode, UNet step and VAE decode times of a real model
+//! architecture (seeded weights), the GPU memory they hold, and a per-kernel split of one step.
 
 use std::time::Instant;
 
 use darkroom_gpu::ops::{self, naive, Conv2d};
 use darkroom_gpu::reference::TestRng;
 use darkroom_gpu::{DType, Gpu, GpuError, Tensor, Weight, WeightFormat};
+use darkroom_models::clip::ClipTextModel;
+use darkroom_models::config::{ClipTextConfig, UNet2DConditionConfig};
+use darkroom_models::unet::UNet2DConditionModel;
+use darkroom_models::vae::{AutoencoderKLConfig, VaeDecoder, VaeEncoder};
+use darkroom_models::ModelError;
+use darkroom_models::{QuantPolicy, WeightStore};
 
 pub struct Options {
     /// Quarter-size shapes, for a quick look on slow (software) adapters.
@@ -15,7 +24,11 @@ pub struct Options {
 
 /// Median wall time of `runs` executions of `f`, each submitted and waited for, after one
 /// warm-up run that also compiles the pipelines.
-fn time(gpu: &Gpu, runs: usize, mut f: impl FnMut() -> Result<Tensor, GpuError>) -> Result<f64, GpuError> {
+fn time<E: From<GpuError>>(
+    gpu: &Gpu,
+    runs: usize,
+    mut f: impl FnMut() -> Result<Tensor, E>,
+) -> Result<f64, E> {
     f()?;
     gpu.finish()?;
     let mut samples = Vec::with_capacity(runs);
@@ -46,6 +59,17 @@ pub fn kernels(gpu: &Gpu, opts: &Options) -> Result<(), GpuError> {
     let side = if opts.quick { 32 } else { 64 };
     let mut rng = TestRng::new(1);
     let mut rows = Vec::new();
+
+    // The practical peak: our GEMM on a large square product, where tiling overheads vanish.
+    let peak_gflops = {
+        let n = if opts.quick { 1024 } else { 4096 };
+        let a = tensor(gpu, &mut rng, &[n, n])?;
+        let w = Weight::from_f32(gpu, n, n, &rng.vec(n * n), None, WeightFormat::F32)?;
+        let gflop = 2.0 * (n as f64).powi(3) / 1e9;
+        let ours = time(gpu, opts.runs, || ops::linear(gpu, &a, &w))?;
+        rows.push(Row { name: format!("matmul {n}x{n}x{n} (peak reference)"), gflop, ours, plain: f64::NAN });
+        gflop / ours
+    };
 
     for (k, n) in [(320, 320), (320, 1280)] {
         let x = tensor(gpu, &mut rng, &[pixels, k])?;
@@ -94,21 +118,141 @@ pub fn kernels(gpu: &Gpu, opts: &Options) -> Result<(), GpuError> {
     println!("adapter: {} ({}, {})", caps.adapter_name, caps.backend, caps.device_type);
     println!("median of {} runs after a warm-up; plain = one invocation per output, same run\n", opts.runs);
     println!(
-        "{:<44} {:>8} {:>10} {:>10} {:>10} {:>9}",
-        "kernel", "GFLOP", "ours ms", "ours GF/s", "plain GF/s", "speed-up"
+        "{:<44} {:>8} {:>10} {:>10} {:>10} {:>9} {:>8}",
+        "kernel", "GFLOP", "ours ms", "ours GF/s", "plain GF/s", "speed-up", "of peak"
     );
     for r in &rows {
+        let ours = r.gflop / r.ours;
         println!(
-            "{:<44} {:>8.2} {:>10.1} {:>10.2} {:>10.2} {:>8.2}x",
+            "{:<44} {:>8.2} {:>10.1} {:>10.2} {:>10.2} {:>8.2}x {:>7.0}%",
             r.name,
             r.gflop,
             r.ours * 1e3,
-            r.gflop / r.ours,
+            ours,
             r.gflop / r.plain,
-            r.plain / r.ours
+            r.plain / r.ours,
+            100.0 * ours / peak_gflops
         );
     }
     let peak = gpu.pool_stats().peak_allocated_bytes;
     println!("\npeak pooled GPU memory: {:.1} MiB", peak as f64 / (1 << 20) as f64);
+    Ok(())
+}
+
+/// Which architecture `bench models` builds (seeded weights at the real shapes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Architecture {
+    /// SD-Turbo / SD 2.1: OpenCLIP ViT-H text encoder, 64-wide heads, linear projections;
+    /// one UNet evaluation per step (no guidance).
+    SdTurbo,
+    /// SD 1.5: CLIP ViT-L, 8 heads, conv projections; two evaluations per step (CFG).
+    Sd15,
+}
+
+pub struct ModelOptions {
+    pub architecture: Architecture,
+    /// Image side in pixels (the latents are an eighth of it).
+    pub size: usize,
+    pub activations: DType,
+    pub weights: QuantPolicy,
+    pub runs: usize,
+    /// Also split one UNet step by kernel (timestamp queries).
+    pub profile: bool,
+}
+
+/// Bytes as MiB for the tables.
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
+pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
+    let (clip_cfg, unet_cfg, batch, name) = match opts.architecture {
+        Architecture::SdTurbo => (ClipTextConfig::sd21(), UNet2DConditionConfig::sd_turbo(), 1, "SD-Turbo"),
+        Architecture::Sd15 => (ClipTextConfig::sd15(), UNet2DConditionConfig::sd15(), 2, "SD 1.5"),
+    };
+    let vae_cfg = AutoencoderKLConfig::sd();
+    let multiple = vae_cfg.scale() * (1 << (unet_cfg.block_out_channels.len() - 1));
+    if opts.size == 0 || opts.size % multiple != 0 {
+        return Err(ModelError::Input(format!("--size must be a multiple of {multiple} for {name}")));
+    }
+    let latent = opts.size / vae_cfg.scale();
+    let (dtype, policy) = (opts.activations, opts.weights);
+
+    // Seeded weights at the real shapes, every component the generator keeps loaded.
+    let start = Instant::now();
+    let store = WeightStore::random(7);
+    let root = store.root(gpu, dtype, policy);
+    let clip = ClipTextModel::load(&root, &clip_cfg)?;
+    let unet = UNet2DConditionModel::load(&root, &unet_cfg)?;
+    let _encoder = VaeEncoder::load(&root, &vae_cfg)?;
+    let decoder = VaeDecoder::load(&root, &vae_cfg)?;
+    gpu.finish()?;
+    let built = start.elapsed().as_secs_f64();
+    let weights = gpu.weight_bytes() + gpu.pool_stats().allocated_bytes;
+
+    let mut rng = TestRng::new(3);
+    let ids: Vec<u32> =
+        (0..batch * 77).map(|i| if i % 77 == 0 { 49406 } else { 320 + (i as u32 % 900) }).collect();
+    let encode = time(gpu, opts.runs, || clip.forward(gpu, &ids, 77))?;
+    let context = clip.forward(gpu, &ids, 77)?;
+    let sample =
+        Tensor::from_f32(gpu, &[batch, 4, latent, latent], &rng.vec(batch * 4 * latent * latent), dtype)?;
+    let timesteps = vec![999.0; batch];
+    let step = time(gpu, opts.runs, || unet.forward(gpu, &sample, &timesteps, &context))?;
+    let latents = Tensor::from_f32(gpu, &[1, 4, latent, latent], &rng.vec(4 * latent * latent), dtype)?;
+    let decode = time(gpu, opts.runs, || decoder.forward(gpu, &latents))?;
+    let stats = gpu.pool_stats();
+
+    let caps = gpu.capabilities();
+    println!("adapter: {} ({}, {})", caps.adapter_name, caps.backend, caps.device_type);
+    println!(
+        "{name} architecture, seeded weights ({:.1} s to build); {}x{} px, activations {dtype:?}, \
+         weights {:?} (linear) / {:?} (conv); median of {} runs after a warm-up\n",
+        built, opts.size, opts.size, policy.linear, policy.conv, opts.runs
+    );
+    println!("{:<40} {:>10}", "stage", "ms");
+    println!("{:<40} {:>10.1}", format!("text encode (batch {batch}, 77 tokens)"), encode * 1e3);
+    println!("{:<40} {:>10.1}", format!("UNet step (batch {batch}, {latent}x{latent} latents)"), step * 1e3);
+    println!("{:<40} {:>10.1}", format!("VAE decode ({}x{} px)", opts.size, opts.size), decode * 1e3);
+    println!();
+    println!("weights on the GPU:          {:>9.1} MiB", mib(weights));
+    println!(
+        "activations (pool peak):     {:>9.1} MiB",
+        mib(stats.peak_allocated_bytes - (weights - gpu.weight_bytes()))
+    );
+    println!(
+        "peak GPU memory (our pool + weights): {:.1} MiB",
+        mib(gpu.weight_bytes() + stats.peak_allocated_bytes)
+    );
+
+    if opts.profile {
+        println!();
+        if !gpu.begin_profile() {
+            println!("per-kernel split: this adapter has no timestamp queries");
+            return Ok(());
+        }
+        let out = unet.forward(gpu, &sample, &timesteps, &context)?;
+        let kernels = pollster::block_on(gpu.end_profile())?;
+        drop(out);
+        let total: f64 = kernels.iter().map(|k| k.seconds).sum();
+        println!(
+            "one UNet step by kernel (GPU timestamps; {:.1} ms of kernel time, {:.1} ms wall):",
+            total * 1e3,
+            step * 1e3
+        );
+        println!(
+            "{:<64} {:>6} {:>9} {:>6}",
+            "kernel (shader:activations:defines:entry)", "calls", "ms", "share"
+        );
+        for k in kernels.iter().take(15) {
+            println!(
+                "{:<64} {:>6} {:>9.2} {:>5.1}%",
+                k.kernel,
+                k.dispatches,
+                k.seconds * 1e3,
+                100.0 * k.seconds / total.max(1e-12)
+            );
+        }
+    }
     Ok(())
 }

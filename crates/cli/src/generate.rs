@@ -142,6 +142,16 @@ fn output_path(out: &Path, seed: u64, index: usize, count: usize) -> PathBuf {
     out.with_file_name(format!("{stem}-{}.png", index + 1))
 }
 
+/// The activation type `--precision` asks for (auto: f16 where the adapter has shader-f16).
+pub fn activations(gpu: &Gpu, precision: PrecisionArg) -> DType {
+    match precision {
+        PrecisionArg::F32 => DType::F32,
+        PrecisionArg::F16 => DType::F16,
+        PrecisionArg::Auto if gpu.capabilities().shader_f16 => DType::F16,
+        PrecisionArg::Auto => DType::F32,
+    }
+}
+
 pub fn run(gpu: &Gpu, mut args: GenerateArgs) -> Result<(), Failure> {
     let looks_like_id = args.model.to_str().is_some_and(|s| !s.contains(['/', '\\']) && !s.starts_with('.'));
     if !args.model.exists() && looks_like_id {
@@ -154,12 +164,7 @@ pub fn run(gpu: &Gpu, mut args: GenerateArgs) -> Result<(), Failure> {
             args.model.display()
         )));
     }
-    let activations = match args.precision {
-        PrecisionArg::F32 => DType::F32,
-        PrecisionArg::F16 => DType::F16,
-        PrecisionArg::Auto if gpu.capabilities().shader_f16 => DType::F16,
-        PrecisionArg::Auto => DType::F32,
-    };
+    let activations = activations(gpu, args.precision);
     let stored = if activations == DType::F16 { QuantPolicy::F16 } else { QuantPolicy::F32 };
     let weights = match args.quant {
         Quant::None => stored,

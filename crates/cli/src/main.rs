@@ -7,7 +7,8 @@ mod generate;
 mod models;
 
 use clap::{Parser, Subcommand};
-use darkroom_gpu::{selftest, Gpu, Requirements};
+use darkroom_gpu::{selftest, Gpu, Requirements, WeightFormat};
+use darkroom_models::QuantPolicy;
 
 #[derive(Parser)]
 #[command(name = "darkroom", version, about = "Private Stable Diffusion on your own GPU")]
@@ -38,22 +39,50 @@ enum Command {
         #[arg(long, default_value_t = selftest::MATMUL_SEED)]
         seed: u32,
     },
-    /// Measure speed. `kernels`: GFLOP/s at UNet shapes beside plain kernels, same run.
+    /// Measure speed. `kernels`: GFLOP/s at UNet shapes beside plain kernels and the adapter's
+    /// practical peak, same run. `models`: text encode / UNet step / VAE decode times and GPU
+    /// memory of a real architecture with seeded weights.
     Bench {
         #[arg(value_enum)]
         what: BenchTarget,
         /// Quarter-size shapes (software adapters are slow).
         #[arg(long)]
         quick: bool,
-        /// Timed runs per kernel (the median is shown).
+        /// Timed runs per kernel or stage (the median is shown).
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// `models`: which architecture.
+        #[arg(long, value_enum, default_value = "sd-turbo")]
+        model: bench::Architecture,
+        /// `models`: image side in pixels (512 unless --quick, then 128).
+        #[arg(long)]
+        size: Option<usize>,
+        /// `models`: activations f32 or f16 (f16 needs shader-f16; auto picks it when present).
+        #[arg(long, value_enum, default_value = "auto")]
+        precision: generate::PrecisionArg,
+        /// `models`: weight storage for matmuls and convolutions (default: the shipped
+        /// manifests' policy, int8 linear and f16 conv).
+        #[arg(long, value_enum, default_value = "shipped")]
+        weights: WeightsArg,
+        /// `models`: also split one UNet step by kernel (GPU timestamp queries).
+        #[arg(long)]
+        profile: bool,
     },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum BenchTarget {
     Kernels,
+    Models,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum WeightsArg {
+    Shipped,
+    F32,
+    F16,
+    Q8,
+    Q4,
 }
 
 fn parse_shape(s: &str) -> Result<(usize, usize, usize), String> {
@@ -122,8 +151,43 @@ fn main() -> ExitCode {
         Command::Params { png } => params(&png),
         Command::Models(args) => report(models::run(args)),
         Command::Generate(args) => report(generate::run(&gpu, *args)),
-        Command::Bench { what: BenchTarget::Kernels, quick, runs } => {
+        Command::Bench { what: BenchTarget::Kernels, quick, runs, .. } => {
             match bench::kernels(&gpu, &bench::Options { quick, runs }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Bench {
+            what: BenchTarget::Models,
+            quick,
+            runs,
+            model,
+            size,
+            precision,
+            weights,
+            profile,
+        } => {
+            let activations = generate::activations(&gpu, precision);
+            let format = |f| QuantPolicy { linear: f, conv: f };
+            let weights = match weights {
+                WeightsArg::Shipped => QuantPolicy { linear: WeightFormat::Q8, conv: WeightFormat::F16 },
+                WeightsArg::F32 => format(WeightFormat::F32),
+                WeightsArg::F16 => format(WeightFormat::F16),
+                WeightsArg::Q8 => format(WeightFormat::Q8),
+                WeightsArg::Q4 => format(WeightFormat::Q4),
+            };
+            let opts = bench::ModelOptions {
+                architecture: model,
+                size: size.unwrap_or(if quick { 128 } else { 512 }),
+                activations,
+                weights,
+                runs,
+                profile,
+            };
+            match bench::models(&gpu, &opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");

@@ -2,10 +2,12 @@
 //! from the same code.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::GpuError;
 use crate::pool::{BufferPool, PoolStats};
+use crate::profile::Profiler;
 use crate::shaders::Variant;
 
 /// What a caller needs from the adapter. A missing feature or a too-small limit becomes a typed
@@ -92,6 +94,12 @@ pub struct Gpu {
     capabilities: Capabilities,
     limits: wgpu::Limits,
     pipelines: Mutex<HashMap<String, wgpu::ComputePipeline>>,
+    /// Each compiled pipeline's variant key, for the profiler's labels.
+    pipeline_keys: Mutex<HashMap<wgpu::ComputePipeline, String>>,
+    /// Per-dispatch timestamps while a profile is being taken.
+    pub(crate) profiler: Mutex<Option<Profiler>>,
+    /// Bytes of weight buffers uploaded since the device opened (matrices, scales, biases).
+    pub(crate) weight_bytes: AtomicU64,
     pub(crate) pool: BufferPool,
     /// Work recorded but not yet submitted: ops append here; a readback or `flush` submits.
     pending: Mutex<Option<wgpu::CommandEncoder>>,
@@ -116,7 +124,7 @@ impl Gpu {
         let limits = adapter.limits();
         req.check(features, &limits)?;
 
-        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        let wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("darkroom"),
@@ -154,6 +162,9 @@ impl Gpu {
             capabilities,
             limits,
             pipelines: Mutex::new(HashMap::new()),
+            pipeline_keys: Mutex::new(HashMap::new()),
+            profiler: Mutex::new(None),
+            weight_bytes: AtomicU64::new(0),
             pool: BufferPool::default(),
             pending: Mutex::new(None),
             uncaptured,
@@ -192,6 +203,7 @@ impl Gpu {
             compilation_options: Default::default(),
             cache: None,
         });
+        self.pipeline_keys.lock().unwrap_or_else(|p| p.into_inner()).insert(pipeline.clone(), key.clone());
         cache.insert(key, pipeline.clone());
         Ok(pipeline)
     }
@@ -230,8 +242,19 @@ impl Gpu {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
+        let timestamps = self.profiler.lock().unwrap_or_else(|p| p.into_inner()).as_mut().map(|profiler| {
+            let key = self.pipeline_keys.lock().unwrap_or_else(|p| p.into_inner()).get(pipeline).cloned();
+            profiler.next(&self.device, key.unwrap_or_else(|| "unnamed".into()))
+        });
         self.record(|encoder| {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: timestamps.as_ref().map(|(set, index)| wgpu::ComputePassTimestampWrites {
+                    query_set: set,
+                    beginning_of_pass_write_index: Some(*index),
+                    end_of_pass_write_index: Some(*index + 1),
+                }),
+            });
             pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
@@ -277,6 +300,16 @@ impl Gpu {
     /// Bytes held by the tensor buffer pool, and their peak.
     pub fn pool_stats(&self) -> PoolStats {
         self.pool.stats()
+    }
+
+    /// Bytes of weights (matrices with their scales and biases) uploaded since the device
+    /// opened: with one model loaded, what its weights hold on the GPU.
+    pub fn weight_bytes(&self) -> u64 {
+        self.weight_bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_weight_bytes(&self, bytes: u64) {
+        self.weight_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Frees the pool's idle buffers.

@@ -84,6 +84,7 @@ impl Weight {
         rows_per_part = rows_per_part.min(packed.rows.max(1));
 
         let storage = |label: &str, contents: &[u8]| {
+            gpu.count_weight_bytes(contents.len() as u64);
             gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
                 contents: if contents.is_empty() { &[0u8; 4] } else { contents },
@@ -147,6 +148,7 @@ impl Weight {
         }
         for part in &mut self.parts {
             let slice = &bias[part.first_row..part.first_row + part.rows];
+            gpu.count_weight_bytes(std::mem::size_of_val(slice) as u64);
             part.bias = Some(gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("bias"),
                 contents: if slice.is_empty() { &[0u8; 4] } else { bytemuck::cast_slice(slice) },

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use darkroom_gpu::ops::{Conv2d, Padding};
 use darkroom_gpu::{DType, Gpu, GpuError, PackedWeight, Tensor, Weight, WeightFormat};
-use darkroom_weights::safetensors::{decode_f32, Header, SafetensorsStream, TensorInfo};
+use darkroom_weights::safetensors::{decode_f32, Dtype, Header, SafetensorsStream, TensorInfo};
 use darkroom_weights::{SafetensorsError, SafetensorsFile};
 use thiserror::Error;
 
@@ -51,8 +51,19 @@ pub struct WeightStore {
 
 enum Backing {
     Whole(SafetensorsFile),
-    Staged { header: Header, tensors: Mutex<HashMap<String, Staged>> },
+    Staged {
+        header: Header,
+        tensors: Mutex<HashMap<String, Staged>>,
+    },
+    /// Any key, with the shape the module asks for: seeded values (benchmarks at real model
+    /// shapes without the files).
+    Random {
+        seed: u32,
+    },
 }
+
+/// The header of a [`Backing::Random`] store: empty (every key is answered on request).
+static EMPTY_HEADER: std::sync::LazyLock<Header> = std::sync::LazyLock::new(Header::default);
 
 enum Staged {
     Raw(TensorInfo, Vec<u8>),
@@ -68,10 +79,19 @@ impl WeightStore {
         Ok(WeightStore::new(SafetensorsFile::from_bytes(bytes)?))
     }
 
+    /// A store that answers every key with seeded values of the requested shape, scaled like
+    /// an initialised network (norm gains 1, biases and offsets 0, matrices uniform in
+    /// ±1/sqrt(fan-in)), so activations stay finite at any depth. For benchmarks: timing and
+    /// memory at a real model's shapes without its files.
+    pub fn random(seed: u32) -> WeightStore {
+        WeightStore { backing: Backing::Random { seed }, used: Mutex::new(BTreeSet::new()) }
+    }
+
     fn header(&self) -> &Header {
         match &self.backing {
             Backing::Whole(file) => &file.header,
             Backing::Staged { header, .. } => header,
+            Backing::Random { .. } => &EMPTY_HEADER,
         }
     }
 
@@ -113,6 +133,7 @@ impl WeightStore {
                     None => Err(ModelError::Missing(key.to_string())),
                 }
             }
+            Backing::Random { seed } => Ok(random_values(*seed, key, &info.shape)),
         }
     }
 
@@ -129,6 +150,31 @@ impl WeightStore {
             None => None,
         }
     }
+}
+
+/// Seeded values for `key` (the seed mixed with the key's bytes, so each tensor differs).
+fn random_values(seed: u32, key: &str, shape: &[u64]) -> Vec<f32> {
+    let len = shape.iter().product::<u64>() as usize;
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    let parent = key.rsplit('.').nth(1).unwrap_or("");
+    let is_norm = parent.contains("norm") || parent.starts_with("ln") || parent.contains("layer_norm");
+    if leaf == "bias" || (is_norm && leaf != "weight") {
+        return vec![0.0; len];
+    }
+    if is_norm && shape.len() == 1 {
+        return vec![1.0; len];
+    }
+    let fan_in = if shape.len() >= 2 { shape[1..].iter().product::<u64>() } else { shape[0] }.max(1);
+    let scale = (1.0 / fan_in as f64).sqrt() as f32;
+    let mut state = key.bytes().fold(seed ^ 0x9e37_79b9, |h, b| h.rotate_left(5) ^ u32::from(b)).max(1);
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            ((state >> 8) as f32 / (1u32 << 23) as f32 - 1.0) * scale
+        })
+        .collect()
 }
 
 /// Whether a streamed tensor is a weight matrix to pack and upload at once (2-D linear and
@@ -292,12 +338,18 @@ impl<'a> Vb<'a> {
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.store.header().get(&self.key(name)).is_some()
+        matches!(self.store.backing, Backing::Random { .. })
+            || self.store.header().get(&self.key(name)).is_some()
     }
 
     /// The header entry of `name`, checked against `shape`.
     fn checked(&self, name: &str, shape: &[usize]) -> Result<(String, TensorInfo), ModelError> {
         let key = self.key(name);
+        if let Backing::Random { .. } = self.store.backing {
+            let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+            let info = TensorInfo { name: key.clone(), dtype: Dtype::F32, shape, start: 0, end: 0 };
+            return Ok((key, info));
+        }
         let info = self.store.header().get(&key).ok_or_else(|| ModelError::Missing(key.clone()))?;
         if info.shape.len() != shape.len() || info.shape.iter().zip(shape).any(|(&a, &b)| a as usize != b) {
             return Err(ModelError::Shape { key, expected: shape.to_vec(), found: info.shape.clone() });

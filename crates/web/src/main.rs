@@ -3,6 +3,7 @@
 //! owns the GPU and does the downloads and the generation.
 
 mod app;
+mod bench_check;
 mod checks_app;
 mod client;
 mod components;
@@ -27,7 +28,10 @@ fn main() {
         return;
     };
     let search = window.location().search().unwrap_or_default();
-    if search.contains("check=") {
+    if let Some((base, runs)) = bench_check::requested() {
+        // The onnxruntime-web comparison's page: no UI, results on `window`.
+        wasm_bindgen_futures::spawn_local(bench_check::run(base, runs));
+    } else if search.contains("check=") {
         leptos::mount::mount_to_body(checks_app::ChecksApp);
     } else if search.contains("embed=") {
         leptos::mount::mount_to_body(embed::EmbedApp);

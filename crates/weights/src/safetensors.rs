@@ -87,7 +87,7 @@ impl TensorInfo {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Header {
     /// Tensors in file order (ascending offsets), which is the order a stream delivers them.
     pub tensors: Vec<TensorInfo>,

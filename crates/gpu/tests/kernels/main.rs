@@ -10,4 +10,5 @@ mod layout;
 mod matmul;
 mod naive;
 mod norm;
+mod profile;
 mod selftest;
