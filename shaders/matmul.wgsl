@@ -14,7 +14,7 @@
 // max(0, ·) (TAESD's conv → ReLU pairs and block outputs).
 //
 // Each 16x16 workgroup computes a 64x64 tile of C, each invocation a 4x4 block held in
-// registers; K advances in slices of 16 staged through workgroup memory (8 KiB). Sizes need not
+// registers; K advances in slices of 16 staged through workgroup memory (8.5 KiB). Sizes need not
 // be multiples of the tile: loads outside the matrices read zero, stores outside are skipped.
 
 struct Params {
@@ -79,9 +79,12 @@ const TILE_N: u32 = 64u;
 const TILE_K: u32 = 16u;
 const THREADS: u32 = 256u;
 
-// Both tiles are stored k-major so the inner loop reads consecutive rows/columns.
-var<workgroup> tile_a: array<f32, 1024>; // [TILE_K][TILE_M]
-var<workgroup> tile_b: array<f32, 1024>; // [TILE_K][TILE_N]
+// Both tiles are stored k-major as vec4 rows, so the inner loop reads an invocation's four rows
+// and four columns with one 16-byte load each. Rows are padded by one vec4 (17, not 16) so the
+// staging stores of consecutive k land in different banks.
+const ROW_VEC4S: u32 = 17u;
+var<workgroup> tile_a: array<vec4<f32>, 272>; // [TILE_K][TILE_M / 4 + 1]
+var<workgroup> tile_b: array<vec4<f32>, 272>; // [TILE_K][TILE_N / 4 + 1]
 
 // A[row][kk] of batch base `base`.
 fn load_a(base: u32, row: u32, kk: u32) -> f32 {
@@ -128,12 +131,12 @@ fn main(
     let b_base = group.z * params.batch_stride_b;
     let c_base = group.z * params.batch_stride_c;
 
-    var acc: array<array<f32, 4>, 4>;
-    for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-            acc[i][j] = 0.0;
-        }
-    }
+    // Row i of the invocation's 4x4 block in acc_i: no indexed arrays, so it all stays in
+    // registers.
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
 
     let k_tiles = (params.k + TILE_K - 1u) / TILE_K;
     for (var t = 0u; t < k_tiles; t++) {
@@ -154,7 +157,7 @@ fn main(
             if (row0 + ra < params.m && k0 + ka < params.k) {
                 va = load_a(a_base, row0 + ra, k0 + ka);
             }
-            tile_a[ka * TILE_M + ra] = va;
+            tile_a[ka * ROW_VEC4S + ra / 4u][ra % 4u] = va;
 
 #if B_ACT
 #if !TRANSPOSE_B
@@ -174,48 +177,52 @@ fn main(
             if (k0 + kb < params.k && col0 + cb < params.n) {
                 vb = load_b(b_base, k0 + kb, col0 + cb);
             }
-            tile_b[kb * TILE_N + cb] = vb;
+            tile_b[kb * ROW_VEC4S + cb / 4u][cb % 4u] = vb;
         }
         workgroupBarrier();
 
         for (var kk = 0u; kk < TILE_K; kk++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                av[i] = tile_a[kk * TILE_M + local.y * 4u + i];
-                bv[i] = tile_b[kk * TILE_N + local.x * 4u + i];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i][j] = fma(av[i], bv[j], acc[i][j]);
-                }
-            }
+            let av = tile_a[kk * ROW_VEC4S + local.y];
+            let bv = tile_b[kk * ROW_VEC4S + local.x];
+            acc0 = fma(vec4<f32>(av.x), bv, acc0);
+            acc1 = fma(vec4<f32>(av.y), bv, acc1);
+            acc2 = fma(vec4<f32>(av.z), bv, acc2);
+            acc3 = fma(vec4<f32>(av.w), bv, acc3);
         }
         workgroupBarrier();
     }
 
-    for (var i = 0u; i < 4u; i++) {
-        let row = row0 + local.y * 4u + i;
-        for (var j = 0u; j < 4u; j++) {
-            let col = col0 + local.x * 4u + j;
-            if (row < params.m && col < params.n) {
-                var v = acc[i][j];
+    store_row(row0 + local.y * 4u, col0 + local.x * 4u, c_base, acc0);
+    store_row(row0 + local.y * 4u + 1u, col0 + local.x * 4u, c_base, acc1);
+    store_row(row0 + local.y * 4u + 2u, col0 + local.x * 4u, c_base, acc2);
+    store_row(row0 + local.y * 4u + 3u, col0 + local.x * 4u, c_base, acc3);
+}
+
+// Four outputs of one row of C from column `col_first`, with the epilogue (bias, residual, ReLU).
+fn store_row(row: u32, col_first: u32, c_base: u32, values: vec4<f32>) {
+    if (row >= params.m) {
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let col = col_first + j;
+        if (col >= params.n) {
+            return;
+        }
+        var v = values[j];
 #if BIAS
-                v += bias[col];
+        v += bias[col];
 #endif
 #if CONV
-                let index = c_base + (params.col_offset + col) * params.m + row;
+        let index = c_base + (params.col_offset + col) * params.m + row;
 #else
-                let index = c_base + row * params.out_cols + params.col_offset + col;
+        let index = c_base + row * params.out_cols + params.col_offset + col;
 #endif
 #if RESIDUAL
-                v += f32(residual[index]);
+        v += f32(residual[index]);
 #endif
 #if RELU
-                v = max(v, 0.0);
+        v = max(v, 0.0);
 #endif
-                c[index] = act(v);
-            }
-        }
+        c[index] = act(v);
     }
 }

@@ -190,18 +190,31 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
     let built = start.elapsed().as_secs_f64();
     let weights = gpu.weight_bytes() + gpu.pool_stats().allocated_bytes;
 
+    // Each stage starts from a trimmed pool, as the pipeline does; its peak is measured alone.
+    let stage_start = || {
+        gpu.trim_pool();
+        gpu.reset_pool_peak();
+        gpu.pool_stats().allocated_bytes
+    };
+    let stage_peak = |start: u64| gpu.pool_stats().peak_allocated_bytes - start;
     let mut rng = TestRng::new(3);
     let ids: Vec<u32> =
         (0..batch * 77).map(|i| if i % 77 == 0 { 49406 } else { 320 + (i as u32 % 900) }).collect();
+    let held = stage_start();
     let encode = time(gpu, opts.runs, || clip.forward(gpu, &ids, 77))?;
     let context = clip.forward(gpu, &ids, 77)?;
+    let encode_peak = stage_peak(held);
     let sample =
         Tensor::from_f32(gpu, &[batch, 4, latent, latent], &rng.vec(batch * 4 * latent * latent), dtype)?;
     let timesteps = vec![999.0; batch];
+    let held = stage_start();
     let step = time(gpu, opts.runs, || unet.forward(gpu, &sample, &timesteps, &context))?;
+    let step_peak = stage_peak(held);
     let latents = Tensor::from_f32(gpu, &[1, 4, latent, latent], &rng.vec(4 * latent * latent), dtype)?;
+    let held = stage_start();
     let decode = time(gpu, opts.runs, || decoder.forward(gpu, &latents))?;
-    let stats = gpu.pool_stats();
+    let decode_peak = stage_peak(held);
+    let activations = encode_peak.max(step_peak).max(decode_peak);
 
     let caps = gpu.capabilities();
     println!("adapter: {} ({}, {})", caps.adapter_name, caps.backend, caps.device_type);
@@ -210,20 +223,18 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
          weights {:?} (linear) / {:?} (conv); median of {} runs after a warm-up\n",
         built, opts.size, opts.size, policy.linear, policy.conv, opts.runs
     );
-    println!("{:<40} {:>10}", "stage", "ms");
-    println!("{:<40} {:>10.1}", format!("text encode (batch {batch}, 77 tokens)"), encode * 1e3);
-    println!("{:<40} {:>10.1}", format!("UNet step (batch {batch}, {latent}x{latent} latents)"), step * 1e3);
-    println!("{:<40} {:>10.1}", format!("VAE decode ({}x{} px)", opts.size, opts.size), decode * 1e3);
+    println!("{:<40} {:>10} {:>16}", "stage", "ms", "activations MiB");
+    let rows = [
+        (format!("text encode (batch {batch}, 77 tokens)"), encode, encode_peak),
+        (format!("UNet step (batch {batch}, {latent}x{latent} latents)"), step, step_peak),
+        (format!("VAE decode ({}x{} px)", opts.size, opts.size), decode, decode_peak),
+    ];
+    for (stage, seconds, peak) in rows {
+        println!("{stage:<40} {:>10.1} {:>16.1}", seconds * 1e3, mib(peak));
+    }
     println!();
-    println!("weights on the GPU:          {:>9.1} MiB", mib(weights));
-    println!(
-        "activations (pool peak):     {:>9.1} MiB",
-        mib(stats.peak_allocated_bytes - (weights - gpu.weight_bytes()))
-    );
-    println!(
-        "peak GPU memory (our pool + weights): {:.1} MiB",
-        mib(gpu.weight_bytes() + stats.peak_allocated_bytes)
-    );
+    println!("weights on the GPU (every component):      {:>9.1} MiB", mib(weights));
+    println!("peak GPU memory (weights + largest stage): {:>9.1} MiB", mib(weights + activations));
 
     if opts.profile {
         println!();

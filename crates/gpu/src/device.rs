@@ -317,6 +317,11 @@ impl Gpu {
         self.pool.trim();
     }
 
+    /// Restarts the pool's peak from what it holds now.
+    pub fn reset_pool_peak(&self) {
+        self.pool.reset_peak();
+    }
+
     /// The first error the device reported outside an error scope since the last call, if any.
     pub fn take_error(&self) -> Result<(), GpuError> {
         let mut slot = self.uncaptured.lock().unwrap_or_else(|p| p.into_inner());

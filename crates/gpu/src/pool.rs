@@ -98,6 +98,12 @@ impl BufferPool {
         self.lock().stats
     }
 
+    /// Restarts the peak from the bytes held now (to measure one stage's peak).
+    pub fn reset_peak(&self) {
+        let mut state = self.lock();
+        state.stats.peak_allocated_bytes = state.stats.allocated_bytes;
+    }
+
     /// Releases the free buffers (between models, or when the app is told memory is short).
     pub fn trim(&self) {
         let mut state = self.lock();

@@ -319,6 +319,9 @@ pub async fn generate(
         guided,
     )
     .await?;
+    // Each stage's working buffers go back to the GPU before the next stage allocates its own,
+    // so the pool peaks at the largest stage, not at the sum of all three.
+    gpu.trim_pool();
 
     // The VAE encoder's latent distribution of an image, sampled per image with its generator.
     let mean_std = |planar: Vec<f32>| async move {
@@ -432,6 +435,8 @@ pub async fn generate(
     }
     let values = latents.read_f32(gpu).await?;
     go_on(progress, Stage::Denoising, total, total, Some(&latents), Some(&values))?;
+    drop(latents);
+    gpu.trim_pool();
 
     let mut out = Vec::with_capacity(b);
     for (k, chunk) in values.chunks_exact(per_image).enumerate() {

@@ -16,8 +16,12 @@ fn attention_matches_cpu_for_self_cross_causal_and_odd_lengths() {
     let gpu = gpu();
     // (batch, nq, nk, heads, head_dim, causal): SD 1.5 self-attention at head sizes 40 and 160,
     // cross-attention over CLIP's 77 tokens, SD 2's 64-wide heads, CLIP's causal self-attention,
-    // and lengths off every tile size.
+    // and lengths off every tile size; each of SD's head sizes masked and not.
     let cases = [
+        (1, 67, 67, 2, 40, true),
+        (1, 50, 77, 2, 80, false),
+        (1, 45, 45, 2, 80, true),
+        (1, 30, 30, 1, 160, true),
         (2, 100, 100, 8, 40, false),
         (1, 70, 77, 8, 160, false),
         (2, 65, 77, 5, 64, false),
