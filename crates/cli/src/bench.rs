@@ -123,14 +123,20 @@ pub fn kernels(gpu: &Gpu, opts: &Options) -> Result<(), GpuError> {
     );
     for r in &rows {
         let ours = r.gflop / r.ours;
+        // The peak reference has no plain peer.
+        let (plain, speedup) = if r.plain.is_finite() {
+            (format!("{:.2}", r.gflop / r.plain), format!("{:.2}x", r.plain / r.ours))
+        } else {
+            ("-".to_string(), "-".to_string())
+        };
         println!(
-            "{:<44} {:>8.2} {:>10.1} {:>10.2} {:>10.2} {:>8.2}x {:>7.0}%",
+            "{:<44} {:>8.2} {:>10.1} {:>10.2} {:>10} {:>9} {:>7.0}%",
             r.name,
             r.gflop,
             r.ours * 1e3,
             ours,
-            r.gflop / r.plain,
-            r.plain / r.ours,
+            plain,
+            speedup,
             100.0 * ours / peak_gflops
         );
     }
