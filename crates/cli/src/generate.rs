@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 use darkroom_gpu::{DType, Gpu, WeightFormat};
 use darkroom_models::QuantPolicy;
 use darkroom_pipeline::{
-    generate, Folder, FolderQuantCache, Image, PipelineError, Precision, Request, Sampler, StableDiffusion,
+    generate, short_hash, AppliedLora, Folder, FolderQuantCache, Image, PipelineError, Precision, Request,
+    Sampler, StableDiffusion,
 };
+use darkroom_weights::lora::Lora;
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
@@ -57,6 +60,14 @@ pub struct GenerateArgs {
     /// mask is made for you, overlapping the old edge by 8 pixels).
     #[arg(long, value_parser = parse_margins, value_name = "L,T,R,B")]
     pub outpaint: Option<[usize; 4]>,
+    /// A LoRA to merge, as FILE or FILE:SCALE (default 1); repeatable. Recorded in the PNG's
+    /// prompt as `<lora:name:scale>`.
+    #[arg(long = "lora", value_name = "FILE[:SCALE]")]
+    pub loras: Vec<String>,
+    /// Where `<lora:name:scale>` tags in the prompt find name.safetensors (default: the
+    /// download cache's loras/ folder).
+    #[arg(long)]
+    pub lora_dir: Option<PathBuf>,
     /// Weight storage on the GPU: none (as stored), q8 (int8 per row), q4 (4-bit per group).
     #[arg(long, value_enum, default_value = "none")]
     pub quant: Quant,
@@ -142,6 +153,44 @@ fn output_path(out: &Path, seed: u64, index: usize, count: usize) -> PathBuf {
     out.with_file_name(format!("{stem}-{}.png", index + 1))
 }
 
+/// A LoRA file read and checked, under the name its tag uses.
+fn read_lora(path: &Path, name: String, scale: f32) -> Result<AppliedLora, Failure> {
+    let bytes =
+        std::fs::read(path).map_err(|e| usage(format!("cannot read LoRA {}: {e}", path.display())))?;
+    let id = short_hash(&bytes);
+    let lora = Lora::from_bytes(bytes).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+    Ok(AppliedLora { name, lora: Arc::new(lora), scale, id })
+}
+
+/// The LoRAs of `--lora FILE[:SCALE]` (added to the prompt as tags, so the PNG records them)
+/// and of the prompt's `<lora:name:scale>` tags (looked up in `dir`).
+fn loras(args: &GenerateArgs, prompt: &mut String) -> Result<Vec<AppliedLora>, Failure> {
+    let mut out = Vec::new();
+    let dir =
+        args.lora_dir.clone().unwrap_or_else(|| darkroom_weights::native::default_cache_dir().join("loras"));
+    for tag in darkroom_pipeline::prompt::extract_loras(prompt).1 {
+        let path = dir.join(format!("{}.safetensors", tag.name));
+        if !path.is_file() {
+            return Err(usage(format!(
+                "the prompt asks for LoRA `{}`, but {} does not exist (give --lora-dir DIR, or --lora FILE)",
+                tag.name,
+                path.display()
+            )));
+        }
+        out.push(read_lora(&path, tag.name, tag.scale)?);
+    }
+    for spec in &args.loras {
+        let (path, scale) = match spec.rsplit_once(':').and_then(|(p, s)| Some((p, s.parse::<f32>().ok()?))) {
+            Some((path, scale)) => (PathBuf::from(path), scale),
+            None => (PathBuf::from(spec), 1.0),
+        };
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        prompt.push_str(&format!(" <lora:{name}:{scale}>"));
+        out.push(read_lora(&path, name, scale)?);
+    }
+    Ok(out)
+}
+
 /// The activation type `--precision` asks for (auto: f16 where the adapter has shader-f16).
 pub fn activations(gpu: &Gpu, precision: PrecisionArg) -> DType {
     match precision {
@@ -206,8 +255,10 @@ pub fn run(gpu: &Gpu, mut args: GenerateArgs) -> Result<(), Failure> {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         (nanos % 4_294_967_295) as u64
     });
+    let mut prompt = args.prompt.clone();
+    let loras = loras(&args, &mut prompt)?;
     let request = Request {
-        prompt: args.prompt.clone(),
+        prompt,
         negative_prompt: args.negative.clone(),
         seed,
         steps: args.steps,
@@ -241,12 +292,13 @@ pub fn run(gpu: &Gpu, mut args: GenerateArgs) -> Result<(), Failure> {
             let _ = std::io::stderr().flush();
         }
     };
-    let model = pollster::block_on(StableDiffusion::load(
+    let model = pollster::block_on(StableDiffusion::load_with_loras(
         gpu,
         &Folder(args.model.clone()),
         &cache,
         &name,
         Precision { activations, weights },
+        &loras,
         &mut loading,
     ))?;
     if !quiet {

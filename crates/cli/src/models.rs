@@ -45,6 +45,15 @@ pub enum Action {
     },
     /// Delete a model from the cache (`all` deletes every model).
     Rm { id: String },
+    /// Import a LoRA (.safetensors, kohya or diffusers layout) into the cache's loras/ folder,
+    /// where `<lora:NAME:scale>` in a prompt finds it.
+    ImportLora {
+        /// The LoRA file.
+        file: PathBuf,
+        /// The name prompts use (default: the file name without .safetensors).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Import a single-file SD 1.x checkpoint (.safetensors in the original LDM layout, as model
     /// sites share them) into the cache, on the configs and tokenizer of a base model.
     Import {
@@ -148,8 +157,12 @@ pub fn run(args: ModelsArgs) -> Result<(), Failure> {
     let all = manifests(args.manifest.as_deref(), &store.root)?;
     match args.action {
         Action::Import { file, base, id, quiet } => import(&store, &all, &file, &base, id, quiet),
+        Action::ImportLora { file, name } => import_lora(&store.root, &file, name),
         Action::List => {
             println!("cache: {}", store.root.display());
+            for (name, bytes) in loras(&store.root) {
+                println!("lora {name:<34} {:>14}  use as <lora:{name}:1>", mb(bytes));
+            }
             for m in &all {
                 let (size, exact) = m.download_size();
                 let size = if exact {
@@ -250,6 +263,38 @@ impl ByteSource for CheckpointFile {
 }
 
 /// `darkroom models import FILE --base B [--id ID]`.
+/// The LoRAs in `<cache>/loras`, by name, with their sizes.
+fn loras(cache: &Path) -> Vec<(String, u64)> {
+    let Ok(entries) = std::fs::read_dir(cache.join("loras")) else { return Vec::new() };
+    let mut out: Vec<(String, u64)> = entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name().to_string_lossy().strip_suffix(".safetensors")?.to_string();
+            Some((name, e.metadata().ok()?.len()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn import_lora(cache: &Path, file: &Path, name: Option<String>) -> Result<(), Failure> {
+    let bytes = std::fs::read(file).map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
+    let lora = darkroom_weights::lora::Lora::from_bytes(bytes)
+        .map_err(|e| usage(format!("{}: {e}", file.display())))?;
+    let name = name
+        .unwrap_or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+    if name.is_empty() || name.contains(['/', '\\', ':', '<', '>']) {
+        return Err(usage(format!("`{name}` cannot be a LoRA name (no / \\ : < >); give --name")));
+    }
+    let dir = cache.join("loras");
+    let fail = |e: std::io::Error| Failure { message: format!("{}: {e}", dir.display()), usage: false };
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+    let target = dir.join(format!("{name}.safetensors"));
+    std::fs::copy(file, &target).map_err(fail)?;
+    println!("imported LoRA {name} ({} layers): use <lora:{name}:1> in a prompt", lora.updates.len());
+    Ok(())
+}
+
 fn import(
     store: &FolderStore,
     all: &[Manifest],

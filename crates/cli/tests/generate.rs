@@ -369,3 +369,72 @@ fn bad_input_exits_with_code_2_and_says_why() {
         assert!(help.contains(flag), "--help documents {flag}");
     }
 }
+
+/// LoRAs by flag and by A1111 prompt tag (looked up in --lora-dir): diffusers' fused-LoRA image
+/// (tests/fixtures/lora), the flag recorded in the PNG's prompt as a tag, a missing LoRA named.
+#[test]
+fn loras_by_flag_and_by_prompt_tag_match_diffusers() {
+    let dir = out_dir("lora");
+    let loras = fixtures().join("lora");
+    let model = fixtures().join("tiny-sd");
+    let file =
+        SafetensorsFile::from_bytes(std::fs::read(loras.join("reference.safetensors")).unwrap()).unwrap();
+    let reference = file.to_f32(file.header.get("case1").unwrap()).unwrap();
+    let run = |prompt: &str, extra: &[&str], out: &PathBuf| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            prompt,
+            "--seed",
+            "1",
+            "--steps",
+            "4",
+            "--sampler",
+            "euler",
+            "--cfg",
+            "7.5",
+            "--width",
+            "64",
+            "--height",
+            "48",
+            "--precision",
+            "f32",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        darkroom(&args)
+    };
+    let prompt = "a photograph of an astronaut riding a horse";
+    let flag_png = dir.join("flag.png");
+    let lora_arg = format!("{}:0.8", loras.join("tiny-lora.safetensors").display());
+    let flag = run(prompt, &["--lora", &lora_arg], &flag_png);
+    assert!(flag.status.success(), "{}", String::from_utf8_lossy(&flag.stderr));
+    let tag_png = dir.join("tag.png");
+    let tagged = format!("{prompt} <lora:tiny-lora:0.8>");
+    let tag = run(&tagged, &["--lora-dir", loras.to_str().unwrap()], &tag_png);
+    assert!(tag.status.success(), "{}", String::from_utf8_lossy(&tag.stderr));
+    for png in [&flag_png, &tag_png] {
+        let bytes = std::fs::read(png).unwrap();
+        let worst = worst_pixel(&Image::from_png(&bytes).unwrap(), &reference);
+        assert!(worst <= 2.0, "{}: worst pixel {worst}/255 from diffusers", png.display());
+        let params = read_parameters(&bytes).unwrap();
+        assert!(params.starts_with(&format!("{prompt} <lora:tiny-lora:0.8>\n")), "{params}");
+    }
+
+    let missing =
+        run("x <lora:nothing:1>", &["--lora-dir", loras.to_str().unwrap()], &dir.join("missing.png"));
+    assert_eq!(missing.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&missing.stderr);
+    assert!(said.contains("`nothing`") && said.contains("nothing.safetensors"), "{said}");
+    let not_a_lora = run(
+        prompt,
+        &["--lora", model.join("unet/diffusion_pytorch_model.safetensors").to_str().unwrap()],
+        &dir.join("bad.png"),
+    );
+    assert_eq!(not_a_lora.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&not_a_lora.stderr).contains("not a LoRA"));
+}

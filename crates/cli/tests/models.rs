@@ -212,3 +212,22 @@ fn an_imported_single_file_checkpoint_generates_like_its_diffusers_folder() {
     assert!(rm.status.success(), "{}", text(&rm));
     assert!(!cache.join("my-model-v2").exists(), "the import is gone, manifest and all");
 }
+
+#[test]
+fn an_imported_lora_is_listed_under_its_name() {
+    let cache = std::env::temp_dir().join(format!("darkroom-lora-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let file = fixtures().join("lora/tiny-lora.safetensors");
+    let imported = darkroom(&["models", "import-lora", file.to_str().unwrap(), "--name", "astro"], &cache);
+    assert!(imported.status.success(), "{}", text(&imported));
+    assert!(text(&imported).contains("<lora:astro:1>"), "{}", text(&imported));
+    assert!(cache.join("loras/astro.safetensors").is_file());
+    let listed = darkroom(&["models", "list"], &cache);
+    assert!(text(&listed).contains("lora astro"), "{}", text(&listed));
+    let bad = darkroom(
+        &["models", "import-lora", fixtures().join("tiny-sd/vae/config.json").to_str().unwrap()],
+        &cache,
+    );
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    let _ = std::fs::remove_dir_all(&cache);
+}

@@ -9,5 +9,5 @@ pub mod unet;
 pub mod vae;
 
 pub use loader::{
-    MemoryCache, ModelError, NoCache, QuantCache, QuantPolicy, StageStats, Stager, Vb, WeightStore,
+    LoraMerge, MemoryCache, ModelError, NoCache, QuantCache, QuantPolicy, StageStats, Stager, Vb, WeightStore,
 };

@@ -4,10 +4,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Display;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use darkroom_gpu::ops::{Conv2d, Padding};
 use darkroom_gpu::{DType, Gpu, GpuError, PackedWeight, Tensor, Weight, WeightFormat};
+use darkroom_weights::lora::{module_name, Component, Lora};
 use darkroom_weights::safetensors::{decode_f32, Dtype, Header, SafetensorsStream, TensorInfo};
 use darkroom_weights::{SafetensorsError, SafetensorsFile};
 use thiserror::Error;
@@ -41,12 +42,77 @@ impl QuantPolicy {
     pub const Q8: QuantPolicy = QuantPolicy { linear: WeightFormat::Q8, conv: WeightFormat::Q8 };
 }
 
+/// LoRAs merged into one component's matrices as they are packed (W += scale · alpha / rank ·
+/// up · down), with the modules applied so far: a LoRA module no weight took is for another
+/// model, and loading says so instead of silently ignoring it.
+#[derive(Clone)]
+pub struct LoraMerge {
+    component: Component,
+    /// (LoRA, scale, an identity for cache keys: its content hash).
+    loras: Vec<(Arc<Lora>, f32, String)>,
+    applied: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl LoraMerge {
+    pub fn new(component: Component, loras: Vec<(Arc<Lora>, f32, String)>) -> LoraMerge {
+        LoraMerge { component, loras, applied: Arc::default() }
+    }
+
+    /// Adds every LoRA's update for the weight `key` ([rows, cols]) to `values`.
+    fn apply(&self, key: &str, values: &mut [f32], rows: usize, cols: usize) -> Result<(), ModelError> {
+        let module = module_name(self.component, key);
+        for (lora, scale, _) in &self.loras {
+            if let Some(update) = lora.get(&module) {
+                update
+                    .merge_into(values, rows, cols, *scale)
+                    .map_err(|e| ModelError::Input(format!("{module}: {e}")))?;
+                self.applied.lock().unwrap_or_else(|p| p.into_inner()).insert(module.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Records that `key`'s LoRA modules were merged (a cached, already merged weight).
+    fn record(&self, key: &str) {
+        let module = module_name(self.component, key);
+        if self.loras.iter().any(|(lora, _, _)| lora.get(&module).is_some()) {
+            self.applied.lock().unwrap_or_else(|p| p.into_inner()).insert(module);
+        }
+    }
+
+    /// What the merged weights depend on besides the file: each LoRA's identity and scale.
+    fn identity(&self) -> String {
+        self.loras.iter().map(|(_, scale, id)| format!("+{id}@{scale}")).collect()
+    }
+
+    /// Fails naming this component's LoRA modules that no weight took.
+    pub fn require_all_applied(&self) -> Result<(), ModelError> {
+        let applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        let prefix = module_name(self.component, "");
+        let missing: Vec<&String> = self
+            .loras
+            .iter()
+            .flat_map(|(lora, _, _)| lora.updates.keys())
+            .filter(|m| m.starts_with(prefix.as_str()) && !applied.contains(*m))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(ModelError::Input(format!(
+            "the LoRA changes {} layers this model does not have (e.g. {}): it is for another model family",
+            missing.len(),
+            missing[0]
+        )))
+    }
+}
+
 /// A safetensors file being loaded, with the keys read so far: either a whole file in memory,
 /// or one staged as it streamed in ([`Stager`]: matrices already packed and on the GPU, the
 /// rest kept as bytes).
 pub struct WeightStore {
     backing: Backing,
     used: Mutex<BTreeSet<String>>,
+    lora: Option<LoraMerge>,
 }
 
 enum Backing {
@@ -72,7 +138,7 @@ enum Staged {
 
 impl WeightStore {
     pub fn new(file: SafetensorsFile) -> WeightStore {
-        WeightStore { backing: Backing::Whole(file), used: Mutex::new(BTreeSet::new()) }
+        WeightStore { backing: Backing::Whole(file), used: Mutex::new(BTreeSet::new()), lora: None }
     }
 
     pub fn from_bytes(bytes: Vec<u8>) -> Result<WeightStore, ModelError> {
@@ -84,7 +150,13 @@ impl WeightStore {
     /// ±1/sqrt(fan-in)), so activations stay finite at any depth. For benchmarks: timing and
     /// memory at a real model's shapes without its files.
     pub fn random(seed: u32) -> WeightStore {
-        WeightStore { backing: Backing::Random { seed }, used: Mutex::new(BTreeSet::new()) }
+        WeightStore { backing: Backing::Random { seed }, used: Mutex::new(BTreeSet::new()), lora: None }
+    }
+
+    /// Merges `lora` into the matrices packed from this store.
+    pub fn with_lora(mut self, lora: LoraMerge) -> WeightStore {
+        self.lora = Some(lora);
+        self
     }
 
     fn header(&self) -> &Header {
@@ -237,6 +309,7 @@ pub struct Stager<'a> {
     source: String,
     stream: SafetensorsStream,
     tensors: HashMap<String, Staged>,
+    lora: Option<LoraMerge>,
     pub stats: StageStats,
 }
 
@@ -248,8 +321,15 @@ impl<'a> Stager<'a> {
             source: source.to_string(),
             stream: SafetensorsStream::new(file_len),
             tensors: HashMap::new(),
+            lora: None,
             stats: StageStats::default(),
         }
+    }
+
+    /// Merges `lora` into each matrix before it is packed (and into the cache keys).
+    pub fn with_lora(mut self, lora: LoraMerge) -> Stager<'a> {
+        self.lora = Some(lora);
+        self
     }
 
     /// Feeds the file's next bytes.
@@ -265,8 +345,9 @@ impl<'a> Stager<'a> {
             let cols = info.shape[1..].iter().product::<u64>() as usize;
             let format = if info.shape.len() == 2 { self.policy.linear } else { self.policy.conv };
             let quantized = matches!(format, WeightFormat::Q8 | WeightFormat::Q4);
+            let merged = self.lora.as_ref().map(LoraMerge::identity).unwrap_or_default();
             let key = format!(
-                "{}/{}/{format:?}/v{}",
+                "{}{merged}/{}/{format:?}/v{}",
                 self.source,
                 info.name,
                 darkroom_gpu::quant::PACKED_FORMAT_VERSION
@@ -279,10 +360,16 @@ impl<'a> Stager<'a> {
             let packed = match cached.filter(|p| p.rows == rows && p.cols == cols && p.format == format) {
                 Some(p) => {
                     self.stats.from_cache += 1;
+                    if let Some(lora) = &self.lora {
+                        lora.record(&info.name);
+                    }
                     p
                 }
                 None => {
-                    let values = decode_f32(&info, &data)?;
+                    let mut values = decode_f32(&info, &data)?;
+                    if let Some(lora) = &self.lora {
+                        lora.apply(&info.name, &mut values, rows, cols)?;
+                    }
                     let p = PackedWeight::pack(&values, rows, cols, format);
                     if quantized {
                         self.stats.quantized += 1;
@@ -310,6 +397,7 @@ impl<'a> Stager<'a> {
         Ok(WeightStore {
             backing: Backing::Staged { header, tensors: Mutex::new(self.tensors) },
             used: Mutex::new(BTreeSet::new()),
+            lora: self.lora,
         })
     }
 }
@@ -383,7 +471,10 @@ impl<'a> Vb<'a> {
             }
             return Ok(weight);
         }
-        let w = self.values("weight", shape)?;
+        let mut w = self.values("weight", shape)?;
+        if let Some(lora) = &self.store.lora {
+            lora.apply(&key, &mut w, rows, cols)?;
+        }
         Ok(Weight::from_f32(self.gpu, rows, cols, &w, b.as_deref(), format)?)
     }
 

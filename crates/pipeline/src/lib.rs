@@ -11,7 +11,7 @@ pub mod text;
 pub mod tokenizer;
 
 pub use generate::{generate, outpaint_canvas, preview, Generated, Image, Progress, Request, Stage};
-pub use model::{Folder, FolderQuantCache, ModelFiles, Precision, StableDiffusion};
+pub use model::{short_hash, AppliedLora, Folder, FolderQuantCache, ModelFiles, Precision, StableDiffusion};
 pub use schedulers::Sampler;
 
 /// Everything that can stop a generation. `Input` is the caller's to fix (bad size, flag,

@@ -8,7 +8,9 @@ use darkroom_models::clip::ClipTextModel;
 use darkroom_models::config::{ClipTextConfig, UNet2DConditionConfig};
 use darkroom_models::unet::UNet2DConditionModel;
 use darkroom_models::vae::{AutoencoderKLConfig, VaeDecoder, VaeEncoder};
-use darkroom_models::{QuantCache, QuantPolicy, Stager, WeightStore};
+use darkroom_models::{LoraMerge, QuantCache, QuantPolicy, Stager, WeightStore};
+use darkroom_weights::lora::{Component, Lora};
+use std::sync::Arc;
 
 use crate::schedulers::NoiseScheduleConfig;
 use crate::tokenizer::ClipTokenizer;
@@ -114,6 +116,17 @@ impl QuantCache for FolderQuantCache {
     }
 }
 
+/// A LoRA to merge at load.
+#[derive(Clone)]
+pub struct AppliedLora {
+    /// As the prompt names it (`<lora:name:scale>`) and PNG metadata records it.
+    pub name: String,
+    pub lora: Arc<Lora>,
+    pub scale: f32,
+    /// Identifies the file in quantized-weight cache keys (its content hash).
+    pub id: String,
+}
+
 /// How weights sit on the GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Precision {
@@ -153,6 +166,7 @@ async fn text<F: ModelFiles>(files: &F, path: &str) -> Result<String, PipelineEr
 /// Streams the first of `names` under `dir` that exists (full-precision files before .fp16
 /// ones) through a [`Stager`]: packed, quantized (or taken from `cache`) and uploaded tensor by
 /// tensor.
+#[allow(clippy::too_many_arguments)]
 async fn weights<F: ModelFiles, C: QuantCache>(
     gpu: &Gpu,
     files: &F,
@@ -160,6 +174,7 @@ async fn weights<F: ModelFiles, C: QuantCache>(
     policy: QuantPolicy,
     dir: &str,
     names: &[&str],
+    lora: Option<LoraMerge>,
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Result<WeightStore, PipelineError> {
     for name in names {
@@ -167,6 +182,9 @@ async fn weights<F: ModelFiles, C: QuantCache>(
         let Some(len) = files.len(&path).await? else { continue };
         let source = files.identity(&path).await?;
         let mut stager = Stager::new(gpu, len, policy, &source);
+        if let Some(lora) = lora {
+            stager = stager.with_lora(lora);
+        }
         let mut done = 0;
         while done < len {
             let bytes = files.read_range(&path, done, STREAM_CHUNK.min(len - done)).await?;
@@ -198,6 +216,30 @@ impl StableDiffusion {
         precision: Precision,
         progress: &mut dyn FnMut(&str, u64, u64),
     ) -> Result<StableDiffusion, PipelineError> {
+        Self::load_with_loras(gpu, files, cache, name, precision, &[], progress).await
+    }
+
+    /// As [`StableDiffusion::load`], with LoRAs merged into the text encoder's and the UNet's
+    /// weights as they load. A LoRA with layers the model lacks is an error (it is for another
+    /// model family).
+    pub async fn load_with_loras<F: ModelFiles, C: QuantCache>(
+        gpu: &Gpu,
+        files: &F,
+        cache: &C,
+        name: &str,
+        precision: Precision,
+        loras: &[AppliedLora],
+        progress: &mut dyn FnMut(&str, u64, u64),
+    ) -> Result<StableDiffusion, PipelineError> {
+        let merge = |component| {
+            (!loras.is_empty()).then(|| {
+                LoraMerge::new(
+                    component,
+                    loras.iter().map(|l| (l.lora.clone(), l.scale, l.id.clone())).collect(),
+                )
+            })
+        };
+        let (te_merge, unet_merge) = (merge(Component::TextEncoder), merge(Component::Unet));
         if precision.activations == DType::F16 && !gpu.capabilities().shader_f16 {
             return Err(PipelineError::Input(
                 "f16 precision needs the adapter's shader-f16 feature, which this GPU lacks; use f32".into(),
@@ -217,7 +259,9 @@ impl StableDiffusion {
         let clip_config = ClipTextConfig::from_json(&text(files, "text_encoder/config.json").await?)
             .map_err(config_error("text_encoder/config.json"))?;
         let encoder_files = ["model.safetensors", "model.fp16.safetensors"];
-        let store = weights(gpu, files, cache, policy, "text_encoder", &encoder_files, progress).await?;
+        let store =
+            weights(gpu, files, cache, policy, "text_encoder", &encoder_files, te_merge.clone(), progress)
+                .await?;
         let clip = ClipTextModel::load(&store.root(gpu, dtype, policy), &clip_config)?;
         let ignorable = |k: &String| k.ends_with("position_ids");
         if store.unused_keys().iter().any(|k| !ignorable(k)) {
@@ -228,14 +272,18 @@ impl StableDiffusion {
         let unet_config = UNet2DConditionConfig::from_json(&text(files, "unet/config.json").await?)
             .map_err(config_error("unet/config.json"))?;
         let diffusers = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"];
-        let store = weights(gpu, files, cache, policy, "unet", &diffusers, progress).await?;
+        let store =
+            weights(gpu, files, cache, policy, "unet", &diffusers, unet_merge.clone(), progress).await?;
         let unet = UNet2DConditionModel::load(&store.root(gpu, dtype, policy), &unet_config)?;
         store.require_all_used()?;
+        for merge in [&te_merge, &unet_merge].into_iter().flatten() {
+            merge.require_all_applied()?;
+        }
         drop(store);
 
         let vae_config = AutoencoderKLConfig::from_json(&text(files, "vae/config.json").await?)
             .map_err(config_error("vae/config.json"))?;
-        let store = weights(gpu, files, cache, policy, "vae", &diffusers, progress).await?;
+        let store = weights(gpu, files, cache, policy, "vae", &diffusers, None, progress).await?;
         let root = store.root(gpu, dtype, policy);
         let vae_encoder = VaeEncoder::load(&root, &vae_config)?;
         let vae_decoder = VaeDecoder::load(&root, &vae_config)?;

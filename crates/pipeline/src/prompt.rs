@@ -172,6 +172,53 @@ pub fn parse(prompt: &str) -> Vec<Piece> {
     merged
 }
 
+/// A LoRA a prompt asks for with A1111's `<lora:name>` or `<lora:name:scale>` (scale 1 when
+/// left out; `<lyco:…>` is read the same way).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraTag {
+    pub name: String,
+    pub scale: f32,
+}
+
+/// The prompt without its `<lora:…>` tags (which A1111 removes before encoding: they choose
+/// weights, they are not words), and the tags in order. A malformed tag (no name, a scale that
+/// is not a number) stays in the text.
+pub fn extract_loras(prompt: &str) -> (String, Vec<LoraTag>) {
+    let mut text = String::with_capacity(prompt.len());
+    let mut tags = Vec::new();
+    let mut rest = prompt;
+    while let Some(open) = rest.find('<') {
+        text.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('>') else {
+            text.push_str(&rest[open..]);
+            rest = "";
+            break;
+        };
+        let inner = &after[..close];
+        let tag = inner.split_once(':').and_then(|(kind, args)| {
+            if kind != "lora" && kind != "lyco" {
+                return None;
+            }
+            let mut parts = args.splitn(2, ':');
+            let name = parts.next()?.trim();
+            let scale = match parts.next() {
+                // A1111 allows `name:te_scale:unet_scale`; the first number is the strength.
+                Some(s) => s.split(':').next()?.trim().parse::<f32>().ok()?,
+                None => 1.0,
+            };
+            (!name.is_empty()).then(|| LoraTag { name: name.to_string(), scale })
+        });
+        match tag {
+            Some(tag) => tags.push(tag),
+            None => text.push_str(&rest[open..open + close + 2]),
+        }
+        rest = &after[close + 1..];
+    }
+    text.push_str(rest);
+    (text, tags)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,5 +267,21 @@ mod tests {
         assert_eq!(parse("(x:-0.5)"), [t("x", -0.5)]);
         assert_eq!(parse(""), [t("", 1.0)]);
         assert_eq!(parse("weight:1.2) alone"), [t("weight:1.2) alone", 1.0)]);
+    }
+
+    #[test]
+    fn lora_tags_are_taken_out_of_the_prompt() {
+        let (text, tags) = extract_loras("a castle <lora:watercolor:0.7>, (sunset:1.2) <lyco:ink> <b>");
+        assert_eq!(text, "a castle , (sunset:1.2)  <b>");
+        assert_eq!(
+            tags,
+            vec![
+                LoraTag { name: "watercolor".into(), scale: 0.7 },
+                LoraTag { name: "ink".into(), scale: 1.0 }
+            ]
+        );
+        let (text, tags) = extract_loras("<lora::1> <lora:x:big> <lora:y:0.5:0.2> <lora:unclosed");
+        assert_eq!(text, "<lora::1> <lora:x:big>  <lora:unclosed");
+        assert_eq!(tags, vec![LoraTag { name: "y".into(), scale: 0.5 }]);
     }
 }

@@ -31,7 +31,9 @@ pub fn chunks(tokenizer: &ClipTokenizer, text: &str) -> Result<Vec<Chunk>, Pipel
     let mut runs: Vec<Vec<(u32, f32)>> = vec![Vec::new()];
     // Position in the current run just after its last comma (A1111's `last_comma`).
     let mut after_comma: Option<usize> = None;
-    for piece in prompt::parse(text) {
+    // `<lora:…>` tags choose weights (the caller loads them); they are not words.
+    let (text, _) = prompt::extract_loras(text);
+    for piece in prompt::parse(&text) {
         match piece {
             Piece::Break => {
                 runs.push(Vec::new());

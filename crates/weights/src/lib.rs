@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod checkpoint;
 pub mod fetch;
+pub mod lora;
 pub mod manifest;
 pub mod safetensors;
 

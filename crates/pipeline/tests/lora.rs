@@ -1,0 +1,107 @@
+//! LoRAs merged at load against diffusers' `load_lora_weights` + `fuse_lora` on the tiny SD 1.x
+//! model (tests/fixtures/lora, from tests/reference/lora_reference.py): the same images within
+//! 2/255 per pixel, and a LoRA for another model refused by name.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use darkroom_gpu::{Gpu, Requirements};
+use darkroom_models::NoCache;
+use darkroom_pipeline::{generate, AppliedLora, Folder, Precision, Request, StableDiffusion};
+use darkroom_weights::lora::Lora;
+use darkroom_weights::SafetensorsFile;
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn load(gpu: &Gpu, loras: &[AppliedLora]) -> Result<StableDiffusion, darkroom_pipeline::PipelineError> {
+    let mut progress = |_: &str, _: u64, _: u64| {};
+    pollster::block_on(StableDiffusion::load_with_loras(
+        gpu,
+        &Folder(fixtures().join("tiny-sd")),
+        &NoCache,
+        "tiny-sd",
+        Precision::F32,
+        loras,
+        &mut progress,
+    ))
+}
+
+fn lora(scale: f32) -> AppliedLora {
+    let bytes = std::fs::read(fixtures().join("lora/tiny-lora.safetensors")).unwrap();
+    AppliedLora {
+        name: "tiny-lora".into(),
+        lora: Arc::new(Lora::from_bytes(bytes).unwrap()),
+        scale,
+        id: "tiny-lora".into(),
+    }
+}
+
+#[test]
+fn lora_images_match_diffusers_fused_lora() {
+    let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
+    let reference =
+        SafetensorsFile::from_bytes(std::fs::read(fixtures().join("lora/reference.safetensors")).unwrap())
+            .unwrap();
+    let cases: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("lora/cases.json")).unwrap()).unwrap();
+    let mut images = Vec::new();
+    for (index, case) in cases.iter().enumerate() {
+        let scale = case["lora_scale"].as_f64().unwrap() as f32;
+        let loras = if scale > 0.0 { vec![lora(scale)] } else { Vec::new() };
+        let model = load(&gpu, &loras).unwrap();
+        let n = |k: &str| case[k].as_f64().unwrap();
+        let mut prompt = case["prompt"].as_str().unwrap().to_string();
+        if scale > 0.0 {
+            // The tag is how the prompt names the LoRA; it is not encoded as words.
+            prompt.push_str(&format!(" <lora:tiny-lora:{scale}>"));
+        }
+        let request = Request {
+            prompt,
+            negative_prompt: String::new(),
+            seed: n("seed") as u64,
+            steps: n("steps") as usize,
+            sampler: case["sampler"].as_str().unwrap().parse().unwrap(),
+            cfg_scale: n("cfg") as f32,
+            width: n("width") as usize,
+            height: n("height") as usize,
+            batch: 1,
+            init_image: None,
+            strength: 1.0,
+            mask: None,
+            live_preview: false,
+        };
+        let out =
+            pollster::block_on(generate(&gpu, &model, &request, &mut |_: &darkroom_pipeline::Progress| true))
+                .unwrap();
+        let info = reference.header.get(&format!("case{index}")).unwrap();
+        let want = reference.to_f32(info).unwrap();
+        let got = &out[0].image.rgba;
+        let (w, h) = (request.width, request.height);
+        let mut worst = 0.0f32;
+        for p in 0..w * h {
+            for c in 0..3 {
+                worst = worst.max((got[p * 4 + c] as f32 - want[p * 3 + c] * 255.0).abs());
+            }
+        }
+        println!("LoRA scale {scale}: worst pixel {worst:.2}/255");
+        assert!(worst <= 2.0, "scale {scale}: worst pixel {worst}/255 off diffusers");
+        images.push(got.clone());
+    }
+    let changed = images[0].iter().zip(&images[1]).filter(|(a, b)| a.abs_diff(**b) > 8).count();
+    assert!(changed > images[0].len() / 10, "the LoRA must visibly change the image ({changed} channels)");
+}
+
+#[test]
+fn a_lora_for_another_model_is_refused_by_name() {
+    let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
+    let mut other = lora(1.0);
+    let mut updates = (*other.lora).clone();
+    let any = updates.updates.values().next().unwrap().clone();
+    updates.updates.insert("lora_unet_down_blocks_7_attentions_0_proj_in".into(), any);
+    other.lora = Arc::new(updates);
+    let err = load(&gpu, &[other]).err().expect("a foreign layer is an error").to_string();
+    assert!(err.contains("another model family") && err.contains("down_blocks_7"), "{err}");
+}
