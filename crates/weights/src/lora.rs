@@ -24,6 +24,8 @@ pub enum LoraError {
     NotALora,
     #[error("this LoRA is for SDXL (it changes a second text encoder); Darkroom runs SD 1.x and 2.x")]
     Sdxl,
+    #[error("this is a LyCORIS {0} file; Darkroom merges plain low-rank LoRAs (lora_down/lora_up) only")]
+    Lycoris(&'static str),
     #[error(
         "this LoRA names its UNet layers the LDM way (`{0}`); only diffusers-named LoRAs are read so far"
     )]
@@ -133,6 +135,12 @@ impl Lora {
         let file = SafetensorsFile::from_bytes(bytes)?;
         let mut parts: BTreeMap<String, [Option<&TensorInfo>; 3]> = BTreeMap::new();
         for info in &file.header.tensors {
+            if info.name.contains(".hada_") {
+                return Err(LoraError::Lycoris("LoHa"));
+            }
+            if info.name.contains(".lokr_") {
+                return Err(LoraError::Lycoris("LoKr"));
+            }
             let Some((module, role)) = classify(&info.name) else { continue };
             if module.starts_with("lora_te2_") || module.starts_with("text_encoder_2") {
                 return Err(LoraError::Sdxl);
@@ -254,6 +262,8 @@ mod tests {
             ("lora_unet_x.lora_up.weight", &[1, 3], &[1.0, 1.0, 1.0]),
         ]);
         assert!(matches!(Lora::from_bytes(rank), Err(LoraError::Bad { .. })));
+        let loha = safetensors_bytes(&[("lora_unet_x.hada_w1_a", &[1, 1], &[1.0])]);
+        assert_eq!(Lora::from_bytes(loha), Err(LoraError::Lycoris("LoHa")));
         let plain = safetensors_bytes(&[("conv.weight", &[1], &[1.0])]);
         assert_eq!(Lora::from_bytes(plain), Err(LoraError::NotALora));
     }
