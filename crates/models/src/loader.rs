@@ -7,6 +7,7 @@ use std::fmt::Display;
 use std::sync::{Arc, Mutex};
 
 use darkroom_gpu::ops::{Conv2d, Padding};
+use darkroom_gpu::reference::TestRng;
 use darkroom_gpu::{DType, Gpu, GpuError, PackedWeight, Tensor, Weight, WeightFormat};
 use darkroom_weights::lora::{module_name, Component, Lora};
 use darkroom_weights::safetensors::{decode_f32, Dtype, Header, SafetensorsStream, TensorInfo};
@@ -42,8 +43,8 @@ impl QuantPolicy {
     pub const Q8: QuantPolicy = QuantPolicy { linear: WeightFormat::Q8, conv: WeightFormat::Q8 };
 }
 
-/// LoRAs merged into one component's matrices as they are packed (W += scale · alpha / rank ·
-/// up · down), with the modules applied so far: a LoRA module no weight took is for another
+/// LoRAs merged into one component's matrices as a [`Stager`] packs them (W += scale · alpha /
+/// rank · up · down), with the modules applied so far: a LoRA module no weight took is for another
 /// model, and loading says so instead of silently ignoring it.
 #[derive(Clone)]
 pub struct LoraMerge {
@@ -112,7 +113,6 @@ impl LoraMerge {
 pub struct WeightStore {
     backing: Backing,
     used: Mutex<BTreeSet<String>>,
-    lora: Option<LoraMerge>,
 }
 
 enum Backing {
@@ -138,7 +138,7 @@ enum Staged {
 
 impl WeightStore {
     pub fn new(file: SafetensorsFile) -> WeightStore {
-        WeightStore { backing: Backing::Whole(file), used: Mutex::new(BTreeSet::new()), lora: None }
+        WeightStore { backing: Backing::Whole(file), used: Mutex::new(BTreeSet::new()) }
     }
 
     pub fn from_bytes(bytes: Vec<u8>) -> Result<WeightStore, ModelError> {
@@ -150,13 +150,7 @@ impl WeightStore {
     /// ±1/sqrt(fan-in)), so activations stay finite at any depth. For benchmarks: timing and
     /// memory at a real model's shapes without its files.
     pub fn random(seed: u32) -> WeightStore {
-        WeightStore { backing: Backing::Random { seed }, used: Mutex::new(BTreeSet::new()), lora: None }
-    }
-
-    /// Merges `lora` into the matrices packed from this store.
-    pub fn with_lora(mut self, lora: LoraMerge) -> WeightStore {
-        self.lora = Some(lora);
-        self
+        WeightStore { backing: Backing::Random { seed }, used: Mutex::new(BTreeSet::new()) }
     }
 
     fn header(&self) -> &Header {
@@ -236,17 +230,14 @@ fn random_values(seed: u32, key: &str, shape: &[u64]) -> Vec<f32> {
     if is_norm && shape.len() == 1 {
         return vec![1.0; len];
     }
-    let fan_in = if shape.len() >= 2 { shape[1..].iter().product::<u64>() } else { shape[0] }.max(1);
+    let fan_in = match shape {
+        [_, rest @ ..] if !rest.is_empty() => rest.iter().product::<u64>(),
+        _ => shape.first().copied().unwrap_or(1),
+    }
+    .max(1);
     let scale = (1.0 / fan_in as f64).sqrt() as f32;
-    let mut state = key.bytes().fold(seed ^ 0x9e37_79b9, |h, b| h.rotate_left(5) ^ u32::from(b)).max(1);
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            ((state >> 8) as f32 / (1u32 << 23) as f32 - 1.0) * scale
-        })
-        .collect()
+    let mut rng = TestRng::new(key.bytes().fold(seed ^ 0x9e37_79b9, |h, b| h.rotate_left(5) ^ u32::from(b)));
+    (0..len).map(|_| rng.next_f32() * scale).collect()
 }
 
 /// Whether a streamed tensor is a weight matrix to pack and upload at once (2-D linear and
@@ -397,7 +388,6 @@ impl<'a> Stager<'a> {
         Ok(WeightStore {
             backing: Backing::Staged { header, tensors: Mutex::new(self.tensors) },
             used: Mutex::new(BTreeSet::new()),
-            lora: self.lora,
         })
     }
 }
@@ -471,10 +461,7 @@ impl<'a> Vb<'a> {
             }
             return Ok(weight);
         }
-        let mut w = self.values("weight", shape)?;
-        if let Some(lora) = &self.store.lora {
-            lora.apply(&key, &mut w, rows, cols)?;
-        }
+        let w = self.values("weight", shape)?;
         Ok(Weight::from_f32(self.gpu, rows, cols, &w, b.as_deref(), format)?)
     }
 
