@@ -259,6 +259,19 @@ test('Esc cancels mid-generation and the app stays usable', async () => {
   assert.deepEqual(problems, []);
 });
 
+test('a <lora:…> tag in the web app is refused with what to do, before anything runs', async () => {
+  const { page, problems } = session;
+  await page.click('#tab-generate');
+  const before = await page.inputValue('#prompt');
+  await setField(page, '#prompt', `${before} <lora:watercolor:0.7>`);
+  await page.keyboard.press('Control+Enter');
+  const error = await page.waitForSelector('#generate-error', { timeout: 10_000 });
+  assert.match(await error.textContent(), /LoRA `watercolor`.*not in the web app yet.*--lora/);
+  assert.equal(await page.$('#run'), null, 'nothing started');
+  await setField(page, '#prompt', before);
+  assert.deepEqual(problems, []);
+});
+
 test('inpainting with a painted mask matches the CLI with the same mask', async () => {
   const { page, problems } = session;
   await page.click('#tab-generate');
