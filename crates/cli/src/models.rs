@@ -281,11 +281,8 @@ fn import_lora(cache: &Path, file: &Path, name: Option<String>) -> Result<(), Fa
     let bytes = std::fs::read(file).map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
     let lora = darkroom_weights::lora::Lora::from_bytes(bytes)
         .map_err(|e| usage(format!("{}: {e}", file.display())))?;
-    let name = name
-        .unwrap_or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-    if name.is_empty() || name.contains(['/', '\\', ':', '<', '>']) {
-        return Err(usage(format!("`{name}` cannot be a LoRA name (no / \\ : < >); give --name")));
-    }
+    let name = name.unwrap_or_else(|| darkroom_weights::lora::name_from_file(&file.to_string_lossy()));
+    darkroom_weights::lora::check_name(&name).map_err(|e| usage(format!("{e}; give --name")))?;
     let dir = cache.join("loras");
     let fail = |e: std::io::Error| Failure { message: format!("{}: {e}", dir.display()), usage: false };
     std::fs::create_dir_all(&dir).map_err(fail)?;

@@ -9,5 +9,6 @@ pub mod unet;
 pub mod vae;
 
 pub use loader::{
-    LoraMerge, MemoryCache, ModelError, NoCache, QuantCache, QuantPolicy, StageStats, Stager, Vb, WeightStore,
+    is_merged_key, LoraMerge, MemoryCache, ModelError, NoCache, QuantCache, QuantPolicy, StageStats, Stager,
+    Vb, WeightStore,
 };

@@ -43,6 +43,15 @@ impl QuantPolicy {
     pub const Q8: QuantPolicy = QuantPolicy { linear: WeightFormat::Q8, conv: WeightFormat::Q8 };
 }
 
+/// Marks a quantized-cache key whose weight has LoRAs merged in (a cache may decline those:
+/// each LoRA and scale makes another copy of the layers it changes).
+pub const MERGED_KEY_MARK: char = '+';
+
+/// Whether a quantized-cache key holds a LoRA-merged weight.
+pub fn is_merged_key(key: &str) -> bool {
+    key.contains(MERGED_KEY_MARK)
+}
+
 /// LoRAs merged into one component's matrices as a [`Stager`] packs them (W += scale · alpha /
 /// rank · up · down), with the modules applied so far: a LoRA module no weight took is for another
 /// model, and loading says so instead of silently ignoring it.
@@ -81,9 +90,16 @@ impl LoraMerge {
         }
     }
 
-    /// What the merged weights depend on besides the file: each LoRA's identity and scale.
-    fn identity(&self) -> String {
-        self.loras.iter().map(|(_, scale, id)| format!("+{id}@{scale}")).collect()
+    /// What the weight `key` depends on besides the file: the identity and scale of each LoRA
+    /// that changes it (nothing for weights no LoRA touches, which share the base model's
+    /// cache entries). Always starts with [`MERGED_KEY_MARK`] when not empty.
+    fn identity(&self, key: &str) -> String {
+        let module = module_name(self.component, key);
+        self.loras
+            .iter()
+            .filter(|(lora, _, _)| lora.get(&module).is_some())
+            .map(|(_, scale, id)| format!("{MERGED_KEY_MARK}{id}@{scale}"))
+            .collect()
     }
 
     /// Fails naming this component's LoRA modules that no weight took.
@@ -336,7 +352,7 @@ impl<'a> Stager<'a> {
             let cols = info.shape[1..].iter().product::<u64>() as usize;
             let format = if info.shape.len() == 2 { self.policy.linear } else { self.policy.conv };
             let quantized = matches!(format, WeightFormat::Q8 | WeightFormat::Q4);
-            let merged = self.lora.as_ref().map(LoraMerge::identity).unwrap_or_default();
+            let merged = self.lora.as_ref().map(|l| l.identity(&info.name)).unwrap_or_default();
             let key = format!(
                 "{}{merged}/{}/{format:?}/v{}",
                 self.source,

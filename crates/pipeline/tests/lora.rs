@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use darkroom_gpu::{Gpu, Requirements};
-use darkroom_models::NoCache;
+use darkroom_models::{is_merged_key, MemoryCache, NoCache, QuantCache, QuantPolicy};
 use darkroom_pipeline::{generate, AppliedLora, Folder, Precision, Request, StableDiffusion};
 use darkroom_weights::lora::Lora;
 use darkroom_weights::SafetensorsFile;
@@ -17,13 +17,22 @@ fn fixtures() -> PathBuf {
 }
 
 fn load(gpu: &Gpu, loras: &[AppliedLora]) -> Result<StableDiffusion, darkroom_pipeline::PipelineError> {
+    load_cached(gpu, loras, &NoCache, Precision::F32)
+}
+
+fn load_cached<C: QuantCache>(
+    gpu: &Gpu,
+    loras: &[AppliedLora],
+    cache: &C,
+    precision: Precision,
+) -> Result<StableDiffusion, darkroom_pipeline::PipelineError> {
     let mut progress = |_: &str, _: u64, _: u64| {};
     pollster::block_on(StableDiffusion::load_with_loras(
         gpu,
         &Folder(fixtures().join("tiny-sd")),
-        &NoCache,
+        cache,
         "tiny-sd",
-        Precision::F32,
+        precision,
         loras,
         &mut progress,
     ))
@@ -104,4 +113,28 @@ fn a_lora_for_another_model_is_refused_by_name() {
     other.lora = Arc::new(updates);
     let err = load(&gpu, &[other]).err().expect("a foreign layer is an error").to_string();
     assert!(err.contains("another model family") && err.contains("down_blocks_7"), "{err}");
+}
+
+/// Quantized weights a LoRA does not change share the base model's cache entries; the ones it
+/// changes are cached under keys naming the LoRA and its scale (which a cache can tell apart and
+/// decline), so another scale re-merges only those.
+#[test]
+fn only_the_layers_a_lora_changes_get_cache_entries_of_their_own() {
+    let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
+    let q8 = Precision { activations: darkroom_gpu::DType::F32, weights: QuantPolicy::Q8 };
+    let cache = MemoryCache::default();
+    let keys = || -> Vec<String> { cache.0.lock().unwrap().keys().cloned().collect() };
+    load_cached(&gpu, &[], &cache, q8).unwrap();
+    let base = keys();
+    assert!(!base.is_empty() && !base.iter().any(|k| is_merged_key(k)), "{base:?}");
+
+    load_cached(&gpu, &[lora(0.8)], &cache, q8).unwrap();
+    let merged: Vec<String> = keys().into_iter().filter(|k| !base.contains(k)).collect();
+    let changed = lora(0.8).lora.updates.len();
+    assert_eq!(merged.len(), changed, "one new entry per layer the LoRA changes: {merged:?}");
+    assert!(merged.iter().all(|k| is_merged_key(k) && k.contains("@0.8")), "{merged:?}");
+    assert!(merged.len() < base.len());
+
+    load_cached(&gpu, &[lora(0.5)], &cache, q8).unwrap();
+    assert_eq!(keys().len(), base.len() + 2 * changed, "another scale adds only the changed layers");
 }

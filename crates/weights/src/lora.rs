@@ -57,6 +57,24 @@ pub fn module_name(component: Component, weight_key: &str) -> String {
     format!("{}{}", component.prefix(), module.replace('.', "_"))
 }
 
+/// The name a LoRA file goes by in `<lora:NAME:scale>` tags: its file name without the
+/// `.safetensors` extension.
+pub fn name_from_file(file_name: &str) -> String {
+    let base = file_name.rsplit(['/', '\\']).next().unwrap_or(file_name);
+    base.strip_suffix(".safetensors").unwrap_or(base).to_string()
+}
+
+/// Whether `name` can be written in a prompt tag and stored under: not empty, none of the
+/// characters that end a tag or a path segment.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() || name.trim() != name || name.contains(['/', '\\', ':', '<', '>']) {
+        return Err(format!(
+            "`{name}` cannot be a LoRA name: it must be non-empty, without surrounding spaces or any of / \\ : < >"
+        ));
+    }
+    Ok(())
+}
+
 /// One layer's low-rank update.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraUpdate {
@@ -198,6 +216,17 @@ impl Lora {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_come_from_file_names_and_must_fit_a_tag() {
+        assert_eq!(name_from_file("C:\\loras\\Water Colour.safetensors"), "Water Colour");
+        assert_eq!(name_from_file("/x/ink.v2.safetensors"), "ink.v2");
+        assert_eq!(name_from_file("plain"), "plain");
+        assert!(check_name("Water Colour").is_ok());
+        for bad in ["", " ", " pad", "a:b", "a/b", "a\\b", "<x>"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
 
     /// A safetensors file of f32 tensors.
     fn safetensors_bytes(tensors: &[(&str, &[u64], &[f32])]) -> Vec<u8> {
