@@ -79,6 +79,20 @@ async function setField(page, selector, value) {
   await page.dispatchEvent(selector, 'change');
 }
 
+/// A quick run's settings (Euler, 2 steps, CFG 7.5, seed 21, 64x48, no negative), set in the
+/// form; returns the same settings as CLI arguments.
+async function quickSettings(page, prompt) {
+  await setField(page, '#prompt', prompt);
+  await page.fill('#negative', '');
+  await page.selectOption('#sampler', 'euler');
+  await setField(page, '#steps', 2);
+  await setField(page, '#cfg', 7.5);
+  await setField(page, '#seed', 21);
+  await setField(page, '#width', 64);
+  await setField(page, '#height', 48);
+  return ['--sampler', 'euler', '--steps', '2', '--cfg', '7.5', '--seed', '21', '--width', '64', '--height', '48'];
+}
+
 async function generateAndWait(page, count = 1) {
   await page.keyboard.press('Control+Enter');
   await page.waitForFunction((n) => document.querySelectorAll('#results figure img').length >= n
@@ -198,20 +212,10 @@ test('a local single-file checkpoint imports into the browser and makes its diff
   await page.screenshot({ path: path.join(ARTIFACTS, 'app-import.png'), fullPage: true });
   await page.click('[data-model="my-checkpoint"] button.use');
   assert.equal(await page.inputValue('#model'), 'my-checkpoint');
-  await page.fill('#prompt', 'a red boat');
-  await page.fill('#negative', '');
-  await page.selectOption('#sampler', 'euler');
-  await setField(page, '#steps', 2);
-  await setField(page, '#cfg', 7.5);
-  await setField(page, '#seed', 21);
-  await setField(page, '#width', 64);
-  await setField(page, '#height', 48);
+  const args = await quickSettings(page, 'a red boat');
   await generateAndWait(page);
   const ours = await pixels(page, { selector: '#results figure img' });
-  const theirs = await pixels(page, {
-    png: cli(['--prompt', 'a red boat', '--sampler', 'euler', '--steps', '2', '--cfg', '7.5', '--seed', '21',
-      '--width', '64', '--height', '48']),
-  });
+  const theirs = await pixels(page, { png: cli(['--prompt', 'a red boat', ...args]) });
   const worst = maxDiff(ours, theirs);
   assert.ok(worst <= 2, `imported checkpoint vs the diffusers folder through the CLI: worst pixel ${worst}/255`);
   // Deleting it removes it from the list; the downloaded models stay.
@@ -259,16 +263,70 @@ test('Esc cancels mid-generation and the app stays usable', async () => {
   assert.deepEqual(problems, []);
 });
 
-test('a <lora:…> tag in the web app is refused with what to do, before anything runs', async () => {
+test('a LoRA imported in the Models tab applies through its prompt tag as the CLI applies it', async () => {
   const { page, problems } = session;
+  const loraDir = path.join(FIXTURES, 'lora');
+  const prompt = 'a red boat <lora:tiny-lora:0.8>';
+  // Before it is imported, the tag is refused with what to do, and nothing runs.
   await page.click('#tab-generate');
-  const before = await page.inputValue('#prompt');
-  await setField(page, '#prompt', `${before} <lora:watercolor:0.7>`);
+  await setField(page, '#prompt', prompt);
   await page.keyboard.press('Control+Enter');
   const error = await page.waitForSelector('#generate-error', { timeout: 10_000 });
-  assert.match(await error.textContent(), /LoRA `watercolor`.*not in the web app yet.*--lora/);
+  assert.match(await error.textContent(), /LoRA `tiny-lora`.*not in this browser.*import it under Models/);
   assert.equal(await page.$('#run'), null, 'nothing started');
-  await setField(page, '#prompt', before);
+
+  // A file that is not a LoRA is refused and leaves nothing behind.
+  await page.click('#tab-models');
+  await page.setInputFiles('#lora-file', path.join(FIXTURES, 'tiny-sd', 'vae', 'diffusion_pytorch_model.safetensors'));
+  await page.fill('#lora-name', 'not-a-lora');
+  await page.click('#lora-import');
+  await page.waitForSelector('#lora-result.error', { timeout: 30_000 });
+  assert.match(await page.textContent('#lora-result'), /not a LoRA/);
+  assert.equal(await page.$('[data-lora]'), null);
+
+  await page.setInputFiles('#lora-file', path.join(loraDir, 'tiny-lora.safetensors'));
+  assert.equal(await page.inputValue('#lora-name'), 'tiny-lora');
+  await page.click('#lora-import');
+  await page.waitForSelector('#lora-result.ok', { timeout: 30_000 });
+  assert.match(await page.textContent('#lora-result'), /tiny-lora is ready.*<lora:tiny-lora:1>/);
+  await page.waitForSelector('[data-lora="tiny-lora"]');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'app-loras.png'), fullPage: true });
+  // "Add to prompt" writes the tag into the prompt and shows it.
+  await page.click('#tab-generate');
+  await setField(page, '#prompt', 'a red boat');
+  await page.click('#tab-models');
+  await page.click('[data-lora="tiny-lora"] button.add-lora');
+  await page.waitForSelector('#prompt', { state: 'visible' });
+  assert.equal(await page.inputValue('#prompt'), 'a red boat <lora:tiny-lora:1>');
+  // So does its chip under the prompt, once: a LoRA the prompt names already is not added again.
+  await setField(page, '#prompt', 'a red boat');
+  await page.click('[data-lora-chip="tiny-lora"]');
+  await page.click('[data-lora-chip="tiny-lora"]');
+  assert.equal(await page.inputValue('#prompt'), 'a red boat <lora:tiny-lora:1>');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'app-lora-chips.png'), fullPage: true });
+
+  const args = await quickSettings(page, prompt);
+  await generateAndWait(page);
+  const withLora = await pixels(page, { selector: '#results figure img' });
+  const cliWith = await pixels(page, { png: cli(['--prompt', prompt, '--lora-dir', loraDir, ...args]) });
+  const worst = maxDiff(withLora, cliWith);
+  assert.ok(worst <= 2, `LoRA in the browser vs the CLI: worst pixel ${worst}/255`);
+  const infotext = await page.getAttribute('#results figure img', 'alt');
+  assert.ok(infotext.startsWith(`${prompt}\n`), `the image's parameters keep the tag: ${infotext}`);
+
+  // Without the tag the model is reloaded without the LoRA: the plain model's image again.
+  await setField(page, '#prompt', 'a red boat');
+  await generateAndWait(page);
+  const without = await pixels(page, { selector: '#results figure img' });
+  const cliWithout = await pixels(page, { png: cli(['--prompt', 'a red boat', ...args]) });
+  assert.ok(maxDiff(without, cliWithout) <= 2, 'without the tag, the plain model');
+  assert.ok(maxDiff(withLora, without) > 8, 'the LoRA visibly changes the image');
+
+  await page.click('#tab-models');
+  await page.click('[data-lora="tiny-lora"] button.delete');
+  await page.waitForSelector('[data-lora="tiny-lora"]', { state: 'detached' });
+  await page.waitForSelector('#no-loras');
+  await page.click('#tab-generate');
   assert.deepEqual(problems, []);
 });
 

@@ -51,11 +51,9 @@ fn params(state: AppState, entry: &ModelEntry) -> Result<GenerateParams, String>
         return Err("CFG scale must be between 0 and 30.".into());
     }
     let tags = darkroom_pipeline::prompt::extract_loras(&s.prompt.get_untracked()).1;
-    if let Some(tag) = tags.first() {
-        return Err(format!(
-            "The prompt asks for LoRA `{}`, and LoRAs are not in the web app yet: remove the tag, or use the command line (darkroom generate --lora).",
-            tag.name
-        ));
+    let stored = state.loras.get_untracked();
+    if let Some(tag) = tags.iter().find(|t| !stored.iter().any(|l| l.name == t.name)) {
+        return Err(crate::loras::missing(&tag.name));
     }
     let init = s.init.get_untracked();
     if let Some(img) = &init {

@@ -12,6 +12,7 @@ mod gallery;
 mod generation;
 mod idb_model;
 mod import;
+mod loras;
 mod model_check;
 mod probe;
 mod protocol;

@@ -186,6 +186,8 @@ pub struct AppState {
     pub gallery_version: RwSignal<u32>,
     /// Storage (used, quota) as the browser estimates it.
     pub storage: RwSignal<Option<(u64, u64)>>,
+    /// The LoRAs imported into this browser.
+    pub loras: RwSignal<Vec<crate::loras::StoredLora>>,
     pub tab: RwSignal<Tab>,
 }
 
@@ -215,6 +217,7 @@ impl AppState {
             last_seed: RwSignal::new(None),
             gallery_version: RwSignal::new(0),
             storage: RwSignal::new(None),
+            loras: RwSignal::new(Vec::new()),
             tab: RwSignal::new(Tab::Generate),
         }
     }

@@ -8,9 +8,12 @@ use std::rc::Rc;
 
 use darkroom_gpu::{DType, Gpu, Requirements, WeightFormat};
 use darkroom_models::taesd::{TaesdConfig, TaesdDecoder};
-use darkroom_models::{QuantPolicy, WeightStore};
+use darkroom_models::{is_merged_key, QuantCache, QuantPolicy, WeightStore};
 use darkroom_pipeline::latent_preview::approximate_rgb;
-use darkroom_pipeline::{Image, PipelineError, Precision, Request, Sampler, StableDiffusion};
+use darkroom_pipeline::prompt::{extract_loras, LoraTag};
+use darkroom_pipeline::{
+    short_hash, AppliedLora, Image, PipelineError, Precision, Request, Sampler, StableDiffusion,
+};
 use darkroom_weights::browser::{request_persistence, FetchSource, IdbStore};
 use darkroom_weights::fetch::{
     fetch_model, ChunkStore, FetchError, FetchOptions, FetchProgress, DEFAULT_CHUNK,
@@ -215,26 +218,87 @@ fn describe(precision: &Precision) -> String {
 
 /// The model on the GPU, loading it from the browser's store if it is not the one loaded.
 async fn load(state: &State, id: u32, model: &ModelRef) -> Result<(), Failure> {
-    let (_, name, precision, ms) = loaded(state, id, model).await?;
+    let (_, name, precision, ms) = loaded(state, id, model, &[]).await?;
     post(id, FromWorker::Loaded { name, precision, ms }, Vec::new());
     Ok(())
 }
 
+/// The quantized-weights cache minus the layers LoRAs changed: each LoRA and scale would store
+/// another copy of them, and browser storage is scarce; they are merged again at each load.
+struct BaseWeightsOnly<'a>(&'a IdbQuantCache<'a>);
+
+impl QuantCache for BaseWeightsOnly<'_> {
+    async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.0.get(key).await
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>) {
+        if !is_merged_key(key) {
+            self.0.put(key, bytes).await;
+        }
+    }
+}
+
+/// The LoRAs a prompt's tags name, read from the browser's store.
+async fn read_loras(store: &IdbStore, tags: &[LoraTag]) -> Result<Vec<AppliedLora>, Failure> {
+    let mut out = Vec::new();
+    for tag in tags {
+        let bytes = crate::loras::read(store, &tag.name)
+            .await
+            .map_err(|e| (ErrorKind::Model, e))?
+            .ok_or_else(|| (ErrorKind::Input, crate::loras::missing(&tag.name)))?;
+        let id = short_hash(&bytes);
+        let lora = darkroom_weights::lora::Lora::from_bytes(bytes)
+            .map_err(|e| (ErrorKind::Input, format!("LoRA `{}`: {e}", tag.name)))?;
+        out.push(AppliedLora {
+            name: tag.name.clone(),
+            lora: std::sync::Arc::new(lora),
+            scale: tag.scale,
+            id,
+        });
+    }
+    Ok(out)
+}
+
+/// What the model loaded with `tags`' LoRAs depends on besides the model: each LoRA's name,
+/// stored size and scale (the bytes are read only when this changes).
+async fn loras_key(store: &IdbStore, tags: &[LoraTag]) -> Result<String, Failure> {
+    let mut key = String::new();
+    for tag in tags {
+        let size = crate::loras::stored_size(store, &tag.name)
+            .await
+            .map_err(|e| (ErrorKind::Model, e))?
+            .ok_or_else(|| (ErrorKind::Input, crate::loras::missing(&tag.name)))?;
+        key.push_str(&format!("|{}:{size}@{}", tag.name, tag.scale));
+    }
+    Ok(key)
+}
+
+/// The model on the GPU with `loras` merged in, loading it from the browser's store unless it is
+/// the one loaded.
 async fn loaded(
     state: &State,
     id: u32,
     model: &ModelRef,
+    loras: &[LoraTag],
 ) -> Result<(Rc<StableDiffusion>, String, String, f64), Failure> {
     let manifest = manifest(model)?;
     let gpu = gpu(state).await?;
     let precision = precision(&gpu, &manifest);
-    let key = format!("{}|{}|{:?}", manifest.id, model.base.as_deref().unwrap_or(""), precision);
+    let store = IdbStore::open().await.map_err(fetch_failure)?;
+    let key = format!(
+        "{}|{}|{:?}{}",
+        manifest.id,
+        model.base.as_deref().unwrap_or(""),
+        precision,
+        loras_key(&store, loras).await?
+    );
     if let Some(loaded) = state.loaded.borrow().as_ref().filter(|l| l.key == key) {
         return Ok((loaded.model.clone(), manifest.name.clone(), describe(&precision), 0.0));
     }
     // Free the previous model's GPU memory before loading another.
     state.loaded.borrow_mut().take();
-    let store = IdbStore::open().await.map_err(fetch_failure)?;
+    let applied = read_loras(&store, loras).await?;
     let mut total = 0;
     for file in &manifest.files {
         let stored =
@@ -273,9 +337,30 @@ async fn loaded(
         };
         post(id, body, Vec::new());
     };
-    let sd = StableDiffusion::load(&gpu, &files, &cache, &manifest.id, precision, &mut progress)
+    let sd = if applied.is_empty() {
+        StableDiffusion::load(&gpu, &files, &cache, &manifest.id, precision, &mut progress)
+            .await
+            .map_err(pipeline_failure)?
+    } else {
+        let names: Vec<&str> = applied.iter().map(|l| l.name.as_str()).collect();
+        let cache = BaseWeightsOnly(&cache);
+        StableDiffusion::load_with_loras(
+            &gpu,
+            &files,
+            &cache,
+            &manifest.id,
+            precision,
+            &applied,
+            &mut progress,
+        )
         .await
-        .map_err(pipeline_failure)?;
+        .map_err(|e| match pipeline_failure(e) {
+            (ErrorKind::Model | ErrorKind::Input, m) => {
+                (ErrorKind::Input, format!("with LoRA {}: {m}", names.join(", ")))
+            }
+            other => other,
+        })?
+    };
     let sd = Rc::new(sd);
     *state.loaded.borrow_mut() = Some(Loaded { key, model: sd.clone() });
     Ok((sd, manifest.name.clone(), describe(&precision), now_ms() - started))
@@ -330,7 +415,8 @@ async fn generate(
     bytes: Vec<Vec<u8>>,
 ) -> Result<(), Failure> {
     let request = request(params, &bytes)?;
-    let (sd, _, _, _) = loaded(state, id, model).await?;
+    let loras = extract_loras(&params.prompt).1;
+    let (sd, _, _, _) = loaded(state, id, model, &loras).await?;
     if state.cancelled.borrow().contains(&id) {
         return Err((ErrorKind::Cancelled, "cancelled".into()));
     }

@@ -92,6 +92,16 @@ pub fn GeneratePanel() -> impl IntoView {
                             prop:value=move || s.prompt.get()
                             on:input=move |ev| s.prompt.set(event_target_value(&ev))></textarea>
                     </label>
+                    <Show when=move || !state.loras.get().is_empty()>
+                        <div class="field wide lora-chips" id="lora-chips">
+                            <span class="muted small">"LoRAs (click to add to the prompt):"</span>
+                            {move || state.loras.get().into_iter().map(|l| {
+                                let name = l.name.clone();
+                                view! { <button type="button" class="chip" data-lora-chip=l.name.clone()
+                                    on:click=move |_| crate::components::lora_manager::add_to_prompt(state, &name)>{l.name.clone()}</button> }
+                            }).collect_view()}
+                        </div>
+                    </Show>
                     <label class="field wide">
                         <span>"Negative prompt"</span>
                         <textarea id="negative" rows="2" placeholder="blurry, lowres"

@@ -1,6 +1,7 @@
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
+use crate::components::lora_manager::{refresh_loras, LoraManager};
 use crate::protocol::{ErrorKind, FromWorker, ToWorker};
 use crate::state::{human_bytes, human_duration, AppState, Download, ModelEntry};
 
@@ -90,6 +91,7 @@ pub fn refresh_stored(state: AppState) {
             let total = if complete { bytes } else { known.max(bytes) };
             entry.stored.set(crate::state::Stored { bytes, total, complete: complete && !corrupt, corrupt });
         }
+        refresh_loras(state);
         refresh_storage(state);
     });
 }
@@ -116,7 +118,7 @@ fn delete(state: AppState, entry: ModelEntry) {
     });
 }
 
-/// Deletes every model this browser holds, after a second click that says how much.
+/// Deletes every model and LoRA this browser holds, after a second click that says how much.
 #[component]
 fn DeleteAll() -> impl IntoView {
     let state = expect_context::<AppState>();
@@ -128,17 +130,31 @@ fn DeleteAll() -> impl IntoView {
         for entry in held() {
             delete(state, entry);
         }
+        let loras = state.loras.get_untracked();
+        spawn_local(async move {
+            for lora in loras {
+                let _ = crate::loras::remove(&lora.name).await;
+            }
+            refresh_loras(state);
+        });
     };
     view! {
         <div class="delete-all">
-            <Show when=move || !held().is_empty()>
+            <Show when=move || !held().is_empty() || !state.loras.get().is_empty()>
                 <Show when=move || asking.get() fallback=move || view! {
                     <button id="delete-all" on:click=move |_| asking.set(true)>"Delete all models…"</button>
                 }>
                     <span>{move || {
                         let list = held();
-                        let bytes: u64 = list.iter().map(|m| m.stored.get().bytes).sum();
-                        format!("Delete {} models ({}) from this browser? ", list.len(), human_bytes(bytes))
+                        let loras = state.loras.get();
+                        let bytes: u64 = list.iter().map(|m| m.stored.get().bytes).sum::<u64>()
+                            + loras.iter().map(|l| l.bytes).sum::<u64>();
+                        let what = match loras.len() {
+                            0 => format!("{} models", list.len()),
+                            1 => format!("{} models and 1 LoRA", list.len()),
+                            n => format!("{} models and {n} LoRAs", list.len()),
+                        };
+                        format!("Delete {what} ({}) from this browser? ", human_bytes(bytes))
                     }}</span>
                     <button id="delete-all-confirm" class="danger" on:click=confirm>"Delete all"</button>
                     <button on:click=move |_| asking.set(false)>"Keep them"</button>
@@ -171,9 +187,7 @@ fn ImportForm() -> impl IntoView {
             .collect::<Vec<_>>()
     };
     let pick = move |ev: leptos::ev::Event| {
-        use wasm_bindgen::JsCast;
-        let input: Option<web_sys::HtmlInputElement> = ev.target().and_then(|t| t.dyn_into().ok());
-        let chosen = input.and_then(|i| i.files()).and_then(|f| f.get(0));
+        let chosen = crate::components::lora_manager::picked_file(&ev);
         if let Some(f) = &chosen {
             id.set(darkroom_weights::checkpoint::model_id(&f.name()));
         }
@@ -279,6 +293,7 @@ pub fn ModelManager() -> impl IntoView {
                 />
             </ul>
             <ImportForm />
+            <LoraManager />
             <DeleteAll />
         </section>
     }
@@ -301,8 +316,6 @@ fn ModelRow(
         format!("about {}", human_bytes(approx))
     } else if size == 0 {
         "size unknown until downloaded".to_string()
-    } else if exact {
-        human_bytes(size)
     } else {
         format!("at least {}", human_bytes(size))
     };

@@ -1,0 +1,85 @@
+//! LoRAs imported into this browser: each is a file `loras/<name>.safetensors` in the model store
+//! (in chunks, like a download), listed in the Models tab, read by the worker when a prompt's
+//! `<lora:name:scale>` tag names it, deletable. Nothing is uploaded: the bytes go from the disk
+//! into this browser's storage.
+
+use darkroom_weights::browser::IdbStore;
+use darkroom_weights::checkpoint::store_file;
+use darkroom_weights::fetch::{ChunkStore, DEFAULT_CHUNK};
+use darkroom_weights::lora::{check_name, Lora};
+use wasm_bindgen_futures::JsFuture;
+
+const PREFIX: &str = "loras/";
+const SUFFIX: &str = ".safetensors";
+
+/// The store key of LoRA `name`.
+pub fn key(name: &str) -> String {
+    format!("{PREFIX}{name}{SUFFIX}")
+}
+
+/// Why a prompt's LoRA tag cannot be applied when the LoRA is not stored.
+pub fn missing(name: &str) -> String {
+    format!(
+        "The prompt asks for LoRA `{name}`, which is not in this browser: import it under Models → LoRAs, or fix the tag."
+    )
+}
+
+/// An imported LoRA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLora {
+    pub name: String,
+    pub bytes: u64,
+}
+
+/// Every completely stored LoRA, by name.
+pub async fn list() -> Result<Vec<StoredLora>, String> {
+    let store = IdbStore::open().await.map_err(|e| e.to_string())?;
+    let files = store.files().await.map_err(|e| e.to_string())?;
+    let mut out: Vec<StoredLora> = files
+        .into_iter()
+        .filter(|(_, s)| s.complete)
+        .filter_map(|(key, s)| {
+            let name = key.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+            Some(StoredLora { name: name.to_string(), bytes: s.total.unwrap_or(0) })
+        })
+        .collect();
+    out.sort_by_key(|l| l.name.to_lowercase());
+    Ok(out)
+}
+
+/// The stored size of LoRA `name`, if it is completely stored.
+pub async fn stored_size(store: &IdbStore, name: &str) -> Result<Option<u64>, String> {
+    let state = store.stored(&key(name), DEFAULT_CHUNK).await.map_err(|e| e.to_string())?;
+    Ok(if state.complete { state.total } else { None })
+}
+
+/// The bytes of LoRA `name`, if it is completely stored.
+pub async fn read(store: &IdbStore, name: &str) -> Result<Option<Vec<u8>>, String> {
+    match stored_size(store, name).await? {
+        Some(total) => store.read_range(&key(name), 0, total).await.map(Some).map_err(|e| e.to_string()),
+        None => Ok(None),
+    }
+}
+
+/// Copies `file` into the store as LoRA `name`, after checking that it is a LoRA Darkroom can
+/// merge; returns how many layers it changes. An existing LoRA of that name is replaced.
+pub async fn import(file: web_sys::File, name: &str) -> Result<usize, String> {
+    check_name(name)?;
+    let file_name = file.name();
+    let buffer = JsFuture::from(file.array_buffer()).await.map_err(|e| format!("{file_name}: {e:?}"))?;
+    let bytes = js_sys::Uint8Array::new(&buffer).to_vec();
+    drop(buffer);
+    let store = IdbStore::open().await.map_err(|e| e.to_string())?;
+    // Checked before anything is written, so a file that is not a LoRA leaves nothing behind.
+    let layers = {
+        let lora = Lora::from_bytes(bytes.clone()).map_err(|e| format!("{file_name}: {e}"))?;
+        lora.updates.len()
+    };
+    store_file(&store, &key(name), &bytes, DEFAULT_CHUNK).await.map_err(|e| e.to_string())?;
+    Ok(layers)
+}
+
+pub async fn remove(name: &str) -> Result<(), String> {
+    let store = IdbStore::open().await.map_err(|e| e.to_string())?;
+    store.remove(&key(name)).await.map_err(|e| e.to_string())
+}
