@@ -8,11 +8,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { launch, ARTIFACTS, APP_URL, cli, pixels, maxDiff, pngText } from './harness.mjs';
+import { launch, launchPersistent, ARTIFACTS, APP_URL, cli, pixels, maxDiff, pngText } from './harness.mjs';
 
 const HOST = 'http://localhost:8931';
 const OTHER = 'http://localhost:8932';
 const EVIL = 'http://localhost:8933';
+// The localhost origins are one site (ports do not count), so they share the widget's storage;
+// this one is another site, where nothing is downloaded.
+const SITE2 = 'http://127.0.0.2:8934';
 const DARKROOM = new URL(APP_URL).origin;
 const WIDGET = `${APP_URL}?manifest=/fixtures/tiny-sd.toml&base=${encodeURIComponent(`${APP_URL}fixtures/tiny-sd/`)}`;
 const PROMPT = 'a red boat on a calm lake';
@@ -40,14 +43,16 @@ let browser;
 let context;
 const requests = [];
 
+// The host pages are answered by the test, so Chromium cannot tell they are on this machine and
+// would refuse them the loopback server ("local network access"); a real host and Darkroom
+// are both on the public internet, where that rule does not apply.
+const NO_LOCAL_NETWORK_CHECKS = ['--disable-features=LocalNetworkAccessChecks,BlockInsecurePrivateNetworkRequests'];
+
 before(async () => {
-  // The host pages are answered by the test, so Chromium cannot tell they are on this machine and
-  // would refuse them the loopback server ("local network access"); a real host and Darkroom
-  // are both on the public internet, where that rule does not apply.
-  browser = await launch({ extraArgs: ['--disable-features=LocalNetworkAccessChecks,BlockInsecurePrivateNetworkRequests'] });
+  browser = await launch({ extraArgs: NO_LOCAL_NETWORK_CHECKS });
   context = await browser.newContext({ viewport: { width: 900, height: 800 } });
   context.on('request', (r) => requests.push({ url: r.url(), body: r.postData() ?? '' }));
-  for (const origin of [HOST, OTHER]) {
+  for (const origin of [HOST, OTHER, SITE2]) {
     await context.route(`${origin}/**`, (route) => route.fulfill({ contentType: 'text/html', body: hostPage }));
   }
   await context.route(`${EVIL}/**`, (route) => route.fulfill({ contentType: 'text/html', body: evilPage }));
@@ -82,6 +87,8 @@ test('a host page mounts the widget, the user allows it, and the host receives t
   // The widget's storage is this site's own: it asks for its own download, saying why.
   await frame.locator('#embed-model').waitFor();
   assert.match(await frame.locator('#embed-model').textContent(), /this site's storage/);
+  // This profile blocks third-party storage, so using Darkroom's own copy is offered, not taken.
+  await frame.locator('#embed-storage-access').waitFor();
   await frame.locator('#embed-download').click();
   await frame.locator('#embed-model').waitFor({ state: 'detached', timeout: 120_000 });
 
@@ -123,6 +130,24 @@ test('a denied origin gets a typed refusal, asked once', async () => {
   await startGenerate(page, { prompt: 'a cat' });
   assert.equal(await page.evaluate(() => window.job.then((r) => r.code)), 'denied');
   assert.equal(await frame.locator('#embed-consent').count(), 0, 'the choice is remembered');
+  await page.close();
+});
+
+test('when the browser refuses storage access, the widget says this site needs its own download, with the size', async () => {
+  const page = await context.newPage();
+  await page.goto(`${SITE2}/`);
+  const cdp = await context.newCDPSession(page);
+  const { targetInfo } = await cdp.send('Target.getTargetInfo');
+  const browserCdp = await browser.newBrowserCDPSession();
+  await browserCdp.send('Browser.setPermission', {
+    permission: { name: 'storage-access' }, setting: 'denied', origin: SITE2, embeddedOrigin: DARKROOM,
+    browserContextId: targetInfo.browserContextId,
+  });
+  const frame = await mount(page);
+  await frame.locator('#embed-storage-access').click();
+  const refused = frame.locator('#embed-storage-refused');
+  await refused.waitFor({ timeout: 10_000 });
+  assert.match(await refused.textContent(), /did not let this page use Darkroom's own storage.*needs its own download of 9\.0 MB/);
   await page.close();
 });
 
@@ -171,7 +196,57 @@ test('privacy: no request of the session carries a prompt', async () => {
     const leaked = requests.filter((r) => decodeURIComponent(r.url).includes(words) || r.body.includes(words));
     assert.deepEqual(leaked.map((r) => r.url), [], `"${words}" left the device`);
   }
-  const elsewhere = requests.filter((r) => ![DARKROOM, HOST, OTHER, EVIL].includes(new URL(r.url).origin)
+  const elsewhere = requests.filter((r) => ![DARKROOM, HOST, OTHER, EVIL, SITE2].includes(new URL(r.url).origin)
     && !r.url.startsWith('blob:') && !r.url.startsWith('data:'));
   assert.deepEqual(elsewhere.map((r) => r.url), []);
+});
+
+test('with storage access, the widget uses the model downloaded on Darkroom\'s own page: no second download', async () => {
+  // Third-party cookies allowed, as in Chrome's default profile: the browser then grants the
+  // Storage Access API's unpartitioned storage to the widget.
+  const persistent = await launchPersistent({
+    extraArgs: NO_LOCAL_NETWORK_CHECKS, preferences: { profile: { cookie_controls_mode: 0 } },
+  });
+  try {
+    const seen = [];
+    persistent.on('request', (r) => seen.push(r.url()));
+    await persistent.route(`${HOST}/**`, (route) => route.fulfill({ contentType: 'text/html', body: hostPage }));
+    // First, Darkroom's own page downloads the model.
+    const own = await persistent.newPage();
+    await own.goto(WIDGET);
+    await own.click('#tab-models');
+    await own.click('[data-model="tiny-sd"] button.download');
+    await own.click('[data-model="tiny-sd"] .license button.primary');
+    await own.waitForSelector('[data-model="tiny-sd"][data-state="complete"]', { timeout: 120_000 });
+    await own.close();
+    const downloaded = seen.length;
+
+    const page = await persistent.newPage();
+    await page.goto(`${HOST}/`);
+    const frame = await mount(page);
+    const using = frame.locator('#embed-first-party');
+    // The browser allows it without asking here; where it wants a click, the widget offers one.
+    await Promise.race([using.waitFor({ timeout: 30_000 }),
+      frame.locator('#embed-storage-access').click({ timeout: 30_000 })]);
+    await using.waitFor({ timeout: 30_000 });
+    await frame.locator('#embed-model').waitFor({ state: 'detached', timeout: 30_000 });
+    await page.screenshot({ path: path.join(ARTIFACTS, 'embed-first-party.png') });
+
+    const params = { prompt: PROMPT, seed: 21, steps: 2, sampler: 'euler', cfg: 7.5, width: 64, height: 48 };
+    await startGenerate(page, params);
+    await frame.locator('#embed-allow').click();
+    await frame.locator('#embed-insert').waitFor({ timeout: 240_000 });
+    await frame.locator('#embed-insert').click();
+    const result = await page.evaluate(() => window.job);
+    assert.ok(result.png, JSON.stringify(result));
+    const worst = maxDiff(await pixels(page, { png: Buffer.from(result.png) }), await pixels(page, {
+      png: cli(['--prompt', PROMPT, '--sampler', 'euler', '--steps', '2', '--cfg', '7.5', '--seed', '21',
+        '--width', '64', '--height', '48']),
+    }));
+    assert.ok(worst <= 2, `widget on Darkroom's own storage vs CLI: worst pixel ${worst}/255`);
+    const again = seen.slice(downloaded).filter((u) => u.includes('/fixtures/tiny-sd/') && !u.endsWith('.toml'));
+    assert.deepEqual(again, [], 'no weights downloaded again inside the widget');
+  } finally {
+    await persistent.close();
+  }
 });

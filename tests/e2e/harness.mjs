@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync, mkdtempSync } from 'node:fs';
+import { readFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 
 export const APP_URL = process.env.DARKROOM_URL;
@@ -31,6 +31,18 @@ export async function launch({ extraArgs = [] } = {}) {
   mkdirSync(ARTIFACTS, { recursive: true });
   // Playwright gives every launch a fresh, temporary user-data-dir.
   return chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: [...FLAGS, ...extraArgs] });
+}
+
+/// A browser with a regular (not off-the-record) profile in a fresh temporary folder, with
+/// `preferences` written into it first: for tests that need a setting an off-the-record
+/// context cannot have (third-party cookies allowed, as Chrome's default profile has them).
+export async function launchPersistent({ extraArgs = [], preferences = {} } = {}) {
+  const dir = mkdtempSync(path.join(tmpdir(), 'darkroom-profile-'));
+  mkdirSync(path.join(dir, 'Default'), { recursive: true });
+  writeFileSync(path.join(dir, 'Default', 'Preferences'), JSON.stringify(preferences));
+  return chromium.launchPersistentContext(dir, {
+    executablePath: '/usr/bin/chromium', headless: true, args: [...FLAGS, ...extraArgs], viewport: { width: 900, height: 800 },
+  });
 }
 
 /// A page that records console errors and failed requests, so a test can assert there were none.

@@ -1,6 +1,8 @@
 //! The page's side of the worker protocol: starts www/worker.js, numbers requests, routes each
 //! response to the handler of the request it answers, and holds requests back until the worker
-//! says it is listening.
+//! says it is listening. The worker is a dedicated one, or, for the embedded widget that was
+//! given access to Darkroom's first-party storage, a shared worker started through the Storage
+//! Access API handle (so its IndexedDB is that storage).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -9,14 +11,31 @@ use std::rc::Rc;
 use js_sys::Array;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use web_sys::{MessageEvent, Worker, WorkerOptions, WorkerType};
+use web_sys::{MessageEvent, MessagePort, Worker, WorkerOptions, WorkerType};
 
 use crate::protocol::{Envelope, ErrorKind, FromWorker, ToWorker};
 
 type Handler = Box<dyn FnMut(Envelope<FromWorker>)>;
 
+/// Where requests go.
+enum Endpoint {
+    Dedicated(Worker),
+    /// The port of a shared worker that serves this page alone (it is started under a name of
+    /// its own).
+    Shared(MessagePort),
+}
+
+impl Endpoint {
+    fn post(&self, message: &JsValue, transfer: &Array) {
+        let _ = match self {
+            Endpoint::Dedicated(w) => w.post_message_with_transfer(message, transfer),
+            Endpoint::Shared(p) => p.post_message_with_transferable(message, transfer),
+        };
+    }
+}
+
 struct Inner {
-    worker: Worker,
+    worker: Endpoint,
     next_id: Cell<u32>,
     handlers: RefCell<HashMap<u32, Handler>>,
     ready: Cell<bool>,
@@ -36,6 +55,35 @@ impl WorkerClient {
         options.set_type(WorkerType::Module);
         let worker = Worker::new_with_options("./worker.js", &options)
             .map_err(|e| format!("the browser refused to start the generation worker: {e:?}"))?;
+        let client = Self::connect(Endpoint::Dedicated(worker.clone()));
+        worker.set_onmessage(Some(&client.on_message()));
+        worker.set_onerror(Some(&client.on_error()));
+        Ok(client)
+    }
+
+    /// Starts the worker script as a shared worker through a Storage Access API handle (given
+    /// `{SharedWorker: true}`), so that it works on Darkroom's first-party storage.
+    pub fn spawn_shared(handle: &JsValue) -> Result<WorkerClient, String> {
+        fn fail(e: JsValue) -> String {
+            format!("the browser refused to start the generation worker: {e:?}")
+        }
+        let constructor: js_sys::Function =
+            js_sys::Reflect::get(handle, &"SharedWorker".into()).map_err(fail)?.dyn_into().map_err(fail)?;
+        let options = js_sys::Object::new();
+        let _ = js_sys::Reflect::set(&options, &"type".into(), &"module".into());
+        // A name of its own: the worker serves this page alone, as a dedicated one would.
+        let name = format!("darkroom-{}", js_sys::Math::random());
+        let _ = js_sys::Reflect::set(&options, &"name".into(), &name.into());
+        let shared = constructor.call2(handle, &"./worker.js".into(), &options).map_err(fail)?;
+        let port: MessagePort =
+            js_sys::Reflect::get(&shared, &"port".into()).map_err(fail)?.dyn_into().map_err(fail)?;
+        let client = Self::connect(Endpoint::Shared(port.clone()));
+        port.set_onmessage(Some(&client.on_message()));
+        let _ = js_sys::Reflect::set(&shared, &"onerror".into(), client.on_error().as_ref());
+        Ok(client)
+    }
+
+    fn connect(worker: Endpoint) -> WorkerClient {
         let inner = Rc::new(Inner {
             worker,
             next_id: Cell::new(1),
@@ -43,7 +91,12 @@ impl WorkerClient {
             ready: Cell::new(false),
             waiting: RefCell::new(Vec::new()),
         });
-        let weak = Rc::downgrade(&inner);
+        WorkerClient { inner }
+    }
+
+    /// The handler of the worker's messages (kept alive for the page's lifetime).
+    fn on_message(&self) -> js_sys::Function {
+        let weak = Rc::downgrade(&self.inner);
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
             let Some(inner) = weak.upgrade() else { return };
             match Envelope::<FromWorker>::from_js(&event.data()) {
@@ -51,9 +104,12 @@ impl WorkerClient {
                 Err(e) => web_sys::console::error_1(&format!("worker message: {e}").into()),
             }
         });
-        inner.worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        on_message.forget();
-        let weak = Rc::downgrade(&inner);
+        on_message.into_js_value().unchecked_into()
+    }
+
+    /// The handler of the worker failing to start or stopping.
+    fn on_error(&self) -> js_sys::Function {
+        let weak = Rc::downgrade(&self.inner);
         let on_error = Closure::<dyn FnMut(web_sys::ErrorEvent)>::new(move |event: web_sys::ErrorEvent| {
             let Some(inner) = weak.upgrade() else { return };
             // A worker that failed to start fails everything that waits on it.
@@ -66,9 +122,15 @@ impl WorkerClient {
                 );
             }
         });
-        inner.worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
-        on_error.forget();
-        Ok(WorkerClient { inner })
+        on_error.into_js_value().unchecked_into()
+    }
+
+    /// Stops the worker (a dedicated one ends; a shared one loses its only page).
+    pub fn stop(&self) {
+        match &self.inner.worker {
+            Endpoint::Dedicated(w) => w.terminate(),
+            Endpoint::Shared(p) => p.close(),
+        }
     }
 
     /// Sends a request; `handler` sees every response to it until a final one (result, error,
@@ -95,7 +157,7 @@ impl WorkerClient {
     fn send(&self, envelope: Envelope<ToWorker>) {
         let (message, transfer) = envelope.to_js();
         if self.inner.ready.get() {
-            let _ = self.inner.worker.post_message_with_transfer(&message, &transfer);
+            self.inner.worker.post(&message, &transfer);
         } else {
             self.inner.waiting.borrow_mut().push((message, transfer));
         }
@@ -116,7 +178,7 @@ fn dispatch(inner: &Inner, envelope: Envelope<FromWorker>) {
     if envelope.body == FromWorker::Ready {
         inner.ready.set(true);
         for (message, transfer) in inner.waiting.borrow_mut().drain(..) {
-            let _ = inner.worker.post_message_with_transfer(&message, &transfer);
+            inner.worker.post(&message, &transfer);
         }
         return;
     }

@@ -18,6 +18,7 @@ use web_sys::MessageEvent;
 use crate::components::model_manager::start_download;
 use crate::generation;
 use crate::state::{human_bytes, png_url, AppState, InitImage};
+use crate::storage_access::{self, FirstParty};
 
 pub const VERSION: f64 = 1.0;
 /// The largest init or mask image a host may send.
@@ -44,6 +45,8 @@ struct Embed {
     waiting: StoredValue<Option<(u32, JsValue)>, LocalStorage>,
     allowed: RwSignal<Vec<String>>,
     denied: RwSignal<Vec<String>>,
+    /// Whether the models are Darkroom's own copy (Storage Access API) or this site's.
+    first_party: RwSignal<FirstParty>,
 }
 
 fn storage() -> Option<web_sys::Storage> {
@@ -333,7 +336,9 @@ pub fn EmbedApp() -> impl IntoView {
         waiting: StoredValue::new_local(None),
         allowed: RwSignal::new(load_list(ALLOWED)),
         denied: RwSignal::new(load_list(DENIED)),
+        first_party: RwSignal::new(FirstParty::Checking),
     };
+    leptos::task::spawn_local(storage_access::check(state, embed.first_party));
     if let Some(model) = web_sys::window()
         .and_then(|w| w.location().search().ok())
         .and_then(|q| web_sys::UrlSearchParams::new_with_str(&q).ok())
@@ -433,9 +438,27 @@ pub fn EmbedApp() -> impl IntoView {
         let license = entry.manifest.license.clone();
         let name = entry.manifest.name.clone();
         let e = entry.clone();
+        let first_party = embed.first_party.get();
+        let where_text = match &first_party {
+            FirstParty::Using => format!("{name} ({size}) is not downloaded in Darkroom's storage yet: it downloads once, for Darkroom's own page and every site that embeds it."),
+            _ => format!("{name} ({size}) is not in this site's storage yet: browsers keep each site's storage apart, so Darkroom inside this page needs its own copy, downloaded once."),
+        };
+        let offer = match first_party {
+            FirstParty::Offer => Some(view! {
+                <p class="small">"Downloaded it on Darkroom's own site already? Your browser can let this page use that copy."</p>
+                <button id="embed-storage-access" disabled=move || state.run.get().is_some()
+                    on:click=move |_| storage_access::ask(state, embed.first_party)>"Use Darkroom's saved models"</button>
+            }.into_any()),
+            FirstParty::Asking => Some(view! { <p class="muted small">"Asking the browser…"</p> }.into_any()),
+            FirstParty::Refused(why) => Some(view! {
+                <p class="small" id="embed-storage-refused">{format!("The browser did not let this page use Darkroom's own storage ({why}), so this site needs its own download of {size}.")}</p>
+            }.into_any()),
+            _ => None,
+        };
         Some(view! {
             <div class="embed-model" id="embed-model">
-                <p>{format!("{name} ({size}) is not in this site's storage yet: browsers keep each site's storage apart, so Darkroom inside this page needs its own copy, downloaded once.")}</p>
+                <p>{where_text}</p>
+                {offer}
                 <p class="muted small">"License: " <a href=license.url target="_blank" rel="noopener noreferrer">{license.name}</a></p>
                 {if downloading {
                     view! { <p class="muted small">{progress}</p> }.into_any()
@@ -458,6 +481,9 @@ pub fn EmbedApp() -> impl IntoView {
                     <div class="row"><button class="primary" id="embed-allow" on:click=move |_| decide(true)>"Allow"</button>
                     <button id="embed-deny" on:click=move |_| decide(false)>"Deny"</button></div>
                 </div>
+            </Show>
+            <Show when=move || embed.first_party.get() == FirstParty::Using>
+                <p class="muted small" id="embed-first-party">"Using the models saved on Darkroom's own site."</p>
             </Show>
             {model_line}
             {move || state.error.get().map(|e| view! { <p class="error" role="alert" id="embed-error">{e}</p> })}

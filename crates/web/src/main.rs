@@ -18,6 +18,7 @@ mod probe;
 mod protocol;
 mod report;
 mod state;
+mod storage_access;
 mod weights_check;
 mod worker;
 

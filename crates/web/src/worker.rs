@@ -1,6 +1,7 @@
 //! The generation worker: the same wasm, started inside a dedicated Web Worker (www/worker.js),
 //! owns the GPU device, the loaded model and the downloads, so the page never blocks on them.
-//! It answers the typed requests of `protocol` by id.
+//! It answers the typed requests of `protocol` by id. Started as a shared worker (the embedded
+//! widget's, through the Storage Access API), it talks to its one page over that page's port.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
@@ -51,6 +52,8 @@ struct State {
 
 thread_local! {
     static STATE: Rc<State> = Rc::new(State::default());
+    /// The page's port when this is a shared worker.
+    static PORT: RefCell<Option<web_sys::MessagePort>> = const { RefCell::new(None) };
 }
 
 fn scope() -> DedicatedWorkerGlobalScope {
@@ -59,7 +62,10 @@ fn scope() -> DedicatedWorkerGlobalScope {
 
 fn post(id: u32, body: FromWorker, bytes: Vec<Vec<u8>>) {
     let (message, transfer) = Envelope::with_bytes(id, body, bytes).to_js();
-    let _ = scope().post_message_with_transfer(&message, &transfer);
+    let _ = match PORT.with(|p| p.borrow().clone()) {
+        Some(port) => port.post_message_with_transferable(&message, &transfer),
+        None => scope().post_message_with_transfer(&message, &transfer),
+    };
 }
 
 fn fail(id: u32, kind: ErrorKind, message: String) {
@@ -74,9 +80,28 @@ pub fn start() {
             Err(e) => fail(0, ErrorKind::Other, e),
         }
     });
-    scope().set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-    on_message.forget();
-    post(0, FromWorker::Ready, Vec::new());
+    let on_message: js_sys::Function = on_message.into_js_value().unchecked_into();
+    let global = js_sys::global();
+    // www/worker.js keeps the ports of a shared worker's connections in `darkroomPorts` until
+    // this runs, and hands later ones to `darkroomOnPort`.
+    let waiting = js_sys::Reflect::get(&global, &"darkroomPorts".into()).ok();
+    let Some(waiting) = waiting.and_then(|w| w.dyn_into::<js_sys::Array>().ok()) else {
+        scope().set_onmessage(Some(&on_message));
+        post(0, FromWorker::Ready, Vec::new());
+        return;
+    };
+    let attach = move |port: JsValue| {
+        let Ok(port) = port.dyn_into::<web_sys::MessagePort>() else { return };
+        port.set_onmessage(Some(&on_message));
+        PORT.with(|p| *p.borrow_mut() = Some(port));
+        post(0, FromWorker::Ready, Vec::new());
+    };
+    for port in waiting.iter() {
+        attach(port);
+    }
+    let attach = Closure::<dyn FnMut(JsValue)>::new(attach);
+    let _ = js_sys::Reflect::set(&global, &"darkroomOnPort".into(), attach.as_ref());
+    attach.forget();
 }
 
 fn handle(envelope: Envelope<ToWorker>) {

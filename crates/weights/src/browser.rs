@@ -1,9 +1,11 @@
 //! The browser side of the download: IndexedDB as the chunk store (one record per chunk, so a
 //! closed tab loses at most the chunk in flight) and `fetch` with Range headers as the source.
-//! Works in a window and in a dedicated worker.
+//! Works in a window and in a dedicated or shared worker.
 
 use idb::builder::{DatabaseBuilder, ObjectStoreBuilder};
-use idb::{Database, KeyRange, Query, TransactionMode};
+use std::cell::RefCell;
+
+use idb::{Database, DatabaseEvent, KeyRange, ObjectStoreParams, Query, TransactionMode};
 use js_sys::{Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -11,9 +13,27 @@ use wasm_bindgen_futures::JsFuture;
 use crate::fetch::{ChunkStore, FetchError, RangeReply, RangeSource, Stored};
 
 const DB: &str = "darkroom-weights";
+const VERSION: u32 = 2;
 const CHUNKS: &str = "chunks";
 const FILES: &str = "files";
 const BLOBS: &str = "blobs";
+
+thread_local! {
+    /// The IndexedDB to open instead of this context's own (see [`use_factory`]).
+    static FACTORY: RefCell<Option<web_sys::IdbFactory>> = const { RefCell::new(None) };
+}
+
+/// Makes every later [`IdbStore::open`] in this context open its database through `factory`:
+/// how the embedded widget reaches Darkroom's first-party storage (the `indexedDB` of a Storage
+/// Access API handle) instead of the copy partitioned under the embedding site.
+pub fn use_factory(factory: web_sys::IdbFactory) {
+    FACTORY.with(|f| *f.borrow_mut() = Some(factory));
+}
+
+/// Whether [`use_factory`] has redirected this context's stores.
+pub fn using_other_factory() -> bool {
+    FACTORY.with(|f| f.borrow().is_some())
+}
 
 /// Database "darkroom-weights": `files` (key → {total, chunks, complete}), `chunks`
 /// ("key\0index" → bytes) and `blobs` (derived data such as quantized weights, key → bytes).
@@ -76,8 +96,24 @@ fn parse_record(value: &JsValue) -> Stored {
 
 impl IdbStore {
     pub async fn open() -> Result<IdbStore, FetchError> {
+        if let Some(factory) = FACTORY.with(|f| f.borrow().clone()) {
+            // The builder opens through the context's own factory only; this does its upgrade.
+            let mut request = idb::Factory::from(factory).open(DB, Some(VERSION)).map_err(store_error)?;
+            request.on_upgrade_needed(|event| {
+                if let Ok(db) = event.database() {
+                    let names = db.store_names();
+                    for name in [CHUNKS, FILES, BLOBS] {
+                        if !names.iter().any(|n| n == name) {
+                            let _ = db.create_object_store(name, ObjectStoreParams::new());
+                        }
+                    }
+                }
+            });
+            let db = request.await.map_err(store_error)?;
+            return Ok(IdbStore { db });
+        }
         let db = DatabaseBuilder::new(DB)
-            .version(2)
+            .version(VERSION)
             .add_object_store(ObjectStoreBuilder::new(CHUNKS))
             .add_object_store(ObjectStoreBuilder::new(FILES))
             .add_object_store(ObjectStoreBuilder::new(BLOBS))
