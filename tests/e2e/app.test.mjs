@@ -13,7 +13,7 @@ import path from 'node:path';
 import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { launch, openPage, ARTIFACTS, APP_URL, cli, pixels, maxDiff, pngText } from './harness.mjs';
+import { launch, openPage, ARTIFACTS, APP_URL, cli, pixels, maxDiff, pngText, tinyLdmCheckpoint } from './harness.mjs';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const FIXTURES = path.join(ROOT, 'tests', 'fixtures');
@@ -35,33 +35,18 @@ before(async () => {
 });
 after(async () => { await browser?.close(); });
 
-/// The tiny model as a single-file checkpoint, every tensor named as diffusers reads such a file
-/// (tests/fixtures/ldm/tiny-sd-ldm-map.json, made and checked by tests/reference/ldm_checkpoint.py).
-function tinyLdmCheckpoint() {
-  const map = JSON.parse(readFileSync(path.join(FIXTURES, 'ldm', 'tiny-sd-ldm-map.json'), 'utf8'));
-  const paths = { unet: 'unet/diffusion_pytorch_model.safetensors', vae: 'vae/diffusion_pytorch_model.safetensors',
-    text_encoder: 'text_encoder/model.safetensors' };
-  const files = {};
-  for (const [component, file] of Object.entries(paths)) {
-    const bytes = readFileSync(path.join(FIXTURES, 'tiny-sd', file));
-    const n = Number(bytes.readBigUInt64LE(0));
-    files[component] = { bytes, header: JSON.parse(bytes.toString('utf8', 8, 8 + n)), start: 8 + n };
+/// A LoRA file of the same size with every up matrix negated (the sign bit of each element).
+function negatedUp(bytes) {
+  const out = Buffer.from(bytes);
+  const n = Number(out.readBigUInt64LE(0));
+  const header = JSON.parse(out.toString('utf8', 8, 8 + n));
+  for (const [name, t] of Object.entries(header)) {
+    if (name === '__metadata__' || !/lora_up|lora_B/.test(name)) continue;
+    const width = { F32: 4, F16: 2, BF16: 2 }[t.dtype];
+    assert.ok(width, `dtype ${t.dtype}`);
+    for (let at = 8 + n + t.data_offsets[0]; at < 8 + n + t.data_offsets[1]; at += width) out[at + width - 1] ^= 0x80;
   }
-  const header = {};
-  const parts = [];
-  let offset = 0;
-  for (const [ldm, component, name, shape] of map) {
-    const f = files[component];
-    const t = f.header[name];
-    const data = f.bytes.subarray(f.start + t.data_offsets[0], f.start + t.data_offsets[1]);
-    header[ldm] = { dtype: t.dtype, shape, data_offsets: [offset, offset + data.length] };
-    parts.push(data);
-    offset += data.length;
-  }
-  const json = Buffer.from(JSON.stringify(header));
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(json.length));
-  return Buffer.concat([len, json, ...parts]);
+  return out;
 }
 
 /// Drops a file on the page as a user dragging it from their desktop would.
@@ -326,7 +311,26 @@ test('a LoRA imported in the Models tab applies through its prompt tag as the CL
   await page.click('[data-lora="tiny-lora"] button.delete');
   await page.waitForSelector('[data-lora="tiny-lora"]', { state: 'detached' });
   await page.waitForSelector('#no-loras');
+
+  // Another file of the same size under the same name (every up matrix negated) is merged anew,
+  // not mistaken for the one the loaded model was made with.
+  const otherDir = mkdtempSync(path.join(TMP, 'lora-'));
+  writeFileSync(path.join(otherDir, 'tiny-lora.safetensors'), negatedUp(readFileSync(path.join(loraDir, 'tiny-lora.safetensors'))));
+  await page.setInputFiles('#lora-file', path.join(otherDir, 'tiny-lora.safetensors'));
+  await page.click('#lora-import');
+  await page.waitForSelector('#lora-result.ok', { timeout: 30_000 });
   await page.click('#tab-generate');
+  await setField(page, '#prompt', prompt);
+  await generateAndWait(page);
+  const negated = await pixels(page, { selector: '#results figure img' });
+  const cliNegated = await pixels(page, { png: cli(['--prompt', prompt, '--lora-dir', otherDir, ...args]) });
+  assert.ok(maxDiff(negated, cliNegated) <= 2, 'the re-imported LoRA as the CLI merges it');
+  assert.ok(maxDiff(negated, withLora) > 8, 'not the earlier LoRA\'s image');
+  await page.click('#tab-models');
+  await page.click('[data-lora="tiny-lora"] button.delete');
+  await page.waitForSelector('#no-loras');
+  await page.click('#tab-generate');
+  await setField(page, '#prompt', 'a red boat');
   assert.deepEqual(problems, []);
 });
 

@@ -8,7 +8,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { launch, launchPersistent, ARTIFACTS, APP_URL, cli, pixels, maxDiff, pngText } from './harness.mjs';
+import { writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { launch, launchPersistent, ARTIFACTS, APP_URL, cli, pixels, maxDiff, pngText, tinyLdmCheckpoint } from './harness.mjs';
 
 const HOST = 'http://localhost:8931';
 const OTHER = 'http://localhost:8932';
@@ -59,12 +61,12 @@ before(async () => {
 });
 after(async () => { await browser?.close(); });
 
-async function mount(page) {
-  await page.evaluate(async (base) => {
+async function mount(page, model = 'tiny-sd') {
+  await page.evaluate(async ({ base, model }) => {
     window.progress = 0;
-    window.dr = await Darkroom.mount(document.querySelector('#slot'), { base, model: 'tiny-sd' });
+    window.dr = await Darkroom.mount(document.querySelector('#slot'), { base, model });
     dr.addEventListener('progress', () => { window.progress += 1; });
-  }, WIDGET);
+  }, { base: WIDGET, model });
   return page.frameLocator('#slot iframe');
 }
 
@@ -201,7 +203,7 @@ test('privacy: no request of the session carries a prompt', async () => {
   assert.deepEqual(elsewhere.map((r) => r.url), []);
 });
 
-test('with storage access, the widget uses the model downloaded on Darkroom\'s own page: no second download', async () => {
+test('with storage access, the widget uses Darkroom\'s own storage: a checkpoint imported there, no second download', async () => {
   // Third-party cookies allowed, as in Chrome's default profile: the browser then grants the
   // Storage Access API's unpartitioned storage to the widget.
   const persistent = await launchPersistent({
@@ -218,12 +220,18 @@ test('with storage access, the widget uses the model downloaded on Darkroom\'s o
     await own.click('[data-model="tiny-sd"] button.download');
     await own.click('[data-model="tiny-sd"] .license button.primary');
     await own.waitForSelector('[data-model="tiny-sd"][data-state="complete"]', { timeout: 120_000 });
+    // … and imports a checkpoint (the tiny model as one file) on tiny-sd's configs.
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'darkroom-embed-')), 'My Checkpoint.safetensors');
+    writeFileSync(file, tinyLdmCheckpoint());
+    await own.setInputFiles('#import-file', file);
+    await own.click('#import-button');
+    await own.waitForSelector('#import-result.ok', { timeout: 120_000 });
     await own.close();
     const downloaded = seen.length;
 
     const page = await persistent.newPage();
     await page.goto(`${HOST}/`);
-    const frame = await mount(page);
+    const frame = await mount(page, 'my-checkpoint');
     const using = frame.locator('#embed-first-party');
     // The browser allows it without asking here; where it wants a click, the widget offers one.
     await Promise.race([using.waitFor({ timeout: 30_000 }),
@@ -244,6 +252,7 @@ test('with storage access, the widget uses the model downloaded on Darkroom\'s o
         '--width', '64', '--height', '48']),
     }));
     assert.ok(worst <= 2, `widget on Darkroom's own storage vs CLI: worst pixel ${worst}/255`);
+    assert.ok(result.parameters.includes('Model: my-checkpoint'), result.parameters);
     const again = seen.slice(downloaded).filter((u) => u.includes('/fixtures/tiny-sd/') && !u.endsWith('.toml'));
     assert.deepEqual(again, [], 'no weights downloaded again inside the widget');
   } finally {

@@ -88,6 +88,35 @@ const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 const FIXTURES = path.join(ROOT, 'tests', 'fixtures');
 const TMP = mkdtempSync(path.join(tmpdir(), 'darkroom-e2e-'));
 
+/// The tiny model as a single-file checkpoint, every tensor named as diffusers reads such a file
+/// (tests/fixtures/ldm/tiny-sd-ldm-map.json, made and checked by tests/reference/ldm_checkpoint.py).
+export function tinyLdmCheckpoint() {
+  const map = JSON.parse(readFileSync(path.join(FIXTURES, 'ldm', 'tiny-sd-ldm-map.json'), 'utf8'));
+  const paths = { unet: 'unet/diffusion_pytorch_model.safetensors', vae: 'vae/diffusion_pytorch_model.safetensors',
+    text_encoder: 'text_encoder/model.safetensors' };
+  const files = {};
+  for (const [component, file] of Object.entries(paths)) {
+    const bytes = readFileSync(path.join(FIXTURES, 'tiny-sd', file));
+    const n = Number(bytes.readBigUInt64LE(0));
+    files[component] = { bytes, header: JSON.parse(bytes.toString('utf8', 8, 8 + n)), start: 8 + n };
+  }
+  const header = {};
+  const parts = [];
+  let offset = 0;
+  for (const [ldm, component, name, shape] of map) {
+    const f = files[component];
+    const t = f.header[name];
+    const data = f.bytes.subarray(f.start + t.data_offsets[0], f.start + t.data_offsets[1]);
+    header[ldm] = { dtype: t.dtype, shape, data_offsets: [offset, offset + data.length] };
+    parts.push(data);
+    offset += data.length;
+  }
+  const json = Buffer.from(JSON.stringify(header));
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  return Buffer.concat([len, json, ...parts]);
+}
+
 /// The native CLI's image for the same parameters (a debug build, as the native tests use).
 export function cli(args) {
   const build = spawnSync('cargo', ['build', '--quiet', '-p', 'darkroom-cli'], { cwd: ROOT, stdio: 'inherit' });

@@ -64,8 +64,12 @@ async fn load_models(state: AppState) {
         }
     }
     let first = models.iter().find(|m| m.generates()).map(|m| m.manifest.clone());
+    // A model chosen meanwhile (the embedded widget's, once it reached Darkroom's own storage)
+    // stays chosen.
+    let chosen = state.settings.model.get_untracked();
+    let keep = models.iter().any(|m| m.manifest.id == chosen);
     state.models.set(models);
-    if let Some(m) = first {
+    if let (Some(m), false) = (first, keep) {
         state.settings.apply_defaults(&m);
     }
     refresh_stored(state);

@@ -443,22 +443,9 @@ pub fn EmbedApp() -> impl IntoView {
             FirstParty::Using => format!("{name} ({size}) is not downloaded in Darkroom's storage yet: it downloads once, for Darkroom's own page and every site that embeds it."),
             _ => format!("{name} ({size}) is not in this site's storage yet: browsers keep each site's storage apart, so Darkroom inside this page needs its own copy, downloaded once."),
         };
-        let offer = match first_party {
-            FirstParty::Offer => Some(view! {
-                <p class="small">"Downloaded it on Darkroom's own site already? Your browser can let this page use that copy."</p>
-                <button id="embed-storage-access" disabled=move || state.run.get().is_some()
-                    on:click=move |_| storage_access::ask(state, embed.first_party)>"Use Darkroom's saved models"</button>
-            }.into_any()),
-            FirstParty::Asking => Some(view! { <p class="muted small">"Asking the browser…"</p> }.into_any()),
-            FirstParty::Refused(why) => Some(view! {
-                <p class="small" id="embed-storage-refused">{format!("The browser did not let this page use Darkroom's own storage ({why}), so this site needs its own download of {size}.")}</p>
-            }.into_any()),
-            _ => None,
-        };
         Some(view! {
             <div class="embed-model" id="embed-model">
                 <p>{where_text}</p>
-                {offer}
                 <p class="muted small">"License: " <a href=license.url target="_blank" rel="noopener noreferrer">{license.name}</a></p>
                 {if downloading {
                     view! { <p class="muted small">{progress}</p> }.into_any()
@@ -467,6 +454,35 @@ pub fn EmbedApp() -> impl IntoView {
                 }}
             </div>
         })
+    };
+    // Offered while the model the host wants is not here (or not known here: it may be one
+    // imported on Darkroom's own page).
+    let storage_line = move || {
+        let entry = state.selected_model();
+        if entry.as_ref().is_some_and(|e| e.stored.get().complete) {
+            return None;
+        }
+        let size = entry.map(|e| match e.manifest.download_size() {
+            (size, true) => human_bytes(size),
+            (size, false) => e.manifest.approx_size.map(human_bytes).unwrap_or_else(|| human_bytes(size)),
+        });
+        match embed.first_party.get() {
+            FirstParty::Offer => Some(view! {
+                <div class="embed-model">
+                    <p class="small">"Downloaded models on Darkroom's own site already? Your browser can let this page use them."</p>
+                    <button id="embed-storage-access" disabled=move || state.run.get().is_some()
+                        on:click=move |_| storage_access::ask(state, embed.first_party)>"Use Darkroom's saved models"</button>
+                </div>
+            }.into_any()),
+            FirstParty::Asking => Some(view! { <p class="muted small">"Asking the browser…"</p> }.into_any()),
+            FirstParty::Refused(why) => {
+                let what = size.map(|s| format!("its own download of {s}")).unwrap_or_else(|| "its own downloads".into());
+                Some(view! {
+                    <p class="small" id="embed-storage-refused">{format!("The browser did not let this page use Darkroom's own storage ({why}), so this site needs {what}.")}</p>
+                }.into_any())
+            }
+            _ => None,
+        }
     };
     let result = move || state.results.get().into_iter().last();
     view! {
@@ -485,6 +501,7 @@ pub fn EmbedApp() -> impl IntoView {
             <Show when=move || embed.first_party.get() == FirstParty::Using>
                 <p class="muted small" id="embed-first-party">"Using the models saved on Darkroom's own site."</p>
             </Show>
+            {storage_line}
             {model_line}
             {move || state.error.get().map(|e| view! { <p class="error" role="alert" id="embed-error">{e}</p> })}
             <textarea id="embed-prompt" rows="3" placeholder="Describe the image"

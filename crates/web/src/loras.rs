@@ -17,6 +17,23 @@ pub fn key(name: &str) -> String {
     format!("{PREFIX}{name}{SUFFIX}")
 }
 
+/// Where LoRA `name`'s content hash is kept (written at import): what a loaded model merged
+/// with it is known by, so a different file imported later under the same name is merged anew.
+fn id_key(name: &str) -> String {
+    format!("lora-id/{name}")
+}
+
+/// The content hash of stored LoRA `name` (its stored size for LoRAs imported before hashes
+/// were kept), if it is completely stored.
+pub async fn identity(store: &IdbStore, name: &str) -> Result<Option<String>, String> {
+    let Some(size) = stored_size(store, name).await? else { return Ok(None) };
+    let hash = store.get_blob(&id_key(name)).await.map_err(|e| e.to_string())?;
+    Ok(Some(match hash {
+        Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        None => format!("{size} bytes"),
+    }))
+}
+
 /// Why a prompt's LoRA tag cannot be applied when the LoRA is not stored.
 pub fn missing(name: &str) -> String {
     format!(
@@ -48,7 +65,7 @@ pub async fn list() -> Result<Vec<StoredLora>, String> {
 }
 
 /// The stored size of LoRA `name`, if it is completely stored.
-pub async fn stored_size(store: &IdbStore, name: &str) -> Result<Option<u64>, String> {
+async fn stored_size(store: &IdbStore, name: &str) -> Result<Option<u64>, String> {
     let state = store.stored(&key(name), DEFAULT_CHUNK).await.map_err(|e| e.to_string())?;
     Ok(if state.complete { state.total } else { None })
 }
@@ -76,10 +93,13 @@ pub async fn import(file: web_sys::File, name: &str) -> Result<usize, String> {
         lora.updates.len()
     };
     store_file(&store, &key(name), &bytes, DEFAULT_CHUNK).await.map_err(|e| e.to_string())?;
+    let hash = darkroom_pipeline::short_hash(&bytes);
+    store.put_blob(&id_key(name), hash.as_bytes()).await.map_err(|e| e.to_string())?;
     Ok(layers)
 }
 
 pub async fn remove(name: &str) -> Result<(), String> {
     let store = IdbStore::open().await.map_err(|e| e.to_string())?;
-    store.remove(&key(name)).await.map_err(|e| e.to_string())
+    store.remove(&key(name)).await.map_err(|e| e.to_string())?;
+    store.delete_blob(&id_key(name)).await.map_err(|e| e.to_string())
 }

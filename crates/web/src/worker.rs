@@ -286,15 +286,15 @@ async fn read_loras(store: &IdbStore, tags: &[LoraTag]) -> Result<Vec<AppliedLor
 }
 
 /// What the model loaded with `tags`' LoRAs depends on besides the model: each LoRA's name,
-/// stored size and scale (the bytes are read only when this changes).
+/// content hash and scale (the bytes are read only when this changes).
 async fn loras_key(store: &IdbStore, tags: &[LoraTag]) -> Result<String, Failure> {
     let mut key = String::new();
     for tag in tags {
-        let size = crate::loras::stored_size(store, &tag.name)
+        let id = crate::loras::identity(store, &tag.name)
             .await
             .map_err(|e| (ErrorKind::Model, e))?
             .ok_or_else(|| (ErrorKind::Input, crate::loras::missing(&tag.name)))?;
-        key.push_str(&format!("|{}:{size}@{}", tag.name, tag.scale));
+        key.push_str(&format!("|{}:{id}@{}", tag.name, tag.scale));
     }
     Ok(key)
 }

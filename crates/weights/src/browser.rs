@@ -202,6 +202,13 @@ impl IdbStore {
         commit(tx).await
     }
 
+    pub async fn delete_blob(&self, key: &str) -> Result<(), FetchError> {
+        let tx = self.db.transaction(&[BLOBS], TransactionMode::ReadWrite).map_err(store_error)?;
+        let blobs = tx.object_store(BLOBS).map_err(store_error)?;
+        blobs.delete(JsValue::from_str(key)).map_err(store_error)?.await.map_err(store_error)?;
+        commit(tx).await
+    }
+
     /// Deletes every file of a model (`<id>/…`).
     pub async fn remove_model(&self, id: &str) -> Result<(), FetchError> {
         let prefix = format!("{id}/");
