@@ -12,9 +12,7 @@ use darkroom_models::taesd::{TaesdConfig, TaesdDecoder};
 use darkroom_models::{is_merged_key, QuantCache, QuantPolicy, WeightStore};
 use darkroom_pipeline::latent_preview::approximate_rgb;
 use darkroom_pipeline::prompt::{extract_loras, LoraTag};
-use darkroom_pipeline::{
-    short_hash, AppliedLora, Image, PipelineError, Precision, Request, Sampler, StableDiffusion,
-};
+use darkroom_pipeline::{AppliedLora, Image, PipelineError, Precision, Request, Sampler, StableDiffusion};
 use darkroom_weights::browser::{request_persistence, FetchSource, IdbStore};
 use darkroom_weights::fetch::{
     fetch_model, ChunkStore, FetchError, FetchOptions, FetchProgress, DEFAULT_CHUNK,
@@ -268,11 +266,10 @@ impl QuantCache for BaseWeightsOnly<'_> {
 async fn read_loras(store: &IdbStore, tags: &[LoraTag]) -> Result<Vec<AppliedLora>, Failure> {
     let mut out = Vec::new();
     for tag in tags {
-        let bytes = crate::loras::read(store, &tag.name)
-            .await
-            .map_err(|e| (ErrorKind::Model, e))?
-            .ok_or_else(|| (ErrorKind::Input, crate::loras::missing(&tag.name)))?;
-        let id = short_hash(&bytes);
+        let missing = || (ErrorKind::Input, crate::loras::missing(&tag.name));
+        let stored = |e| (ErrorKind::Model, e);
+        let id = crate::loras::identity(store, &tag.name).await.map_err(stored)?.ok_or_else(missing)?;
+        let bytes = crate::loras::read(store, &tag.name).await.map_err(stored)?.ok_or_else(missing)?;
         let lora = darkroom_weights::lora::Lora::from_bytes(bytes)
             .map_err(|e| (ErrorKind::Input, format!("LoRA `{}`: {e}", tag.name)))?;
         out.push(AppliedLora {
