@@ -1,6 +1,9 @@
 // Index remaps, one output element per invocation (2-D dispatch as in elementwise.wgsl).
 //
-// UPSAMPLE2X: nearest 2x upsampling, x [planes, H, W] → y [planes, 2H, 2W]; `a_len` = H, `b_len` = W.
+// UPSAMPLE: nearest upsampling to any size, x [planes, H, W] → y [planes, OH, OW]; `a_len` = H,
+//         `b_len` = W, `out_h`/`out_w` = OH/OW. The source row is floor(oy · H/OH) with the ratio
+//         rounded to f32 on the host, as PyTorch's `interpolate(size=…, mode="nearest")` computes
+//         it, so a 2x upsample and the UNet's upsample to an odd skip size both index as torch does.
 // TRANSPOSE: x [batch, R, C] → y [batch, C, R] (`a_len` = R, `b_len` = C): feature maps
 //         [B, C, H·W] to token rows [B, H·W, C] for attention, and back.
 // CONCAT: y = concatenation of x and b along one dimension. With everything before that
@@ -12,6 +15,11 @@ struct Params {
     a_len: u32,
     b_len: u32,
     row_stride: u32,
+    out_h: u32,
+    out_w: u32,
+    // f32 bit patterns of H/OH and W/OW.
+    scale_h: u32,
+    scale_w: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -27,14 +35,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i >= params.n) {
         return;
     }
-#if UPSAMPLE2X
+#if UPSAMPLE
     let h = params.a_len;
     let w = params.b_len;
-    let plane = i / (4u * h * w);
-    let r = i % (4u * h * w);
-    let oy = r / (2u * w);
-    let ox = r % (2u * w);
-    y[i] = x[(plane * h + oy / 2u) * w + ox / 2u];
+    let plane = i / (params.out_h * params.out_w);
+    let r = i % (params.out_h * params.out_w);
+    let oy = r / params.out_w;
+    let ox = r % params.out_w;
+    let sy = min(u32(floor(f32(oy) * bitcast<f32>(params.scale_h))), h - 1u);
+    let sx = min(u32(floor(f32(ox) * bitcast<f32>(params.scale_w))), w - 1u);
+    y[i] = x[(plane * h + sy) * w + sx];
 #endif
 #if TRANSPOSE
     let plane = params.a_len * params.b_len;

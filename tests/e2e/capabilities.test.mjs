@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { launch, openPage, testRng, ARTIFACTS } from './harness.mjs';
+import { launch, openPage, testRng, ARTIFACTS, APP_URL } from './harness.mjs';
 
 let browser;
 before(async () => { browser = await launch(); });
@@ -58,7 +58,7 @@ test('capability screen shows the adapter WebGPU reports', async () => {
 });
 
 test('a WGSL matmul runs on WebGPU and its numbers are right', async () => {
-  const { context, page, problems } = await openPage(browser, { query: '?check=selftest' });
+  const { context, page, problems } = await openPage(browser, { query: 'dev/?check=selftest' });
   await page.waitForSelector('#selftest:is([data-status="pass"], [data-status="fail"], [data-status="error"])', { timeout: 120_000 });
   const status = await page.getAttribute('#selftest', 'data-status');
   const text = await page.textContent('#selftest');
@@ -104,10 +104,26 @@ test('a WGSL matmul runs on WebGPU and its numbers are right', async () => {
   await context.close();
 });
 
+test('the product build has no developer pages; the developer build (dist/dev) has them', async () => {
+  const wasm = async (dir) => new Uint8Array(await (await fetch(`${APP_URL}${dir}darkroom-web_bg.wasm`)).arrayBuffer());
+  const [product, dev] = [await wasm(''), await wasm('dev/')];
+  const has = (bytes, text) => Buffer.from(bytes).includes(Buffer.from(text));
+  for (const marker of ['__darkroomSelftest', '__darkroomModelCheck', '__darkroomWeights']) {
+    assert.ok(has(dev, marker), `the developer build has ${marker}`);
+    assert.ok(!has(product, marker), `the product has no ${marker}`);
+  }
+  assert.ok(product.length < dev.length, `product ${product.length} B < developer build ${dev.length} B`);
+  // Asked for a check page, the product opens the app.
+  const { context, page } = await openPage(browser, { query: '?check=selftest' });
+  await page.waitForSelector('#generate', { timeout: 60_000 });
+  assert.equal(await page.locator('#selftest').count(), 0);
+  await context.close();
+});
+
 test('without WebGPU the app says so, says what to do, and runs no kernel', async () => {
   const { context, page } = await openPage(browser, {
     initScript: () => { delete Object.getPrototypeOf(navigator).gpu; },
-    query: '?check=selftest',
+    query: 'dev/?check=selftest',
   });
   await page.waitForSelector('#capabilities[data-state="unavailable"]', { timeout: 60_000 });
   const text = await page.textContent('#capabilities');

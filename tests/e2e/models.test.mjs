@@ -13,7 +13,7 @@ before(async () => { browser = await launch(); });
 after(async () => { await browser?.close(); });
 
 test('CLIP, the UNet and TAEF2 match the reference implementations in the browser', async () => {
-  const { context, page, problems } = await openPage(browser, { query: '?check=models&fixtures=/fixtures/' });
+  const { context, page, problems } = await openPage(browser, { query: 'dev/?check=models&fixtures=/fixtures/' });
   await page.waitForSelector('#model-check:is([data-status="pass"], [data-status="fail"], [data-status="error"])', { timeout: 300_000 });
   const result = await page.evaluate(() => window.__darkroomModelCheck);
   assert.ok(result, 'the page published no model check');

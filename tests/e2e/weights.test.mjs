@@ -70,7 +70,7 @@ after(async () => {
 
 const CHUNK = 128 * 1024;
 const query = (base, chunk = CHUNK) =>
-  `?check=weights&manifest=/fixtures/tiny-sd.toml&base=${encodeURIComponent(base)}&chunk=${chunk}`;
+  `dev/?check=weights&manifest=/fixtures/tiny-sd.toml&base=${encodeURIComponent(base)}&chunk=${chunk}`;
 
 async function finished(page, timeout = 180_000) {
   await page.waitForFunction(() => ['done', 'error'].includes(window.__darkroomWeights?.state), null, { timeout });

@@ -47,6 +47,11 @@ SCHEDULERS = {
     "turbo": (EulerDiscreteScheduler, TURBO),
 }
 STEPS = [1, 2, 4, 20, 25, 50]
+# A scheduler_config.json's `timestep_spacing` (current diffusers writes "leading" into every SD
+# 1.x config it saves) reaches whichever scheduler from_config builds: keys "<spacing>/<name>/…".
+SPACINGS = ["linspace", "leading", "trailing"]
+SPACED = ["euler", "euler_a", "dpmpp_2m", "ddim"]
+SPACED_STEPS = [1, 3, 4, 7, 20, 30]
 
 
 def main():
@@ -60,6 +65,15 @@ def main():
             tensors[f"{name}/{steps}/timesteps"] = scheduler.timesteps.double()
             if hasattr(scheduler, "sigmas") and scheduler.sigmas is not None:
                 tensors[f"{name}/{steps}/sigmas"] = torch.as_tensor(scheduler.sigmas).double()
+    for spacing in SPACINGS:
+        for name in SPACED:
+            cls, config = SCHEDULERS[name]
+            scheduler = cls.from_config({**config, "timestep_spacing": spacing})
+            for steps in SPACED_STEPS:
+                scheduler.set_timesteps(steps)
+                tensors[f"{spacing}/{name}/{steps}/timesteps"] = scheduler.timesteps.double()
+                if hasattr(scheduler, "sigmas") and scheduler.sigmas is not None:
+                    tensors[f"{spacing}/{name}/{steps}/sigmas"] = torch.as_tensor(scheduler.sigmas).double()
     metadata = {"configs": json.dumps({k: dict(cls.from_config(c).config) for k, (cls, c) in SCHEDULERS.items()}, default=str)}
     save_file({k: v.contiguous() for k, v in tensors.items()}, ROOT / "tests" / "fixtures" / "schedulers.safetensors", metadata=metadata)
     print(len(tensors), "tables")

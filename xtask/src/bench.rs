@@ -35,7 +35,7 @@ pub fn command(args: &[String]) -> Result<()> {
         }
     }
     setup::all()?;
-    crate::build_web()?;
+    crate::build_web(true)?;
     let out = root().join("target/bench");
     python_env()?;
     export(&out, &latent)?;
@@ -43,7 +43,7 @@ pub fn command(args: &[String]) -> Result<()> {
     run(Command::new("node")
         .arg("tests/bench/run.mjs")
         .env("BENCH_DIR", &out)
-        .env("DIST", root().join("dist"))
+        .env("DIST", root().join("dist/dev"))
         .env("ORT_DIR", tools.join("node_modules/onnxruntime-web/dist"))
         .env("RUNS", &runs)
         .env("OUT", out.join("results.md")))?;

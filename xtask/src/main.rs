@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::command(&args[1..]),
         Some("test") => test_command(),
         Some("setup") => setup::all(),
-        Some("build-web") => setup::web_tools().and_then(|_| build_web()),
+        Some("build-web") => setup::web_tools().and_then(|_| build_web(true)),
         _ => {
             eprintln!("usage: cargo xtask <serve [--port N] | test | setup | build-web | e2e [FILES] | bench [--runs N] [--latent N]>");
             return ExitCode::from(2);
@@ -79,9 +79,16 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     }
 }
 
-pub fn build_web() -> Result<()> {
+/// The product into dist/ (`cargo xtask serve` serves it), and with `dev` the developer build
+/// (the app plus the check and benchmark pages, the `dev-pages` feature) into dist/dev/ for the
+/// browser tests and the benchmark. The product is built first: Trunk replaces dist/ whole.
+pub fn build_web(dev: bool) -> Result<()> {
     run(Command::new("cargo").args(["fetch"]))?;
-    run(Command::new("trunk").args(["build"]))
+    run(Command::new("trunk").args(["build"]))?;
+    if dev {
+        run(Command::new("trunk").args(["build", "www/dev/index.html", "--dist", "dist/dev"]))?;
+    }
+    Ok(())
 }
 
 fn serve_command(args: &[String]) -> Result<()> {
@@ -93,7 +100,7 @@ fn serve_command(args: &[String]) -> Result<()> {
         _ => return Err("usage: cargo xtask serve [--port N]".into()),
     };
     setup::web_tools()?;
-    build_web()?;
+    build_web(false)?;
     let server = serve::Server::bind(&root().join("dist"), port)?;
     println!("Darkroom is served at {}  (Ctrl+C stops it)", server.url());
     server.run_forever();
@@ -127,7 +134,7 @@ fn browser_tests(files: &[String]) -> Result<()> {
 
 /// `cargo xtask e2e [tests/e2e/x.test.mjs …]`: the web build and the browser tests only.
 fn e2e_command(args: &[String]) -> Result<()> {
-    build_web()?;
+    build_web(true)?;
     let files = if args.is_empty() { e2e_test_files()? } else { args.to_vec() };
     browser_tests(&files)
 }
@@ -149,7 +156,7 @@ fn test_command() -> Result<()> {
         let xdg = std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into());
         run(Command::new("cargo").args(["test", "--workspace"]).env("XDG_RUNTIME_DIR", xdg))
     })?;
-    stage("web build (trunk)", &mut build_web)?;
+    stage("web build (trunk: the product, and the developer pages)", &mut || build_web(true))?;
     stage("browser tests (headless Chromium, WebGPU on SwiftShader)", &mut || {
         browser_tests(&e2e_test_files()?)
     })?;

@@ -177,7 +177,7 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
         Architecture::Sd15 => (ClipTextConfig::sd15(), UNet2DConditionConfig::sd15(), 2, "SD 1.5"),
     };
     let vae_cfg = AutoencoderKLConfig::sd();
-    let multiple = vae_cfg.scale() * (1 << (unet_cfg.block_out_channels.len() - 1));
+    let multiple = vae_cfg.scale();
     if opts.size == 0 || opts.size % multiple != 0 {
         return Err(ModelError::Input(format!("--size must be a multiple of {multiple} for {name}")));
     }

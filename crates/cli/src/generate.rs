@@ -4,14 +4,15 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use darkroom_gpu::{DType, Gpu, WeightFormat};
-use darkroom_models::QuantPolicy;
+use darkroom_engine::policy::{self, Activations, Weights};
+use darkroom_engine::{EngineError, LoraSource};
+
+use crate::failure::{usage, Failure};
+use darkroom_gpu::Gpu;
 use darkroom_pipeline::{
-    generate, short_hash, AppliedLora, Folder, FolderQuantCache, Image, PipelineError, Precision, Request,
-    Sampler, StableDiffusion,
+    short_hash, Folder, FolderQuantCache, Image, ImageRef, PipelineError, Recipe, Request, Sampler,
+    StableDiffusion,
 };
-use darkroom_weights::lora::Lora;
-use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
@@ -43,9 +44,12 @@ pub struct GenerateArgs {
     /// Default: the --init image's size (after --outpaint), else 512.
     #[arg(long)]
     pub height: Option<usize>,
-    /// Images to make (seeds seed, seed+1, …).
+    /// Images per run, one UNet batch (seeds seed, seed+1, …).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Runs one after another (A1111's batch count), seeds continuing after the earlier runs'.
+    #[arg(long, default_value_t = 1)]
+    pub batch_count: usize,
     /// img2img / inpainting source image (PNG, the output size).
     #[arg(long)]
     pub init: Option<PathBuf>,
@@ -112,24 +116,6 @@ fn parse_margins(s: &str) -> Result<[usize; 4], String> {
     }
 }
 
-/// A failure and whether it is the user's to fix (exit code 2) or not (1).
-pub struct Failure {
-    pub message: String,
-    pub usage: bool,
-}
-
-impl From<PipelineError> for Failure {
-    fn from(e: PipelineError) -> Self {
-        let usage =
-            matches!(e, PipelineError::Input(_) | PipelineError::Files(_) | PipelineError::Tokenizer(_));
-        Failure { message: e.to_string(), usage }
-    }
-}
-
-fn usage(message: String) -> Failure {
-    Failure { message, usage: true }
-}
-
 fn read_png(path: &Path, what: &str) -> Result<Image, Failure> {
     let bytes =
         std::fs::read(path).map_err(|e| usage(format!("cannot read the {what} {}: {e}", path.display())))?;
@@ -153,32 +139,51 @@ fn output_path(out: &Path, seed: u64, index: usize, count: usize) -> PathBuf {
     out.with_file_name(format!("{stem}-{}.png", index + 1))
 }
 
-/// A LoRA file read and checked, under the name its tag uses.
-fn read_lora(path: &Path, name: String, scale: f32) -> Result<AppliedLora, Failure> {
-    let bytes =
-        std::fs::read(path).map_err(|e| usage(format!("cannot read LoRA {}: {e}", path.display())))?;
-    let id = short_hash(&bytes);
-    let lora = Lora::from_bytes(bytes).map_err(|e| usage(format!("{}: {e}", path.display())))?;
-    Ok(AppliedLora { name, lora: Arc::new(lora), scale, id })
+/// LoRAs from `--lora FILE[:SCALE]` files (named by their file stem) and, for other prompt tags,
+/// `name.safetensors` in the LoRA folder.
+struct FileLoras {
+    files: Vec<(String, PathBuf)>,
+    dir: PathBuf,
 }
 
-/// The LoRAs of `--lora FILE[:SCALE]` (added to the prompt as tags, so the PNG records them)
-/// and of the prompt's `<lora:name:scale>` tags (looked up in `dir`).
-fn loras(args: &GenerateArgs, prompt: &mut String) -> Result<Vec<AppliedLora>, Failure> {
-    let mut out = Vec::new();
+impl FileLoras {
+    fn path(&self, name: &str) -> PathBuf {
+        match self.files.iter().find(|(n, _)| n == name) {
+            Some((_, path)) => path.clone(),
+            None => self.dir.join(format!("{name}.safetensors")),
+        }
+    }
+}
+
+impl LoraSource for FileLoras {
+    async fn identity(&self, name: &str) -> Result<Option<String>, EngineError> {
+        Ok(self.read(name).await?.map(|bytes| short_hash(&bytes)))
+    }
+
+    async fn read(&self, name: &str) -> Result<Option<Vec<u8>>, EngineError> {
+        let path = self.path(name);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        std::fs::read(&path)
+            .map(Some)
+            .map_err(|e| EngineError::input(format!("cannot read LoRA {}: {e}", path.display())))
+    }
+
+    fn missing(&self, name: &str) -> String {
+        format!(
+            "the prompt asks for LoRA `{name}`, but {} does not exist (give --lora-dir DIR, or --lora FILE)",
+            self.path(name).display()
+        )
+    }
+}
+
+/// `--lora FILE[:SCALE]` flags as prompt tags (so the PNG records them), and where every tag's
+/// file is.
+fn lora_files(args: &GenerateArgs, prompt: &mut String) -> FileLoras {
     let dir =
         args.lora_dir.clone().unwrap_or_else(|| darkroom_weights::native::default_cache_dir().join("loras"));
-    for tag in darkroom_pipeline::prompt::extract_loras(prompt).1 {
-        let path = dir.join(format!("{}.safetensors", tag.name));
-        if !path.is_file() {
-            return Err(usage(format!(
-                "the prompt asks for LoRA `{}`, but {} does not exist (give --lora-dir DIR, or --lora FILE)",
-                tag.name,
-                path.display()
-            )));
-        }
-        out.push(read_lora(&path, tag.name, tag.scale)?);
-    }
+    let mut files = Vec::new();
     for spec in &args.loras {
         let (path, scale) = match spec.rsplit_once(':').and_then(|(p, s)| Some((p, s.parse::<f32>().ok()?))) {
             Some((path, scale)) => (PathBuf::from(path), scale),
@@ -186,19 +191,54 @@ fn loras(args: &GenerateArgs, prompt: &mut String) -> Result<Vec<AppliedLora>, F
         };
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         prompt.push_str(&format!(" <lora:{name}:{scale}>"));
-        out.push(read_lora(&path, name, scale)?);
+        files.push((name, path));
     }
-    Ok(out)
+    FileLoras { files, dir }
 }
 
-/// The activation type `--precision` asks for (auto: f16 where the adapter has shader-f16).
-pub fn activations(gpu: &Gpu, precision: PrecisionArg) -> DType {
+/// The activations `--precision` asks for.
+pub fn activations(precision: PrecisionArg) -> Activations {
     match precision {
-        PrecisionArg::F32 => DType::F32,
-        PrecisionArg::F16 => DType::F16,
-        PrecisionArg::Auto if gpu.capabilities().shader_f16 => DType::F16,
-        PrecisionArg::Auto => DType::F32,
+        PrecisionArg::F32 => Activations::F32,
+        PrecisionArg::F16 => Activations::F16,
+        PrecisionArg::Auto => Activations::Auto,
     }
+}
+
+/// The flags as a recipe. The size defaults to the init image's (extended by --outpaint), else
+/// 512 x 512; the seed to a random one.
+fn recipe(args: &GenerateArgs, init: Option<&Image>) -> Result<Recipe, Failure> {
+    let file = |p: &Path| ImageRef::File(p.display().to_string());
+    if args.outpaint.is_some() && args.init.is_none() {
+        return Err(usage("--outpaint extends --init; give the image to extend".into()));
+    }
+    let [left, top, right, bottom] = args.outpaint.unwrap_or_default();
+    let (width, height) = match init {
+        Some(img) => (img.width + left + right, img.height + top + bottom),
+        None => (512, 512),
+    };
+    let seed = args.seed.unwrap_or_else(|| {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        (nanos % 4_294_967_295) as u64
+    });
+    Ok(Recipe {
+        model: args.model.display().to_string(),
+        prompt: args.prompt.clone(),
+        negative_prompt: args.negative.clone(),
+        seed: Some(seed),
+        steps: args.steps,
+        sampler: args.sampler,
+        cfg_scale: args.cfg,
+        width: args.width.unwrap_or(width),
+        height: args.height.unwrap_or(height),
+        batch_size: args.batch,
+        batch_count: args.batch_count,
+        init: args.init.as_deref().map(file),
+        mask: args.mask.as_deref().map(file),
+        outpaint: args.outpaint,
+        strength: args.strength,
+    })
 }
 
 pub fn run(gpu: &Gpu, mut args: GenerateArgs) -> Result<(), Failure> {
@@ -213,72 +253,30 @@ pub fn run(gpu: &Gpu, mut args: GenerateArgs) -> Result<(), Failure> {
             args.model.display()
         )));
     }
-    let activations = activations(gpu, args.precision);
-    let stored = if activations == DType::F16 { QuantPolicy::F16 } else { QuantPolicy::F32 };
     let weights = match args.quant {
-        Quant::None => stored,
-        Quant::Q8 => QuantPolicy::Q8,
-        Quant::Q4 => QuantPolicy { linear: WeightFormat::Q4, conv: WeightFormat::Q8 },
+        Quant::None => Weights::AsStored,
+        Quant::Q8 => Weights::Q8,
+        Quant::Q4 => Weights::Q4,
     };
-    let mut init_image = args.init.as_deref().map(|p| read_png(p, "init image")).transpose()?;
-    let mut mask = args.mask.as_deref().map(|p| read_png(p, "mask")).transpose()?;
-    if let Some(margins) = args.outpaint {
-        let Some(init) = &init_image else {
-            return Err(usage("--outpaint extends --init; give the image to extend".into()));
-        };
-        if mask.is_some() {
-            return Err(usage("--outpaint makes its own mask; leave out --mask".into()));
-        }
-        let (canvas, new_mask) = darkroom_pipeline::outpaint_canvas(init, margins, 8)?;
-        init_image = Some(canvas);
-        mask = Some(new_mask);
-    }
-    let (width, height) = match (args.width, args.height, &init_image) {
-        (Some(w), Some(h), _) => (w, h),
-        (w, h, Some(img)) => (w.unwrap_or(img.width), h.unwrap_or(img.height)),
-        (w, h, None) => (w.unwrap_or(512), h.unwrap_or(512)),
-    };
-    if width == 0 || height == 0 || width % 8 != 0 || height % 8 != 0 {
-        return Err(usage(format!(
-            "--width and --height must be positive multiples of 8, got {width}x{height}"
-        )));
-    }
-    let strength = args.strength.unwrap_or(if mask.is_some() { 1.0 } else { 0.75 });
-    if !(strength > 0.0 && strength <= 1.0) {
-        return Err(usage(format!("--strength must be in (0, 1], got {strength}")));
-    }
-    if args.strength.is_some() && init_image.is_none() {
-        return Err(usage("--strength applies to --init; give an init image".into()));
-    }
-    let seed = args.seed.unwrap_or_else(|| {
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        (nanos % 4_294_967_295) as u64
-    });
-    let mut prompt = args.prompt.clone();
-    let loras = loras(&args, &mut prompt)?;
-    let request = Request {
-        prompt,
-        negative_prompt: args.negative.clone(),
-        seed,
-        steps: args.steps,
-        sampler: args.sampler,
-        cfg_scale: args.cfg,
-        width,
-        height,
-        batch: args.batch,
-        init_image,
-        strength,
-        mask,
-        live_preview: false,
-    };
-
+    let precision = policy::precision(gpu.capabilities().shader_f16, activations(args.precision), weights)?;
+    let init_image = args.init.as_deref().map(|p| read_png(p, "init image")).transpose()?;
+    let mask = args.mask.as_deref().map(|p| read_png(p, "mask")).transpose()?;
+    let mut recipe = recipe(&args, init_image.as_ref())?;
+    let lora_source = lora_files(&args, &mut recipe.prompt);
     let name = args
         .model
         .canonicalize()
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| args.model.display().to_string());
+    let files = Folder(args.model.clone());
+    // Every setting checked against the model's configs before its weights load.
+    recipe
+        .validate(&pollster::block_on(StableDiffusion::inspect(&files, &name))?)
+        .map_err(PipelineError::from)?;
+    let loras = pollster::block_on(darkroom_engine::loras::resolve(&lora_source, &recipe.loras()))?;
+    let request = Request::new(recipe, init_image, mask)?;
+
     let quiet = args.quiet;
     if !quiet {
         eprintln!("loading {name} …");
@@ -294,30 +292,37 @@ pub fn run(gpu: &Gpu, mut args: GenerateArgs) -> Result<(), Failure> {
     };
     let model = pollster::block_on(StableDiffusion::load_with_loras(
         gpu,
-        &Folder(args.model.clone()),
+        &files,
         &cache,
         &name,
-        Precision { activations, weights },
+        precision,
         &loras,
         &mut loading,
     ))?;
     if !quiet {
+        let seed = request.recipe.seed.unwrap_or_default();
         eprintln!("loaded in {:.1} s; seed {seed}", started.elapsed().as_secs_f64());
     }
     let started = std::time::Instant::now();
-    let mut progress = |p: &darkroom_pipeline::Progress| {
+    let mut progress = |event: &darkroom_engine::job::Event| {
         if !quiet {
+            let p = event.progress;
             let stage = match p.stage {
                 darkroom_pipeline::Stage::Encoding => "encoding",
                 darkroom_pipeline::Stage::Denoising => "denoising",
                 darkroom_pipeline::Stage::Decoding => "decoding",
             };
-            eprint!("\r{stage} {}/{}   ", p.step, p.total);
+            let run = if event.runs > 1 {
+                format!("run {}/{}: ", event.run + 1, event.runs)
+            } else {
+                String::new()
+            };
+            eprint!("\r{run}{stage} {}/{}   ", p.step, p.total);
             let _ = std::io::stderr().flush();
         }
         true
     };
-    let images = pollster::block_on(generate(gpu, &model, &request, &mut progress))?;
+    let images = pollster::block_on(darkroom_engine::job::generate(gpu, &model, &request, &mut progress))?;
     if !quiet {
         eprintln!("\rdone in {:.1} s                ", started.elapsed().as_secs_f64());
     }

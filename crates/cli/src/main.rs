@@ -3,10 +3,12 @@
 use std::process::ExitCode;
 
 mod bench;
+mod failure;
 mod generate;
 mod models;
 
 use clap::{Parser, Subcommand};
+use darkroom_engine::policy::Weights;
 use darkroom_gpu::{selftest, Gpu, Requirements, WeightFormat};
 use darkroom_models::QuantPolicy;
 
@@ -122,7 +124,7 @@ fn params(path: &std::path::Path) -> ExitCode {
 }
 
 /// Exit code 2 for what the user can fix, 1 for the rest.
-fn report(result: Result<(), generate::Failure>) -> ExitCode {
+fn report(result: Result<(), failure::Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -170,7 +172,15 @@ fn main() -> ExitCode {
             weights,
             profile,
         } => {
-            let activations = generate::activations(&gpu, precision);
+            let asked = generate::activations(precision);
+            let shader_f16 = gpu.capabilities().shader_f16;
+            let activations = match darkroom_engine::policy::precision(shader_f16, asked, Weights::AsStored) {
+                Ok(p) => p.activations,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let format = |f| QuantPolicy { linear: f, conv: f };
             let weights = match weights {
                 WeightsArg::Shipped => QuantPolicy { linear: WeightFormat::Q8, conv: WeightFormat::F16 },

@@ -13,7 +13,7 @@ use darkroom_weights::manifest;
 use darkroom_weights::native::{default_cache_dir, FolderStore, HttpSource};
 use darkroom_weights::Manifest;
 
-use crate::generate::Failure;
+use crate::failure::{usage, Failure};
 
 #[derive(clap::Args)]
 pub struct ModelsArgs {
@@ -69,10 +69,6 @@ pub enum Action {
         #[arg(long)]
         quiet: bool,
     },
-}
-
-fn usage(message: String) -> Failure {
-    Failure { message, usage: true }
 }
 
 /// The built-in manifests, the imported models in `cache`, and `extra`.

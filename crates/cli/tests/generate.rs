@@ -25,8 +25,12 @@ fn out_dir(name: &str) -> PathBuf {
 }
 
 fn reference_image(key: &str) -> Vec<f32> {
+    reference_in("pipeline", key)
+}
+
+fn reference_in(dir: &str, key: &str) -> Vec<f32> {
     let file = SafetensorsFile::from_bytes(
-        std::fs::read(fixtures().join("pipeline/reference.safetensors")).unwrap(),
+        std::fs::read(fixtures().join(dir).join("reference.safetensors")).unwrap(),
     )
     .unwrap();
     let info = file.header.tensors.iter().find(|t| t.name == key).unwrap();
@@ -94,19 +98,26 @@ fn generate_reproduces_diffusers_and_writes_a1111_metadata() {
     assert_eq!(String::from_utf8_lossy(&shown.stdout).trim_end(), text);
 }
 
-/// Every case of tests/fixtures/pipeline (every sampler, CFG on and off, negative prompt, batch
-/// 2, v-prediction, img2img, inpainting) through the binary, against diffusers' images.
-#[test]
-fn every_reference_case_through_the_cli_matches_diffusers() {
+/// Runs every case of `dir`/cases.json through the binary against diffusers' images; returns
+/// the samplers seen.
+fn cli_cases(dir_name: &str) -> std::collections::BTreeSet<String> {
     let cases: Vec<serde_json::Value> =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("pipeline/cases.json")).unwrap())
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join(dir_name).join("cases.json")).unwrap())
             .unwrap();
-    let dir = out_dir("cases");
+    let dir = out_dir(dir_name);
     let mut samplers = std::collections::BTreeSet::new();
     for case in &cases {
         let name = case["name"].as_str().unwrap();
         let s = |k: &str| case[k].as_str().unwrap().to_string();
         let n = |k: &str| case[k].as_f64().unwrap().to_string();
+        let file = |key: &str, default: &str| {
+            fixtures()
+                .join(dir_name)
+                .join(case[key].as_str().unwrap_or(default))
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
         let batch = case["batch"].as_u64().unwrap() as usize;
         let out = dir.join(format!("{name}.png"));
         let mut args: Vec<String> = vec![
@@ -141,26 +152,45 @@ fn every_reference_case_through_the_cli_matches_diffusers() {
         ];
         let mode = s("mode");
         if mode != "txt2img" {
-            args.extend(["--init".into(), fixtures().join("pipeline/init.png").to_str().unwrap().into()]);
+            args.extend(["--init".into(), file("init", "init.png")]);
             args.extend(["--strength".into(), n("strength")]);
         }
-        if mode == "inpaint" {
-            args.extend(["--mask".into(), fixtures().join("pipeline/mask.png").to_str().unwrap().into()]);
+        if let Some(margins) = case["outpaint"].as_array() {
+            let m: Vec<String> = margins.iter().map(|v| v.to_string()).collect();
+            args.extend(["--outpaint".into(), m.join(",")]);
+        } else if mode == "inpaint" {
+            args.extend(["--mask".into(), file("mask", "mask.png")]);
         }
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let result = darkroom(&refs);
         assert!(result.status.success(), "{name}: {}", String::from_utf8_lossy(&result.stderr));
-        let want = reference_image(&format!("{name}/image"));
-        let per_image = 64 * 48 * 3;
+        let want = reference_in(dir_name, &format!("{name}/image"));
+        let per_image = want.len() / batch;
         for i in 0..batch {
             let path = if batch == 1 { out.clone() } else { dir.join(format!("{name}-{}.png", i + 1)) };
             let image = Image::from_png(&std::fs::read(&path).unwrap()).unwrap();
+            assert_eq!((image.width * image.height * 3), per_image, "{name}: size");
             let worst = worst_pixel(&image, &want[i * per_image..(i + 1) * per_image]);
             assert!(worst <= 2.0, "{name} image {i}: worst pixel {worst}/255 from diffusers");
         }
         samplers.insert(s("sampler"));
     }
+    samplers
+}
+
+/// Every case of tests/fixtures/pipeline (every sampler, CFG on and off, negative prompt, batch
+/// 2, v-prediction, img2img, inpainting) through the binary, against diffusers' images.
+#[test]
+fn every_reference_case_through_the_cli_matches_diffusers() {
+    let samplers = cli_cases("pipeline");
     assert_eq!(samplers.len(), 7, "every sampler ran: {samplers:?}");
+}
+
+/// Sizes diffusers takes that the UNet's factor does not divide (80x48, 104x40, 72x40 …), in
+/// every mode including `--outpaint`, through the binary (tests/fixtures/sizes).
+#[test]
+fn sizes_that_are_multiples_of_8_only_match_diffusers_through_the_cli() {
+    cli_cases("sizes");
 }
 
 #[test]
@@ -327,9 +357,17 @@ fn bad_input_exits_with_code_2_and_says_why() {
     let (mask_png, init_png) = (mask_path.to_str().unwrap(), init_path.to_str().unwrap());
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--width", "65"], "multiples of 8"),
-        (vec!["--width", "72", "--height", "48"], "multiples of 16"),
+        (vec!["--width", "4104"], "--width"),
         (vec!["--sampler", "k_lms"], "dpmpp_2m_karras"),
-        (vec!["--steps", "0"], "steps"),
+        (vec!["--steps", "0"], "--steps: steps must be between 1 and 150"),
+        (vec!["--cfg=-1"], "--cfg"),
+        (vec!["--batch", "0"], "--batch"),
+        (vec!["--batch-count", "0"], "--batch-count"),
+        (vec!["--seed", "18446744073709551615", "--batch", "2"], "--seed"),
+        (vec!["--strength", "0.5"], "--strength"),
+        (vec!["--mask", mask_png], "--mask"),
+        (vec!["--outpaint", "0,0,64,0"], "--outpaint extends --init"),
+        (vec!["--init", init_png, "--mask", mask_png, "--outpaint", "0,0,64,0"], "--outpaint"),
         (vec!["--init", "/no/such.png"], "cannot read the init image"),
         (vec!["--bogus"], "--bogus"),
         (vec!["--width", "64", "--height", "48", "--init", mask_png, "--strength", "1.5"], "strength"),

@@ -290,6 +290,18 @@ pub fn upsample2x(x: &[f32], h: usize, w: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Nearest resize of [planes, h, w] to [planes, oh, ow] as PyTorch indexes it: source
+/// `min(floor(o · (in / out) in f32), in − 1)`.
+pub fn upsample_nearest(x: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
+    let source = |o: usize, from: usize, to: usize| {
+        let scale = from as f32 / to as f32;
+        ((o as f32 * scale).floor() as usize).min(from - 1)
+    };
+    x.chunks(h * w)
+        .flat_map(|plane| (0..oh * ow).map(move |i| plane[source(i / ow, h, oh) * w + source(i % ow, w, ow)]))
+        .collect()
+}
+
 /// Concatenation along a dimension, given the rows before it (`outer`) and each input's row
 /// length from that dimension on.
 pub fn concat(a: &[f32], b: &[f32], outer: usize) -> Vec<f32> {

@@ -57,12 +57,50 @@ pub struct UNet2DConditionConfig {
 pub enum ConfigError {
     #[error("config.json is not a valid {kind} config: {detail}")]
     Invalid { kind: &'static str, detail: String },
+    /// A real model this engine does not run yet, named.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Architecture keys of diffusers' UNet config that change the network beyond SD 1.x/2.x: a config
+/// that sets one is refused by name here, not after loading with tensors left unused.
+fn refuse_unknown_architecture(raw: &serde_json::Value) -> Result<(), ConfigError> {
+    let unsupported = |what: String| Err(ConfigError::Unsupported(what));
+    let set = |key: &str| raw.get(key).filter(|v| !v.is_null());
+    if let Some(kind) = set("addition_embed_type") {
+        if kind == "text_time" {
+            return unsupported("an SDXL UNet (addition_embed_type \"text_time\"): not supported yet".into());
+        }
+        return unsupported(format!("a UNet with addition_embed_type {kind}: not supported yet"));
+    }
+    if let Some(layers) = set("transformer_layers_per_block") {
+        if layers.as_u64() != Some(1)
+            && layers.as_array().is_none_or(|l| l.iter().any(|v| v.as_u64() != Some(1)))
+        {
+            return unsupported(format!(
+                "a UNet with transformer_layers_per_block {layers} (SDXL-style): not supported yet"
+            ));
+        }
+    }
+    for key in ["class_embed_type", "encoder_hid_dim_type", "time_cond_proj_dim", "num_class_embeds"] {
+        if let Some(value) = set(key) {
+            return unsupported(format!("a UNet with {key} {value}: not supported yet"));
+        }
+    }
+    if let Some(kind) = set("mid_block_type").and_then(|v| v.as_str()) {
+        if kind != "UNetMidBlock2DCrossAttn" {
+            return unsupported(format!("a UNet with mid block {kind}: not supported yet"));
+        }
+    }
+    Ok(())
 }
 
 impl UNet2DConditionConfig {
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
-        let cfg: Self = serde_json::from_str(text)
-            .map_err(|e| ConfigError::Invalid { kind: "UNet2DConditionModel", detail: e.to_string() })?;
+        let invalid = |detail: String| ConfigError::Invalid { kind: "UNet2DConditionModel", detail };
+        let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        refuse_unknown_architecture(&raw)?;
+        let cfg: Self = serde_json::from_value(raw).map_err(|e| invalid(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -174,6 +212,27 @@ fn yes() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn architectures_beyond_sd_are_refused_by_name() {
+        let with = |extra: &str| {
+            UNet2DConditionConfig::from_json(&format!("{{{BLOCKS}, \"cross_attention_dim\": 768{extra}}}"))
+        };
+        with("").unwrap();
+        with(r#", "addition_embed_type": null, "transformer_layers_per_block": 1, "mid_block_type": "UNetMidBlock2DCrossAttn""#)
+            .unwrap();
+        let sdxl =
+            with(r#", "addition_embed_type": "text_time", "transformer_layers_per_block": [1, 2, 10]"#)
+                .unwrap_err();
+        assert!(
+            sdxl.to_string().contains("an SDXL UNet") && sdxl.to_string().contains("not supported yet"),
+            "{sdxl}"
+        );
+        let deep = with(r#", "transformer_layers_per_block": [1, 2, 2, 1]"#).unwrap_err();
+        assert!(deep.to_string().contains("transformer_layers_per_block"), "{deep}");
+        let lcm = with(r#", "time_cond_proj_dim": 256"#).unwrap_err();
+        assert!(lcm.to_string().contains("time_cond_proj_dim"), "{lcm}");
+    }
 
     const BLOCKS: &str = r#""down_block_types": ["CrossAttnDownBlock2D","CrossAttnDownBlock2D","CrossAttnDownBlock2D","DownBlock2D"],
         "up_block_types": ["UpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D","CrossAttnUpBlock2D"],

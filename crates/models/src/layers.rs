@@ -108,7 +108,7 @@ impl Downsample2D {
     }
 }
 
-/// diffusers' `Upsample2D`: nearest 2x, then a 3x3 conv.
+/// diffusers' `Upsample2D`: nearest 2x (or to a given size), then a 3x3 conv.
 pub struct Upsample2D {
     conv: ConvLayer,
 }
@@ -120,6 +120,13 @@ impl Upsample2D {
 
     pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor, ModelError> {
         Ok(self.conv.forward(gpu, &ops::upsample2x(gpu, x)?, None, false)?)
+    }
+
+    /// Nearest resize to `size` (h, w) instead of 2x: the UNet's up blocks meet skip connections
+    /// of odd sizes when the latents are not a multiple of its factor, as diffusers'
+    /// `upsample_size`.
+    pub fn forward_to(&self, gpu: &Gpu, x: &Tensor, (h, w): (usize, usize)) -> Result<Tensor, ModelError> {
+        Ok(self.conv.forward(gpu, &ops::upsample_nearest(gpu, x, h, w)?, None, false)?)
     }
 }
 

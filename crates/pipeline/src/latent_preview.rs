@@ -2,7 +2,7 @@
 //! to RGB. It is the "cheap approximation" image UIs show while denoising when no TAESD is at
 //! hand: blurry and 8x smaller, but it shows composition and colour after the first steps.
 
-use crate::generate::Image;
+use crate::request::Image;
 use crate::PipelineError;
 
 /// Rows: latent channels 0..4 (SD 1.x/2.x latents, scaled by the VAE factor); columns: the

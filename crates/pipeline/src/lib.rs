@@ -5,13 +5,20 @@ pub mod latent_preview;
 pub mod metadata;
 pub mod model;
 pub mod prompt;
+pub mod recipe;
+pub mod request;
 pub mod rng;
 pub mod schedulers;
+pub mod stages;
 pub mod text;
 pub mod tokenizer;
 
-pub use generate::{generate, outpaint_canvas, preview, Generated, Image, Progress, Request, Stage};
+pub use generate::{generate, preview};
 pub use model::{short_hash, AppliedLora, Folder, FolderQuantCache, ModelFiles, Precision, StableDiffusion};
+pub use recipe::{ImageRef, ModelInfo, Recipe, RecipeError};
+pub use request::{
+    outpaint_canvas, Generated, Image, Progress, ProgressFn, Request, Stage, OUTPAINT_OVERLAP,
+};
 pub use schedulers::Sampler;
 
 /// Everything that can stop a generation. `Input` is the caller's to fix (bad size, flag,
@@ -30,6 +37,8 @@ pub enum PipelineError {
     Tokenizer(#[from] tokenizer::TokenizerError),
     #[error(transparent)]
     Metadata(#[from] metadata::MetadataError),
+    #[error(transparent)]
+    Recipe(#[from] recipe::RecipeError),
     #[error("cancelled")]
     Cancelled,
 }

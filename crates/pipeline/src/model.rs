@@ -37,6 +37,30 @@ pub trait ModelFiles {
     }
 }
 
+/// The `tokenizer/` folder in either layout: `vocab.json` + `merges.txt` (older savers) or
+/// `tokenizer.json` (current diffusers/transformers `save_pretrained`).
+async fn load_tokenizer(files: &impl ModelFiles) -> Result<ClipTokenizer, PipelineError> {
+    let optional = |bytes: Option<Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
+    let special = optional(files.read("tokenizer/special_tokens_map.json").await?);
+    if files.len("tokenizer/vocab.json").await?.is_some() {
+        return Ok(ClipTokenizer::from_files(
+            &text(files, "tokenizer/vocab.json").await?,
+            &text(files, "tokenizer/merges.txt").await?,
+            special.as_deref(),
+        )?);
+    }
+    match optional(files.read("tokenizer/tokenizer.json").await?) {
+        Some(json) => Ok(ClipTokenizer::from_tokenizer_json(
+            &json,
+            optional(files.read("tokenizer/tokenizer_config.json").await?).as_deref(),
+            special.as_deref(),
+        )?),
+        None => Err(PipelineError::Files(
+            "tokenizer/ has neither vocab.json + merges.txt nor tokenizer.json".into(),
+        )),
+    }
+}
+
 /// Bytes per read while streaming a weight file.
 pub const STREAM_CHUNK: u64 = 8 << 20;
 
@@ -204,7 +228,43 @@ fn config_error(path: &str) -> impl Fn(darkroom_models::config::ConfigError) -> 
     move |e| PipelineError::Files(format!("{path}: {e}"))
 }
 
+/// Pipeline classes this engine runs (model_index.json's `_class_name`); others are refused by
+/// name before anything loads.
+const PIPELINES: [&str; 3] =
+    ["StableDiffusionPipeline", "StableDiffusionInpaintPipeline", "StableDiffusionImg2ImgPipeline"];
+
 impl StableDiffusion {
+    /// What a recipe is validated against, from the model's configs alone (before loading):
+    /// an SDXL or other unsupported pipeline or UNet is refused here by name.
+    pub async fn inspect<F: ModelFiles>(
+        files: &F,
+        name: &str,
+    ) -> Result<crate::recipe::ModelInfo, PipelineError> {
+        if let Some(index) = files.read("model_index.json").await? {
+            let index: serde_json::Value = serde_json::from_slice(&index)
+                .map_err(|e| PipelineError::Files(format!("model_index.json: {e}")))?;
+            if let Some(class) = index.get("_class_name").and_then(|v| v.as_str()) {
+                if class.contains("XL") {
+                    return Err(PipelineError::Files(format!(
+                        "an SDXL pipeline ({class}): not supported yet"
+                    )));
+                }
+                if !PIPELINES.contains(&class) {
+                    return Err(PipelineError::Files(format!("a {class}: not supported yet")));
+                }
+            }
+        }
+        let unet = UNet2DConditionConfig::from_json(&text(files, "unet/config.json").await?)
+            .map_err(config_error("unet/config.json"))?;
+        let vae = AutoencoderKLConfig::from_json(&text(files, "vae/config.json").await?)
+            .map_err(config_error("vae/config.json"))?;
+        Ok(crate::recipe::ModelInfo {
+            name: name.to_string(),
+            inpainting: unet.in_channels == 9,
+            size_multiple: vae.scale(),
+        })
+    }
+
     /// Loads every component; unused or missing tensors are errors (a checkpoint that does not
     /// fit the config must not half-load).
     /// `progress` sees (file, bytes read, file length) as weights stream in.
@@ -246,15 +306,8 @@ impl StableDiffusion {
             ));
         }
         let (dtype, policy) = (precision.activations, precision.weights);
-        let tokenizer = ClipTokenizer::from_files(
-            &text(files, "tokenizer/vocab.json").await?,
-            &text(files, "tokenizer/merges.txt").await?,
-            files
-                .read("tokenizer/special_tokens_map.json")
-                .await?
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .as_deref(),
-        )?;
+        StableDiffusion::inspect(files, name).await?;
+        let tokenizer = load_tokenizer(files).await?;
 
         let clip_config = ClipTextConfig::from_json(&text(files, "text_encoder/config.json").await?)
             .map_err(config_error("text_encoder/config.json"))?;
@@ -311,13 +364,24 @@ impl StableDiffusion {
         })
     }
 
+    /// What a recipe is validated against.
+    pub fn info(&self) -> crate::recipe::ModelInfo {
+        crate::recipe::ModelInfo {
+            name: self.name.clone(),
+            inpainting: self.is_inpainting(),
+            size_multiple: self.size_multiple(),
+        }
+    }
+
     /// 9 input channels: latents, mask, masked-image latents (SD 1.5 inpainting and kin).
     pub fn is_inpainting(&self) -> bool {
         self.unet.config().in_channels == 9
     }
 
-    /// What width and height must be multiples of: the VAE's factor times the UNet's.
+    /// What width and height must be multiples of: the VAE's factor (8 for SD), as diffusers
+    /// and A1111 take — the UNet resizes to its skip connections where its own factor does not
+    /// divide the latents.
     pub fn size_multiple(&self) -> usize {
-        self.vae_config.scale() * (1 << (self.unet.config().block_out_channels.len() - 1))
+        self.vae_config.scale()
     }
 }

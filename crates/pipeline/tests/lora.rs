@@ -67,28 +67,22 @@ fn lora_images_match_diffusers_fused_lora() {
             // The tag is how the prompt names the LoRA; it is not encoded as words.
             prompt.push_str(&format!(" <lora:tiny-lora:{scale}>"));
         }
-        let request = Request {
-            prompt,
-            negative_prompt: String::new(),
-            seed: n("seed") as u64,
-            steps: n("steps") as usize,
-            sampler: case["sampler"].as_str().unwrap().parse().unwrap(),
-            cfg_scale: n("cfg") as f32,
-            width: n("width") as usize,
-            height: n("height") as usize,
-            batch: 1,
-            init_image: None,
-            strength: 1.0,
-            mask: None,
-            live_preview: false,
-        };
+        let mut request = Request::txt2img(
+            &prompt,
+            n("seed") as u64,
+            n("steps") as usize,
+            case["sampler"].as_str().unwrap().parse().unwrap(),
+            n("cfg") as f32,
+        );
+        request.recipe.width = n("width") as usize;
+        request.recipe.height = n("height") as usize;
         let out =
             pollster::block_on(generate(&gpu, &model, &request, &mut |_: &darkroom_pipeline::Progress| true))
                 .unwrap();
         let info = reference.header.get(&format!("case{index}")).unwrap();
         let want = reference.to_f32(info).unwrap();
         let got = &out[0].image.rgba;
-        let (w, h) = (request.width, request.height);
+        let (w, h) = (request.recipe.width, request.recipe.height);
         let mut worst = 0.0f32;
         for p in 0..w * h {
             for c in 0..3 {

@@ -1,6 +1,6 @@
 //! Schedules against diffusers' tables (tests/reference/scheduler_reference.py).
 
-use darkroom_pipeline::schedulers::{NoiseScheduleConfig, Sampler};
+use darkroom_pipeline::schedulers::{NoiseScheduleConfig, Sampler, Spacing};
 use darkroom_weights::SafetensorsFile;
 
 #[test]
@@ -17,9 +17,24 @@ fn schedules_match_diffusers_for_every_sampler_and_step_count() {
     }
 
     let mut checked = 0;
-    for sampler in Sampler::ALL {
-        for steps in [1, 2, 4, 20, 25, 50] {
-            let key = format!("{}/{steps}", sampler.id());
+    let default_spacing = Sampler::ALL.iter().flat_map(|&s| [1, 2, 4, 20, 25, 50].map(|n| (None, s, n)));
+    let spaced =
+        [(Spacing::Linspace, "linspace"), (Spacing::Leading, "leading"), (Spacing::Trailing, "trailing")]
+            .into_iter()
+            .flat_map(|spacing| {
+                [Sampler::Euler, Sampler::EulerAncestral, Sampler::DpmPp2m, Sampler::Ddim]
+                    .into_iter()
+                    .flat_map(move |s| [1, 3, 4, 7, 20, 30].map(|n| (Some(spacing), s, n)))
+            });
+    for (spacing, sampler, steps) in default_spacing.chain(spaced) {
+        {
+            let (config, key) = match spacing {
+                None => (config.clone(), format!("{}/{steps}", sampler.id())),
+                Some((s, name)) => (
+                    NoiseScheduleConfig { timestep_spacing: Some(s), ..config.clone() },
+                    format!("{name}/{}/{steps}", sampler.id()),
+                ),
+            };
             let schedule = sampler.schedule(&config, steps).unwrap();
             let want_t = get(&format!("{key}/timesteps")).unwrap();
             let got_t: Vec<f32> = schedule.timesteps.iter().map(|&t| t as f32).collect();
@@ -39,5 +54,5 @@ fn schedules_match_diffusers_for_every_sampler_and_step_count() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 42);
+    assert_eq!(checked, 42 + 3 * 4 * 6);
 }

@@ -15,10 +15,19 @@ pub fn load(folder: &str) -> ClipTokenizer {
     .unwrap()
 }
 
-#[test]
-fn ids_equal_transformers() {
-    let tokenizer = load("tiny-sd");
-    let text = std::fs::read_to_string(format!("{FIXTURES}/pipeline/tokens.json")).unwrap();
+/// The tokenizer/ folder as current transformers saves it: tokenizer.json + tokenizer_config.json.
+fn load_saved(folder: &str) -> ClipTokenizer {
+    let read = |f: &str| std::fs::read_to_string(format!("{FIXTURES}/{folder}/tokenizer/{f}")).ok();
+    ClipTokenizer::from_tokenizer_json(
+        &read("tokenizer.json").unwrap(),
+        read("tokenizer_config.json").as_deref(),
+        read("special_tokens_map.json").as_deref(),
+    )
+    .unwrap()
+}
+
+fn assert_ids_equal(tokenizer: &ClipTokenizer, reference: &str) {
+    let text = std::fs::read_to_string(format!("{FIXTURES}/{reference}")).unwrap();
     let cases: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
     assert!(cases.len() >= 8);
     for case in cases {
@@ -34,6 +43,57 @@ fn ids_equal_transformers() {
 }
 
 #[test]
+fn ids_equal_transformers() {
+    assert_ids_equal(&load("tiny-sd"), "pipeline/tokens.json");
+}
+
+/// tiny-sd-deep was written by transformers 5's `save_pretrained`: no vocab.json/merges.txt.
+#[test]
+fn a_saved_tokenizer_json_gives_transformers_ids() {
+    let tokenizer = load_saved("tiny-sd-deep");
+    assert_ids_equal(&tokenizer, "sizes/tokens.json");
+    assert_eq!((tokenizer.bos, tokenizer.eos, tokenizer.pad), (49406, 49407, 49407));
+}
+
+#[test]
+fn a_tokenizer_json_takes_its_pad_token_from_the_config() {
+    let json = std::fs::read_to_string(format!("{FIXTURES}/tiny-sd-deep/tokenizer/tokenizer.json")).unwrap();
+    let bang = ClipTokenizer::from_tokenizer_json(&json, Some(r#"{"pad_token": "!"}"#), None).unwrap();
+    assert_eq!(bang.pad, 0, "SD 2.x's OpenCLIP tokenizer pads with \"!\"");
+    let object = ClipTokenizer::from_tokenizer_json(
+        &json,
+        None,
+        Some(r#"{"pad_token": {"content": "!", "lstrip": false}}"#),
+    )
+    .unwrap();
+    assert_eq!(object.pad, 0, "an added-token object names it too");
+    assert_eq!(ClipTokenizer::from_tokenizer_json(&json, None, None).unwrap().pad, 49407);
+    // Merges written as pairs (newer `tokenizers`) read the same as "a b" strings.
+    let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let pairs: Vec<serde_json::Value> = value["model"]["merges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| match m {
+            serde_json::Value::Array(_) => m.clone(),
+            s => serde_json::json!(s.as_str().unwrap().split(' ').collect::<Vec<_>>()),
+        })
+        .collect();
+    let strings: Vec<serde_json::Value> = pairs
+        .iter()
+        .map(|p| serde_json::json!(format!("{} {}", p[0].as_str().unwrap(), p[1].as_str().unwrap())))
+        .collect();
+    for merges in [pairs, strings] {
+        value["model"]["merges"] = serde_json::Value::Array(merges);
+        let t = ClipTokenizer::from_tokenizer_json(&value.to_string(), None, None).unwrap();
+        assert_eq!(
+            t.encode("an astronaut riding a horse").unwrap(),
+            bang.encode("an astronaut riding a horse").unwrap()
+        );
+    }
+}
+
+#[test]
 fn pad_token_follows_the_special_tokens_map() {
     assert_eq!(load("tiny-sd").pad, 49407);
     assert_eq!(load("tiny-sd2").pad, 0); // "!" as SD 2.x pads
@@ -43,6 +103,19 @@ fn pad_token_follows_the_special_tokens_map() {
 fn broken_files_are_errors() {
     assert!(ClipTokenizer::from_files("[1, 2]", "", None).is_err());
     assert!(ClipTokenizer::from_files(r#"{"a": 0}"#, "#version: 0.2\na b\n", None).is_err());
+    assert!(ClipTokenizer::from_tokenizer_json("{}", None, None).is_err());
+    assert!(ClipTokenizer::from_tokenizer_json(
+        r#"{"model": {"type": "WordPiece", "vocab": {}}}"#,
+        None,
+        None
+    )
+    .is_err());
+    assert!(ClipTokenizer::from_tokenizer_json(
+        r#"{"model": {"type": "BPE", "vocab": {}, "merges": [1]}}"#,
+        None,
+        None
+    )
+    .is_err());
 }
 
 mod chunks {

@@ -4,7 +4,6 @@
 
 use darkroom_pipeline::metadata::{read_parameters, GenerationParams};
 use darkroom_weights::manifest::BUILTIN;
-use darkroom_weights::Manifest;
 use leptos::ev;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -18,7 +17,6 @@ use crate::components::image_input::load_init_image;
 use crate::components::model_manager::{refresh_stored, ModelManager};
 use crate::generation;
 use crate::probe::probe;
-use crate::protocol::ModelRef;
 use crate::state::{AppState, ModelEntry, Tab};
 
 /// Every value of a query parameter, in order (`?manifest=a&base=x&manifest=b&base=y`).
@@ -28,35 +26,27 @@ fn query_all(key: &str) -> Vec<String> {
     params.get_all(key).iter().filter_map(|v| v.as_string()).collect()
 }
 
-pub(crate) fn entry(text: &str, file: &str, base: Option<String>) -> Result<ModelEntry, String> {
-    let manifest = Manifest::parse(text, file).map_err(|e| e.to_string())?;
-    Ok(ModelEntry {
-        model_ref: ModelRef { manifest_toml: text.to_string(), manifest_file: file.to_string(), base },
-        manifest,
-        stored: RwSignal::new(Default::default()),
-        download: RwSignal::new(None),
-    })
-}
-
 /// The built-in manifests, the models imported into this browser and, if the address names one,
 /// an extra manifest (listed first).
 async fn load_models(state: AppState) {
     let mut models: Vec<ModelEntry> = Vec::new();
     let bases = query_all("base");
     for (i, url) in query_all("manifest").into_iter().enumerate() {
-        match crate::model_check::text(&url).await.and_then(|text| entry(&text, &url, bases.get(i).cloned()))
+        match crate::net::text(&url)
+            .await
+            .and_then(|text| ModelEntry::parse(&text, &url, bases.get(i).cloned()))
         {
             Ok(e) => models.push(e),
             Err(e) => state.error.set(Some(format!("The model list at {url} could not be read: {e}"))),
         }
     }
     for (text, key) in crate::import::imported_manifests().await {
-        if let Ok(e) = entry(&text, &key, None) {
+        if let Ok(e) = ModelEntry::parse(&text, &key, None) {
             models.push(e);
         }
     }
     for (file, text) in BUILTIN {
-        if let Ok(e) = entry(text, file, None) {
+        if let Ok(e) = ModelEntry::parse(text, file, None) {
             // A manifest given in the address (a mirror) stands in for the built-in one.
             if !models.iter().any(|m| m.manifest.id == e.manifest.id) {
                 models.push(e);

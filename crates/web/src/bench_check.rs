@@ -13,7 +13,7 @@ use darkroom_models::{QuantPolicy, WeightStore};
 use serde::Deserialize;
 use wasm_bindgen::JsValue;
 
-use crate::model_check::{fetch_bytes, text};
+use crate::net::{fetch_bytes, text};
 
 #[derive(Deserialize)]
 struct Manifest {

@@ -19,11 +19,12 @@ use crate::components::model_manager::start_download;
 use crate::generation;
 use crate::state::{human_bytes, png_url, AppState, InitImage};
 use crate::storage_access::{self, FirstParty};
+use darkroom_pipeline::recipe::MAX_PROMPT_CHARS;
+use darkroom_pipeline::{ImageRef, ModelInfo};
 
 pub const VERSION: f64 = 1.0;
 /// The largest init or mask image a host may send.
 const MAX_IMAGE_BYTES: u32 = 32 << 20;
-const MAX_PROMPT_CHARS: usize = 20_000;
 const ALLOWED: &str = "darkroom.embed.allowed";
 const DENIED: &str = "darkroom.embed.denied";
 
@@ -125,8 +126,9 @@ fn get(obj: &JsValue, key: &str) -> JsValue {
     Reflect::get(obj, &key.into()).unwrap_or(JsValue::UNDEFINED)
 }
 
-/// Applies a host's generation parameters to the form, checking every type; `Err` says what is
-/// wrong.
+/// Applies a host's generation parameters to the form's recipe: every type is checked here,
+/// every limit by `Recipe::validate` (the same rules as the app's and the CLI's) before the form
+/// changes; `Err` says what is wrong.
 fn apply(state: AppState, params: &JsValue) -> Result<(), String> {
     if !params.is_object() {
         return Err("params must be an object".into());
@@ -138,21 +140,25 @@ fn apply(state: AppState, params: &JsValue) -> Result<(), String> {
             return Ok(None);
         }
         let t = v.as_string().ok_or(format!("{key} must be a string"))?;
-        if t.chars().count() > MAX_PROMPT_CHARS {
+        // Checked before anything else reads it: a host may send megabytes.
+        if t.len() > 4 * MAX_PROMPT_CHARS {
             return Err(format!("{key} is longer than {MAX_PROMPT_CHARS} characters"));
         }
         Ok(Some(t))
     };
-    let number = |key: &str, lo: f64, hi: f64| -> Result<Option<f64>, String> {
+    let number = |key: &str| -> Result<Option<f64>, String> {
         let v = get(params, key);
         if v.is_undefined() || v.is_null() {
             return Ok(None);
         }
-        let n = v.as_f64().filter(|n| n.is_finite()).ok_or(format!("{key} must be a number"))?;
-        if n < lo || n > hi {
-            return Err(format!("{key} must be between {lo} and {hi}"));
+        v.as_f64().filter(|n| n.is_finite()).map(Some).ok_or(format!("{key} must be a number"))
+    };
+    let whole = |key: &str| -> Result<Option<u64>, String> {
+        match number(key)? {
+            Some(n) if n.fract() == 0.0 && (0.0..=9_007_199_254_740_991.0).contains(&n) => Ok(Some(n as u64)),
+            Some(_) => Err(format!("{key} must be a whole number of at least 0")),
+            None => Ok(None),
         }
-        Ok(Some(n))
     };
     let image = |key: &str| -> Result<Option<Vec<u8>>, String> {
         let v = get(params, key);
@@ -172,54 +178,58 @@ fn apply(state: AppState, params: &JsValue) -> Result<(), String> {
         Some(name) => Some(name.parse::<darkroom_pipeline::Sampler>()?),
         None => None,
     };
-    let seed = number("seed", 0.0, 4_294_967_295.0)?;
-    let steps = number("steps", 1.0, 150.0)?;
-    let cfg = number("cfg", 0.0, 30.0)?;
-    let width = number("width", 8.0, generation::MAX_SIDE as f64)?;
-    let height = number("height", 8.0, generation::MAX_SIDE as f64)?;
-    let strength = number("strength", 0.01, 1.0)?;
     let init = image("init")?;
     let mask = image("mask")?;
-    if mask.is_some() && init.is_none() {
-        return Err("a mask needs an init image".into());
-    }
     let init = match init {
-        Some(png) => {
-            let img = darkroom_pipeline::Image::from_png(&png).map_err(|e| format!("init: {e}"))?;
-            Some(InitImage { width: img.width, height: img.height, url: png_url(&png), png })
-        }
+        Some(png) => Some((darkroom_pipeline::Image::from_png(&png).map_err(|e| format!("init: {e}"))?, png)),
         None => None,
     };
-    s.prompt.set(prompt);
-    s.negative.set(negative.unwrap_or_default());
+    let mut recipe = s.recipe.get_untracked();
+    recipe.prompt = prompt;
+    recipe.negative_prompt = negative.unwrap_or_default();
     if let Some(v) = sampler {
-        s.sampler.set(v);
+        recipe.sampler = v;
     }
-    s.seed.set(seed.map(|v| v as u64));
-    if let Some(v) = steps {
-        s.steps.set(v as usize);
+    recipe.seed = whole("seed")?;
+    if let Some(v) = whole("steps")? {
+        recipe.steps = v as usize;
     }
-    if let Some(v) = cfg {
-        s.cfg.set(v as f32);
+    if let Some(v) = number("cfg")? {
+        recipe.cfg_scale = v as f32;
     }
-    if let Some(img) = &init {
-        s.width.set(img.width);
-        s.height.set(img.height);
+    if let Some((img, _)) = &init {
+        (recipe.width, recipe.height) = (img.width, img.height);
     }
-    if let Some(v) = width {
-        s.width.set(v as usize);
+    if let Some(v) = whole("width")? {
+        recipe.width = v as usize;
     }
-    if let Some(v) = height {
-        s.height.set(v as usize);
+    if let Some(v) = whole("height")? {
+        recipe.height = v as usize;
     }
+    let strength = number("strength")?;
+    (recipe.batch_size, recipe.batch_count) = (1, 1);
+    // Checked as the run will send it: input images as attachments, strength only with one.
+    let mut run = recipe.clone();
+    run.init = init.is_some().then_some(ImageRef::Attachment(0));
+    run.mask = mask.is_some().then_some(ImageRef::Attachment(1));
+    run.strength = strength.or(init.is_some().then_some(0.75));
+    let model = state
+        .selected_model()
+        .map(|m| generation::model_info(&m))
+        .unwrap_or_else(|| ModelInfo::stable_diffusion("this model", false));
+    run.validate(&model).map_err(|e| e.message)?;
     if let Some(v) = strength {
-        s.strength.set(v);
+        recipe.strength = Some(v);
     }
+    s.recipe.set(recipe);
     s.inpaint.set(mask.is_some());
     s.mask_png.set(mask);
-    s.init.set(init);
-    s.batch_size.set(1);
-    s.batch_count.set(1);
+    s.init.set(init.map(|(img, png)| InitImage {
+        width: img.width,
+        height: img.height,
+        url: png_url(&png),
+        png,
+    }));
     Ok(())
 }
 

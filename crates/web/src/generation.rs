@@ -1,90 +1,61 @@
 //! Running a generation from the form: checks the settings, sends batches to the worker one
 //! after another, follows progress and previews, keeps every finished image in the gallery.
 
-use darkroom_pipeline::Sampler;
+use darkroom_pipeline::{ImageRef, ModelInfo, Recipe, Sampler};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::gallery::{Entry, Gallery};
-use crate::protocol::{ErrorKind, FromWorker, GenerateParams, ToWorker};
-use crate::state::{png_url, AppState, ModelEntry, ResultImage, Run};
-
-/// The largest side we accept: memory on consumer GPUs, and SD 1.x/2.x were trained far below it.
-pub const MAX_SIDE: usize = 2048;
-
-/// RGBA pixels as PNG bytes (previews and masks).
-pub fn encode_png(width: usize, height: usize, rgba: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut encoder = png::Encoder::new(&mut out, width as u32, height as u32);
-    encoder.set_color(png::ColorType::Rgba);
-    encoder.set_depth(png::BitDepth::Eight);
-    if let Ok(mut writer) = encoder.write_header() {
-        let _ = writer.write_image_data(rgba);
-    }
-    out
-}
+use crate::protocol::{ErrorKind, FromWorker, ToWorker};
+use crate::state::{encode_png, png_url, AppState, ModelEntry, ResultImage, Run};
 
 pub fn random_seed() -> u64 {
     (js_sys::Math::random() * 4_294_967_295.0) as u64
 }
 
-/// The settings as a request, or what is wrong with them in words.
-fn params(state: AppState, entry: &ModelEntry) -> Result<GenerateParams, String> {
+/// What a recipe is checked against before the model loads, from its manifest.
+pub fn model_info(entry: &ModelEntry) -> ModelInfo {
+    ModelInfo::from_manifest(&entry.manifest)
+}
+
+/// The form's recipe as this run sends it (seeded, its input images as attachments 0 and 1), or
+/// what is wrong with it in words.
+fn recipe(state: AppState, entry: &ModelEntry) -> Result<Recipe, String> {
     let s = state.settings;
-    let (width, height) = (s.width.get_untracked(), s.height.get_untracked());
-    if width == 0 || height == 0 || width % 8 != 0 || height % 8 != 0 {
-        return Err(format!(
-            "Width and height must be multiples of 8 (got {width}×{height}); pick a preset."
-        ));
-    }
-    if width > MAX_SIDE || height > MAX_SIDE {
-        return Err(format!(
-            "{width}×{height} is larger than {MAX_SIDE} pixels a side; pick a smaller size."
-        ));
-    }
-    let steps = s.steps.get_untracked();
-    if !(1..=150).contains(&steps) {
-        return Err("Steps must be between 1 and 150.".into());
-    }
-    let cfg = s.cfg.get_untracked();
-    if !(0.0..=30.0).contains(&cfg) {
-        return Err("CFG scale must be between 0 and 30.".into());
-    }
-    let tags = darkroom_pipeline::prompt::extract_loras(&s.prompt.get_untracked()).1;
+    let init = s.init.get_untracked();
+    let inpaint = init.is_some() && s.inpaint.get_untracked();
+    let mut recipe = s.recipe.get_untracked();
+    recipe.model = entry.manifest.id.clone();
+    recipe.seed = Some(recipe.seed.unwrap_or_else(random_seed));
+    recipe.init = init.is_some().then_some(ImageRef::Attachment(0));
+    recipe.mask = inpaint.then_some(ImageRef::Attachment(1));
+    recipe.strength = init.is_some().then(|| s.strength.get_untracked());
+    // The page extends the canvas itself (Extend), so a run never carries margins.
+    recipe.outpaint = None;
+    recipe.validate(&model_info(entry)).map_err(|e| match e.field {
+        "width" | "height" => format!("{}: pick a preset.", capitalise(&e.message)),
+        "mask" if init.is_some() => "This is an inpainting model: paint a mask over the image.".into(),
+        "mask" => format!("{} is an inpainting model: add an image and paint a mask.", entry.manifest.name),
+        _ => format!("{}.", capitalise(&e.message)),
+    })?;
     let stored = state.loras.get_untracked();
-    if let Some(tag) = tags.iter().find(|t| !stored.iter().any(|l| l.name == t.name)) {
+    if let Some(tag) = recipe.loras().iter().find(|t| !stored.iter().any(|l| l.name == t.name)) {
         return Err(crate::loras::missing(&tag.name));
     }
-    let init = s.init.get_untracked();
     if let Some(img) = &init {
-        if (img.width, img.height) != (width, height) {
+        if (img.width, img.height) != (recipe.width, recipe.height) {
             return Err(format!(
-                "The init image is {}×{}, the size is {width}×{height}: set the size to the image's, or remove it.",
-                img.width, img.height
+                "The init image is {}×{}, the size is {}×{}: set the size to the image's, or remove it.",
+                img.width, img.height, recipe.width, recipe.height
             ));
         }
     }
-    let inpaint = init.is_some() && s.inpaint.get_untracked();
-    if entry.manifest.family.contains("inpainting") && !inpaint {
-        return Err(format!(
-            "{} is an inpainting model: add an image and paint a mask.",
-            entry.manifest.name
-        ));
-    }
-    Ok(GenerateParams {
-        prompt: s.prompt.get_untracked(),
-        negative_prompt: s.negative.get_untracked(),
-        seed: s.seed.get_untracked().unwrap_or_else(random_seed),
-        steps,
-        sampler: s.sampler.get_untracked().id().to_string(),
-        cfg_scale: cfg,
-        width,
-        height,
-        batch: s.batch_size.get_untracked().clamp(1, 8),
-        strength: if init.is_some() { s.strength.get_untracked().clamp(0.01, 1.0) } else { 1.0 },
-        init_image: init.is_some().then_some(0),
-        mask: inpaint.then_some(1),
-    })
+    Ok(recipe)
+}
+
+fn capitalise(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
 /// Shows why a generation cannot run, with a code for programs.
@@ -117,8 +88,8 @@ pub fn start(state: AppState) {
         );
         return;
     }
-    let params = match params(state, &entry) {
-        Ok(p) => p,
+    let recipe = match recipe(state, &entry) {
+        Ok(r) => r,
         Err(e) => {
             refuse(state, "invalid", e);
             return;
@@ -127,9 +98,9 @@ pub fn start(state: AppState) {
     let mut bytes = Vec::new();
     if let Some(init) = state.settings.init.get_untracked() {
         bytes.push(init.png);
-        if params.mask.is_some() {
+        if recipe.mask.is_some() {
             let given = state.settings.mask_png.get_untracked();
-            match given.or_else(|| crate::components::image_input::mask_png(params.width, params.height)) {
+            match given.or_else(|| crate::components::image_input::mask_png(recipe.width, recipe.height)) {
                 Some(mask) => bytes.push(mask),
                 None => {
                     refuse(state, "invalid", "Paint a mask over the part of the image to redo first.".into());
@@ -138,9 +109,8 @@ pub fn start(state: AppState) {
             }
         }
     }
-    let count = state.settings.batch_count.get_untracked().clamp(1, 100);
     state.results.set(Vec::new());
-    run_batch(state, worker, entry, params, bytes, 0, count);
+    run_batch(state, worker, entry, recipe, bytes, 0);
 }
 
 pub fn cancel(state: AppState) {
@@ -156,25 +126,25 @@ pub fn cancel(state: AppState) {
     }
 }
 
+/// Run `index` of the recipe's batch count, then the next.
 fn run_batch(
     state: AppState,
     worker: crate::client::WorkerClient,
     entry: ModelEntry,
-    params: GenerateParams,
+    recipe: Recipe,
     bytes: Vec<Vec<u8>>,
     index: usize,
-    count: usize,
 ) {
-    let mut this = params.clone();
-    this.seed = params.seed + (index * params.batch) as u64;
+    let count = recipe.batch_count;
+    let this = recipe.run(index);
     let preview = state.models.with_untracked(|list| {
         list.iter()
             .find(|m| m.manifest.family == "taesd" && m.stored.get_untracked().complete)
             .map(|m| m.model_ref.clone())
     });
-    let request = ToWorker::Generate { model: entry.model_ref.clone(), params: this, preview };
+    let request = ToWorker::Generate { model: entry.model_ref.clone(), recipe: this, preview };
     let model_name = entry.manifest.id.clone();
-    let next = (worker.clone(), entry, params, bytes.clone());
+    let next = (worker.clone(), entry, recipe, bytes.clone());
     let id = worker.request(request, bytes, move |message| match message.body {
         FromWorker::Progress { stage, step, total, bytes, bytes_total, .. } => {
             let fraction = if total > 0 {
@@ -235,8 +205,8 @@ fn run_batch(
             }
             save(state, entries);
             if index + 1 < count {
-                let (worker, entry, params, bytes) = next.clone();
-                run_batch(state, worker, entry, params, bytes, index + 1, count);
+                let (worker, entry, recipe, bytes) = next.clone();
+                run_batch(state, worker, entry, recipe, bytes, index + 1);
             } else {
                 finish(state);
             }
@@ -246,7 +216,7 @@ fn run_batch(
                 let code = match kind {
                     ErrorKind::Input => "invalid",
                     ErrorKind::Model | ErrorKind::Download => "model",
-                    ErrorKind::Other if message.contains("still running") => "busy",
+                    ErrorKind::Busy => "busy",
                     _ => "gpu",
                 };
                 refuse(state, code, explain(kind, &message));
@@ -279,6 +249,7 @@ fn explain(kind: ErrorKind, message: &str) -> String {
         ErrorKind::Gpu => format!("The GPU failed: {message}. Try a smaller size or batch, or close other GPU-heavy tabs."),
         ErrorKind::Download => format!("Download failed: {message}"),
         ErrorKind::Cancelled => "Cancelled.".into(),
+        ErrorKind::Busy => format!("{message}."),
         ErrorKind::Other => message.to_string(),
     }
 }
@@ -302,24 +273,7 @@ fn save(state: AppState, entries: Vec<Entry>) {
 
 /// Size presets by aspect ratio around a model's native side (multiples of 8).
 pub fn presets(base: usize) -> Vec<(&'static str, usize, usize)> {
-    let ratios: [(&str, f64); 7] = [
-        ("1:1", 1.0),
-        ("4:3", 4.0 / 3.0),
-        ("3:4", 0.75),
-        ("3:2", 1.5),
-        ("2:3", 2.0 / 3.0),
-        ("16:9", 16.0 / 9.0),
-        ("9:16", 9.0 / 16.0),
-    ];
-    let area = (base * base) as f64;
-    ratios
-        .iter()
-        .map(|&(name, r)| {
-            let w = ((area * r).sqrt() / 8.0).round() as usize * 8;
-            let h = ((area / r).sqrt() / 8.0).round() as usize * 8;
-            (name, w.max(8), h.max(8))
-        })
-        .collect()
+    darkroom_pipeline::recipe::size_presets(base)
 }
 
 /// All samplers, for the picker.

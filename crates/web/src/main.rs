@@ -3,7 +3,11 @@
 //! owns the GPU and does the downloads and the generation.
 
 mod app;
+// Developer pages (`?check=…`, the benchmark page): only in the build the tests use, with the
+// `dev-pages` feature (www/dev/index.html), never in the product.
+#[cfg(feature = "dev-pages")]
 mod bench_check;
+#[cfg(feature = "dev-pages")]
 mod checks_app;
 mod client;
 mod components;
@@ -13,12 +17,15 @@ mod generation;
 mod idb_model;
 mod import;
 mod loras;
+#[cfg(feature = "dev-pages")]
 mod model_check;
+mod net;
 mod probe;
 mod protocol;
 mod report;
 mod state;
 mod storage_access;
+#[cfg(feature = "dev-pages")]
 mod weights_check;
 mod worker;
 
@@ -30,12 +37,19 @@ fn main() {
         return;
     };
     let search = window.location().search().unwrap_or_default();
-    if let Some((base, runs)) = bench_check::requested() {
-        // The onnxruntime-web comparison's page: no UI, results on `window`.
-        wasm_bindgen_futures::spawn_local(bench_check::run(base, runs));
-    } else if search.contains("check=") {
-        leptos::mount::mount_to_body(checks_app::ChecksApp);
-    } else if search.contains("embed=") {
+    #[cfg(feature = "dev-pages")]
+    {
+        if let Some((base, runs)) = bench_check::requested() {
+            // The onnxruntime-web comparison's page: no UI, results on `window`.
+            wasm_bindgen_futures::spawn_local(bench_check::run(base, runs));
+            return;
+        }
+        if search.contains("check=") {
+            leptos::mount::mount_to_body(checks_app::ChecksApp);
+            return;
+        }
+    }
+    if search.contains("embed=") {
         leptos::mount::mount_to_body(embed::EmbedApp);
     } else {
         app::register_service_worker();

@@ -3,6 +3,7 @@
 //! under the browser's WebGPU. Opened as `?check=models&fixtures=<url of tests/fixtures/>`; the
 //! browser test serves the fixtures, the shipped app never fetches them.
 
+use crate::net::{fetch_bytes, text};
 use darkroom_gpu::{max_abs_diff, DType, Gpu, Tensor};
 use darkroom_models::clip::ClipTextModel;
 use darkroom_models::config::{ClipTextConfig, UNet2DConditionConfig};
@@ -10,8 +11,6 @@ use darkroom_models::taesd::{TaesdConfig, TaesdDecoder, TaesdEncoder};
 use darkroom_models::unet::UNet2DConditionModel;
 use darkroom_models::{QuantPolicy, WeightStore};
 use darkroom_weights::SafetensorsFile;
-use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::JsFuture;
 
 /// One model's agreement with its reference.
 #[derive(Debug, Clone)]
@@ -27,22 +26,6 @@ impl ModelCheck {
     }
 }
 
-pub(crate) async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
-    let window = web_sys::window().ok_or("no window")?;
-    let response: web_sys::Response = JsFuture::from(window.fetch_with_str(url))
-        .await
-        .map_err(|e| format!("fetching {url}: {e:?}"))?
-        .dyn_into()
-        .map_err(|_| format!("fetching {url}: not a response"))?;
-    if !response.ok() {
-        return Err(format!("fetching {url}: HTTP {}", response.status()));
-    }
-    let buffer = JsFuture::from(response.array_buffer().map_err(|e| format!("{e:?}"))?)
-        .await
-        .map_err(|e| format!("reading {url}: {e:?}"))?;
-    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
-}
-
 async fn safetensors(url: &str) -> Result<SafetensorsFile, String> {
     SafetensorsFile::from_bytes(fetch_bytes(url).await?).map_err(|e| format!("{url}: {e}"))
 }
@@ -51,10 +34,6 @@ fn tensor(file: &SafetensorsFile, name: &str) -> Result<(Vec<f32>, Vec<usize>), 
     let info = file.header.get(name).ok_or(format!("reference has no `{name}`"))?;
     let values = file.to_f32(info).map_err(|e| e.to_string())?;
     Ok((values, info.shape.iter().map(|&d| d as usize).collect()))
-}
-
-pub(crate) async fn text(url: &str) -> Result<String, String> {
-    String::from_utf8(fetch_bytes(url).await?).map_err(|e| format!("{url}: {e}"))
 }
 
 async fn store(url: &str) -> Result<WeightStore, String> {

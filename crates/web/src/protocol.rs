@@ -3,6 +3,7 @@
 //! `{ json, bytes }`: the enum as JSON and its binary parts (images) as byte arrays beside it,
 //! referred to by index, so pixels are never spelled out as JSON numbers.
 
+use darkroom_pipeline::Recipe;
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::{JsCast, JsValue};
@@ -17,27 +18,6 @@ pub struct ModelRef {
     pub base: Option<String>,
 }
 
-/// Everything that sets up one generation; images travel as PNG attachments.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct GenerateParams {
-    pub prompt: String,
-    pub negative_prompt: String,
-    pub seed: u64,
-    pub steps: usize,
-    /// A sampler id as the CLI takes it (`euler`, `dpmpp_2m_karras`, …).
-    pub sampler: String,
-    pub cfg_scale: f32,
-    pub width: usize,
-    pub height: usize,
-    pub batch: usize,
-    /// img2img / inpainting: how much of the init image to redo.
-    pub strength: f64,
-    /// Index of the init image's PNG among the attachments.
-    pub init_image: Option<usize>,
-    /// Index of the mask's PNG (white repaints) among the attachments.
-    pub mask: Option<usize>,
-}
-
 /// The page asks.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum ToWorker {
@@ -45,8 +25,10 @@ pub enum ToWorker {
     Download { model: ModelRef },
     /// Load a stored model onto the GPU (generation loads it too when needed).
     Load { model: ModelRef },
-    /// `preview`: a downloaded TAESD decodes the live previews (else latents mapped to colour).
-    Generate { model: ModelRef, params: GenerateParams, preview: Option<ModelRef> },
+    /// One run of a seeded recipe (its batch count is the page's loop); its init image and mask
+    /// are PNG attachments (`ImageRef::Attachment`). `preview`: a downloaded TAESD decodes the
+    /// live previews (else latents mapped to colour).
+    Generate { model: ModelRef, recipe: Recipe, preview: Option<ModelRef> },
     /// Stop the request with this id at its next step or chunk.
     Cancel { target: u32 },
 }
@@ -93,6 +75,8 @@ pub enum ErrorKind {
     Download,
     /// No usable GPU, or it ran out of memory or limits.
     Gpu,
+    /// Another GPU job (a load or a generation) is running.
+    Busy,
     Cancelled,
     Other,
 }

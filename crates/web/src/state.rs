@@ -3,7 +3,7 @@
 //! value, so the state is `Copy` and components take what they need.
 
 use darkroom_pipeline::metadata::GenerationParams;
-use darkroom_pipeline::Sampler;
+use darkroom_pipeline::{Recipe, Sampler};
 use darkroom_weights::Manifest;
 use leptos::prelude::*;
 
@@ -40,6 +40,17 @@ pub struct ModelEntry {
 }
 
 impl ModelEntry {
+    /// A manifest's text (named `file` in its errors), served from `base` when given.
+    pub fn parse(text: &str, file: &str, base: Option<String>) -> Result<ModelEntry, String> {
+        let manifest = Manifest::parse(text, file).map_err(|e| e.to_string())?;
+        Ok(ModelEntry {
+            model_ref: ModelRef { manifest_toml: text.to_string(), manifest_file: file.to_string(), base },
+            manifest,
+            stored: RwSignal::new(Default::default()),
+            download: RwSignal::new(None),
+        })
+    }
+
     /// Whether this model generates images (TAESD only decodes previews).
     pub fn generates(&self) -> bool {
         self.manifest.family != "taesd"
@@ -61,22 +72,61 @@ pub struct InitImage {
     pub url: String,
 }
 
-/// The generate form's fields.
+/// One setting of the form: a view of one field of the form's [`Recipe`], read through a memo
+/// (so a view updates only when its own field changes) and written into the recipe.
+pub struct Field<T: Clone + PartialEq + Send + Sync + 'static> {
+    value: Memo<T>,
+    recipe: RwSignal<Recipe>,
+    write: fn(&mut Recipe, T),
+}
+
+impl<T: Clone + PartialEq + Send + Sync + 'static> Clone for Field<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T: Clone + PartialEq + Send + Sync + 'static> Copy for Field<T> {}
+
+impl<T: Clone + PartialEq + Send + Sync + 'static> Field<T> {
+    fn new(recipe: RwSignal<Recipe>, read: fn(&Recipe) -> T, write: fn(&mut Recipe, T)) -> Field<T> {
+        Field { value: Memo::new(move |_| recipe.with(read)), recipe, write }
+    }
+
+    pub fn get(&self) -> T {
+        self.value.get()
+    }
+
+    pub fn get_untracked(&self) -> T {
+        self.value.get_untracked()
+    }
+
+    pub fn set(&self, value: T) {
+        let write = self.write;
+        self.recipe.update(|r| write(r, value));
+    }
+}
+
+/// The generate form: one [`Recipe`] (copied, restored from an image, sent to the worker and
+/// checked by `Recipe::validate` as a whole), fields that edit it, and the input images.
 #[derive(Clone, Copy)]
 pub struct Settings {
-    pub model: RwSignal<String>,
-    pub prompt: RwSignal<String>,
-    pub negative: RwSignal<String>,
-    pub sampler: RwSignal<Sampler>,
-    pub steps: RwSignal<usize>,
-    pub cfg: RwSignal<f32>,
+    pub recipe: RwSignal<Recipe>,
+    pub model: Field<String>,
+    pub prompt: Field<String>,
+    pub negative: Field<String>,
+    pub sampler: Field<Sampler>,
+    pub steps: Field<usize>,
+    pub cfg: Field<f32>,
     /// `None` draws a random seed per run.
-    pub seed: RwSignal<Option<u64>>,
-    pub width: RwSignal<usize>,
-    pub height: RwSignal<usize>,
-    pub batch_size: RwSignal<usize>,
-    pub batch_count: RwSignal<usize>,
-    pub strength: RwSignal<f64>,
+    pub seed: Field<Option<u64>>,
+    pub width: Field<usize>,
+    pub height: Field<usize>,
+    pub batch_size: Field<usize>,
+    pub batch_count: Field<usize>,
+    /// img2img's strength as the slider shows it; it reaches the recipe of a run only with an
+    /// init image.
+    pub strength: Field<f64>,
     pub init: RwSignal<Option<InitImage>>,
     /// Whether to paint a mask over the init image (inpainting).
     pub inpaint: RwSignal<bool>,
@@ -86,19 +136,21 @@ pub struct Settings {
 
 impl Settings {
     fn new() -> Settings {
+        let recipe = RwSignal::new(Recipe { steps: 4, sampler: Sampler::Euler, ..Recipe::default() });
         Settings {
-            model: RwSignal::new(String::new()),
-            prompt: RwSignal::new(String::new()),
-            negative: RwSignal::new(String::new()),
-            sampler: RwSignal::new(Sampler::Euler),
-            steps: RwSignal::new(4),
-            cfg: RwSignal::new(7.0),
-            seed: RwSignal::new(None),
-            width: RwSignal::new(512),
-            height: RwSignal::new(512),
-            batch_size: RwSignal::new(1),
-            batch_count: RwSignal::new(1),
-            strength: RwSignal::new(0.75),
+            recipe,
+            model: Field::new(recipe, |r| r.model.clone(), |r, v| r.model = v),
+            prompt: Field::new(recipe, |r| r.prompt.clone(), |r, v| r.prompt = v),
+            negative: Field::new(recipe, |r| r.negative_prompt.clone(), |r, v| r.negative_prompt = v),
+            sampler: Field::new(recipe, |r| r.sampler, |r, v| r.sampler = v),
+            steps: Field::new(recipe, |r| r.steps, |r, v| r.steps = v),
+            cfg: Field::new(recipe, |r| r.cfg_scale, |r, v| r.cfg_scale = v),
+            seed: Field::new(recipe, |r| r.seed, |r, v| r.seed = v),
+            width: Field::new(recipe, |r| r.width, |r, v| r.width = v),
+            height: Field::new(recipe, |r| r.height, |r, v| r.height = v),
+            batch_size: Field::new(recipe, |r| r.batch_size, |r, v| r.batch_size = v),
+            batch_count: Field::new(recipe, |r| r.batch_count, |r, v| r.batch_count = v),
+            strength: Field::new(recipe, |r| r.strength.unwrap_or(0.75), |r, v| r.strength = Some(v)),
             init: RwSignal::new(None),
             inpaint: RwSignal::new(false),
             mask_png: RwSignal::new(None),
@@ -107,39 +159,33 @@ impl Settings {
 
     /// A model's defaults (its manifest's), keeping the prompt.
     pub fn apply_defaults(&self, manifest: &Manifest) {
-        self.model.set(manifest.id.clone());
-        if let Some(d) = &manifest.defaults {
-            self.width.set(d.width as usize);
-            self.height.set(d.height as usize);
-            self.steps.set(d.steps as usize);
-            self.cfg.set(d.cfg as f32);
-            if let Ok(s) = d.sampler.parse() {
-                self.sampler.set(s);
+        let defaults = Recipe::model_defaults(manifest);
+        self.recipe.update(|r| {
+            *r = Recipe {
+                model: defaults.model,
+                width: defaults.width,
+                height: defaults.height,
+                steps: defaults.steps,
+                cfg_scale: defaults.cfg_scale,
+                sampler: defaults.sampler,
+                ..r.clone()
             }
-        }
+        });
     }
 
-    /// Every field an image's parameters name ("use these settings", a dropped PNG).
+    /// Every setting an image's parameters name ("use these settings", a dropped PNG); the
+    /// model where this browser has one of that id or name.
     pub fn restore(&self, params: &GenerationParams, models: &[ModelEntry]) {
-        self.prompt.set(params.prompt.clone());
-        self.negative.set(params.negative_prompt.clone());
-        self.steps.set(params.steps as usize);
-        if let Ok(s) = params.sampler.parse() {
-            self.sampler.set(s);
-        }
-        self.cfg.set(params.cfg_scale);
-        self.seed.set(Some(params.seed));
-        self.width.set(params.width as usize);
-        self.height.set(params.height as usize);
-        if let Some(name) = &params.model {
-            if let Some(m) = models.iter().find(|m| &m.manifest.id == name || &m.manifest.name == name) {
-                self.model.set(m.manifest.id.clone());
-            }
-        }
-        let strength = params.extra.iter().find(|(k, _)| k == "Denoising strength");
-        if let Some(v) = strength.and_then(|(_, v)| v.parse().ok()) {
-            self.strength.set(v);
-        }
+        self.recipe.update(|r| {
+            let mut restored = Recipe::from_params(params, r);
+            restored.model = params
+                .model
+                .as_ref()
+                .and_then(|name| models.iter().find(|m| &m.manifest.id == name || &m.manifest.name == name))
+                .map_or_else(|| r.model.clone(), |m| m.manifest.id.clone());
+            restored.strength = restored.strength.or(r.strength);
+            *r = restored;
+        });
     }
 }
 
@@ -229,6 +275,18 @@ impl AppState {
     pub fn selected_model(&self) -> Option<ModelEntry> {
         self.model(&self.settings.model.get())
     }
+}
+
+/// RGBA pixels as PNG bytes (previews and masks).
+pub fn encode_png(width: usize, height: usize, rgba: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width as u32, height as u32);
+    encoder.set_color(png::ColorType::Rgba);
+    encoder.set_depth(png::BitDepth::Eight);
+    if let Ok(mut writer) = encoder.write_header() {
+        let _ = writer.write_image_data(rgba);
+    }
+    out
 }
 
 /// An object URL for PNG bytes, to show in an `<img>` or download.

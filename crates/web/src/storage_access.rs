@@ -100,7 +100,7 @@ async fn request(state: AppState) -> Result<(), String> {
     state.worker_error.set(None);
     // Checkpoints imported on Darkroom's page are models of that storage too.
     for (text, key) in crate::import::imported_manifests().await {
-        if let Ok(entry) = crate::app::entry(&text, &key, None) {
+        if let Ok(entry) = crate::state::ModelEntry::parse(&text, &key, None) {
             if state.model(&entry.manifest.id).is_none() {
                 state.models.update(|list| list.push(entry));
             }

@@ -30,18 +30,17 @@ fn generation(params: &web_sys::UrlSearchParams) -> Option<Request> {
     let prompt = params.get("prompt")?;
     let num = |k: &str, d: f64| params.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(d);
     let sampler: Sampler = params.get("sampler").and_then(|s| s.parse().ok()).unwrap_or(Sampler::Euler);
-    Some(Request {
-        negative_prompt: params.get("negative").unwrap_or_default(),
-        width: num("width", 64.0) as usize,
-        height: num("height", 48.0) as usize,
-        ..Request::txt2img(
-            &prompt,
-            num("seed", 1.0) as u64,
-            num("steps", 4.0) as usize,
-            sampler,
-            num("cfg", 7.5) as f32,
-        )
-    })
+    let mut request = Request::txt2img(
+        &prompt,
+        num("seed", 1.0) as u64,
+        num("steps", 4.0) as usize,
+        sampler,
+        num("cfg", 7.5) as f32,
+    );
+    request.recipe.negative_prompt = params.get("negative").unwrap_or_default();
+    request.recipe.width = num("width", 64.0) as usize;
+    request.recipe.height = num("height", 48.0) as usize;
+    Some(request)
 }
 
 /// `Some` when the page was opened as a weights check.
@@ -78,7 +77,7 @@ fn status() -> Object {
 }
 
 async fn manifest(url: &str) -> Result<Manifest, String> {
-    let text = crate::model_check::text(url).await?;
+    let text = crate::net::text(url).await?;
     Manifest::parse(&text, url).map_err(|e| e.to_string())
 }
 

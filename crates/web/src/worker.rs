@@ -7,12 +7,13 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::rc::Rc;
 
-use darkroom_gpu::{DType, Gpu, Requirements, WeightFormat};
+use darkroom_engine::{policy, EngineError, LoraSource, ModelCache, ModelKey};
+use darkroom_gpu::{DType, Gpu, Requirements};
 use darkroom_models::taesd::{TaesdConfig, TaesdDecoder};
 use darkroom_models::{is_merged_key, QuantCache, QuantPolicy, WeightStore};
 use darkroom_pipeline::latent_preview::approximate_rgb;
-use darkroom_pipeline::prompt::{extract_loras, LoraTag};
-use darkroom_pipeline::{AppliedLora, Image, PipelineError, Precision, Request, Sampler, StableDiffusion};
+use darkroom_pipeline::prompt::LoraTag;
+use darkroom_pipeline::{Image, ImageRef, PipelineError, Recipe, Request, StableDiffusion};
 use darkroom_weights::browser::{request_persistence, FetchSource, IdbStore};
 use darkroom_weights::fetch::{
     fetch_model, ChunkStore, FetchError, FetchOptions, FetchProgress, DEFAULT_CHUNK,
@@ -24,14 +25,7 @@ use wasm_bindgen_futures::spawn_local;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 use crate::idb_model::{IdbModelFiles, IdbQuantCache};
-use crate::protocol::{
-    Envelope, ErrorKind, FromWorker, GenerateParams, ImageInfo, ModelRef, Stage, ToWorker,
-};
-
-struct Loaded {
-    key: String,
-    model: Rc<StableDiffusion>,
-}
+use crate::protocol::{Envelope, ErrorKind, FromWorker, ImageInfo, ModelRef, Stage, ToWorker};
 
 struct Previewer {
     key: String,
@@ -41,7 +35,7 @@ struct Previewer {
 #[derive(Default)]
 struct State {
     gpu: RefCell<Option<Rc<Gpu>>>,
-    loaded: RefCell<Option<Loaded>>,
+    loaded: RefCell<ModelCache<StableDiffusion>>,
     taesd: RefCell<Option<Previewer>>,
     cancelled: RefCell<HashSet<u32>>,
     /// One GPU job (load or generate) at a time; downloads run beside it.
@@ -121,8 +115,8 @@ fn handle(envelope: Envelope<ToWorker>) {
                 fail(id, kind, message);
             }
         }),
-        ToWorker::Generate { model, params, preview } => spawn_local(async move {
-            let job = generate(&state, id, &model, &params, preview.as_ref(), envelope.bytes);
+        ToWorker::Generate { model, recipe, preview } => spawn_local(async move {
+            let job = generate(&state, id, &model, &recipe, preview.as_ref(), envelope.bytes);
             if let Err((kind, message)) = exclusive(&state, id, job).await {
                 fail(id, kind, message);
             }
@@ -139,10 +133,7 @@ async fn exclusive(
     job: impl std::future::Future<Output = Result<(), Failure>>,
 ) -> Result<(), Failure> {
     if state.busy.replace(true) {
-        return Err((
-            ErrorKind::Other,
-            "another generation is still running: wait for it or cancel it".into(),
-        ));
+        return Err(failure(EngineError::Busy));
     }
     let outcome = job.await;
     state.busy.set(false);
@@ -150,14 +141,20 @@ async fn exclusive(
     outcome
 }
 
-fn pipeline_failure(e: PipelineError) -> Failure {
+/// The engine's error as the page sees it.
+fn failure(e: EngineError) -> Failure {
     let kind = match &e {
-        PipelineError::Input(_) => ErrorKind::Input,
-        PipelineError::Cancelled => ErrorKind::Cancelled,
-        PipelineError::Gpu(_) => ErrorKind::Gpu,
-        _ => ErrorKind::Model,
+        EngineError::Busy => ErrorKind::Busy,
+        EngineError::Cancelled => ErrorKind::Cancelled,
+        EngineError::Input { .. } => ErrorKind::Input,
+        EngineError::Model(_) => ErrorKind::Model,
+        EngineError::Gpu(_) => ErrorKind::Gpu,
     };
     (kind, e.to_string())
+}
+
+fn pipeline_failure(e: PipelineError) -> Failure {
+    failure(e.into())
 }
 
 fn fetch_failure(e: FetchError) -> Failure {
@@ -214,31 +211,6 @@ async fn gpu(state: &State) -> Result<Rc<Gpu>, Failure> {
     Ok(gpu)
 }
 
-fn format(name: &str, stored: WeightFormat) -> WeightFormat {
-    match name {
-        "f16" => WeightFormat::F16,
-        "q8" => WeightFormat::Q8,
-        "q4" => WeightFormat::Q4,
-        _ => stored,
-    }
-}
-
-/// f16 activations where the adapter has shader-f16, weights as the manifest's policy says.
-fn precision(gpu: &Gpu, manifest: &Manifest) -> Precision {
-    let activations = if gpu.capabilities().shader_f16 { DType::F16 } else { DType::F32 };
-    let stored = if activations == DType::F16 { WeightFormat::F16 } else { WeightFormat::F32 };
-    let q = &manifest.quantization;
-    Precision {
-        activations,
-        weights: QuantPolicy { linear: format(&q.linear, stored), conv: format(&q.conv, stored) },
-    }
-}
-
-fn describe(precision: &Precision) -> String {
-    let w = precision.weights;
-    format!("{:?} activations, {:?}/{:?} weights", precision.activations, w.linear, w.conv).to_lowercase()
-}
-
 /// The model on the GPU, loading it from the browser's store if it is not the one loaded.
 async fn load(state: &State, id: u32, model: &ModelRef) -> Result<(), Failure> {
     let (_, name, precision, ms) = loaded(state, id, model, &[]).await?;
@@ -262,38 +234,22 @@ impl QuantCache for BaseWeightsOnly<'_> {
     }
 }
 
-/// The LoRAs a prompt's tags name, read from the browser's store.
-async fn read_loras(store: &IdbStore, tags: &[LoraTag]) -> Result<Vec<AppliedLora>, Failure> {
-    let mut out = Vec::new();
-    for tag in tags {
-        let missing = || (ErrorKind::Input, crate::loras::missing(&tag.name));
-        let stored = |e| (ErrorKind::Model, e);
-        let id = crate::loras::identity(store, &tag.name).await.map_err(stored)?.ok_or_else(missing)?;
-        let bytes = crate::loras::read(store, &tag.name).await.map_err(stored)?.ok_or_else(missing)?;
-        let lora = darkroom_weights::lora::Lora::from_bytes(bytes)
-            .map_err(|e| (ErrorKind::Input, format!("LoRA `{}`: {e}", tag.name)))?;
-        out.push(AppliedLora {
-            name: tag.name.clone(),
-            lora: std::sync::Arc::new(lora),
-            scale: tag.scale,
-            id,
-        });
-    }
-    Ok(out)
-}
+/// The LoRAs imported into this browser (by Models → LoRAs), by name; their identity is the
+/// content hash kept at import, so checking it reads no LoRA.
+struct StoredLoras<'a>(&'a IdbStore);
 
-/// What the model loaded with `tags`' LoRAs depends on besides the model: each LoRA's name,
-/// content hash and scale (the bytes are read only when this changes).
-async fn loras_key(store: &IdbStore, tags: &[LoraTag]) -> Result<String, Failure> {
-    let mut key = String::new();
-    for tag in tags {
-        let id = crate::loras::identity(store, &tag.name)
-            .await
-            .map_err(|e| (ErrorKind::Model, e))?
-            .ok_or_else(|| (ErrorKind::Input, crate::loras::missing(&tag.name)))?;
-        key.push_str(&format!("|{}:{id}@{}", tag.name, tag.scale));
+impl LoraSource for StoredLoras<'_> {
+    async fn identity(&self, name: &str) -> Result<Option<String>, EngineError> {
+        crate::loras::identity(self.0, name).await.map_err(EngineError::Model)
     }
-    Ok(key)
+
+    async fn read(&self, name: &str) -> Result<Option<Vec<u8>>, EngineError> {
+        crate::loras::read(self.0, name).await.map_err(EngineError::Model)
+    }
+
+    fn missing(&self, name: &str) -> String {
+        crate::loras::missing(name)
+    }
 }
 
 /// The model on the GPU with `loras` merged in, loading it from the browser's store unless it is
@@ -306,21 +262,17 @@ async fn loaded(
 ) -> Result<(Rc<StableDiffusion>, String, String, f64), Failure> {
     let manifest = manifest(model)?;
     let gpu = gpu(state).await?;
-    let precision = precision(&gpu, &manifest);
+    let precision = policy::for_manifest(gpu.capabilities().shader_f16, &manifest);
     let store = IdbStore::open().await.map_err(fetch_failure)?;
-    let key = format!(
-        "{}|{}|{:?}{}",
-        manifest.id,
-        model.base.as_deref().unwrap_or(""),
-        precision,
-        loras_key(&store, loras).await?
-    );
-    if let Some(loaded) = state.loaded.borrow().as_ref().filter(|l| l.key == key) {
-        return Ok((loaded.model.clone(), manifest.name.clone(), describe(&precision), 0.0));
+    let source = StoredLoras(&store);
+    let lora_key = darkroom_engine::loras::key(&source, loras).await.map_err(failure)?;
+    let key = ModelKey::new(&manifest.id, model.base.as_deref().unwrap_or(""), &precision, &lora_key);
+    if let Some(loaded) = state.loaded.borrow().get(&key) {
+        return Ok((loaded, manifest.name.clone(), policy::describe(&precision), 0.0));
     }
     // Free the previous model's GPU memory before loading another.
-    state.loaded.borrow_mut().take();
-    let applied = read_loras(&store, loras).await?;
+    state.loaded.borrow_mut().evict();
+    let applied = darkroom_engine::loras::resolve(&source, loras).await.map_err(failure)?;
     let mut total = 0;
     for file in &manifest.files {
         let stored =
@@ -383,9 +335,8 @@ async fn loaded(
             other => other,
         })?
     };
-    let sd = Rc::new(sd);
-    *state.loaded.borrow_mut() = Some(Loaded { key, model: sd.clone() });
-    Ok((sd, manifest.name.clone(), describe(&precision), now_ms() - started))
+    let sd = state.loaded.borrow_mut().insert(key, sd);
+    Ok((sd, manifest.name.clone(), policy::describe(&precision), now_ms() - started))
 }
 
 fn attachment(bytes: &[Vec<u8>], index: Option<usize>, what: &str) -> Result<Option<Image>, Failure> {
@@ -394,19 +345,20 @@ fn attachment(bytes: &[Vec<u8>], index: Option<usize>, what: &str) -> Result<Opt
     Image::from_png(png).map(Some).map_err(|e| (ErrorKind::Input, format!("the {what}: {e}")))
 }
 
-fn request(params: &GenerateParams, bytes: &[Vec<u8>]) -> Result<Request, Failure> {
-    let sampler: Sampler = params.sampler.parse().map_err(|e: String| (ErrorKind::Input, e))?;
-    Ok(Request {
-        negative_prompt: params.negative_prompt.clone(),
-        width: params.width,
-        height: params.height,
-        batch: params.batch.max(1),
-        init_image: attachment(bytes, params.init_image, "init image")?,
-        strength: params.strength,
-        mask: attachment(bytes, params.mask, "mask")?,
-        live_preview: true,
-        ..Request::txt2img(&params.prompt, params.seed, params.steps, sampler, params.cfg_scale)
-    })
+/// A recipe's run with its attachments.
+fn request(recipe: &Recipe, bytes: &[Vec<u8>]) -> Result<Request, Failure> {
+    let index = |image: &Option<ImageRef>, what: &str| match image {
+        None => Ok(None),
+        Some(ImageRef::Attachment(i)) => Ok(Some(*i)),
+        Some(ImageRef::File(_)) => {
+            Err((ErrorKind::Input, format!("the {what} must travel with the request")))
+        }
+    };
+    let init = attachment(bytes, index(&recipe.init, "init image")?, "init image")?;
+    let mask = attachment(bytes, index(&recipe.mask, "mask")?, "mask")?;
+    let mut request = Request::new(recipe.clone(), init, mask).map_err(pipeline_failure)?;
+    request.live_preview = true;
+    Ok(request)
 }
 
 /// The TAESD decoder for previews, loaded once from the browser's store; `None` when it is not
@@ -432,12 +384,12 @@ async fn generate(
     state: &State,
     id: u32,
     model: &ModelRef,
-    params: &GenerateParams,
+    recipe: &Recipe,
     preview_model: Option<&ModelRef>,
     bytes: Vec<Vec<u8>>,
 ) -> Result<(), Failure> {
-    let request = request(params, &bytes)?;
-    let loras = extract_loras(&params.prompt).1;
+    let request = request(recipe, &bytes)?;
+    let loras = recipe.loras();
     let (sd, _, _, _) = loaded(state, id, model, &loras).await?;
     if state.cancelled.borrow().contains(&id) {
         return Err((ErrorKind::Cancelled, "cancelled".into()));
@@ -450,7 +402,7 @@ async fn generate(
         _ => None,
     };
     let started = now_ms();
-    let mut on_progress = |p: &darkroom_pipeline::Progress| {
+    let on_progress = |p: &darkroom_pipeline::Progress| {
         let stage = match p.stage {
             darkroom_pipeline::Stage::Encoding => Stage::Encoding,
             darkroom_pipeline::Stage::Denoising => Stage::Denoising,
@@ -486,8 +438,8 @@ async fn generate(
         }
         !state.cancelled.borrow().contains(&id)
     };
-    let images =
-        darkroom_pipeline::generate(&gpu, &sd, &request, &mut on_progress).await.map_err(pipeline_failure)?;
+    let mut on_event = |event: &darkroom_engine::job::Event| on_progress(event.progress);
+    let images = darkroom_engine::job::generate(&gpu, &sd, &request, &mut on_event).await.map_err(failure)?;
     let mut infos = Vec::new();
     let mut pngs = Vec::new();
     for generated in &images {

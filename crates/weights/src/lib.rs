@@ -12,7 +12,9 @@ pub mod safetensors;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
-#[cfg(not(target_arch = "wasm32"))]
+/// Test helpers (a fault-injecting file server, safetensors builders), for this crate's and the
+/// CLI's tests only: behind the `testing` feature, so no product build carries them.
+#[cfg(all(feature = "testing", not(target_arch = "wasm32")))]
 pub mod testing;
 
 pub use manifest::{FileEntry, Manifest, ManifestError};

@@ -1,4 +1,4 @@
-//! Nearest 2x upsampling and concatenation.
+//! Nearest upsampling, transposition and concatenation.
 
 use crate::device::Gpu;
 use crate::error::GpuError;
@@ -15,6 +15,10 @@ struct Params {
     a_len: u32,
     b_len: u32,
     row_stride: u32,
+    out_h: u32,
+    out_w: u32,
+    scale_h: u32,
+    scale_w: u32,
 }
 
 pub(crate) fn variants() -> Vec<Variant> {
@@ -22,7 +26,7 @@ pub(crate) fn variants() -> Vec<Variant> {
         .into_iter()
         .flat_map(|act| {
             [
-                Variant::new(FILE, act, &["UPSAMPLE2X"]),
+                Variant::new(FILE, act, &["UPSAMPLE"]),
                 Variant::new(FILE, act, &["CONCAT"]),
                 Variant::new(FILE, act, &["TRANSPOSE"]),
             ]
@@ -30,6 +34,9 @@ pub(crate) fn variants() -> Vec<Variant> {
         .collect()
 }
 
+/// One remap over `x` (and `b`) into a tensor of `shape`; `extra` fills the parameters only some
+/// remaps use.
+#[allow(clippy::too_many_arguments)]
 fn run(
     gpu: &Gpu,
     define: &'static str,
@@ -38,6 +45,7 @@ fn run(
     shape: &[usize],
     a_len: usize,
     b_len: usize,
+    extra: impl FnOnce(&mut Params),
 ) -> Result<Tensor, GpuError> {
     let out = Tensor::empty(gpu, shape, x.dtype());
     if out.is_empty() {
@@ -48,7 +56,17 @@ fn run(
         u32::try_from(v)
             .map_err(|_| GpuError::Shape { op: define_op(define), detail: format!("{v} exceeds 32 bits") })
     };
-    let params = Params { n: to_u32(out.len())?, a_len: to_u32(a_len)?, b_len: to_u32(b_len)?, row_stride };
+    let mut params = Params {
+        n: to_u32(out.len())?,
+        a_len: to_u32(a_len)?,
+        b_len: to_u32(b_len)?,
+        row_stride,
+        out_h: 0,
+        out_w: 0,
+        scale_h: 0,
+        scale_w: 0,
+    };
+    extra(&mut params);
     let inputs: Vec<&Tensor> = std::iter::once(x).chain(b).collect();
     dispatch_map(gpu, &Variant::new(FILE, x.dtype(), &[define]), &params, &inputs, &out, groups)?;
     Ok(out)
@@ -58,7 +76,7 @@ fn define_op(define: &str) -> &'static str {
     match define {
         "CONCAT" => "concat",
         "TRANSPOSE" => "transpose",
-        _ => "upsample2x",
+        _ => "upsample",
     }
 }
 
@@ -72,20 +90,47 @@ pub fn transpose(gpu: &Gpu, x: &Tensor) -> Result<Tensor, GpuError> {
     };
     let mut shape = lead.to_vec();
     shape.extend([*c, *r]);
-    run(gpu, "TRANSPOSE", x, None, &shape, *r, *c)
+    run(gpu, "TRANSPOSE", x, None, &shape, *r, *c, |_| ())
 }
 
 /// Nearest-neighbour 2x upsampling of the last two dimensions: [..., H, W] → [..., 2H, 2W].
 pub fn upsample2x(gpu: &Gpu, x: &Tensor) -> Result<Tensor, GpuError> {
-    let [lead @ .., h, w] = x.shape() else {
+    let [.., h, w] = x.shape() else {
         return Err(GpuError::Shape {
-            op: "upsample2x",
+            op: "upsample",
             detail: format!("needs [..., H, W], got {:?}", x.shape()),
         });
     };
+    upsample_nearest(gpu, x, 2 * h, 2 * w)
+}
+
+/// Nearest-neighbour resize of the last two dimensions to `out_h` x `out_w`, indexed as PyTorch's
+/// `F.interpolate(x, size=(out_h, out_w), mode="nearest")`: source row `floor(oy · (H / out_h))`
+/// with the ratio in f32. diffusers' UNet upsamples this way to the skip connection's size when
+/// the latents are not a multiple of the UNet's factor (e.g. 5 → 9, not 10).
+pub fn upsample_nearest(gpu: &Gpu, x: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor, GpuError> {
+    let [lead @ .., h, w] = x.shape() else {
+        return Err(GpuError::Shape {
+            op: "upsample",
+            detail: format!("needs [..., H, W], got {:?}", x.shape()),
+        });
+    };
+    let (h, w) = (*h, *w);
+    if (h == 0 || w == 0) && out_h * out_w != 0 {
+        return Err(GpuError::Shape {
+            op: "upsample",
+            detail: format!("cannot resize an empty {h}x{w} map"),
+        });
+    }
     let mut shape = lead.to_vec();
-    shape.extend([2 * h, 2 * w]);
-    run(gpu, "UPSAMPLE2X", x, None, &shape, *h, *w)
+    shape.extend([out_h, out_w]);
+    let ratio = |from: usize, to: usize| if to == 0 { 0.0f32 } else { from as f32 / to as f32 };
+    run(gpu, "UPSAMPLE", x, None, &shape, h, w, |p| {
+        p.out_h = out_h as u32;
+        p.out_w = out_w as u32;
+        p.scale_h = ratio(h, out_h).to_bits();
+        p.scale_w = ratio(w, out_w).to_bits();
+    })
 }
 
 /// Concatenates `a` and `b` along dimension `dim`; all other dimensions must agree.
@@ -101,5 +146,5 @@ pub fn concat(gpu: &Gpu, a: &Tensor, b: &Tensor, dim: usize) -> Result<Tensor, G
     let inner: usize = sa[dim + 1..].iter().product();
     let mut shape = sa.to_vec();
     shape[dim] = sa[dim] + sb[dim];
-    run(gpu, "CONCAT", a, Some(b), &shape, sa[dim] * inner, sb[dim] * inner)
+    run(gpu, "CONCAT", a, Some(b), &shape, sa[dim] * inner, sb[dim] * inner, |_| ())
 }

@@ -15,6 +15,6 @@ pub use conv::{conv2d, conv2d_fused, Conv2d, Padding};
 pub use elementwise::{add, cfg_combine, geglu, lincomb, mul, unary, Unary};
 pub use embedding::{embed_tokens, timestep_embedding};
 pub use image::{ColorMap, Rgba8Image};
-pub use layout::{concat, transpose, upsample2x};
+pub use layout::{concat, transpose, upsample2x, upsample_nearest};
 pub use matmul::{linear, matmul};
 pub use norm::{group_norm, layer_norm, Fused};

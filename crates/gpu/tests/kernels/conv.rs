@@ -31,6 +31,25 @@ fn cases() -> Vec<Case> {
         },
         // …and with the VAE encoder's bottom/right-only padding.
         Case { batch: 2, cin: 6, h: 16, w: 16, cout: 9, conv: down },
+        // A UNet's lowest level at sizes its factor does not divide: 2x3 maps, and stride 2
+        // from odd and even sides down to them.
+        Case { batch: 2, cin: 64, h: 2, w: 3, cout: 64, conv: Conv2d::same(3) },
+        Case {
+            batch: 2,
+            cin: 32,
+            h: 3,
+            w: 5,
+            cout: 32,
+            conv: Conv2d { kernel: (3, 3), stride: 2, padding: Padding::same(1) },
+        },
+        Case {
+            batch: 1,
+            cin: 32,
+            h: 4,
+            w: 6,
+            cout: 32,
+            conv: Conv2d { kernel: (3, 3), stride: 2, padding: Padding::same(1) },
+        },
         // More output pixels than one 64-row tile, more channels than one 64-column tile.
         Case { batch: 1, cin: 4, h: 20, w: 20, cout: 130, conv: Conv2d::same(3) },
     ]

@@ -19,7 +19,33 @@ fn upsample2x_repeats_each_pixel_into_a_2x2_block() {
         // Independent spot check: output (plane 3, y 9, x 5) is input (plane 3, y 4, x 2).
         assert_eq!(got[(3 * 14 + 9) * 6 + 5], x[(3 * h + 4) * w + 2]);
     }
-    assert_covers(&gpu, "layout.wgsl", &["UPSAMPLE2X"], &[]);
+    assert_covers(&gpu, "layout.wgsl", &["UPSAMPLE"], &[]);
+}
+
+#[test]
+fn upsample_to_a_size_indexes_as_torch_nearest() {
+    let gpu = gpu();
+    for dtype in DTYPES {
+        // A UNet's upsample to an odd skip size (5 → 9, 3 → 5), a shrink and an identity.
+        for (h, w, oh, ow) in [(5, 3, 9, 5), (3, 2, 5, 3), (4, 6, 3, 6), (7, 7, 7, 7), (13, 5, 26, 10)] {
+            let planes = 2 * 3;
+            let x = as_stored(&TestRng::new(4).vec(planes * h * w), dtype);
+            let out = ops::upsample_nearest(&gpu, &upload(&gpu, &[2, 3, h, w], &x, dtype), oh, ow).unwrap();
+            assert_eq!(out.shape(), &[2, 3, oh, ow]);
+            let got = read(&gpu, &out);
+            let want = reference::upsample_nearest(&x, h, w, oh, ow);
+            assert_close(&got, &want, EXACT, &format!("upsample {h}x{w} to {oh}x{ow} {dtype:?}"));
+        }
+        // Independent of the reference: torch.nn.functional.interpolate(size=(9, 5)) of a 5x3 map
+        // reads rows [0, 0, 1, 1, 2, 2, 3, 3, 4] and columns [0, 0, 1, 1, 2].
+        let x: Vec<f32> = (0..15).map(|v| v as f32).collect();
+        let got =
+            read(&gpu, &ops::upsample_nearest(&gpu, &upload(&gpu, &[1, 1, 5, 3], &x, dtype), 9, 5).unwrap());
+        let (rows, cols) = ([0, 0, 1, 1, 2, 2, 3, 3, 4], [0, 0, 1, 1, 2]);
+        let want: Vec<f32> =
+            rows.iter().flat_map(|&r| cols.iter().map(move |&c| (r * 3 + c) as f32)).collect();
+        assert_eq!(got, want, "{dtype:?}");
+    }
 }
 
 #[test]

@@ -45,6 +45,26 @@ struct MidBlock {
     resnet1: ResnetBlock2D,
 }
 
+/// ControlNet residuals for the UNet: one per skip connection, in the order the down blocks
+/// make them (conv_in's output first), and one for the mid block's output.
+#[derive(Clone, Copy)]
+pub struct ControlResiduals<'a> {
+    pub down: &'a [Tensor],
+    pub mid: &'a Tensor,
+}
+
+/// Everything one UNet evaluation takes.
+#[derive(Clone, Copy)]
+pub struct UNetInput<'a> {
+    /// [B, in_channels, h, w]
+    pub sample: &'a Tensor,
+    /// One per batch entry.
+    pub timesteps: &'a [f32],
+    /// [B, M, D]: the text embeddings.
+    pub context: &'a Tensor,
+    pub control: Option<ControlResiduals<'a>>,
+}
+
 pub struct UNet2DConditionModel {
     config: UNet2DConditionConfig,
     linear_1: Weight,
@@ -160,18 +180,25 @@ impl UNet2DConditionModel {
         timesteps: &[f32],
         context: &Tensor,
     ) -> Result<Tensor, ModelError> {
+        self.forward_input(gpu, &UNetInput { sample, timesteps, context, control: None })
+    }
+
+    /// The forward pass with every optional conditioning bundle (ControlNet residuals today;
+    /// SDXL's added conditioning will be another field), as diffusers' forward takes them.
+    pub fn forward_input(&self, gpu: &Gpu, input: &UNetInput) -> Result<Tensor, ModelError> {
+        let UNetInput { sample, timesteps, context, control } = *input;
         let cfg = &self.config;
-        let levels = cfg.block_out_channels.len();
-        let multiple = 1 << (levels - 1);
         let [batch, c, h, w] = *sample.shape() else {
             return Err(ModelError::Input(format!(
                 "the UNet takes [B, C, h, w] latents, got {:?}",
                 sample.shape()
             )));
         };
-        if c != cfg.in_channels || h % multiple != 0 || w % multiple != 0 || h == 0 || w == 0 {
+        // Any positive size: where a down block halves an odd size (rounding up), the up block
+        // resizes to its skip connection's size instead of doubling, as diffusers does.
+        if c != cfg.in_channels || h == 0 || w == 0 {
             return Err(ModelError::Input(format!(
-                "this UNet takes [B, {}, h, w] latents with h and w multiples of {multiple}, got {:?}",
+                "this UNet takes [B, {}, h, w] latents, got {:?}",
                 cfg.in_channels,
                 sample.shape()
             )));
@@ -206,10 +233,28 @@ impl UNet2DConditionModel {
             }
         }
 
+        if let Some(control) = control {
+            // diffusers adds a ControlNet's residuals to every skip connection and to the mid
+            // block's output.
+            if control.down.len() != skips.len() {
+                return Err(ModelError::Input(format!(
+                    "{} control residuals for {} skip connections",
+                    control.down.len(),
+                    skips.len()
+                )));
+            }
+            for (skip, residual) in skips.iter_mut().zip(control.down) {
+                *skip = ops::add(gpu, skip, residual)?;
+            }
+        }
+
         let m = &self.mid_block;
         x = m.resnet0.forward(gpu, &x, Some(&temb))?;
         x = m.attention.forward(gpu, &x, context)?;
         x = m.resnet1.forward(gpu, &x, Some(&temb))?;
+        if let Some(control) = control {
+            x = ops::add(gpu, &x, control.mid)?;
+        }
 
         for block in &self.up_blocks {
             for layer in &block.layers {
@@ -219,7 +264,12 @@ impl UNet2DConditionModel {
                 x = layer.forward(gpu, &x, &temb, context)?;
             }
             if let Some(up) = &block.upsample {
-                x = up.forward(gpu, &x)?;
+                // The next skip to join has the size this block's output must reach.
+                let size = match skips.last().map(|s| s.shape()) {
+                    Some(&[_, _, sh, sw]) => (sh, sw),
+                    _ => return Err(ModelError::Input("UNet skip connections ran out".into())),
+                };
+                x = up.forward_to(gpu, &x, size)?;
             }
         }
 

@@ -22,6 +22,17 @@ pub struct NoiseScheduleConfig {
     pub prediction: Prediction,
     /// DDIM/LCM's ᾱ after the last step: 1, or ᾱ₀ (SD's configs say false: ᾱ₀).
     pub set_alpha_to_one: bool,
+    /// The config's `timestep_spacing`, which diffusers' `from_config` hands to whichever sampler
+    /// is built from it; `None` keeps each sampler's own default.
+    pub timestep_spacing: Option<Spacing>,
+}
+
+/// How `set_timesteps` spreads the inference steps over the training timesteps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spacing {
+    Linspace,
+    Leading,
+    Trailing,
 }
 
 impl NoiseScheduleConfig {
@@ -35,6 +46,7 @@ impl NoiseScheduleConfig {
             steps_offset: 1,
             prediction: Prediction::Epsilon,
             set_alpha_to_one: false,
+            timestep_spacing: None,
         }
     }
 
@@ -60,6 +72,15 @@ impl NoiseScheduleConfig {
                 return Err(format!("scheduler_config.json: prediction_type {other:?} is not supported"))
             }
         };
+        let timestep_spacing = match v.get("timestep_spacing").and_then(|x| x.as_str()) {
+            None => None,
+            Some("linspace") => Some(Spacing::Linspace),
+            Some("leading") => Some(Spacing::Leading),
+            Some("trailing") => Some(Spacing::Trailing),
+            Some(other) => {
+                return Err(format!("scheduler_config.json: timestep_spacing {other:?} is not supported"))
+            }
+        };
         let config = NoiseScheduleConfig {
             beta_start: f("beta_start", sd.beta_start),
             beta_end: f("beta_end", sd.beta_end),
@@ -68,6 +89,7 @@ impl NoiseScheduleConfig {
             steps_offset: u("steps_offset", 0),
             prediction,
             set_alpha_to_one: v.get("set_alpha_to_one").and_then(|x| x.as_bool()).unwrap_or(false),
+            timestep_spacing,
         };
         if config.num_train_timesteps < 2 {
             return Err("scheduler_config.json: num_train_timesteps must be at least 2".into());
@@ -181,6 +203,20 @@ impl FromStr for Sampler {
     }
 }
 
+/// Recipes store a sampler by its id; A1111's display names read too.
+impl serde::Serialize for Sampler {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.id())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Sampler {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A sampler's schedule for a step count: the model's timesteps, and for sigma-based samplers
 /// the noise levels (one more than the timesteps, ending at 0).
 #[derive(Debug, Clone, PartialEq)]
@@ -219,15 +255,52 @@ fn sigma_to_t(sigma: f64, log_sigmas: &[f64]) -> f64 {
     (1.0 - w) * low as f64 + w * (low + 1) as f64
 }
 
+/// numpy's `linspace` (what diffusers' `set_timesteps` calls): start + i·step, the last value
+/// set to `end` exactly. Not torch's, which counts the second half back from the end.
+fn np_linspace(start: f64, end: f64, n: usize) -> Vec<f64> {
+    if n == 1 {
+        return vec![start];
+    }
+    let step = (end - start) / (n - 1) as f64;
+    (0..n).map(|i| if i + 1 == n { end } else { i as f64 * step + start }).collect()
+}
+
+/// `n` timesteps, largest first, as diffusers' Euler and DDIM `set_timesteps` space them
+/// (Euler keeps them as f32, DDIM rounds to integers — `integer`).
+fn spaced(spacing: Spacing, train: usize, n: usize, offset: usize, integer: bool) -> Vec<f64> {
+    match spacing {
+        Spacing::Linspace => np_linspace(0.0, (train - 1) as f64, n)
+            .into_iter()
+            .rev()
+            .map(|v| if integer { round_even(v) } else { v as f32 as f64 })
+            .collect(),
+        Spacing::Leading => {
+            let ratio = train / n;
+            (0..n).rev().map(|i| (i * ratio + offset) as f64).collect()
+        }
+        Spacing::Trailing => {
+            let ratio = train as f64 / n as f64;
+            arange_down(train as f64, ratio).into_iter().map(|v| round_even(v) - 1.0).collect()
+        }
+    }
+}
+
+/// numpy `arange(start, 0, -step)`: start, start − step, … while above 0.
+fn arange_down(start: f64, step: f64) -> Vec<f64> {
+    let count = (start / step).ceil() as usize;
+    (0..count).map(|i| start - step * i as f64).collect()
+}
+
 impl Sampler {
-    /// diffusers' `set_timesteps(steps)` for this sampler from `config` (class defaults:
-    /// "linspace" spacing for Euler, Euler a and DPM++, "leading" for DDIM, LCM's 50 original
-    /// steps, "trailing" for SD-Turbo).
+    /// diffusers' `set_timesteps(steps)` for this sampler from `config`: the config's
+    /// `timestep_spacing` where it names one, else the class defaults ("linspace" for Euler,
+    /// Euler a and DPM++, "leading" for DDIM); LCM's 50 original steps; "trailing" for SD-Turbo.
     pub fn schedule(self, config: &NoiseScheduleConfig, steps: usize) -> Result<Schedule, String> {
         let train = config.num_train_timesteps;
         if steps == 0 || steps > train {
             return Err(format!("steps must be between 1 and {train}, got {steps}"));
         }
+        let spacing = |default: Spacing| config.timestep_spacing.unwrap_or(default);
         let ac = config.alphas_cumprod();
         // Computed in f32 like torch, then interpolated in f64 like numpy.
         let sigmas: Vec<f32> = ac.iter().map(|&a| ((1.0 - a) / a).sqrt()).collect();
@@ -238,23 +311,27 @@ impl Sampler {
         };
         Ok(match self {
             Sampler::Euler | Sampler::EulerAncestral => {
-                let t: Vec<f64> = linspace(0.0, (train - 1) as f64, steps)
-                    .into_iter()
-                    .rev()
-                    .map(|v| v as f32 as f64)
-                    .collect();
-                with_sigmas(t)
+                with_sigmas(spaced(spacing(Spacing::Linspace), train, steps, config.steps_offset, false))
             }
-            Sampler::Turbo => {
-                let ratio = train as f64 / steps as f64;
-                let t = (0..steps).map(|i| round_even(train as f64 - ratio * i as f64) - 1.0).collect();
-                with_sigmas(t)
-            }
+            Sampler::Turbo => with_sigmas(spaced(Spacing::Trailing, train, steps, 0, false)),
             Sampler::DpmPp2m => {
-                let mut t: Vec<f64> =
-                    linspace(0.0, (train - 1) as f64, steps + 1).into_iter().map(round_even).collect();
-                t.reverse();
-                t.pop();
+                // DPM-Solver spaces steps + 1 points and drops the last.
+                let t: Vec<f64> = match spacing(Spacing::Linspace) {
+                    Spacing::Linspace => {
+                        let mut t: Vec<f64> = np_linspace(0.0, (train - 1) as f64, steps + 1)
+                            .into_iter()
+                            .map(round_even)
+                            .collect();
+                        t.reverse();
+                        t.pop();
+                        t
+                    }
+                    Spacing::Leading => {
+                        let ratio = train / (steps + 1);
+                        (1..=steps).rev().map(|i| (i * ratio + config.steps_offset) as f64).collect()
+                    }
+                    Spacing::Trailing => spaced(Spacing::Trailing, train, steps, 0, true),
+                };
                 with_sigmas(t)
             }
             Sampler::DpmPp2mKarras => {
@@ -262,7 +339,7 @@ impl Sampler {
                 let (sigma_min, sigma_max) = (sigmas[0] as f64, sigmas[train - 1] as f64);
                 let rho = 7.0;
                 let (min_inv, max_inv) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
-                let karras: Vec<f64> = linspace(0.0, 1.0, steps)
+                let karras: Vec<f64> = np_linspace(0.0, 1.0, steps)
                     .into_iter()
                     .map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho))
                     .collect();
@@ -271,11 +348,10 @@ impl Sampler {
                 s.push(0.0);
                 Schedule { timesteps, sigmas: Some(s) }
             }
-            Sampler::Ddim => {
-                let ratio = train / steps;
-                let timesteps = (0..steps).rev().map(|i| (i * ratio + config.steps_offset) as f64).collect();
-                Schedule { timesteps, sigmas: None }
-            }
+            Sampler::Ddim => Schedule {
+                timesteps: spaced(spacing(Spacing::Leading), train, steps, config.steps_offset, true),
+                sigmas: None,
+            },
             Sampler::Lcm => {
                 let original = 50usize;
                 if steps > original {

@@ -29,6 +29,8 @@ pub struct Denoiser {
     start: usize,
     /// DPM++ 2M: the previous step's x₀ and whether a step has been taken.
     previous_x0: Option<Tensor>,
+    /// The config's timestep spacing (Euler's initial noise scale depends on it).
+    spacing: Option<super::Spacing>,
 }
 
 /// (α_t, σ_t) of the variance-preserving form for a sigma (diffusers' `_sigma_to_alpha_sigma_t`).
@@ -66,6 +68,7 @@ impl Denoiser {
             alphas_cumprod,
             final_alpha_cumprod,
             train_steps: config.num_train_timesteps,
+            spacing: config.timestep_spacing,
             steps,
             start,
             previous_x0: None,
@@ -94,7 +97,15 @@ impl Denoiser {
         match self.sampler {
             Sampler::Euler | Sampler::EulerAncestral | Sampler::Turbo => {
                 let sigmas = self.schedule.sigmas.as_ref().expect("sigma samplers have sigmas");
-                sigmas.iter().fold(0.0f32, |m, &s| m.max(s)) as f64
+                let max = sigmas.iter().fold(0.0f32, |m, &s| m.max(s));
+                // diffusers' Euler schedulers: σ_max under "linspace" and "trailing" spacing,
+                // √(σ_max² + 1) under "leading" (in f32, as torch computes it).
+                let leading = self.sampler != Sampler::Turbo && self.spacing == Some(super::Spacing::Leading);
+                if leading {
+                    (max * max + 1.0).sqrt() as f64
+                } else {
+                    max as f64
+                }
             }
             _ => 1.0,
         }

@@ -1,3 +1,4 @@
+use darkroom_pipeline::recipe::{MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_CFG, MAX_SIDE, MAX_STEPS};
 use darkroom_pipeline::Sampler;
 use leptos::prelude::*;
 
@@ -121,12 +122,12 @@ pub fn GeneratePanel() -> impl IntoView {
                         </label>
                         <label class="field">
                             <span>"Steps"</span>
-                            <input id="steps" type="number" min="1" max="150" prop:value=move || s.steps.get().to_string()
+                            <input id="steps" type="number" min="1" max=MAX_STEPS prop:value=move || s.steps.get().to_string()
                                 on:change=move |ev| if let Some(v) = number(&ev) { s.steps.set(v) } />
                         </label>
                         <label class="field">
                             <span>"CFG scale"</span>
-                            <input id="cfg" type="number" min="0" max="30" step="0.5" prop:value=move || s.cfg.get().to_string()
+                            <input id="cfg" type="number" min="0" max=MAX_CFG step="0.5" prop:value=move || s.cfg.get().to_string()
                                 on:change=move |ev| if let Some(v) = number(&ev) { s.cfg.set(v) } />
                         </label>
                     </div>
@@ -152,24 +153,24 @@ pub fn GeneratePanel() -> impl IntoView {
                         </label>
                         <label class="field narrow">
                             <span>"Width"</span>
-                            <input id="width" type="number" min="8" max="2048" step="8" prop:value=move || s.width.get().to_string()
+                            <input id="width" type="number" min="8" max=MAX_SIDE step="8" prop:value=move || s.width.get().to_string()
                                 on:change=move |ev| if let Some(v) = number(&ev) { s.width.set(v) } />
                         </label>
                         <label class="field narrow">
                             <span>"Height"</span>
-                            <input id="height" type="number" min="8" max="2048" step="8" prop:value=move || s.height.get().to_string()
+                            <input id="height" type="number" min="8" max=MAX_SIDE step="8" prop:value=move || s.height.get().to_string()
                                 on:change=move |ev| if let Some(v) = number(&ev) { s.height.set(v) } />
                         </label>
                     </div>
                     <div class="row">
                         <label class="field narrow">
                             <span>"Batch size"</span>
-                            <input id="batch-size" type="number" min="1" max="8" prop:value=move || s.batch_size.get().to_string()
+                            <input id="batch-size" type="number" min="1" max=MAX_BATCH_SIZE prop:value=move || s.batch_size.get().to_string()
                                 on:change=move |ev| if let Some(v) = number(&ev) { s.batch_size.set(v) } />
                         </label>
                         <label class="field narrow">
                             <span>"Batch count"</span>
-                            <input id="batch-count" type="number" min="1" max="100" prop:value=move || s.batch_count.get().to_string()
+                            <input id="batch-count" type="number" min="1" max=MAX_BATCH_COUNT prop:value=move || s.batch_count.get().to_string()
                                 on:change=move |ev| if let Some(v) = number(&ev) { s.batch_count.set(v) } />
                         </label>
                     </div>

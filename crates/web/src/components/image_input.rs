@@ -6,7 +6,7 @@ use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, ImageBitmap};
 
 use darkroom_pipeline::{outpaint_canvas, Image};
 
-use crate::generation::encode_png;
+use crate::state::encode_png;
 use crate::state::{png_url, AppState, InitImage};
 
 /// The longest side an init image is scaled down to.

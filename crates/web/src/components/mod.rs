@@ -3,6 +3,8 @@ pub mod gallery_panel;
 pub mod generate_panel;
 pub mod image_input;
 pub mod lora_manager;
+#[cfg(feature = "dev-pages")]
 pub mod model_check_panel;
 pub mod model_manager;
+#[cfg(feature = "dev-pages")]
 pub mod selftest_panel;

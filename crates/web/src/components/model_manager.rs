@@ -222,7 +222,9 @@ fn ImportForm() -> impl IntoView {
             let result =
                 crate::import::import(f, &base_entry.manifest, &new_id, &mut report, &|| false).await;
             progress.set(None);
-            match result.and_then(|toml| crate::app::entry(&toml, crate::import::MANIFEST_FILE, None)) {
+            match result
+                .and_then(|toml| crate::state::ModelEntry::parse(&toml, crate::import::MANIFEST_FILE, None))
+            {
                 Ok(entry) => {
                     let name = entry.manifest.name.clone();
                     state.models.update(|list| list.insert(0, entry));

@@ -1,0 +1,23 @@
+//! The orchestration every front end shares, with no knowledge of where it runs (no web-sys, no
+//! clap): the native CLI and the browser's generation worker are thin adapters over it. They
+//! differ only in where bytes come from (a folder, IndexedDB), which the traits of
+//! darkroom-pipeline ([`darkroom_pipeline::ModelFiles`], [`darkroom_models::QuantCache`]) and
+//! [`LoraSource`] hide.
+//!
+//! - [`policy`]: which activations and weight formats a model runs with on this adapter.
+//! - [`loras`]: a recipe's `<lora:…>` tags resolved to checked LoRA files, and their identity.
+//! - [`ModelCache`]: the loaded model, keyed by (model, precision, LoRAs), so a changed key
+//!   frees the old model before the next loads.
+//! - [`job::generate`]: a recipe's batch count as runs, with progress and cancellation.
+//! - [`EngineError`]: what failed, by kind — the CLI's exit codes and the worker's error kinds
+//!   come from it, never from matching message strings.
+
+mod cache;
+mod error;
+pub mod job;
+pub mod loras;
+pub mod policy;
+
+pub use cache::{ModelCache, ModelKey};
+pub use error::EngineError;
+pub use loras::LoraSource;

@@ -1,0 +1,525 @@
+//! The one description of a generation. Every setting lives in [`Recipe`] and every limit and
+//! size rule in [`Recipe::validate`]: the CLI's flags, the worker protocol, the widget's
+//! messages, the app's form, gallery records and A1111 infotext all convert to and from it, so
+//! a recipe can be copied, saved, diffed and queued, and a feature adds a field here rather
+//! than a parallel settings struct.
+
+use serde::{Deserialize, Serialize};
+
+use crate::metadata::GenerationParams;
+use crate::prompt::{extract_loras, LoraTag};
+use crate::Sampler;
+
+/// The longest prompt (and negative prompt) accepted, in characters: far beyond what CLIP's
+/// 75-token chunks make useful, short of what would stall tokenizing.
+pub const MAX_PROMPT_CHARS: usize = 20_000;
+/// The largest side in pixels (the GPU's binding limits are checked separately, per adapter).
+pub const MAX_SIDE: usize = 4096;
+pub const MAX_STEPS: usize = 150;
+pub const MAX_CFG: f32 = 100.0;
+/// Images per run (one UNet batch).
+pub const MAX_BATCH_SIZE: usize = 64;
+/// Runs one after another.
+pub const MAX_BATCH_COUNT: usize = 100;
+
+/// Where an input image comes from: an attachment of the message that carries the recipe (the
+/// worker protocol, the widget), or a file (the CLI, batch files).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageRef {
+    Attachment(usize),
+    File(String),
+}
+
+/// Every generation setting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Recipe {
+    /// A model id (`sd-turbo`, an imported checkpoint's id) or, natively, a diffusers folder.
+    pub model: String,
+    /// A1111 syntax: `(word:1.3)`, `[word]`, `BREAK`, and `<lora:name:weight>` tags, which
+    /// choose the LoRAs (see [`Recipe::loras`]).
+    pub prompt: String,
+    pub negative_prompt: String,
+    /// `None`: a fresh random seed for each run ([`Recipe::with_seed`]). Image i of a batch uses
+    /// seed + i, and run r of a batch count continues from seed + r · batch_size, as A1111.
+    pub seed: Option<u64>,
+    pub steps: usize,
+    pub sampler: Sampler,
+    /// Classifier-free guidance; at most 1 skips the unconditional pass.
+    pub cfg_scale: f32,
+    /// The output size in pixels (with `outpaint`, the extended canvas).
+    pub width: usize,
+    pub height: usize,
+    /// Images per run, one UNet batch.
+    pub batch_size: usize,
+    /// Runs one after another.
+    pub batch_count: usize,
+    /// img2img / inpainting / outpainting source.
+    pub init: Option<ImageRef>,
+    /// Inpainting: white repaints, black keeps.
+    pub mask: Option<ImageRef>,
+    /// Outpainting: the init image extended by left, top, right, bottom pixels, the new area
+    /// (and an 8-pixel seam) repainted; the mask is made from the margins.
+    pub outpaint: Option<[usize; 4]>,
+    /// How much of the init image to redo (0, 1]; `None`: 0.75 for img2img, 1 with a mask.
+    pub strength: Option<f64>,
+}
+
+impl Default for Recipe {
+    fn default() -> Self {
+        Recipe {
+            model: String::new(),
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            seed: None,
+            steps: 20,
+            sampler: Sampler::DpmPp2mKarras,
+            cfg_scale: 7.0,
+            width: 512,
+            height: 512,
+            batch_size: 1,
+            batch_count: 1,
+            init: None,
+            mask: None,
+            outpaint: None,
+            strength: None,
+        }
+    }
+}
+
+/// What [`Recipe::validate`] needs to know of a model, known before it loads (from a manifest)
+/// or after (from its configs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// Shown in errors.
+    pub name: String,
+    /// A 9-channel inpainting UNet: needs an init image and a mask.
+    pub inpainting: bool,
+    /// Width and height must be multiples of this: the VAE's factor (8 for SD). The UNet
+    /// resizes to its skip connections where its own factor does not divide the latents, as
+    /// diffusers does.
+    pub size_multiple: usize,
+}
+
+impl ModelInfo {
+    /// An SD 1.x/2.x model (VAE factor 8).
+    pub fn stable_diffusion(name: &str, inpainting: bool) -> ModelInfo {
+        ModelInfo { name: name.to_string(), inpainting, size_multiple: 8 }
+    }
+
+    /// From a manifest, before anything is downloaded.
+    pub fn from_manifest(manifest: &darkroom_weights::Manifest) -> ModelInfo {
+        ModelInfo::stable_diffusion(&manifest.name, manifest.family.contains("inpainting"))
+    }
+}
+
+/// A setting that does not work, named by its field (the CLI flag, the form field, the widget's
+/// message key), with what to do in words.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct RecipeError {
+    /// The [`Recipe`] field: `width`, `steps`, `strength`, `mask`, …
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn refuse(field: &'static str, message: String) -> Result<(), RecipeError> {
+    Err(RecipeError { field, message })
+}
+
+impl Recipe {
+    /// The recipe a manifest's defaults describe (size, steps, CFG, sampler).
+    pub fn model_defaults(manifest: &darkroom_weights::Manifest) -> Recipe {
+        let mut recipe = Recipe { model: manifest.id.clone(), ..Recipe::default() };
+        if let Some(d) = &manifest.defaults {
+            (recipe.width, recipe.height) = (d.width as usize, d.height as usize);
+            recipe.steps = d.steps as usize;
+            recipe.cfg_scale = d.cfg;
+            if let Ok(sampler) = d.sampler.parse() {
+                recipe.sampler = sampler;
+            }
+        }
+        recipe
+    }
+
+    /// The only place with limits and size rules. Input images' sizes are checked where their
+    /// pixels are known ([`Recipe::request`]); the GPU's limits by the pipeline, per adapter.
+    pub fn validate(&self, model: &ModelInfo) -> Result<(), RecipeError> {
+        for (field, text) in [("prompt", &self.prompt), ("negative_prompt", &self.negative_prompt)] {
+            let chars = text.chars().count();
+            if chars > MAX_PROMPT_CHARS {
+                return refuse(
+                    field,
+                    format!("the {} is {chars} characters; at most {MAX_PROMPT_CHARS}", words(field)),
+                );
+            }
+        }
+        if !(1..=MAX_STEPS).contains(&self.steps) {
+            return refuse("steps", format!("steps must be between 1 and {MAX_STEPS}, got {}", self.steps));
+        }
+        if !self.cfg_scale.is_finite() || !(0.0..=MAX_CFG).contains(&self.cfg_scale) {
+            return refuse(
+                "cfg_scale",
+                format!("CFG scale must be between 0 and {MAX_CFG}, got {}", self.cfg_scale),
+            );
+        }
+        let m = model.size_multiple.max(1);
+        for (field, side) in [("width", self.width), ("height", self.height)] {
+            if side == 0 || side % m != 0 || side > MAX_SIDE {
+                return refuse(
+                    field,
+                    format!(
+                        "width and height must be multiples of {m} from {m} to {MAX_SIDE} for {}, got {}x{}",
+                        model.name, self.width, self.height
+                    ),
+                );
+            }
+        }
+        if !(1..=MAX_BATCH_SIZE).contains(&self.batch_size) {
+            return refuse(
+                "batch_size",
+                format!("batch size must be between 1 and {MAX_BATCH_SIZE}, got {}", self.batch_size),
+            );
+        }
+        if !(1..=MAX_BATCH_COUNT).contains(&self.batch_count) {
+            return refuse(
+                "batch_count",
+                format!("batch count must be between 1 and {MAX_BATCH_COUNT}, got {}", self.batch_count),
+            );
+        }
+        if let Some(seed) = self.seed {
+            let images = (self.batch_size * self.batch_count) as u64;
+            if seed.checked_add(images).is_none() {
+                return refuse("seed", format!("seed {seed} leaves no room for {images} images after it"));
+            }
+        }
+        if let Some(s) = self.strength {
+            if self.init.is_none() {
+                return refuse("strength", "strength applies to an init image; give one".into());
+            }
+            if !(s > 0.0 && s <= 1.0) {
+                return refuse("strength", format!("strength must be in (0, 1], got {s}"));
+            }
+        }
+        if self.mask.is_some() && self.init.is_none() {
+            return refuse("mask", "inpainting needs an init image besides the mask".into());
+        }
+        if let Some(margins) = self.outpaint {
+            if self.init.is_none() {
+                return refuse(
+                    "outpaint",
+                    "outpainting extends an init image; give the image to extend".into(),
+                );
+            }
+            if self.mask.is_some() {
+                return refuse("outpaint", "outpainting makes its own mask; leave the mask out".into());
+            }
+            if margins.iter().all(|&v| v == 0) || margins.iter().any(|&v| v > MAX_SIDE) {
+                return refuse(
+                    "outpaint",
+                    format!("outpainting margins {margins:?} must not all be 0, nor past {MAX_SIDE}"),
+                );
+            }
+        }
+        if model.inpainting && self.mask.is_none() && self.outpaint.is_none() {
+            return refuse(
+                "mask",
+                format!("{} is an inpainting model: give it an init image and a mask", model.name),
+            );
+        }
+        for tag in self.loras() {
+            if let Err(e) = darkroom_weights::lora::check_name(&tag.name) {
+                return refuse("prompt", e);
+            }
+            if !tag.scale.is_finite() {
+                return refuse("prompt", format!("LoRA `{}` has weight {}", tag.name, tag.scale));
+            }
+        }
+        Ok(())
+    }
+
+    /// The LoRAs the prompt's `<lora:name:weight>` tags choose, in order: the prompt is where a
+    /// recipe keeps them, as A1111's infotext does.
+    pub fn loras(&self) -> Vec<LoraTag> {
+        extract_loras(&self.prompt).1
+    }
+
+    /// img2img's strength as the pipeline takes it: the recipe's, else 1 with a mask or
+    /// outpainting (from noise) and 0.75 for img2img.
+    pub fn effective_strength(&self) -> f64 {
+        match (self.strength, &self.init) {
+            (_, None) => 1.0,
+            (Some(s), Some(_)) => s,
+            (None, Some(_)) if self.mask.is_some() || self.outpaint.is_some() => 1.0,
+            (None, Some(_)) => 0.75,
+        }
+    }
+
+    /// The same recipe with a seed (for a random-seed recipe, the one drawn for this run).
+    pub fn with_seed(&self, seed: u64) -> Recipe {
+        Recipe { seed: Some(seed), ..self.clone() }
+    }
+
+    /// Run `index` of the batch count: one run of batch_size images, its seed continuing after
+    /// the earlier runs' images.
+    pub fn run(&self, index: usize) -> Recipe {
+        let seed = self.seed.map(|s| s.saturating_add((index * self.batch_size) as u64));
+        Recipe { seed, batch_count: 1, ..self.clone() }
+    }
+
+    /// The settings A1111 writes for image `index` of this (seeded) run. `model` names the model
+    /// as the infotext's `Model:` field.
+    pub fn to_params(&self, model: &str, index: usize) -> GenerationParams {
+        let mut extra = Vec::new();
+        let strength = self.effective_strength();
+        if self.init.is_some() && strength < 1.0 {
+            extra.push(("Denoising strength".to_string(), format!("{strength}")));
+        }
+        GenerationParams {
+            prompt: self.prompt.clone(),
+            negative_prompt: self.negative_prompt.clone(),
+            steps: self.steps as u32,
+            sampler: self.sampler.display_name().to_string(),
+            cfg_scale: self.cfg_scale,
+            seed: self.seed.unwrap_or(0).saturating_add(index as u64),
+            width: self.width as u32,
+            height: self.height as u32,
+            model: (!model.is_empty()).then(|| model.to_string()),
+            model_hash: None,
+            extra,
+        }
+    }
+
+    /// The recipe an image's parameters describe ("use these settings", a dropped PNG, A1111's
+    /// infotext): prompt, negative, seed, steps, sampler, CFG, size, model and denoising
+    /// strength. A sampler this engine lacks keeps `fallback`'s; input images are not part of
+    /// an infotext, so none is set.
+    pub fn from_params(params: &GenerationParams, fallback: &Recipe) -> Recipe {
+        let strength = params
+            .extra
+            .iter()
+            .find(|(k, _)| k == "Denoising strength")
+            .and_then(|(_, v)| v.parse::<f64>().ok());
+        Recipe {
+            model: params.model.clone().unwrap_or_else(|| fallback.model.clone()),
+            prompt: params.prompt.clone(),
+            negative_prompt: params.negative_prompt.clone(),
+            seed: Some(params.seed),
+            steps: params.steps as usize,
+            sampler: params.sampler.parse().unwrap_or(fallback.sampler),
+            cfg_scale: params.cfg_scale,
+            width: params.width as usize,
+            height: params.height as usize,
+            strength,
+            init: None,
+            mask: None,
+            outpaint: None,
+            ..fallback.clone()
+        }
+    }
+}
+
+fn words(field: &str) -> &'static str {
+    match field {
+        "negative_prompt" => "negative prompt",
+        _ => "prompt",
+    }
+}
+
+/// Size presets by aspect ratio around a model's native side, multiples of 8 (A1111's common
+/// ratios), as (label, width, height).
+pub fn size_presets(native: usize) -> Vec<(&'static str, usize, usize)> {
+    let ratios: [(&str, f64); 7] = [
+        ("1:1", 1.0),
+        ("4:3", 4.0 / 3.0),
+        ("3:4", 0.75),
+        ("3:2", 1.5),
+        ("2:3", 2.0 / 3.0),
+        ("16:9", 16.0 / 9.0),
+        ("9:16", 9.0 / 16.0),
+    ];
+    let area = (native * native) as f64;
+    ratios
+        .iter()
+        .map(|&(name, r)| {
+            let w = ((area * r).sqrt() / 8.0).round() as usize * 8;
+            let h = ((area / r).sqrt() / 8.0).round() as usize * 8;
+            (name, w.max(8), h.max(8))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sd() -> ModelInfo {
+        ModelInfo::stable_diffusion("SD 1.5", false)
+    }
+
+    fn field(recipe: &Recipe, model: &ModelInfo) -> &'static str {
+        recipe.validate(model).unwrap_err().field
+    }
+
+    #[test]
+    fn any_multiple_of_8_validates_and_other_sizes_name_the_field() {
+        for (w, h) in [(592, 440), (800, 600), (512, 512), (8, 4096), (104, 40)] {
+            Recipe { width: w, height: h, ..Recipe::default() }.validate(&sd()).unwrap();
+        }
+        assert_eq!(field(&Recipe { width: 500, ..Recipe::default() }, &sd()), "width");
+        assert_eq!(field(&Recipe { height: 0, ..Recipe::default() }, &sd()), "height");
+        assert_eq!(field(&Recipe { width: 4104, ..Recipe::default() }, &sd()), "width");
+    }
+
+    #[test]
+    fn limits_name_their_field() {
+        let r = Recipe::default();
+        let cases: Vec<(Recipe, &str)> = vec![
+            (Recipe { steps: 0, ..r.clone() }, "steps"),
+            (Recipe { steps: 151, ..r.clone() }, "steps"),
+            (Recipe { cfg_scale: f32::NAN, ..r.clone() }, "cfg_scale"),
+            (Recipe { cfg_scale: -1.0, ..r.clone() }, "cfg_scale"),
+            (Recipe { batch_size: 0, ..r.clone() }, "batch_size"),
+            (Recipe { batch_count: 101, ..r.clone() }, "batch_count"),
+            (Recipe { seed: Some(u64::MAX), ..r.clone() }, "seed"),
+            (Recipe { strength: Some(0.5), ..r.clone() }, "strength"),
+            (Recipe { init: Some(ImageRef::Attachment(0)), strength: Some(0.0), ..r.clone() }, "strength"),
+            (Recipe { mask: Some(ImageRef::Attachment(1)), ..r.clone() }, "mask"),
+            (Recipe { outpaint: Some([0, 0, 64, 0]), ..r.clone() }, "outpaint"),
+            (
+                Recipe {
+                    init: Some(ImageRef::Attachment(0)),
+                    mask: Some(ImageRef::Attachment(1)),
+                    outpaint: Some([0, 0, 64, 0]),
+                    ..r.clone()
+                },
+                "outpaint",
+            ),
+            (Recipe { prompt: "x".repeat(MAX_PROMPT_CHARS + 1), ..r.clone() }, "prompt"),
+            (Recipe { negative_prompt: "x".repeat(MAX_PROMPT_CHARS + 1), ..r.clone() }, "negative_prompt"),
+            (Recipe { prompt: "a cat <lora:a/b:1>".into(), ..r.clone() }, "prompt"),
+        ];
+        for (recipe, want) in cases {
+            assert_eq!(field(&recipe, &sd()), want, "{recipe:?}");
+        }
+        let inpainting = ModelInfo::stable_diffusion("SD 1.5 inpainting", true);
+        assert_eq!(field(&Recipe { init: Some(ImageRef::Attachment(0)), ..r.clone() }, &inpainting), "mask");
+        let outpaint = Recipe { init: Some(ImageRef::Attachment(0)), outpaint: Some([0, 0, 64, 0]), ..r };
+        outpaint.validate(&inpainting).unwrap();
+    }
+
+    #[test]
+    fn strength_defaults_as_a1111() {
+        let init = Some(ImageRef::File("a.png".into()));
+        assert_eq!(Recipe::default().effective_strength(), 1.0);
+        assert_eq!(Recipe { init: init.clone(), ..Recipe::default() }.effective_strength(), 0.75);
+        let masked = Recipe { init: init.clone(), mask: init.clone(), ..Recipe::default() };
+        assert_eq!(masked.effective_strength(), 1.0);
+        assert_eq!(Recipe { strength: Some(0.4), ..masked }.effective_strength(), 0.4);
+    }
+
+    #[test]
+    fn runs_continue_the_seeds_of_earlier_runs() {
+        let r = Recipe { seed: Some(10), batch_size: 3, batch_count: 4, ..Recipe::default() };
+        let seeds: Vec<Option<u64>> = (0..4).map(|i| r.run(i).seed).collect();
+        assert_eq!(seeds, [Some(10), Some(13), Some(16), Some(19)]);
+        assert_eq!(r.run(2).batch_count, 1);
+    }
+
+    #[test]
+    fn serde_round_trip_and_defaults_for_missing_fields() {
+        let r = Recipe {
+            model: "sd-turbo".into(),
+            prompt: "a lighthouse <lora:ink:0.5>".into(),
+            seed: Some(7),
+            sampler: Sampler::EulerAncestral,
+            init: Some(ImageRef::Attachment(0)),
+            mask: Some(ImageRef::File("mask.png".into())),
+            strength: Some(0.6),
+            ..Recipe::default()
+        };
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains(r#""sampler":"euler_a""#), "{json}");
+        assert_eq!(serde_json::from_str::<Recipe>(&json).unwrap(), r);
+        let sparse: Recipe = serde_json::from_str(r#"{"prompt": "a cat", "sampler": "Euler a"}"#).unwrap();
+        assert_eq!(
+            sparse,
+            Recipe { prompt: "a cat".into(), sampler: Sampler::EulerAncestral, ..Recipe::default() }
+        );
+        assert!(serde_json::from_str::<Recipe>(r#"{"sampler": "warp"}"#).is_err());
+        assert_eq!(r.loras(), vec![LoraTag { name: "ink".into(), scale: 0.5 }]);
+    }
+
+    #[test]
+    fn infotext_round_trip() {
+        let r = Recipe {
+            model: "sd-1.5".into(),
+            prompt: "a (red:1.2) fox, snow".into(),
+            negative_prompt: "blurry".into(),
+            seed: Some(42),
+            steps: 25,
+            sampler: Sampler::DpmPp2mKarras,
+            cfg_scale: 6.5,
+            width: 592,
+            height: 440,
+            init: Some(ImageRef::Attachment(0)),
+            strength: Some(0.55),
+            ..Recipe::default()
+        };
+        let text = r.to_params("sd-1.5", 2).to_infotext();
+        assert_eq!(
+            text,
+            "a (red:1.2) fox, snow\nNegative prompt: blurry\nSteps: 25, Sampler: DPM++ 2M Karras, CFG scale: 6.5, \
+             Seed: 44, Size: 592x440, Model: sd-1.5, Denoising strength: 0.55"
+        );
+        let back = Recipe::from_params(&GenerationParams::parse_infotext(&text).unwrap(), &Recipe::default());
+        assert_eq!(back, Recipe { seed: Some(44), init: None, ..r.clone() });
+        // A1111's own line, with a sampler we lack: the fallback's sampler stays.
+        let a1111 = "a castle\nSteps: 30, Sampler: UniPC, CFG scale: 5, Seed: 9, Size: 768x512, Model hash: abc, Model: dreamshaper_8";
+        let back = Recipe::from_params(&GenerationParams::parse_infotext(a1111).unwrap(), &r);
+        assert_eq!(
+            (back.sampler, back.steps, back.width, back.height),
+            (Sampler::DpmPp2mKarras, 30, 768, 512)
+        );
+        assert_eq!(back.model, "dreamshaper_8");
+        assert_eq!(back.strength, None);
+    }
+
+    /// Every size the app offers for every shipped model (and the test model's manifest), with
+    /// the model's defaults, is a recipe that model takes.
+    #[test]
+    fn every_size_preset_of_every_shipped_manifest_validates() {
+        let mut manifests = darkroom_weights::manifest::builtin().unwrap();
+        let tiny = include_str!("../../../tests/fixtures/tiny-sd.toml");
+        manifests.push(darkroom_weights::Manifest::parse(tiny, "tiny-sd.toml").unwrap());
+        let mut checked = 0;
+        for manifest in manifests.iter().filter(|m| m.family != "taesd") {
+            let info = ModelInfo::from_manifest(manifest);
+            let defaults = Recipe::model_defaults(manifest);
+            let d = manifest.defaults.as_ref().unwrap();
+            for (name, width, height) in size_presets(d.width.max(d.height) as usize) {
+                let mut recipe = Recipe { width, height, ..defaults.clone() };
+                if info.inpainting {
+                    recipe.init = Some(ImageRef::Attachment(0));
+                    recipe.mask = Some(ImageRef::Attachment(1));
+                }
+                recipe
+                    .validate(&info)
+                    .unwrap_or_else(|e| panic!("{} {name} {width}x{height}: {e}", manifest.id));
+                checked += 1;
+            }
+        }
+        assert!(checked >= 4 * 7, "{checked}");
+    }
+
+    #[test]
+    fn every_preset_is_a_multiple_of_8() {
+        for native in [512, 768, 1024, 64] {
+            for (name, w, h) in size_presets(native) {
+                assert!(w % 8 == 0 && h % 8 == 0, "{native} {name}: {w}x{h}");
+            }
+        }
+        assert_eq!(size_presets(512)[1], ("4:3", 592, 440));
+    }
+}
