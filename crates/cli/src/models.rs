@@ -312,7 +312,15 @@ fn import(
         m.name = Path::new(base).file_name().map_or(base.to_string(), |n| n.to_string_lossy().into_owned());
         (PathBuf::from(base), m)
     } else {
-        (resolve(base, Some(&store.root))?, find(all, base)?)
+        let manifest = find(all, base)?;
+        if !manifest.family.is_sd1() {
+            return Err(usage(format!(
+                "{} is a model of kind {}; a single-file SD 1.x checkpoint imports onto an SD 1.x base such as sd-1.5",
+                manifest.id,
+                manifest.family.as_str()
+            )));
+        }
+        (resolve(base, Some(&store.root))?, manifest)
     };
     let read = |p: &str| std::fs::read(base_dir.join(p));
     let text = |p: &str| {

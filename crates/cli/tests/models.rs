@@ -191,6 +191,14 @@ fn an_imported_single_file_checkpoint_generates_like_its_diffusers_folder() {
     let pixels = |p: &PathBuf| darkroom_pipeline::Image::from_png(&std::fs::read(p).unwrap()).unwrap().rgba;
     assert_eq!(pixels(&ours), pixels(&theirs), "the same weights make the same image");
 
+    // An SD 1.x checkpoint needs an SD 1.x base: SD-Turbo's kind is refused before anything runs.
+    let turbo = darkroom(
+        &["models", "import", checkpoint.to_str().unwrap(), "--base", "sd-turbo", "--quiet"],
+        &cache,
+    );
+    assert_eq!(turbo.status.code(), Some(2), "{}", text(&turbo));
+    assert!(text(&turbo).contains("kind sd-turbo"), "{}", text(&turbo));
+
     // A LoRA is not a checkpoint: refused with a reason, exit code 2, nothing left behind.
     let lora = root.join("lora.safetensors");
     let lora_tensors = [(

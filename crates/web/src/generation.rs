@@ -2,6 +2,7 @@
 //! after another, follows progress and previews, keeps every finished image in the gallery.
 
 use darkroom_pipeline::{ImageRef, ModelInfo, Recipe, Sampler};
+use darkroom_weights::ModelKind;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -139,7 +140,7 @@ fn run_batch(
     let this = recipe.run(index);
     let preview = state.models.with_untracked(|list| {
         list.iter()
-            .find(|m| m.manifest.family == "taesd" && m.stored.get_untracked().complete)
+            .find(|m| m.manifest.family == ModelKind::Taesd && m.stored.get_untracked().complete)
             .map(|m| m.model_ref.clone())
     });
     let request = ToWorker::Generate { model: entry.model_ref.clone(), recipe: this, preview };

@@ -176,3 +176,36 @@ impl<T: Serialize + for<'de> Deserialize<'de>> Envelope<T> {
         Ok(Envelope { id: wire.id, body: wire.body, bytes })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use darkroom_pipeline::{ImageRef, Recipe, Sampler};
+
+    use super::*;
+
+    /// A generation request crosses `postMessage` as JSON: the recipe arrives whole.
+    #[test]
+    fn a_generate_request_round_trips_with_its_recipe() {
+        let recipe = Recipe {
+            model: "sd-turbo".into(),
+            prompt: "a lighthouse <lora:ink:0.5>".into(),
+            negative_prompt: "blurry".into(),
+            seed: Some(42),
+            steps: 3,
+            sampler: Sampler::EulerAncestral,
+            width: 592,
+            height: 440,
+            init: Some(ImageRef::Attachment(0)),
+            mask: Some(ImageRef::Attachment(1)),
+            strength: Some(0.6),
+            ..Recipe::default()
+        };
+        let model =
+            ModelRef { manifest_toml: "id = \"x\"".into(), manifest_file: "x.toml".into(), base: None };
+        let request = ToWorker::Generate { model, recipe, preview: None };
+        let json = serde_json::to_string(&request).unwrap();
+        assert_eq!(serde_json::from_str::<ToWorker>(&json).unwrap(), request);
+        let busy = FromWorker::Error { kind: ErrorKind::Busy, message: "another job".into() };
+        assert_eq!(serde_json::from_str::<FromWorker>(&serde_json::to_string(&busy).unwrap()).unwrap(), busy);
+    }
+}

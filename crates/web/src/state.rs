@@ -53,7 +53,7 @@ impl ModelEntry {
 
     /// Whether this model generates images (TAESD only decodes previews).
     pub fn generates(&self) -> bool {
-        self.manifest.family != "taesd"
+        self.manifest.family.generates()
     }
 
     /// Imported from a local checkpoint (nothing to download).

@@ -490,7 +490,7 @@ pub fn imported_manifest(id: &str, name: &str, base: &crate::Manifest, files: &[
          [license]\nname = \"The checkpoint's own license (it derives from {base_name}: {license})\"\nurl = {url:?}\n\n\
          [source]\nrepo = \"local/{id}\"\nrevision = \"imported\"\n\n",
         base_name = base.name,
-        family = base.family,
+        family = base.family.as_str(),
         license = base.license.name,
         url = base.license.url,
     );

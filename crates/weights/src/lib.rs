@@ -17,7 +17,7 @@ pub mod native;
 #[cfg(all(feature = "testing", not(target_arch = "wasm32")))]
 pub mod testing;
 
-pub use manifest::{FileEntry, Manifest, ManifestError};
+pub use manifest::{FileEntry, Manifest, ManifestError, ModelKind};
 pub use safetensors::{
     decode_f32, Dtype, Header, SafetensorsError, SafetensorsFile, SafetensorsStream, TensorInfo,
 };

@@ -22,8 +22,8 @@ pub struct Manifest {
     pub id: String,
     /// Shown to users.
     pub name: String,
-    /// sd1, sd1-inpainting, sd2, sd-turbo, taesd, test.
-    pub family: String,
+    /// What kind of model this is: `sd1`, `sd1-inpainting`, `sd2`, `sd-turbo`, `taesd`, `test`.
+    pub family: ModelKind,
     #[serde(default)]
     pub description: String,
     /// Approximate download size in bytes (from the parameter counts), shown before the first
@@ -38,6 +38,59 @@ pub struct Manifest {
     #[serde(default)]
     pub quantization: Quantization,
     pub files: Vec<FileEntry>,
+}
+
+/// A manifest's model kind. Everything that depends on it (whether it generates, takes a mask,
+/// can be the base of an SD 1.x checkpoint import) asks this enum, not the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ModelKind {
+    /// Stable Diffusion 1.x.
+    #[serde(rename = "sd1")]
+    Sd1,
+    /// An SD 1.x inpainting UNet (9 input channels).
+    #[serde(rename = "sd1-inpainting")]
+    Sd1Inpainting,
+    /// Stable Diffusion 2.x.
+    #[serde(rename = "sd2")]
+    Sd2,
+    /// SD-Turbo: SD 2.1's architecture distilled for 1–4 steps.
+    #[serde(rename = "sd-turbo")]
+    SdTurbo,
+    /// A TAESD preview decoder: makes no images itself.
+    #[serde(rename = "taesd")]
+    Taesd,
+    /// The tiny test models (SD 1.x layout).
+    #[serde(rename = "test")]
+    Test,
+}
+
+impl ModelKind {
+    /// As a manifest writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Sd1 => "sd1",
+            ModelKind::Sd1Inpainting => "sd1-inpainting",
+            ModelKind::Sd2 => "sd2",
+            ModelKind::SdTurbo => "sd-turbo",
+            ModelKind::Taesd => "taesd",
+            ModelKind::Test => "test",
+        }
+    }
+
+    /// Makes images (TAESD only decodes previews).
+    pub fn generates(self) -> bool {
+        self != ModelKind::Taesd
+    }
+
+    /// A 9-channel inpainting UNet: needs an init image and a mask.
+    pub fn inpainting(self) -> bool {
+        self == ModelKind::Sd1Inpainting
+    }
+
+    /// SD 1.x's layout: the base a single-file SD 1.x checkpoint imports onto.
+    pub fn is_sd1(self) -> bool {
+        matches!(self, ModelKind::Sd1 | ModelKind::Sd1Inpainting | ModelKind::Test)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -103,7 +156,15 @@ impl Manifest {
     /// Parses and checks one manifest; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Manifest, ManifestError> {
         let invalid = |detail: String| ManifestError::Invalid { file: file.to_string(), detail };
-        let m: Manifest = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let m: Manifest = toml::from_str(text).map_err(|e| {
+            // An unknown kind is most likely a model family this version does not run yet.
+            let message = e.to_string();
+            if message.contains("unknown variant") && message.contains("family") {
+                invalid(format!("{message} (a model kind this version of Darkroom does not run)"))
+            } else {
+                invalid(message)
+            }
+        })?;
         let id_ok = !m.id.is_empty()
             && m.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
         if !id_ok {
@@ -196,6 +257,12 @@ mod tests {
             assert!(m.license.url.starts_with("https://"), "{}", m.id);
             assert!(!m.files.is_empty());
         }
+        let kinds: Vec<ModelKind> = all.iter().map(|m| m.family).collect();
+        assert_eq!(kinds, [ModelKind::SdTurbo, ModelKind::Sd1, ModelKind::Sd1Inpainting, ModelKind::Taesd]);
+        assert!(all.iter().all(|m| m.family.generates() != (m.family == ModelKind::Taesd)));
+        let sdxl = BUILTIN[0].1.replace("family = \"sd-turbo\"", "family = \"sdxl\"");
+        let err = Manifest::parse(&sdxl, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("sdxl") && err.contains("does not run"), "{err}");
         let turbo = find("sd-turbo").unwrap();
         assert_eq!(turbo.license.name, "Stability AI Community License");
         let d = turbo.defaults.clone().unwrap();

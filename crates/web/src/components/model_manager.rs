@@ -178,12 +178,7 @@ fn ImportForm() -> impl IntoView {
             .models
             .get()
             .into_iter()
-            .filter(|m| {
-                m.generates()
-                    && m.stored.get().complete
-                    && !m.manifest.family.starts_with("sd-turbo")
-                    && !m.manifest.family.starts_with("sd2")
-            })
+            .filter(|m| m.generates() && m.stored.get().complete && m.manifest.family.is_sd1())
             .collect::<Vec<_>>()
     };
     let pick = move |ev: leptos::ev::Event| {
