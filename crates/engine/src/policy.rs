@@ -32,11 +32,10 @@ pub enum Weights {
     Policy(QuantPolicy),
 }
 
-/// A format name of a manifest's `[quantization]` (`none`, `f32`, `f16`, `q8`, `q4`); `none` and
-/// unknown names keep the stored format.
+/// A format name of a manifest's `[quantization]` (`none`, `f32`, `f16`, `q8`, `q4`); `none`,
+/// `f32` (full precision: as the activations store it) and unknown names keep the stored format.
 fn format(name: &str, stored: WeightFormat) -> WeightFormat {
     match name {
-        "f32" => WeightFormat::F32,
         "f16" => WeightFormat::F16,
         "q8" => WeightFormat::Q8,
         "q4" => WeightFormat::Q4,
