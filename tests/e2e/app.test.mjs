@@ -248,6 +248,29 @@ test('Esc cancels mid-generation and the app stays usable', async () => {
   assert.deepEqual(problems, []);
 });
 
+test('a size the UNet\'s factor does not divide (72x40 on a factor-16 model) makes the CLI\'s image', async () => {
+  const { page, problems } = session;
+  await page.click('#tab-generate');
+  const args = await quickSettings(page, 'a harbour at noon');
+  await setField(page, '#width', 72);
+  await setField(page, '#height', 40);
+  await generateAndWait(page);
+  const ours = await pixels(page, { selector: '#results figure img' });
+  assert.deepEqual([ours.width, ours.height], [72, 40]);
+  const sized = args.map((a, i) => ({ '--width': '72', '--height': '40' })[args[i - 1]] ?? a);
+  const theirs = await pixels(page, { png: cli(['--prompt', 'a harbour at noon', ...sized]) });
+  const worst = maxDiff(ours, theirs);
+  assert.ok(worst <= 2, `72x40: browser vs CLI worst pixel ${worst}/255`);
+  // And a size that is not a multiple of 8 is refused by the recipe's rule, naming the fix.
+  await setField(page, '#width', 70);
+  await page.keyboard.press('Control+Enter');
+  await page.waitForSelector('#generate-error');
+  assert.match(await page.textContent('#generate-error'), /multiples of 8.*pick a preset/s);
+  await setField(page, '#width', 64);
+  await setField(page, '#height', 48);
+  assert.deepEqual(problems, []);
+});
+
 test('a LoRA imported in the Models tab applies through its prompt tag as the CLI applies it', async () => {
   const { page, problems } = session;
   const loraDir = path.join(FIXTURES, 'lora');
