@@ -4,10 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use darkroom_weights::checkpoint::{
-    import_checkpoint, imported_manifest, model_id, store_file, ByteSource, CheckpointError, Layout,
-    BASE_FILES, IMPORTED_MANIFEST,
-};
+use darkroom_weights::checkpoint::{model_id, ByteSource, CheckpointError, IMPORTED_MANIFEST};
 use darkroom_weights::fetch::{fetch_model, ChunkStore, FetchOptions, FetchProgress, DEFAULT_CHUNK};
 use darkroom_weights::manifest;
 use darkroom_weights::native::{default_cache_dir, FolderStore, HttpSource};
@@ -237,6 +234,15 @@ pub fn run(args: ModelsArgs) -> Result<(), Failure> {
 }
 
 /// A checkpoint file read in ranges.
+/// A base model's diffusers folder.
+struct FolderFiles(PathBuf);
+
+impl darkroom_engine::imports::BaseFiles for FolderFiles {
+    async fn read(&self, path: &str) -> Result<Option<Vec<u8>>, darkroom_engine::EngineError> {
+        Ok(std::fs::read(self.0.join(path)).ok())
+    }
+}
+
 struct CheckpointFile {
     file: std::sync::Mutex<std::fs::File>,
     len: u64,
@@ -313,24 +319,9 @@ fn import(
         (PathBuf::from(base), m)
     } else {
         let manifest = find(all, base)?;
-        if !manifest.family.is_sd1() {
-            return Err(usage(format!(
-                "{} is a model of kind {}; a single-file SD 1.x checkpoint imports onto an SD 1.x base such as sd-1.5",
-                manifest.id,
-                manifest.family.as_str()
-            )));
-        }
+        darkroom_engine::imports::check_base(&manifest)?;
         (resolve(base, Some(&store.root))?, manifest)
     };
-    let read = |p: &str| std::fs::read(base_dir.join(p));
-    let text = |p: &str| {
-        read(p)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| fail(format!("the base model has no {p}")))
-    };
-    let layout = Layout::from_configs(&text("unet/config.json")?, &text("vae/config.json")?)
-        .map_err(|e| fail(e.to_string()))?;
     let source = CheckpointFile { file: std::sync::Mutex::new(opened), len };
     let started = std::time::Instant::now();
     let mut progress = |done: u64, total: u64| {
@@ -340,36 +331,22 @@ fn import(
             let _ = std::io::stderr().flush();
         }
     };
-    let imported = pollster::block_on(import_checkpoint(
+    let imported = pollster::block_on(darkroom_engine::imports::import(
         &source,
+        &file.display().to_string(),
         store,
+        &base_manifest,
+        &FolderFiles(base_dir),
         &id,
-        &layout,
-        DEFAULT_CHUNK,
+        &stem,
         &mut progress,
         &|| false,
-    ))
-    .map_err(|e| Failure {
-        usage: !matches!(e, CheckpointError::Store(_)),
-        message: format!("{}: {e}", file.display()),
-    })?;
+    ))?;
     if !quiet {
         eprintln!();
     }
-    let mut files = imported.files.clone();
-    for path in BASE_FILES {
-        if let Ok(bytes) = read(path) {
-            pollster::block_on(store_file(store, &format!("{id}/{path}"), &bytes, DEFAULT_CHUNK))
-                .map_err(|e| fail(e.to_string()))?;
-            files.push((path.to_string(), bytes.len() as u64));
-        }
-    }
-    files.sort();
-    let toml = imported_manifest(&id, &stem, &base_manifest, &files);
-    Manifest::parse(&toml, IMPORTED_MANIFEST)
-        .map_err(|e| fail(format!("the imported model's manifest: {e}")))?;
     let path = store.model_dir(&id).join(IMPORTED_MANIFEST);
-    std::fs::write(&path, toml).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    std::fs::write(&path, &imported.manifest_toml).map_err(|e| fail(format!("{}: {e}", path.display())))?;
     if imported.skipped > 0 {
         println!(
             "left out {} tensors a pipeline does not use (EMA weights, training state)",

@@ -17,6 +17,9 @@ pub enum EngineError {
     /// No usable GPU, a missing feature or limit, or an error the GPU reported.
     #[error("{0}")]
     Gpu(String),
+    /// Writing to or reading from the model store failed (a full disk, an exceeded quota).
+    #[error("{0}")]
+    Storage(String),
 }
 
 impl EngineError {

@@ -8,12 +8,14 @@
 //! - [`loras`]: a recipe's `<lora:…>` tags resolved to checked LoRA files, and their identity.
 //! - [`ModelCache`]: the loaded model, keyed by (model, precision, LoRAs), so a changed key
 //!   frees the old model before the next loads.
+//! - [`imports::import`]: a single-file checkpoint into the model store, on a base's configs.
 //! - [`job::generate`]: a recipe's batch count as runs, with progress and cancellation.
 //! - [`EngineError`]: what failed, by kind — the CLI's exit codes and the worker's error kinds
 //!   come from it, never from matching message strings.
 
 mod cache;
 mod error;
+pub mod imports;
 pub mod job;
 pub mod loras;
 pub mod policy;

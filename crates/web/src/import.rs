@@ -4,10 +4,10 @@
 //! tokenizer and a manifest of its own, so it lists, loads and deletes like any model.
 //! Nothing is uploaded: the bytes go from the disk into this browser's storage.
 
+use darkroom_engine::imports::BaseFiles;
+use darkroom_engine::EngineError;
 use darkroom_weights::browser::IdbStore;
-use darkroom_weights::checkpoint::{
-    import_checkpoint, imported_manifest, store_file, ByteSource, CheckpointError, Layout, BASE_FILES,
-};
+use darkroom_weights::checkpoint::{store_file, ByteSource, CheckpointError};
 use darkroom_weights::fetch::{ChunkStore, DEFAULT_CHUNK};
 use darkroom_weights::Manifest;
 use wasm_bindgen_futures::JsFuture;
@@ -54,6 +54,18 @@ pub async fn imported_manifests() -> Vec<(String, String)> {
     out
 }
 
+/// A downloaded base model's files in the browser's store.
+struct StoredBase<'a> {
+    store: &'a IdbStore,
+    id: &'a str,
+}
+
+impl BaseFiles for StoredBase<'_> {
+    async fn read(&self, path: &str) -> Result<Option<Vec<u8>>, EngineError> {
+        stored_file(self.store, &format!("{}/{path}", self.id)).await.map_err(EngineError::Storage)
+    }
+}
+
 /// Imports `file` as model `id` on `base`'s configs; returns the new model's manifest text.
 pub async fn import(
     file: web_sys::File,
@@ -63,41 +75,24 @@ pub async fn import(
     cancelled: &dyn Fn() -> bool,
 ) -> Result<String, String> {
     let store = IdbStore::open().await.map_err(|e| e.to_string())?;
-    let base_file = |path: &'static str| {
-        let key = format!("{}/{path}", base.id);
-        let store = &store;
-        async move { stored_file(store, &key).await }
-    };
-    let text = |bytes: Option<Vec<u8>>, what: &str| {
-        bytes
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .ok_or_else(|| format!("{} has no {what}: download it first", base.name))
-    };
-    let layout = Layout::from_configs(
-        &text(base_file("unet/config.json").await?, "unet/config.json")?,
-        &text(base_file("vae/config.json").await?, "vae/config.json")?,
-    )
-    .map_err(|e| e.to_string())?;
     let name = file.name();
-    let source = BlobSource(file);
-    let imported = import_checkpoint(&source, &store, id, &layout, DEFAULT_CHUNK, progress, cancelled)
-        .await
-        .map_err(|e| format!("{name}: {e}"))?;
-    let mut files = imported.files;
-    for path in BASE_FILES {
-        if let Some(bytes) = base_file(path).await? {
-            store_file(&store, &format!("{id}/{path}"), &bytes, DEFAULT_CHUNK)
-                .await
-                .map_err(|e| e.to_string())?;
-            files.push((path.to_string(), bytes.len() as u64));
-        }
-    }
-    files.sort();
-    let display = name.strip_suffix(".safetensors").unwrap_or(&name);
-    let toml = imported_manifest(id, display, base, &files);
-    Manifest::parse(&toml, MANIFEST_FILE).map_err(|e| e.to_string())?;
-    store_file(&store, &format!("{id}/{MANIFEST_FILE}"), toml.as_bytes(), DEFAULT_CHUNK)
+    let display = name.strip_suffix(".safetensors").unwrap_or(&name).to_string();
+    let base_files = StoredBase { store: &store, id: &base.id };
+    let imported = darkroom_engine::imports::import(
+        &BlobSource(file),
+        &name,
+        &store,
+        base,
+        &base_files,
+        id,
+        &display,
+        progress,
+        cancelled,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    store_file(&store, &format!("{id}/{MANIFEST_FILE}"), imported.manifest_toml.as_bytes(), DEFAULT_CHUNK)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(toml)
+    Ok(imported.manifest_toml)
 }

@@ -149,6 +149,7 @@ fn failure(e: EngineError) -> Failure {
         EngineError::Input { .. } => ErrorKind::Input,
         EngineError::Model(_) => ErrorKind::Model,
         EngineError::Gpu(_) => ErrorKind::Gpu,
+        EngineError::Storage(_) => ErrorKind::Download,
     };
     (kind, e.to_string())
 }
