@@ -176,6 +176,10 @@ impl LoraSource for FileLoras {
             self.path(name).display()
         )
     }
+
+    async fn identity_of(&self, _name: &str, bytes: &[u8]) -> Result<Option<String>, EngineError> {
+        Ok(Some(short_hash(bytes)))
+    }
 }
 
 /// `--lora FILE[:SCALE]` flags as prompt tags (so the PNG records them), and where every tag's

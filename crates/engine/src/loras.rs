@@ -21,6 +21,12 @@ pub trait LoraSource {
     async fn read(&self, name: &str) -> Result<Option<Vec<u8>>, EngineError>;
     /// What to tell the user when a tag names a LoRA this source lacks.
     fn missing(&self, name: &str) -> String;
+
+    /// The identity of a LoRA whose bytes were just read. By default [`Self::identity`]; a source
+    /// that can only hash the bytes overrides it so they are not read a second time.
+    async fn identity_of(&self, name: &str, _bytes: &[u8]) -> Result<Option<String>, EngineError> {
+        self.identity(name).await
+    }
 }
 
 fn missing(source: &impl LoraSource, name: &str) -> EngineError {
@@ -43,8 +49,8 @@ pub async fn key(source: &impl LoraSource, tags: &[LoraTag]) -> Result<String, E
 pub async fn resolve(source: &impl LoraSource, tags: &[LoraTag]) -> Result<Vec<AppliedLora>, EngineError> {
     let mut out = Vec::new();
     for tag in tags {
-        let id = source.identity(&tag.name).await?.ok_or_else(|| missing(source, &tag.name))?;
         let bytes = source.read(&tag.name).await?.ok_or_else(|| missing(source, &tag.name))?;
+        let id = source.identity_of(&tag.name, &bytes).await?.ok_or_else(|| missing(source, &tag.name))?;
         let lora = Lora::from_bytes(bytes).map_err(|e| EngineError::Input {
             field: Some("prompt"),
             message: format!("LoRA `{}`: {e}", tag.name),
