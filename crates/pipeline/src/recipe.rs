@@ -17,6 +17,8 @@ pub const MAX_PROMPT_CHARS: usize = 20_000;
 pub const MAX_SIDE: usize = 4096;
 pub const MAX_STEPS: usize = 150;
 pub const MAX_CFG: f32 = 100.0;
+/// img2img's strength when a recipe names none (A1111's and diffusers' default).
+pub const IMG2IMG_STRENGTH: f64 = 0.75;
 /// Images per run (one UNet batch).
 pub const MAX_BATCH_SIZE: usize = 64;
 /// Runs one after another.
@@ -252,7 +254,7 @@ impl Recipe {
             (_, None) => 1.0,
             (Some(s), Some(_)) => s,
             (None, Some(_)) if self.mask.is_some() || self.outpaint.is_some() => 1.0,
-            (None, Some(_)) => 0.75,
+            (None, Some(_)) => IMG2IMG_STRENGTH,
         }
     }
 

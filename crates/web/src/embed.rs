@@ -19,7 +19,7 @@ use crate::components::model_manager::start_download;
 use crate::generation;
 use crate::state::{human_bytes, png_url, AppState, InitImage};
 use crate::storage_access::{self, FirstParty};
-use darkroom_pipeline::recipe::MAX_PROMPT_CHARS;
+use darkroom_pipeline::recipe::{IMG2IMG_STRENGTH, MAX_PROMPT_CHARS};
 use darkroom_pipeline::{ImageRef, ModelInfo};
 
 pub const VERSION: f64 = 1.0;
@@ -212,7 +212,7 @@ fn apply(state: AppState, params: &JsValue) -> Result<(), String> {
     let mut run = recipe.clone();
     run.init = init.is_some().then_some(ImageRef::Attachment(0));
     run.mask = mask.is_some().then_some(ImageRef::Attachment(1));
-    run.strength = strength.or(init.is_some().then_some(0.75));
+    run.strength = strength.or(init.is_some().then_some(IMG2IMG_STRENGTH));
     let model = state
         .selected_model()
         .map(|m| generation::model_info(&m))

@@ -3,6 +3,7 @@
 //! value, so the state is `Copy` and components take what they need.
 
 use darkroom_pipeline::metadata::GenerationParams;
+use darkroom_pipeline::recipe::IMG2IMG_STRENGTH;
 use darkroom_pipeline::{Recipe, Sampler};
 use darkroom_weights::Manifest;
 use leptos::prelude::*;
@@ -150,7 +151,11 @@ impl Settings {
             height: Field::new(recipe, |r| r.height, |r, v| r.height = v),
             batch_size: Field::new(recipe, |r| r.batch_size, |r, v| r.batch_size = v),
             batch_count: Field::new(recipe, |r| r.batch_count, |r, v| r.batch_count = v),
-            strength: Field::new(recipe, |r| r.strength.unwrap_or(0.75), |r, v| r.strength = Some(v)),
+            strength: Field::new(
+                recipe,
+                |r| r.strength.unwrap_or(IMG2IMG_STRENGTH),
+                |r, v| r.strength = Some(v),
+            ),
             init: RwSignal::new(None),
             inpaint: RwSignal::new(false),
             mask_png: RwSignal::new(None),
