@@ -86,9 +86,27 @@ pub fn build_web(dev: bool) -> Result<()> {
     run(Command::new("cargo").args(["fetch"]))?;
     run(Command::new("trunk").args(["build"]))?;
     if dev {
+        write_dev_index()?;
         run(Command::new("trunk").args(["build", "www/dev/index.html", "--dist", "dist/dev"]))?;
     }
     Ok(())
+}
+
+/// www/dev/index.html (not committed): the product's page one folder down, its Rust build with
+/// the `dev-pages` feature, so the two pages cannot drift apart.
+fn write_dev_index() -> Result<()> {
+    let www = root().join("www");
+    let page = std::fs::read_to_string(www.join("index.html")).map_err(|e| format!("www/index.html: {e}"))?;
+    let rust = r#"<link data-trunk rel="rust" href="../crates/web""#;
+    if !page.contains(rust) {
+        return Err(format!("www/index.html has no `{rust}` line to build the developer pages from"));
+    }
+    let dev = page
+        .replace(r#"<link data-trunk rel="copy-file" href=""#, r#"<link data-trunk rel="copy-file" href="../"#)
+        .replace(rust, r#"<link data-trunk rel="rust" data-cargo-features="dev-pages" href="../../crates/web""#)
+        .replace("<title>Darkroom</title>", "<title>Darkroom (developer pages)</title>");
+    std::fs::create_dir_all(www.join("dev")).map_err(|e| format!("www/dev: {e}"))?;
+    std::fs::write(www.join("dev/index.html"), dev).map_err(|e| format!("www/dev/index.html: {e}"))
 }
 
 fn serve_command(args: &[String]) -> Result<()> {
