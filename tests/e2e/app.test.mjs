@@ -26,10 +26,25 @@ const TMP = mkdtempSync(path.join(tmpdir(), 'darkroom-app-'));
 let browser;
 let session;
 const requests = [];
+/// Every read-write IndexedDB transaction the page itself (not a worker) opened.
+const pageWrites = [];
+
+/// Reports the page's read-write IndexedDB transactions: the worker is to be the only writer.
+function watchPageWrites() {
+  const open = IDBDatabase.prototype.transaction;
+  IDBDatabase.prototype.transaction = function (stores, mode, ...rest) {
+    if (mode === 'readwrite') window.darkroomPageWrite(`${this.name}: ${[].concat(stores).join(',')}`);
+    return open.call(this, stores, mode, ...rest);
+  };
+}
 
 before(async () => {
   browser = await launch();
-  session = await openPage(browser, { query: QUERY });
+  session = await openPage(browser, {
+    query: QUERY,
+    initScript: watchPageWrites,
+    functions: { darkroomPageWrite: (what) => pageWrites.push(what) },
+  });
   const record = (r) => requests.push({ url: r.url(), body: r.postData() ?? '' });
   session.context.on('request', record);
 });
@@ -478,6 +493,19 @@ test('privacy: every request of the session stayed on the page origin and none c
   session.problems.splice(0, session.problems.length, ...session.problems.filter((p) => !refused(p)));
 });
 
+test('the worker is the only writer of the browser\'s stores: downloads, imports, the gallery and deletions', async () => {
+  const { page } = session;
+  // Deleting from the gallery goes through the worker too.
+  await page.click('#tab-gallery');
+  await page.waitForSelector('#gallery .gallery-item');
+  const before = await page.locator('#gallery .gallery-item').count();
+  await page.click('#gallery .gallery-item button.delete');
+  await page.waitForFunction((n) => document.querySelectorAll('#gallery .gallery-item').length === n, before - 1,
+    { timeout: 30_000 });
+  // Everything above downloaded, imported, generated into the gallery and deleted.
+  assert.deepEqual(pageWrites, []);
+});
+
 test('a damaged model says so, and Delete all empties the model store', async () => {
   const { page, problems } = session;
   // A stored file whose length no longer matches the manifest's.
@@ -494,6 +522,8 @@ test('a damaged model says so, and Delete all empties the model store', async ()
       tx.onerror = () => reject(tx.error);
     };
   }));
+  // That write was the test's own; from here on the page writes nothing.
+  pageWrites.length = 0;
   await page.reload();
   await page.click('#tab-models');
   await page.waitForSelector('[data-model="tiny-sd"][data-state="corrupt"]', { timeout: 30_000 });
@@ -504,6 +534,7 @@ test('a damaged model says so, and Delete all empties the model store', async ()
   await page.waitForFunction(() => [...document.querySelectorAll('.model')].every((m) => m.dataset.state === 'absent'),
     null, { timeout: 30_000 });
   await page.screenshot({ path: path.join(ARTIFACTS, 'app-models-deleted.png'), fullPage: true });
+  assert.deepEqual(pageWrites, [], 'Delete all went through the worker');
   // A reload aborts the old page's requests in flight; nothing else may have gone wrong.
   assert.deepEqual(problems.filter((p) => !p.includes('net::ERR_ABORTED')), []);
 });

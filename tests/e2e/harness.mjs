@@ -48,7 +48,7 @@ export async function launchPersistent({ extraArgs = [], preferences = {} } = {}
 /// A page that records console errors and failed requests, so a test can assert there were none.
 /// `bypassCSP` is for the developer check pages that download from a second local origin, which
 /// the app's Content-Security-Policy (rightly) forbids.
-export async function openPage(browser, { initScript, query = '', bypassCSP = false } = {}) {
+export async function openPage(browser, { initScript, query = '', bypassCSP = false, functions = {} } = {}) {
   const context = await browser.newContext({ viewport: { width: 1100, height: 900 }, bypassCSP });
   const page = await context.newPage();
   const problems = [];
@@ -63,6 +63,7 @@ export async function openPage(browser, { initScript, query = '', bypassCSP = fa
     if (r.status() >= 400) problems.push(`HTTP ${r.status()} for ${r.url()}`);
   });
   page.on('requestfailed', (r) => problems.push(`request failed: ${r.url()} (${r.failure()?.errorText})`));
+  for (const [name, f] of Object.entries(functions)) await page.exposeFunction(name, f);
   if (initScript) await page.addInitScript(initScript);
   await page.goto(APP_URL + query);
   return { context, page, problems };

@@ -20,6 +20,10 @@ pub enum EngineError {
     /// Writing to or reading from the model store failed (a full disk, an exceeded quota).
     #[error("{0}")]
     Storage(String),
+    /// The GPU device is gone (driver reset, the browser reclaiming it): the front end drops the
+    /// device and every model on it, and the next job opens a new one.
+    #[error("the GPU device was lost ({0}); running again opens it anew and reloads the model")]
+    DeviceLost(String),
 }
 
 impl EngineError {
@@ -30,7 +34,10 @@ impl EngineError {
 
 impl From<GpuError> for EngineError {
     fn from(e: GpuError) -> Self {
-        EngineError::Gpu(e.to_string())
+        match e {
+            GpuError::DeviceLost(why) => EngineError::DeviceLost(why),
+            e => EngineError::Gpu(e.to_string()),
+        }
     }
 }
 
@@ -62,5 +69,12 @@ mod tests {
         assert!(matches!(EngineError::from(PipelineError::Files("no unet".into())), EngineError::Model(_)));
         let gpu = GpuError::Validation("out of memory".into());
         assert!(matches!(EngineError::from(PipelineError::Gpu(gpu)), EngineError::Gpu(_)));
+        let lost = GpuError::DeviceLost("destroyed".into());
+        assert_eq!(
+            EngineError::from(PipelineError::Gpu(lost.clone())),
+            EngineError::DeviceLost("destroyed".into())
+        );
+        let in_model = PipelineError::Model(darkroom_models::ModelError::Gpu(lost));
+        assert_eq!(EngineError::from(in_model), EngineError::DeviceLost("destroyed".into()));
     }
 }

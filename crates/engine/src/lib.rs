@@ -6,11 +6,12 @@
 //!
 //! - [`policy`]: which activations and weight formats a model runs with on this adapter.
 //! - [`loras`]: a recipe's `<lora:…>` tags resolved to checked LoRA files, and their identity.
-//! - [`ModelCache`]: the loaded model, keyed by (model, precision, LoRAs), so a changed key
-//!   frees the old model before the next loads.
+//! - [`ModelCache`]: loaded models, keyed by (model, source, precision, LoRAs), kept within a
+//!   byte budget of GPU memory ([`policy::model_budget`]), least recently used out first.
 //! - [`imports::import`]: a single-file checkpoint into the model store, on a base's configs.
 //! - [`job::generate`]: a recipe's batch count as runs, with progress and cancellation.
-//! - [`EngineError`]: what failed, by kind — the CLI's exit codes and the worker's error kinds
+//! - [`EngineError`]: what failed, by kind (a lost GPU device is its own kind, after which the
+//!   front end opens a new device) — the CLI's exit codes and the worker's error kinds
 //!   come from it, never from matching message strings.
 
 mod cache;

@@ -89,6 +89,17 @@ pub fn describe(precision: &Precision) -> String {
     format!("{:?} activations, {:?}/{:?} weights", precision.activations, w.linear, w.conv).to_lowercase()
 }
 
+/// How many bytes of loaded models the model cache may keep on an adapter: 6 GiB on a discrete
+/// GPU (two SD 1.x/2.x models, or one with its LoRA variants, stay loaded), else 0 — one model
+/// at a time — where the GPU's memory is shared with the system or unknown (integrated GPUs,
+/// software adapters, browsers, which do not report the device type).
+pub fn model_budget(device_type: &str) -> u64 {
+    match device_type {
+        "DiscreteGpu" => 6 << 30,
+        _ => 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

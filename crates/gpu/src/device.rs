@@ -105,6 +105,8 @@ pub struct Gpu {
     pending: Mutex<Option<wgpu::CommandEncoder>>,
     /// Errors the device reported outside any error scope; surfaced by the next readback.
     uncaptured: Arc<Mutex<Option<String>>>,
+    /// Why the device was lost, once it is.
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 impl Gpu {
@@ -142,6 +144,18 @@ impl Gpu {
             slot.get_or_insert_with(|| e.to_string());
         }));
 
+        let lost = Arc::new(Mutex::new(None));
+        let sink = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            let why = match reason {
+                wgpu::DeviceLostReason::Destroyed => "destroyed".to_string(),
+                wgpu::DeviceLostReason::Unknown if message.is_empty() => "no reason given".to_string(),
+                wgpu::DeviceLostReason::Unknown => message,
+            };
+            slot.get_or_insert(why);
+        });
+
         let info = adapter.get_info();
         let granted = device.features();
         let capabilities = Capabilities {
@@ -168,6 +182,7 @@ impl Gpu {
             pool: BufferPool::default(),
             pending: Mutex::new(None),
             uncaptured,
+            lost,
         })
     }
 
@@ -182,6 +197,9 @@ impl Gpu {
     /// The compute pipeline for a shader variant, created once and cached. A variant that does
     /// not preprocess is a bug in its wrapper, reported as a validation error.
     pub fn pipeline(&self, variant: &Variant) -> Result<wgpu::ComputePipeline, GpuError> {
+        if let Some(why) = self.lost() {
+            return Err(GpuError::DeviceLost(why));
+        }
         let key = variant.key();
         let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = cache.get(&key) {
@@ -264,12 +282,37 @@ impl Gpu {
 
     /// A small uniform buffer holding `params`.
     pub(crate) fn uniform<T: bytemuck::Pod>(&self, params: &T) -> wgpu::Buffer {
-        use wgpu::util::DeviceExt;
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("params"),
-            contents: bytemuck::bytes_of(params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        })
+        self.buffer_with("params", bytemuck::bytes_of(params), wgpu::BufferUsages::UNIFORM)
+    }
+
+    /// A buffer holding `contents` (at least 4 bytes, zero-padded to a multiple of 4). Written
+    /// through the queue rather than mapped at creation, so a lost device yields an unusable
+    /// buffer and a `DeviceLost` at the next readback instead of a panic in wgpu.
+    pub(crate) fn buffer_with(
+        &self,
+        label: &str,
+        contents: &[u8],
+        usage: wgpu::BufferUsages,
+    ) -> wgpu::Buffer {
+        let size = (contents.len().max(4) as u64).next_multiple_of(4);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: usage | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if self.lost().is_none() {
+            let whole = contents.len() / 4 * 4;
+            if whole > 0 {
+                self.queue.write_buffer(&buffer, 0, &contents[..whole]);
+            }
+            if whole < contents.len() {
+                let mut tail = [0u8; 4];
+                tail[..contents.len() - whole].copy_from_slice(&contents[whole..]);
+                self.queue.write_buffer(&buffer, whole as u64, &tail);
+            }
+        }
+        buffer
     }
 
     pub(crate) fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
@@ -322,13 +365,43 @@ impl Gpu {
         self.pool.reset_peak();
     }
 
-    /// The first error the device reported outside an error scope since the last call, if any.
+    /// The first error the device reported outside an error scope since the last call, if any;
+    /// a lost device is reported as such before anything else.
     pub fn take_error(&self) -> Result<(), GpuError> {
+        if let Some(why) = self.lost() {
+            return Err(GpuError::DeviceLost(why));
+        }
         let mut slot = self.uncaptured.lock().unwrap_or_else(|p| p.into_inner());
         match slot.take() {
             Some(message) => Err(GpuError::Validation(message)),
             None => Ok(()),
         }
+    }
+
+    /// Why the device was lost, if it was.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// `e`, or `DeviceLost` when the device is gone (whatever failed then failed because of it).
+    pub fn explain(&self, e: GpuError) -> GpuError {
+        match self.lost() {
+            Some(why) => GpuError::DeviceLost(why),
+            None => e,
+        }
+    }
+
+    /// Destroys the device, as a driver reset would: every later use fails with `DeviceLost`.
+    /// For tests of the recovery paths, and for giving the GPU back at once.
+    pub fn destroy(&self) {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.device.destroy();
+        // wgpu reports a destroyed device's loss from its next poll.
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = self.device.poll(wgpu::PollType::Poll);
+        }
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| "destroyed".into());
     }
 
     /// Waits for submitted work natively; in the browser the event loop drives completion, so

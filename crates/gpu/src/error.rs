@@ -24,4 +24,9 @@ pub enum GpuError {
 
     #[error("reading a result back from the GPU failed: {0}")]
     Readback(String),
+
+    /// The device is gone (a driver reset, the browser reclaiming the GPU, `destroy`): nothing
+    /// made on it can be used again; open a new one and load the model again.
+    #[error("the GPU device was lost ({0}): it has to be opened again")]
+    DeviceLost(String),
 }

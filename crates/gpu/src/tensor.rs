@@ -129,6 +129,9 @@ impl Tensor {
 /// Copies the first `bytes` of `buffer` to the CPU after submitting all recorded work, and
 /// reports any error the device raised meanwhile.
 pub(crate) async fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>, GpuError> {
+    if let Some(why) = gpu.lost() {
+        return Err(GpuError::DeviceLost(why));
+    }
     let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("readback"),
         size: bytes,
@@ -145,10 +148,12 @@ pub(crate) async fn read_buffer(gpu: &Gpu, buffer: &wgpu::Buffer, bytes: u64) ->
     });
     gpu.poll_wait();
     rx.await
-        .map_err(|_| GpuError::Readback("the device was lost before the mapping finished".into()))?
-        .map_err(|e| GpuError::Readback(e.to_string()))?;
+        .map_err(|_| {
+            gpu.explain(GpuError::Readback("the device was lost before the mapping finished".into()))
+        })?
+        .map_err(|e| gpu.explain(GpuError::Readback(e.to_string())))?;
     gpu.take_error()?;
-    let view = slice.get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
+    let view = slice.get_mapped_range().map_err(|e| gpu.explain(GpuError::Readback(e.to_string())))?;
     let data = view.to_vec();
     drop(view);
     staging.unmap();

@@ -4,8 +4,6 @@
 //! grants more) is split by rows into parts that each fit one binding; kernels run once per
 //! part, each writing its own slice of the output.
 
-use wgpu::util::DeviceExt;
-
 use crate::device::Gpu;
 use crate::error::GpuError;
 use crate::quant::{PackedWeight, WeightFormat};
@@ -85,11 +83,7 @@ impl Weight {
 
         let storage = |label: &str, contents: &[u8]| {
             gpu.count_weight_bytes(contents.len() as u64);
-            gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: if contents.is_empty() { &[0u8; 4] } else { contents },
-                usage: wgpu::BufferUsages::STORAGE,
-            })
+            gpu.buffer_with(label, contents, wgpu::BufferUsages::STORAGE)
         };
         let mut parts = Vec::new();
         let mut first_row = 0;
@@ -149,11 +143,8 @@ impl Weight {
         for part in &mut self.parts {
             let slice = &bias[part.first_row..part.first_row + part.rows];
             gpu.count_weight_bytes(std::mem::size_of_val(slice) as u64);
-            part.bias = Some(gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("bias"),
-                contents: if slice.is_empty() { &[0u8; 4] } else { bytemuck::cast_slice(slice) },
-                usage: wgpu::BufferUsages::STORAGE,
-            }));
+            part.bias =
+                Some(gpu.buffer_with("bias", bytemuck::cast_slice(slice), wgpu::BufferUsages::STORAGE));
         }
         self.has_bias = true;
         Ok(())

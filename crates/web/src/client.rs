@@ -13,7 +13,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{MessageEvent, MessagePort, Worker, WorkerOptions, WorkerType};
 
-use crate::protocol::{Envelope, ErrorKind, FromWorker, ToWorker};
+use crate::protocol::{Envelope, ErrorKind, FromWorker, StoreOp, StoreReply, ToWorker};
 
 type Handler = Box<dyn FnMut(Envelope<FromWorker>)>;
 
@@ -148,6 +148,42 @@ impl WorkerClient {
         id
     }
 
+    /// A change to the browser's stores (the worker is their only writer), with the files it
+    /// takes; `handler` sees its progress and then its `Stored` reply or error.
+    pub fn store(
+        &self,
+        op: StoreOp,
+        files: Vec<web_sys::Blob>,
+        handler: impl FnMut(Envelope<FromWorker>) + 'static,
+    ) -> u32 {
+        let id = self.inner.next_id.get();
+        self.inner.next_id.set(id + 1);
+        self.inner.handlers.borrow_mut().insert(id, Box::new(handler));
+        self.send(Envelope::with_files(id, ToWorker::Store(op), files));
+        id
+    }
+
+    /// `store` for a change whose progress does not matter: `done` gets the reply or the error
+    /// in words.
+    pub fn store_then(
+        &self,
+        op: StoreOp,
+        files: Vec<web_sys::Blob>,
+        done: impl FnOnce(Result<StoreReply, String>) + 'static,
+    ) -> u32 {
+        let mut done = Some(done);
+        self.store(op, files, move |message| {
+            let outcome = match message.body {
+                FromWorker::Stored(reply) => Ok(reply),
+                FromWorker::Error { message, .. } => Err(message),
+                _ => return,
+            };
+            if let Some(done) = done.take() {
+                done(outcome);
+            }
+        })
+    }
+
     pub fn cancel(&self, target: u32) {
         let id = self.inner.next_id.get();
         self.inner.next_id.set(id + 1);
@@ -171,6 +207,7 @@ fn is_final(body: &FromWorker) -> bool {
             | FromWorker::Error { .. }
             | FromWorker::Loaded { .. }
             | FromWorker::Downloaded
+            | FromWorker::Stored(_)
     )
 }
 

@@ -4,9 +4,7 @@
 use darkroom_pipeline::{ImageRef, ModelInfo, Recipe, Sampler};
 use darkroom_weights::ModelKind;
 use leptos::prelude::*;
-use leptos::task::spawn_local;
 
-use crate::gallery::{Entry, Gallery};
 use crate::protocol::{ErrorKind, FromWorker, ToWorker};
 use crate::state::{encode_png, png_url, AppState, ModelEntry, ResultImage, Run};
 
@@ -143,8 +141,10 @@ fn run_batch(
             .find(|m| m.manifest.family == ModelKind::Taesd && m.stored.get_untracked().complete)
             .map(|m| m.model_ref.clone())
     });
-    let request = ToWorker::Generate { model: entry.model_ref.clone(), recipe: this, preview };
     let model_name = entry.manifest.id.clone();
+    // The worker keeps the images in the gallery before it answers.
+    let keep = Some(model_name.clone());
+    let request = ToWorker::Generate { model: entry.model_ref.clone(), recipe: this, preview, keep };
     let next = (worker.clone(), entry, recipe, bytes.clone());
     let id = worker.request(request, bytes, move |message| match message.body {
         FromWorker::Progress { stage, step, total, bytes, bytes_total, .. } => {
@@ -181,8 +181,7 @@ fn run_batch(
                 });
             }
         }
-        FromWorker::Result { images, .. } => {
-            let mut entries = Vec::new();
+        FromWorker::Result { images, gallery_error, .. } => {
             for (info, png) in images.iter().zip(message.bytes) {
                 state.last_seed.set(Some(info.seed));
                 let image = ResultImage {
@@ -193,18 +192,12 @@ fn run_batch(
                     height: info.height,
                     png,
                 };
-                entries.push(Entry {
-                    key: 0,
-                    time: js_sys::Date::now(),
-                    model: model_name.clone(),
-                    infotext: image.infotext.clone(),
-                    width: image.width,
-                    height: image.height,
-                    png: image.png.clone(),
-                });
                 state.results.update(|list| list.push(image));
             }
-            save(state, entries);
+            if let Some(e) = gallery_error {
+                state.error.set(Some(format!("The image was made but could not be kept in the gallery: {e}")));
+            }
+            state.gallery_version.update(|v| *v += 1);
             if index + 1 < count {
                 let (worker, entry, recipe, bytes) = next.clone();
                 run_batch(state, worker, entry, recipe, bytes, index + 1);
@@ -253,23 +246,6 @@ fn explain(kind: ErrorKind, message: &str) -> String {
         ErrorKind::Busy => format!("{message}."),
         ErrorKind::Other => message.to_string(),
     }
-}
-
-fn save(state: AppState, entries: Vec<Entry>) {
-    spawn_local(async move {
-        let outcome = async {
-            let gallery = Gallery::open().await?;
-            for entry in &entries {
-                gallery.add(entry).await?;
-            }
-            Ok::<_, String>(())
-        }
-        .await;
-        if let Err(e) = outcome {
-            state.error.set(Some(format!("The image was made but could not be kept in the gallery: {e}")));
-        }
-        state.gallery_version.update(|v| *v += 1);
-    });
 }
 
 /// Size presets by aspect ratio around a model's native side (multiples of 8).

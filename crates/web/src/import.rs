@@ -15,7 +15,7 @@ use wasm_bindgen_futures::JsFuture;
 /// Where an imported model keeps its manifest in the store.
 pub use darkroom_weights::checkpoint::IMPORTED_MANIFEST as MANIFEST_FILE;
 
-struct BlobSource(web_sys::File);
+struct BlobSource(web_sys::Blob);
 
 impl ByteSource for BlobSource {
     fn len(&self) -> u64 {
@@ -66,21 +66,22 @@ impl BaseFiles for StoredBase<'_> {
     }
 }
 
-/// Imports `file` as model `id` on `base`'s configs; returns the new model's manifest text.
+/// Imports `file` (named `name` on the disk) as model `id` on `base`'s configs; returns the new
+/// model's manifest text. The worker runs it (it is the stores' only writer).
 pub async fn import(
-    file: web_sys::File,
+    file: web_sys::Blob,
+    name: &str,
     base: &Manifest,
     id: &str,
     progress: &mut dyn FnMut(u64, u64),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<String, String> {
     let store = IdbStore::open().await.map_err(|e| e.to_string())?;
-    let name = file.name();
     let display = name.strip_suffix(".safetensors").unwrap_or(&name).to_string();
     let base_files = StoredBase { store: &store, id: &base.id };
     let imported = darkroom_engine::imports::import(
         &BlobSource(file),
-        &name,
+        name,
         &store,
         base,
         &base_files,

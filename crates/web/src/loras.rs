@@ -78,11 +78,11 @@ pub async fn read(store: &IdbStore, name: &str) -> Result<Option<Vec<u8>>, Strin
     }
 }
 
-/// Copies `file` into the store as LoRA `name`, after checking that it is a LoRA Darkroom can
-/// merge; returns how many layers it changes. An existing LoRA of that name is replaced.
-pub async fn import(file: web_sys::File, name: &str) -> Result<usize, String> {
+/// Copies `file` (named `file_name` on the disk) into the store as LoRA `name`, after checking
+/// that it is a LoRA Darkroom can merge; returns how many layers it changes. An existing LoRA of
+/// that name is replaced. The worker runs it (it is the stores' only writer).
+pub async fn import(file: web_sys::Blob, file_name: &str, name: &str) -> Result<usize, String> {
     check_name(name)?;
-    let file_name = file.name();
     let buffer = JsFuture::from(file.array_buffer()).await.map_err(|e| format!("{file_name}: {e:?}"))?;
     let bytes = js_sys::Uint8Array::new(&buffer).to_vec();
     drop(buffer);

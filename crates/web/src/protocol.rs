@@ -1,7 +1,12 @@
 //! The typed messages between the page and the generation worker. Every request carries an id;
 //! every response names the request it answers. A message crosses `postMessage` as
 //! `{ json, bytes }`: the enum as JSON and its binary parts (images) as byte arrays beside it,
-//! referred to by index, so pixels are never spelled out as JSON numbers.
+//! referred to by index, so pixels are never spelled out as JSON numbers. Files picked from the
+//! disk (a checkpoint, a LoRA) travel as `Blob`s in a third part, `files`, which the browser
+//! passes by reference, so a 2 GB checkpoint is not copied into the message.
+//!
+//! The worker is the only writer of the browser's stores (models, LoRAs, the gallery): the page
+//! reads them, and asks the worker for every change (`ToWorker::Store`, and `Generate`'s `keep`).
 
 use darkroom_pipeline::Recipe;
 use js_sys::{Array, Object, Reflect, Uint8Array};
@@ -28,9 +33,39 @@ pub enum ToWorker {
     /// One run of a seeded recipe (its batch count is the page's loop); its init image and mask
     /// are PNG attachments (`ImageRef::Attachment`). `preview`: a downloaded TAESD decodes the
     /// live previews (else latents mapped to colour).
-    Generate { model: ModelRef, recipe: Recipe, preview: Option<ModelRef> },
+    /// `keep`: the model's name to record, when the images go into the on-device gallery (the
+    /// app's; the embedded widget keeps nothing).
+    Generate { model: ModelRef, recipe: Recipe, preview: Option<ModelRef>, keep: Option<String> },
+    /// A change to the browser's stores.
+    Store(StoreOp),
     /// Stop the request with this id at its next step or chunk.
     Cancel { target: u32 },
+}
+
+/// A change to the browser's stores, made by the worker.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum StoreOp {
+    /// Every stored file of model `id` (downloaded or imported) and its quantized weights.
+    DeleteModel { id: String },
+    /// The single-file checkpoint (file attachment 0) as model `id` on `base`'s configs and
+    /// tokenizer; answered with `StoreReply::Imported`.
+    ImportCheckpoint { base: ModelRef, id: String },
+    /// The LoRA file (file attachment 0) as LoRA `name`, replacing one of that name; answered
+    /// with `StoreReply::LoraImported`.
+    ImportLora { name: String },
+    DeleteLora { name: String },
+    /// A gallery image, by its key.
+    DeleteImage { key: u32 },
+}
+
+/// What a store change did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum StoreReply {
+    Done,
+    /// The imported model's manifest.
+    Imported { manifest_toml: String },
+    /// How many layers the LoRA changes.
+    LoraImported { layers: usize },
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -40,6 +75,7 @@ pub enum Stage {
     Encoding,
     Denoising,
     Decoding,
+    Importing,
 }
 
 impl Stage {
@@ -50,6 +86,7 @@ impl Stage {
             Stage::Encoding => "Encoding the prompt",
             Stage::Denoising => "Denoising",
             Stage::Decoding => "Decoding",
+            Stage::Importing => "Importing",
         }
     }
 }
@@ -109,11 +146,15 @@ pub enum FromWorker {
         ms: f64,
     },
     Downloaded,
-    /// PNGs as attachments, in order.
+    /// PNGs as attachments, in order. `gallery_error`: the request asked to keep the images
+    /// and the gallery refused them (the images are still here).
     Result {
         images: Vec<ImageInfo>,
         ms: f64,
+        gallery_error: Option<String>,
     },
+    /// A store change is done.
+    Stored(StoreReply),
     Error {
         kind: ErrorKind,
         message: String,
@@ -126,6 +167,8 @@ pub struct Envelope<T> {
     pub id: u32,
     pub body: T,
     pub bytes: Vec<Vec<u8>>,
+    /// Files from the disk, passed by reference.
+    pub files: Vec<web_sys::Blob>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -136,11 +179,15 @@ struct Wire<T> {
 
 impl<T: Serialize + for<'de> Deserialize<'de>> Envelope<T> {
     pub fn new(id: u32, body: T) -> Self {
-        Envelope { id, body, bytes: Vec::new() }
+        Envelope { id, body, bytes: Vec::new(), files: Vec::new() }
     }
 
     pub fn with_bytes(id: u32, body: T, bytes: Vec<Vec<u8>>) -> Self {
-        Envelope { id, body, bytes }
+        Envelope { id, body, bytes, files: Vec::new() }
+    }
+
+    pub fn with_files(id: u32, body: T, files: Vec<web_sys::Blob>) -> Self {
+        Envelope { id, body, bytes: Vec::new(), files }
     }
 
     /// The JS object posted; the attachments' buffers are listed in `transfer` so they move
@@ -158,6 +205,10 @@ impl<T: Serialize + for<'de> Deserialize<'de>> Envelope<T> {
             bytes.push(&array);
         }
         let _ = Reflect::set(&obj, &"bytes".into(), &bytes);
+        if !self.files.is_empty() {
+            let files: Array = self.files.iter().collect();
+            let _ = Reflect::set(&obj, &"files".into(), &files);
+        }
         (obj.into(), transfer)
     }
 
@@ -173,7 +224,13 @@ impl<T: Serialize + for<'de> Deserialize<'de>> Envelope<T> {
                 bytes.push(Uint8Array::new(&part).to_vec());
             }
         }
-        Ok(Envelope { id: wire.id, body: wire.body, bytes })
+        let mut files = Vec::new();
+        if let Ok(list) = Reflect::get(value, &"files".into()).and_then(|b| b.dyn_into::<Array>()) {
+            for part in list.iter() {
+                files.push(part.dyn_into::<web_sys::Blob>().map_err(|_| "a file part that is not a Blob")?);
+            }
+        }
+        Ok(Envelope { id: wire.id, body: wire.body, bytes, files })
     }
 }
 
@@ -202,10 +259,41 @@ mod tests {
         };
         let model =
             ModelRef { manifest_toml: "id = \"x\"".into(), manifest_file: "x.toml".into(), base: None };
-        let request = ToWorker::Generate { model, recipe, preview: None };
+        let request = ToWorker::Generate { model, recipe, preview: None, keep: Some("SD Turbo".into()) };
         let json = serde_json::to_string(&request).unwrap();
         assert_eq!(serde_json::from_str::<ToWorker>(&json).unwrap(), request);
+        let result = FromWorker::Result { images: Vec::new(), ms: 1.0, gallery_error: Some("full".into()) };
+        assert_eq!(serde_json::from_str::<FromWorker>(&serde_json::to_string(&result).unwrap()).unwrap(), result);
         let busy = FromWorker::Error { kind: ErrorKind::Busy, message: "another job".into() };
         assert_eq!(serde_json::from_str::<FromWorker>(&serde_json::to_string(&busy).unwrap()).unwrap(), busy);
+    }
+
+    /// Every store change the page asks of the worker, and every answer, crosses as JSON.
+    #[test]
+    fn store_requests_and_replies_round_trip() {
+        let base =
+            ModelRef { manifest_toml: "id = \"sd15\"".into(), manifest_file: "sd15.toml".into(), base: None };
+        let ops = [
+            StoreOp::DeleteModel { id: "sd-turbo".into() },
+            StoreOp::ImportCheckpoint { base, id: "my-mix".into() },
+            StoreOp::ImportLora { name: "ink".into() },
+            StoreOp::DeleteLora { name: "ink".into() },
+            StoreOp::DeleteImage { key: 7 },
+        ];
+        for op in ops {
+            let request = ToWorker::Store(op);
+            let json = serde_json::to_string(&request).unwrap();
+            assert_eq!(serde_json::from_str::<ToWorker>(&json).unwrap(), request);
+        }
+        let replies = [
+            StoreReply::Done,
+            StoreReply::Imported { manifest_toml: "id = \"my-mix\"".into() },
+            StoreReply::LoraImported { layers: 12 },
+        ];
+        for reply in replies {
+            let body = FromWorker::Stored(reply);
+            let json = serde_json::to_string(&body).unwrap();
+            assert_eq!(serde_json::from_str::<FromWorker>(&json).unwrap(), body);
+        }
     }
 }

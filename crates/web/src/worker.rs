@@ -25,7 +25,8 @@ use wasm_bindgen_futures::spawn_local;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 use crate::idb_model::{IdbModelFiles, IdbQuantCache};
-use crate::protocol::{Envelope, ErrorKind, FromWorker, ImageInfo, ModelRef, Stage, ToWorker};
+use crate::gallery::{Entry, Gallery};
+use crate::protocol::{Envelope, ErrorKind, FromWorker, ImageInfo, ModelRef, Stage, StoreOp, StoreReply, ToWorker};
 
 struct Previewer {
     key: String,
@@ -115,12 +116,73 @@ fn handle(envelope: Envelope<ToWorker>) {
                 fail(id, kind, message);
             }
         }),
-        ToWorker::Generate { model, recipe, preview } => spawn_local(async move {
-            let job = generate(&state, id, &model, &recipe, preview.as_ref(), envelope.bytes);
+        ToWorker::Generate { model, recipe, preview, keep } => spawn_local(async move {
+            let job = generate(&state, id, &model, &recipe, preview.as_ref(), keep, envelope.bytes);
             if let Err((kind, message)) = exclusive(&state, id, job).await {
                 fail(id, kind, message);
             }
         }),
+        ToWorker::Store(op) => spawn_local(async move {
+            match store(&state, id, op, envelope.files).await {
+                Ok(reply) => post(id, FromWorker::Stored(reply), Vec::new()),
+                Err((kind, message)) => fail(id, kind, message),
+            }
+            state.cancelled.borrow_mut().remove(&id);
+        }),
+    }
+}
+
+/// The file a store change takes.
+fn attached_file(files: Vec<web_sys::Blob>, what: &str) -> Result<(web_sys::Blob, String), Failure> {
+    let blob = files.into_iter().next().ok_or((ErrorKind::Input, format!("the {what} file did not arrive")))?;
+    let name = blob.dyn_ref::<web_sys::File>().map(|f| f.name()).unwrap_or_else(|| format!("{what}.safetensors"));
+    Ok((blob, name))
+}
+
+/// A change to the browser's stores: this worker is their only writer.
+async fn store(state: &Rc<State>, id: u32, op: StoreOp, files: Vec<web_sys::Blob>) -> Result<StoreReply, Failure> {
+    let storage = |e: String| (ErrorKind::Download, e);
+    match op {
+        StoreOp::DeleteModel { id: model } => {
+            let store = IdbStore::open().await.map_err(fetch_failure)?;
+            store.remove_model(&model).await.map_err(fetch_failure)?;
+            // A load after this must not find the model cached under an id whose files are gone.
+            state.loaded.borrow_mut().evict_model(&model);
+            Ok(StoreReply::Done)
+        }
+        StoreOp::ImportCheckpoint { base, id: new_id } => {
+            let base = manifest(&base)?;
+            let (file, name) = attached_file(files, "checkpoint")?;
+            let mut progress = |done: u64, total: u64| {
+                let body = FromWorker::Progress {
+                    stage: Stage::Importing,
+                    step: 0,
+                    total: 0,
+                    bytes: done,
+                    bytes_total: total,
+                    rate: 0.0,
+                };
+                post(id, body, Vec::new());
+            };
+            let cancelled = || state.cancelled.borrow().contains(&id);
+            let manifest_toml = crate::import::import(file, &name, &base, &new_id, &mut progress, &cancelled)
+                .await
+                .map_err(|e| (ErrorKind::Input, e))?;
+            Ok(StoreReply::Imported { manifest_toml })
+        }
+        StoreOp::ImportLora { name } => {
+            let (file, file_name) = attached_file(files, "LoRA")?;
+            let layers = crate::loras::import(file, &file_name, &name).await.map_err(|e| (ErrorKind::Input, e))?;
+            Ok(StoreReply::LoraImported { layers })
+        }
+        StoreOp::DeleteLora { name } => {
+            crate::loras::remove(&name).await.map_err(storage)?;
+            Ok(StoreReply::Done)
+        }
+        StoreOp::DeleteImage { key } => {
+            Gallery::open().await.map_err(storage)?.delete(key).await.map_err(storage)?;
+            Ok(StoreReply::Done)
+        }
     }
 }
 
@@ -136,9 +198,21 @@ async fn exclusive(
         return Err(failure(EngineError::Busy));
     }
     let outcome = job.await;
+    forget_lost_device(state);
     state.busy.set(false);
     state.cancelled.borrow_mut().remove(&id);
     outcome
+}
+
+/// After a GPU loss (a driver reset, the browser reclaiming the GPU), drops the device and
+/// everything made on it, so the next job opens a new device and loads its model again.
+fn forget_lost_device(state: &State) {
+    let lost = state.gpu.borrow().as_ref().is_some_and(|gpu| gpu.lost().is_some());
+    if lost {
+        state.loaded.borrow_mut().evict();
+        *state.taesd.borrow_mut() = None;
+        *state.gpu.borrow_mut() = None;
+    }
 }
 
 /// The engine's error as the page sees it.
@@ -148,7 +222,7 @@ fn failure(e: EngineError) -> Failure {
         EngineError::Cancelled => ErrorKind::Cancelled,
         EngineError::Input { .. } => ErrorKind::Input,
         EngineError::Model(_) => ErrorKind::Model,
-        EngineError::Gpu(_) => ErrorKind::Gpu,
+        EngineError::Gpu(_) | EngineError::DeviceLost(_) => ErrorKind::Gpu,
         EngineError::Storage(_) => ErrorKind::Download,
     };
     (kind, e.to_string())
@@ -208,6 +282,8 @@ async fn gpu(state: &State) -> Result<Rc<Gpu>, Failure> {
     }
     let gpu =
         Rc::new(Gpu::open(&Requirements::default()).await.map_err(|e| (ErrorKind::Gpu, e.to_string()))?);
+    let budget = policy::model_budget(&gpu.capabilities().device_type);
+    *state.loaded.borrow_mut() = ModelCache::with_budget(budget);
     *state.gpu.borrow_mut() = Some(gpu.clone());
     Ok(gpu)
 }
@@ -268,11 +344,9 @@ async fn loaded(
     let source = StoredLoras(&store);
     let lora_key = darkroom_engine::loras::key(&source, loras).await.map_err(failure)?;
     let key = ModelKey::new(&manifest.id, model.base.as_deref().unwrap_or(""), &precision, &lora_key);
-    if let Some(loaded) = state.loaded.borrow().get(&key) {
+    if let Some(loaded) = state.loaded.borrow_mut().get(&key) {
         return Ok((loaded, manifest.name.clone(), policy::describe(&precision), 0.0));
     }
-    // Free the previous model's GPU memory before loading another.
-    state.loaded.borrow_mut().evict();
     let applied = darkroom_engine::loras::resolve(&source, loras).await.map_err(failure)?;
     let mut total = 0;
     for file in &manifest.files {
@@ -289,6 +363,10 @@ async fn loaded(
         }
         total += stored.total.unwrap_or(0);
     }
+    // Free what the cache's budget needs freed before loading (the stored size bounds what the
+    // weights take on the GPU).
+    state.loaded.borrow_mut().make_room(total);
+    let weights_before = gpu.weight_bytes();
     let files = IdbModelFiles { store: &store, manifest: &manifest };
     let cache = IdbQuantCache::new(&store);
     let started = now_ms();
@@ -336,7 +414,8 @@ async fn loaded(
             other => other,
         })?
     };
-    let sd = state.loaded.borrow_mut().insert(key, sd);
+    let bytes = gpu.weight_bytes().saturating_sub(weights_before);
+    let sd = state.loaded.borrow_mut().insert(key, sd, bytes);
     Ok((sd, manifest.name.clone(), policy::describe(&precision), now_ms() - started))
 }
 
@@ -387,6 +466,7 @@ async fn generate(
     model: &ModelRef,
     recipe: &Recipe,
     preview_model: Option<&ModelRef>,
+    keep: Option<String>,
     bytes: Vec<Vec<u8>>,
 ) -> Result<(), Failure> {
     let request = request(recipe, &bytes)?;
@@ -452,6 +532,30 @@ async fn generate(
             infotext: generated.params.to_infotext(),
         });
     }
-    post(id, FromWorker::Result { images: infos, ms: now_ms() - started }, pngs);
+    let ms = now_ms() - started;
+    let gallery_error = match keep {
+        Some(model_name) => keep_images(&model_name, &infos, &pngs).await.err(),
+        None => None,
+    };
+    post(id, FromWorker::Result { images: infos, ms, gallery_error }, pngs);
+    Ok(())
+}
+
+/// Adds the images to the on-device gallery before the page hears of them, so an image the page
+/// saw is an image kept.
+async fn keep_images(model_name: &str, infos: &[ImageInfo], pngs: &[Vec<u8>]) -> Result<(), String> {
+    let gallery = Gallery::open().await?;
+    for (info, png) in infos.iter().zip(pngs) {
+        let entry = Entry {
+            key: 0,
+            time: now_ms(),
+            model: model_name.to_string(),
+            infotext: info.infotext.clone(),
+            width: info.width,
+            height: info.height,
+            png: png.clone(),
+        };
+        gallery.add(&entry).await?;
+    }
     Ok(())
 }

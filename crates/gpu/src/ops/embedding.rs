@@ -7,7 +7,6 @@ use crate::quant::WeightFormat;
 use crate::shaders::Variant;
 use crate::tensor::{DType, Tensor};
 use crate::weight::Weight;
-use wgpu::util::DeviceExt;
 
 const FILE: &str = "embedding.wgsl";
 
@@ -59,11 +58,7 @@ pub fn embed_tokens(
     }
     let (groups, row_stride) = grid(gpu, out.len())?;
     let to_u32 = |v: usize| u32::try_from(v).map_err(|_| error(format!("{v} exceeds 32 bits")));
-    let id_buffer = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("token ids"),
-        contents: bytemuck::cast_slice(ids),
-        usage: wgpu::BufferUsages::STORAGE,
-    });
+    let id_buffer = gpu.buffer_with("token ids", bytemuck::cast_slice(ids), wgpu::BufferUsages::STORAGE);
     let pipeline = gpu.pipeline(&Variant::new(FILE, positions.dtype(), &[tokens.format.define()]))?;
     for part in &tokens.parts {
         let params = Params {

@@ -131,3 +131,22 @@ fn large_tensors_use_the_second_dispatch_dimension() {
     assert_eq!(got.len(), n);
     assert!(got.iter().zip(&x).all(|(g, v)| *g == v.max(0.0)), "tail elements were not computed");
 }
+
+/// A lost device (here destroyed, as a driver reset would) makes the next readback fail with
+/// `DeviceLost` at once, instead of hanging on a mapping that never completes or passing for a
+/// validation error.
+#[test]
+fn a_lost_device_is_reported_as_lost() {
+    let gpu = gpu();
+    let input = upload(&gpu, &[8], &[1.0; 8], DType::F32);
+    let doubled = ops::unary(&gpu, &input, Unary::ScaleShift(2.0, 0.0)).unwrap();
+    assert_eq!(read(&gpu, &doubled), vec![2.0; 8]);
+    assert_eq!(gpu.lost(), None);
+    gpu.destroy();
+    assert!(gpu.lost().is_some());
+    let outcome = ops::unary(&gpu, &input, Unary::Silu).and_then(|t| pollster::block_on(t.read_f32(&gpu)));
+    match outcome {
+        Err(darkroom_gpu::GpuError::DeviceLost(_)) => {}
+        other => panic!("expected DeviceLost, got {other:?}"),
+    }
+}

@@ -3,6 +3,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::gallery::{matches, Entry, Gallery};
+use crate::protocol::StoreOp;
 use crate::state::{png_url, AppState, Tab};
 
 /// A stored image with the object URL that shows it.
@@ -65,11 +66,10 @@ pub fn GalleryPanel() -> impl IntoView {
                             }
                         };
                         let delete = move |_| {
-                            spawn_local(async move {
-                                if let Ok(g) = Gallery::open().await {
-                                    if let Err(e) = g.delete(key).await {
-                                        failure.set(Some(e));
-                                    }
+                            let Some(worker) = state.worker.get_value() else { return };
+                            worker.store_then(StoreOp::DeleteImage { key }, Vec::new(), move |outcome| {
+                                if let Err(e) = outcome {
+                                    failure.set(Some(e));
                                 }
                                 state.gallery_version.update(|v| *v += 1);
                             });

@@ -5,6 +5,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::loras::StoredLora;
+use crate::protocol::{StoreOp, StoreReply};
 use crate::state::{human_bytes, AppState, Tab};
 
 /// Reads the list of stored LoRAs into the state.
@@ -47,8 +48,11 @@ fn LoraRow(lora: StoredLora) -> impl IntoView {
     let for_delete = lora.name.clone();
     let remove = move |_| {
         let name = for_delete.clone();
-        spawn_local(async move {
-            let _ = crate::loras::remove(&name).await;
+        let Some(worker) = state.worker.get_value() else { return };
+        worker.store_then(StoreOp::DeleteLora { name }, Vec::new(), move |outcome| {
+            if let Err(e) = outcome {
+                state.error.set(Some(e));
+            }
             refresh_loras(state);
         });
     };
@@ -96,12 +100,20 @@ pub fn LoraManager() -> impl IntoView {
             ))));
             return;
         }
+        let Some(worker) = state.worker.get_value() else {
+            outcome.set(Some(Err("The worker that stores files is not running.".into())));
+            return;
+        };
         busy.set(true);
         outcome.set(None);
-        spawn_local(async move {
-            let result = crate::loras::import(f, &chosen).await;
+        let op = StoreOp::ImportLora { name: chosen.clone() };
+        worker.store_then(op, vec![f.into()], move |result| {
             busy.set(false);
-            outcome.set(Some(result.map(|layers| {
+            outcome.set(Some(result.map(|reply| {
+                let layers = match reply {
+                    StoreReply::LoraImported { layers } => layers,
+                    _ => 0,
+                };
                 format!("{chosen} is ready ({layers} layers): use {} in a prompt.", tag(&chosen))
             })));
             refresh_loras(state);

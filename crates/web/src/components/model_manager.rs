@@ -2,7 +2,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::components::lora_manager::{refresh_loras, LoraManager};
-use crate::protocol::{ErrorKind, FromWorker, ToWorker};
+use crate::protocol::{ErrorKind, FromWorker, StoreOp, StoreReply, ToWorker};
 use crate::state::{human_bytes, human_duration, AppState, Download, ModelEntry};
 
 /// Whether the user accepted a model's license (asked once per model, remembered on this device).
@@ -105,14 +105,17 @@ fn refresh_storage(state: AppState) {
 }
 
 fn delete(state: AppState, entry: ModelEntry) {
-    spawn_local(async move {
-        if let Ok(store) = darkroom_weights::browser::IdbStore::open().await {
-            let _ = store.remove_model(&entry.manifest.id).await;
-        }
+    let Some(worker) = state.worker.get_value() else { return };
+    let op = StoreOp::DeleteModel { id: entry.manifest.id.clone() };
+    worker.store_then(op, Vec::new(), move |outcome| {
         entry.download.set(None);
-        if entry.imported() {
+        match outcome {
+            Err(e) => state.error.set(Some(format!("{} could not be deleted: {e}", entry.manifest.name))),
             // An import has nothing to download again: it leaves the list.
-            state.models.update(|list| list.retain(|m| m.manifest.id != entry.manifest.id));
+            Ok(_) if entry.imported() => {
+                state.models.update(|list| list.retain(|m| m.manifest.id != entry.manifest.id))
+            }
+            Ok(_) => {}
         }
         refresh_stored(state);
     });
@@ -130,13 +133,12 @@ fn DeleteAll() -> impl IntoView {
         for entry in held() {
             delete(state, entry);
         }
-        let loras = state.loras.get_untracked();
-        spawn_local(async move {
-            for lora in loras {
-                let _ = crate::loras::remove(&lora.name).await;
+        if let Some(worker) = state.worker.get_value() {
+            for lora in state.loras.get_untracked() {
+                let op = StoreOp::DeleteLora { name: lora.name };
+                worker.store_then(op, Vec::new(), move |_| refresh_loras(state));
             }
-            refresh_loras(state);
-        });
+        }
     };
     view! {
         <div class="delete-all">
@@ -210,12 +212,23 @@ fn ImportForm() -> impl IntoView {
             outcome.set(Some(Err(format!("A model called {new_id} exists already: pick another name."))));
             return;
         }
+        let Some(worker) = state.worker.get_value() else {
+            outcome.set(Some(Err("The worker that stores files is not running.".into())));
+            return;
+        };
         progress.set(Some((0, f.size() as u64)));
         outcome.set(None);
-        spawn_local(async move {
-            let mut report = |done, total| progress.set(Some((done, total)));
-            let result =
-                crate::import::import(f, &base_entry.manifest, &new_id, &mut report, &|| false).await;
+        let op = StoreOp::ImportCheckpoint { base: base_entry.model_ref.clone(), id: new_id };
+        worker.store(op, vec![f.into()], move |message| {
+            let result = match message.body {
+                FromWorker::Progress { bytes, bytes_total, .. } => {
+                    progress.set(Some((bytes, bytes_total)));
+                    return;
+                }
+                FromWorker::Stored(StoreReply::Imported { manifest_toml }) => Ok(manifest_toml),
+                FromWorker::Error { message, .. } => Err(message),
+                _ => return,
+            };
             progress.set(None);
             match result
                 .and_then(|toml| crate::state::ModelEntry::parse(&toml, crate::import::MANIFEST_FILE, None))
