@@ -5,24 +5,35 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use darkroom_engine::policy::{self, Activations, Weights};
-use darkroom_engine::{EngineError, LoraSource};
+use darkroom_engine::{EngineError, LoraSource, ModelCache, ModelKey};
+use darkroom_workflow::Styles;
 
 use crate::failure::{usage, Failure};
 use darkroom_gpu::Gpu;
 use darkroom_pipeline::{
-    short_hash, Folder, FolderQuantCache, Image, ImageRef, PipelineError, Recipe, Request, Sampler,
-    StableDiffusion,
+    short_hash, Folder, FolderQuantCache, Generated, Image, ImageRef, PipelineError, Recipe, Request,
+    Sampler, StableDiffusion,
 };
 
 #[derive(clap::Args)]
 pub struct GenerateArgs {
+    /// What to make. A1111 syntax: (word:1.3), (word), [word], \( \), BREAK.
+    #[arg(long)]
+    pub prompt: String,
+    #[command(flatten)]
+    pub settings: Settings,
+    /// Output PNG (a batch adds -1, -2 … before .png), or a folder to write <seed>.png into.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Every generation setting but the prompt and the output: shared by `generate` and `batch`.
+#[derive(clap::Args, Clone)]
+pub struct Settings {
     /// A model id from `darkroom models list` (downloaded with `darkroom models fetch`), or a
     /// diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/).
     #[arg(long)]
     pub model: PathBuf,
-    /// What to make. A1111 syntax: (word:1.3), (word), [word], \( \), BREAK.
-    #[arg(long)]
-    pub prompt: String,
     /// What to steer away from.
     #[arg(long, default_value = "")]
     pub negative: String,
@@ -78,9 +89,14 @@ pub struct GenerateArgs {
     /// Activations: f32, f16 (needs shader-f16); auto picks f16 when the adapter has it.
     #[arg(long, value_enum, default_value = "auto")]
     pub precision: PrecisionArg,
-    /// Output PNG (a batch adds -1, -2 … before .png), or a folder to write <seed>.png into.
-    #[arg(long)]
-    pub out: PathBuf,
+    /// A style from the styles file, applied to the prompt and the negative prompt as A1111
+    /// does (`{prompt}` in the style takes the prompt, else it is appended); repeatable.
+    #[arg(long = "style", value_name = "NAME")]
+    pub style: Vec<String>,
+    /// A1111 styles.csv (name,prompt,negative_prompt). Default: styles.csv in the download
+    /// cache's folder.
+    #[arg(long = "styles", value_name = "FILE")]
+    pub styles_file: Option<PathBuf>,
     /// No progress on stderr.
     #[arg(long)]
     pub quiet: bool,
@@ -184,20 +200,23 @@ impl LoraSource for FileLoras {
 
 /// `--lora FILE[:SCALE]` flags as prompt tags (so the PNG records them), and where every tag's
 /// file is.
-fn lora_files(args: &GenerateArgs, prompt: &mut String) -> FileLoras {
-    let dir =
-        args.lora_dir.clone().unwrap_or_else(|| darkroom_weights::native::default_cache_dir().join("loras"));
+fn lora_files(settings: &Settings) -> (FileLoras, String) {
+    let dir = settings
+        .lora_dir
+        .clone()
+        .unwrap_or_else(|| darkroom_weights::native::default_cache_dir().join("loras"));
     let mut files = Vec::new();
-    for spec in &args.loras {
+    let mut tags = String::new();
+    for spec in &settings.loras {
         let (path, scale) = match spec.rsplit_once(':').and_then(|(p, s)| Some((p, s.parse::<f32>().ok()?))) {
             Some((path, scale)) => (PathBuf::from(path), scale),
             None => (PathBuf::from(spec), 1.0),
         };
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        prompt.push_str(&format!(" <lora:{name}:{scale}>"));
+        tags.push_str(&format!(" <lora:{name}:{scale}>"));
         files.push((name, path));
     }
-    FileLoras { files, dir }
+    (FileLoras { files, dir }, tags)
 }
 
 /// The activations `--precision` asks for.
@@ -209,127 +228,220 @@ pub fn activations(precision: PrecisionArg) -> Activations {
     }
 }
 
-/// The flags as a recipe. The size defaults to the init image's (extended by --outpaint), else
-/// 512 x 512; the seed to a random one.
-fn recipe(args: &GenerateArgs, init: Option<&Image>) -> Result<Recipe, Failure> {
-    let file = |p: &Path| ImageRef::File(p.display().to_string());
-    if args.outpaint.is_some() && args.init.is_none() {
-        return Err(usage("--outpaint extends --init; give the image to extend".into()));
-    }
-    let [left, top, right, bottom] = args.outpaint.unwrap_or_default();
-    let (width, height) = match init {
-        Some(img) => (img.width + left + right, img.height + top + bottom),
-        None => (512, 512),
-    };
-    let seed = args.seed.unwrap_or_else(|| {
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        (nanos % 4_294_967_295) as u64
-    });
-    Ok(Recipe {
-        model: args.model.display().to_string(),
-        prompt: args.prompt.clone(),
-        negative_prompt: args.negative.clone(),
-        seed: Some(seed),
-        steps: args.steps,
-        sampler: args.sampler,
-        cfg_scale: args.cfg,
-        width: args.width.unwrap_or(width),
-        height: args.height.unwrap_or(height),
-        batch_size: args.batch,
-        batch_count: args.batch_count,
-        init: args.init.as_deref().map(file),
-        mask: args.mask.as_deref().map(file),
-        outpaint: args.outpaint,
-        strength: args.strength,
-    })
+/// A seed from the clock, in A1111's range.
+pub fn random_seed() -> u64 {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    (nanos % 4_294_967_295) as u64
 }
 
-pub fn run(gpu: &Gpu, mut args: GenerateArgs) -> Result<(), Failure> {
-    let looks_like_id = args.model.to_str().is_some_and(|s| !s.contains(['/', '\\']) && !s.starts_with('.'));
-    if !args.model.exists() && looks_like_id {
-        let id = args.model.to_string_lossy().into_owned();
-        args.model = crate::models::resolve(&id, None)?;
-    }
-    if !args.model.join("model_index.json").is_file() && !args.model.join("unet").is_dir() {
+/// A model id or a diffusers folder as the folder (an id is fetched first).
+fn model_folder(model: &Path) -> Result<PathBuf, Failure> {
+    let looks_like_id = model.to_str().is_some_and(|s| !s.contains(['/', '\\']) && !s.starts_with('.'));
+    let folder = if !model.exists() && looks_like_id {
+        crate::models::resolve(&model.to_string_lossy(), None)?
+    } else {
+        model.to_path_buf()
+    };
+    if !folder.join("model_index.json").is_file() && !folder.join("unet").is_dir() {
         return Err(usage(format!(
             "{} is not a diffusers folder (no model_index.json or unet/)",
-            args.model.display()
+            folder.display()
         )));
     }
-    let weights = match args.quant {
-        Quant::None => Weights::AsStored,
-        Quant::Q8 => Weights::Q8,
-        Quant::Q4 => Weights::Q4,
-    };
-    let precision = policy::precision(gpu.capabilities().shader_f16, activations(args.precision), weights)?;
-    let init_image = args.init.as_deref().map(|p| read_png(p, "init image")).transpose()?;
-    let mask = args.mask.as_deref().map(|p| read_png(p, "mask")).transpose()?;
-    let mut recipe = recipe(&args, init_image.as_ref())?;
-    let lora_source = lora_files(&args, &mut recipe.prompt);
-    let name = args
-        .model
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| args.model.display().to_string());
-    let files = Folder(args.model.clone());
-    // Every setting checked against the model's configs before its weights load.
-    recipe
-        .validate(&pollster::block_on(StableDiffusion::inspect(&files, &name))?)
-        .map_err(PipelineError::from)?;
-    let loras = pollster::block_on(darkroom_engine::loras::resolve(&lora_source, &recipe.loras()))?;
-    let request = Request::new(recipe, init_image, mask)?;
+    Ok(folder)
+}
 
-    let quiet = args.quiet;
-    if !quiet {
-        eprintln!("loading {name} …");
-    }
-    let started = std::time::Instant::now();
-    // Quantized weights are cached beside the downloads, so a second run skips quantizing.
-    let cache = FolderQuantCache(darkroom_weights::native::default_cache_dir().join("quantized"));
-    let mut loading = |path: &str, done: u64, total: u64| {
-        if !quiet {
-            eprint!("\rloading {path} {:.0}%   ", 100.0 * done as f64 / total.max(1) as f64);
-            let _ = std::io::stderr().flush();
-        }
+/// The styles file: --styles, else styles.csv in the cache folder when there is one.
+fn load_styles(settings: &Settings) -> Result<Styles, Failure> {
+    let (path, given) = match &settings.styles_file {
+        Some(path) => (path.clone(), true),
+        None => (darkroom_weights::native::default_cache_dir().join("styles.csv"), false),
     };
-    let model = pollster::block_on(StableDiffusion::load_with_loras(
-        gpu,
-        &files,
-        &cache,
-        &name,
-        precision,
-        &loras,
-        &mut loading,
-    ))?;
-    if !quiet {
-        let seed = request.recipe.seed.unwrap_or_default();
-        eprintln!("loaded in {:.1} s; seed {seed}", started.elapsed().as_secs_f64());
-    }
-    let started = std::time::Instant::now();
-    let mut progress = |event: &darkroom_engine::job::Event| {
-        if !quiet {
-            let p = event.progress;
-            let stage = match p.stage {
-                darkroom_pipeline::Stage::Encoding => "encoding",
-                darkroom_pipeline::Stage::Denoising => "denoising",
-                darkroom_pipeline::Stage::Decoding => "decoding",
-            };
-            let run = if event.runs > 1 {
-                format!("run {}/{}: ", event.run + 1, event.runs)
-            } else {
-                String::new()
-            };
-            eprint!("\r{run}{stage} {}/{}   ", p.step, p.total);
-            let _ = std::io::stderr().flush();
+    if !path.is_file() {
+        if given {
+            return Err(usage(format!("--styles: {} does not exist", path.display())));
         }
-        true
-    };
-    let images = pollster::block_on(darkroom_engine::job::generate(gpu, &model, &request, &mut progress))?;
-    if !quiet {
-        eprintln!("\rdone in {:.1} s                ", started.elapsed().as_secs_f64());
+        return Ok(Styles::default());
     }
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| usage(format!("--styles: cannot read {}: {e}", path.display())))?;
+    Styles::parse_csv(&text).map_err(|e| usage(format!("--styles {}: {e}", path.display())))
+}
+
+/// What every run of one command shares: the GPU, the settings, the images read once, the
+/// styles, the loaded models (kept between runs while the model and LoRAs stay the same).
+pub struct Runner<'g> {
+    gpu: &'g Gpu,
+    pub settings: Settings,
+    precision: darkroom_pipeline::Precision,
+    init_image: Option<Image>,
+    mask: Option<Image>,
+    pub styles: Styles,
+    loaded: ModelCache<(StableDiffusion, String)>,
+}
+
+impl<'g> Runner<'g> {
+    pub fn new(gpu: &'g Gpu, settings: Settings) -> Result<Runner<'g>, Failure> {
+        let weights = match settings.quant {
+            Quant::None => Weights::AsStored,
+            Quant::Q8 => Weights::Q8,
+            Quant::Q4 => Weights::Q4,
+        };
+        let precision =
+            policy::precision(gpu.capabilities().shader_f16, activations(settings.precision), weights)?;
+        if settings.outpaint.is_some() && settings.init.is_none() {
+            return Err(usage("--outpaint extends --init; give the image to extend".into()));
+        }
+        let init_image = settings.init.as_deref().map(|p| read_png(p, "init image")).transpose()?;
+        let mask = settings.mask.as_deref().map(|p| read_png(p, "mask")).transpose()?;
+        let styles = load_styles(&settings)?;
+        Ok(Runner { gpu, settings, precision, init_image, mask, styles, loaded: ModelCache::default() })
+    }
+
+    /// The settings as a recipe for `prompt` (the seed left for the caller). The size defaults
+    /// to the init image's (extended by --outpaint), else 512 x 512.
+    pub fn recipe(&self, prompt: &str) -> Recipe {
+        let s = &self.settings;
+        let file = |p: &Path| ImageRef::File(p.display().to_string());
+        let [left, top, right, bottom] = s.outpaint.unwrap_or_default();
+        let (width, height) = match &self.init_image {
+            Some(img) => (img.width + left + right, img.height + top + bottom),
+            None => (512, 512),
+        };
+        Recipe {
+            model: s.model.display().to_string(),
+            prompt: prompt.to_string(),
+            negative_prompt: s.negative.clone(),
+            seed: s.seed,
+            steps: s.steps,
+            sampler: s.sampler,
+            cfg_scale: s.cfg,
+            width: s.width.unwrap_or(width),
+            height: s.height.unwrap_or(height),
+            batch_size: s.batch,
+            batch_count: s.batch_count,
+            init: s.init.as_deref().map(file),
+            mask: s.mask.as_deref().map(file),
+            outpaint: s.outpaint,
+            strength: s.strength,
+        }
+    }
+
+    /// `recipe` with the named styles applied to its prompts.
+    pub fn apply_styles(&self, recipe: &mut Recipe, names: &[String]) -> Result<(), Failure> {
+        let (prompt, negative) = self
+            .styles
+            .apply(names, &recipe.prompt, &recipe.negative_prompt)
+            .map_err(|e| usage(format!("--style: {e}")))?;
+        recipe.prompt = prompt;
+        recipe.negative_prompt = negative;
+        Ok(())
+    }
+
+    /// Makes the recipe's images (its seed must be set): the model loaded, or reused when the
+    /// previous run had the same model and LoRAs.
+    pub fn run(&mut self, mut recipe: Recipe, label: &str) -> Result<Vec<Generated>, Failure> {
+        let quiet = self.settings.quiet;
+        let folder = model_folder(Path::new(&recipe.model))?;
+        let (lora_source, tags) = lora_files(&self.settings);
+        recipe.prompt.push_str(&tags);
+        let name = folder
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| folder.display().to_string());
+        let files = Folder(folder.clone());
+        // Every setting checked against the model's configs before its weights load.
+        recipe
+            .validate(&pollster::block_on(StableDiffusion::inspect(&files, &name))?)
+            .map_err(PipelineError::from)?;
+        let lora_key = pollster::block_on(darkroom_engine::loras::key(&lora_source, &recipe.loras()))?;
+        let key = ModelKey::new(&name, &folder.display().to_string(), &self.precision, &lora_key);
+        let model = match self.loaded.get(&key) {
+            Some(model) => model,
+            None => {
+                self.loaded.evict();
+                let loras =
+                    pollster::block_on(darkroom_engine::loras::resolve(&lora_source, &recipe.loras()))?;
+                if !quiet {
+                    eprintln!("loading {name} …");
+                }
+                let started = std::time::Instant::now();
+                // Quantized weights are cached beside the downloads, so a second run skips quantizing.
+                let cache = FolderQuantCache(darkroom_weights::native::default_cache_dir().join("quantized"));
+                let mut loading = |path: &str, done: u64, total: u64| {
+                    if !quiet {
+                        eprint!("\rloading {path} {:.0}%   ", 100.0 * done as f64 / total.max(1) as f64);
+                        let _ = std::io::stderr().flush();
+                    }
+                };
+                let model = pollster::block_on(StableDiffusion::load_with_loras(
+                    self.gpu,
+                    &files,
+                    &cache,
+                    &name,
+                    self.precision,
+                    &loras,
+                    &mut loading,
+                ))?;
+                if !quiet {
+                    eprintln!("\rloaded in {:.1} s                ", started.elapsed().as_secs_f64());
+                }
+                self.loaded.insert(key, (model, name.clone()), 0)
+            }
+        };
+        let request = Request::new(recipe, self.init_image.clone(), self.mask.clone())?;
+        if !quiet {
+            eprintln!("{label}seed {}", request.recipe.seed.unwrap_or_default());
+        }
+        let started = std::time::Instant::now();
+        let mut progress = |event: &darkroom_engine::job::Event| {
+            if !quiet {
+                let p = event.progress;
+                let stage = match p.stage {
+                    darkroom_pipeline::Stage::Encoding => "encoding",
+                    darkroom_pipeline::Stage::Denoising => "denoising",
+                    darkroom_pipeline::Stage::Decoding => "decoding",
+                };
+                let run = if event.runs > 1 {
+                    format!("run {}/{}: ", event.run + 1, event.runs)
+                } else {
+                    String::new()
+                };
+                eprint!("\r{label}{run}{stage} {}/{}   ", p.step, p.total);
+                let _ = std::io::stderr().flush();
+            }
+            true
+        };
+        let images =
+            pollster::block_on(darkroom_engine::job::generate(self.gpu, &model.0, &request, &mut progress))?;
+        if !quiet {
+            eprintln!("\r{label}done in {:.1} s                ", started.elapsed().as_secs_f64());
+        }
+        Ok(images)
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file beside it, so an interrupted write never
+/// leaves a partial image under the final name.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    let part = path.with_extension("png.part");
+    let fail = |e: std::io::Error| Failure {
+        message: format!("cannot write {}: {e}", path.display()),
+        usage: false,
+    };
+    std::fs::write(&part, bytes).map_err(fail)?;
+    std::fs::rename(&part, path).map_err(fail)
+}
+
+pub fn run(gpu: &Gpu, args: GenerateArgs) -> Result<(), Failure> {
+    let mut runner = Runner::new(gpu, args.settings)?;
+    let mut recipe = runner.recipe(&args.prompt);
+    recipe.seed = Some(recipe.seed.unwrap_or_else(random_seed));
+    let styles = runner.settings.style.clone();
+    runner.apply_styles(&mut recipe, &styles)?;
+    let images = runner.run(recipe, "")?;
     let count = images.len();
     let is_dir = !names_a_png(&args.out);
     let dir =
@@ -339,11 +451,7 @@ pub fn run(gpu: &Gpu, mut args: GenerateArgs) -> Result<(), Failure> {
     }
     for (i, generated) in images.iter().enumerate() {
         let path = output_path(&args.out, generated.params.seed, i, count);
-        let png = generated.to_png()?;
-        std::fs::write(&path, png).map_err(|e| Failure {
-            message: format!("cannot write {}: {e}", path.display()),
-            usage: false,
-        })?;
+        write_atomically(&path, &generated.to_png()?)?;
         println!("{}", path.display());
     }
     Ok(())

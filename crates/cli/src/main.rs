@@ -2,10 +2,12 @@
 
 use std::process::ExitCode;
 
+mod batch;
 mod bench;
 mod failure;
 mod generate;
 mod models;
+mod prompts;
 
 use clap::{Parser, Subcommand};
 use darkroom_engine::policy::Weights;
@@ -26,6 +28,12 @@ enum Command {
     Generate(Box<generate::GenerateArgs>),
     /// Model manifests and the download cache: list, fetch, rm.
     Models(models::ModelsArgs),
+    /// Run a prompts file (A1111's "prompts from file" lines or JSON-lines recipes) over the
+    /// generate flags into a folder; resumable, and shardable over machines (--shard K/N).
+    Batch(Box<batch::BatchArgs>),
+    /// Print a dynamic prompt template's prompts, one a line: random (--count, --seed) or every
+    /// combination (--combinatorial, --max).
+    Prompts(prompts::PromptsArgs),
     /// Print the generation parameters stored in a PNG (A1111's `parameters` chunk).
     Params {
         /// A PNG written by Darkroom, A1111, or anything that writes that chunk.
@@ -140,6 +148,7 @@ fn main() -> ExitCode {
     let cli = match cli.command {
         Command::Params { png } => return params(&png),
         Command::Models(args) => return report(models::run(args)),
+        Command::Prompts(args) => return report(prompts::run(args)),
         command => Cli { command },
     };
     let gpu = match pollster::block_on(Gpu::open(&Requirements::default())) {
@@ -152,7 +161,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Params { png } => params(&png),
         Command::Models(args) => report(models::run(args)),
+        Command::Prompts(args) => report(prompts::run(args)),
         Command::Generate(args) => report(generate::run(&gpu, *args)),
+        Command::Batch(args) => report(batch::run(&gpu, *args)),
         Command::Bench { what: BenchTarget::Kernels, quick, runs, .. } => {
             match bench::kernels(&gpu, &bench::Options { quick, runs }) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,19 @@
+//! Workflow tools that need no GPU, shared by the CLI, the engine and the app.
+//!
+//! - [`prompts`]: dynamic prompt templates in sd-dynamic-prompts' syntax (`{a|b}`, weights,
+//!   `{2$$ and $$a|b|c}`, wildcards `__name__`, variables `${v=…}`, wrap `%{…$$…}`), expanded
+//!   in random (seeded, reproducible) or combinatorial mode as the `dynamicprompts` library does.
+//! - [`wildcards`]: wildcard collections (one value a line, `#` comments) by name, with folders
+//!   and globs.
+//! - [`styles`]: A1111's `styles.csv`, read, written and applied as A1111 does.
+//! - [`batch`]: prompts files (A1111's "prompts from file": a prompt a line, or a line of
+//!   `--flag value` overrides; JSON-lines recipes) and deterministic shards of them.
+
+pub mod batch;
+pub mod prompts;
+pub mod styles;
+pub mod wildcards;
+
+pub use prompts::{Expansion, Mode, PromptError, Template};
+pub use styles::{Style, Styles};
+pub use wildcards::Wildcards;
