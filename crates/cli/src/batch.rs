@@ -125,8 +125,21 @@ pub fn run(gpu: &Gpu, args: BatchArgs) -> Result<(), Failure> {
                 continue;
             }
         };
-        let count = recipe.batch_size.max(1) * recipe.batch_count.max(1);
-        let outputs: Vec<PathBuf> = (0..count).map(|i| output(&args.out, number, seed + i as u64)).collect();
+        let runs = match runner.expand(recipe) {
+            Ok(runs) => runs,
+            Err(e) => {
+                failed.push(format!("line {}: {}", job.line, e.message));
+                continue;
+            }
+        };
+        let outputs: Vec<PathBuf> = runs
+            .iter()
+            .flat_map(|r| {
+                let first = r.seed.unwrap_or(seed);
+                (0..(r.batch_size.max(1) * r.batch_count.max(1)) as u64).map(move |i| first + i)
+            })
+            .map(|s| output(&args.out, number, s))
+            .collect();
         if outputs.iter().all(|p| p.is_file()) {
             skipped += 1;
             if !quiet {
@@ -138,20 +151,28 @@ pub fn run(gpu: &Gpu, args: BatchArgs) -> Result<(), Failure> {
             Some(list) => list.iter().filter_map(Value::as_str).map(str::to_string).collect(),
             None => runner.settings.style.clone(),
         };
-        let mut recipe = recipe;
-        if let Err(e) = runner.apply_styles(&mut recipe, &names) {
-            failed.push(format!("line {}: {}", job.line, e.message));
-            continue;
-        }
-        match runner.run(recipe, &label) {
-            Ok(images) => {
-                for generated in &images {
-                    let path = output(&args.out, number, generated.params.seed);
-                    write_atomically(&path, &generated.to_png()?)?;
-                    println!("{}", path.display());
-                }
-                made += 1;
+        let mut outcome = Ok(());
+        for mut recipe in runs {
+            if let Err(e) = runner.apply_styles(&mut recipe, &names) {
+                outcome = Err(e);
+                break;
             }
+            match runner.run(recipe, &label) {
+                Ok(images) => {
+                    for generated in &images {
+                        let path = output(&args.out, number, generated.params.seed);
+                        write_atomically(&path, &generated.to_png()?)?;
+                        println!("{}", path.display());
+                    }
+                }
+                Err(f) => {
+                    outcome = Err(f);
+                    break;
+                }
+            }
+        }
+        match outcome {
+            Ok(()) => made += 1,
             // A bad line is reported and the batch goes on; a GPU failure ends it.
             Err(f) if f.usage => failed.push(format!("line {}: {}", job.line, f.message)),
             Err(f) => return Err(f),

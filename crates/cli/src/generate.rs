@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use darkroom_engine::policy::{self, Activations, Weights};
 use darkroom_engine::{EngineError, LoraSource, ModelCache, ModelKey};
-use darkroom_workflow::Styles;
+use darkroom_workflow::prompts::{Mode, DEFAULT_MAX};
+use darkroom_workflow::{Styles, Template, Wildcards};
 
 use crate::failure::{usage, Failure};
 use darkroom_gpu::Gpu;
@@ -89,6 +90,16 @@ pub struct Settings {
     /// Activations: f32, f16 (needs shader-f16); auto picks f16 when the adapter has it.
     #[arg(long, value_enum, default_value = "auto")]
     pub precision: PrecisionArg,
+    /// Read the prompt as a dynamic prompt template (sd-dynamic-prompts' syntax: {a|b},
+    /// {2$$a|b|c}, __wildcard__, ${var=…}): random gives each image its own expansion, picked by
+    /// the image's seed; combinatorial makes every combination (each with the batch settings).
+    /// The template is recorded as `Template:` in each image's parameters.
+    #[arg(long, value_enum, default_value = "off")]
+    pub dynamic: Dynamic,
+    /// Wildcard files for templates (name.txt, one value a line; folders give
+    /// __folder/name__). Default: the cache folder's wildcards/, if there.
+    #[arg(long)]
+    pub wildcards: Option<PathBuf>,
     /// A style from the styles file, applied to the prompt and the negative prompt as A1111
     /// does (`{prompt}` in the style takes the prompt, else it is appended); repeatable.
     #[arg(long = "style", value_name = "NAME")]
@@ -100,6 +111,13 @@ pub struct Settings {
     /// No progress on stderr.
     #[arg(long)]
     pub quiet: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Dynamic {
+    Off,
+    Random,
+    Combinatorial,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -278,6 +296,7 @@ pub struct Runner<'g> {
     init_image: Option<Image>,
     mask: Option<Image>,
     pub styles: Styles,
+    wildcards: Wildcards,
     loaded: ModelCache<(StableDiffusion, String)>,
 }
 
@@ -296,7 +315,76 @@ impl<'g> Runner<'g> {
         let init_image = settings.init.as_deref().map(|p| read_png(p, "init image")).transpose()?;
         let mask = settings.mask.as_deref().map(|p| read_png(p, "mask")).transpose()?;
         let styles = load_styles(&settings)?;
-        Ok(Runner { gpu, settings, precision, init_image, mask, styles, loaded: ModelCache::default() })
+        let wildcards = match &settings.wildcards {
+            Some(dir) if !dir.is_dir() => {
+                return Err(usage(format!("--wildcards: {} is not a folder", dir.display())))
+            }
+            Some(dir) => Some(dir.clone()),
+            None => {
+                Some(darkroom_weights::native::default_cache_dir().join("wildcards")).filter(|d| d.is_dir())
+            }
+        };
+        let wildcards = match wildcards {
+            Some(dir) => Wildcards::from_dir(&dir)
+                .map_err(|e| usage(format!("--wildcards: cannot read {}: {e}", dir.display())))?,
+            None => Wildcards::new(),
+        };
+        Ok(Runner {
+            gpu,
+            settings,
+            precision,
+            init_image,
+            mask,
+            styles,
+            wildcards,
+            loaded: ModelCache::default(),
+        })
+    }
+
+    /// The recipe (its seed set) as the runs --dynamic makes of its prompt: one recipe per
+    /// image in random mode (seed s + i picks image i's expansion), one per combination in
+    /// combinatorial mode (seeds continuing); the recipe itself when --dynamic is off or the
+    /// prompt is plain text.
+    pub fn expand(&self, recipe: Recipe) -> Result<Vec<Recipe>, Failure> {
+        if self.settings.dynamic == Dynamic::Off {
+            return Ok(vec![recipe]);
+        }
+        let template = Template::parse(&recipe.prompt).map_err(|e| usage(format!("--prompt: {e}")))?;
+        if template.is_plain() {
+            return Ok(vec![recipe]);
+        }
+        let seed = recipe.seed.unwrap_or(0);
+        let images = (recipe.batch_size.max(1) * recipe.batch_count.max(1)) as u64;
+        let expand = |mode| {
+            let expansion = template
+                .expand_reporting(&self.wildcards, mode)
+                .map_err(|e| usage(format!("--prompt: {e}")))?;
+            for name in &expansion.missing {
+                eprintln!("warning: wildcard __{name}__ has no values (--wildcards); it is left in the prompt as written");
+            }
+            Ok::<_, Failure>(expansion.prompts)
+        };
+        let with = |prompt: String, seed: u64, single: bool| Recipe {
+            prompt,
+            seed: Some(seed),
+            batch_size: if single { 1 } else { recipe.batch_size },
+            batch_count: if single { 1 } else { recipe.batch_count },
+            template: Some(recipe.prompt.clone()),
+            ..recipe.clone()
+        };
+        Ok(match self.settings.dynamic {
+            Dynamic::Random => (0..images)
+                .map(|i| {
+                    let prompt = expand(Mode::Random { count: 1, seed: seed + i })?.pop().unwrap_or_default();
+                    Ok(with(prompt, seed + i, true))
+                })
+                .collect::<Result<_, Failure>>()?,
+            _ => expand(Mode::Combinatorial { max: DEFAULT_MAX, seed })?
+                .into_iter()
+                .enumerate()
+                .map(|(j, prompt)| with(prompt, seed + j as u64 * images, false))
+                .collect(),
+        })
     }
 
     /// The settings as a recipe for `prompt` (the seed left for the caller). The size defaults
@@ -325,6 +413,7 @@ impl<'g> Runner<'g> {
             mask: s.mask.as_deref().map(file),
             outpaint: s.outpaint,
             strength: s.strength,
+            template: None,
         }
     }
 
@@ -440,8 +529,13 @@ pub fn run(gpu: &Gpu, args: GenerateArgs) -> Result<(), Failure> {
     let mut recipe = runner.recipe(&args.prompt);
     recipe.seed = Some(recipe.seed.unwrap_or_else(random_seed));
     let styles = runner.settings.style.clone();
-    runner.apply_styles(&mut recipe, &styles)?;
-    let images = runner.run(recipe, "")?;
+    let runs = runner.expand(recipe)?;
+    let mut images = Vec::new();
+    for (i, mut recipe) in runs.iter().cloned().enumerate() {
+        runner.apply_styles(&mut recipe, &styles)?;
+        let label = if runs.len() > 1 { format!("prompt {}/{}: ", i + 1, runs.len()) } else { String::new() };
+        images.extend(runner.run(recipe, &label)?);
+    }
     let count = images.len();
     let is_dir = !names_a_png(&args.out);
     let dir =

@@ -6,6 +6,7 @@ mod batch;
 mod bench;
 mod failure;
 mod generate;
+mod grid;
 mod models;
 mod prompts;
 
@@ -31,6 +32,9 @@ enum Command {
     /// Run a prompts file (A1111's "prompts from file" lines or JSON-lines recipes) over the
     /// generate flags into a folder; resumable, and shardable over machines (--shard K/N).
     Batch(Box<batch::BatchArgs>),
+    /// A1111's X/Y/Z plot: every combination of up to three axes' values (steps, cfg, sampler,
+    /// prompt S/R, seed, size, …) as cells and a labelled DIR/grid.png.
+    Grid(Box<grid::GridArgs>),
     /// Print a dynamic prompt template's prompts, one a line: random (--count, --seed) or every
     /// combination (--combinatorial, --max).
     Prompts(prompts::PromptsArgs),
@@ -164,6 +168,7 @@ fn main() -> ExitCode {
         Command::Prompts(args) => report(prompts::run(args)),
         Command::Generate(args) => report(generate::run(&gpu, *args)),
         Command::Batch(args) => report(batch::run(&gpu, *args)),
+        Command::Grid(args) => report(grid::run(&gpu, *args)),
         Command::Bench { what: BenchTarget::Kernels, quick, runs, .. } => {
             match bench::kernels(&gpu, &bench::Options { quick, runs }) {
                 Ok(()) => ExitCode::SUCCESS,

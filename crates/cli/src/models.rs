@@ -10,6 +10,8 @@ use darkroom_weights::manifest;
 use darkroom_weights::native::{default_cache_dir, FolderStore, HttpSource};
 use darkroom_weights::Manifest;
 
+use darkroom_engine::EngineError;
+
 use crate::failure::{usage, Failure};
 
 #[derive(clap::Args)]
@@ -279,18 +281,34 @@ fn loras(cache: &Path) -> Vec<(String, u64)> {
     out
 }
 
+/// The cache's `loras/` folder as the LoRA store.
+struct FolderLoras(PathBuf);
+
+impl darkroom_engine::imports::LoraStore for FolderLoras {
+    async fn put(&self, name: &str, bytes: &[u8], _identity: &str) -> Result<(), EngineError> {
+        // The CLI knows a LoRA by the hash of the file it reads, so the identity is not kept.
+        let fail = |e: std::io::Error| EngineError::Storage(format!("{}: {e}", self.0.display()));
+        std::fs::create_dir_all(&self.0).map_err(fail)?;
+        let target = self.0.join(format!("{name}.safetensors"));
+        let part = self.0.join(format!("{name}.safetensors.part"));
+        std::fs::write(&part, bytes).map_err(fail)?;
+        std::fs::rename(&part, &target).map_err(fail)
+    }
+}
+
 fn import_lora(cache: &Path, file: &Path, name: Option<String>) -> Result<(), Failure> {
     let bytes = std::fs::read(file).map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
-    let lora = darkroom_weights::lora::Lora::from_bytes(bytes)
-        .map_err(|e| usage(format!("{}: {e}", file.display())))?;
     let name = name.unwrap_or_else(|| darkroom_weights::lora::name_from_file(&file.to_string_lossy()));
-    darkroom_weights::lora::check_name(&name).map_err(|e| usage(format!("{e}; give --name")))?;
-    let dir = cache.join("loras");
-    let fail = |e: std::io::Error| Failure { message: format!("{}: {e}", dir.display()), usage: false };
-    std::fs::create_dir_all(&dir).map_err(fail)?;
-    let target = dir.join(format!("{name}.safetensors"));
-    std::fs::copy(file, &target).map_err(fail)?;
-    println!("imported LoRA {name} ({} layers): use <lora:{name}:1> in a prompt", lora.updates.len());
+    let store = FolderLoras(cache.join("loras"));
+    let file_name = file.display().to_string();
+    let imported = pollster::block_on(darkroom_engine::imports::import_lora(
+        bytes, &file_name, &name, &store,
+    ))
+    .map_err(|e| match e {
+        EngineError::Input { field: Some("name"), message } => usage(format!("{message}; give --name")),
+        e => e.into(),
+    })?;
+    println!("imported LoRA {name} ({} layers): use <lora:{name}:1> in a prompt", imported.layers);
     Ok(())
 }
 

@@ -2,21 +2,12 @@
 //! `darkroom generate` makes with the same settings (byte for byte), a second run makes nothing
 //! new, a deleted image is made again alone, and shards partition the jobs exactly.
 
+mod common;
+
+use common::darkroom;
+use common::root;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn darkroom(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_darkroom"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into()))
-        .output()
-        .expect("run darkroom")
-}
+use std::path::Path;
 
 fn names(dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()

@@ -84,3 +84,67 @@ fn bad_templates_and_flags_exit_2_with_the_reason() {
     let (code, _, _) = darkroom(&["prompts", "x", "--combinatorial", "--seed", "3"]);
     assert_eq!(code, Some(2), "--seed belongs to random mode");
 }
+
+#[test]
+fn generate_dynamic_gives_each_image_the_expansion_of_its_seed_and_records_the_template() {
+    let tmp = std::env::temp_dir().join(format!("darkroom-dynamic-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let model = fixtures().join("../tiny-sd");
+    let wildcards = fixtures().join("wildcards");
+    let template = "a {red|green|blue} __animals__, {2$$ and $$ink|oil|chalk}";
+    let out = tmp.join("random");
+    #[rustfmt::skip]
+    let common = ["--model", model.to_str().unwrap(), "--steps", "1", "--width", "32", "--height", "32", "--precision", "f32", "--quiet", "--wildcards", wildcards.to_str().unwrap()];
+    let mut args =
+        vec!["generate", "--prompt", template, "--dynamic", "random", "--batch-count", "3", "--seed", "5"];
+    args.extend_from_slice(&common);
+    args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+    let (code, _, err) = darkroom(&args);
+    assert_eq!(code, Some(0), "{err}");
+    for seed in 5..8 {
+        let (_, params, _) = darkroom(&["params", out.join(format!("{seed}.png")).to_str().unwrap()]);
+        let (_, expected, _) = darkroom(&[
+            "prompts",
+            template,
+            "--wildcards",
+            wildcards.to_str().unwrap(),
+            "--count",
+            "1",
+            "--seed",
+            &seed.to_string(),
+        ]);
+        assert_eq!(params.lines().next().unwrap(), expected.trim_end_matches('\n'), "seed {seed}");
+        assert!(
+            params.contains(&format!("Seed: {seed}"))
+                && params.contains("Template: \"a {red|green|blue} __animals__, {2$$ and $$ink|oil|chalk}\""),
+            "{params}"
+        );
+    }
+    // Combinatorial: every combination, each with the batch settings, seeds continuing.
+    let out = tmp.join("combinatorial");
+    let mut args = vec![
+        "generate",
+        "--prompt",
+        "a {red|blue} fox",
+        "--dynamic",
+        "combinatorial",
+        "--batch",
+        "2",
+        "--seed",
+        "5",
+    ];
+    args.extend_from_slice(&common);
+    args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+    let (code, written, err) = darkroom(&args);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(written.lines().count(), 4);
+    let prompt_of = |seed: u64| {
+        let (_, p, _) = darkroom(&["params", out.join(format!("{seed}.png")).to_str().unwrap()]);
+        p.lines().next().unwrap().to_string()
+    };
+    assert_eq!(
+        [prompt_of(5), prompt_of(6), prompt_of(7), prompt_of(8)],
+        ["a red fox", "a red fox", "a blue fox", "a blue fox"]
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -91,3 +91,72 @@ pub async fn import<S: ByteSource, C: ChunkStore>(
         .map_err(|e| EngineError::Model(format!("the imported model's manifest: {e}")))?;
     Ok(ImportedModel { manifest_toml, skipped: imported.skipped })
 }
+
+/// Where imported LoRAs are kept: a folder natively, IndexedDB in the browser.
+#[allow(async_fn_in_trait)]
+pub trait LoraStore {
+    /// Keeps `bytes` as LoRA `name` (replacing one of that name), with its content `identity`.
+    async fn put(&self, name: &str, bytes: &[u8], identity: &str) -> Result<(), EngineError>;
+}
+
+/// What a LoRA import did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedLora {
+    /// How many layers it changes.
+    pub layers: usize,
+    /// Its content hash (what a model merged with it is known by).
+    pub identity: String,
+}
+
+/// Imports a LoRA file's `bytes` (called `file_name` on the disk) as LoRA `name`: the name is
+/// checked, the file read as a LoRA Darkroom can merge (SDXL, LoHa/LoKr and non-LoRA files are
+/// refused with the reason) before anything is written, then stored with its content hash.
+pub async fn import_lora<S: LoraStore>(
+    bytes: Vec<u8>,
+    file_name: &str,
+    name: &str,
+    store: &S,
+) -> Result<ImportedLora, EngineError> {
+    darkroom_weights::lora::check_name(name)
+        .map_err(|message| EngineError::Input { field: Some("name"), message })?;
+    let identity = darkroom_pipeline::short_hash(&bytes);
+    let layers = darkroom_weights::lora::Lora::from_bytes(bytes.clone())
+        .map_err(|e| EngineError::input(format!("{file_name}: {e}")))?
+        .updates
+        .len();
+    store.put(name, &bytes, &identity).await?;
+    Ok(ImportedLora { layers, identity })
+}
+
+#[cfg(test)]
+mod lora_tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Memory(RefCell<Vec<(String, usize, String)>>);
+
+    impl LoraStore for Memory {
+        async fn put(&self, name: &str, bytes: &[u8], identity: &str) -> Result<(), EngineError> {
+            self.0.borrow_mut().push((name.to_string(), bytes.len(), identity.to_string()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_lora_is_checked_before_it_is_stored() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/lora/tiny-lora.safetensors");
+        let bytes = std::fs::read(&path).unwrap();
+        let store = Memory::default();
+        let done = pollster::block_on(import_lora(bytes.clone(), "tiny-lora.safetensors", "ink", &store)).unwrap();
+        assert!(done.layers > 0);
+        assert_eq!(*store.0.borrow(), [("ink".to_string(), bytes.len(), done.identity.clone())]);
+        // Not a LoRA: refused, nothing stored.
+        let refused = pollster::block_on(import_lora(b"not a safetensors file".to_vec(), "x.safetensors", "x", &store));
+        assert!(matches!(refused, Err(EngineError::Input { .. })), "{refused:?}");
+        let bad_name = pollster::block_on(import_lora(bytes, "a.safetensors", "../up", &store));
+        assert!(matches!(bad_name, Err(EngineError::Input { field: Some("name"), .. })), "{bad_name:?}");
+        assert_eq!(store.0.borrow().len(), 1);
+    }
+}

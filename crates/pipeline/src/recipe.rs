@@ -66,6 +66,10 @@ pub struct Recipe {
     pub outpaint: Option<[usize; 4]>,
     /// How much of the init image to redo (0, 1]; `None`: 0.75 for img2img, 1 with a mask.
     pub strength: Option<f64>,
+    /// The dynamic prompt template `prompt` was expanded from (recorded in the parameters as
+    /// `Template:`, as sd-dynamic-prompts records it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
 }
 
 impl Default for Recipe {
@@ -86,6 +90,7 @@ impl Default for Recipe {
             mask: None,
             outpaint: None,
             strength: None,
+            template: None,
         }
     }
 }
@@ -278,6 +283,9 @@ impl Recipe {
         if self.init.is_some() && strength < 1.0 {
             extra.push(("Denoising strength".to_string(), format!("{strength}")));
         }
+        if let Some(template) = self.template.as_ref().filter(|t| **t != self.prompt) {
+            extra.push(("Template".to_string(), template.clone()));
+        }
         GenerationParams {
             prompt: self.prompt.clone(),
             negative_prompt: self.negative_prompt.clone(),
@@ -303,6 +311,7 @@ impl Recipe {
             .iter()
             .find(|(k, _)| k == "Denoising strength")
             .and_then(|(_, v)| v.parse::<f64>().ok());
+        let template = params.extra.iter().find(|(k, _)| k == "Template").map(|(_, v)| v.clone());
         Recipe {
             model: params.model.clone().unwrap_or_else(|| fallback.model.clone()),
             prompt: params.prompt.clone(),
@@ -314,6 +323,7 @@ impl Recipe {
             width: params.width as usize,
             height: params.height as usize,
             strength,
+            template,
             init: None,
             mask: None,
             outpaint: None,
@@ -486,6 +496,18 @@ mod tests {
         );
         assert_eq!(back.model, "dreamshaper_8");
         assert_eq!(back.strength, None);
+        // A dynamic prompt's template rides along, quoted, and comes back.
+        let t = Recipe {
+            prompt: "a red fox".into(),
+            template: Some("a {red|blue} fox, __styles/*__".into()),
+            seed: Some(1),
+            ..Recipe::default()
+        };
+        let text = t.to_params("m", 0).to_infotext();
+        assert!(text.ends_with(", Template: \"a {red|blue} fox, __styles/*__\""), "{text}");
+        let back = Recipe::from_params(&GenerationParams::parse_infotext(&text).unwrap(), &Recipe::default());
+        assert_eq!(back.template, t.template);
+        assert_eq!(back.prompt, "a red fox");
     }
 
     /// Every size the app offers for every shipped model (and the test model's manifest), with

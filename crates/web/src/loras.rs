@@ -6,7 +6,8 @@
 use darkroom_weights::browser::IdbStore;
 use darkroom_weights::checkpoint::store_file;
 use darkroom_weights::fetch::{ChunkStore, DEFAULT_CHUNK};
-use darkroom_weights::lora::{check_name, Lora};
+use darkroom_engine::imports::{import_lora, LoraStore};
+use darkroom_engine::EngineError;
 use wasm_bindgen_futures::JsFuture;
 
 const PREFIX: &str = "loras/";
@@ -78,24 +79,27 @@ pub async fn read(store: &IdbStore, name: &str) -> Result<Option<Vec<u8>>, Strin
     }
 }
 
-/// Copies `file` (named `file_name` on the disk) into the store as LoRA `name`, after checking
-/// that it is a LoRA Darkroom can merge; returns how many layers it changes. An existing LoRA of
-/// that name is replaced. The worker runs it (it is the stores' only writer).
+/// The browser's store as the LoRA store: the file in chunks like a download, its content hash
+/// beside it.
+struct StoredLoras(IdbStore);
+
+impl LoraStore for StoredLoras {
+    async fn put(&self, name: &str, bytes: &[u8], identity: &str) -> Result<(), EngineError> {
+        store_file(&self.0, &key(name), bytes, DEFAULT_CHUNK).await.map_err(|e| EngineError::Storage(e.to_string()))?;
+        self.0.put_blob(&id_key(name), identity.as_bytes()).await.map_err(|e| EngineError::Storage(e.to_string()))
+    }
+}
+
+/// Imports `file` (named `file_name` on the disk) as LoRA `name` through the engine's import
+/// (checked before anything is written); returns how many layers it changes. The worker runs it
+/// (it is the stores' only writer).
 pub async fn import(file: web_sys::Blob, file_name: &str, name: &str) -> Result<usize, String> {
-    check_name(name)?;
     let buffer = JsFuture::from(file.array_buffer()).await.map_err(|e| format!("{file_name}: {e:?}"))?;
     let bytes = js_sys::Uint8Array::new(&buffer).to_vec();
     drop(buffer);
-    let store = IdbStore::open().await.map_err(|e| e.to_string())?;
-    // Checked before anything is written, so a file that is not a LoRA leaves nothing behind.
-    let layers = {
-        let lora = Lora::from_bytes(bytes.clone()).map_err(|e| format!("{file_name}: {e}"))?;
-        lora.updates.len()
-    };
-    store_file(&store, &key(name), &bytes, DEFAULT_CHUNK).await.map_err(|e| e.to_string())?;
-    let hash = darkroom_pipeline::short_hash(&bytes);
-    store.put_blob(&id_key(name), hash.as_bytes()).await.map_err(|e| e.to_string())?;
-    Ok(layers)
+    let store = StoredLoras(IdbStore::open().await.map_err(|e| e.to_string())?);
+    let imported = import_lora(bytes, file_name, name, &store).await.map_err(|e| e.to_string())?;
+    Ok(imported.layers)
 }
 
 pub async fn remove(name: &str) -> Result<(), String> {

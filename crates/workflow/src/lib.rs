@@ -6,10 +6,12 @@
 //! - [`wildcards`]: wildcard collections (one value a line, `#` comments) by name, with folders
 //!   and globs.
 //! - [`styles`]: A1111's `styles.csv`, read, written and applied as A1111 does.
+//! - [`grid`]: X/Y/Z plot axes (A1111's value and range syntax) and the labelled grid image.
 //! - [`batch`]: prompts files (A1111's "prompts from file": a prompt a line, or a line of
 //!   `--flag value` overrides; JSON-lines recipes) and deterministic shards of them.
 
 pub mod batch;
+pub mod grid;
 pub mod prompts;
 pub mod styles;
 pub mod wildcards;
