@@ -87,7 +87,10 @@ fn dropped(state: AppState, file: web_sys::File) {
 
 fn keyboard(state: AppState) {
     let handle = window_event_listener(ev::keydown, move |e: web_sys::KeyboardEvent| {
-        if e.key() == "Enter" && (e.ctrl_key() || e.meta_key()) {
+        if e.key() == "Enter" && (e.ctrl_key() || e.meta_key()) && e.shift_key() {
+            e.prevent_default();
+            generation::enqueue(state);
+        } else if e.key() == "Enter" && (e.ctrl_key() || e.meta_key()) {
             e.prevent_default();
             generation::start(state);
         } else if e.key() == "Escape" && state.run.get_untracked().is_some() {
@@ -120,6 +123,7 @@ pub(crate) fn app_state() -> AppState {
 #[component]
 pub fn App() -> impl IntoView {
     let state = app_state();
+    crate::components::queue_panel::watch(state);
     let (probe_result, set_probe_result) = signal(None);
     spawn_local(async move {
         let result = probe().await;

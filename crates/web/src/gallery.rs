@@ -8,7 +8,11 @@ use js_sys::{Object, Reflect, Uint8Array};
 use wasm_bindgen::JsValue;
 
 const DB: &str = "darkroom-gallery";
-const IMAGES: &str = "images";
+pub(crate) const IMAGES: &str = "images";
+/// The queue's jobs (crate::queue), beside the images so a run's images and its record commit
+/// together. Version 2 added it.
+pub(crate) const QUEUE: &str = "queue";
+const VERSION: u32 = 2;
 
 /// One stored image.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +39,7 @@ pub struct Gallery {
     db: Database,
 }
 
-fn error(e: impl std::fmt::Display) -> String {
+pub(crate) fn error(e: impl std::fmt::Display) -> String {
     let text = e.to_string();
     if text.contains("Quota") {
         "the browser's storage for this site is full: delete images or models to make room".into()
@@ -44,30 +48,47 @@ fn error(e: impl std::fmt::Display) -> String {
     }
 }
 
-fn set(obj: &Object, key: &str, value: JsValue) {
+/// An entry as the record IndexedDB keeps.
+pub(crate) fn entry_object(entry: &Entry) -> Object {
+    let obj = Object::new();
+    set(&obj, "time", entry.time.into());
+    set(&obj, "model", entry.model.as_str().into());
+    set(&obj, "infotext", entry.infotext.as_str().into());
+    set(&obj, "width", (entry.width as f64).into());
+    set(&obj, "height", (entry.height as f64).into());
+    set(&obj, "png", Uint8Array::from(entry.png.as_slice()).into());
+    obj
+}
+
+pub(crate) fn set(obj: &Object, key: &str, value: JsValue) {
     let _ = Reflect::set(obj, &key.into(), &value);
 }
 
-fn get(obj: &JsValue, key: &str) -> JsValue {
+pub(crate) fn get(obj: &JsValue, key: &str) -> JsValue {
     Reflect::get(obj, &key.into()).unwrap_or(JsValue::UNDEFINED)
 }
 
 impl Gallery {
     pub async fn open() -> Result<Gallery, String> {
         let images = ObjectStoreBuilder::new(IMAGES).auto_increment(true);
-        let db = DatabaseBuilder::new(DB).version(1).add_object_store(images).build().await.map_err(error)?;
+        let queue = ObjectStoreBuilder::new(QUEUE).auto_increment(true);
+        let db = DatabaseBuilder::new(DB)
+            .version(VERSION)
+            .add_object_store(images)
+            .add_object_store(queue)
+            .build()
+            .await
+            .map_err(error)?;
         Ok(Gallery { db })
+    }
+
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
     }
 
     /// Stores an image; returns its key.
     pub async fn add(&self, entry: &Entry) -> Result<u32, String> {
-        let obj = Object::new();
-        set(&obj, "time", entry.time.into());
-        set(&obj, "model", entry.model.as_str().into());
-        set(&obj, "infotext", entry.infotext.as_str().into());
-        set(&obj, "width", (entry.width as f64).into());
-        set(&obj, "height", (entry.height as f64).into());
-        set(&obj, "png", Uint8Array::from(entry.png.as_slice()).into());
+        let obj = entry_object(entry);
         let tx = self.db.transaction(&[IMAGES], TransactionMode::ReadWrite).map_err(error)?;
         let store = tx.object_store(IMAGES).map_err(error)?;
         let key = store.add(&obj, None).map_err(error)?.await.map_err(error)?;

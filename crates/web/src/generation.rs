@@ -5,7 +5,7 @@ use darkroom_pipeline::{ImageRef, ModelInfo, Recipe, Sampler};
 use darkroom_weights::ModelKind;
 use leptos::prelude::*;
 
-use crate::protocol::{ErrorKind, FromWorker, ToWorker};
+use crate::protocol::{ErrorKind, FromWorker, QueueOp, ToWorker};
 use crate::state::{encode_png, png_url, AppState, ModelEntry, ResultImage, Run};
 
 pub fn random_seed() -> u64 {
@@ -63,21 +63,18 @@ fn refuse(state: AppState, code: &'static str, message: String) {
     state.error_code.set(Some(code));
 }
 
-/// Generate pressed (or Ctrl/Cmd+Enter).
-pub fn start(state: AppState) {
-    if state.run.get_untracked().is_some() {
-        return;
-    }
+/// The worker, the model, the checked recipe and its attachments, or `None` with the reason shown.
+fn prepared(state: AppState) -> Option<(crate::client::WorkerClient, ModelEntry, Recipe, Vec<Vec<u8>>)> {
     state.error.set(None);
     state.error_code.set(None);
     let Some(worker) = state.worker.get_value() else {
         let why = state.worker_error.get_untracked().unwrap_or_default();
         refuse(state, "gpu", format!("The generation worker is not running: {why}"));
-        return;
+        return None;
     };
     let Some(entry) = state.selected_model() else {
         refuse(state, "model", "Pick a model first: download one under Models and press Use.".into());
-        return;
+        return None;
     };
     if !entry.stored.get_untracked().complete {
         refuse(
@@ -85,13 +82,13 @@ pub fn start(state: AppState) {
             "model",
             format!("{} is not downloaded yet: download it under Models.", entry.manifest.name),
         );
-        return;
+        return None;
     }
     let recipe = match recipe(state, &entry) {
         Ok(r) => r,
         Err(e) => {
             refuse(state, "invalid", e);
-            return;
+            return None;
         }
     };
     let mut bytes = Vec::new();
@@ -103,13 +100,48 @@ pub fn start(state: AppState) {
                 Some(mask) => bytes.push(mask),
                 None => {
                     refuse(state, "invalid", "Paint a mask over the part of the image to redo first.".into());
-                    return;
+                    return None;
                 }
             }
         }
     }
+    Some((worker, entry, recipe, bytes))
+}
+
+/// The downloaded TAESD model, for live previews.
+fn preview_model(state: AppState) -> Option<crate::protocol::ModelRef> {
+    state.models.with_untracked(|list| {
+        list.iter()
+            .find(|m| m.manifest.family == ModelKind::Taesd && m.stored.get_untracked().complete)
+            .map(|m| m.model_ref.clone())
+    })
+}
+
+/// Generate pressed (or Ctrl/Cmd+Enter).
+pub fn start(state: AppState) {
+    if state.run.get_untracked().is_some() {
+        return;
+    }
+    let Some((worker, entry, recipe, bytes)) = prepared(state) else { return };
     state.results.set(Vec::new());
     run_batch(state, worker, entry, recipe, bytes, 0);
+}
+
+/// "Add to queue" pressed (or Ctrl/Cmd+Shift+Enter): the form's recipe, seeded now, becomes a
+/// job the worker runs after the ones before it.
+pub fn enqueue(state: AppState) {
+    let Some((worker, entry, recipe, bytes)) = prepared(state) else { return };
+    let op = QueueOp::Add {
+        model: entry.model_ref.clone(),
+        recipe,
+        preview: preview_model(state),
+        keep: entry.manifest.id.clone(),
+    };
+    worker.request(ToWorker::Queue(op), bytes, move |message| {
+        if let FromWorker::Error { kind, message } = message.body {
+            refuse(state, "invalid", explain(kind, &message));
+        }
+    });
 }
 
 pub fn cancel(state: AppState) {
@@ -136,11 +168,7 @@ fn run_batch(
 ) {
     let count = recipe.batch_count;
     let this = recipe.run(index);
-    let preview = state.models.with_untracked(|list| {
-        list.iter()
-            .find(|m| m.manifest.family == ModelKind::Taesd && m.stored.get_untracked().complete)
-            .map(|m| m.model_ref.clone())
-    });
+    let preview = preview_model(state);
     let model_name = entry.manifest.id.clone();
     // The worker keeps the images in the gallery before it answers.
     let keep = Some(model_name.clone());
@@ -213,7 +241,14 @@ fn run_batch(
                     ErrorKind::Busy => "busy",
                     _ => "gpu",
                 };
-                refuse(state, code, explain(kind, &message));
+                let queue_busy = kind == ErrorKind::Busy
+                    && state.queue.get_untracked().jobs.iter().any(|j| j.state == crate::protocol::JobState::Running);
+                let text = if queue_busy {
+                    "The queue is running a job: add this one to the queue (Ctrl+Shift+Enter), or pause the queue and generate when its job ends.".to_string()
+                } else {
+                    explain(kind, &message)
+                };
+                refuse(state, code, text);
             }
             finish(state);
         }

@@ -23,6 +23,7 @@ mod model_check;
 mod net;
 mod probe;
 mod protocol;
+mod queue;
 mod report;
 mod state;
 mod storage_access;

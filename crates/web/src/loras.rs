@@ -3,11 +3,11 @@
 //! `<lora:name:scale>` tag names it, deletable. Nothing is uploaded: the bytes go from the disk
 //! into this browser's storage.
 
+use darkroom_engine::imports::{import_lora, LoraStore};
+use darkroom_engine::EngineError;
 use darkroom_weights::browser::IdbStore;
 use darkroom_weights::checkpoint::store_file;
 use darkroom_weights::fetch::{ChunkStore, DEFAULT_CHUNK};
-use darkroom_engine::imports::{import_lora, LoraStore};
-use darkroom_engine::EngineError;
 use wasm_bindgen_futures::JsFuture;
 
 const PREFIX: &str = "loras/";
@@ -85,8 +85,13 @@ struct StoredLoras(IdbStore);
 
 impl LoraStore for StoredLoras {
     async fn put(&self, name: &str, bytes: &[u8], identity: &str) -> Result<(), EngineError> {
-        store_file(&self.0, &key(name), bytes, DEFAULT_CHUNK).await.map_err(|e| EngineError::Storage(e.to_string()))?;
-        self.0.put_blob(&id_key(name), identity.as_bytes()).await.map_err(|e| EngineError::Storage(e.to_string()))
+        store_file(&self.0, &key(name), bytes, DEFAULT_CHUNK)
+            .await
+            .map_err(|e| EngineError::Storage(e.to_string()))?;
+        self.0
+            .put_blob(&id_key(name), identity.as_bytes())
+            .await
+            .map_err(|e| EngineError::Storage(e.to_string()))
     }
 }
 

@@ -38,6 +38,8 @@ pub enum ToWorker {
     Generate { model: ModelRef, recipe: Recipe, preview: Option<ModelRef>, keep: Option<String> },
     /// A change to the browser's stores.
     Store(StoreOp),
+    /// The queue of jobs the worker runs one after another.
+    Queue(QueueOp),
     /// Stop the request with this id at its next step or chunk.
     Cancel { target: u32 },
 }
@@ -46,16 +48,124 @@ pub enum ToWorker {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum StoreOp {
     /// Every stored file of model `id` (downloaded or imported) and its quantized weights.
-    DeleteModel { id: String },
+    DeleteModel {
+        id: String,
+    },
     /// The single-file checkpoint (file attachment 0) as model `id` on `base`'s configs and
     /// tokenizer; answered with `StoreReply::Imported`.
-    ImportCheckpoint { base: ModelRef, id: String },
+    ImportCheckpoint {
+        base: ModelRef,
+        id: String,
+    },
     /// The LoRA file (file attachment 0) as LoRA `name`, replacing one of that name; answered
     /// with `StoreReply::LoraImported`.
-    ImportLora { name: String },
-    DeleteLora { name: String },
+    ImportLora {
+        name: String,
+    },
+    DeleteLora {
+        name: String,
+    },
     /// A gallery image, by its key.
-    DeleteImage { key: u32 },
+    DeleteImage {
+        key: u32,
+    },
+}
+
+/// The queue: recipes the worker runs one after another, kept in IndexedDB beside the gallery,
+/// so a reload or a crash resumes it where it stopped. A job's images go into the gallery run by
+/// run, in the same transaction that records the run as done, so none is made twice.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum QueueOp {
+    /// Follow the queue: its state comes as `FromWorker::Queue` answers to this request, which
+    /// never ends, with the running job's progress; starts the queue (after a reload, too).
+    Watch,
+    /// A job: a seeded recipe with its images as attachments, the model's name for the gallery.
+    Add {
+        model: ModelRef,
+        recipe: Recipe,
+        preview: Option<ModelRef>,
+        keep: String,
+    },
+    Pause,
+    Resume,
+    /// Stop job `key` (the running one at its next step) and keep it, cancelled, in the list.
+    Cancel {
+        key: u32,
+    },
+    /// Move waiting job `key` earlier (`up`) or later among the waiting ones.
+    Move {
+        key: u32,
+        up: bool,
+    },
+    /// Take the done, failed and cancelled jobs off the list.
+    ClearFinished,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum JobState {
+    Waiting,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+/// A job as the page shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobView {
+    pub key: u32,
+    pub prompt: String,
+    pub width: usize,
+    pub height: usize,
+    pub steps: usize,
+    pub images: usize,
+    pub images_done: usize,
+    pub state: JobState,
+    pub error: Option<String>,
+}
+
+/// The queue as the page shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct QueueView {
+    pub jobs: Vec<JobView>,
+    pub paused: bool,
+    /// The running job's denoising step, of how many.
+    pub step: usize,
+    pub total: usize,
+    /// Milliseconds per denoising step, as measured (0 until a step was timed).
+    pub ms_per_step: f64,
+    /// Images the queue has stored this session (the gallery reloads when it changes).
+    pub stored: u32,
+}
+
+impl QueueView {
+    /// Jobs finished (done), of all that will run or ran (cancelled and failed not counted).
+    pub fn counts(&self) -> (usize, usize) {
+        let counted = self.jobs.iter().filter(|j| !matches!(j.state, JobState::Cancelled | JobState::Failed));
+        let all: Vec<_> = counted.collect();
+        (all.iter().filter(|j| j.state == JobState::Done).count(), all.len())
+    }
+
+    /// Milliseconds of denoising left, from the measured rate: the running job's remaining
+    /// steps and every waiting job's. `None` before a step was timed.
+    pub fn ms_left(&self) -> Option<f64> {
+        if self.ms_per_step <= 0.0 {
+            return None;
+        }
+        let steps: usize = self
+            .jobs
+            .iter()
+            .map(|j| match j.state {
+                JobState::Waiting => j.steps * j.images,
+                JobState::Running => {
+                    j.steps * (j.images - j.images_done).saturating_sub(1)
+                        + self.total.saturating_sub(self.step)
+                }
+                _ => 0,
+            })
+            .sum();
+        Some(steps as f64 * self.ms_per_step)
+    }
 }
 
 /// What a store change did.
@@ -63,9 +173,13 @@ pub enum StoreOp {
 pub enum StoreReply {
     Done,
     /// The imported model's manifest.
-    Imported { manifest_toml: String },
+    Imported {
+        manifest_toml: String,
+    },
     /// How many layers the LoRA changes.
-    LoraImported { layers: usize },
+    LoraImported {
+        layers: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -155,6 +269,8 @@ pub enum FromWorker {
     },
     /// A store change is done.
     Stored(StoreReply),
+    /// The queue changed (an answer to `QueueOp::Watch`).
+    Queue(QueueView),
     Error {
         kind: ErrorKind,
         message: String,
@@ -263,9 +379,62 @@ mod tests {
         let json = serde_json::to_string(&request).unwrap();
         assert_eq!(serde_json::from_str::<ToWorker>(&json).unwrap(), request);
         let result = FromWorker::Result { images: Vec::new(), ms: 1.0, gallery_error: Some("full".into()) };
-        assert_eq!(serde_json::from_str::<FromWorker>(&serde_json::to_string(&result).unwrap()).unwrap(), result);
+        assert_eq!(
+            serde_json::from_str::<FromWorker>(&serde_json::to_string(&result).unwrap()).unwrap(),
+            result
+        );
         let busy = FromWorker::Error { kind: ErrorKind::Busy, message: "another job".into() };
         assert_eq!(serde_json::from_str::<FromWorker>(&serde_json::to_string(&busy).unwrap()).unwrap(), busy);
+    }
+
+    /// The queue's requests and its view cross as JSON; the time left counts what remains.
+    #[test]
+    fn queue_messages_round_trip_and_time_left_counts_the_remaining_steps() {
+        let model =
+            ModelRef { manifest_toml: "id = \"x\"".into(), manifest_file: "x.toml".into(), base: None };
+        let recipe = Recipe { prompt: "an owl".into(), seed: Some(3), ..Recipe::default() };
+        for op in [
+            QueueOp::Watch,
+            QueueOp::Add { model, recipe, preview: None, keep: "X".into() },
+            QueueOp::Cancel { key: 4 },
+            QueueOp::Move { key: 4, up: true },
+            QueueOp::ClearFinished,
+        ] {
+            let request = ToWorker::Queue(op);
+            assert_eq!(
+                serde_json::from_str::<ToWorker>(&serde_json::to_string(&request).unwrap()).unwrap(),
+                request
+            );
+        }
+        let job = |key, state, images_done| JobView {
+            key,
+            prompt: "p".into(),
+            width: 64,
+            height: 64,
+            steps: 10,
+            images: 2,
+            images_done,
+            state,
+            error: None,
+        };
+        let view = QueueView {
+            jobs: vec![
+                job(1, JobState::Done, 2),
+                job(2, JobState::Running, 1),
+                job(3, JobState::Waiting, 0),
+                job(4, JobState::Cancelled, 0),
+            ],
+            paused: false,
+            step: 4,
+            total: 10,
+            ms_per_step: 100.0,
+            stored: 3,
+        };
+        let body = FromWorker::Queue(view.clone());
+        assert_eq!(serde_json::from_str::<FromWorker>(&serde_json::to_string(&body).unwrap()).unwrap(), body);
+        assert_eq!(view.counts(), (1, 3));
+        // Running: 6 steps of this image, none after it; waiting: 2 images of 10 steps.
+        assert_eq!(view.ms_left(), Some((6 + 20) as f64 * 100.0));
     }
 
     /// Every store change the page asks of the worker, and every answer, crosses as JSON.

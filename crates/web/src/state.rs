@@ -239,6 +239,8 @@ pub struct AppState {
     pub storage: RwSignal<Option<(u64, u64)>>,
     /// The LoRAs imported into this browser.
     pub loras: RwSignal<Vec<crate::loras::StoredLora>>,
+    /// The worker's queue, as it last said.
+    pub queue: RwSignal<crate::protocol::QueueView>,
     pub tab: RwSignal<Tab>,
 }
 
@@ -267,6 +269,7 @@ impl AppState {
             error_code: RwSignal::new(None),
             last_seed: RwSignal::new(None),
             gallery_version: RwSignal::new(0),
+            queue: RwSignal::new(Default::default()),
             storage: RwSignal::new(None),
             loras: RwSignal::new(Vec::new()),
             tab: RwSignal::new(Tab::Generate),

@@ -3,6 +3,7 @@ use darkroom_pipeline::Sampler;
 use leptos::prelude::*;
 
 use crate::components::image_input::ImageInput;
+use crate::components::queue_panel::QueuePanel;
 use crate::generation::{self, presets, samplers};
 use crate::state::{AppState, Tab};
 
@@ -177,9 +178,11 @@ pub fn GeneratePanel() -> impl IntoView {
                     <ImageInput />
                     <div class="row buttons">
                         <button id="generate-button" type="submit" class="primary" disabled=running title="Ctrl+Enter">"Generate"</button>
+                        <button id="queue-button" type="button" title="Ctrl+Shift+Enter"
+                            on:click=move |_| generation::enqueue(state)>"Add to queue"</button>
                         <button id="cancel-button" type="button" disabled=move || !running() title="Esc"
                             on:click=move |_| generation::cancel(state)>"Cancel"</button>
-                        <span class="muted small">"Ctrl+Enter generates · Esc cancels"</span>
+                        <span class="muted small">"Ctrl+Enter generates · Ctrl+Shift+Enter queues · Esc cancels"</span>
                     </div>
                 </form>
                 <div class="output">
@@ -201,6 +204,7 @@ pub fn GeneratePanel() -> impl IntoView {
                             })}
                         </div>
                     </Show>
+                    <QueuePanel />
                     <div class="results" id="results">
                         <For
                             each=move || state.results.get()

@@ -6,5 +6,6 @@ pub mod lora_manager;
 #[cfg(feature = "dev-pages")]
 pub mod model_check_panel;
 pub mod model_manager;
+pub mod queue_panel;
 #[cfg(feature = "dev-pages")]
 pub mod selftest_panel;
