@@ -25,12 +25,11 @@ use wasm_bindgen_futures::spawn_local;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 use crate::gallery::{Entry, Gallery};
+mod queue_runner;
+mod stores;
+
 use crate::idb_model::{IdbModelFiles, IdbQuantCache};
-use crate::protocol::{
-    Envelope, ErrorKind, FromWorker, ImageInfo, JobState, ModelRef, QueueOp, QueueView, Stage, StoreOp,
-    StoreReply, ToWorker,
-};
-use crate::queue;
+use crate::protocol::{Envelope, ErrorKind, FromWorker, ImageInfo, ModelRef, Stage, StoreReply, ToWorker};
 
 struct Previewer {
     key: String,
@@ -45,26 +44,7 @@ struct State {
     cancelled: RefCell<HashSet<u32>>,
     /// One GPU job (load or generate) at a time; downloads run beside it.
     busy: Cell<bool>,
-    queue: QueueState,
-}
-
-/// The queue runner's state (its jobs are in IndexedDB: crate::queue).
-#[derive(Default)]
-struct QueueState {
-    /// The request the page follows the queue with.
-    watch: Cell<Option<u32>>,
-    paused: Cell<bool>,
-    running: Cell<bool>,
-    /// The running job's key, and its denoising step of how many.
-    current: Cell<Option<u32>>,
-    step: Cell<(usize, usize)>,
-    ms_per_step: Cell<f64>,
-    stored: Cell<u32>,
-}
-
-/// The id a queued job's cancellation is tracked under (requests count up from 1).
-fn job_cancel_id(key: u32) -> u32 {
-    u32::MAX - key
+    queue: queue_runner::QueueState,
 }
 
 thread_local! {
@@ -147,81 +127,19 @@ fn handle(envelope: Envelope<ToWorker>) {
             }
         }),
         ToWorker::Queue(op) => spawn_local(async move {
-            match queue_op(&state, id, op, envelope.bytes).await {
+            match queue_runner::queue_op(&state, id, op, envelope.bytes).await {
                 Ok(true) => post(id, FromWorker::Stored(StoreReply::Done), Vec::new()),
                 Ok(false) => {}
                 Err((kind, message)) => fail(id, kind, message),
             }
         }),
         ToWorker::Store(op) => spawn_local(async move {
-            match store(&state, id, op, envelope.files).await {
+            match stores::store(&state, id, op, envelope.files).await {
                 Ok(reply) => post(id, FromWorker::Stored(reply), Vec::new()),
                 Err((kind, message)) => fail(id, kind, message),
             }
             state.cancelled.borrow_mut().remove(&id);
         }),
-    }
-}
-
-/// The file a store change takes.
-fn attached_file(files: Vec<web_sys::Blob>, what: &str) -> Result<(web_sys::Blob, String), Failure> {
-    let blob =
-        files.into_iter().next().ok_or((ErrorKind::Input, format!("the {what} file did not arrive")))?;
-    let name =
-        blob.dyn_ref::<web_sys::File>().map(|f| f.name()).unwrap_or_else(|| format!("{what}.safetensors"));
-    Ok((blob, name))
-}
-
-/// A change to the browser's stores: this worker is their only writer.
-async fn store(
-    state: &Rc<State>,
-    id: u32,
-    op: StoreOp,
-    files: Vec<web_sys::Blob>,
-) -> Result<StoreReply, Failure> {
-    let storage = |e: String| (ErrorKind::Download, e);
-    match op {
-        StoreOp::DeleteModel { id: model } => {
-            let store = IdbStore::open().await.map_err(fetch_failure)?;
-            store.remove_model(&model).await.map_err(fetch_failure)?;
-            // A load after this must not find the model cached under an id whose files are gone.
-            state.loaded.borrow_mut().evict_model(&model);
-            Ok(StoreReply::Done)
-        }
-        StoreOp::ImportCheckpoint { base, id: new_id } => {
-            let base = manifest(&base)?;
-            let (file, name) = attached_file(files, "checkpoint")?;
-            let mut progress = |done: u64, total: u64| {
-                let body = FromWorker::Progress {
-                    stage: Stage::Importing,
-                    step: 0,
-                    total: 0,
-                    bytes: done,
-                    bytes_total: total,
-                    rate: 0.0,
-                };
-                post(id, body, Vec::new());
-            };
-            let cancelled = || state.cancelled.borrow().contains(&id);
-            let manifest_toml = crate::import::import(file, &name, &base, &new_id, &mut progress, &cancelled)
-                .await
-                .map_err(|e| (ErrorKind::Input, e))?;
-            Ok(StoreReply::Imported { manifest_toml })
-        }
-        StoreOp::ImportLora { name } => {
-            let (file, file_name) = attached_file(files, "LoRA")?;
-            let layers =
-                crate::loras::import(file, &file_name, &name).await.map_err(|e| (ErrorKind::Input, e))?;
-            Ok(StoreReply::LoraImported { layers })
-        }
-        StoreOp::DeleteLora { name } => {
-            crate::loras::remove(&name).await.map_err(storage)?;
-            Ok(StoreReply::Done)
-        }
-        StoreOp::DeleteImage { key } => {
-            Gallery::open().await.map_err(storage)?.delete(key).await.map_err(storage)?;
-            Ok(StoreReply::Done)
-        }
     }
 }
 
@@ -643,199 +561,4 @@ async fn keep_images(model_name: &str, infos: &[ImageInfo], pngs: &[Vec<u8>]) ->
         gallery.add(&entry).await?;
     }
     Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// The queue: jobs in IndexedDB (crate::queue), run one after another while nothing else holds
-// the GPU.
-
-fn storage_failure(e: String) -> Failure {
-    (ErrorKind::Download, e)
-}
-
-/// The queue as the page shows it, sent to the watching request.
-async fn post_queue(state: &State) {
-    let Some(watch) = state.queue.watch.get() else { return };
-    let Ok(jobs) = queue::list().await else { return };
-    let running = state.queue.current.get().is_some();
-    let (step, total) = if running { state.queue.step.get() } else { (0, 0) };
-    let view = QueueView {
-        jobs: jobs.iter().map(|s| s.job.view(s.key)).collect(),
-        paused: state.queue.paused.get(),
-        step,
-        total,
-        ms_per_step: state.queue.ms_per_step.get(),
-        stored: state.queue.stored.get(),
-    };
-    post(watch, FromWorker::Queue(view), Vec::new());
-}
-
-/// A queue request; `Ok(true)` when it gets a final `Stored(Done)` answer (all but Watch).
-async fn queue_op(state: &Rc<State>, id: u32, op: QueueOp, bytes: Vec<Vec<u8>>) -> Result<bool, Failure> {
-    match op {
-        QueueOp::Watch => {
-            state.queue.watch.set(Some(id));
-            // A job that was running when the page went away starts its unfinished runs again.
-            for mut stored in queue::list().await.map_err(storage_failure)? {
-                if stored.job.state == JobState::Running && state.queue.current.get() != Some(stored.key) {
-                    stored.job.state = JobState::Waiting;
-                    queue::update(&stored).await.map_err(storage_failure)?;
-                }
-            }
-            post_queue(state).await;
-            spawn_local(run_queue(state.clone()));
-            return Ok(false);
-        }
-        QueueOp::Add { model, recipe, preview, keep } => {
-            manifest(&model)?;
-            let job = queue::Job {
-                model,
-                recipe,
-                preview,
-                keep,
-                state: JobState::Waiting,
-                runs_done: 0,
-                error: None,
-                order: now_ms(),
-            };
-            queue::add(&job, &bytes).await.map_err(storage_failure)?;
-            spawn_local(run_queue(state.clone()));
-        }
-        QueueOp::Pause => state.queue.paused.set(true),
-        QueueOp::Resume => {
-            state.queue.paused.set(false);
-            spawn_local(run_queue(state.clone()));
-        }
-        QueueOp::Cancel { key } => {
-            if state.queue.current.get() == Some(key) {
-                state.cancelled.borrow_mut().insert(job_cancel_id(key));
-            } else if let Some(mut stored) =
-                queue::list().await.map_err(storage_failure)?.into_iter().find(|s| s.key == key)
-            {
-                if stored.job.state == JobState::Waiting {
-                    stored.job.state = JobState::Cancelled;
-                    queue::update(&stored).await.map_err(storage_failure)?;
-                }
-            }
-        }
-        QueueOp::Move { key, up } => {
-            let waiting: Vec<queue::Stored> = queue::list()
-                .await
-                .map_err(storage_failure)?
-                .into_iter()
-                .filter(|s| s.job.state == JobState::Waiting)
-                .collect();
-            if let Some(i) = waiting.iter().position(|s| s.key == key) {
-                let j = if up { i.checked_sub(1) } else { Some(i + 1).filter(|&j| j < waiting.len()) };
-                if let Some(j) = j {
-                    let (mut a, mut b) = (waiting[i].clone(), waiting[j].clone());
-                    std::mem::swap(&mut a.job.order, &mut b.job.order);
-                    queue::update(&a).await.map_err(storage_failure)?;
-                    queue::update(&b).await.map_err(storage_failure)?;
-                }
-            }
-        }
-        QueueOp::ClearFinished => {
-            let finished: Vec<u32> = queue::list()
-                .await
-                .map_err(storage_failure)?
-                .into_iter()
-                .filter(|s| matches!(s.job.state, JobState::Done | JobState::Failed | JobState::Cancelled))
-                .map(|s| s.key)
-                .collect();
-            queue::remove(&finished).await.map_err(storage_failure)?;
-        }
-    }
-    post_queue(state).await;
-    Ok(true)
-}
-
-/// Waits `ms` milliseconds (the worker's setTimeout).
-async fn sleep(ms: i32) {
-    let promise = js_sys::Promise::new(&mut |resolve, _| {
-        let global = js_sys::global();
-        if let Ok(set_timeout) = js_sys::Reflect::get(&global, &"setTimeout".into()) {
-            let set_timeout: js_sys::Function = set_timeout.unchecked_into();
-            let _ = set_timeout.call2(&global, &resolve, &ms.into());
-        }
-    });
-    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
-}
-
-/// Runs waiting jobs until none is left or the queue is paused (one runner at a time).
-async fn run_queue(state: Rc<State>) {
-    if state.queue.running.replace(true) {
-        return;
-    }
-    while !state.queue.paused.get() {
-        let Ok(jobs) = queue::list().await else { break };
-        let Some(mut stored) = jobs.into_iter().find(|s| s.job.state == JobState::Waiting) else { break };
-        // A generation or a load the page asked for holds the GPU: wait for it.
-        if state.busy.replace(true) {
-            sleep(300).await;
-            continue;
-        }
-        let key = stored.key;
-        state.queue.current.set(Some(key));
-        state.queue.step.set((0, stored.job.recipe.steps));
-        stored.job.state = JobState::Running;
-        let mut outcome = queue::update(&stored).await.map_err(storage_failure);
-        post_queue(&state).await;
-        let report = state.queue.watch.get().unwrap_or(0);
-        let runs = stored.job.recipe.batch_count.max(1);
-        while outcome.is_ok() && stored.job.runs_done < runs {
-            let recipe = stored.job.recipe.run(stored.job.runs_done);
-            let (model, preview) = (stored.job.model.clone(), stored.job.preview.clone());
-            let made = make_images(
-                &state,
-                report,
-                job_cancel_id(key),
-                &model,
-                &recipe,
-                preview.as_ref(),
-                &stored.bytes,
-            )
-            .await;
-            outcome = match made {
-                Ok((infos, pngs)) => {
-                    let entries: Vec<Entry> = infos
-                        .iter()
-                        .zip(&pngs)
-                        .map(|(info, png)| Entry {
-                            key: 0,
-                            time: now_ms(),
-                            model: stored.job.keep.clone(),
-                            infotext: info.infotext.clone(),
-                            width: info.width,
-                            height: info.height,
-                            png: png.clone(),
-                        })
-                        .collect();
-                    stored.job.runs_done += 1;
-                    if stored.job.runs_done == runs {
-                        stored.job.state = JobState::Done;
-                    }
-                    let written = queue::finish_run(&stored, &entries).await.map_err(storage_failure);
-                    if written.is_ok() {
-                        state.queue.stored.set(state.queue.stored.get() + entries.len() as u32);
-                    }
-                    post_queue(&state).await;
-                    written
-                }
-                Err(e) => Err(e),
-            };
-        }
-        if let Err((kind, message)) = outcome {
-            stored.job.state =
-                if kind == ErrorKind::Cancelled { JobState::Cancelled } else { JobState::Failed };
-            stored.job.error = (kind != ErrorKind::Cancelled).then_some(message);
-            let _ = queue::update(&stored).await;
-        }
-        state.cancelled.borrow_mut().remove(&job_cancel_id(key));
-        state.queue.current.set(None);
-        forget_lost_device(&state);
-        state.busy.set(false);
-        post_queue(&state).await;
-    }
-    state.queue.running.set(false);
 }
