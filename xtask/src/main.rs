@@ -142,19 +142,27 @@ fn e2e_test_files() -> Result<Vec<String>> {
 }
 
 /// `dist/` and the fixtures served on 127.0.0.1, and node's test runner on `files`.
-fn browser_tests(files: &[String]) -> Result<()> {
+/// `cli_built`: the native tests just built target/debug/darkroom from these sources, so the
+/// tests use it as it is instead of building the CLI again (`cargo test` unifies dev-only
+/// features, so a plain `cargo build` would rebuild half the workspace).
+fn browser_tests(files: &[String], cli_built: bool) -> Result<()> {
     let server =
         serve::Server::bind(&root().join("dist"), 0)?.mount("/fixtures/", &root().join("tests/fixtures"));
     let url = server.url();
     std::thread::spawn(move || server.run_forever());
-    run(Command::new("node").args(["--test", "--test-reporter=spec"]).args(files).env("DARKROOM_URL", &url))
+    let mut node = Command::new("node");
+    node.args(["--test", "--test-reporter=spec"]).args(files).env("DARKROOM_URL", &url);
+    if cli_built {
+        node.env("DARKROOM_CLI_BUILT", "1");
+    }
+    run(&mut node)
 }
 
 /// `cargo xtask e2e [tests/e2e/x.test.mjs …]`: the web build and the browser tests only.
 fn e2e_command(args: &[String]) -> Result<()> {
     build_web(true)?;
     let files = if args.is_empty() { e2e_test_files()? } else { args.to_vec() };
-    browser_tests(&files)
+    browser_tests(&files, false)
 }
 
 fn test_command() -> Result<()> {
@@ -176,7 +184,7 @@ fn test_command() -> Result<()> {
     })?;
     stage("web build (trunk: the product, and the developer pages)", &mut || build_web(true))?;
     stage("browser tests (headless Chromium, WebGPU on SwiftShader)", &mut || {
-        browser_tests(&e2e_test_files()?)
+        browser_tests(&e2e_test_files()?, true)
     })?;
 
     println!("\n== timings");
