@@ -270,6 +270,14 @@ fn model_folder(model: &Path) -> Result<PathBuf, Failure> {
     Ok(folder)
 }
 
+/// The wildcard files of `--wildcards DIR`.
+pub fn read_wildcards(dir: &Path) -> Result<Wildcards, Failure> {
+    if !dir.is_dir() {
+        return Err(usage(format!("--wildcards: {} is not a folder", dir.display())));
+    }
+    Wildcards::from_dir(dir).map_err(|e| usage(format!("--wildcards: cannot read {}: {e}", dir.display())))
+}
+
 /// The styles file: --styles, else styles.csv in the cache folder when there is one.
 fn load_styles(settings: &Settings) -> Result<Styles, Failure> {
     let (path, given) = match &settings.styles_file {
@@ -315,18 +323,10 @@ impl<'g> Runner<'g> {
         let init_image = settings.init.as_deref().map(|p| read_png(p, "init image")).transpose()?;
         let mask = settings.mask.as_deref().map(|p| read_png(p, "mask")).transpose()?;
         let styles = load_styles(&settings)?;
+        let default_dir = darkroom_weights::native::default_cache_dir().join("wildcards");
         let wildcards = match &settings.wildcards {
-            Some(dir) if !dir.is_dir() => {
-                return Err(usage(format!("--wildcards: {} is not a folder", dir.display())))
-            }
-            Some(dir) => Some(dir.clone()),
-            None => {
-                Some(darkroom_weights::native::default_cache_dir().join("wildcards")).filter(|d| d.is_dir())
-            }
-        };
-        let wildcards = match wildcards {
-            Some(dir) => Wildcards::from_dir(&dir)
-                .map_err(|e| usage(format!("--wildcards: cannot read {}: {e}", dir.display())))?,
+            Some(dir) => read_wildcards(dir)?,
+            None if default_dir.is_dir() => read_wildcards(&default_dir)?,
             None => Wildcards::new(),
         };
         Ok(Runner {

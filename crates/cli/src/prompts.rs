@@ -7,6 +7,7 @@ use darkroom_workflow::prompts::{Mode, DEFAULT_MAX};
 use darkroom_workflow::{Template, Wildcards};
 
 use crate::failure::{usage, Failure};
+use crate::generate::read_wildcards;
 
 #[derive(Args)]
 pub struct PromptsArgs {
@@ -42,18 +43,14 @@ pub fn run(args: PromptsArgs) -> Result<(), Failure> {
         args.template.clone()
     };
     let wildcards = match &args.wildcards {
-        Some(dir) if !dir.is_dir() => {
-            return Err(usage(format!("--wildcards: {} is not a folder", dir.display())))
-        }
-        Some(dir) => Wildcards::from_dir(dir)
-            .map_err(|e| usage(format!("--wildcards: cannot read {}: {e}", dir.display())))?,
+        Some(dir) => read_wildcards(dir)?,
         None => Wildcards::new(),
     };
     let template = Template::parse(&text).map_err(|e| usage(e.to_string()))?;
     let mode = if args.combinatorial {
         Mode::Combinatorial { max: args.max, seed: args.seed.unwrap_or(0) }
     } else {
-        let seed = args.seed.unwrap_or_else(random_seed);
+        let seed = args.seed.unwrap_or_else(crate::generate::random_seed);
         if args.seed.is_none() {
             eprintln!("seed: {seed}");
         }
@@ -75,10 +72,4 @@ pub fn run(args: PromptsArgs) -> Result<(), Failure> {
     use std::io::Write;
     let _ = std::io::stdout().lock().write_all(out.as_bytes());
     Ok(())
-}
-
-fn random_seed() -> u64 {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    (nanos as u64 ^ (nanos >> 64) as u64 ^ std::process::id() as u64) % 4_294_967_296
 }

@@ -189,6 +189,11 @@ fn pipeline_failure(e: PipelineError) -> Failure {
     failure(e.into())
 }
 
+/// A store the worker writes refused (a full quota, a broken database).
+fn storage_failure(e: String) -> Failure {
+    (ErrorKind::Download, e)
+}
+
 fn fetch_failure(e: FetchError) -> Failure {
     match e {
         FetchError::Cancelled => (ErrorKind::Cancelled, e.to_string()),

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::spawn_local;
 
-use super::{forget_lost_device, make_images, manifest, now_ms, post, Failure, State};
+use super::{forget_lost_device, make_images, manifest, now_ms, post, storage_failure, Failure, State};
 use crate::gallery::Entry;
 use crate::protocol::{ErrorKind, FromWorker, JobState, QueueOp, QueueView};
 use crate::queue;
@@ -29,10 +29,6 @@ pub(super) struct QueueState {
 /// The id a queued job's cancellation is tracked under (requests count up from 1).
 pub(super) fn job_cancel_id(key: u32) -> u32 {
     u32::MAX - key
-}
-
-fn storage_failure(e: String) -> Failure {
-    (ErrorKind::Download, e)
 }
 
 /// The queue as the page shows it, sent to the watching request.

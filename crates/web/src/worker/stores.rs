@@ -6,7 +6,7 @@ use std::rc::Rc;
 use darkroom_weights::browser::IdbStore;
 use wasm_bindgen::JsCast;
 
-use super::{fetch_failure, manifest, post, Failure, State};
+use super::{fetch_failure, manifest, post, storage_failure, Failure, State};
 use crate::gallery::Gallery;
 use crate::protocol::{ErrorKind, FromWorker, Stage, StoreOp, StoreReply};
 
@@ -26,7 +26,6 @@ pub(super) async fn store(
     op: StoreOp,
     files: Vec<web_sys::Blob>,
 ) -> Result<StoreReply, Failure> {
-    let storage = |e: String| (ErrorKind::Download, e);
     match op {
         StoreOp::DeleteModel { id: model } => {
             let store = IdbStore::open().await.map_err(fetch_failure)?;
@@ -62,11 +61,11 @@ pub(super) async fn store(
             Ok(StoreReply::LoraImported { layers })
         }
         StoreOp::DeleteLora { name } => {
-            crate::loras::remove(&name).await.map_err(storage)?;
+            crate::loras::remove(&name).await.map_err(storage_failure)?;
             Ok(StoreReply::Done)
         }
         StoreOp::DeleteImage { key } => {
-            Gallery::open().await.map_err(storage)?.delete(key).await.map_err(storage)?;
+            Gallery::open().await.map_err(storage_failure)?.delete(key).await.map_err(storage_failure)?;
             Ok(StoreReply::Done)
         }
     }
