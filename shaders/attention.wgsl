@@ -1,16 +1,23 @@
-// Fused multi-head attention with online softmax: the Nq×Nk score matrix never exists in
+// Fused multi-head attention, tiled like the GEMM: the Nq×Nk score matrix never exists in
 // memory. Q, K, V and O use the layout linear projections produce, heads side by side:
 //   Q, O [B, Nq, H·D]    K, V [B, Nk, H·D]    (row strides q_stride and kv_stride)
 // so no permute is needed before or after. CAUSAL masks key j > query i (CLIP's text encoder).
 //
-// Each workgroup takes 64 queries of one (batch, head) with 256 invocations: four per query,
-// each taking every fourth key with its own running max m, normaliser l and output o, merged at
-// the end. (One invocation per query left a large GPU mostly idle: a 4096-token, 8-head layer
-// is only 32 K queries, each a long chain of dependent multiply-adds.) Keys and values stream
-// through workgroup memory in tiles of `block_keys` = min(64, 2048 / D) keys (16 KiB for K and V
-// together, the WebGPU minimum): 51 keys at D = 40, 32 at D = 64, 12 at D = 160 (SD 1.5's
-// deepest blocks). Scores of a tile are computed first, so the running max is rescaled once per
-// tile.
+// A workgroup of 128 invocations takes BQ = 32 queries of one (batch, head) and walks the keys
+// in blocks of BK = 64. For each block:
+//   1. S = Q·Kᵀ (32x64) as a register-tiled product: each invocation holds a 4x4 block of S;
+//      Q and K stream through workgroup memory in slices of 16 head dimensions, as in the GEMM.
+//      S (scaled, masked) goes to workgroup memory.
+//   2. Online softmax: four invocations per query row take 16 scores each, agree on the row's
+//      new maximum m, turn the scores into P = exp(S − m) in place and keep their part of the
+//      normaliser l; the factor exp(m_old − m_new) that rescales the row's output is published.
+//   3. O += P·V as a register-tiled product: each invocation holds 4 rows x COLS columns of O
+//      (columns tx, tx + 16, …); V streams through workgroup memory VK keys at a time.
+// Statistics and accumulators are f32 whatever the storage type. Heads wider than COLS·16 split
+// their output columns across workgroups (grid z): each recomputes S, so the VAE's 512-wide head
+// needs no scores buffer. COLS and VK are constants of the variant (attention.rs picks them from
+// the head size), so the per-invocation accumulator array has a fixed size and the loops over it
+// unroll. Workgroup memory: 15.1 KiB, under WebGPU's 16 KiB minimum.
 
 struct Params {
     nq: u32,
@@ -20,7 +27,7 @@ struct Params {
     q_stride: u32,
     kv_stride: u32,
     scale: f32,
-    block_keys: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -29,139 +36,181 @@ struct Params {
 @group(0) @binding(3) var<storage, read> v: array<act>;
 @group(0) @binding(4) var<storage, read_write> o: array<act>;
 
-const BQ: u32 = 64u;
-const SPLITS: u32 = 4u;
-const THREADS: u32 = 256u; // BQ * SPLITS
-const BK_MAX: u32 = 64u;
-const D_MAX: u32 = 160u;
-const TILE_FLOATS: u32 = 2048u;
-// A finite "minus infinity": differences of two of them stay finite.
+const BQ: u32 = 32u;
+const BK: u32 = 64u;
+const DS: u32 = 16u; // head dimensions per staged slice of Q and K
+const THREADS: u32 = 128u;
+const DC: u32 = COLS * 16u; // output columns per workgroup
+// A finite "minus infinity": differences of two of them stay finite, exp() of them is 0.
 const NEG: f32 = -1e30;
-// Output dimensions merged per round at the end (THREADS * MERGE_DIMS = TILE_FLOATS).
-const MERGE_DIMS: u32 = 8u;
 
-var<workgroup> k_tile: array<f32, 2048>; // [block_keys][D]; at the end, each invocation's m and l
-var<workgroup> v_tile: array<f32, 2048>; // [block_keys][D]; at the end, partial outputs
+// Staging, shared by the phases: Q and K slices while S is computed (k-major vec4 rows padded by
+// one vec4: Q at [d][9], K from Q_SLOTS at [d][17]), V rows [VK][DC] scalars while O is.
+const Q_ROW: u32 = 9u;
+const K_ROW: u32 = 17u;
+const Q_SLOTS: u32 = 144u; // DS * Q_ROW
+var<workgroup> stage: array<vec4<f32>, 416>; // Q_SLOTS + DS * K_ROW
+// S, then P, key-major: 8 vec4 of 4 rows per key, the vec4 slot swizzled by the key so that
+// the invocations of phase 1 store to different banks.
+var<workgroup> p_tile: array<vec4<f32>, 512>; // [BK][BQ / 4]
+var<workgroup> red: array<f32, 128>; // per-invocation partials: block maxima, then normalisers
+var<workgroup> rescale: array<f32, 32>; // per-row exp(m_old − m_new) of the current block
 
-@compute @workgroup_size(256, 1, 1)
+fn p_index(key: u32, row_vec: u32) -> u32 {
+    return key * 8u + (row_vec ^ ((key >> 2u) & 7u));
+}
+
+@compute @workgroup_size(128, 1, 1)
 fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) local: u32) {
     let d_len = params.head_dim;
     let b = group.y / params.heads;
     let h = group.y % params.heads;
-    // Consecutive invocations take consecutive queries; `split` picks the keys.
-    let slot = local % BQ;
-    let split = local / BQ;
-    let i = group.x * BQ + slot;
-    let row_ok = i < params.nq;
-    let q_base = (b * params.nq + min(i, params.nq - 1u)) * params.q_stride + h * d_len;
+    let q0 = group.x * BQ;
+    let col0 = group.z * DC;
+    let q_base = b * params.nq * params.q_stride + h * d_len;
     let kv_base = b * params.nk * params.kv_stride + h * d_len;
 
-    var qv: array<f32, D_MAX>;
-    var acc: array<f32, D_MAX>;
-    for (var d = 0u; d < d_len; d++) {
-        qv[d] = f32(q[q_base + d]) * params.scale;
-        acc[d] = 0.0;
+    // Register tiles: rows 4ty..4ty+3 of the block; keys 4tx..4tx+3 (phase 1), output columns
+    // col0 + tx + 16c (phase 3).
+    let ty = local / 16u;
+    let tx = local % 16u;
+    // Phase 2: row sr, keys 16·part .. 16·part + 15.
+    let sr = local / 4u;
+    let part = local % 4u;
+
+    var acc: array<vec4<f32>, COLS>;
+    for (var c = 0u; c < COLS; c++) {
+        acc[c] = vec4<f32>(0.0);
     }
-    var m = NEG;
-    var l = 0.0;
+    var m = NEG; // this row's running maximum (the four invocations of a row agree)
+    var l = 0.0; // this invocation's part of the row's normaliser
 
     var nk_end = params.nk;
 #if CAUSAL
     // No query of this workgroup sees keys past its last row.
-    nk_end = min(params.nk, group.x * BQ + BQ);
+    nk_end = min(params.nk, q0 + BQ);
 #endif
-    let bk = params.block_keys;
-    for (var j0 = 0u; j0 < nk_end; j0 += bk) {
-        for (var t = local; t < bk * d_len; t += THREADS) {
-            let jj = t / d_len;
-            let d = t % d_len;
-            let j = j0 + jj;
-            var kv = 0.0;
-            var vv = 0.0;
-            if (j < params.nk) {
-                kv = f32(k[kv_base + j * params.kv_stride + d]);
-                vv = f32(v[kv_base + j * params.kv_stride + d]);
+    for (var j0 = 0u; j0 < nk_end; j0 += BK) {
+        // ---- 1. S = Q·Kᵀ for keys j0 .. j0 + 63.
+        var s0 = vec4<f32>(0.0);
+        var s1 = vec4<f32>(0.0);
+        var s2 = vec4<f32>(0.0);
+        var s3 = vec4<f32>(0.0);
+        for (var d0 = 0u; d0 < d_len; d0 += DS) {
+            // Consecutive invocations read consecutive dimensions of one row.
+            for (var t = local; t < BQ * DS; t += THREADS) {
+                let row = t / DS;
+                let d = t % DS;
+                var value = 0.0;
+                if (q0 + row < params.nq && d0 + d < d_len) {
+                    value = f32(q[q_base + (q0 + row) * params.q_stride + d0 + d]) * params.scale;
+                }
+                stage[d * Q_ROW + row / 4u][row % 4u] = value;
             }
-            k_tile[t] = kv;
-            v_tile[t] = vv;
+            for (var t = local; t < BK * DS; t += THREADS) {
+                let key = t / DS;
+                let d = t % DS;
+                var value = 0.0;
+                if (j0 + key < params.nk && d0 + d < d_len) {
+                    value = f32(k[kv_base + (j0 + key) * params.kv_stride + d0 + d]);
+                }
+                stage[Q_SLOTS + d * K_ROW + key / 4u][key % 4u] = value;
+            }
+            workgroupBarrier();
+            for (var d = 0u; d < DS; d++) {
+                let qv = stage[d * Q_ROW + ty];
+                let kv = stage[Q_SLOTS + d * K_ROW + tx];
+                s0 = fma(vec4<f32>(qv.x), kv, s0);
+                s1 = fma(vec4<f32>(qv.y), kv, s1);
+                s2 = fma(vec4<f32>(qv.z), kv, s2);
+                s3 = fma(vec4<f32>(qv.w), kv, s3);
+            }
+            workgroupBarrier();
         }
-        workgroupBarrier();
-
-        // This invocation's keys of the tile: split, split + 4, …
-        var s: array<f32, 16>; // BK_MAX / SPLITS
-        var keep: array<bool, 16>;
-        var tile_max = NEG;
-        var n = 0u;
-        for (var jj = split; jj < bk; jj += SPLITS) {
-            let j = j0 + jj;
-            var ok = j < params.nk;
+        // Masked scores (keys past the end; CAUSAL: keys after the query) become NEG.
+        for (var j = 0u; j < 4u; j++) {
+            let key = j0 + 4u * tx + j;
+            var column = vec4<f32>(s0[j], s1[j], s2[j], s3[j]);
+            var keep = vec4<bool>(key < params.nk);
 #if CAUSAL
-            ok = ok && j <= i;
+            let row = q0 + 4u * ty;
+            keep = keep & (vec4<u32>(key) <= vec4<u32>(row, row + 1u, row + 2u, row + 3u));
 #endif
-            var score = NEG;
-            if (ok) {
-                score = 0.0;
-                for (var d = 0u; d < d_len; d++) {
-                    score = fma(qv[d], k_tile[jj * d_len + d], score);
-                }
-            }
-            s[n] = score;
-            keep[n] = ok;
-            tile_max = max(tile_max, score);
-            n++;
+            p_tile[p_index(4u * tx + j, ty)] = select(vec4<f32>(NEG), column, keep);
         }
+        workgroupBarrier();
 
-        let m_new = max(m, tile_max);
+        // ---- 2. Online softmax of row sr over this block.
+        var block_max = NEG;
+        for (var j = 0u; j < 16u; j++) {
+            block_max = max(block_max, p_tile[p_index(16u * part + j, sr / 4u)][sr % 4u]);
+        }
+        red[local] = block_max;
+        workgroupBarrier();
+        let row_max = max(max(red[4u * sr], red[4u * sr + 1u]), max(red[4u * sr + 2u], red[4u * sr + 3u]));
+        let m_new = max(m, row_max);
         let correction = exp(m - m_new);
-        l = l * correction;
-        for (var d = 0u; d < d_len; d++) {
-            acc[d] = acc[d] * correction;
+        var sum = 0.0;
+        for (var j = 0u; j < 16u; j++) {
+            let index = p_index(16u * part + j, sr / 4u);
+            let p = exp(p_tile[index][sr % 4u] - m_new);
+            p_tile[index][sr % 4u] = p;
+            sum += p;
         }
-        n = 0u;
-        for (var jj = split; jj < bk; jj += SPLITS) {
-            let p = select(0.0, exp(s[n] - m_new), keep[n]);
-            l += p;
-            for (var d = 0u; d < d_len; d++) {
-                acc[d] = fma(p, v_tile[jj * d_len + d], acc[d]);
-            }
-            n++;
-        }
+        l = l * correction + sum;
         m = m_new;
+        if (part == 0u) {
+            rescale[sr] = correction;
+        }
         workgroupBarrier();
+
+        // ---- 3. O = O · rescale + P·V.
+        let row_scale = vec4<f32>(rescale[4u * ty], rescale[4u * ty + 1u], rescale[4u * ty + 2u], rescale[4u * ty + 3u]);
+        for (var c = 0u; c < COLS; c++) {
+            acc[c] *= row_scale;
+        }
+        let block_keys = min(BK, nk_end - j0);
+        for (var kc = 0u; kc < block_keys; kc += VK) {
+            for (var t = local; t < VK * DC; t += THREADS) {
+                let key = t / DC;
+                let col = col0 + t % DC;
+                var value = 0.0;
+                if (j0 + kc + key < params.nk && col < d_len) {
+                    value = f32(v[kv_base + (j0 + kc + key) * params.kv_stride + col]);
+                }
+                stage[t / 4u][t % 4u] = value;
+            }
+            workgroupBarrier();
+            for (var kk = 0u; kk < VK; kk++) {
+                let p = p_tile[p_index(kc + kk, ty)];
+                for (var c = 0u; c < COLS; c++) {
+                    let index = kk * DC + tx + 16u * c;
+                    acc[c] = fma(p, vec4<f32>(stage[index / 4u][index % 4u]), acc[c]);
+                }
+            }
+            workgroupBarrier();
+        }
     }
 
-    // Merge the four partial softmaxes of each query: rescale each to the largest max, sum.
-    k_tile[local] = m;
-    k_tile[THREADS + local] = l;
+    // Each row's normaliser is the sum of its four invocations' parts.
+    red[local] = l;
     workgroupBarrier();
-    var m_all = NEG;
-    for (var p = 0u; p < SPLITS; p++) {
-        m_all = max(m_all, k_tile[p * BQ + slot]);
+    var inv: vec4<f32>;
+    for (var r = 0u; r < 4u; r++) {
+        let row = 4u * ty + r;
+        let total = red[4u * row] + red[4u * row + 1u] + red[4u * row + 2u] + red[4u * row + 3u];
+        inv[r] = 1.0 / max(total, 1e-30);
     }
-    var l_all = 0.0;
-    for (var p = 0u; p < SPLITS; p++) {
-        l_all += k_tile[THREADS + p * BQ + slot] * exp(k_tile[p * BQ + slot] - m_all);
-    }
-    let mine = exp(m - m_all);
-    let inv = 1.0 / max(l_all, 1e-30);
-    for (var d0 = 0u; d0 < d_len; d0 += MERGE_DIMS) {
-        for (var e = 0u; e < MERGE_DIMS; e++) {
-            var part = 0.0;
-            if (d0 + e < d_len) {
-                part = acc[d0 + e] * mine;
-            }
-            v_tile[local * MERGE_DIMS + e] = part;
-        }
-        workgroupBarrier();
-        if (split == 0u && row_ok) {
-            for (var e = 0u; e < MERGE_DIMS && d0 + e < d_len; e++) {
-                var sum = 0.0;
-                for (var p = 0u; p < SPLITS; p++) {
-                    sum += v_tile[(p * BQ + slot) * MERGE_DIMS + e];
+    for (var c = 0u; c < COLS; c++) {
+        let col = col0 + tx + 16u * c;
+        if (col < d_len) {
+            let value = acc[c] * inv;
+            for (var r = 0u; r < 4u; r++) {
+                let row = q0 + 4u * ty + r;
+                if (row < params.nq) {
+                    o[q_base + row * params.q_stride + col] = act(value[r]);
                 }
-                o[q_base + d0 + e] = act(sum * inv);
             }
         }
-        workgroupBarrier();
     }
 }

@@ -40,7 +40,8 @@ struct Params {
     // bindings runs once per part, each writing its slice of the output columns.
     out_cols: u32,
     col_offset: u32,
-    _pad0: u32,
+    // CONV: ceil(65536 / kernel_w), so tap / kernel_w = (tap · kw_magic) >> 16 for every tap.
+    kw_magic: u32,
     _pad1: u32,
 }
 
@@ -86,25 +87,27 @@ const ROW_VEC4S: u32 = 17u;
 var<workgroup> tile_a: array<vec4<f32>, 272>; // [TILE_K][TILE_M / 4 + 1]
 var<workgroup> tile_b: array<vec4<f32>, 272>; // [TILE_K][TILE_N / 4 + 1]
 
+#if !CONV
 // A[row][kk] of batch base `base`.
 fn load_a(base: u32, row: u32, kk: u32) -> f32 {
+    return f32(a[base + row * params.k + kk]);
+}
+#endif
+
 #if CONV
-    let taps = params.kernel_h * params.kernel_w;
-    let cin = kk / taps;
-    let tap = kk % taps;
-    let oy = row / params.out_w;
-    let ox = row % params.out_w;
-    // Unsigned wrap-around makes positions left of / above the image fail the bounds test.
-    let iy = oy * params.stride + tap / params.kernel_w - params.pad_top;
-    let ix = ox * params.stride + tap % params.kernel_w - params.pad_left;
+// A patch element: input channel `cin`, kernel tap `tap` (ky · kernel_w + kx) for the output
+// pixel whose top-left input position is (iy0, ix0) (unsigned: left of / above the image wraps
+// around and fails the bounds test).
+fn load_patch(base: u32, iy0: u32, ix0: u32, cin: u32, tap: u32) -> f32 {
+    let ky = (tap * params.kw_magic) >> 16u;
+    let iy = iy0 + ky;
+    let ix = ix0 + tap - ky * params.kernel_w;
     if (iy >= params.in_h || ix >= params.in_w) {
         return 0.0;
     }
     return f32(a[base + (cin * params.in_h + iy) * params.in_w + ix]);
-#else
-    return f32(a[base + row * params.k + kk]);
-#endif
 }
+#endif
 
 // B[k][col] of batch base `base` (weights ignore the batch: one weight serves every batch).
 fn load_b(base: u32, kk: u32, col: u32) -> f32 {
@@ -138,14 +141,29 @@ fn main(
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
 
+#if CONV
+    // Patches: consecutive invocations take consecutive output pixels (neighbouring input
+    // pixels in memory). An invocation stages the same output pixel at every K slice, and the
+    // columns k = flat / 64 + 4s (+ 16 per slice), k = cin · taps + tap: the pixel's position is
+    // worked out once, and (cin, tap) of each of its four columns advance by 16 per slice without
+    // a division.
+    let conv_row = row0 + flat % TILE_M;
+    let oy = conv_row / params.out_w;
+    let iy0 = oy * params.stride - params.pad_top;
+    let ix0 = (conv_row - oy * params.out_w) * params.stride - params.pad_left;
+    let taps = params.kernel_h * params.kernel_w;
+    let first = vec4<u32>(flat / TILE_M) + vec4<u32>(0u, 4u, 8u, 12u);
+    var cin = first / vec4<u32>(taps);
+    var tap = first - cin * taps;
+    let step_cin = TILE_K / taps;
+    let step_tap = TILE_K - step_cin * taps;
+#endif
     let k_tiles = (params.k + TILE_K - 1u) / TILE_K;
     for (var t = 0u; t < k_tiles; t++) {
         let k0 = t * TILE_K;
         for (var s = 0u; s < 4u; s++) {
             let ia = flat + s * THREADS;
 #if CONV
-            // Patches: consecutive invocations take consecutive output pixels (neighbouring
-            // input pixels in memory).
             let ra = ia % TILE_M;
             let ka = ia / TILE_M;
 #else
@@ -155,7 +173,11 @@ fn main(
 #endif
             var va = 0.0;
             if (row0 + ra < params.m && k0 + ka < params.k) {
+#if CONV
+                va = load_patch(a_base, iy0, ix0, cin[s], tap[s]);
+#else
                 va = load_a(a_base, row0 + ra, k0 + ka);
+#endif
             }
             tile_a[ka * ROW_VEC4S + ra / 4u][ra % 4u] = va;
 
@@ -190,6 +212,13 @@ fn main(
             acc3 = fma(vec4<f32>(av.w), bv, acc3);
         }
         workgroupBarrier();
+#if CONV
+        tap += vec4<u32>(step_tap);
+        cin += vec4<u32>(step_cin);
+        let wrapped = tap >= vec4<u32>(taps);
+        tap = select(tap, tap - vec4<u32>(taps), wrapped);
+        cin = select(cin, cin + vec4<u32>(1u), wrapped);
+#endif
     }
 
     store_row(row0 + local.y * 4u, col0 + local.x * 4u, c_base, acc0);

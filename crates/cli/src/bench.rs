@@ -47,11 +47,16 @@ struct Row {
     name: String,
     gflop: f64,
     ours: f64,
+    /// The kernel this one replaced, same run (NaN where there is none).
+    before: f64,
+    /// A plain one-invocation-per-output kernel, same run (NaN where there is none).
     plain: f64,
+    /// The peak this row is a share of: the f32 or the f16 GEMM's.
+    f16: bool,
 }
 
-fn tensor(gpu: &Gpu, rng: &mut TestRng, shape: &[usize]) -> Result<Tensor, GpuError> {
-    Tensor::from_f32(gpu, shape, &rng.vec(shape.iter().product()), DType::F32)
+fn tensor(gpu: &Gpu, rng: &mut TestRng, shape: &[usize], dtype: DType) -> Result<Tensor, GpuError> {
+    Tensor::from_f32(gpu, shape, &rng.vec(shape.iter().product()), dtype)
 }
 
 pub fn kernels(gpu: &Gpu, opts: &Options) -> Result<(), GpuError> {
@@ -59,20 +64,36 @@ pub fn kernels(gpu: &Gpu, opts: &Options) -> Result<(), GpuError> {
     let side = if opts.quick { 32 } else { 64 };
     let mut rng = TestRng::new(1);
     let mut rows = Vec::new();
+    let mut dtypes = vec![DType::F32];
+    if gpu.capabilities().shader_f16 {
+        dtypes.push(DType::F16);
+    }
+    let label = |dtype: DType| if dtype == DType::F16 { "f16" } else { "f32" };
 
-    // The practical peak: our GEMM on a large square product, where tiling overheads vanish.
-    let peak_gflops = {
+    // The practical peak: our GEMM on a large square product, where tiling overheads vanish
+    // (f32, and f16 activations with f16 weights where the adapter has shader-f16).
+    let mut peak = [f64::NAN; 2];
+    for &dtype in &dtypes {
         let n = if opts.quick { 1024 } else { 4096 };
-        let a = tensor(gpu, &mut rng, &[n, n])?;
-        let w = Weight::from_f32(gpu, n, n, &rng.vec(n * n), None, WeightFormat::F32)?;
+        let a = tensor(gpu, &mut rng, &[n, n], dtype)?;
+        let format = if dtype == DType::F16 { WeightFormat::F16 } else { WeightFormat::F32 };
+        let w = Weight::from_f32(gpu, n, n, &rng.vec(n * n), None, format)?;
         let gflop = 2.0 * (n as f64).powi(3) / 1e9;
         let ours = time(gpu, opts.runs, || ops::linear(gpu, &a, &w))?;
-        rows.push(Row { name: format!("matmul {n}x{n}x{n} (peak reference)"), gflop, ours, plain: f64::NAN });
-        gflop / ours
-    };
+        let f16 = dtype == DType::F16;
+        rows.push(Row {
+            name: format!("matmul {n}x{n}x{n} {} (peak reference)", label(dtype)),
+            gflop,
+            ours,
+            before: f64::NAN,
+            plain: f64::NAN,
+            f16,
+        });
+        peak[usize::from(f16)] = gflop / ours;
+    }
 
     for (k, n) in [(320, 320), (320, 1280)] {
-        let x = tensor(gpu, &mut rng, &[pixels, k])?;
+        let x = tensor(gpu, &mut rng, &[pixels, k], DType::F32)?;
         let w_values = rng.vec(n * k);
         let w = Weight::from_f32(gpu, n, k, &w_values, None, WeightFormat::F32)?;
         let w_plain = Tensor::from_f32(gpu, &[n, k], &w_values, DType::F32)?;
@@ -80,64 +101,99 @@ pub fn kernels(gpu: &Gpu, opts: &Options) -> Result<(), GpuError> {
             name: format!("linear {pixels}x{k}x{n} f32"),
             gflop: 2.0 * (pixels * k * n) as f64 / 1e9,
             ours: time(gpu, opts.runs, || ops::linear(gpu, &x, &w))?,
+            before: f64::NAN,
             plain: time(gpu, opts.runs, || naive::matmul(gpu, &x, &w_plain))?,
+            f16: false,
         });
     }
 
     {
         let c = 320;
-        let x = tensor(gpu, &mut rng, &[c, side, side])?;
+        let x = tensor(gpu, &mut rng, &[c, side, side], DType::F32)?;
         let x4 = x.reshape(&[1, c, side, side])?;
         let w_values = rng.vec(c * c * 9);
         let w = Weight::from_f32(gpu, c, c * 9, &w_values, None, WeightFormat::F32)?;
         let w_plain = Tensor::from_f32(gpu, &[c, c * 9], &w_values, DType::F32)?;
         rows.push(Row {
-            name: format!("conv 3x3 {c}->{c} at {side}x{side}"),
+            name: format!("conv 3x3 {c}->{c} at {side}x{side} f32"),
             gflop: 2.0 * (side * side * c * c * 9) as f64 / 1e9,
             ours: time(gpu, opts.runs, || ops::conv2d(gpu, &x4, &w, Conv2d::same(3), None))?,
+            before: f64::NAN,
             plain: time(gpu, opts.runs, || naive::conv2d(gpu, &x, &w_plain, 3, 1, 1))?,
+            f16: false,
         });
     }
 
-    for (name, nk, heads, head_dim) in [("self-attention", pixels, 8, 40), ("cross-attention", 77, 8, 40)] {
-        let width = heads * head_dim;
-        let q = tensor(gpu, &mut rng, &[pixels, width])?;
-        let k = tensor(gpu, &mut rng, &[nk, width])?;
-        let v = tensor(gpu, &mut rng, &[nk, width])?;
-        let (q3, k3, v3) =
-            (q.reshape(&[1, pixels, width])?, k.reshape(&[1, nk, width])?, v.reshape(&[1, nk, width])?);
-        rows.push(Row {
-            name: format!("{name} {pixels}x{nk}, {heads} heads x {head_dim}"),
-            gflop: 4.0 * (pixels * nk * width) as f64 / 1e9,
-            ours: time(gpu, opts.runs, || ops::attention(gpu, &q3, &k3, &v3, heads, false))?,
-            plain: time(gpu, opts.runs, || naive::attention(gpu, &q, &k, &v, heads))?,
-        });
+    // Attention at SD shapes: SD 1.5's first blocks (8 heads of 40), SD 2's (5 heads of 64),
+    // the cross-attention over CLIP's 77 tokens, and the VAE's single 512-wide head (the
+    // previous kernel took heads up to 160 and the VAE's went through a scores buffer).
+    let cases = [
+        ("self-attention", pixels, 8, 40),
+        ("self-attention", pixels, 5, 64),
+        ("cross-attention", 77, 8, 40),
+        ("VAE attention", pixels, 1, 512),
+    ];
+    for &dtype in &dtypes {
+        for (name, nk, heads, head_dim) in cases {
+            let width = heads * head_dim;
+            let q = tensor(gpu, &mut rng, &[1, pixels, width], dtype)?;
+            let k = tensor(gpu, &mut rng, &[1, nk, width], dtype)?;
+            let v = tensor(gpu, &mut rng, &[1, nk, width], dtype)?;
+            let before = if head_dim <= ops::attention::ROWS_MAX_HEAD_DIM {
+                time(gpu, opts.runs, || ops::attention_rows(gpu, &q, &k, &v, heads, false))?
+            } else {
+                f64::NAN
+            };
+            let plain = if dtype == DType::F32 && head_dim <= 160 {
+                let flat = |t: &Tensor, n: usize| t.reshape(&[n, width]);
+                let (q2, k2, v2) = (flat(&q, pixels)?, flat(&k, nk)?, flat(&v, nk)?);
+                time(gpu, opts.runs, || naive::attention(gpu, &q2, &k2, &v2, heads))?
+            } else {
+                f64::NAN
+            };
+            rows.push(Row {
+                name: format!("{name} {pixels}x{nk}, {heads}x{head_dim} {}", label(dtype)),
+                gflop: 4.0 * (pixels * nk * width) as f64 / 1e9,
+                ours: time(gpu, opts.runs, || ops::attention(gpu, &q, &k, &v, heads, false))?,
+                before,
+                plain,
+                f16: dtype == DType::F16,
+            });
+        }
     }
 
     let caps = gpu.capabilities();
     println!("adapter: {} ({}, {})", caps.adapter_name, caps.backend, caps.device_type);
-    println!("median of {} runs after a warm-up; plain = one invocation per output, same run\n", opts.runs);
     println!(
-        "{:<44} {:>8} {:>10} {:>10} {:>10} {:>9} {:>8}",
-        "kernel", "GFLOP", "ours ms", "ours GF/s", "plain GF/s", "speed-up", "of peak"
+        "median of {} runs after a warm-up; before = the kernel this one replaced, plain = one \
+         invocation per output, both in the same run; of peak = share of the matmul row of the \
+         same type\n",
+        opts.runs
     );
+    println!(
+        "{:<46} {:>8} {:>9} {:>10} {:>10} {:>10} {:>9} {:>8}",
+        "kernel", "GFLOP", "ours ms", "ours GF/s", "before", "plain", "vs before", "of peak"
+    );
+    let rate = |gflop: f64, seconds: f64| {
+        if seconds.is_finite() {
+            format!("{:.2}", gflop / seconds)
+        } else {
+            "-".to_string()
+        }
+    };
     for r in &rows {
         let ours = r.gflop / r.ours;
-        // The peak reference has no plain peer.
-        let (plain, speedup) = if r.plain.is_finite() {
-            (format!("{:.2}", r.gflop / r.plain), format!("{:.2}x", r.plain / r.ours))
-        } else {
-            ("-".to_string(), "-".to_string())
-        };
+        let speedup = if r.before.is_finite() { format!("{:.2}x", r.before / r.ours) } else { "-".into() };
         println!(
-            "{:<44} {:>8.2} {:>10.1} {:>10.2} {:>10} {:>9} {:>7.0}%",
+            "{:<46} {:>8.2} {:>9.1} {:>10.2} {:>10} {:>10} {:>9} {:>7.0}%",
             r.name,
             r.gflop,
             r.ours * 1e3,
             ours,
-            plain,
+            rate(r.gflop, r.before),
+            rate(r.gflop, r.plain),
             speedup,
-            100.0 * ours / peak_gflops
+            100.0 * ours / peak[usize::from(r.f16)]
         );
     }
     let peak = gpu.pool_stats().peak_allocated_bytes;

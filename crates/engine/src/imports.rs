@@ -146,14 +146,17 @@ mod lora_tests {
 
     #[test]
     fn a_lora_is_checked_before_it_is_stored() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/lora/tiny-lora.safetensors");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/lora/tiny-lora.safetensors");
         let bytes = std::fs::read(&path).unwrap();
         let store = Memory::default();
-        let done = pollster::block_on(import_lora(bytes.clone(), "tiny-lora.safetensors", "ink", &store)).unwrap();
+        let done =
+            pollster::block_on(import_lora(bytes.clone(), "tiny-lora.safetensors", "ink", &store)).unwrap();
         assert!(done.layers > 0);
         assert_eq!(*store.0.borrow(), [("ink".to_string(), bytes.len(), done.identity.clone())]);
         // Not a LoRA: refused, nothing stored.
-        let refused = pollster::block_on(import_lora(b"not a safetensors file".to_vec(), "x.safetensors", "x", &store));
+        let refused =
+            pollster::block_on(import_lora(b"not a safetensors file".to_vec(), "x.safetensors", "x", &store));
         assert!(matches!(refused, Err(EngineError::Input { .. })), "{refused:?}");
         let bad_name = pollster::block_on(import_lora(bytes, "a.safetensors", "../up", &store));
         assert!(matches!(bad_name, Err(EngineError::Input { field: Some("name"), .. })), "{bad_name:?}");

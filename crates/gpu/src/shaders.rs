@@ -6,6 +6,9 @@
 //! Every variant a wrapper can request is listed by [`all_variants`], and the tests validate
 //! each with naga.
 //!
+//! A define written `NAME=VALUE` becomes a constant instead, `const NAME: u32 = VALUEu;` in the
+//! header (sizes a kernel unrolls by, such as attention's columns per invocation).
+//!
 //! The header defines `act` (the activation element type: `f32`, or `f16` with `enable f16;`)
 //! and the define `ACT_F16` for the f16 path. Kernels accumulate in f32 either way.
 
@@ -15,11 +18,11 @@ pub const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 pub const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
 pub const NORM: &str = include_str!("../../../shaders/norm.wgsl");
 pub const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
+pub const ATTENTION_ROWS: &str = include_str!("../../../shaders/attention_rows.wgsl");
 pub const LAYOUT: &str = include_str!("../../../shaders/layout.wgsl");
 pub const EMBEDDING: &str = include_str!("../../../shaders/embedding.wgsl");
 pub const IMAGE: &str = include_str!("../../../shaders/image.wgsl");
 pub const NAIVE: &str = include_str!("../../../shaders/naive.wgsl");
-pub const SOFTMAX: &str = include_str!("../../../shaders/softmax.wgsl");
 pub const WORKGROUP_REDUCE: &str = include_str!("../../../shaders/workgroup_reduce.wgsl");
 pub const WEIGHT_LOAD: &str = include_str!("../../../shaders/weight_load.wgsl");
 
@@ -29,11 +32,11 @@ pub const ALL: &[(&str, &str)] = &[
     ("elementwise.wgsl", ELEMENTWISE),
     ("norm.wgsl", NORM),
     ("attention.wgsl", ATTENTION),
+    ("attention_rows.wgsl", ATTENTION_ROWS),
     ("layout.wgsl", LAYOUT),
     ("embedding.wgsl", EMBEDDING),
     ("image.wgsl", IMAGE),
     ("naive.wgsl", NAIVE),
-    ("softmax.wgsl", SOFTMAX),
     ("weight_load.wgsl", WEIGHT_LOAD),
     ("workgroup_reduce.wgsl", WORKGROUP_REDUCE),
 ];
@@ -80,7 +83,15 @@ impl Variant {
                 "enable f16;\nalias act = f16;\n"
             }
         };
-        Ok(format!("{header}{}", preprocess(text, &defines)?))
+        let mut constants = String::new();
+        for define in &defines {
+            if let Some((name, value)) = define.split_once('=') {
+                let value: u32 =
+                    value.parse().map_err(|_| format!("define {define:?}: the value must be a u32"))?;
+                constants.push_str(&format!("const {name}: u32 = {value}u;\n"));
+            }
+        }
+        Ok(format!("{header}{constants}{}", preprocess(text, &defines)?))
     }
 }
 
@@ -136,7 +147,7 @@ pub fn all_variants() -> Vec<Variant> {
     all.extend(crate::ops::embedding::variants());
     all.extend(crate::ops::image::variants());
     all.extend(crate::ops::naive::variants());
-    all.extend(crate::ops::attention::softmax_variants());
+    all.extend(crate::ops::attention::rows_variants());
     all
 }
 

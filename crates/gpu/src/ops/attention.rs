@@ -6,9 +6,10 @@ use crate::shaders::Variant;
 use crate::tensor::{DType, Tensor};
 
 const FILE: &str = "attention.wgsl";
-const BQ: usize = 64;
-/// The kernel's private arrays hold one query row of at most this many values.
-pub const MAX_HEAD_DIM: usize = 160;
+const BQ: usize = 32;
+/// Output columns one workgroup of the tiled kernel covers at most (`COLS` = 10); wider heads
+/// split their columns across workgroups.
+const MAX_CHUNK: usize = 160;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -20,27 +21,46 @@ struct Params {
     q_stride: u32,
     kv_stride: u32,
     scale: f32,
+    /// The row kernel's keys per workgroup-memory tile; unused by the tiled kernel.
     block_keys: u32,
 }
 
+const COLS: [&str; 10] =
+    ["COLS=1", "COLS=2", "COLS=3", "COLS=4", "COLS=5", "COLS=6", "COLS=7", "COLS=8", "COLS=9", "COLS=10"];
+
+/// The kernel's compile-time sizes for a head of `head_dim`: (output columns per invocation,
+/// keys of V staged at once, workgroups across the columns). V's staging holds 1664 floats.
+fn tiling(head_dim: usize) -> (usize, &'static str, usize) {
+    let chunks = head_dim.div_ceil(MAX_CHUNK).max(1);
+    let cols = head_dim.div_ceil(chunks).div_ceil(16).max(1);
+    let vk = match cols {
+        ..=3 => "VK=32",
+        4..=6 => "VK=16",
+        _ => "VK=8",
+    };
+    (cols, vk, head_dim.div_ceil(16 * cols).max(1))
+}
+
+fn variant(act: DType, head_dim: usize, causal: bool) -> Variant {
+    let (cols, vk, _) = tiling(head_dim);
+    let mut defines = vec![COLS[cols - 1], vk];
+    if causal {
+        defines.push("CAUSAL");
+    }
+    Variant::new(FILE, act, &defines)
+}
+
 pub(crate) fn variants() -> Vec<Variant> {
+    // Every (COLS, VK) pair some head size picks: 1..=10 columns per invocation.
+    let head_sizes = (1..=10).map(|cols| cols * 16);
     [DType::F32, DType::F16]
         .into_iter()
-        .flat_map(|act| [Variant::new(FILE, act, &[]), Variant::new(FILE, act, &["CAUSAL"])])
+        .flat_map(|act| head_sizes.clone().flat_map(move |d| [variant(act, d, false), variant(act, d, true)]))
         .collect()
 }
 
-/// softmax(Q·Kᵀ / √D) · V per head. `q` [B, Nq, H·D], `k` and `v` [B, Nk, H·D] with the heads
-/// side by side, as projections produce them. Returns [B, Nq, H·D]. Heads wider than
-/// [`MAX_HEAD_DIM`] (single-head only, as in the VAE) take a materialised path.
-pub fn attention(
-    gpu: &Gpu,
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    heads: usize,
-    causal: bool,
-) -> Result<Tensor, GpuError> {
+/// Checks the shapes shared by both attention kernels; returns (batch, nq, nk, head_dim).
+fn check(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, causal: bool) -> Result<[usize; 4], GpuError> {
     let error = |detail: String| GpuError::Shape { op: "attention", detail };
     let [batch, nq, width] = *q.shape() else {
         return Err(error(format!("q must be [B, N, H·D], got {:?}", q.shape())));
@@ -57,26 +77,54 @@ pub fn attention(
     if q.dtype() != k.dtype() || k.dtype() != v.dtype() {
         return Err(error("q, k and v must share a dtype".into()));
     }
-    let head_dim = width / heads;
-    if head_dim > MAX_HEAD_DIM {
-        if heads != 1 || causal {
-            return Err(error(format!(
-                "head size {head_dim} exceeds the fused kernel's {MAX_HEAD_DIM}; wider heads are supported for single-head, unmasked attention only"
-            )));
-        }
-        return attention_materialized(gpu, q, k, v, head_dim);
-    }
     if causal && nq != nk {
         return Err(error(format!("causal attention needs as many keys as queries ({nq} vs {nk})")));
     }
-    let out = Tensor::empty(gpu, q.shape(), q.dtype());
-    if nq == 0 || batch == 0 {
-        return Ok(out);
-    }
-    if nk == 0 {
+    if nk == 0 && nq > 0 && batch > 0 {
         return Err(error("attention over zero keys".into()));
     }
-    let to_u32 = |v: usize| u32::try_from(v).map_err(|_| error(format!("{v} exceeds 32 bits")));
+    Ok([batch, nq, nk, width / heads])
+}
+
+fn to_u32(v: usize) -> Result<u32, GpuError> {
+    u32::try_from(v).map_err(|_| GpuError::Shape { op: "attention", detail: format!("{v} exceeds 32 bits") })
+}
+
+/// softmax(Q·Kᵀ / √D) · V per head. `q` [B, Nq, H·D], `k` and `v` [B, Nk, H·D] with the heads
+/// side by side, as projections produce them. Returns [B, Nq, H·D]. Any head size: heads wider
+/// than 160 (the VAE's single 512-wide head) split their output columns across workgroups, each
+/// recomputing the scores, so no Nq×Nk buffer exists at any size.
+pub fn attention(
+    gpu: &Gpu,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    causal: bool,
+) -> Result<Tensor, GpuError> {
+    let dims @ [batch, nq, _, head_dim] = check(q, k, v, heads, causal)?;
+    let out = Tensor::empty(gpu, q.shape(), q.dtype());
+    if nq == 0 || batch == 0 || head_dim == 0 {
+        return Ok(out);
+    }
+    let (_, _, column_groups) = tiling(head_dim);
+    let groups = [nq.div_ceil(BQ), batch * heads, column_groups];
+    run(gpu, &variant(q.dtype(), head_dim, causal), [q, k, v, &out], dims, heads, 0, groups)?;
+    Ok(out)
+}
+
+/// Fills the uniform both kernels share and dispatches `variant` over `groups` workgroups.
+fn run(
+    gpu: &Gpu,
+    variant: &Variant,
+    [q, k, v, out]: [&Tensor; 4],
+    dims: [usize; 4],
+    heads: usize,
+    block_keys: usize,
+    groups: [usize; 3],
+) -> Result<(), GpuError> {
+    let [_, nq, nk, head_dim] = dims;
+    let width = heads * head_dim;
     let params = Params {
         nq: to_u32(nq)?,
         nk: to_u32(nk)?,
@@ -85,11 +133,9 @@ pub fn attention(
         q_stride: to_u32(width)?,
         kv_stride: to_u32(width)?,
         scale: 1.0 / (head_dim as f32).sqrt(),
-        // Keys per workgroup-memory tile: 2048 floats each for K and V (attention.wgsl).
-        block_keys: to_u32((2048 / head_dim.max(1)).min(64))?,
+        block_keys: to_u32(block_keys)?,
     };
-    let defines: &[&str] = if causal { &["CAUSAL"] } else { &[] };
-    let pipeline = gpu.pipeline(&Variant::new(FILE, q.dtype(), defines))?;
+    let pipeline = gpu.pipeline(variant)?;
     let uniform = gpu.uniform(&params);
     gpu.dispatch(
         &pipeline,
@@ -100,80 +146,47 @@ pub fn attention(
             (3, v.binding()),
             (4, out.binding()),
         ],
-        [to_u32(nq.div_ceil(BQ))?, to_u32(batch * heads)?, 1],
-    )?;
-    Ok(out)
+        [to_u32(groups[0])?, to_u32(groups[1])?, to_u32(groups[2])?],
+    )
 }
 
-const SOFTMAX_FILE: &str = "softmax.wgsl";
+const ROWS_FILE: &str = "attention_rows.wgsl";
+/// The row kernel's private arrays hold one query row of at most this many values.
+pub const ROWS_MAX_HEAD_DIM: usize = 160;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct SoftmaxParams {
-    row_len: u32,
-    rows: u32,
-    rows_per_grid_row: u32,
-    scale: f32,
+pub(crate) fn rows_variants() -> Vec<Variant> {
+    [DType::F32, DType::F16]
+        .into_iter()
+        .flat_map(|act| [Variant::new(ROWS_FILE, act, &[]), Variant::new(ROWS_FILE, act, &["CAUSAL"])])
+        .collect()
 }
 
-pub(crate) fn softmax_variants() -> Vec<Variant> {
-    [DType::F32, DType::F16].into_iter().map(|act| Variant::new(SOFTMAX_FILE, act, &[])).collect()
-}
-
-/// softmax(scale · x) over the last dimension.
-pub fn softmax(gpu: &Gpu, x: &Tensor, scale: f32) -> Result<Tensor, GpuError> {
-    let Some(&row_len) = x.shape().last() else {
-        return Err(GpuError::Shape { op: "softmax", detail: "scalar input".into() });
-    };
-    let out = Tensor::empty(gpu, x.shape(), x.dtype());
-    let rows = x.len() / row_len.max(1);
-    if rows == 0 || row_len == 0 {
-        return Ok(out);
-    }
-    let per_row = rows.min(gpu.limits().max_compute_workgroups_per_dimension as usize);
-    let to_u32 = |v: usize| {
-        u32::try_from(v)
-            .map_err(|_| GpuError::Shape { op: "softmax", detail: format!("{v} exceeds 32 bits") })
-    };
-    let params = SoftmaxParams {
-        row_len: to_u32(row_len)?,
-        rows: to_u32(rows)?,
-        rows_per_grid_row: to_u32(per_row)?,
-        scale,
-    };
-    let pipeline = gpu.pipeline(&Variant::new(SOFTMAX_FILE, x.dtype(), &[]))?;
-    let uniform = gpu.uniform(&params);
-    gpu.dispatch(
-        &pipeline,
-        &[(0, uniform.as_entire_binding()), (1, x.binding()), (2, out.binding())],
-        [to_u32(per_row)?, to_u32(rows.div_ceil(per_row))?, 1],
-    )?;
-    Ok(out)
-}
-
-/// Single-head attention with the scores materialised: Q·Kᵀ by the tiled matmul, a row softmax,
-/// then ·V. For head sizes beyond the fused kernel (the VAE's 512-wide head); the scores need
-/// Nq·Nk values within one binding.
-fn attention_materialized(
+/// The previous fused kernel (a query row per four invocations, online softmax, no tiling of the
+/// products), kept so `darkroom bench kernels` can show what the tiled kernel gains. Same
+/// contract as [`attention`], head sizes up to [`ROWS_MAX_HEAD_DIM`].
+pub fn attention_rows(
     gpu: &Gpu,
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    head_dim: usize,
+    heads: usize,
+    causal: bool,
 ) -> Result<Tensor, GpuError> {
-    let (nq, nk) = (q.shape()[1], k.shape()[1]);
-    let bytes = (nq * nk * q.dtype().size_bytes()) as u64;
-    let limit = gpu.limits().max_storage_buffer_binding_size;
-    if bytes > limit {
-        return Err(GpuError::LimitTooSmall {
-            limit: "maxStorageBufferBindingSize",
-            have: limit,
-            need: bytes,
-            needed_for:
-                "the attention scores of a head wider than 160 at this image size; use a smaller image",
+    let dims @ [batch, nq, _, head_dim] = check(q, k, v, heads, causal)?;
+    if head_dim > ROWS_MAX_HEAD_DIM {
+        return Err(GpuError::Shape {
+            op: "attention",
+            detail: format!("head size {head_dim} exceeds the row kernel's {ROWS_MAX_HEAD_DIM}"),
         });
     }
-    let scores = crate::ops::matmul(gpu, q, k, true)?; // [B, Nq, Nk]
-    let weights = softmax(gpu, &scores, 1.0 / (head_dim as f32).sqrt())?;
-    crate::ops::matmul(gpu, &weights, v, false) // [B, Nq, D]
+    let out = Tensor::empty(gpu, q.shape(), q.dtype());
+    if nq == 0 || batch == 0 || head_dim == 0 {
+        return Ok(out);
+    }
+    let defines: &[&str] = if causal { &["CAUSAL"] } else { &[] };
+    // Keys per workgroup-memory tile: 2048 floats each for K and V (attention_rows.wgsl).
+    let block_keys = (2048 / head_dim).min(64);
+    let groups = [nq.div_ceil(64), batch * heads, 1];
+    run(gpu, &Variant::new(ROWS_FILE, q.dtype(), defines), [q, k, v, &out], dims, heads, block_keys, groups)?;
+    Ok(out)
 }

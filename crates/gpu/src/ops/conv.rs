@@ -81,6 +81,11 @@ pub fn conv2d_fused(
     let (oh, ow) = conv.output_size(h, wd).ok_or_else(|| {
         error(format!("a {kh}x{kw} kernel does not fit a {h}x{wd} input with {:?}", conv.padding))
     })?;
+    // The kernel divides a tap index by the kernel width as (tap · ceil(2¹⁶ / kw)) >> 16, exact
+    // while taps · kw < 2¹⁶ (any kernel up to 40x40).
+    if kh * kw * kw >= 1 << 16 || kh == 0 || kw == 0 {
+        return Err(error(format!("a {kh}x{kw} kernel is outside the sizes conv2d supports")));
+    }
     let cout = w.rows;
     let out_shape = [batch, cout, oh, ow];
     if let Some(r) = residual {
@@ -105,6 +110,7 @@ pub fn conv2d_fused(
         stride: u32_of(conv.stride)?,
         pad_top: u32_of(conv.padding.top)?,
         pad_left: u32_of(conv.padding.left)?,
+        kw_magic: u32_of((1usize << 16).div_ceil(kw))?,
         ..Default::default()
     };
     dispatch_with_weight(

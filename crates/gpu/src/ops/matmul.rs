@@ -32,7 +32,9 @@ pub(crate) struct Params {
     pub pad_left: u32,
     pub out_cols: u32,
     pub col_offset: u32,
-    pub _pad: [u32; 2],
+    /// CONV: ceil(65536 / kernel_w) (matmul.wgsl divides taps by the kernel width with it).
+    pub kw_magic: u32,
+    pub _pad: u32,
 }
 
 pub(crate) fn variants() -> Vec<Variant> {

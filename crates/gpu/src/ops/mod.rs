@@ -10,7 +10,7 @@ pub mod matmul;
 pub mod naive;
 pub mod norm;
 
-pub use attention::{attention, softmax};
+pub use attention::{attention, attention_rows};
 pub use conv::{conv2d, conv2d_fused, Conv2d, Padding};
 pub use elementwise::{add, cfg_combine, geglu, lincomb, mul, unary, Unary};
 pub use embedding::{embed_tokens, timestep_embedding};

@@ -52,6 +52,49 @@ fn cases() -> Vec<Case> {
         },
         // More output pixels than one 64-row tile, more channels than one 64-column tile.
         Case { batch: 1, cin: 4, h: 20, w: 20, cout: 130, conv: Conv2d::same(3) },
+        // Kernels with more taps than a 16-wide K slice (5x5, 7x7 stride 2), non-square ones,
+        // and 2x2 stride 2: the per-slice (channel, tap) stepping at every remainder.
+        Case { batch: 1, cin: 5, h: 11, w: 9, cout: 7, conv: Conv2d::same(5) },
+        Case {
+            batch: 1,
+            cin: 3,
+            h: 19,
+            w: 17,
+            cout: 10,
+            conv: Conv2d { kernel: (7, 7), stride: 2, padding: Padding::same(3) },
+        },
+        Case {
+            batch: 2,
+            cin: 9,
+            h: 6,
+            w: 10,
+            cout: 6,
+            conv: Conv2d {
+                kernel: (1, 3),
+                stride: 1,
+                padding: Padding { top: 0, bottom: 0, left: 1, right: 1 },
+            },
+        },
+        Case {
+            batch: 1,
+            cin: 11,
+            h: 9,
+            w: 5,
+            cout: 4,
+            conv: Conv2d {
+                kernel: (3, 2),
+                stride: 1,
+                padding: Padding { top: 1, bottom: 1, left: 0, right: 1 },
+            },
+        },
+        Case {
+            batch: 1,
+            cin: 13,
+            h: 8,
+            w: 12,
+            cout: 5,
+            conv: Conv2d { kernel: (2, 2), stride: 2, padding: Padding::same(0) },
+        },
     ]
 }
 
