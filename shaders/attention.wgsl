@@ -16,8 +16,8 @@
 // Statistics and accumulators are f32 whatever the storage type. Heads wider than COLS·16 split
 // their output columns across workgroups (grid z): each recomputes S, so the VAE's 512-wide head
 // needs no scores buffer. COLS and VK are constants of the variant (attention.rs picks them from
-// the head size), so the per-invocation accumulator array has a fixed size and the loops over it
-// unroll. Workgroup memory: 15.1 KiB, under WebGPU's 16 KiB minimum.
+// the head size); the COLS accumulators are unrolled by the preprocessor (`#for`) into separate
+// variables: an indexed private array ends up in local memory on some drivers. Workgroup memory: 15.1 KiB, under WebGPU's 16 KiB minimum.
 
 struct Params {
     nq: u32,
@@ -78,10 +78,11 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
     let sr = local / 4u;
     let part = local % 4u;
 
-    var acc: array<vec4<f32>, COLS>;
-    for (var c = 0u; c < COLS; c++) {
-        acc[c] = vec4<f32>(0.0);
-    }
+    // acc{c}: rows 4ty..4ty+3 of output column col0 + tx + 16c (separate variables, not an
+    // indexed array, so they stay in registers).
+#for C in COLS
+    var acc{C} = vec4<f32>(0.0);
+#endfor
     var m = NEG; // this row's running maximum (the four invocations of a row agree)
     var l = 0.0; // this invocation's part of the row's normaliser
 
@@ -166,9 +167,9 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
 
         // ---- 3. O = O · rescale + P·V.
         let row_scale = vec4<f32>(rescale[4u * ty], rescale[4u * ty + 1u], rescale[4u * ty + 2u], rescale[4u * ty + 3u]);
-        for (var c = 0u; c < COLS; c++) {
-            acc[c] *= row_scale;
-        }
+#for C in COLS
+        acc{C} *= row_scale;
+#endfor
         let block_keys = min(BK, nk_end - j0);
         for (var kc = 0u; kc < block_keys; kc += VK) {
             for (var t = local; t < VK * DC; t += THREADS) {
@@ -183,10 +184,10 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
             workgroupBarrier();
             for (var kk = 0u; kk < VK; kk++) {
                 let p = p_tile[p_index(kc + kk, ty)];
-                for (var c = 0u; c < COLS; c++) {
-                    let index = kk * DC + tx + 16u * c;
-                    acc[c] = fma(p, vec4<f32>(stage[index / 4u][index % 4u]), acc[c]);
-                }
+                let row = kk * DC + tx;
+#for C in COLS
+                acc{C} = fma(p, vec4<f32>(stage[(row + 16u * {C}u) / 4u][(row + 16u * {C}u) % 4u]), acc{C});
+#endfor
             }
             workgroupBarrier();
         }
@@ -195,22 +196,32 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
     // Each row's normaliser is the sum of its four invocations' parts.
     red[local] = l;
     workgroupBarrier();
-    var inv: vec4<f32>;
-    for (var r = 0u; r < 4u; r++) {
-        let row = 4u * ty + r;
-        let total = red[4u * row] + red[4u * row + 1u] + red[4u * row + 2u] + red[4u * row + 3u];
-        inv[r] = 1.0 / max(total, 1e-30);
+    let inv = 1.0 / max(vec4<f32>(row_total(4u * ty), row_total(4u * ty + 1u), row_total(4u * ty + 2u), row_total(4u * ty + 3u)), vec4<f32>(1e-30));
+#for C in COLS
+    store_column(q_base, q0 + 4u * ty, col0 + tx + 16u * {C}u, acc{C} * inv);
+#endfor
+}
+
+fn row_total(row: u32) -> f32 {
+    return red[4u * row] + red[4u * row + 1u] + red[4u * row + 2u] + red[4u * row + 3u];
+}
+
+// Rows first_row … first_row + 3 of output column `col`, those inside the output.
+fn store_column(q_base: u32, first_row: u32, col: u32, value: vec4<f32>) {
+    if (col >= params.head_dim) {
+        return;
     }
-    for (var c = 0u; c < COLS; c++) {
-        let col = col0 + tx + 16u * c;
-        if (col < d_len) {
-            let value = acc[c] * inv;
-            for (var r = 0u; r < 4u; r++) {
-                let row = q0 + 4u * ty + r;
-                if (row < params.nq) {
-                    o[q_base + row * params.q_stride + col] = act(value[r]);
-                }
-            }
-        }
+    let base = q_base + first_row * params.q_stride + col;
+    if (first_row < params.nq) {
+        o[base] = act(value.x);
+    }
+    if (first_row + 1u < params.nq) {
+        o[base + params.q_stride] = act(value.y);
+    }
+    if (first_row + 2u < params.nq) {
+        o[base + 2u * params.q_stride] = act(value.z);
+    }
+    if (first_row + 3u < params.nq) {
+        o[base + 3u * params.q_stride] = act(value.w);
     }
 }

@@ -14,7 +14,8 @@
 // max(0, ·) (TAESD's conv → ReLU pairs and block outputs).
 //
 // Each 16x16 workgroup computes a 64x64 tile of C, each invocation a 4x4 block held in
-// registers; K advances in slices of 16 staged through workgroup memory (8.5 KiB). Sizes need not
+// registers; K advances in slices of 16 staged through workgroup memory (8.5 KiB). BIG: a
+// 128x128 tile, 8x8 per invocation, slices of 8. Sizes need not
 // be multiples of the tile: loads outside the matrices read zero, stores outside are skipped.
 
 struct Params {
@@ -75,17 +76,29 @@ fn weight_groups_per_row() -> u32 {
 }
 #endif
 
+const THREADS: u32 = 256u;
+// Both tiles are stored k-major as vec4 rows, so the inner loop reads an invocation's rows and
+// columns with 16-byte loads. Rows are padded by one vec4 so the staging stores of consecutive k
+// land in different banks.
+#if BIG
+// BIG: a 128x128 tile of C per workgroup, each invocation an 8x8 block (rows 4y..4y+3 and
+// 64+4y.., columns likewise) with K slices of 8: twice the arithmetic per workgroup-memory read
+// of the 64x64 tile, for products large enough to fill the GPU with such tiles (matmul.rs
+// decides).
+const TILE_M: u32 = 128u;
+const TILE_N: u32 = 128u;
+const TILE_K: u32 = 8u;
+const ROW_VEC4S: u32 = 33u;
+var<workgroup> tile_a: array<vec4<f32>, 264>; // [TILE_K][TILE_M / 4 + 1]
+var<workgroup> tile_b: array<vec4<f32>, 264>; // [TILE_K][TILE_N / 4 + 1]
+#else
 const TILE_M: u32 = 64u;
 const TILE_N: u32 = 64u;
 const TILE_K: u32 = 16u;
-const THREADS: u32 = 256u;
-
-// Both tiles are stored k-major as vec4 rows, so the inner loop reads an invocation's four rows
-// and four columns with one 16-byte load each. Rows are padded by one vec4 (17, not 16) so the
-// staging stores of consecutive k land in different banks.
 const ROW_VEC4S: u32 = 17u;
 var<workgroup> tile_a: array<vec4<f32>, 272>; // [TILE_K][TILE_M / 4 + 1]
 var<workgroup> tile_b: array<vec4<f32>, 272>; // [TILE_K][TILE_N / 4 + 1]
+#endif
 
 #if !CONV
 // A[row][kk] of batch base `base`.
@@ -134,25 +147,44 @@ fn main(
     let b_base = group.z * params.batch_stride_b;
     let c_base = group.z * params.batch_stride_c;
 
-    // Row i of the invocation's 4x4 block in acc_i: no indexed arrays, so it all stays in
-    // registers.
+    // Row i of the invocation's 4x4 block in acc_i (BIG: row i, column half j in acc{i}_{j}): no
+    // indexed arrays, so it all stays in registers.
+#if BIG
+    var acc0_0 = vec4<f32>(0.0);
+    var acc0_1 = vec4<f32>(0.0);
+    var acc1_0 = vec4<f32>(0.0);
+    var acc1_1 = vec4<f32>(0.0);
+    var acc2_0 = vec4<f32>(0.0);
+    var acc2_1 = vec4<f32>(0.0);
+    var acc3_0 = vec4<f32>(0.0);
+    var acc3_1 = vec4<f32>(0.0);
+    var acc4_0 = vec4<f32>(0.0);
+    var acc4_1 = vec4<f32>(0.0);
+    var acc5_0 = vec4<f32>(0.0);
+    var acc5_1 = vec4<f32>(0.0);
+    var acc6_0 = vec4<f32>(0.0);
+    var acc6_1 = vec4<f32>(0.0);
+    var acc7_0 = vec4<f32>(0.0);
+    var acc7_1 = vec4<f32>(0.0);
+#else
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
+#endif
 
 #if CONV
     // Patches: consecutive invocations take consecutive output pixels (neighbouring input
     // pixels in memory). An invocation stages the same output pixel at every K slice, and the
-    // columns k = flat / 64 + 4s (+ 16 per slice), k = cin · taps + tap: the pixel's position is
-    // worked out once, and (cin, tap) of each of its four columns advance by 16 per slice without
-    // a division.
+    // columns k = flat / TILE_M + s · THREADS / TILE_M (+ TILE_K per slice), k = cin · taps + tap:
+    // the pixel's position is worked out once, and (cin, tap) of each of its four columns advance
+    // by TILE_K per slice without a division.
     let conv_row = row0 + flat % TILE_M;
     let oy = conv_row / params.out_w;
     let iy0 = oy * params.stride - params.pad_top;
     let ix0 = (conv_row - oy * params.out_w) * params.stride - params.pad_left;
     let taps = params.kernel_h * params.kernel_w;
-    let first = vec4<u32>(flat / TILE_M) + vec4<u32>(0u, 4u, 8u, 12u);
+    let first = vec4<u32>(flat / TILE_M) + vec4<u32>(0u, 1u, 2u, 3u) * (THREADS / TILE_M);
     var cin = first / vec4<u32>(taps);
     var tap = first - cin * taps;
     let step_cin = TILE_K / taps;
@@ -204,12 +236,35 @@ fn main(
         workgroupBarrier();
 
         for (var kk = 0u; kk < TILE_K; kk++) {
+#if BIG
+            let a0 = tile_a[kk * ROW_VEC4S + local.y];
+            let a1 = tile_a[kk * ROW_VEC4S + 16u + local.y];
+            let b0 = tile_b[kk * ROW_VEC4S + local.x];
+            let b1 = tile_b[kk * ROW_VEC4S + 16u + local.x];
+            acc0_0 = fma(vec4<f32>(a0.x), b0, acc0_0);
+            acc0_1 = fma(vec4<f32>(a0.x), b1, acc0_1);
+            acc1_0 = fma(vec4<f32>(a0.y), b0, acc1_0);
+            acc1_1 = fma(vec4<f32>(a0.y), b1, acc1_1);
+            acc2_0 = fma(vec4<f32>(a0.z), b0, acc2_0);
+            acc2_1 = fma(vec4<f32>(a0.z), b1, acc2_1);
+            acc3_0 = fma(vec4<f32>(a0.w), b0, acc3_0);
+            acc3_1 = fma(vec4<f32>(a0.w), b1, acc3_1);
+            acc4_0 = fma(vec4<f32>(a1.x), b0, acc4_0);
+            acc4_1 = fma(vec4<f32>(a1.x), b1, acc4_1);
+            acc5_0 = fma(vec4<f32>(a1.y), b0, acc5_0);
+            acc5_1 = fma(vec4<f32>(a1.y), b1, acc5_1);
+            acc6_0 = fma(vec4<f32>(a1.z), b0, acc6_0);
+            acc6_1 = fma(vec4<f32>(a1.z), b1, acc6_1);
+            acc7_0 = fma(vec4<f32>(a1.w), b0, acc7_0);
+            acc7_1 = fma(vec4<f32>(a1.w), b1, acc7_1);
+#else
             let av = tile_a[kk * ROW_VEC4S + local.y];
             let bv = tile_b[kk * ROW_VEC4S + local.x];
             acc0 = fma(vec4<f32>(av.x), bv, acc0);
             acc1 = fma(vec4<f32>(av.y), bv, acc1);
             acc2 = fma(vec4<f32>(av.z), bv, acc2);
             acc3 = fma(vec4<f32>(av.w), bv, acc3);
+#endif
         }
         workgroupBarrier();
 #if CONV
@@ -221,10 +276,29 @@ fn main(
 #endif
     }
 
+#if BIG
+    store_row(row0 + local.y * 4u, col0 + local.x * 4u, c_base, acc0_0);
+    store_row(row0 + local.y * 4u, col0 + 64u + local.x * 4u, c_base, acc0_1);
+    store_row(row0 + local.y * 4u + 1u, col0 + local.x * 4u, c_base, acc1_0);
+    store_row(row0 + local.y * 4u + 1u, col0 + 64u + local.x * 4u, c_base, acc1_1);
+    store_row(row0 + local.y * 4u + 2u, col0 + local.x * 4u, c_base, acc2_0);
+    store_row(row0 + local.y * 4u + 2u, col0 + 64u + local.x * 4u, c_base, acc2_1);
+    store_row(row0 + local.y * 4u + 3u, col0 + local.x * 4u, c_base, acc3_0);
+    store_row(row0 + local.y * 4u + 3u, col0 + 64u + local.x * 4u, c_base, acc3_1);
+    store_row(row0 + 64u + local.y * 4u, col0 + local.x * 4u, c_base, acc4_0);
+    store_row(row0 + 64u + local.y * 4u, col0 + 64u + local.x * 4u, c_base, acc4_1);
+    store_row(row0 + 64u + local.y * 4u + 1u, col0 + local.x * 4u, c_base, acc5_0);
+    store_row(row0 + 64u + local.y * 4u + 1u, col0 + 64u + local.x * 4u, c_base, acc5_1);
+    store_row(row0 + 64u + local.y * 4u + 2u, col0 + local.x * 4u, c_base, acc6_0);
+    store_row(row0 + 64u + local.y * 4u + 2u, col0 + 64u + local.x * 4u, c_base, acc6_1);
+    store_row(row0 + 64u + local.y * 4u + 3u, col0 + local.x * 4u, c_base, acc7_0);
+    store_row(row0 + 64u + local.y * 4u + 3u, col0 + 64u + local.x * 4u, c_base, acc7_1);
+#else
     store_row(row0 + local.y * 4u, col0 + local.x * 4u, c_base, acc0);
     store_row(row0 + local.y * 4u + 1u, col0 + local.x * 4u, c_base, acc1);
     store_row(row0 + local.y * 4u + 2u, col0 + local.x * 4u, c_base, acc2);
     store_row(row0 + local.y * 4u + 3u, col0 + local.x * 4u, c_base, acc3);
+#endif
 }
 
 // Four outputs of one row of C from column `col_first`, with the epilogue (bias, residual, ReLU).

@@ -6,7 +6,7 @@
 #   cp target/gpu-bench/darkroom .carry/
 # plus, in .gl, the Vulkan/GL loader packages the bare machine lacks, and in .whl the diffusers
 # wheel (the machine has PyTorch and transformers but not diffusers). Output: $OUT/*.txt, copied
-# to docs/bench/ by hand.
+# to docs/bench/ by hand. SKIP_PEER=1 leaves PyTorch out (a second run in the same session).
 set -u
 OUT=${OUT:-/tmp/gpu-bench-out}
 mkdir -p "$OUT"
@@ -35,6 +35,10 @@ if [ -x .carry/darkroom-before ]; then
     run before-sd-turbo .carry/darkroom-before bench models --model sd-turbo --runs 5
 fi
 
+if [ -n "${SKIP_PEER:-}" ]; then
+    log done
+    exit 0
+fi
 if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl &&
         export PYTHONPATH=/tmp/site

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use darkroom_gpu::ops::{self, naive, Conv2d};
 use darkroom_gpu::reference::TestRng;
-use darkroom_gpu::{DType, Gpu, GpuError, Tensor, Weight, WeightFormat};
+use darkroom_gpu::{DType, GemmTiles, Gpu, GpuError, Tensor, Weight, WeightFormat};
 use darkroom_models::clip::ClipTextModel;
 use darkroom_models::config::{ClipTextConfig, UNet2DConditionConfig};
 use darkroom_models::unet::UNet2DConditionModel;
@@ -41,6 +41,14 @@ fn time<E: From<GpuError>>(
     }
     samples.sort_by(|a, b| a.total_cmp(b));
     Ok(samples[samples.len() / 2])
+}
+
+/// Runs `f` with the GEMM forced to its 64x64 tile (the only one before the 128x128 tile).
+fn small_tiles<T>(gpu: &Gpu, f: impl FnOnce() -> Result<T, GpuError>) -> Result<T, GpuError> {
+    gpu.set_gemm_tiles(GemmTiles::Small);
+    let out = f();
+    gpu.set_gemm_tiles(GemmTiles::Auto);
+    out
 }
 
 struct Row {
@@ -80,12 +88,13 @@ pub fn kernels(gpu: &Gpu, opts: &Options) -> Result<(), GpuError> {
         let w = Weight::from_f32(gpu, n, n, &rng.vec(n * n), None, format)?;
         let gflop = 2.0 * (n as f64).powi(3) / 1e9;
         let ours = time(gpu, opts.runs, || ops::linear(gpu, &a, &w))?;
+        let before = small_tiles(gpu, || time(gpu, opts.runs, || ops::linear(gpu, &a, &w)))?;
         let f16 = dtype == DType::F16;
         rows.push(Row {
             name: format!("matmul {n}x{n}x{n} {} (peak reference)", label(dtype)),
             gflop,
             ours,
-            before: f64::NAN,
+            before,
             plain: f64::NAN,
             f16,
         });
@@ -107,19 +116,26 @@ pub fn kernels(gpu: &Gpu, opts: &Options) -> Result<(), GpuError> {
         });
     }
 
-    {
-        let c = 320;
+    // The UNet's first level, and the VAE decoder's upper levels (large enough for the 128x128
+    // tile; before = the 64x64 tile there). The plain kernel only at the UNet shape.
+    let vae_side = side * 4;
+    for (c, side, plain) in [(320, side, true), (if opts.quick { 128 } else { 256 }, vae_side, false)] {
         let x = tensor(gpu, &mut rng, &[c, side, side], DType::F32)?;
         let x4 = x.reshape(&[1, c, side, side])?;
         let w_values = rng.vec(c * c * 9);
         let w = Weight::from_f32(gpu, c, c * 9, &w_values, None, WeightFormat::F32)?;
         let w_plain = Tensor::from_f32(gpu, &[c, c * 9], &w_values, DType::F32)?;
+        let conv = || ops::conv2d(gpu, &x4, &w, Conv2d::same(3), None);
         rows.push(Row {
             name: format!("conv 3x3 {c}->{c} at {side}x{side} f32"),
             gflop: 2.0 * (side * side * c * c * 9) as f64 / 1e9,
-            ours: time(gpu, opts.runs, || ops::conv2d(gpu, &x4, &w, Conv2d::same(3), None))?,
-            before: f64::NAN,
-            plain: time(gpu, opts.runs, || naive::conv2d(gpu, &x, &w_plain, 3, 1, 1))?,
+            ours: time(gpu, opts.runs, conv)?,
+            before: if plain { f64::NAN } else { small_tiles(gpu, || time(gpu, opts.runs, conv))? },
+            plain: if plain {
+                time(gpu, opts.runs, || naive::conv2d(gpu, &x, &w_plain, 3, 1, 1))?
+            } else {
+                f64::NAN
+            },
             f16: false,
         });
     }
@@ -165,9 +181,9 @@ pub fn kernels(gpu: &Gpu, opts: &Options) -> Result<(), GpuError> {
     let caps = gpu.capabilities();
     println!("adapter: {} ({}, {})", caps.adapter_name, caps.backend, caps.device_type);
     println!(
-        "median of {} runs after a warm-up; before = the kernel this one replaced, plain = one \
-         invocation per output, both in the same run; of peak = share of the matmul row of the \
-         same type\n",
+        "median of {} runs after a warm-up; before = the kernel this one replaced (attention: the \
+         row kernel; matmul and conv: the 64x64 tile), plain = one invocation per output, all in \
+         the same run; of peak = share of the matmul row of the same type\n",
         opts.runs
     );
     println!(

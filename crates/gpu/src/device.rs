@@ -88,6 +88,17 @@ pub struct Capabilities {
 }
 
 /// An open device: the handle every op takes (`&Gpu`), never a global.
+/// The GEMM's tile per workgroup (matmul.wgsl): 64x64, or 128x128 (`BIG`), which does twice
+/// the arithmetic per workgroup-memory read but needs a large product to fill a GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum GemmTiles {
+    /// 128x128 where the product has at least 256 such tiles, 64x64 otherwise.
+    Auto = 0,
+    Small = 1,
+    Big = 2,
+}
+
 pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
@@ -100,6 +111,8 @@ pub struct Gpu {
     pub(crate) profiler: Mutex<Option<Profiler>>,
     /// Bytes of weight buffers uploaded since the device opened (matrices, scales, biases).
     pub(crate) weight_bytes: AtomicU64,
+    /// Which GEMM tile the matmul/linear/conv ops use ([`GemmTiles`] as a u8).
+    gemm_tiles: std::sync::atomic::AtomicU8,
     pub(crate) pool: BufferPool,
     /// Work recorded but not yet submitted: ops append here; a readback or `flush` submits.
     pending: Mutex<Option<wgpu::CommandEncoder>>,
@@ -179,6 +192,7 @@ impl Gpu {
             pipeline_keys: Mutex::new(HashMap::new()),
             profiler: Mutex::new(None),
             weight_bytes: AtomicU64::new(0),
+            gemm_tiles: std::sync::atomic::AtomicU8::new(GemmTiles::Auto as u8),
             pool: BufferPool::default(),
             pending: Mutex::new(None),
             uncaptured,
@@ -349,6 +363,20 @@ impl Gpu {
     /// opened: with one model loaded, what its weights hold on the GPU.
     pub fn weight_bytes(&self) -> u64 {
         self.weight_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Which GEMM tile the matmul, linear and conv ops use; [`GemmTiles::Auto`] unless set.
+    pub fn gemm_tiles(&self) -> GemmTiles {
+        match self.gemm_tiles.load(Ordering::Relaxed) {
+            1 => GemmTiles::Small,
+            2 => GemmTiles::Big,
+            _ => GemmTiles::Auto,
+        }
+    }
+
+    /// Forces one GEMM tile for every product (tests cover each; benchmarks compare them).
+    pub fn set_gemm_tiles(&self, tiles: GemmTiles) {
+        self.gemm_tiles.store(tiles as u8, Ordering::Relaxed);
     }
 
     pub(crate) fn count_weight_bytes(&self, bytes: u64) {

@@ -14,7 +14,7 @@ pub mod tensor;
 pub mod tolerance;
 pub mod weight;
 
-pub use device::{Capabilities, Gpu, Requirements};
+pub use device::{Capabilities, GemmTiles, Gpu, Requirements};
 pub use error::GpuError;
 pub use pool::PoolStats;
 pub use profile::KernelTime;

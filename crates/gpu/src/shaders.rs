@@ -96,8 +96,63 @@ impl Variant {
 }
 
 /// Keeps the lines whose `#if` conditions hold; directive lines and dropped lines become empty
-/// lines, so line numbers in compiler errors still match the file.
+/// lines, so line numbers in compiler errors still match the file (up to the first `#for`).
+///
+/// `#for C in COUNT` … `#endfor` repeats the lines between for C = 0 … COUNT − 1, with `{C}`
+/// replaced by the number, where COUNT is a number or a `NAME=VALUE` define: unrolling by the
+/// preprocessor, so per-invocation accumulators are separate variables and never an indexed
+/// private array (which drivers may place in slow local memory).
 pub fn preprocess(source: &str, defines: &[&str]) -> Result<String, String> {
+    let unrolled = unroll(source, defines)?;
+    conditionals(&unrolled, defines)
+}
+
+fn unroll(source: &str, defines: &[&str]) -> Result<String, String> {
+    let mut out = String::with_capacity(source.len());
+    let mut lines = source.lines().enumerate();
+    while let Some((number, line)) = lines.next() {
+        let Some(spec) = line.trim_start().strip_prefix("#for ") else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        let bad = || format!("line {}: expected `#for NAME in COUNT`, got {line:?}", number + 1);
+        let (name, count) = spec.split_once(" in ").ok_or_else(bad)?;
+        let (name, count) = (name.trim(), count.trim());
+        let count: usize = match count.parse() {
+            Ok(n) => n,
+            Err(_) => defines
+                .iter()
+                .find_map(|d| d.strip_prefix(count).and_then(|rest| rest.strip_prefix('=')))
+                .ok_or_else(|| format!("line {}: #for over {count:?}, which no define gives", number + 1))?
+                .parse()
+                .map_err(|_| bad())?,
+        };
+        let mut body = Vec::new();
+        loop {
+            let (_, inner) =
+                lines.next().ok_or_else(|| format!("line {}: #for without #endfor", number + 1))?;
+            let trimmed = inner.trim_start();
+            if trimmed.starts_with("#endfor") {
+                break;
+            }
+            if trimmed.starts_with("#for ") {
+                return Err(format!("line {}: #for blocks do not nest", number + 1));
+            }
+            body.push(inner);
+        }
+        let placeholder = format!("{{{name}}}");
+        for i in 0..count {
+            for inner in &body {
+                out.push_str(&inner.replace(&placeholder, &i.to_string()));
+                out.push('\n');
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn conditionals(source: &str, defines: &[&str]) -> Result<String, String> {
     // Each open #if: (this branch is taken, the enclosing region is active).
     let mut stack: Vec<(bool, bool)> = Vec::new();
     let mut out = String::with_capacity(source.len());
@@ -173,6 +228,20 @@ mod tests {
         assert!(preprocess("#endif", &[]).is_err());
         assert!(preprocess("#else", &[]).is_err());
         assert!(preprocess("#define X", &[]).is_err());
+    }
+
+    #[test]
+    fn for_repeats_its_lines_with_the_index() {
+        let src = "a\n#for C in COLS\nx{C} = {C}u;\n#if Y\ny{C}\n#endif\n#endfor\nb";
+        let text = preprocess(src, &["COLS=3", "Y"]).unwrap();
+        let kept: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+        assert_eq!(kept, ["a", "x0 = 0u;", "y0", "x1 = 1u;", "y1", "x2 = 2u;", "y2", "b"]);
+        let literal = preprocess("#for I in 2\n{I}\n#endfor", &[]).unwrap();
+        assert_eq!(literal.lines().collect::<Vec<_>>(), ["0", "1"]);
+        assert!(preprocess("#for C in COLS\nx\n#endfor", &[]).is_err(), "no COLS define");
+        assert!(preprocess("#for C in 2\nx", &[]).is_err(), "no #endfor");
+        assert!(preprocess("#for C in 2\n#for D in 2\n#endfor\n#endfor", &[]).is_err(), "nested");
+        assert!(preprocess("#for C\n#endfor", &[]).is_err(), "no count");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use crate::device::Gpu;
 use crate::error::GpuError;
-use crate::ops::matmul::{dispatch_with_weight, u32_of, Params, TILE};
+use crate::ops::matmul::{dispatch_with_weight, u32_of, Params};
 use crate::tensor::Tensor;
 use crate::weight::Weight;
 
@@ -121,7 +121,6 @@ pub fn conv2d_fused(
         w,
         residual,
         &out,
-        m.div_ceil(TILE),
         batch,
     )?;
     Ok(out)

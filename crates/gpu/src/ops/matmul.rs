@@ -8,7 +8,22 @@ use crate::tensor::{DType, Tensor};
 use crate::weight::Weight;
 
 pub(crate) const FILE: &str = "matmul.wgsl";
-pub(crate) const TILE: usize = 64;
+
+/// The tile edge for an m x n product, and whether that is the `BIG` variant.
+fn tile(gpu: &Gpu, m: usize, n: usize) -> (usize, bool) {
+    let big = match gpu.gemm_tiles() {
+        crate::GemmTiles::Small => false,
+        crate::GemmTiles::Big => true,
+        // Enough 128x128 tiles to occupy every core of a large GPU several times over; below
+        // that, the 64x64 tile's four times as many workgroups keep more of it busy.
+        crate::GemmTiles::Auto => m.div_ceil(128) * n.div_ceil(128) >= 256,
+    };
+    if big {
+        (128, true)
+    } else {
+        (64, false)
+    }
+}
 
 /// The GEMM kernel's uniform (matmul.wgsl's `Params`); conv2d fills the geometry too.
 #[repr(C)]
@@ -38,6 +53,14 @@ pub(crate) struct Params {
 }
 
 pub(crate) fn variants() -> Vec<Variant> {
+    let small = small_variants();
+    let big = small.iter().map(|v| Variant::new(FILE, v.act, &[&v.defines[..], &["BIG"]].concat()));
+    let mut out = small.clone();
+    out.extend(big);
+    out
+}
+
+fn small_variants() -> Vec<Variant> {
     let mut out = Vec::new();
     for act in [DType::F32, DType::F16] {
         out.push(Variant::new(FILE, act, &["B_ACT"]));
@@ -108,13 +131,20 @@ pub fn matmul(gpu: &Gpu, a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Te
         out_cols: u32_of(n)?,
         ..Default::default()
     };
-    let defines: &[&str] = if transpose_b { &["B_ACT", "TRANSPOSE_B"] } else { &["B_ACT"] };
-    let pipeline = gpu.pipeline(&Variant::new(FILE, a.dtype(), defines))?;
+    let (tile, big) = tile(gpu, m, n);
+    let mut defines = vec!["B_ACT"];
+    if transpose_b {
+        defines.push("TRANSPOSE_B");
+    }
+    if big {
+        defines.push("BIG");
+    }
+    let pipeline = gpu.pipeline(&Variant::new(FILE, a.dtype(), &defines))?;
     let uniform = gpu.uniform(&params);
     gpu.dispatch(
         &pipeline,
         &[(0, uniform.as_entire_binding()), (1, a.binding()), (2, out.binding()), (3, b.binding())],
-        [u32_of(n.div_ceil(TILE))?, u32_of(m.div_ceil(TILE))?, u32_of(batch)?],
+        [u32_of(n.div_ceil(tile))?, u32_of(m.div_ceil(tile))?, u32_of(batch)?],
     )?;
     Ok(out)
 }
@@ -137,14 +167,14 @@ pub fn linear(gpu: &Gpu, x: &Tensor, w: &Weight) -> Result<Tensor, GpuError> {
     out_shape.push(n);
     let out = Tensor::empty(gpu, &out_shape, x.dtype());
     let params = Params { m: u32_of(m)?, n: u32_of(n)?, k: u32_of(k)?, ..Default::default() };
-    dispatch_with_weight(gpu, &params, &[], x, w, None, &out, m.div_ceil(TILE), 1)?;
+    dispatch_with_weight(gpu, &params, &[], x, w, None, &out, 1)?;
     Ok(out)
 }
 
 /// Runs the GEMM kernel with `w` as B, once per part of the weight: fills the weight fields of
-/// `params`, picks the variant (weight format, bias, residual, `extra` defines) and binds
-/// everything. `params.n` is the weight's full output count; `row_groups` and `batch` give the
-/// grid's y and z.
+/// `params`, picks the variant (weight format, bias, residual, `extra` defines, the tile for
+/// `params.m` rows) and binds everything. `params.n` is the weight's full output count; `batch`
+/// is the grid's z.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dispatch_with_weight(
     gpu: &Gpu,
@@ -154,9 +184,11 @@ pub(crate) fn dispatch_with_weight(
     w: &Weight,
     residual: Option<&Tensor>,
     out: &Tensor,
-    row_groups: usize,
     batch: usize,
 ) -> Result<(), GpuError> {
+    let m = params.m as usize;
+    // One tile for every part, chosen for the whole weight.
+    let (tile, big) = tile(gpu, m, w.rows);
     let mut defines = vec![w.format.define()];
     defines.extend_from_slice(extra);
     if w.has_bias() {
@@ -164,6 +196,9 @@ pub(crate) fn dispatch_with_weight(
     }
     if residual.is_some() {
         defines.push("RESIDUAL");
+    }
+    if big {
+        defines.push("BIG");
     }
     let pipeline = gpu.pipeline(&Variant::new(FILE, a.dtype(), &defines))?;
     for part in &w.parts {
@@ -191,7 +226,7 @@ pub(crate) fn dispatch_with_weight(
         if let Some(r) = residual {
             bindings.push((6, r.binding()));
         }
-        let groups = [u32_of(part.rows.div_ceil(TILE))?, u32_of(row_groups)?, u32_of(batch)?];
+        let groups = [u32_of(part.rows.div_ceil(tile))?, u32_of(m.div_ceil(tile))?, u32_of(batch)?];
         gpu.dispatch(&pipeline, &bindings, groups)?;
     }
     Ok(())

@@ -1,6 +1,6 @@
 use darkroom_gpu::ops::{self, Conv2d, Padding};
 use darkroom_gpu::reference::{self, TestRng};
-use darkroom_gpu::{DType, PackedWeight, Weight, WeightFormat};
+use darkroom_gpu::{DType, GemmTiles, PackedWeight, Weight, WeightFormat};
 
 use crate::common::*;
 
@@ -101,53 +101,64 @@ fn cases() -> Vec<Case> {
 #[test]
 fn conv2d_matches_cpu_for_every_weight_format_dtype_and_geometry() {
     let gpu = gpu();
-    for (index, case) in cases().iter().enumerate() {
-        let (kh, kw) = case.conv.kernel;
-        let (oh, ow) = case.conv.output_size(case.h, case.w).unwrap();
-        let mut rng = TestRng::new(index as u32 + 100);
-        let x = rng.vec(case.batch * case.cin * case.h * case.w);
-        let weight = rng.vec(case.cout * case.cin * kh * kw);
-        let bias = rng.vec(case.cout);
-        let residual = rng.vec(case.batch * case.cout * oh * ow);
-        for dtype in DTYPES {
-            let xs = as_stored(&x, dtype);
-            let rs = as_stored(&residual, dtype);
-            let input = upload(&gpu, &[case.batch, case.cin, case.h, case.w], &xs, dtype);
-            for format in WeightFormat::ALL {
-                // Every epilogue combination; ReLU on alternate cases keeps the run short.
-                let relu = index % 2 == 1;
-                for (with_bias, with_residual) in [(false, false), (true, false), (false, true), (true, true)]
-                {
-                    let packed = PackedWeight::pack(&weight, case.cout, case.cin * kh * kw, format);
-                    let w = Weight::upload(&gpu, &packed, with_bias.then_some(&bias[..])).unwrap();
-                    let res = upload(&gpu, &[case.batch, case.cout, oh, ow], &rs, dtype);
-                    let out =
-                        ops::conv2d_fused(&gpu, &input, &w, case.conv, with_residual.then_some(&res), relu)
-                            .unwrap();
-                    assert_eq!(out.shape(), &[case.batch, case.cout, oh, ow]);
-                    let mut want = reference::conv2d(
-                        &xs,
-                        (case.batch, case.cin, case.h, case.w),
-                        &packed.dequantize(),
-                        with_bias.then_some(&bias[..]),
-                        case.cout,
-                        (kh, kw),
-                        case.conv.stride,
-                        (case.conv.padding.top, case.conv.padding.left),
-                        (oh, ow),
-                    );
-                    if with_residual {
-                        want.iter_mut().zip(&rs).for_each(|(v, r)| *v += r);
-                    }
-                    if relu {
-                        want.iter_mut().for_each(|v| *v = v.max(0.0));
-                    }
-                    assert_close(
+    // Both GEMM tiles (64x64, and 128x128 `BIG`) at every shape.
+    for tiles in [GemmTiles::Small, GemmTiles::Big] {
+        gpu.set_gemm_tiles(tiles);
+        for (index, case) in cases().iter().enumerate() {
+            let (kh, kw) = case.conv.kernel;
+            let (oh, ow) = case.conv.output_size(case.h, case.w).unwrap();
+            let mut rng = TestRng::new(index as u32 + 100);
+            let x = rng.vec(case.batch * case.cin * case.h * case.w);
+            let weight = rng.vec(case.cout * case.cin * kh * kw);
+            let bias = rng.vec(case.cout);
+            let residual = rng.vec(case.batch * case.cout * oh * ow);
+            for dtype in DTYPES {
+                let xs = as_stored(&x, dtype);
+                let rs = as_stored(&residual, dtype);
+                let input = upload(&gpu, &[case.batch, case.cin, case.h, case.w], &xs, dtype);
+                for format in WeightFormat::ALL {
+                    // Every epilogue combination; ReLU on alternate cases keeps the run short.
+                    let relu = index % 2 == 1;
+                    for (with_bias, with_residual) in
+                        [(false, false), (true, false), (false, true), (true, true)]
+                    {
+                        let packed = PackedWeight::pack(&weight, case.cout, case.cin * kh * kw, format);
+                        let w = Weight::upload(&gpu, &packed, with_bias.then_some(&bias[..])).unwrap();
+                        let res = upload(&gpu, &[case.batch, case.cout, oh, ow], &rs, dtype);
+                        let out = ops::conv2d_fused(
+                            &gpu,
+                            &input,
+                            &w,
+                            case.conv,
+                            with_residual.then_some(&res),
+                            relu,
+                        )
+                        .unwrap();
+                        assert_eq!(out.shape(), &[case.batch, case.cout, oh, ow]);
+                        let mut want = reference::conv2d(
+                            &xs,
+                            (case.batch, case.cin, case.h, case.w),
+                            &packed.dequantize(),
+                            with_bias.then_some(&bias[..]),
+                            case.cout,
+                            (kh, kw),
+                            case.conv.stride,
+                            (case.conv.padding.top, case.conv.padding.left),
+                            (oh, ow),
+                        );
+                        if with_residual {
+                            want.iter_mut().zip(&rs).for_each(|(v, r)| *v += r);
+                        }
+                        if relu {
+                            want.iter_mut().for_each(|v| *v = v.max(0.0));
+                        }
+                        assert_close(
                         &read(&gpu, &out),
                         &want,
                         sum_tolerance(dtype, case.cin * kh * kw),
                         &format!("case {index} {dtype:?} {format:?} bias={with_bias} residual={with_residual} relu={relu}"),
                     );
+                    }
                 }
             }
         }

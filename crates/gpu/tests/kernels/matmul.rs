@@ -1,5 +1,5 @@
 use darkroom_gpu::reference::{self, TestRng};
-use darkroom_gpu::{ops, DType, GpuError, PackedWeight, Tensor, Weight, WeightFormat};
+use darkroom_gpu::{ops, DType, GemmTiles, GpuError, PackedWeight, Tensor, Weight, WeightFormat};
 
 use crate::common::*;
 
@@ -11,46 +11,50 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 #[test]
 fn matmul_matches_cpu_for_both_dtypes_layouts_and_odd_shapes() {
     let gpu = gpu();
-    let shapes = [
-        (1, 1, 1, 1, false),
-        (1, 64, 16, 64, false),
-        (1, 67, 45, 53, false),
-        (1, 130, 77, 65, false),
-        (3, 17, 33, 70, false),
-        (2, 77, 40, 96, true), // one b shared by every batch
-        (1, 3, 300, 5, false),
-    ];
-    for dtype in DTYPES {
-        for transpose_b in [false, true] {
-            for &(batch, m, k, n, shared) in &shapes {
-                let mut rng = TestRng::new((batch * 1_000_003 + m * 1009 + k * 31 + n) as u32);
-                let a = as_stored(&rng.vec(batch * m * k), dtype);
-                let b_batch = if shared { 1 } else { batch };
-                let b_kn = as_stored(&rng.vec(b_batch * k * n), dtype);
-                // The same matrices, laid out as [n, k] when the kernel reads b transposed.
-                let b_stored: Vec<f32> = if transpose_b {
-                    b_kn.chunks(k * n).flat_map(|m| transpose(m, k, n)).collect()
-                } else {
-                    b_kn.clone()
-                };
-                let b_shape = match (shared, transpose_b) {
-                    (true, false) => vec![k, n],
-                    (true, true) => vec![n, k],
-                    (false, false) => vec![batch, k, n],
-                    (false, true) => vec![batch, n, k],
-                };
-                let ta = upload(&gpu, &[batch, m, k], &a, dtype);
-                let tb = upload(&gpu, &b_shape, &b_stored, dtype);
-                let out = ops::matmul(&gpu, &ta, &tb, transpose_b).unwrap();
-                assert_eq!(out.shape(), &[batch, m, n]);
-                assert_eq!(out.dtype(), dtype);
-                let want = reference::matmul(&a, &b_kn, batch, m, k, n);
-                assert_close(
-                    &read(&gpu, &out),
-                    &want,
-                    sum_tolerance(dtype, k),
-                    &format!("{dtype:?} transpose_b={transpose_b} batch {batch} {m}x{k}x{n}"),
-                );
+    // Both GEMM tiles (64x64, and 128x128 `BIG`) at every shape.
+    for tiles in [GemmTiles::Small, GemmTiles::Big] {
+        gpu.set_gemm_tiles(tiles);
+        let shapes = [
+            (1, 1, 1, 1, false),
+            (1, 64, 16, 64, false),
+            (1, 67, 45, 53, false),
+            (1, 130, 77, 65, false),
+            (3, 17, 33, 70, false),
+            (2, 77, 40, 96, true), // one b shared by every batch
+            (1, 3, 300, 5, false),
+        ];
+        for dtype in DTYPES {
+            for transpose_b in [false, true] {
+                for &(batch, m, k, n, shared) in &shapes {
+                    let mut rng = TestRng::new((batch * 1_000_003 + m * 1009 + k * 31 + n) as u32);
+                    let a = as_stored(&rng.vec(batch * m * k), dtype);
+                    let b_batch = if shared { 1 } else { batch };
+                    let b_kn = as_stored(&rng.vec(b_batch * k * n), dtype);
+                    // The same matrices, laid out as [n, k] when the kernel reads b transposed.
+                    let b_stored: Vec<f32> = if transpose_b {
+                        b_kn.chunks(k * n).flat_map(|m| transpose(m, k, n)).collect()
+                    } else {
+                        b_kn.clone()
+                    };
+                    let b_shape = match (shared, transpose_b) {
+                        (true, false) => vec![k, n],
+                        (true, true) => vec![n, k],
+                        (false, false) => vec![batch, k, n],
+                        (false, true) => vec![batch, n, k],
+                    };
+                    let ta = upload(&gpu, &[batch, m, k], &a, dtype);
+                    let tb = upload(&gpu, &b_shape, &b_stored, dtype);
+                    let out = ops::matmul(&gpu, &ta, &tb, transpose_b).unwrap();
+                    assert_eq!(out.shape(), &[batch, m, n]);
+                    assert_eq!(out.dtype(), dtype);
+                    let want = reference::matmul(&a, &b_kn, batch, m, k, n);
+                    assert_close(
+                        &read(&gpu, &out),
+                        &want,
+                        sum_tolerance(dtype, k),
+                        &format!("{dtype:?} transpose_b={transpose_b} batch {batch} {m}x{k}x{n}"),
+                    );
+                }
             }
         }
     }
@@ -60,38 +64,44 @@ fn matmul_matches_cpu_for_both_dtypes_layouts_and_odd_shapes() {
 #[test]
 fn linear_matches_cpu_on_the_dequantized_weights_for_every_format() {
     let gpu = gpu();
-    for dtype in DTYPES {
-        for format in WeightFormat::ALL {
-            for &(lead, k, n, with_bias) in
-                &[(&[77usize][..], 45, 70, true), (&[2, 33][..], 96, 31, false), (&[5][..], 300, 129, true)]
-            {
-                let m: usize = lead.iter().product();
-                let mut rng = TestRng::new((k * 7 + n * 13 + m) as u32);
-                let x = as_stored(&rng.vec(m * k), dtype);
-                let w = rng.vec(n * k);
-                let bias = rng.vec(n);
-                let packed = PackedWeight::pack(&w, n, k, format);
-                let weight = Weight::upload(&gpu, &packed, with_bias.then_some(&bias[..])).unwrap();
-                let mut shape = lead.to_vec();
-                shape.push(k);
-                let out = ops::linear(&gpu, &upload(&gpu, &shape, &x, dtype), &weight).unwrap();
-                let mut want_shape = lead.to_vec();
-                want_shape.push(n);
-                assert_eq!(out.shape(), want_shape.as_slice());
+    // Both GEMM tiles (64x64, and 128x128 `BIG`) at every shape.
+    for tiles in [GemmTiles::Small, GemmTiles::Big] {
+        gpu.set_gemm_tiles(tiles);
+        for dtype in DTYPES {
+            for format in WeightFormat::ALL {
+                for &(lead, k, n, with_bias) in &[
+                    (&[77usize][..], 45, 70, true),
+                    (&[2, 33][..], 96, 31, false),
+                    (&[5][..], 300, 129, true),
+                ] {
+                    let m: usize = lead.iter().product();
+                    let mut rng = TestRng::new((k * 7 + n * 13 + m) as u32);
+                    let x = as_stored(&rng.vec(m * k), dtype);
+                    let w = rng.vec(n * k);
+                    let bias = rng.vec(n);
+                    let packed = PackedWeight::pack(&w, n, k, format);
+                    let weight = Weight::upload(&gpu, &packed, with_bias.then_some(&bias[..])).unwrap();
+                    let mut shape = lead.to_vec();
+                    shape.push(k);
+                    let out = ops::linear(&gpu, &upload(&gpu, &shape, &x, dtype), &weight).unwrap();
+                    let mut want_shape = lead.to_vec();
+                    want_shape.push(n);
+                    assert_eq!(out.shape(), want_shape.as_slice());
 
-                let wt = transpose(&packed.dequantize(), n, k);
-                let mut want = reference::matmul(&x, &wt, 1, m, k, n);
-                if with_bias {
-                    for (i, v) in want.iter_mut().enumerate() {
-                        *v += bias[i % n];
+                    let wt = transpose(&packed.dequantize(), n, k);
+                    let mut want = reference::matmul(&x, &wt, 1, m, k, n);
+                    if with_bias {
+                        for (i, v) in want.iter_mut().enumerate() {
+                            *v += bias[i % n];
+                        }
                     }
+                    assert_close(
+                        &read(&gpu, &out),
+                        &want,
+                        sum_tolerance(dtype, k),
+                        &format!("linear {dtype:?} {format:?} bias={with_bias} {m}x{k}x{n}"),
+                    );
                 }
-                assert_close(
-                    &read(&gpu, &out),
-                    &want,
-                    sum_tolerance(dtype, k),
-                    &format!("linear {dtype:?} {format:?} bias={with_bias} {m}x{k}x{n}"),
-                );
             }
         }
     }
@@ -159,41 +169,45 @@ fn weights_split_across_bindings_give_identical_results() {
     // size (odd part counts, Q4 rows with an odd number of scale groups) and compare with the
     // unsplit weight, which must agree bit for bit.
     let gpu = gpu();
-    let (m, k, n) = (40, 70, 75); // 70 inputs = 3 Q4 groups per row
-    let mut rng = TestRng::new(21);
-    let x = upload(&gpu, &[m, k], &rng.vec(m * k), DType::F32);
-    let image = upload(&gpu, &[1, 7, 6, 5], &rng.vec(7 * 30), DType::F32);
-    let values = rng.vec(n * k);
-    let conv_values = rng.vec(n * 7 * 9);
-    let bias = rng.vec(n);
-    for format in WeightFormat::ALL {
-        let packed = PackedWeight::pack(&values, n, k, format);
-        let whole = Weight::upload(&gpu, &packed, Some(&bias)).unwrap();
-        let split = Weight::upload_in_parts(&gpu, &packed, Some(&bias), 600).unwrap();
-        assert!(split.part_count() >= 3, "{format:?}: {split:?}");
-        let a = read(&gpu, &ops::linear(&gpu, &x, &whole).unwrap());
-        let b = read(&gpu, &ops::linear(&gpu, &x, &split).unwrap());
-        assert_eq!(a, b, "linear {format:?}");
+    // Both GEMM tiles (64x64, and 128x128 `BIG`) at every shape.
+    for tiles in [GemmTiles::Small, GemmTiles::Big] {
+        gpu.set_gemm_tiles(tiles);
+        let (m, k, n) = (40, 70, 75); // 70 inputs = 3 Q4 groups per row
+        let mut rng = TestRng::new(21);
+        let x = upload(&gpu, &[m, k], &rng.vec(m * k), DType::F32);
+        let image = upload(&gpu, &[1, 7, 6, 5], &rng.vec(7 * 30), DType::F32);
+        let values = rng.vec(n * k);
+        let conv_values = rng.vec(n * 7 * 9);
+        let bias = rng.vec(n);
+        for format in WeightFormat::ALL {
+            let packed = PackedWeight::pack(&values, n, k, format);
+            let whole = Weight::upload(&gpu, &packed, Some(&bias)).unwrap();
+            let split = Weight::upload_in_parts(&gpu, &packed, Some(&bias), 600).unwrap();
+            assert!(split.part_count() >= 3, "{format:?}: {split:?}");
+            let a = read(&gpu, &ops::linear(&gpu, &x, &whole).unwrap());
+            let b = read(&gpu, &ops::linear(&gpu, &x, &split).unwrap());
+            assert_eq!(a, b, "linear {format:?}");
 
-        let packed = PackedWeight::pack(&conv_values, n, 7 * 9, format);
-        let whole = Weight::upload(&gpu, &packed, Some(&bias)).unwrap();
-        let split = Weight::upload_in_parts(&gpu, &packed, Some(&bias), 700).unwrap();
-        assert!(split.part_count() >= 3);
-        let conv = ops::Conv2d::same(3);
-        let a = read(&gpu, &ops::conv2d(&gpu, &image, &whole, conv, None).unwrap());
-        let b = read(&gpu, &ops::conv2d(&gpu, &image, &split, conv, None).unwrap());
-        assert_eq!(a, b, "conv {format:?}");
+            let packed = PackedWeight::pack(&conv_values, n, 7 * 9, format);
+            let whole = Weight::upload(&gpu, &packed, Some(&bias)).unwrap();
+            let split = Weight::upload_in_parts(&gpu, &packed, Some(&bias), 700).unwrap();
+            assert!(split.part_count() >= 3);
+            let conv = ops::Conv2d::same(3);
+            let a = read(&gpu, &ops::conv2d(&gpu, &image, &whole, conv, None).unwrap());
+            let b = read(&gpu, &ops::conv2d(&gpu, &image, &split, conv, None).unwrap());
+            assert_eq!(a, b, "conv {format:?}");
 
-        // Token table: ids spread over every part.
-        let ids: Vec<u32> = (0..12).map(|i| (i * 37 % n) as u32).collect();
-        let positions = upload(&gpu, &[12, k], &rng.vec(12 * k), DType::F32);
-        let packed = PackedWeight::pack(&values, n, k, format);
-        let whole = Weight::upload(&gpu, &packed, None).unwrap();
-        let split = Weight::upload_in_parts(&gpu, &packed, None, 600).unwrap();
-        let a = read(&gpu, &ops::embed_tokens(&gpu, &ids, 12, &whole, &positions).unwrap());
-        let b = read(&gpu, &ops::embed_tokens(&gpu, &ids, 12, &split, &positions).unwrap());
-        assert_eq!(a, b, "embedding {format:?}");
+            // Token table: ids spread over every part.
+            let ids: Vec<u32> = (0..12).map(|i| (i * 37 % n) as u32).collect();
+            let positions = upload(&gpu, &[12, k], &rng.vec(12 * k), DType::F32);
+            let packed = PackedWeight::pack(&values, n, k, format);
+            let whole = Weight::upload(&gpu, &packed, None).unwrap();
+            let split = Weight::upload_in_parts(&gpu, &packed, None, 600).unwrap();
+            let a = read(&gpu, &ops::embed_tokens(&gpu, &ids, 12, &whole, &positions).unwrap());
+            let b = read(&gpu, &ops::embed_tokens(&gpu, &ids, 12, &split, &positions).unwrap());
+            assert_eq!(a, b, "embedding {format:?}");
+        }
+        let packed = PackedWeight::pack(&values, n, k, WeightFormat::F32);
+        assert!(Weight::upload_in_parts(&gpu, &packed, None, 100).is_err(), "a part smaller than one row");
     }
-    let packed = PackedWeight::pack(&values, n, k, WeightFormat::F32);
-    assert!(Weight::upload_in_parts(&gpu, &packed, None, 100).is_err(), "a part smaller than one row");
 }
