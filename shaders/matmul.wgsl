@@ -43,6 +43,13 @@ struct Params {
     col_offset: u32,
     // CONV: ceil(65536 / kernel_w), so tap / kernel_w = (tap · kw_magic) >> 16 for every tap.
     kw_magic: u32,
+    // SPLIT_K: K is cut into `splits` ranges of `k_chunk` (a multiple of TILE_K); grid z is
+    // batch · splits; each range's sum goes to its own copy of C in `partial` (`split_stride`
+    // apart), and the `split_sum` entry point adds the copies and applies the epilogue.
+    splits: u32,
+    k_chunk: u32,
+    split_stride: u32,
+    _pad0: u32,
     _pad1: u32,
 }
 
@@ -65,6 +72,9 @@ struct Params {
 #endif
 #if RESIDUAL
 @group(0) @binding(6) var<storage, read> residual: array<act>;
+#endif
+#if SPLIT_K
+@group(0) @binding(7) var<storage, read_write> partial: array<f32>;
 #endif
 #if !B_ACT
 #include weight_load.wgsl
@@ -143,9 +153,22 @@ fn main(
 ) {
     let row0 = group.y * TILE_M;
     let col0 = group.x * TILE_N;
-    let a_base = group.z * params.batch_stride_a;
-    let b_base = group.z * params.batch_stride_b;
-    let c_base = group.z * params.batch_stride_c;
+#if SPLIT_K
+    let batch = group.z / params.splits;
+    let split = group.z % params.splits;
+    let k_begin = split * params.k_chunk;
+    let k_end = min(params.k, k_begin + params.k_chunk);
+#else
+    let batch = group.z;
+    let k_begin = 0u;
+    let k_end = params.k;
+#endif
+    let a_base = batch * params.batch_stride_a;
+    let b_base = batch * params.batch_stride_b;
+    var c_base = batch * params.batch_stride_c;
+#if SPLIT_K
+    c_base += split * params.split_stride;
+#endif
 
     // Row i of the invocation's 4x4 block in acc_i (BIG: row i, column half j in acc{i}_{j}): no
     // indexed arrays, so it all stays in registers.
@@ -184,15 +207,15 @@ fn main(
     let iy0 = oy * params.stride - params.pad_top;
     let ix0 = (conv_row - oy * params.out_w) * params.stride - params.pad_left;
     let taps = params.kernel_h * params.kernel_w;
-    let first = vec4<u32>(flat / TILE_M) + vec4<u32>(0u, 1u, 2u, 3u) * (THREADS / TILE_M);
+    let first = vec4<u32>(k_begin + flat / TILE_M) + vec4<u32>(0u, 1u, 2u, 3u) * (THREADS / TILE_M);
     var cin = first / vec4<u32>(taps);
     var tap = first - cin * taps;
     let step_cin = TILE_K / taps;
     let step_tap = TILE_K - step_cin * taps;
 #endif
-    let k_tiles = (params.k + TILE_K - 1u) / TILE_K;
+    let k_tiles = (k_end - k_begin + TILE_K - 1u) / TILE_K;
     for (var t = 0u; t < k_tiles; t++) {
-        let k0 = t * TILE_K;
+        let k0 = k_begin + t * TILE_K;
         for (var s = 0u; s < 4u; s++) {
             let ia = flat + s * THREADS;
 #if CONV
@@ -204,7 +227,7 @@ fn main(
             let ka = ia % TILE_K;
 #endif
             var va = 0.0;
-            if (row0 + ra < params.m && k0 + ka < params.k) {
+            if (row0 + ra < params.m && k0 + ka < k_end) {
 #if CONV
                 va = load_patch(a_base, iy0, ix0, cin[s], tap[s]);
 #else
@@ -228,7 +251,7 @@ fn main(
             let kb = ia % TILE_K;
 #endif
             var vb = 0.0;
-            if (k0 + kb < params.k && col0 + cb < params.n) {
+            if (k0 + kb < k_end && col0 + cb < params.n) {
                 vb = load_b(b_base, k0 + kb, col0 + cb);
             }
             tile_b[kb * ROW_VEC4S + cb / 4u][cb % 4u] = vb;
@@ -301,7 +324,17 @@ fn main(
 #endif
 }
 
-// Four outputs of one row of C from column `col_first`, with the epilogue (bias, residual, ReLU).
+// Where C[row][col] of this dispatch's columns lies, from batch base `c_base`.
+fn c_index(c_base: u32, row: u32, col: u32) -> u32 {
+#if CONV
+    return c_base + (params.col_offset + col) * params.m + row;
+#else
+    return c_base + row * params.out_cols + params.col_offset + col;
+#endif
+}
+
+// Four outputs of one row of C from column `col_first`, with the epilogue (bias, residual, ReLU);
+// SPLIT_K: the raw sums, into this range's copy of C.
 fn store_row(row: u32, col_first: u32, c_base: u32, values: vec4<f32>) {
     if (row >= params.m) {
         return;
@@ -311,21 +344,54 @@ fn store_row(row: u32, col_first: u32, c_base: u32, values: vec4<f32>) {
         if (col >= params.n) {
             return;
         }
-        var v = values[j];
-#if BIAS
-        v += bias[col];
-#endif
-#if CONV
-        let index = c_base + (params.col_offset + col) * params.m + row;
+#if SPLIT_K
+        partial[c_index(c_base, row, col)] = values[j];
 #else
-        let index = c_base + row * params.out_cols + params.col_offset + col;
+        store(c_index(c_base, row, col), col, values[j]);
 #endif
-#if RESIDUAL
-        v += f32(residual[index]);
-#endif
-#if RELU
-        v = max(v, 0.0);
-#endif
-        c[index] = act(v);
     }
 }
+
+// C[index] (column `col` of this dispatch) = epilogue(v).
+fn store(index: u32, col: u32, value: f32) {
+    var v = value;
+#if BIAS
+    v += bias[col];
+#endif
+#if RESIDUAL
+    v += f32(residual[index]);
+#endif
+#if RELU
+    v = max(v, 0.0);
+#endif
+    c[index] = act(v);
+}
+
+#if SPLIT_K
+// One output per invocation: the sum of the K ranges' copies, then the epilogue. Grid: x · y
+// groups of 256 invocations over the m · n outputs of one batch (row-major in x, y), z = batch.
+@compute @workgroup_size(256, 1, 1)
+fn split_sum(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) local: u32,
+) {
+    let i = (group.y * groups.x + group.x) * 256u + local;
+    if (i >= params.m * params.n) {
+        return;
+    }
+#if CONV
+    let col = i / params.m;
+    let row = i % params.m;
+#else
+    let row = i / params.n;
+    let col = i % params.n;
+#endif
+    let index = c_index(group.z * params.batch_stride_c, row, col);
+    var sum = 0.0;
+    for (var s = 0u; s < params.splits; s++) {
+        sum += partial[s * params.split_stride + index];
+    }
+    store(index, col, sum);
+}
+#endif

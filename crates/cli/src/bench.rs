@@ -61,6 +61,21 @@ struct Row {
     plain: f64,
     /// The peak this row is a share of: the f32 or the f16 GEMM's.
     f16: bool,
+    /// Largest difference between our output and the before kernel's (NaN where none ran).
+    diff: f64,
+}
+
+/// Largest |a − b| between two runs' outputs, relative to b's largest magnitude: a speed-up
+/// that changed the result would show here.
+fn difference<E: From<GpuError>>(
+    gpu: &Gpu,
+    ours: impl FnOnce() -> Result<Tensor, E>,
+    before: impl FnOnce() -> Result<Tensor, E>,
+) -> Result<f64, E> {
+    let a = pollster::block_on(ours()?.read_f32(gpu))?;
+    let b = pollster::block_on(before()?.read_f32(gpu))?;
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+    Ok(a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) as f64 / scale as f64)
 }
 
 fn tensor(gpu: &Gpu, rng: &mut TestRng, shape: &[usize], dtype: DType) -> Result<Tensor, GpuError> {
@@ -89,6 +104,8 @@ pub fn kernels(gpu: &Gpu, opts: &Options) -> Result<(), GpuError> {
         let gflop = 2.0 * (n as f64).powi(3) / 1e9;
         let ours = time(gpu, opts.runs, || ops::linear(gpu, &a, &w))?;
         let before = small_tiles(gpu, || time(gpu, opts.runs, || ops::linear(gpu, &a, &w)))?;
+        let diff =
+            difference(gpu, || ops::linear(gpu, &a, &w), || small_tiles(gpu, || ops::linear(gpu, &a, &w)))?;
         let f16 = dtype == DType::F16;
         rows.push(Row {
             name: format!("matmul {n}x{n}x{n} {} (peak reference)", label(dtype)),
@@ -97,6 +114,7 @@ pub fn kernels(gpu: &Gpu, opts: &Options) -> Result<(), GpuError> {
             before,
             plain: f64::NAN,
             f16,
+            diff,
         });
         peak[usize::from(f16)] = gflop / ours;
     }
@@ -110,16 +128,21 @@ pub fn kernels(gpu: &Gpu, opts: &Options) -> Result<(), GpuError> {
             name: format!("linear {pixels}x{k}x{n} f32"),
             gflop: 2.0 * (pixels * k * n) as f64 / 1e9,
             ours: time(gpu, opts.runs, || ops::linear(gpu, &x, &w))?,
-            before: f64::NAN,
+            before: small_tiles(gpu, || time(gpu, opts.runs, || ops::linear(gpu, &x, &w)))?,
             plain: time(gpu, opts.runs, || naive::matmul(gpu, &x, &w_plain))?,
             f16: false,
+            diff: difference(gpu, || ops::linear(gpu, &x, &w), || small_tiles(gpu, || ops::linear(gpu, &x, &w)))?,
         });
     }
 
-    // The UNet's first level, and the VAE decoder's upper levels (large enough for the 128x128
-    // tile; before = the 64x64 tile there). The plain kernel only at the UNet shape.
+    // The UNet's first and deepest levels (few workgroups, long K: split on GPUs), and the VAE
+    // decoder's upper levels (large enough for the 128x128 tile). before = the 64x64 tile
+    // without a split, the only GEMM before those. The plain kernel only at the first shape.
     let vae_side = side * 4;
-    for (c, side, plain) in [(320, side, true), (if opts.quick { 128 } else { 256 }, vae_side, false)] {
+    let deep_side = side / 4;
+    for (c, side, plain) in
+        [(320, side, true), (1280, deep_side, false), (if opts.quick { 128 } else { 256 }, vae_side, false)]
+    {
         let x = tensor(gpu, &mut rng, &[c, side, side], DType::F32)?;
         let x4 = x.reshape(&[1, c, side, side])?;
         let w_values = rng.vec(c * c * 9);
@@ -130,13 +153,14 @@ pub fn kernels(gpu: &Gpu, opts: &Options) -> Result<(), GpuError> {
             name: format!("conv 3x3 {c}->{c} at {side}x{side} f32"),
             gflop: 2.0 * (side * side * c * c * 9) as f64 / 1e9,
             ours: time(gpu, opts.runs, conv)?,
-            before: if plain { f64::NAN } else { small_tiles(gpu, || time(gpu, opts.runs, conv))? },
+            before: small_tiles(gpu, || time(gpu, opts.runs, conv))?,
             plain: if plain {
                 time(gpu, opts.runs, || naive::conv2d(gpu, &x, &w_plain, 3, 1, 1))?
             } else {
                 f64::NAN
             },
             f16: false,
+            diff: difference(gpu, conv, || small_tiles(gpu, conv))?,
         });
     }
 
@@ -167,6 +191,12 @@ pub fn kernels(gpu: &Gpu, opts: &Options) -> Result<(), GpuError> {
             } else {
                 f64::NAN
             };
+            let ours = || ops::attention(gpu, &q, &k, &v, heads, false);
+            let diff = if before.is_finite() {
+                difference(gpu, ours, || ops::attention_rows(gpu, &q, &k, &v, heads, false))?
+            } else {
+                f64::NAN
+            };
             rows.push(Row {
                 name: format!("{name} {pixels}x{nk}, {heads}x{head_dim} {}", label(dtype)),
                 gflop: 4.0 * (pixels * nk * width) as f64 / 1e9,
@@ -174,6 +204,7 @@ pub fn kernels(gpu: &Gpu, opts: &Options) -> Result<(), GpuError> {
                 before,
                 plain,
                 f16: dtype == DType::F16,
+                diff,
             });
         }
     }
@@ -182,13 +213,13 @@ pub fn kernels(gpu: &Gpu, opts: &Options) -> Result<(), GpuError> {
     println!("adapter: {} ({}, {})", caps.adapter_name, caps.backend, caps.device_type);
     println!(
         "median of {} runs after a warm-up; before = the kernel this one replaced (attention: the \
-         row kernel; matmul and conv: the 64x64 tile), plain = one invocation per output, all in \
+         row kernel; matmul, linear and conv: the 64x64 tile, K not split), plain = one invocation per output, all in \
          the same run; of peak = share of the matmul row of the same type\n",
         opts.runs
     );
     println!(
-        "{:<46} {:>8} {:>9} {:>10} {:>10} {:>10} {:>9} {:>8}",
-        "kernel", "GFLOP", "ours ms", "ours GF/s", "before", "plain", "vs before", "of peak"
+        "{:<46} {:>8} {:>9} {:>10} {:>10} {:>10} {:>9} {:>8} {:>9}",
+        "kernel", "GFLOP", "ours ms", "ours GF/s", "before", "plain", "vs before", "of peak", "diff"
     );
     let rate = |gflop: f64, seconds: f64| {
         if seconds.is_finite() {
@@ -201,7 +232,7 @@ pub fn kernels(gpu: &Gpu, opts: &Options) -> Result<(), GpuError> {
         let ours = r.gflop / r.ours;
         let speedup = if r.before.is_finite() { format!("{:.2}x", r.before / r.ours) } else { "-".into() };
         println!(
-            "{:<46} {:>8.2} {:>9.1} {:>10.2} {:>10} {:>10} {:>9} {:>7.0}%",
+            "{:<46} {:>8.2} {:>9.1} {:>10.2} {:>10} {:>10} {:>9} {:>7.0}% {:>9}",
             r.name,
             r.gflop,
             r.ours * 1e3,
@@ -209,7 +240,8 @@ pub fn kernels(gpu: &Gpu, opts: &Options) -> Result<(), GpuError> {
             rate(r.gflop, r.before),
             rate(r.gflop, r.plain),
             speedup,
-            100.0 * ours / peak[usize::from(r.f16)]
+            100.0 * ours / peak[usize::from(r.f16)],
+            if r.diff.is_finite() { format!("{:.1e}", r.diff) } else { "-".into() }
         );
     }
     let peak = gpu.pool_stats().peak_allocated_bytes;

@@ -87,7 +87,14 @@ pub struct Capabilities {
     pub max_compute_invocations_per_workgroup: u32,
 }
 
-/// An open device: the handle every op takes (`&Gpu`), never a global.
+impl Capabilities {
+    /// A discrete or integrated GPU as the platform reports it (not a CPU rasteriser such as
+    /// lavapipe or SwiftShader, and not a browser, which does not say).
+    pub fn is_gpu(&self) -> bool {
+        matches!(self.device_type.as_str(), "DiscreteGpu" | "IntegratedGpu")
+    }
+}
+
 /// The GEMM's tile per workgroup (matmul.wgsl): 64x64, or 128x128 (`BIG`), which does twice
 /// the arithmetic per workgroup-memory read but needs a large product to fill a GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,8 +104,12 @@ pub enum GemmTiles {
     Auto = 0,
     Small = 1,
     Big = 2,
+    /// 64x64 with K cut into three ranges summed by a second pass (tests; Auto splits K on
+    /// GPUs when a product has fewer than 512 workgroups).
+    SplitK = 3,
 }
 
+/// An open device: the handle every op takes (`&Gpu`), never a global.
 pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
@@ -370,6 +381,7 @@ impl Gpu {
         match self.gemm_tiles.load(Ordering::Relaxed) {
             1 => GemmTiles::Small,
             2 => GemmTiles::Big,
+            3 => GemmTiles::SplitK,
             _ => GemmTiles::Auto,
         }
     }

@@ -12,7 +12,7 @@ pub(crate) const FILE: &str = "matmul.wgsl";
 /// The tile edge for an m x n product, and whether that is the `BIG` variant.
 fn tile(gpu: &Gpu, m: usize, n: usize) -> (usize, bool) {
     let big = match gpu.gemm_tiles() {
-        crate::GemmTiles::Small => false,
+        crate::GemmTiles::Small | crate::GemmTiles::SplitK => false,
         crate::GemmTiles::Big => true,
         // Enough 128x128 tiles to occupy every core of a large GPU several times over; below
         // that, the 64x64 tile's four times as many workgroups keep more of it busy.
@@ -23,6 +23,25 @@ fn tile(gpu: &Gpu, m: usize, n: usize) -> (usize, bool) {
     } else {
         (64, false)
     }
+}
+
+/// Workgroups below which a product with a weight splits K (on GPUs, where idle cores cost).
+const SPLIT_BELOW: usize = 512;
+
+/// Into how many ranges of K a product of `tiles` 64x64 workgroups splits, and each range's
+/// length (a multiple of the kernel's K slice of 16).
+fn k_splits(gpu: &Gpu, tiles: usize, k: usize) -> (usize, usize) {
+    let slices = k.div_ceil(16).max(1);
+    let wanted = match gpu.gemm_tiles() {
+        crate::GemmTiles::SplitK => 3,
+        crate::GemmTiles::Auto if gpu.capabilities().is_gpu() && tiles < SPLIT_BELOW => {
+            // Ranges of at least 8 slices (128 of K), so the partial sums stay a small cost.
+            SPLIT_BELOW.div_ceil(tiles.max(1)).min(slices / 8)
+        }
+        _ => 1,
+    };
+    let chunk = slices.div_ceil(wanted.clamp(1, slices));
+    (slices.div_ceil(chunk), chunk * 16)
 }
 
 /// The GEMM kernel's uniform (matmul.wgsl's `Params`); conv2d fills the geometry too.
@@ -49,12 +68,20 @@ pub(crate) struct Params {
     pub col_offset: u32,
     /// CONV: ceil(65536 / kernel_w) (matmul.wgsl divides taps by the kernel width with it).
     pub kw_magic: u32,
-    pub _pad: u32,
+    /// SPLIT_K: ranges of K, each range's length, and the distance between C's copies.
+    pub splits: u32,
+    pub k_chunk: u32,
+    pub split_stride: u32,
+    pub _pad: [u32; 2],
 }
 
 pub(crate) fn variants() -> Vec<Variant> {
     let small = small_variants();
-    let big = small.iter().map(|v| Variant::new(FILE, v.act, &[&v.defines[..], &["BIG"]].concat()));
+    // BIG for every plain variant (products with a BIG tile never split K).
+    let big = small
+        .iter()
+        .filter(|v| !v.defines.contains(&"SPLIT_K"))
+        .map(|v| Variant::new(FILE, v.act, &[&v.defines[..], &["BIG"]].concat()));
     let mut out = small.clone();
     out.extend(big);
     out
@@ -63,6 +90,21 @@ pub(crate) fn variants() -> Vec<Variant> {
 fn small_variants() -> Vec<Variant> {
     let mut out = Vec::new();
     for act in [DType::F32, DType::F16] {
+        for format in WeightFormat::ALL {
+            // SPLIT_K: the ranges' pass (no epilogue), then the sum with each epilogue.
+            let f = format.define();
+            out.push(Variant::new(FILE, act, &[f, "SPLIT_K"]));
+            out.push(Variant::new(FILE, act, &[f, "CONV", "SPLIT_K"]));
+            for bias in [&[][..], &["BIAS"][..]] {
+                out.push(Variant::new(FILE, act, &[&[f, "SPLIT_K"][..], bias].concat()).entry("split_sum"));
+                for residual in [&[][..], &["RESIDUAL"][..]] {
+                    for relu in [&[][..], &["RELU"][..]] {
+                        let defines = [&[f, "CONV", "SPLIT_K"][..], bias, residual, relu].concat();
+                        out.push(Variant::new(FILE, act, &defines).entry("split_sum"));
+                    }
+                }
+            }
+        }
         out.push(Variant::new(FILE, act, &["B_ACT"]));
         out.push(Variant::new(FILE, act, &["B_ACT", "TRANSPOSE_B"]));
         for format in WeightFormat::ALL {
@@ -189,6 +231,8 @@ pub(crate) fn dispatch_with_weight(
     let m = params.m as usize;
     // One tile for every part, chosen for the whole weight.
     let (tile, big) = tile(gpu, m, w.rows);
+    let (splits, k_chunk) =
+        if big { (1, 0) } else { k_splits(gpu, m.div_ceil(tile) * w.rows.div_ceil(tile) * batch, w.cols) };
     let mut defines = vec![w.format.define()];
     defines.extend_from_slice(extra);
     if w.has_bias() {
@@ -200,7 +244,16 @@ pub(crate) fn dispatch_with_weight(
     if big {
         defines.push("BIG");
     }
-    let pipeline = gpu.pipeline(&Variant::new(FILE, a.dtype(), &defines))?;
+    let c_len = batch * params.batch_stride_c.max(params.m * u32_of(w.rows)?) as usize;
+    // SPLIT_K: each range's sums in its own copy of C, added up by the `split_sum` pass.
+    let partial = (splits > 1).then(|| Tensor::empty(gpu, &[splits * c_len], DType::F32));
+    let pipeline = if partial.is_some() {
+        let ranges: Vec<&str> =
+            defines.iter().copied().filter(|d| *d == w.format.define() || *d == "CONV").collect();
+        gpu.pipeline(&Variant::new(FILE, a.dtype(), &[&ranges[..], &["SPLIT_K"]].concat()))?
+    } else {
+        gpu.pipeline(&Variant::new(FILE, a.dtype(), &defines))?
+    };
     for part in &w.parts {
         let params = Params {
             n: u32_of(part.rows)?,
@@ -208,26 +261,48 @@ pub(crate) fn dispatch_with_weight(
             col_offset: u32_of(part.first_row)?,
             b_row_words: u32_of(w.format.row_words(w.cols))?,
             groups_per_row: u32_of(w.format.groups_per_row(w.cols))?,
+            splits: u32_of(splits)?,
+            k_chunk: u32_of(k_chunk)?,
+            split_stride: u32_of(c_len)?,
             ..*params
         };
         let uniform = gpu.uniform(&params);
-        let mut bindings = vec![
-            (0, uniform.as_entire_binding()),
-            (1, a.binding()),
-            (2, out.binding()),
-            (3, part.data.as_entire_binding()),
-        ];
+        let mut bindings =
+            vec![(0, uniform.as_entire_binding()), (1, a.binding()), (3, part.data.as_entire_binding())];
         if let Some(scales) = &part.scales {
             bindings.push((4, scales.as_entire_binding()));
         }
+        // What the epilogue binds: C, the bias, the residual.
+        let mut epilogue = vec![(2, out.binding())];
         if let Some(bias) = &part.bias {
-            bindings.push((5, bias.as_entire_binding()));
+            epilogue.push((5, bias.as_entire_binding()));
         }
         if let Some(r) = residual {
-            bindings.push((6, r.binding()));
+            epilogue.push((6, r.binding()));
         }
-        let groups = [u32_of(part.rows.div_ceil(tile))?, u32_of(m.div_ceil(tile))?, u32_of(batch)?];
-        gpu.dispatch(&pipeline, &bindings, groups)?;
+        let groups = [u32_of(part.rows.div_ceil(tile))?, u32_of(m.div_ceil(tile))?, u32_of(batch * splits)?];
+        match &partial {
+            None => {
+                bindings.extend(epilogue);
+                gpu.dispatch(&pipeline, &bindings, groups)?;
+            }
+            Some(partial) => {
+                bindings.push((7, partial.binding()));
+                gpu.dispatch(&pipeline, &bindings, groups)?;
+                let sum = gpu.pipeline(
+                    &Variant::new(FILE, a.dtype(), &[&defines[..], &["SPLIT_K"]].concat()).entry("split_sum"),
+                )?;
+                let mut sum_bindings = vec![(0, uniform.as_entire_binding()), (7, partial.binding())];
+                sum_bindings.extend(epilogue);
+                let outputs = (m * part.rows).div_ceil(256);
+                let x = outputs.min(gpu.limits().max_compute_workgroups_per_dimension as usize);
+                gpu.dispatch(
+                    &sum,
+                    &sum_bindings,
+                    [u32_of(x)?, u32_of(outputs.div_ceil(x))?, u32_of(batch)?],
+                )?;
+            }
+        }
     }
     Ok(())
 }

@@ -101,8 +101,8 @@ fn cases() -> Vec<Case> {
 #[test]
 fn conv2d_matches_cpu_for_every_weight_format_dtype_and_geometry() {
     let gpu = gpu();
-    // Both GEMM tiles (64x64, and 128x128 `BIG`) at every shape.
-    for tiles in [GemmTiles::Small, GemmTiles::Big] {
+    // Every GEMM tiling (64x64, 128x128 `BIG`, 64x64 with K split) at every shape.
+    for tiles in [GemmTiles::Small, GemmTiles::Big, GemmTiles::SplitK] {
         gpu.set_gemm_tiles(tiles);
         for (index, case) in cases().iter().enumerate() {
             let (kh, kw) = case.conv.kernel;

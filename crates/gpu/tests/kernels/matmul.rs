@@ -11,8 +11,8 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 #[test]
 fn matmul_matches_cpu_for_both_dtypes_layouts_and_odd_shapes() {
     let gpu = gpu();
-    // Both GEMM tiles (64x64, and 128x128 `BIG`) at every shape.
-    for tiles in [GemmTiles::Small, GemmTiles::Big] {
+    // Every GEMM tiling (64x64, 128x128 `BIG`, 64x64 with K split) at every shape.
+    for tiles in [GemmTiles::Small, GemmTiles::Big, GemmTiles::SplitK] {
         gpu.set_gemm_tiles(tiles);
         let shapes = [
             (1, 1, 1, 1, false),
@@ -64,8 +64,8 @@ fn matmul_matches_cpu_for_both_dtypes_layouts_and_odd_shapes() {
 #[test]
 fn linear_matches_cpu_on_the_dequantized_weights_for_every_format() {
     let gpu = gpu();
-    // Both GEMM tiles (64x64, and 128x128 `BIG`) at every shape.
-    for tiles in [GemmTiles::Small, GemmTiles::Big] {
+    // Every GEMM tiling (64x64, 128x128 `BIG`, 64x64 with K split) at every shape.
+    for tiles in [GemmTiles::Small, GemmTiles::Big, GemmTiles::SplitK] {
         gpu.set_gemm_tiles(tiles);
         for dtype in DTYPES {
             for format in WeightFormat::ALL {
@@ -169,8 +169,8 @@ fn weights_split_across_bindings_give_identical_results() {
     // size (odd part counts, Q4 rows with an odd number of scale groups) and compare with the
     // unsplit weight, which must agree bit for bit.
     let gpu = gpu();
-    // Both GEMM tiles (64x64, and 128x128 `BIG`) at every shape.
-    for tiles in [GemmTiles::Small, GemmTiles::Big] {
+    // Every GEMM tiling (64x64, 128x128 `BIG`, 64x64 with K split) at every shape.
+    for tiles in [GemmTiles::Small, GemmTiles::Big, GemmTiles::SplitK] {
         gpu.set_gemm_tiles(tiles);
         let (m, k, n) = (40, 70, 75); // 70 inputs = 3 Q4 groups per row
         let mut rng = TestRng::new(21);
