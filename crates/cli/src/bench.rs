@@ -131,7 +131,11 @@ pub fn kernels(gpu: &Gpu, opts: &Options) -> Result<(), GpuError> {
             before: small_tiles(gpu, || time(gpu, opts.runs, || ops::linear(gpu, &x, &w)))?,
             plain: time(gpu, opts.runs, || naive::matmul(gpu, &x, &w_plain))?,
             f16: false,
-            diff: difference(gpu, || ops::linear(gpu, &x, &w), || small_tiles(gpu, || ops::linear(gpu, &x, &w)))?,
+            diff: difference(
+                gpu,
+                || ops::linear(gpu, &x, &w),
+                || small_tiles(gpu, || ops::linear(gpu, &x, &w)),
+            )?,
         });
     }
 
@@ -249,6 +253,27 @@ pub fn kernels(gpu: &Gpu, opts: &Options) -> Result<(), GpuError> {
     Ok(())
 }
 
+/// The 15 costliest kernels of a profiled stage, with the stage's dispatch count.
+fn print_profile(stage: &str, kernels: &[darkroom_gpu::KernelTime], wall: f64) {
+    let total: f64 = kernels.iter().map(|k| k.seconds).sum();
+    let dispatches: usize = kernels.iter().map(|k| k.dispatches).sum();
+    println!(
+        "{stage} by kernel (GPU timestamps; {dispatches} dispatches, {:.1} ms of kernel time, {:.1} ms wall):",
+        total * 1e3,
+        wall * 1e3
+    );
+    println!("{:<64} {:>6} {:>9} {:>6}", "kernel (shader:activations:defines:entry)", "calls", "ms", "share");
+    for k in kernels.iter().take(15) {
+        println!(
+            "{:<64} {:>6} {:>9.2} {:>5.1}%",
+            k.kernel,
+            k.dispatches,
+            k.seconds * 1e3,
+            100.0 * k.seconds / total.max(1e-12)
+        );
+    }
+}
+
 /// Which architecture `bench models` builds (seeded weights at the real shapes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Architecture {
@@ -352,28 +377,14 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
             println!("per-kernel split: this adapter has no timestamp queries");
             return Ok(());
         }
-        let out = unet.forward(gpu, &sample, &timesteps, &context)?;
+        drop(unet.forward(gpu, &sample, &timesteps, &context)?);
         let kernels = pollster::block_on(gpu.end_profile())?;
-        drop(out);
-        let total: f64 = kernels.iter().map(|k| k.seconds).sum();
-        println!(
-            "one UNet step by kernel (GPU timestamps; {:.1} ms of kernel time, {:.1} ms wall):",
-            total * 1e3,
-            step * 1e3
-        );
-        println!(
-            "{:<64} {:>6} {:>9} {:>6}",
-            "kernel (shader:activations:defines:entry)", "calls", "ms", "share"
-        );
-        for k in kernels.iter().take(15) {
-            println!(
-                "{:<64} {:>6} {:>9.2} {:>5.1}%",
-                k.kernel,
-                k.dispatches,
-                k.seconds * 1e3,
-                100.0 * k.seconds / total.max(1e-12)
-            );
-        }
+        print_profile("one UNet step", &kernels, step);
+        gpu.begin_profile();
+        drop(decoder.forward(gpu, &latents)?);
+        let kernels = pollster::block_on(gpu.end_profile())?;
+        println!();
+        print_profile("one VAE decode", &kernels, decode);
     }
     Ok(())
 }

@@ -7,9 +7,12 @@ use crate::tensor::{DType, Tensor};
 
 const FILE: &str = "attention.wgsl";
 const BQ: usize = 32;
-/// Output columns one workgroup of the tiled kernel covers at most (`COLS` = 10); wider heads
-/// split their columns across workgroups.
+/// Output columns one workgroup of the tiled kernel covers at most: 160 (`COLS` = 10) for the
+/// heads of SD's UNets and text encoders; heads wider than that (the VAE's single 512-wide head)
+/// take up to 256 per workgroup (`COLS` = 16) and split the rest across workgroups, each of
+/// which recomputes the scores, so fewer splits save work.
 const MAX_CHUNK: usize = 160;
+const MAX_WIDE_CHUNK: usize = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -25,18 +28,22 @@ struct Params {
     block_keys: u32,
 }
 
-const COLS: [&str; 10] =
-    ["COLS=1", "COLS=2", "COLS=3", "COLS=4", "COLS=5", "COLS=6", "COLS=7", "COLS=8", "COLS=9", "COLS=10"];
+const COLS: [&str; 16] = [
+    "COLS=1", "COLS=2", "COLS=3", "COLS=4", "COLS=5", "COLS=6", "COLS=7", "COLS=8", "COLS=9", "COLS=10",
+    "COLS=11", "COLS=12", "COLS=13", "COLS=14", "COLS=15", "COLS=16",
+];
 
 /// The kernel's compile-time sizes for a head of `head_dim`: (output columns per invocation,
 /// keys of V staged at once, workgroups across the columns). V's staging holds 1664 floats.
 fn tiling(head_dim: usize) -> (usize, &'static str, usize) {
-    let chunks = head_dim.div_ceil(MAX_CHUNK).max(1);
+    let widest = if head_dim > MAX_CHUNK { MAX_WIDE_CHUNK } else { MAX_CHUNK };
+    let chunks = head_dim.div_ceil(widest).max(1);
     let cols = head_dim.div_ceil(chunks).div_ceil(16).max(1);
     let vk = match cols {
         ..=3 => "VK=32",
         4..=6 => "VK=16",
-        _ => "VK=8",
+        7..=13 => "VK=8",
+        _ => "VK=4",
     };
     (cols, vk, head_dim.div_ceil(16 * cols).max(1))
 }
@@ -51,8 +58,9 @@ fn variant(act: DType, head_dim: usize, causal: bool) -> Variant {
 }
 
 pub(crate) fn variants() -> Vec<Variant> {
-    // Every (COLS, VK) pair some head size picks: 1..=10 columns per invocation.
-    let head_sizes = (1..=10).map(|cols| cols * 16);
+    // Every (COLS, VK) pair some head size picks: 1..=10 columns per invocation for heads up
+    // to 160, 11..=16 for wider ones (a head of 16·c for c ≥ 11 takes c columns in one group).
+    let head_sizes = (1..=16).map(|cols| cols * 16);
     [DType::F32, DType::F16]
         .into_iter()
         .flat_map(|act| head_sizes.clone().flat_map(move |d| [variant(act, d, false), variant(act, d, true)]))
