@@ -35,9 +35,9 @@ fn k_splits(gpu: &Gpu, tiles: usize, k: usize) -> (usize, usize) {
     let wanted = match gpu.gemm_tiles() {
         crate::GemmTiles::SplitK => 3,
         crate::GemmTiles::Auto if gpu.capabilities().is_gpu() && tiles < SPLIT_BELOW => {
-            // Ranges of at least 32 slices (512 of K): the attention's and feed-forward's short
-            // products measured slower split (H200: 4096x320x320 at 0.77x).
-            SPLIT_BELOW.div_ceil(tiles.max(1)).min(slices / 32)
+            // Ranges of at least 16 slices (256 of K): shorter ones measured slower split
+            // (H200: 4096x320x320 in two ranges of 160 at 0.77x).
+            SPLIT_BELOW.div_ceil(tiles.max(1)).min(slices / 16)
         }
         _ => 1,
     };

@@ -17,19 +17,26 @@ struct Params {
     eps: f32,
     segments_per_row: u32,
     segments: u32,
-    _pad: u32,
+    chunk_len: u32,
+    chunks: u32,
+    _pad: [u32; 2],
 }
 
+/// Segments at least this long, fewer than [`CHUNK_BELOW`] of them, are normalised in chunks
+/// of this many values by `chunk_stats` + `chunk_apply`.
+const CHUNK_LEN: usize = 8192;
+const CHUNK_BELOW: usize = 512;
+
 pub(crate) fn variants() -> Vec<Variant> {
+    let fused = [&[][..], &["FUSE_SILU"][..], &["FUSE_RELU"][..]];
     [DType::F32, DType::F16]
         .into_iter()
         .flat_map(|act| {
-            [
-                Variant::new(FILE, act, &[]),
-                Variant::new(FILE, act, &["FUSE_SILU"]),
-                Variant::new(FILE, act, &["FUSE_RELU"]),
-            ]
+            fused.into_iter().flat_map(move |f| {
+                [Variant::new(FILE, act, f), Variant::new(FILE, act, f).entry("chunk_apply")]
+            })
         })
+        .chain([DType::F32, DType::F16].map(|act| Variant::new(FILE, act, &[]).entry("chunk_stats")))
         .collect()
 }
 
@@ -84,10 +91,45 @@ fn run(
     if out.is_empty() {
         return Ok(out);
     }
+    let to_u32 = |v: usize| u32::try_from(v).map_err(|_| error("norm", format!("{v} exceeds 32 bits")));
+    let chunks = seg_len.div_ceil(CHUNK_LEN);
+    if chunks > 1 && segments < CHUNK_BELOW {
+        let params = Params {
+            seg_len: to_u32(seg_len)?,
+            groups: to_u32(groups)?,
+            ch_per_group: to_u32(ch_per_group)?,
+            spatial: to_u32(spatial)?,
+            eps,
+            segments_per_row: to_u32(segments)?,
+            segments: to_u32(segments)?,
+            chunk_len: to_u32(CHUNK_LEN)?,
+            chunks: to_u32(chunks)?,
+            _pad: [0; 2],
+        };
+        let uniform = gpu.uniform(&params);
+        let stats = Tensor::empty(gpu, &[segments * chunks * 2], DType::F32);
+        let grid = [to_u32(chunks)?, to_u32(segments)?, 1];
+        let pass = gpu.pipeline(&Variant::new(FILE, x.dtype(), &[]).entry("chunk_stats"))?;
+        gpu.dispatch(
+            &pass,
+            &[(0, uniform.as_entire_binding()), (1, x.binding()), (5, stats.binding())],
+            grid,
+        )?;
+        let pass = gpu.pipeline(&Variant::new(FILE, x.dtype(), fused.defines()).entry("chunk_apply"))?;
+        let bindings = [
+            (0, uniform.as_entire_binding()),
+            (1, x.binding()),
+            (2, out.binding()),
+            (3, gamma.binding()),
+            (4, beta.binding()),
+            (5, stats.binding()),
+        ];
+        gpu.dispatch(&pass, &bindings, grid)?;
+        return Ok(out);
+    }
     let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
     let per_row = segments.min(max);
     let rows = segments.div_ceil(per_row);
-    let to_u32 = |v: usize| u32::try_from(v).map_err(|_| error("norm", format!("{v} exceeds 32 bits")));
     let params = Params {
         seg_len: to_u32(seg_len)?,
         groups: to_u32(groups)?,
@@ -96,7 +138,9 @@ fn run(
         eps,
         segments_per_row: to_u32(per_row)?,
         segments: to_u32(segments)?,
-        _pad: 0,
+        chunk_len: 0,
+        chunks: 0,
+        _pad: [0; 2],
     };
     let pipeline = gpu.pipeline(&Variant::new(FILE, x.dtype(), fused.defines()))?;
     let uniform = gpu.uniform(&params);

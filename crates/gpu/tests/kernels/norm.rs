@@ -14,11 +14,17 @@ fn tol(dtype: DType) -> Tolerance {
 #[test]
 fn group_norm_matches_cpu_with_each_fused_activation() {
     let gpu = gpu();
-    // (batch, channels, groups, spatial): SD's 32 groups, TAEF2's 4, an odd spatial size, and a
-    // segment far longer than the workgroup.
-    for &(batch, channels, groups, h, w) in
-        &[(2, 64, 32, 5, 7), (1, 16, 4, 9, 9), (1, 8, 2, 40, 33), (3, 6, 3, 1, 1)]
-    {
+    // (batch, channels, groups, spatial): SD's 32 groups, TAEF2's 4, an odd spatial size, a
+    // segment far longer than the workgroup, and segments long enough to go in chunks (8192
+    // values each; the last one short), as the VAE decoder's at full resolution.
+    for &(batch, channels, groups, h, w) in &[
+        (2, 64, 32, 5, 7),
+        (1, 16, 4, 9, 9),
+        (1, 8, 2, 40, 33),
+        (3, 6, 3, 1, 1),
+        (1, 8, 2, 130, 129),
+        (2, 4, 1, 100, 100),
+    ] {
         for dtype in DTYPES {
             for fused in [Fused::None, Fused::Silu, Fused::Relu] {
                 let mut rng = TestRng::new((channels * h * w + groups) as u32);
