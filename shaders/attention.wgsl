@@ -118,13 +118,23 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
                 stage[Q_SLOTS + d * K_ROW + key / 4u][key % 4u] = value;
             }
             workgroupBarrier();
-            for (var d = 0u; d < DS; d++) {
-                let qv = stage[d * Q_ROW + ty];
-                let kv = stage[Q_SLOTS + d * K_ROW + tx];
-                s0 = fma(vec4<f32>(qv.x), kv, s0);
-                s1 = fma(vec4<f32>(qv.y), kv, s1);
-                s2 = fma(vec4<f32>(qv.z), kv, s2);
-                s3 = fma(vec4<f32>(qv.w), kv, s3);
+            // Invocations whose four keys are all past the end (the last block of CLIP's 77) or,
+            // CAUSAL, after every query of theirs skip the products; so do the dimensions past
+            // the head size in the last slice (a 40-wide head: 16 + 16 + 8).
+            var live = j0 + 4u * tx < params.nk;
+#if CAUSAL
+            live = live && j0 + 4u * tx <= q0 + 4u * ty + 3u;
+#endif
+            if (live) {
+                let slice = min(DS, d_len - d0);
+                for (var d = 0u; d < slice; d++) {
+                    let qv = stage[d * Q_ROW + ty];
+                    let kv = stage[Q_SLOTS + d * K_ROW + tx];
+                    s0 = fma(vec4<f32>(qv.x), kv, s0);
+                    s1 = fma(vec4<f32>(qv.y), kv, s1);
+                    s2 = fma(vec4<f32>(qv.z), kv, s2);
+                    s3 = fma(vec4<f32>(qv.w), kv, s3);
+                }
             }
             workgroupBarrier();
         }
@@ -182,7 +192,9 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
                 stage[t / 4u][t % 4u] = value;
             }
             workgroupBarrier();
-            for (var kk = 0u; kk < VK; kk++) {
+            // Keys past the block's end have P = 0: not multiplied.
+            let chunk_keys = min(VK, block_keys - kc);
+            for (var kk = 0u; kk < chunk_keys; kk++) {
                 let p = p_tile[p_index(kc + kk, ty)];
                 let row = kk * DC + tx;
 #for C in COLS
