@@ -109,6 +109,43 @@ pub enum GemmTiles {
     SplitK = 3,
 }
 
+/// Recorded, unsubmitted work: the encoder, the compute pass consecutive dispatches share (one
+/// pass, not one per dispatch; ended before any copy), and the uniform block their parameters
+/// are packed into.
+struct Pending {
+    // Fields drop in order: the pass ends before its encoder goes.
+    pass: Option<wgpu::ComputePass<'static>>,
+    uniforms: Option<UniformBlock>,
+    encoder: wgpu::CommandEncoder,
+}
+
+/// Kernel parameters, each in its own aligned slot of one buffer (a buffer per dispatch cost
+/// more than the dispatch on a fast GPU). Written to the GPU when full or at the submit.
+struct UniformBlock {
+    buffer: wgpu::Buffer,
+    bytes: Vec<u8>,
+}
+
+/// Slots per uniform block.
+const UNIFORM_SLOTS: u64 = 256;
+
+/// A kernel's parameters: a slot of a uniform block.
+pub(crate) struct Uniform {
+    buffer: wgpu::Buffer,
+    offset: u64,
+    size: u64,
+}
+
+impl Uniform {
+    pub(crate) fn as_entire_binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset,
+            size: std::num::NonZeroU64::new(self.size),
+        })
+    }
+}
+
 /// An open device: the handle every op takes (`&Gpu`), never a global.
 pub struct Gpu {
     pub device: wgpu::Device,
@@ -126,7 +163,7 @@ pub struct Gpu {
     gemm_tiles: std::sync::atomic::AtomicU8,
     pub(crate) pool: BufferPool,
     /// Work recorded but not yet submitted: ops append here; a readback or `flush` submits.
-    pending: Mutex<Option<wgpu::CommandEncoder>>,
+    pending: Mutex<Option<Pending>>,
     /// Errors the device reported outside any error scope; surfaced by the next readback.
     uncaptured: Arc<Mutex<Option<String>>>,
     /// Why the device was lost, once it is.
@@ -289,10 +326,14 @@ impl Gpu {
             let key = self.pipeline_keys.lock().unwrap_or_else(|p| p.into_inner()).get(pipeline).cloned();
             profiler.next(&self.device, key.unwrap_or_else(|| "unnamed".into()))
         });
-        self.record(|encoder| {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        let mut guard = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = guard.get_or_insert_with(|| self.new_pending());
+        if let Some((set, index)) = &timestamps {
+            // Profiling: a pass per dispatch, timed at its ends.
+            pending.pass = None;
+            let mut pass = pending.encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: None,
-                timestamp_writes: timestamps.as_ref().map(|(set, index)| wgpu::ComputePassTimestampWrites {
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
                     query_set: set,
                     beginning_of_pass_write_index: Some(*index),
                     end_of_pass_write_index: Some(*index + 1),
@@ -301,13 +342,52 @@ impl Gpu {
             pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+            return Ok(());
+        }
+        let Pending { encoder, pass, .. } = pending;
+        let pass = pass.get_or_insert_with(|| {
+            encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default()).forget_lifetime()
         });
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         Ok(())
     }
 
-    /// A small uniform buffer holding `params`.
-    pub(crate) fn uniform<T: bytemuck::Pod>(&self, params: &T) -> wgpu::Buffer {
-        self.buffer_with("params", bytemuck::bytes_of(params), wgpu::BufferUsages::UNIFORM)
+    fn new_pending(&self) -> Pending {
+        Pending {
+            encoder: self.device.create_command_encoder(&Default::default()),
+            pass: None,
+            uniforms: None,
+        }
+    }
+
+    /// `params` in a slot of the pending uniform block.
+    pub(crate) fn uniform<T: bytemuck::Pod>(&self, params: &T) -> Uniform {
+        let data = bytemuck::bytes_of(params);
+        let align = u64::from(self.limits.min_uniform_buffer_offset_alignment).max(16);
+        let size = (data.len() as u64).max(16);
+        let slot = size.div_ceil(align) * align;
+        let mut guard = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = guard.get_or_insert_with(|| self.new_pending());
+        let full = pending.uniforms.as_ref().is_some_and(|u| u.bytes.len() as u64 + slot > u.buffer.size());
+        if full {
+            let block = pending.uniforms.take().expect("checked");
+            self.queue.write_buffer(&block.buffer, 0, &block.bytes);
+        }
+        let block = pending.uniforms.get_or_insert_with(|| UniformBlock {
+            buffer: self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params"),
+                size: (slot * UNIFORM_SLOTS).max(slot),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            bytes: Vec::new(),
+        });
+        let offset = block.bytes.len() as u64;
+        block.bytes.extend_from_slice(data);
+        block.bytes.resize((offset + slot) as usize, 0);
+        Uniform { buffer: block.buffer.clone(), offset, size }
     }
 
     /// A buffer holding `contents` (at least 4 bytes, zero-padded to a multiple of 4). Written
@@ -341,15 +421,21 @@ impl Gpu {
     }
 
     pub(crate) fn record(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let encoder = pending.get_or_insert_with(|| self.device.create_command_encoder(&Default::default()));
-        f(encoder);
+        let mut guard = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = guard.get_or_insert_with(|| self.new_pending());
+        // The shared compute pass ends before any other command.
+        pending.pass = None;
+        f(&mut pending.encoder);
     }
 
     /// Submits everything recorded so far.
     pub fn flush(&self) {
-        let encoder = self.pending.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(encoder) = encoder {
+        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(Pending { encoder, pass, uniforms }) = pending {
+            drop(pass);
+            if let Some(block) = uniforms {
+                self.queue.write_buffer(&block.buffer, 0, &block.bytes);
+            }
             self.queue.submit([encoder.finish()]);
         }
     }
