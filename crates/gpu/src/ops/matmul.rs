@@ -245,7 +245,8 @@ pub(crate) fn dispatch_with_weight(
     if big {
         defines.push("BIG");
     }
-    let c_len = batch * params.batch_stride_c.max(params.m * u32_of(w.rows)?) as usize;
+    // C's full size (batches and every part's columns): the distance between its copies.
+    let c_len = batch * (params.batch_stride_c as usize).max(m * w.rows);
     // SPLIT_K: each range's sums in its own copy of C, added up by the `split_sum` pass.
     let partial = (splits > 1).then(|| Tensor::empty(gpu, &[splits * c_len], DType::F32));
     let pipeline = if partial.is_some() {
@@ -264,7 +265,7 @@ pub(crate) fn dispatch_with_weight(
             groups_per_row: u32_of(w.format.groups_per_row(w.cols))?,
             splits: u32_of(splits)?,
             k_chunk: u32_of(k_chunk)?,
-            split_stride: u32_of(c_len)?,
+            split_stride: if splits > 1 { u32_of(c_len)? } else { 0 },
             ..*params
         };
         let uniform = gpu.uniform(&params);
