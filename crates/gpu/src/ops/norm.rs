@@ -92,20 +92,24 @@ fn run(
         return Ok(out);
     }
     let to_u32 = |v: usize| u32::try_from(v).map_err(|_| error("norm", format!("{v} exceeds 32 bits")));
+    let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    let per_row = segments.min(max);
+    let rows = segments.div_ceil(per_row);
     let chunks = seg_len.div_ceil(CHUNK_LEN);
-    if chunks > 1 && segments < CHUNK_BELOW {
-        let params = Params {
-            seg_len: to_u32(seg_len)?,
-            groups: to_u32(groups)?,
-            ch_per_group: to_u32(ch_per_group)?,
-            spatial: to_u32(spatial)?,
-            eps,
-            segments_per_row: to_u32(segments)?,
-            segments: to_u32(segments)?,
-            chunk_len: to_u32(CHUNK_LEN)?,
-            chunks: to_u32(chunks)?,
-            _pad: [0; 2],
-        };
+    let chunked = chunks > 1 && segments < CHUNK_BELOW;
+    let params = Params {
+        seg_len: to_u32(seg_len)?,
+        groups: to_u32(groups)?,
+        ch_per_group: to_u32(ch_per_group)?,
+        spatial: to_u32(spatial)?,
+        eps,
+        segments_per_row: to_u32(per_row)?,
+        segments: to_u32(segments)?,
+        chunk_len: if chunked { to_u32(CHUNK_LEN)? } else { 0 },
+        chunks: if chunked { to_u32(chunks)? } else { 0 },
+        _pad: [0; 2],
+    };
+    if chunked {
         let uniform = gpu.uniform(&params);
         let stats = Tensor::empty(gpu, &[segments * chunks * 2], DType::F32);
         let grid = [to_u32(chunks)?, to_u32(segments)?, 1];
@@ -127,21 +131,6 @@ fn run(
         gpu.dispatch(&pass, &bindings, grid)?;
         return Ok(out);
     }
-    let max = gpu.limits().max_compute_workgroups_per_dimension as usize;
-    let per_row = segments.min(max);
-    let rows = segments.div_ceil(per_row);
-    let params = Params {
-        seg_len: to_u32(seg_len)?,
-        groups: to_u32(groups)?,
-        ch_per_group: to_u32(ch_per_group)?,
-        spatial: to_u32(spatial)?,
-        eps,
-        segments_per_row: to_u32(per_row)?,
-        segments: to_u32(segments)?,
-        chunk_len: 0,
-        chunks: 0,
-        _pad: [0; 2],
-    };
     let pipeline = gpu.pipeline(&Variant::new(FILE, x.dtype(), fused.defines()))?;
     let uniform = gpu.uniform(&params);
     gpu.dispatch(
