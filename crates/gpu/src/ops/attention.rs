@@ -111,27 +111,27 @@ pub fn attention(
     causal: bool,
 ) -> Result<Tensor, GpuError> {
     let dims @ [batch, nq, _, head_dim] = check(q, k, v, heads, causal)?;
-    let out = Tensor::empty(gpu, q.shape(), q.dtype());
-    if nq == 0 || batch == 0 || head_dim == 0 {
-        return Ok(out);
-    }
     let (_, _, column_groups) = tiling(head_dim);
     let groups = [nq.div_ceil(BQ), batch * heads, column_groups];
-    run(gpu, &variant(q.dtype(), head_dim, causal), [q, k, v, &out], dims, heads, 0, groups)?;
-    Ok(out)
+    run(gpu, &variant(q.dtype(), head_dim, causal), [q, k, v], dims, heads, 0, groups)
 }
 
-/// Fills the uniform both kernels share and dispatches `variant` over `groups` workgroups.
+/// Fills the uniform both kernels share and dispatches `variant` over `groups` workgroups into
+/// a new output (left unwritten when it is empty).
 fn run(
     gpu: &Gpu,
     variant: &Variant,
-    [q, k, v, out]: [&Tensor; 4],
+    [q, k, v]: [&Tensor; 3],
     dims: [usize; 4],
     heads: usize,
     block_keys: usize,
     groups: [usize; 3],
-) -> Result<(), GpuError> {
-    let [_, nq, nk, head_dim] = dims;
+) -> Result<Tensor, GpuError> {
+    let [batch, nq, nk, head_dim] = dims;
+    let out = Tensor::empty(gpu, q.shape(), q.dtype());
+    if nq == 0 || batch == 0 || head_dim == 0 {
+        return Ok(out);
+    }
     let width = heads * head_dim;
     let params = Params {
         nq: to_u32(nq)?,
@@ -155,7 +155,8 @@ fn run(
             (4, out.binding()),
         ],
         [to_u32(groups[0])?, to_u32(groups[1])?, to_u32(groups[2])?],
-    )
+    )?;
+    Ok(out)
 }
 
 const ROWS_FILE: &str = "attention_rows.wgsl";
@@ -187,14 +188,9 @@ pub fn attention_rows(
             detail: format!("head size {head_dim} exceeds the row kernel's {ROWS_MAX_HEAD_DIM}"),
         });
     }
-    let out = Tensor::empty(gpu, q.shape(), q.dtype());
-    if nq == 0 || batch == 0 || head_dim == 0 {
-        return Ok(out);
-    }
     let defines: &[&str] = if causal { &["CAUSAL"] } else { &[] };
     // Keys per workgroup-memory tile: 2048 floats each for K and V (attention_rows.wgsl).
     let block_keys = (2048 / head_dim).min(64);
     let groups = [nq.div_ceil(64), batch * heads, 1];
-    run(gpu, &Variant::new(ROWS_FILE, q.dtype(), defines), [q, k, v, &out], dims, heads, block_keys, groups)?;
-    Ok(out)
+    run(gpu, &Variant::new(ROWS_FILE, q.dtype(), defines), [q, k, v], dims, heads, block_keys, groups)
 }

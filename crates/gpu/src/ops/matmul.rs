@@ -247,14 +247,19 @@ pub(crate) fn dispatch_with_weight(
     }
     // C's full size (batches and every part's columns): the distance between its copies.
     let c_len = batch * (params.batch_stride_c as usize).max(m * w.rows);
-    // SPLIT_K: each range's sums in its own copy of C, added up by the `split_sum` pass.
-    let partial = (splits > 1).then(|| Tensor::empty(gpu, &[splits * c_len], DType::F32));
-    let pipeline = if partial.is_some() {
+    // SPLIT_K: each range's sums in its own copy of C (the ranges' pass has no epilogue), added
+    // up by the `split_sum` pass, which applies the epilogue.
+    let (pipeline, split) = if splits > 1 {
         let ranges: Vec<&str> =
             defines.iter().copied().filter(|d| *d == w.format.define() || *d == "CONV").collect();
-        gpu.pipeline(&Variant::new(FILE, a.dtype(), &[&ranges[..], &["SPLIT_K"]].concat()))?
+        let partial = Tensor::empty(gpu, &[splits * c_len], DType::F32);
+        let sum = Variant::new(FILE, a.dtype(), &[&defines[..], &["SPLIT_K"]].concat()).entry("split_sum");
+        (
+            gpu.pipeline(&Variant::new(FILE, a.dtype(), &[&ranges[..], &["SPLIT_K"]].concat()))?,
+            Some((partial, gpu.pipeline(&sum)?)),
+        )
     } else {
-        gpu.pipeline(&Variant::new(FILE, a.dtype(), &defines))?
+        (gpu.pipeline(&Variant::new(FILE, a.dtype(), &defines))?, None)
     };
     for part in &w.parts {
         let params = Params {
@@ -283,26 +288,19 @@ pub(crate) fn dispatch_with_weight(
             epilogue.push((6, r.binding()));
         }
         let groups = [u32_of(part.rows.div_ceil(tile))?, u32_of(m.div_ceil(tile))?, u32_of(batch * splits)?];
-        match &partial {
+        match &split {
             None => {
                 bindings.extend(epilogue);
                 gpu.dispatch(&pipeline, &bindings, groups)?;
             }
-            Some(partial) => {
+            Some((partial, sum)) => {
                 bindings.push((7, partial.binding()));
                 gpu.dispatch(&pipeline, &bindings, groups)?;
-                let sum = gpu.pipeline(
-                    &Variant::new(FILE, a.dtype(), &[&defines[..], &["SPLIT_K"]].concat()).entry("split_sum"),
-                )?;
                 let mut sum_bindings = vec![(0, uniform.as_entire_binding()), (7, partial.binding())];
                 sum_bindings.extend(epilogue);
                 let outputs = (m * part.rows).div_ceil(256);
                 let x = outputs.min(gpu.limits().max_compute_workgroups_per_dimension as usize);
-                gpu.dispatch(
-                    &sum,
-                    &sum_bindings,
-                    [u32_of(x)?, u32_of(outputs.div_ceil(x))?, u32_of(batch)?],
-                )?;
+                gpu.dispatch(sum, &sum_bindings, [u32_of(x)?, u32_of(outputs.div_ceil(x))?, u32_of(batch)?])?;
             }
         }
     }
