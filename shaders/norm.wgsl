@@ -11,6 +11,12 @@
 // `chunk_stats` (one workgroup per chunk of `chunk_len` values: its mean and sum of squared
 // deviations) and `chunk_apply` (each chunk's workgroup merges its segment's chunk statistics,
 // Chan et al.'s pairwise formula, then normalises its chunk).
+//
+// Group norm over an image held as tiles (the tiled VAE decode): `part_stats` writes each
+// chunk's (count, mean, sum of squared deviations) of one tile [1, C, h, w] into `parts` at
+// `part_offset` of every group's `parts` entries; once every tile has written its entries,
+// `part_apply` merges a group's entries (the same pairwise formula) and normalises a tile — one
+// with a border from its neighbours as well — with the whole image's statistics.
 
 struct Params {
     seg_len: u32,
@@ -23,8 +29,9 @@ struct Params {
     // Chunked path only.
     chunk_len: u32,
     chunks: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // Tiled path only: where this tile's entries start, and entries per group in all.
+    part_offset: u32,
+    parts: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -34,6 +41,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read> beta: array<f32>;
 // Chunked path: (mean, sum of squared deviations) per chunk, segment-major.
 @group(0) @binding(5) var<storage, read_write> stats: array<vec2<f32>>;
+// Tiled path: (count, mean, sum of squared deviations, 0) per chunk of each tile, group-major.
+@group(0) @binding(6) var<storage, read_write> parts: array<vec4<f32>>;
 
 const THREADS: u32 = 256u;
 
@@ -90,10 +99,8 @@ fn chunk_range(s: u32, chunk: u32) -> vec3<u32> {
     return vec3<u32>(first, end, end - first);
 }
 
-// Grid (chunks, segments).
-@compute @workgroup_size(256, 1, 1)
-fn chunk_stats(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) local: u32) {
-    let r = chunk_range(group.y, group.x);
+// The mean and the sum of squared deviations of elements r.x..r.y (r.z of them).
+fn moments(r: vec3<u32>, local: u32) -> vec2<f32> {
     var sum = 0.0;
     for (var i = r.x + local; i < r.y; i += THREADS) {
         sum += f32(x[i]);
@@ -104,9 +111,15 @@ fn chunk_stats(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocatio
         let d = f32(x[i]) - mean;
         squares += d * d;
     }
-    let m2 = reduce_sum(local, squares);
+    return vec2<f32>(mean, reduce_sum(local, squares));
+}
+
+// Grid (chunks, segments).
+@compute @workgroup_size(256, 1, 1)
+fn chunk_stats(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    let m = moments(chunk_range(group.y, group.x), local);
     if (local == 0u) {
-        stats[group.y * params.chunks + group.x] = vec2<f32>(mean, m2);
+        stats[group.y * params.chunks + group.x] = m;
     }
 }
 
@@ -129,4 +142,40 @@ fn chunk_apply(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocatio
     let rstd = inverseSqrt(reduce_sum(local, m2) / n + params.eps);
     let r = chunk_range(s, group.x);
     normalize(s, r.x, r.y, mean, rstd, local);
+}
+
+// Grid (chunks, groups) over one tile [1, C, h, w]: seg_len = C/G·h·w.
+@compute @workgroup_size(256, 1, 1)
+fn part_stats(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    let r = chunk_range(group.y, group.x);
+    let m = moments(r, local);
+    if (local == 0u) {
+        parts[group.y * params.parts + params.part_offset + group.x] = vec4<f32>(f32(r.z), m.x, m.y, 0.0);
+    }
+}
+
+// Grid (chunks, groups) over one tile (with or without a border), normalised with the merged
+// statistics of every entry of its group.
+@compute @workgroup_size(256, 1, 1)
+fn part_apply(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    let g = group.y;
+    let base = g * params.parts;
+    var count = 0.0;
+    var weighted = 0.0;
+    for (var e = local; e < params.parts; e += THREADS) {
+        let p = parts[base + e];
+        count += p.x;
+        weighted += p.x * p.y;
+    }
+    let n = reduce_sum(local, count);
+    let mean = reduce_sum(local, weighted) / n;
+    var m2 = 0.0;
+    for (var e = local; e < params.parts; e += THREADS) {
+        let p = parts[base + e];
+        let d = p.y - mean;
+        m2 += p.z + p.x * d * d;
+    }
+    let rstd = inverseSqrt(reduce_sum(local, m2) / n + params.eps);
+    let r = chunk_range(g, group.x);
+    normalize(g, r.x, r.y, mean, rstd, local);
 }

@@ -293,6 +293,8 @@ pub struct ModelOptions {
     pub runs: usize,
     /// Also split one UNet step by kernel (timestamp queries).
     pub profile: bool,
+    /// The VAE decode's tile side in latent pixels (None: the whole image).
+    pub vae_tile: Option<usize>,
 }
 
 /// Bytes as MiB for the tables.
@@ -347,7 +349,11 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
     let step_peak = stage_peak(held);
     let latents = Tensor::from_f32(gpu, &[1, 4, latent, latent], &rng.vec(4 * latent * latent), dtype)?;
     let held = stage_start();
-    let decode = time(gpu, opts.runs, || decoder.forward(gpu, &latents))?;
+    let run_decode = || match opts.vae_tile {
+        Some(t) => decoder.forward_tiled(gpu, &latents, t),
+        None => decoder.forward(gpu, &latents),
+    };
+    let decode = time(gpu, opts.runs, run_decode)?;
     let decode_peak = stage_peak(held);
     let activations = encode_peak.max(step_peak).max(decode_peak);
 
@@ -358,14 +364,21 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
          weights {:?} (linear) / {:?} (conv); median of {} runs after a warm-up\n",
         built, opts.size, opts.size, policy.linear, policy.conv, opts.runs
     );
-    println!("{:<40} {:>10} {:>16}", "stage", "ms", "activations MiB");
+    println!("{:<48} {:>10} {:>16}", "stage", "ms", "activations MiB");
     let rows = [
         (format!("text encode (batch {batch}, 77 tokens)"), encode, encode_peak),
         (format!("UNet step (batch {batch}, {latent}x{latent} latents)"), step, step_peak),
-        (format!("VAE decode ({}x{} px)", opts.size, opts.size), decode, decode_peak),
+        (
+            match opts.vae_tile {
+                Some(t) => format!("VAE decode ({0}x{0} px, tiles {1}x{1})", opts.size, t * multiple),
+                None => format!("VAE decode ({0}x{0} px, whole)", opts.size),
+            },
+            decode,
+            decode_peak,
+        ),
     ];
     for (stage, seconds, peak) in rows {
-        println!("{stage:<40} {:>10.1} {:>16.1}", seconds * 1e3, mib(peak));
+        println!("{stage:<48} {:>10.1} {:>16.1}", seconds * 1e3, mib(peak));
     }
     println!();
     println!("weights on the GPU (every component):      {:>9.1} MiB", mib(weights));
@@ -381,7 +394,7 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
         let kernels = pollster::block_on(gpu.end_profile())?;
         print_profile("one UNet step", &kernels, step);
         gpu.begin_profile();
-        drop(decoder.forward(gpu, &latents)?);
+        drop(run_decode()?);
         let kernels = pollster::block_on(gpu.end_profile())?;
         println!();
         print_profile("one VAE decode", &kernels, decode);

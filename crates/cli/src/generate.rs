@@ -13,7 +13,7 @@ use crate::failure::{usage, Failure};
 use darkroom_gpu::Gpu;
 use darkroom_pipeline::{
     short_hash, Folder, FolderQuantCache, Generated, Image, ImageRef, PipelineError, Recipe, Request,
-    Sampler, StableDiffusion,
+    Sampler, StableDiffusion, VaeTiling,
 };
 
 #[derive(clap::Args)]
@@ -108,9 +108,25 @@ pub struct Settings {
     /// cache's folder.
     #[arg(long = "styles", value_name = "FILE")]
     pub styles_file: Option<PathBuf>,
+    /// VAE decode: auto (tiled above 512x512 pixels or where the whole image would not fit the
+    /// GPU's buffers), off (whole image), or a tile side in latent pixels (8 image pixels
+    /// each). Tiled decoding gives the same image up to rounding with far less memory.
+    #[arg(long, value_parser = parse_vae_tiling, default_value = "auto", value_name = "auto|off|N")]
+    pub vae_tiling: VaeTiling,
     /// No progress on stderr.
     #[arg(long)]
     pub quiet: bool,
+}
+
+fn parse_vae_tiling(s: &str) -> Result<VaeTiling, String> {
+    match s {
+        "auto" => Ok(VaeTiling::Auto),
+        "off" => Ok(VaeTiling::Off),
+        n => match n.parse::<usize>() {
+            Ok(t) if (1..=1024).contains(&t) => Ok(VaeTiling::Tiles(t)),
+            _ => Err(format!("expected auto, off or a tile side from 1 to 1024 latent pixels, got {s:?}")),
+        },
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -480,7 +496,8 @@ impl<'g> Runner<'g> {
                 self.loaded.insert(key, (model, name.clone()), 0)
             }
         };
-        let request = Request::new(recipe, self.init_image.clone(), self.mask.clone())?;
+        let mut request = Request::new(recipe, self.init_image.clone(), self.mask.clone())?;
+        request.vae_tiling = self.settings.vae_tiling;
         if !quiet {
             eprintln!("{label}seed {}", request.recipe.seed.unwrap_or_default());
         }

@@ -81,6 +81,10 @@ enum Command {
         /// `models`: also split one UNet step by kernel (GPU timestamp queries).
         #[arg(long)]
         profile: bool,
+        /// `models`: decode in tiles of N latent pixels (8 image pixels each) instead of the
+        /// whole image.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
+        vae_tile: Option<u64>,
     },
 }
 
@@ -187,6 +191,7 @@ fn main() -> ExitCode {
             precision,
             weights,
             profile,
+            vae_tile,
         } => {
             let asked = generate::activations(precision);
             let shader_f16 = gpu.capabilities().shader_f16;
@@ -212,6 +217,7 @@ fn main() -> ExitCode {
                 weights,
                 runs,
                 profile,
+                vae_tile: vae_tile.map(|t| t as usize),
             };
             match bench::models(&gpu, &opts) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -20,6 +20,7 @@ pub const NORM: &str = include_str!("../../../shaders/norm.wgsl");
 pub const ATTENTION: &str = include_str!("../../../shaders/attention.wgsl");
 pub const ATTENTION_ROWS: &str = include_str!("../../../shaders/attention_rows.wgsl");
 pub const LAYOUT: &str = include_str!("../../../shaders/layout.wgsl");
+pub const REGION: &str = include_str!("../../../shaders/region.wgsl");
 pub const EMBEDDING: &str = include_str!("../../../shaders/embedding.wgsl");
 pub const IMAGE: &str = include_str!("../../../shaders/image.wgsl");
 pub const NAIVE: &str = include_str!("../../../shaders/naive.wgsl");
@@ -34,6 +35,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("attention.wgsl", ATTENTION),
     ("attention_rows.wgsl", ATTENTION_ROWS),
     ("layout.wgsl", LAYOUT),
+    ("region.wgsl", REGION),
     ("embedding.wgsl", EMBEDDING),
     ("image.wgsl", IMAGE),
     ("naive.wgsl", NAIVE),
@@ -199,6 +201,7 @@ pub fn all_variants() -> Vec<Variant> {
     all.extend(crate::ops::norm::variants());
     all.extend(crate::ops::attention::variants());
     all.extend(crate::ops::layout::variants());
+    all.extend(crate::ops::region::variants());
     all.extend(crate::ops::embedding::variants());
     all.extend(crate::ops::image::variants());
     all.extend(crate::ops::naive::variants());

@@ -5,6 +5,31 @@ use darkroom_gpu::ops::{self, Conv2d, Fused, Padding};
 use darkroom_gpu::{Gpu, Tensor, Weight};
 
 use crate::loader::{ConvLayer, ModelError, Vb};
+use crate::tiles::{Rect, Tiles};
+
+/// A 3x3, stride 1 convolution of a tile gathered with a one-pixel border, padded where the
+/// tile meets the image's edge: gives the tile exactly as the whole image's convolution would.
+fn conv3_tile(
+    gpu: &Gpu,
+    conv: &ConvLayer,
+    (x, padding): (Tensor, Padding),
+    residual: Option<&Tensor>,
+) -> Result<Tensor, ModelError> {
+    let geometry = Conv2d { kernel: (3, 3), stride: 1, padding };
+    Ok(ops::conv2d(gpu, &x, &conv.weight, geometry, residual)?)
+}
+
+/// Runs `f` on each rectangle of `rects` and holds the results as tiles of a `height` x `width`
+/// map.
+pub fn per_tile(
+    height: usize,
+    width: usize,
+    rects: &[Rect],
+    mut f: impl FnMut(Rect) -> Result<Tensor, ModelError>,
+) -> Result<Tiles, ModelError> {
+    let parts = rects.iter().map(|&r| Ok((r, f(r)?))).collect::<Result<Vec<_>, ModelError>>()?;
+    Ok(Tiles::from_parts(height, width, parts)?)
+}
 
 pub struct GroupNorm {
     pub groups: usize,
@@ -25,6 +50,36 @@ impl GroupNorm {
 
     pub fn forward(&self, gpu: &Gpu, x: &Tensor, fused: Fused) -> Result<Tensor, ModelError> {
         Ok(ops::group_norm(gpu, x, self.groups, &self.gamma, &self.beta, self.eps, fused)?)
+    }
+
+    /// The statistics of a map held as `tiles`, for [`GroupNorm::apply`].
+    pub fn stats(&self, gpu: &Gpu, tiles: &Tiles) -> Result<ops::GroupStats, ModelError> {
+        Ok(ops::GroupStats::over(gpu, &tiles.tensors(), self.groups)?)
+    }
+
+    /// A tile (with or without a border) normalised with the whole map's `stats`.
+    pub fn apply(
+        &self,
+        gpu: &Gpu,
+        stats: &ops::GroupStats,
+        x: &Tensor,
+        fused: Fused,
+    ) -> Result<Tensor, ModelError> {
+        Ok(stats.apply(gpu, x, &self.gamma, &self.beta, self.eps, fused)?)
+    }
+
+    /// `x`'s rectangle `rect` (after a nearest `scale`x upsampling) with a one-pixel border,
+    /// normalised with `stats`, then SiLU; with the padding a 3x3 convolution of it needs.
+    fn gather_silu(
+        &self,
+        gpu: &Gpu,
+        stats: &ops::GroupStats,
+        x: &Tiles,
+        rect: Rect,
+        scale: usize,
+    ) -> Result<(Tensor, Padding), ModelError> {
+        let (t, padding) = x.gather(gpu, rect, 1, scale)?;
+        Ok((self.apply(gpu, stats, &t, Fused::Silu)?, padding))
     }
 }
 
@@ -82,6 +137,27 @@ impl ResnetBlock2D {
         };
         Ok(self.conv2.forward(gpu, &h, Some(&shortcut), false)?)
     }
+
+    /// [`ResnetBlock2D::forward`] (without a time embedding) over a map held as tiles, the
+    /// result tiled by `rects`. Each group norm takes the whole map's statistics, so the
+    /// result equals the untiled block's up to rounding. Each input tile is released once its
+    /// output tile exists.
+    pub fn forward_tiles(&self, gpu: &Gpu, mut x: Tiles, rects: &[Rect]) -> Result<Tiles, ModelError> {
+        let (h, w) = (x.height, x.width);
+        let stats = self.norm1.stats(gpu, &x)?;
+        let hidden = per_tile(h, w, rects, |r| {
+            conv3_tile(gpu, &self.conv1, self.norm1.gather_silu(gpu, &stats, &x, r, 1)?, None)
+        })?;
+        let stats = self.norm2.stats(gpu, &hidden)?;
+        per_tile(h, w, rects, |r| {
+            let core = x.take(gpu, r)?;
+            let shortcut = match &self.conv_shortcut {
+                Some(conv) => conv.forward(gpu, &core, None, false)?,
+                None => core,
+            };
+            conv3_tile(gpu, &self.conv2, self.norm2.gather_silu(gpu, &stats, &hidden, r, 1)?, Some(&shortcut))
+        })
+    }
 }
 
 /// diffusers' `Downsample2D` with a conv: stride 2, padding 1 (UNet) or, with `padding=0` as in
@@ -120,6 +196,14 @@ impl Upsample2D {
 
     pub fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor, ModelError> {
         Ok(self.conv.forward(gpu, &ops::upsample2x(gpu, x)?, None, false)?)
+    }
+
+    /// [`Upsample2D::forward`] over a map held as tiles; `rects` tile the upsampled map. No
+    /// upsampled copy of a whole tile is made: the gather reads through the 2x upsampling.
+    pub fn forward_tiles(&self, gpu: &Gpu, x: &Tiles, rects: &[Rect]) -> Result<Tiles, ModelError> {
+        per_tile(2 * x.height, 2 * x.width, rects, |r| {
+            conv3_tile(gpu, &self.conv, x.gather(gpu, r, 1, 2)?, None)
+        })
     }
 
     /// Nearest resize to `size` (h, w) instead of 2x: the UNet's up blocks meet skip connections

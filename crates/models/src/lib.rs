@@ -5,6 +5,7 @@ pub mod config;
 pub mod layers;
 pub mod loader;
 pub mod taesd;
+pub mod tiles;
 pub mod unet;
 pub mod vae;
 

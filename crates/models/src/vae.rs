@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::config::ConfigError;
 use crate::layers::{Downsample2D, GroupNorm, ResnetBlock2D, SpatialSelfAttention, Upsample2D};
 use crate::loader::{ConvLayer, ModelError, Vb};
+use crate::tiles::{grid, Tiles};
 
 /// The VAE's norms use eps 1e-6 (diffusers' Encoder/Decoder pass it to every block).
 const EPS: f64 = 1e-6;
@@ -270,5 +271,64 @@ impl VaeDecoder {
         }
         let x = self.conv_norm_out.forward(gpu, &x, Fused::Silu)?;
         Ok(self.conv_out.forward(gpu, &x, None, false)?)
+    }
+
+    /// [`VaeDecoder::forward`] of one image with the up blocks run tile by tile: `tile` latent
+    /// pixels square (`tile`·2^k at the k-th up block). The mid block (its attention sees the
+    /// whole latent) runs whole at latent size; above it, each level's activations are held as
+    /// one tensor per tile, each tile is computed from its neighbours' borders, and every group
+    /// norm takes the whole image's statistics — so the image equals the untiled decode's up to
+    /// rounding, while no activation larger than a tile (plus its border) is ever made besides
+    /// the tiles themselves.
+    pub fn forward_tiled(&self, gpu: &Gpu, latents: &Tensor, tile: usize) -> Result<Tensor, ModelError> {
+        let (h, w) = match *latents.shape() {
+            [1, c, h, w] if c == self.config.latent_channels && h > 0 && w > 0 => (h, w),
+            _ => {
+                return Err(ModelError::Input(format!(
+                    "the tiled VAE decode takes one [1, {}, h, w] latent, got {:?}",
+                    self.config.latent_channels,
+                    latents.shape()
+                )))
+            }
+        };
+        if tile == 0 {
+            return Err(ModelError::Input("the VAE decode's tile must be at least 1 latent pixel".into()));
+        }
+        let x = self.post_quant_conv.forward(gpu, latents, None, false)?;
+        let x = self.conv_in.forward(gpu, &x, None, false)?;
+        let x = self.mid_block.forward(gpu, &x)?;
+        let mut x = Tiles::whole(&x)?;
+        let mut scale = 1;
+        for stage in &self.up_blocks {
+            let rects: Vec<_> = grid(h, w, tile).iter().map(|r| r.scaled(scale)).collect();
+            for resnet in &stage.resnets {
+                x = resnet.forward_tiles(gpu, x, &rects)?;
+            }
+            if let Some(up) = &stage.resample {
+                scale *= 2;
+                let rects: Vec<_> = grid(h, w, tile).iter().map(|r| r.scaled(scale)).collect();
+                x = up.forward_tiles(gpu, &x, &rects)?;
+            }
+        }
+        let stats = self.conv_norm_out.stats(gpu, &x)?;
+        let out =
+            darkroom_gpu::ops::region::blank(gpu, &[1, self.config.out_channels, x.height, x.width], x.dtype);
+        for (rect, _) in &x.parts {
+            let (t, padding) = x.gather(gpu, *rect, 1, 1)?;
+            let t = self.conv_norm_out.apply(gpu, &stats, &t, Fused::Silu)?;
+            let geometry = darkroom_gpu::ops::Conv2d { kernel: (3, 3), stride: 1, padding };
+            let rgb = darkroom_gpu::ops::conv2d(gpu, &t, &self.conv_out.weight, geometry, None)?;
+            let region = darkroom_gpu::ops::Region {
+                src_y: 0,
+                src_x: 0,
+                dst_y: rect.y0,
+                dst_x: rect.x0,
+                h: rect.height(),
+                w: rect.width(),
+                scale: 1,
+            };
+            darkroom_gpu::ops::copy_region(gpu, &rgb, &out, region)?;
+        }
+        Ok(out)
     }
 }

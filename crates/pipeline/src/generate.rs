@@ -12,18 +12,42 @@ use crate::schedulers::Denoiser;
 use crate::stages;
 use crate::PipelineError;
 
-/// The VAE's largest buffers for a size, against the adapter's binding limit.
+/// The largest buffer a whole-image VAE decode of `width` x `height` makes (its last level's
+/// activations).
+pub fn whole_decode_buffer(model: &StableDiffusion, width: usize, height: usize) -> u64 {
+    let bytes = model.precision.activations.size_bytes() as u64;
+    let top = *model.vae_config.block_out_channels.first().unwrap_or(&128) as u64;
+    top * (width * height) as u64 * bytes
+}
+
+/// The tile (latent pixels) the VAE decodes this request with, or None for the whole image.
+pub fn decode_tile(gpu: &Gpu, model: &StableDiffusion, request: &Request) -> Option<usize> {
+    let r = &request.recipe;
+    let fits =
+        whole_decode_buffer(model, r.width, r.height) <= gpu.capabilities().max_storage_buffer_binding_size;
+    request.vae_tiling.tile_for(r.width, r.height, fits)
+}
+
+/// The largest buffers for a size, against the adapter's binding limit.
 fn check_fits(gpu: &Gpu, model: &StableDiffusion, request: &Request) -> Result<(), PipelineError> {
     let limit = gpu.capabilities().max_storage_buffer_binding_size;
     let bytes = model.precision.activations.size_bytes() as u64;
     let r = &request.recipe;
     let (w, h) = (r.width as u64, r.height as u64);
-    let top = *model.vae_config.block_out_channels.first().unwrap_or(&128) as u64;
     let latent_pixels = (w / 8) * (h / 8);
     let rows = r.batch_size as u64 * 2;
+    let widest = *model.vae_config.block_out_channels.iter().max().unwrap_or(&512) as u64;
+    let vae = match decode_tile(gpu, model, request) {
+        // A tile with its border at the top level, at the widest channel count (an upper bound).
+        Some(tile) => {
+            let side = (tile * model.vae_config.scale() + 2) as u64;
+            widest * side * side * bytes
+        }
+        None => whole_decode_buffer(model, r.width, r.height),
+    };
     let largest = [
-        top * w * h * bytes,               // the VAE decoder's last stage
-        latent_pixels * latent_pixels * 4, // the VAE mid-block's attention scores
+        vae,
+        widest * latent_pixels * bytes, // the VAE mid block, whole at latent size
         rows * model.unet.config().block_out_channels[0] as u64 * latent_pixels * 4 * bytes,
     ]
     .into_iter()
@@ -104,7 +128,8 @@ pub async fn generate(
     // Everything but the final latents (on the CPU now) goes back before the VAE allocates.
     drop((hooks, start, context));
     gpu.trim_pool();
-    stages::decode(gpu, model, recipe, latents, progress).await
+    let tile = decode_tile(gpu, model, request);
+    stages::decode(gpu, model, recipe, latents, tile, progress).await
 }
 
 /// A live preview of image `index` of the latents a denoising step reports: TAESD decodes them

@@ -17,7 +17,7 @@ pub use generate::{generate, preview};
 pub use model::{short_hash, AppliedLora, Folder, FolderQuantCache, ModelFiles, Precision, StableDiffusion};
 pub use recipe::{ImageRef, ModelInfo, Recipe, RecipeError};
 pub use request::{
-    outpaint_canvas, Generated, Image, Progress, ProgressFn, Request, Stage, OUTPAINT_OVERLAP,
+    outpaint_canvas, Generated, Image, Progress, ProgressFn, Request, Stage, VaeTiling, OUTPAINT_OVERLAP,
 };
 pub use schedulers::Sampler;
 

@@ -93,6 +93,41 @@ pub struct Request {
     /// caller (the browser worker) gets a truthful progress bar and a turn of its event loop —
     /// where a cancel request arrives — between steps.
     pub live_preview: bool,
+    /// Whether the VAE decodes the whole image at once or tile by tile.
+    pub vae_tiling: VaeTiling,
+}
+
+/// How the VAE decodes: tiled, the activations above the mid block are held and computed one
+/// tile at a time (with the whole image's group-norm statistics, so the image is the same up to
+/// rounding) and the decode's memory stops growing with the image's area.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VaeTiling {
+    /// Tiled above [`VaeTiling::AUTO_ABOVE`] pixels, or where a whole-image buffer would
+    /// exceed the adapter's binding limit.
+    #[default]
+    Auto,
+    /// The whole image at once.
+    Off,
+    /// Tiles of this many latent pixels square (8 image pixels each for SD's VAE).
+    Tiles(usize),
+}
+
+impl VaeTiling {
+    /// Tile side in latent pixels when tiling is on without a size.
+    pub const DEFAULT_TILE: usize = 32;
+    /// Auto tiles images with more pixels than this.
+    pub const AUTO_ABOVE: usize = 512 * 512;
+
+    /// The tile (latent pixels) to decode a `width` x `height` image with, or None for the
+    /// whole image; `whole_fits` says whether the untiled decode's buffers fit the adapter.
+    pub fn tile_for(self, width: usize, height: usize, whole_fits: bool) -> Option<usize> {
+        match self {
+            VaeTiling::Off => None,
+            VaeTiling::Tiles(t) => Some(t.max(1)),
+            VaeTiling::Auto if width * height > Self::AUTO_ABOVE || !whole_fits => Some(Self::DEFAULT_TILE),
+            VaeTiling::Auto => None,
+        }
+    }
 }
 
 impl Request {
@@ -105,7 +140,7 @@ impl Request {
             cfg_scale,
             ..Recipe::default()
         };
-        Request { recipe, init_image: None, mask: None, live_preview: false }
+        Request { recipe, init_image: None, mask: None, live_preview: false, vae_tiling: VaeTiling::Auto }
     }
 
     /// A recipe's run with the images its `init` and `mask` refer to, as given: outpainting
@@ -122,7 +157,7 @@ impl Request {
             }
             (_, init) => (init, mask),
         };
-        Ok(Request { recipe, init_image, mask, live_preview: false })
+        Ok(Request { recipe, init_image, mask, live_preview: false, vae_tiling: VaeTiling::Auto })
     }
 }
 

@@ -316,12 +316,14 @@ pub async fn denoise(
     Ok((values, shape))
 }
 
-/// Stage 4: the VAE decodes each image of the final latents to RGBA.
+/// Stage 4: the VAE decodes each image of the final latents to RGBA, whole or in tiles of
+/// `tile` latent pixels.
 pub async fn decode(
     gpu: &Gpu,
     model: &StableDiffusion,
     recipe: &Recipe,
     (values, shape): (Vec<f32>, Vec<usize>),
+    tile: Option<usize>,
     progress: &mut ProgressFn<'_>,
 ) -> Result<Vec<Generated>, PipelineError> {
     let [b, lc, lh, lw] = shape[..] else {
@@ -334,7 +336,10 @@ pub async fn decode(
         report(progress, Stage::Decoding, k, b, None, None)?;
         let unscaled: Vec<f32> = chunk.iter().map(|v| v / vae_scale).collect();
         let z = Tensor::from_f32(gpu, &[1, lc, lh, lw], &unscaled, dtype)?;
-        let rgb = model.vae_decoder.forward(gpu, &z)?;
+        let rgb = match tile {
+            Some(t) => model.vae_decoder.forward_tiled(gpu, &z, t)?,
+            None => model.vae_decoder.forward(gpu, &z)?,
+        };
         let rgba = Rgba8Image::from_tensor(gpu, &rgb, ColorMap::SIGNED_RGB)?.read(gpu).await?;
         out.push(Generated {
             image: Image { width: recipe.width, height: recipe.height, rgba },

@@ -9,6 +9,7 @@ pub mod layout;
 pub mod matmul;
 pub mod naive;
 pub mod norm;
+pub mod region;
 
 pub use attention::{attention, attention_rows};
 pub use conv::{conv2d, conv2d_fused, Conv2d, Padding};
@@ -17,4 +18,5 @@ pub use embedding::{embed_tokens, timestep_embedding};
 pub use image::{ColorMap, Rgba8Image};
 pub use layout::{concat, transpose, upsample2x, upsample_nearest};
 pub use matmul::{linear, matmul};
-pub use norm::{group_norm, layer_norm, Fused};
+pub use norm::{group_norm, layer_norm, Fused, GroupStats};
+pub use region::{copy_region, Region};

@@ -1,4 +1,4 @@
-use darkroom_gpu::ops;
+use darkroom_gpu::ops::{self, copy_region, Region};
 use darkroom_gpu::reference::{self, TestRng};
 use darkroom_gpu::{DType, Tolerance};
 
@@ -103,4 +103,41 @@ fn transpose_swaps_the_last_two_dimensions() {
         }
     }
     assert_covers(&gpu, "layout.wgsl", &["TRANSPOSE"], &[]);
+}
+
+#[test]
+fn copy_region_moves_rectangles_through_an_optional_2x_upsampling() {
+    let gpu = gpu();
+    let (planes, sh, sw, dh, dw) = (3, 5, 7, 12, 9);
+    for dtype in DTYPES {
+        let src: Vec<f32> = (0..planes * sh * sw).map(|i| i as f32).collect();
+        let base: Vec<f32> = (0..planes * dh * dw).map(|i| -(i as f32)).collect();
+        for region in [
+            Region { src_y: 1, src_x: 2, dst_y: 3, dst_x: 0, h: 4, w: 5, scale: 1 },
+            Region { src_y: 3, src_x: 1, dst_y: 0, dst_x: 2, h: 7, w: 7, scale: 2 },
+        ] {
+            let dst = upload(&gpu, &[1, planes, dh, dw], &base, dtype);
+            copy_region(&gpu, &upload(&gpu, &[1, planes, sh, sw], &src, dtype), &dst, region).unwrap();
+            let mut want = base.clone();
+            for p in 0..planes {
+                for y in 0..region.h {
+                    for x in 0..region.w {
+                        let (sy, sx) = ((region.src_y + y) / region.scale, (region.src_x + x) / region.scale);
+                        want[(p * dh + region.dst_y + y) * dw + region.dst_x + x] =
+                            src[(p * sh + sy) * sw + sx];
+                    }
+                }
+            }
+            let want = as_stored(&want, dtype);
+            assert_close(&read(&gpu, &dst), &want, EXACT, &format!("{region:?} {dtype:?}"));
+        }
+        // Out of bounds on either side is an error, not a stray write.
+        let dst = upload(&gpu, &[1, planes, dh, dw], &base, dtype);
+        let src_t = upload(&gpu, &[1, planes, sh, sw], &src, dtype);
+        let too_far = Region { src_y: 0, src_x: 0, dst_y: 10, dst_x: 0, h: 3, w: 2, scale: 1 };
+        assert!(copy_region(&gpu, &src_t, &dst, too_far).is_err());
+        let past_source = Region { src_y: 8, src_x: 0, dst_y: 0, dst_x: 0, h: 3, w: 2, scale: 2 };
+        assert!(copy_region(&gpu, &src_t, &dst, past_source).is_err());
+    }
+    assert_covers(&gpu, "region.wgsl", &[], &[]);
 }

@@ -55,7 +55,57 @@ fn group_norm_matches_cpu_with_each_fused_activation() {
             }
         }
     }
+    tiled_group_norm_matches_the_whole_images(&gpu);
     assert_covers(&gpu, "norm.wgsl", &[], &[]);
+}
+
+/// Statistics over tiles of unequal sizes (one long enough for several chunks), applied to one
+/// tile with a border from its neighbours, equal the whole image's group norm there.
+fn tiled_group_norm_matches_the_whole_images(gpu: &darkroom_gpu::Gpu) {
+    let (channels, groups, h, w) = (8, 2, 70, 150);
+    // Tile rectangles (y0, x0, y1, x1) covering the image once.
+    let rects = [(0, 0, 30, 100), (0, 100, 30, 150), (30, 0, 70, 60), (30, 60, 70, 150)];
+    for dtype in DTYPES {
+        for fused in [Fused::None, Fused::Silu, Fused::Relu] {
+            let mut rng = TestRng::new(11);
+            let x = as_stored(
+                &rng.vec(channels * h * w).iter().map(|v| v * 2.0 - 0.7).collect::<Vec<_>>(),
+                dtype,
+            );
+            let (gamma, beta) = (rng.vec(channels), rng.vec(channels));
+            let crop = |(y0, x0, y1, x1): (usize, usize, usize, usize)| -> Vec<f32> {
+                (0..channels)
+                    .flat_map(|c| (y0..y1).flat_map(move |y| (x0..x1).map(move |xx| (c, y, xx))))
+                    .map(|(c, y, xx)| x[(c * h + y) * w + xx])
+                    .collect()
+            };
+            let tiles: Vec<_> = rects
+                .iter()
+                .map(|&(y0, x0, y1, x1)| {
+                    upload(gpu, &[1, channels, y1 - y0, x1 - x0], &crop((y0, x0, y1, x1)), dtype)
+                })
+                .collect();
+            let stats = ops::GroupStats::over(gpu, &tiles.iter().collect::<Vec<_>>(), groups).unwrap();
+            // The third tile with a 3-pixel border above and to the right.
+            let bordered = (27, 0, 70, 63);
+            let input = upload(gpu, &[1, channels, 43, 63], &crop(bordered), dtype);
+            let gamma_t = upload(gpu, &[channels], &gamma, DType::F32);
+            let beta_t = upload(gpu, &[channels], &beta, DType::F32);
+            let out = stats.apply(gpu, &input, &gamma_t, &beta_t, 1e-5, fused).unwrap();
+            let whole = cpu::group_norm(&x, 1, channels, groups, &gamma, &beta, 1e-5, fused);
+            let want: Vec<f32> = (0..channels)
+                .flat_map(|c| (27..70).flat_map(move |y| (0..63).map(move |xx| (c, y, xx))))
+                .map(|(c, y, xx)| whole[(c * h + y) * w + xx])
+                .collect();
+            assert_close(
+                &read(gpu, &out),
+                &want,
+                tol(dtype),
+                &format!("tiled group_norm {dtype:?} {fused:?}"),
+            );
+        }
+    }
+    assert!(ops::GroupStats::over(gpu, &[], 2).is_err());
 }
 
 #[test]
