@@ -2,6 +2,7 @@
 //! variants): time embedding, down blocks that keep skip outputs, a cross-attention mid block,
 //! up blocks that concatenate those skips, and the output head.
 
+pub mod controlnet;
 mod transformer;
 
 use darkroom_gpu::ops::{self, Fused, Unary};
@@ -65,13 +66,191 @@ pub struct UNetInput<'a> {
     pub control: Option<ControlResiduals<'a>>,
 }
 
-pub struct UNet2DConditionModel {
-    config: UNet2DConditionConfig,
+/// The time embedding, `conv_in`, the down blocks and the mid block: the part of the UNet a
+/// ControlNet copies (same keys, same config fields), loaded and run by one piece of code.
+pub(crate) struct Encoder {
     linear_1: Weight,
     linear_2: Weight,
     conv_in: ConvLayer,
     down_blocks: Vec<DownBlock>,
     mid_block: MidBlock,
+}
+
+/// Resnet `j` of a block (and its transformer when the block has cross-attention).
+fn load_layer(
+    cfg: &UNet2DConditionConfig,
+    block: &Vb,
+    j: usize,
+    input: usize,
+    out: usize,
+    heads: Option<usize>,
+) -> Result<Layer, ModelError> {
+    let temb = 4 * cfg.block_out_channels[0];
+    Ok(Layer {
+        resnet: ResnetBlock2D::load(
+            &block.pp("resnets").pp(j),
+            input,
+            out,
+            Some(temb),
+            cfg.norm_num_groups,
+            cfg.norm_eps,
+        )?,
+        attention: match heads {
+            Some(h) => Some(load_attention(cfg, &block.pp("attentions").pp(j), out, h)?),
+            None => None,
+        },
+    })
+}
+
+fn load_attention(
+    cfg: &UNet2DConditionConfig,
+    vb: &Vb,
+    width: usize,
+    heads: usize,
+) -> Result<Transformer2DModel, ModelError> {
+    Transformer2DModel::load(
+        vb,
+        width,
+        cfg.cross_attention_dim,
+        heads,
+        cfg.use_linear_projection,
+        cfg.norm_num_groups,
+    )
+}
+
+impl Encoder {
+    pub(crate) fn load(vb: &Vb, cfg: &UNet2DConditionConfig) -> Result<Encoder, ModelError> {
+        let ch = &cfg.block_out_channels;
+        let (groups, eps) = (cfg.norm_num_groups, cfg.norm_eps);
+        let temb = 4 * ch[0];
+        let mut down_blocks = Vec::new();
+        let mut prev = ch[0];
+        for (i, &out) in ch.iter().enumerate() {
+            let vb = vb.pp("down_blocks").pp(i);
+            let cross = has_cross_attention(&cfg.down_block_types[i]);
+            let heads = cross.then(|| cfg.heads(i));
+            let layers = (0..cfg.layers_per_block)
+                .map(|j| load_layer(cfg, &vb, j, if j == 0 { prev } else { out }, out, heads))
+                .collect::<Result<_, _>>()?;
+            let last = i + 1 == ch.len();
+            let downsample =
+                if last { None } else { Some(Downsample2D::load(&vb.pp("downsamplers").pp(0), out, false)?) };
+            down_blocks.push(DownBlock { layers, downsample });
+            prev = out;
+        }
+
+        let top = *ch.last().unwrap_or(&0);
+        let mid = vb.pp("mid_block");
+        let mid_block = MidBlock {
+            resnet0: ResnetBlock2D::load(&mid.pp("resnets").pp(0), top, top, Some(temb), groups, eps)?,
+            attention: load_attention(cfg, &mid.pp("attentions").pp(0), top, cfg.heads(ch.len() - 1))?,
+            resnet1: ResnetBlock2D::load(&mid.pp("resnets").pp(1), top, top, Some(temb), groups, eps)?,
+        };
+        let te = vb.pp("time_embedding");
+        Ok(Encoder {
+            linear_1: te.pp("linear_1").linear(temb, ch[0], true)?,
+            linear_2: te.pp("linear_2").linear(temb, temb, true)?,
+            conv_in: ConvLayer::load(&vb.pp("conv_in"), ch[0], cfg.in_channels, 3, 1, true)?,
+            down_blocks,
+            mid_block,
+        })
+    }
+
+    /// The skip connections each down block makes, in order (conv_in's output first).
+    pub(crate) fn skip_channels(&self) -> usize {
+        1 + self.down_blocks.iter().map(|b| b.layers.len() + b.downsample.is_some() as usize).sum::<usize>()
+    }
+
+    /// SiLU of the time embedding (every resnet's input): sinusoidal on the CPU (see
+    /// ops::timestep_embedding), then two linears.
+    pub(crate) fn time_embedding(
+        &self,
+        gpu: &Gpu,
+        cfg: &UNet2DConditionConfig,
+        timesteps: &[f32],
+        dtype: darkroom_gpu::DType,
+    ) -> Result<Tensor, ModelError> {
+        let base = cfg.block_out_channels[0];
+        let emb = ops::timestep_embedding(timesteps, base, cfg.flip_sin_to_cos, cfg.freq_shift as f32);
+        let emb = Tensor::from_f32(gpu, &[timesteps.len(), base], &emb, dtype)?;
+        let emb = ops::unary(gpu, &ops::linear(gpu, &emb, &self.linear_1)?, Unary::Silu)?;
+        Ok(ops::unary(gpu, &ops::linear(gpu, &emb, &self.linear_2)?, Unary::Silu)?)
+    }
+
+    /// conv_in (plus `added`, a ControlNet's conditioning embedding) and the down blocks: the
+    /// last block's output and every skip connection.
+    pub(crate) fn down(
+        &self,
+        gpu: &Gpu,
+        sample: &Tensor,
+        added: Option<&Tensor>,
+        temb: &Tensor,
+        context: &Tensor,
+    ) -> Result<(Tensor, Vec<Tensor>), ModelError> {
+        let mut x = self.conv_in.forward(gpu, sample, added, false)?;
+        let mut skips = vec![x.clone()];
+        for block in &self.down_blocks {
+            for layer in &block.layers {
+                x = layer.forward(gpu, &x, temb, context)?;
+                skips.push(x.clone());
+            }
+            if let Some(down) = &block.downsample {
+                x = down.forward(gpu, &x)?;
+                skips.push(x.clone());
+            }
+        }
+        Ok((x, skips))
+    }
+
+    pub(crate) fn mid(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        temb: &Tensor,
+        context: &Tensor,
+    ) -> Result<Tensor, ModelError> {
+        let m = &self.mid_block;
+        let x = m.resnet0.forward(gpu, x, Some(temb))?;
+        let x = m.attention.forward(gpu, &x, context)?;
+        Ok(m.resnet1.forward(gpu, &x, Some(temb))?)
+    }
+}
+
+/// Checks a UNet or ControlNet input: [B, in_channels, h, w] latents of a positive size, one
+/// timestep and one context row per batch entry.
+pub(crate) fn check_input(
+    cfg: &UNet2DConditionConfig,
+    what: &str,
+    sample: &Tensor,
+    timesteps: &[f32],
+    context: &Tensor,
+) -> Result<(usize, usize, usize), ModelError> {
+    let [batch, c, h, w] = *sample.shape() else {
+        return Err(ModelError::Input(format!(
+            "the {what} takes [B, C, h, w] latents, got {:?}",
+            sample.shape()
+        )));
+    };
+    if c != cfg.in_channels || h == 0 || w == 0 {
+        return Err(ModelError::Input(format!(
+            "this {what} takes [B, {}, h, w] latents, got {:?}",
+            cfg.in_channels,
+            sample.shape()
+        )));
+    }
+    if timesteps.len() != batch || context.shape().first() != Some(&batch) {
+        return Err(ModelError::Input(format!(
+            "{} timesteps and context {:?} for a batch of {batch}",
+            timesteps.len(),
+            context.shape()
+        )));
+    }
+    Ok((batch, h, w))
+}
+
+pub struct UNet2DConditionModel {
+    config: UNet2DConditionConfig,
+    encoder: Encoder,
     up_blocks: Vec<UpBlock>,
     conv_norm_out: GroupNorm,
     conv_out: ConvLayer,
@@ -86,51 +265,8 @@ impl UNet2DConditionModel {
         let cfg = config;
         let ch = &cfg.block_out_channels;
         let (groups, eps) = (cfg.norm_num_groups, cfg.norm_eps);
-        let temb = 4 * ch[0];
-        let ctx = cfg.cross_attention_dim;
-        let attention = |vb: &Vb, width: usize, heads: usize| {
-            Transformer2DModel::load(vb, width, ctx, heads, cfg.use_linear_projection, groups)
-        };
-        // Resnet `j` of a block (and its transformer when the block has cross-attention).
-        let layer = |block: &Vb,
-                     j: usize,
-                     input: usize,
-                     out: usize,
-                     heads: Option<usize>|
-         -> Result<Layer, ModelError> {
-            Ok(Layer {
-                resnet: ResnetBlock2D::load(&block.pp("resnets").pp(j), input, out, Some(temb), groups, eps)?,
-                attention: match heads {
-                    Some(h) => Some(attention(&block.pp("attentions").pp(j), out, h)?),
-                    None => None,
-                },
-            })
-        };
-
-        let mut down_blocks = Vec::new();
-        let mut prev = ch[0];
-        for (i, &out) in ch.iter().enumerate() {
-            let vb = vb.pp("down_blocks").pp(i);
-            let cross = has_cross_attention(&cfg.down_block_types[i]);
-            let heads = cross.then(|| cfg.heads(i));
-            let layers = (0..cfg.layers_per_block)
-                .map(|j| layer(&vb, j, if j == 0 { prev } else { out }, out, heads))
-                .collect::<Result<_, _>>()?;
-            let last = i + 1 == ch.len();
-            let downsample =
-                if last { None } else { Some(Downsample2D::load(&vb.pp("downsamplers").pp(0), out, false)?) };
-            down_blocks.push(DownBlock { layers, downsample });
-            prev = out;
-        }
-
+        let encoder = Encoder::load(vb, cfg)?;
         let top = *ch.last().unwrap_or(&0);
-        let mid = vb.pp("mid_block");
-        let mid_block = MidBlock {
-            resnet0: ResnetBlock2D::load(&mid.pp("resnets").pp(0), top, top, Some(temb), groups, eps)?,
-            attention: attention(&mid.pp("attentions").pp(0), top, cfg.heads(ch.len() - 1))?,
-            resnet1: ResnetBlock2D::load(&mid.pp("resnets").pp(1), top, top, Some(temb), groups, eps)?,
-        };
-
         let reversed: Vec<usize> = ch.iter().rev().copied().collect();
         let mut up_blocks = Vec::new();
         let mut prev_out = top;
@@ -144,7 +280,7 @@ impl UNet2DConditionModel {
                 .map(|j| {
                     let skip = if j == cfg.layers_per_block { skip_in } else { out };
                     let input = if j == 0 { prev_out } else { out };
-                    layer(&vb, j, input + skip, out, heads)
+                    load_layer(cfg, &vb, j, input + skip, out, heads)
                 })
                 .collect::<Result<_, _>>()?;
             let last = i + 1 == reversed.len();
@@ -153,14 +289,9 @@ impl UNet2DConditionModel {
             prev_out = out;
         }
 
-        let te = vb.pp("time_embedding");
         Ok(UNet2DConditionModel {
             config: cfg.clone(),
-            linear_1: te.pp("linear_1").linear(temb, ch[0], true)?,
-            linear_2: te.pp("linear_2").linear(temb, temb, true)?,
-            conv_in: ConvLayer::load(&vb.pp("conv_in"), ch[0], cfg.in_channels, 3, 1, true)?,
-            down_blocks,
-            mid_block,
+            encoder,
             up_blocks,
             conv_norm_out: GroupNorm::load(&vb.pp("conv_norm_out"), groups, ch[0], eps)?,
             conv_out: ConvLayer::load(&vb.pp("conv_out"), cfg.out_channels, ch[0], 3, 1, true)?,
@@ -188,50 +319,11 @@ impl UNet2DConditionModel {
     pub fn forward_input(&self, gpu: &Gpu, input: &UNetInput) -> Result<Tensor, ModelError> {
         let UNetInput { sample, timesteps, context, control } = *input;
         let cfg = &self.config;
-        let [batch, c, h, w] = *sample.shape() else {
-            return Err(ModelError::Input(format!(
-                "the UNet takes [B, C, h, w] latents, got {:?}",
-                sample.shape()
-            )));
-        };
         // Any positive size: where a down block halves an odd size (rounding up), the up block
         // resizes to its skip connection's size instead of doubling, as diffusers does.
-        if c != cfg.in_channels || h == 0 || w == 0 {
-            return Err(ModelError::Input(format!(
-                "this UNet takes [B, {}, h, w] latents, got {:?}",
-                cfg.in_channels,
-                sample.shape()
-            )));
-        }
-        if timesteps.len() != batch || context.shape().first() != Some(&batch) {
-            return Err(ModelError::Input(format!(
-                "{} timesteps and context {:?} for a batch of {batch}",
-                timesteps.len(),
-                context.shape()
-            )));
-        }
-        let dtype = sample.dtype();
-
-        // Time embedding: sinusoidal (on the CPU, see ops::timestep_embedding), two linears;
-        // every resnet takes SiLU of it.
-        let base = cfg.block_out_channels[0];
-        let emb = ops::timestep_embedding(timesteps, base, cfg.flip_sin_to_cos, cfg.freq_shift as f32);
-        let emb = Tensor::from_f32(gpu, &[batch, base], &emb, dtype)?;
-        let emb = ops::unary(gpu, &ops::linear(gpu, &emb, &self.linear_1)?, Unary::Silu)?;
-        let temb = ops::unary(gpu, &ops::linear(gpu, &emb, &self.linear_2)?, Unary::Silu)?;
-
-        let mut x = self.conv_in.forward(gpu, sample, None, false)?;
-        let mut skips = vec![x.clone()];
-        for block in &self.down_blocks {
-            for layer in &block.layers {
-                x = layer.forward(gpu, &x, &temb, context)?;
-                skips.push(x.clone());
-            }
-            if let Some(down) = &block.downsample {
-                x = down.forward(gpu, &x)?;
-                skips.push(x.clone());
-            }
-        }
+        check_input(cfg, "UNet", sample, timesteps, context)?;
+        let temb = self.encoder.time_embedding(gpu, cfg, timesteps, sample.dtype())?;
+        let (mut x, mut skips) = self.encoder.down(gpu, sample, None, &temb, context)?;
 
         if let Some(control) = control {
             // diffusers adds a ControlNet's residuals to every skip connection and to the mid
@@ -248,10 +340,7 @@ impl UNet2DConditionModel {
             }
         }
 
-        let m = &self.mid_block;
-        x = m.resnet0.forward(gpu, &x, Some(&temb))?;
-        x = m.attention.forward(gpu, &x, context)?;
-        x = m.resnet1.forward(gpu, &x, Some(&temb))?;
+        x = self.encoder.mid(gpu, &x, &temb, context)?;
         if let Some(control) = control {
             x = ops::add(gpu, &x, control.mid)?;
         }
