@@ -13,6 +13,8 @@ second with a narrower conditioning embedding; saves them as diffusers folders
   cases.json             the cases (units: net, image, weight, start, end)
   control_*.png          the control images
   canny/*.png            cv2.Canny of the fixture photographs at several thresholds
+  resize/*.png           PIL's Lanczos resize (what diffusers' control image processor applies) of
+                         the fixture photographs to larger, smaller and mixed sizes
 
     HF_HUB_OFFLINE=1 .venv/bin/python tests/reference/controlnet_reference.py
 """
@@ -125,6 +127,20 @@ def canny():
     return cases
 
 
+RESIZES = [("control_small.png", 64, 48), ("control_small.png", 23, 71), ("../images/coffee.png", 61, 45),
+           ("../images/coffee.png", 600, 37), ("../images/astronaut.png", 96, 512)]
+
+
+def resizes():
+    (OUT / "resize").mkdir(exist_ok=True)
+    cases = []
+    for name, w, h in RESIZES:
+        out = f"resize/{Path(name).stem}_{w}x{h}.png"
+        Image.open(OUT / name).convert("RGB").resize((w, h), Image.LANCZOS).save(OUT / out)
+        cases.append(dict(image=name, width=w, height=h, resized=out))
+    return cases
+
+
 def main():
     logging.disable(logging.WARNING)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -168,7 +184,7 @@ def main():
                            "height": HEIGHT, "folder": "tiny-sd"}, **dict(case, units=units)))
     save_file(tensors, OUT / "reference.safetensors",
               metadata={"source": "tests/reference/controlnet_reference.py"})
-    (OUT / "cases.json").write_text(json.dumps(dict(cases=cases, canny=canny()), indent=2) + "\n")
+    (OUT / "cases.json").write_text(json.dumps(dict(cases=cases, canny=canny(), resize=resizes()), indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ pub mod generate;
 pub mod latent_preview;
 pub mod metadata;
 pub mod model;
+pub mod preprocess;
 pub mod prompt;
 pub mod recipe;
 pub mod request;
