@@ -113,6 +113,12 @@ pub struct Settings {
     /// each). Tiled decoding gives the same image up to rounding with far less memory.
     #[arg(long, value_parser = parse_vae_tiling, default_value = "auto", value_name = "auto|off|N")]
     pub vae_tiling: VaeTiling,
+    /// A ControlNet unit: model=<id|folder>,image=<png>[,pre=none|canny|scribble|tile]
+    /// [,weight=W][,start=S][,end=E][,low=L,high=H] (defaults: pre=none, weight=1, start=0,
+    /// end=1, low=100, high=200); repeatable, the units' residuals summed. The image is resized
+    /// to the output size (Lanczos) when it differs.
+    #[arg(long = "control", value_parser = crate::control::parse_control, value_name = "model=…,image=…")]
+    pub controls: Vec<darkroom_pipeline::ControlUnit>,
     /// No progress on stderr.
     #[arg(long)]
     pub quiet: bool,
@@ -166,7 +172,7 @@ fn parse_margins(s: &str) -> Result<[usize; 4], String> {
     }
 }
 
-fn read_png(path: &Path, what: &str) -> Result<Image, Failure> {
+pub fn read_png(path: &Path, what: &str) -> Result<Image, Failure> {
     let bytes =
         std::fs::read(path).map_err(|e| usage(format!("cannot read the {what} {}: {e}", path.display())))?;
     Image::from_png(&bytes).map_err(|e| usage(format!("the {what} {}: {e}", path.display())))
@@ -322,6 +328,7 @@ pub struct Runner<'g> {
     pub styles: Styles,
     wildcards: Wildcards,
     loaded: ModelCache<(StableDiffusion, String)>,
+    controls: crate::control::Controls,
 }
 
 impl<'g> Runner<'g> {
@@ -354,6 +361,7 @@ impl<'g> Runner<'g> {
             styles,
             wildcards,
             loaded: ModelCache::default(),
+            controls: crate::control::Controls::default(),
         })
     }
 
@@ -409,9 +417,18 @@ impl<'g> Runner<'g> {
         let s = &self.settings;
         let file = |p: &Path| ImageRef::File(p.display().to_string());
         let [left, top, right, bottom] = s.outpaint.unwrap_or_default();
-        let (width, height) = match &self.init_image {
-            Some(img) => (img.width + left + right, img.height + top + bottom),
-            None => (512, 512),
+        // As diffusers: the init image's size, else the first control image's rounded down to
+        // a multiple of 8, else 512.
+        let control_size = match s.controls.first().and_then(|u| u.image.as_ref()) {
+            Some(ImageRef::File(path)) => crate::generate::read_png(Path::new(path), "control image")
+                .ok()
+                .map(|img| ((img.width / 8 * 8).max(8), (img.height / 8 * 8).max(8))),
+            _ => None,
+        };
+        let (width, height) = match (&self.init_image, control_size) {
+            (Some(img), _) => (img.width + left + right, img.height + top + bottom),
+            (None, Some(size)) => size,
+            (None, None) => (512, 512),
         };
         Recipe {
             model: s.model.display().to_string(),
@@ -430,6 +447,7 @@ impl<'g> Runner<'g> {
             outpaint: s.outpaint,
             strength: s.strength,
             template: None,
+            controls: s.controls.clone(),
         }
     }
 
@@ -496,8 +514,10 @@ impl<'g> Runner<'g> {
                 self.loaded.insert(key, (model, name.clone()), 0)
             }
         };
+        let controls = self.controls.load(self.gpu, self.precision, &recipe.controls, quiet)?;
         let mut request = Request::new(recipe, self.init_image.clone(), self.mask.clone())?;
         request.vae_tiling = self.settings.vae_tiling;
+        request.controls = controls;
         if !quiet {
             eprintln!("{label}seed {}", request.recipe.seed.unwrap_or_default());
         }

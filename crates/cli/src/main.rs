@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 mod batch;
 mod bench;
+mod control;
 mod failure;
 mod generate;
 mod grid;
@@ -35,6 +36,9 @@ enum Command {
     /// A1111's X/Y/Z plot: every combination of up to three axes' values (steps, cfg, sampler,
     /// prompt S/R, seed, size, …) as cells and a labelled DIR/grid.png.
     Grid(Box<grid::GridArgs>),
+    /// Write a control map alone: the preprocessor a `--control` unit would run (canny,
+    /// scribble, tile, none) on an image.
+    Preprocess(control::PreprocessArgs),
     /// Print a dynamic prompt template's prompts, one a line: random (--count, --seed) or every
     /// combination (--combinatorial, --max).
     Prompts(prompts::PromptsArgs),
@@ -157,6 +161,7 @@ fn main() -> ExitCode {
         Command::Params { png } => return params(&png),
         Command::Models(args) => return report(models::run(args)),
         Command::Prompts(args) => return report(prompts::run(args)),
+        Command::Preprocess(args) => return report(control::run_preprocess(args)),
         command => Cli { command },
     };
     let gpu = match pollster::block_on(Gpu::open(&Requirements::default())) {
@@ -170,6 +175,7 @@ fn main() -> ExitCode {
         Command::Params { png } => params(&png),
         Command::Models(args) => report(models::run(args)),
         Command::Prompts(args) => report(prompts::run(args)),
+        Command::Preprocess(args) => report(control::run_preprocess(args)),
         Command::Generate(args) => report(generate::run(&gpu, *args)),
         Command::Batch(args) => report(batch::run(&gpu, *args)),
         Command::Grid(args) => report(grid::run(&gpu, *args)),

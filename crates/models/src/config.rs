@@ -359,7 +359,7 @@ mod tests {
             UNet2DConditionConfig::sd21(),
             UNet2DConditionConfig::sd_turbo(),
         ] {
-            cfg.validate().unwrap();
+            cfg.validate("UNet2DConditionModel", true).unwrap();
         }
         let sd15 = UNet2DConditionConfig::sd15();
         assert_eq!((0..4).map(|b| sd15.head_dim(b)).collect::<Vec<_>>(), [40, 80, 160, 160]);

@@ -111,6 +111,15 @@ pub async fn generate(
     let context = stages::conditioning(gpu, model, recipe, guided).await?;
     gpu.trim_pool();
 
+    let rows = if guided { 2 * recipe.batch_size } else { recipe.batch_size };
+    let controls = crate::control::prepare(
+        gpu,
+        model,
+        &recipe.controls,
+        &request.controls,
+        (recipe.width, recipe.height),
+        rows,
+    )?;
     let start = stages::initial_latents(gpu, model, request, &denoiser, &mut seeds).await?;
     let mut hooks: Vec<Box<dyn stages::StepHook>> = Vec::new();
     if let Some(blend) = stages::InpaintBlend::for_start(&start, model) {
@@ -123,10 +132,11 @@ pub async fn generate(
         guided,
         cfg_scale: recipe.cfg_scale,
         live_preview: request.live_preview,
+        controls: &controls,
     };
     let latents = stages::denoise(gpu, model, job, &mut denoiser, &mut seeds, &mut hooks, progress).await?;
     // Everything but the final latents (on the CPU now) goes back before the VAE allocates.
-    drop((hooks, start, context));
+    drop((hooks, start, context, controls));
     gpu.trim_pool();
     let tile = decode_tile(gpu, model, request);
     stages::decode(gpu, model, recipe, latents, tile, progress).await

@@ -1,5 +1,6 @@
 //! From a prompt and settings to an image: prompts, seeds, schedulers and the denoising loop.
 
+pub mod control;
 pub mod generate;
 pub mod latent_preview;
 pub mod metadata;
@@ -14,8 +15,10 @@ pub mod stages;
 pub mod text;
 pub mod tokenizer;
 
+pub use control::{Control, ControlNet, ControlUnit};
 pub use generate::{generate, preview};
 pub use model::{short_hash, AppliedLora, Folder, FolderQuantCache, ModelFiles, Precision, StableDiffusion};
+pub use preprocess::Preprocessor;
 pub use recipe::{ImageRef, ModelInfo, Recipe, RecipeError};
 pub use request::{
     outpaint_canvas, Generated, Image, Progress, ProgressFn, Request, Stage, VaeTiling, OUTPAINT_OVERLAP,

@@ -199,6 +199,20 @@ pub fn encode_png(
     height: u32,
     params: &GenerationParams,
 ) -> Result<Vec<u8>, MetadataError> {
+    encode(rgba, width, height, Some(params))
+}
+
+/// An RGBA image as PNG without parameters (a control map, an upscaled copy).
+pub fn encode_png_plain(rgba: &[u8], width: u32, height: u32) -> Result<Vec<u8>, MetadataError> {
+    encode(rgba, width, height, None)
+}
+
+fn encode(
+    rgba: &[u8],
+    width: u32,
+    height: u32,
+    params: Option<&GenerationParams>,
+) -> Result<Vec<u8>, MetadataError> {
     if rgba.len() != width as usize * height as usize * 4 {
         return Err(MetadataError::NotPng(format!(
             "{width}x{height} needs {} bytes of RGBA",
@@ -209,13 +223,15 @@ pub fn encode_png(
     let mut encoder = png::Encoder::new(&mut out, width, height);
     encoder.set_color(png::ColorType::Rgba);
     encoder.set_depth(png::BitDepth::Eight);
-    let text = params.to_infotext();
-    let result = if text.chars().all(|c| (c as u32) < 256) {
-        encoder.add_text_chunk("parameters".into(), text)
-    } else {
-        encoder.add_itxt_chunk("parameters".into(), text)
-    };
-    result.map_err(|e| MetadataError::NotPng(e.to_string()))?;
+    if let Some(params) = params {
+        let text = params.to_infotext();
+        let result = if text.chars().all(|c| (c as u32) < 256) {
+            encoder.add_text_chunk("parameters".into(), text)
+        } else {
+            encoder.add_itxt_chunk("parameters".into(), text)
+        };
+        result.map_err(|e| MetadataError::NotPng(e.to_string()))?;
+    }
     let mut writer = encoder.write_header().map_err(|e| MetadataError::NotPng(e.to_string()))?;
     writer.write_image_data(rgba).map_err(|e| MetadataError::NotPng(e.to_string()))?;
     writer.finish().map_err(|e| MetadataError::NotPng(e.to_string()))?;

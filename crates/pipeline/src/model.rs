@@ -191,7 +191,7 @@ async fn text<F: ModelFiles>(files: &F, path: &str) -> Result<String, PipelineEr
 /// ones) through a [`Stager`]: packed, quantized (or taken from `cache`) and uploaded tensor by
 /// tensor.
 #[allow(clippy::too_many_arguments)]
-async fn weights<F: ModelFiles, C: QuantCache>(
+pub(crate) async fn load_weights<F: ModelFiles, C: QuantCache>(
     gpu: &Gpu,
     files: &F,
     cache: &C,
@@ -202,7 +202,7 @@ async fn weights<F: ModelFiles, C: QuantCache>(
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Result<WeightStore, PipelineError> {
     for name in names {
-        let path = format!("{dir}/{name}");
+        let path = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
         let Some(len) = files.len(&path).await? else { continue };
         let source = files.identity(&path).await?;
         let mut stager = Stager::new(gpu, len, policy, &source);
@@ -221,7 +221,8 @@ async fn weights<F: ModelFiles, C: QuantCache>(
         }
         return stager.finish().map_err(|e| PipelineError::Files(format!("{path}: {e}")));
     }
-    Err(PipelineError::Files(format!("{dir}/ has none of {}", names.join(", "))))
+    let place = if dir.is_empty() { "the folder".to_string() } else { format!("{dir}/") };
+    Err(PipelineError::Files(format!("{place} has none of {}", names.join(", "))))
 }
 
 fn config_error(path: &str) -> impl Fn(darkroom_models::config::ConfigError) -> PipelineError + '_ {
@@ -312,9 +313,17 @@ impl StableDiffusion {
         let clip_config = ClipTextConfig::from_json(&text(files, "text_encoder/config.json").await?)
             .map_err(config_error("text_encoder/config.json"))?;
         let encoder_files = ["model.safetensors", "model.fp16.safetensors"];
-        let store =
-            weights(gpu, files, cache, policy, "text_encoder", &encoder_files, te_merge.clone(), progress)
-                .await?;
+        let store = load_weights(
+            gpu,
+            files,
+            cache,
+            policy,
+            "text_encoder",
+            &encoder_files,
+            te_merge.clone(),
+            progress,
+        )
+        .await?;
         let clip = ClipTextModel::load(&store.root(gpu, dtype, policy), &clip_config)?;
         let ignorable = |k: &String| k.ends_with("position_ids");
         if store.unused_keys().iter().any(|k| !ignorable(k)) {
@@ -326,7 +335,7 @@ impl StableDiffusion {
             .map_err(config_error("unet/config.json"))?;
         let diffusers = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"];
         let store =
-            weights(gpu, files, cache, policy, "unet", &diffusers, unet_merge.clone(), progress).await?;
+            load_weights(gpu, files, cache, policy, "unet", &diffusers, unet_merge.clone(), progress).await?;
         let unet = UNet2DConditionModel::load(&store.root(gpu, dtype, policy), &unet_config)?;
         store.require_all_used()?;
         for merge in [&te_merge, &unet_merge].into_iter().flatten() {
@@ -336,7 +345,7 @@ impl StableDiffusion {
 
         let vae_config = AutoencoderKLConfig::from_json(&text(files, "vae/config.json").await?)
             .map_err(config_error("vae/config.json"))?;
-        let store = weights(gpu, files, cache, policy, "vae", &diffusers, None, progress).await?;
+        let store = load_weights(gpu, files, cache, policy, "vae", &diffusers, None, progress).await?;
         let root = store.root(gpu, dtype, policy);
         let vae_encoder = VaeEncoder::load(&root, &vae_config)?;
         let vae_decoder = VaeDecoder::load(&root, &vae_config)?;

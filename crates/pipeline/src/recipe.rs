@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::control::{ControlUnit, MAX_CONTROL_UNITS};
 use crate::metadata::GenerationParams;
 use crate::prompt::{extract_loras, LoraTag};
 use crate::Sampler;
@@ -70,6 +71,9 @@ pub struct Recipe {
     /// `Template:`, as sd-dynamic-prompts records it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// ControlNet units, applied together (diffusers' MultiControlNet), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub controls: Vec<ControlUnit>,
 }
 
 impl Default for Recipe {
@@ -91,6 +95,7 @@ impl Default for Recipe {
             outpaint: None,
             strength: None,
             template: None,
+            controls: Vec::new(),
         }
     }
 }
@@ -235,6 +240,15 @@ impl Recipe {
                 format!("{} is an inpainting model: give it an init image and a mask", model.name),
             );
         }
+        if self.controls.len() > MAX_CONTROL_UNITS {
+            return refuse(
+                "controls",
+                format!("at most {MAX_CONTROL_UNITS} control units, got {}", self.controls.len()),
+            );
+        }
+        for (i, unit) in self.controls.iter().enumerate() {
+            unit.validate(i)?;
+        }
         for tag in self.loras() {
             if let Err(e) = darkroom_weights::lora::check_name(&tag.name) {
                 return refuse("prompt", e);
@@ -286,6 +300,9 @@ impl Recipe {
         if let Some(template) = self.template.as_ref().filter(|t| **t != self.prompt) {
             extra.push(("Template".to_string(), template.clone()));
         }
+        for (i, unit) in self.controls.iter().enumerate() {
+            extra.push((format!("ControlNet {i}"), unit.to_infotext(&control_name(&unit.model))));
+        }
         GenerationParams {
             prompt: self.prompt.clone(),
             negative_prompt: self.negative_prompt.clone(),
@@ -312,6 +329,15 @@ impl Recipe {
             .find(|(k, _)| k == "Denoising strength")
             .and_then(|(_, v)| v.parse::<f64>().ok());
         let template = params.extra.iter().find(|(k, _)| k == "Template").map(|(_, v)| v.clone());
+        let mut controls: Vec<(usize, ControlUnit)> = params
+            .extra
+            .iter()
+            .filter_map(|(k, v)| {
+                let index = k.strip_prefix("ControlNet ")?.trim().parse::<usize>().ok()?;
+                Some((index, ControlUnit::from_infotext(v)?))
+            })
+            .collect();
+        controls.sort_by_key(|(i, _)| *i);
         Recipe {
             model: params.model.clone().unwrap_or_else(|| fallback.model.clone()),
             prompt: params.prompt.clone(),
@@ -327,9 +353,16 @@ impl Recipe {
             init: None,
             mask: None,
             outpaint: None,
+            controls: controls.into_iter().map(|(_, unit)| unit).collect(),
             ..fallback.clone()
         }
     }
+}
+
+/// A ControlNet as the infotext names it: a folder by its last component, an id as it is.
+fn control_name(model: &str) -> String {
+    let trimmed = model.trim_end_matches(['/', '\\']);
+    trimmed.rsplit(['/', '\\']).next().unwrap_or(trimmed).to_string()
 }
 
 fn words(field: &str) -> &'static str {

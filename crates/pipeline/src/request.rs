@@ -95,6 +95,8 @@ pub struct Request {
     pub live_preview: bool,
     /// Whether the VAE decodes the whole image at once or tile by tile.
     pub vae_tiling: VaeTiling,
+    /// The recipe's control units' ControlNets and images, in the same order.
+    pub controls: Vec<crate::control::Control>,
 }
 
 /// How the VAE decodes: tiled, the activations above the mid block are held and computed one
@@ -140,7 +142,14 @@ impl Request {
             cfg_scale,
             ..Recipe::default()
         };
-        Request { recipe, init_image: None, mask: None, live_preview: false, vae_tiling: VaeTiling::Auto }
+        Request {
+            recipe,
+            init_image: None,
+            mask: None,
+            live_preview: false,
+            vae_tiling: VaeTiling::Auto,
+            controls: Vec::new(),
+        }
     }
 
     /// A recipe's run with the images its `init` and `mask` refer to, as given: outpainting
@@ -157,7 +166,14 @@ impl Request {
             }
             (_, init) => (init, mask),
         };
-        Ok(Request { recipe, init_image, mask, live_preview: false, vae_tiling: VaeTiling::Auto })
+        Ok(Request {
+            recipe,
+            init_image,
+            mask,
+            live_preview: false,
+            vae_tiling: VaeTiling::Auto,
+            controls: Vec::new(),
+        })
     }
 }
 

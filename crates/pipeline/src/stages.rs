@@ -262,6 +262,8 @@ pub struct Denoising<'a> {
     pub cfg_scale: f32,
     /// Read the latents back every step for the progress callback.
     pub live_preview: bool,
+    /// ControlNet units, their images embedded in the loop's rows.
+    pub controls: &'a [crate::control::PreparedControl],
 }
 
 /// Stage 3: the denoising loop. Returns the final latents on the CPU (scaled, [B, C, h, w]).
@@ -274,7 +276,7 @@ pub async fn denoise(
     hooks: &mut [Box<dyn StepHook>],
     progress: &mut ProgressFn<'_>,
 ) -> Result<(Vec<f32>, Vec<usize>), PipelineError> {
-    let Denoising { mut latents, context, unet_extra, guided, cfg_scale, live_preview } = job;
+    let Denoising { mut latents, context, unet_extra, guided, cfg_scale, live_preview, controls } = job;
     let shape = latents.shape().to_vec();
     let per_image: usize = shape[1..].iter().product();
     let rows = if guided { 2 * shape[0] } else { shape[0] };
@@ -292,10 +294,19 @@ pub async fn denoise(
         if s != 1.0 {
             input = ops::lincomb(gpu, &[(s as f32, &input)])?;
         }
+        let timesteps = vec![t; rows];
+        // ControlNets see the latents before a 9-channel UNet's extra channels, as diffusers.
+        let control = crate::control::residuals(gpu, controls, (done, total), &input, &timesteps, context)?;
         if let Some(extra) = unet_extra {
             input = ops::concat(gpu, &input, extra, 1)?;
         }
-        let out = model.unet.forward(gpu, &input, &vec![t; rows], context)?;
+        let unet_input = darkroom_models::unet::UNetInput {
+            sample: &input,
+            timesteps: &timesteps,
+            context,
+            control: control.as_ref().map(|c| c.residuals()),
+        };
+        let out = model.unet.forward_input(gpu, &unet_input)?;
         let out = if guided { ops::cfg_combine(gpu, &out, cfg_scale)? } else { out };
         let step_noise = if denoiser.needs_noise(i) {
             Some(Tensor::from_f32(gpu, &shape, &seeds.draw(per_image), latents.dtype())?)

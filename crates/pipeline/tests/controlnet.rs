@@ -50,3 +50,164 @@ fn lanczos_resize_matches_pil() {
         assert_eq!(differ, 0, "{}", case["resized"]);
     }
 }
+
+mod pipelines {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use darkroom_gpu::{Gpu, Requirements};
+    use darkroom_models::NoCache;
+    use darkroom_pipeline::{
+        generate, Control, ControlNet, ControlUnit, Folder, ImageRef, Precision, Recipe, Request,
+        StableDiffusion,
+    };
+    use darkroom_weights::SafetensorsFile;
+
+    fn load_net(gpu: &Gpu, name: &str) -> Arc<ControlNet> {
+        let files = Folder(dir().join(name));
+        Arc::new(
+            pollster::block_on(ControlNet::load(
+                gpu,
+                &files,
+                &NoCache,
+                name,
+                Precision::F32,
+                &mut |_, _, _| {},
+            ))
+            .unwrap(),
+        )
+    }
+
+    fn request(case: &Value, nets: &HashMap<String, Arc<ControlNet>>) -> Request {
+        let n = |k: &str| case[k].as_f64().unwrap();
+        let img2img = case["mode"] == "img2img";
+        let init = img2img.then(|| png(dir().join("../pipeline/init.png")));
+        let mut controls = Vec::new();
+        let units: Vec<ControlUnit> = case["units"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| {
+                let net = u["net"].as_str().unwrap();
+                let image = u["image"].as_str().unwrap();
+                controls.push(Control { net: nets[net].clone(), image: png(dir().join(image)) });
+                ControlUnit {
+                    model: format!("tiny-controlnet-{net}"),
+                    image: Some(ImageRef::File(image.into())),
+                    weight: u["weight"].as_f64().unwrap(),
+                    start: u["start"].as_f64().unwrap(),
+                    end: u["end"].as_f64().unwrap(),
+                    ..ControlUnit::default()
+                }
+            })
+            .collect();
+        let recipe = Recipe {
+            prompt: case["prompt"].as_str().unwrap().into(),
+            negative_prompt: case["negative"].as_str().unwrap().into(),
+            seed: Some(n("seed") as u64),
+            steps: n("steps") as usize,
+            sampler: case["sampler"].as_str().unwrap().parse().unwrap(),
+            cfg_scale: n("cfg") as f32,
+            width: n("width") as usize,
+            height: n("height") as usize,
+            batch_size: n("batch") as usize,
+            init: init.as_ref().map(|_| ImageRef::Attachment(0)),
+            strength: case["strength"].as_f64(),
+            controls: units,
+            ..Recipe::default()
+        };
+        let mut request = Request::new(recipe, init, None).unwrap();
+        request.controls = controls;
+        request
+    }
+
+    /// Every case of cases.json through `generate` against diffusers' ControlNet pipelines:
+    /// one and two units, weights, guidance start/end, CFG on and off, img2img, batch 2 and a
+    /// control image the pipeline resizes.
+    #[test]
+    fn controlnet_pipelines_match_diffusers() {
+        let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
+        let reference =
+            SafetensorsFile::from_bytes(std::fs::read(dir().join("reference.safetensors")).unwrap()).unwrap();
+        let want = |key: &str| reference.to_f32(reference.header.get(key).unwrap()).unwrap();
+        let files = Folder(dir().join("../tiny-sd"));
+        let model = pollster::block_on(StableDiffusion::load(
+            &gpu,
+            &files,
+            &NoCache,
+            "tiny-sd",
+            Precision::F32,
+            &mut |_, _, _| {},
+        ))
+        .unwrap();
+        let nets: HashMap<String, Arc<ControlNet>> = ["a", "b"]
+            .iter()
+            .map(|k| (k.to_string(), load_net(&gpu, &format!("tiny-controlnet-{k}"))))
+            .collect();
+        let mut failures = Vec::new();
+        for case in cases()["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let request = request(case, &nets);
+            let out = pollster::block_on(generate(&gpu, &model, &request, &mut |_| true)).unwrap();
+            let images = want(&format!("{name}/image")); // [B, H, W, 3] in 0..1
+            let mut worst = 0.0f32;
+            for (b, g) in out.iter().enumerate() {
+                let n = g.image.width * g.image.height;
+                for (i, p) in g.image.rgba.chunks(4).enumerate() {
+                    for c in 0..3 {
+                        let d = (p[c] as f32 - images[(b * n + i) * 3 + c] * 255.0).abs();
+                        worst = worst.max(d);
+                    }
+                }
+            }
+            // Without the units the image is another one: the control matters in every case.
+            let mut plain = request.clone();
+            plain.recipe.controls.clear();
+            plain.controls.clear();
+            let free = pollster::block_on(generate(&gpu, &model, &plain, &mut |_| true)).unwrap();
+            let moved = free[0]
+                .image
+                .rgba
+                .iter()
+                .zip(&out[0].image.rgba)
+                .map(|(a, b)| a.abs_diff(*b) as f64)
+                .sum::<f64>()
+                / free[0].image.rgba.len() as f64;
+            println!("{name}: worst {worst:.2}/255; the control moves pixels by {moved:.1}/255 on average");
+            let infotext = out[0].params.to_infotext();
+            if worst > 2.0
+                || moved < 2.0
+                || !infotext.contains("ControlNet 0: \"Module: none, Model: tiny-controlnet-")
+            {
+                failures.push(format!("{name}: worst {worst}, moved {moved}, {infotext}"));
+            }
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+
+    #[test]
+    fn a_controlnet_for_another_model_or_a_missing_image_is_refused() {
+        let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
+        let model = pollster::block_on(StableDiffusion::load(
+            &gpu,
+            &Folder(dir().join("../tiny-sd-deep")),
+            &NoCache,
+            "tiny-sd-deep",
+            Precision::F32,
+            &mut |_, _, _| {},
+        ))
+        .unwrap();
+        let nets: HashMap<String, Arc<ControlNet>> =
+            [("a".to_string(), load_net(&gpu, "tiny-controlnet-a"))].into_iter().collect();
+        let case = &cases()["cases"][0];
+        let request = request(case, &nets);
+        let err =
+            pollster::block_on(generate(&gpu, &model, &request, &mut |_| true)).unwrap_err().to_string();
+        assert!(err.contains("ControlNet tiny-controlnet-a does not fit tiny-sd-deep"), "{err}");
+        let mut short = request.clone();
+        short.controls.clear();
+        let err = pollster::block_on(generate(&gpu, &model, &short, &mut |_| true)).unwrap_err().to_string();
+        assert!(err.contains("1 control units but 0"), "{err}");
+    }
+}

@@ -212,7 +212,7 @@ impl Encoder {
         let m = &self.mid_block;
         let x = m.resnet0.forward(gpu, x, Some(temb))?;
         let x = m.attention.forward(gpu, &x, context)?;
-        Ok(m.resnet1.forward(gpu, &x, Some(temb))?)
+        m.resnet1.forward(gpu, &x, Some(temb))
     }
 }
 
