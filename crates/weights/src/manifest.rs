@@ -22,7 +22,8 @@ pub struct Manifest {
     pub id: String,
     /// Shown to users.
     pub name: String,
-    /// What kind of model this is: `sd1`, `sd1-inpainting`, `sd2`, `sd-turbo`, `taesd`, `test`.
+    /// What kind of model this is: `sd1`, `sd1-inpainting`, `sd2`, `sd-turbo`, `taesd`, `test`,
+    /// `controlnet-sd1`.
     pub family: ModelKind,
     #[serde(default)]
     pub description: String,
@@ -62,6 +63,9 @@ pub enum ModelKind {
     /// The tiny test models (SD 1.x layout).
     #[serde(rename = "test")]
     Test,
+    /// A ControlNet for SD 1.x models: makes no images itself.
+    #[serde(rename = "controlnet-sd1")]
+    ControlnetSd1,
 }
 
 impl ModelKind {
@@ -74,12 +78,18 @@ impl ModelKind {
             ModelKind::SdTurbo => "sd-turbo",
             ModelKind::Taesd => "taesd",
             ModelKind::Test => "test",
+            ModelKind::ControlnetSd1 => "controlnet-sd1",
         }
     }
 
     /// Makes images (TAESD only decodes previews).
     pub fn generates(self) -> bool {
-        self != ModelKind::Taesd
+        !matches!(self, ModelKind::Taesd | ModelKind::ControlnetSd1)
+    }
+
+    /// A ControlNet (a `--control` unit's model).
+    pub fn is_controlnet(self) -> bool {
+        self == ModelKind::ControlnetSd1
     }
 
     /// A 9-channel inpainting UNet: needs an init image and a mask.
@@ -225,11 +235,16 @@ impl Manifest {
 }
 
 /// The manifests shipped in `models/`, compiled in so the CLI and the web app agree.
-pub const BUILTIN: [(&str, &str); 4] = [
+pub const BUILTIN: [(&str, &str); 9] = [
     ("sd-turbo.toml", include_str!("../../../models/sd-turbo.toml")),
     ("sd-1.5.toml", include_str!("../../../models/sd-1.5.toml")),
     ("sd-1.5-inpainting.toml", include_str!("../../../models/sd-1.5-inpainting.toml")),
     ("taesd.toml", include_str!("../../../models/taesd.toml")),
+    ("control-canny.toml", include_str!("../../../models/control-canny.toml")),
+    ("control-depth.toml", include_str!("../../../models/control-depth.toml")),
+    ("control-lineart.toml", include_str!("../../../models/control-lineart.toml")),
+    ("control-scribble.toml", include_str!("../../../models/control-scribble.toml")),
+    ("control-tile.toml", include_str!("../../../models/control-tile.toml")),
 ];
 
 /// Every built-in manifest, parsed.
@@ -252,14 +267,38 @@ mod tests {
     fn builtin_manifests_parse_with_licenses_and_defaults() {
         let all = builtin().unwrap();
         let ids: Vec<&str> = all.iter().map(|m| m.id.as_str()).collect();
-        assert_eq!(ids, ["sd-turbo", "sd-1.5", "sd-1.5-inpainting", "taesd"]);
+        assert_eq!(
+            ids,
+            [
+                "sd-turbo",
+                "sd-1.5",
+                "sd-1.5-inpainting",
+                "taesd",
+                "control-canny",
+                "control-depth",
+                "control-lineart",
+                "control-scribble",
+                "control-tile"
+            ]
+        );
         for m in &all {
             assert!(m.license.url.starts_with("https://"), "{}", m.id);
             assert!(!m.files.is_empty());
         }
         let kinds: Vec<ModelKind> = all.iter().map(|m| m.family).collect();
-        assert_eq!(kinds, [ModelKind::SdTurbo, ModelKind::Sd1, ModelKind::Sd1Inpainting, ModelKind::Taesd]);
-        assert!(all.iter().all(|m| m.family.generates() != (m.family == ModelKind::Taesd)));
+        assert_eq!(
+            kinds[..4],
+            [ModelKind::SdTurbo, ModelKind::Sd1, ModelKind::Sd1Inpainting, ModelKind::Taesd]
+        );
+        assert!(kinds[4..].iter().all(|k| k.is_controlnet() && !k.generates()));
+        assert!(all
+            .iter()
+            .all(|m| m.family.generates() != (m.family == ModelKind::Taesd || m.family.is_controlnet())));
+        let canny = find("control-canny").unwrap();
+        assert_eq!(
+            canny.url(&canny.files[1], None),
+            "https://huggingface.co/lllyasviel/control_v11p_sd15_canny/resolve/main/diffusion_pytorch_model.fp16.safetensors"
+        );
         let sdxl = BUILTIN[0].1.replace("family = \"sd-turbo\"", "family = \"sdxl\"");
         let err = Manifest::parse(&sdxl, "x.toml").unwrap_err().to_string();
         assert!(err.contains("sdxl") && err.contains("does not run"), "{err}");
