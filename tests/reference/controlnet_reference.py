@@ -13,6 +13,8 @@ second with a narrower conditioning embedding; saves them as diffusers folders
   cases.json             the cases (units: net, image, weight, start, end)
   control_*.png          the control images
   canny/*.png            cv2.Canny of the fixture photographs at several thresholds
+  lineart/*.png          A1111's lineart_standard extractor (cv2.GaussianBlur σ 6, darkness below the
+                         blur over its median) at the photographs' own sizes
   resize/*.png           PIL's Lanczos resize (what diffusers' control image processor applies) of
                          the fixture photographs to larger, smaller and mixed sizes
 
@@ -131,6 +133,23 @@ RESIZES = [("control_small.png", 64, 48), ("control_small.png", 23, 71), ("../im
            ("../images/coffee.png", 600, 37), ("../images/astronaut.png", 96, 512)]
 
 
+def lineart():
+    """A1111 ControlNet's lineart_standard, without its resize to the processor resolution."""
+    (OUT / "lineart").mkdir(exist_ok=True)
+    cases = []
+    for name in ["astronaut.png", "coffee.png"]:
+        x = np.asarray(Image.open(FIX / "images" / name).convert("RGB")).astype(np.float32)
+        g = cv2.GaussianBlur(x, (0, 0), 6.0)
+        intensity = np.min(g - x, axis=2).clip(0, 255)
+        intensity /= max(16, np.median(intensity[intensity > 8]))
+        intensity *= 127
+        result = intensity.clip(0, 255).astype(np.uint8)
+        out = f"lineart/{Path(name).stem}.png"
+        Image.fromarray(result, mode="L").save(OUT / out)
+        cases.append(dict(image=name, lineart=out))
+    return cases
+
+
 def resizes():
     (OUT / "resize").mkdir(exist_ok=True)
     cases = []
@@ -184,7 +203,7 @@ def main():
                            "height": HEIGHT, "folder": "tiny-sd"}, **dict(case, units=units)))
     save_file(tensors, OUT / "reference.safetensors",
               metadata={"source": "tests/reference/controlnet_reference.py"})
-    (OUT / "cases.json").write_text(json.dumps(dict(cases=cases, canny=canny(), resize=resizes()), indent=2) + "\n")
+    (OUT / "cases.json").write_text(json.dumps(dict(cases=cases, canny=canny(), lineart=lineart(), resize=resizes()), indent=2) + "\n")
 
 
 if __name__ == "__main__":

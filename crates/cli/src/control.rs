@@ -128,7 +128,7 @@ impl Controls {
 
 #[derive(clap::Args)]
 pub struct PreprocessArgs {
-    /// none, canny, scribble, tile (lineart and depth are not available yet).
+    /// none, canny, lineart, scribble, tile (depth is not available yet).
     #[arg(long, value_parser = parse_pre)]
     pub pre: Preprocessor,
     /// The image to make a control map of (PNG).

@@ -113,7 +113,7 @@ pub struct Settings {
     /// each). Tiled decoding gives the same image up to rounding with far less memory.
     #[arg(long, value_parser = parse_vae_tiling, default_value = "auto", value_name = "auto|off|N")]
     pub vae_tiling: VaeTiling,
-    /// A ControlNet unit: model=<id|folder>,image=<png>[,pre=none|canny|scribble|tile]
+    /// A ControlNet unit: model=<id|folder>,image=<png>[,pre=none|canny|lineart|scribble|tile]
     /// [,weight=W][,start=S][,end=E][,low=L,high=H] (defaults: pre=none, weight=1, start=0,
     /// end=1, low=100, high=200); repeatable, the units' residuals summed. The image is resized
     /// to the output size (Lanczos) when it differs.

@@ -37,7 +37,7 @@ enum Command {
     /// prompt S/R, seed, size, …) as cells and a labelled DIR/grid.png.
     Grid(Box<grid::GridArgs>),
     /// Write a control map alone: the preprocessor a `--control` unit would run (canny,
-    /// scribble, tile, none) on an image.
+    /// lineart, scribble, tile, none) on an image.
     Preprocess(control::PreprocessArgs),
     /// Print a dynamic prompt template's prompts, one a line: random (--count, --seed) or every
     /// combination (--combinatorial, --max).

@@ -4,6 +4,8 @@
 //! - [`canny`]: OpenCV's `cv2.Canny(image, low, high)` on an RGB image (3x3 Sobel with
 //!   replicated borders per channel, the channel of largest L1 gradient, non-maximum suppression
 //!   in four sectors, hysteresis over 8-connected pixels), white edges on black;
+//! - [`lineart`]: A1111 ControlNet's `lineart_standard` (how much darker each pixel is than
+//!   its Gaussian blur, σ 6, over the median of that darkness), white lines on black;
 //! - [`scribble`]: a drawing or line image as the scribble models take it: white lines on black;
 //! - [`resize_lanczos`]: PIL's `Image.resize(size, LANCZOS)` on 8-bit RGB, bit for bit (two
 //!   separable passes with 22-bit fixed-point coefficients), which diffusers' control image
@@ -81,7 +83,7 @@ impl Preprocessor {
 
     /// Whether this engine runs it yet.
     pub fn available(self) -> bool {
-        !matches!(self, Preprocessor::Lineart | Preprocessor::Depth)
+        self != Preprocessor::Depth
     }
 }
 
@@ -102,7 +104,8 @@ pub fn run(pre: Preprocessor, image: &Image, low: f64, high: f64) -> Result<Imag
         Preprocessor::None | Preprocessor::Tile => Ok(opaque(image)),
         Preprocessor::Canny => Ok(canny(image, low, high)),
         Preprocessor::Scribble => Ok(scribble(image)),
-        Preprocessor::Lineart | Preprocessor::Depth => Err(PipelineError::Input(format!(
+        Preprocessor::Lineart => Ok(lineart(image)),
+        Preprocessor::Depth => Err(PipelineError::Input(format!(
             "the {} preprocessor is not available yet; give a ready control map with pre=none",
             pre.id()
         ))),
@@ -223,6 +226,82 @@ pub fn canny(image: &Image, low: f64, high: f64) -> Image {
         }
     }
     grey_image(w, h, state.into_iter().map(|s| if s == 2 { 255 } else { 0 }))
+}
+
+/// OpenCV's `GaussianBlur(x, (0, 0), sigma)` of one float plane: a kernel of
+/// `round(8 sigma + 1) | 1` taps, rows then columns, reflected borders (`BORDER_REFLECT_101`).
+fn gaussian_blur(plane: &[f32], w: usize, h: usize, sigma: f64) -> Vec<f32> {
+    let taps = ((sigma * 8.0 + 1.0).round() as usize) | 1;
+    let half = (taps / 2) as isize;
+    let raw: Vec<f64> =
+        (0..taps).map(|i| (-((i as f64 - half as f64).powi(2)) / (2.0 * sigma * sigma)).exp()).collect();
+    let sum: f64 = raw.iter().sum();
+    let kernel: Vec<f64> = raw.iter().map(|k| k / sum).collect();
+    let reflect = |i: isize, n: usize| -> usize {
+        let n = n as isize;
+        if n == 1 {
+            return 0;
+        }
+        let period = 2 * (n - 1);
+        let m = i.rem_euclid(period);
+        (if m < n { m } else { period - m }) as usize
+    };
+    let mut rows = vec![0.0f32; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            let acc: f64 = kernel
+                .iter()
+                .enumerate()
+                .map(|(t, k)| k * plane[y * w + reflect(x as isize + t as isize - half, w)] as f64)
+                .sum();
+            rows[y * w + x] = acc as f32;
+        }
+    }
+    let mut out = vec![0.0f32; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            let acc: f64 = kernel
+                .iter()
+                .enumerate()
+                .map(|(t, k)| k * rows[reflect(y as isize + t as isize - half, h) * w + x] as f64)
+                .sum();
+            out[y * w + x] = acc as f32;
+        }
+    }
+    out
+}
+
+/// A1111 ControlNet's `lineart_standard` at the image's own size: per pixel the least, over
+/// R, G and B, of how much darker it is than its Gaussian blur (σ 6), clipped to [0, 255],
+/// divided by the median of the values above 8 (at least 16), times 127, truncated to 8 bits.
+pub fn lineart(image: &Image) -> Image {
+    let (w, h) = (image.width, image.height);
+    let mut darkness = vec![f32::INFINITY; w * h];
+    for c in 0..3 {
+        let plane: Vec<f32> = image.rgba.chunks_exact(4).map(|p| p[c] as f32).collect();
+        let blurred = gaussian_blur(&plane, w, h, 6.0);
+        for i in 0..w * h {
+            darkness[i] = darkness[i].min(blurred[i] - plane[i]);
+        }
+    }
+    for d in darkness.iter_mut() {
+        *d = d.clamp(0.0, 255.0);
+    }
+    let mut strong: Vec<f32> = darkness.iter().copied().filter(|&d| d > 8.0).collect();
+    let median = if strong.is_empty() {
+        f32::NAN
+    } else {
+        strong.sort_by(f32::total_cmp);
+        let n = strong.len();
+        if n % 2 == 1 {
+            strong[n / 2]
+        } else {
+            (strong[n / 2 - 1] + strong[n / 2]) / 2.0
+        }
+    };
+    // numpy's max(16, nan) is 16: an image without lines divides by 16.
+    let scale = if median.is_nan() { 16.0 } else { median.max(16.0) };
+    grey_image(w, h, darkness.into_iter().map(|d| (d / scale * 127.0).clamp(0.0, 255.0) as u8))
 }
 
 /// White lines on black: the image's grey (PIL's weights) thresholded at the middle, inverted

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use darkroom_pipeline::preprocess::{canny, resize_lanczos};
+use darkroom_pipeline::preprocess::{canny, lineart, resize_lanczos};
 use darkroom_pipeline::Image;
 use serde_json::Value;
 
@@ -33,6 +33,24 @@ fn canny_matches_opencv() {
         println!("{}: {equal} of {n} pixels equal ({edges} edge pixels)", case["edges"]);
         assert!(edges > n / 20, "the fixture has edges");
         assert!(equal as f64 >= 0.99 * n as f64, "{}: {} pixels differ", case["edges"], n - equal);
+    }
+}
+
+#[test]
+fn lineart_matches_a1111s_lineart_standard() {
+    for case in cases()["lineart"].as_array().unwrap() {
+        let image = png(dir().join("../images").join(case["image"].as_str().unwrap()));
+        let want = png(dir().join(case["lineart"].as_str().unwrap()));
+        let got = lineart(&image);
+        assert_eq!((got.width, got.height), (want.width, want.height));
+        let n = got.width * got.height;
+        let pairs = || got.rgba.chunks(4).zip(want.rgba.chunks(4));
+        let equal = pairs().filter(|(a, b)| a[0] == b[0]).count();
+        let worst = pairs().map(|(a, b)| a[0].abs_diff(b[0])).max().unwrap();
+        let lines = want.rgba.chunks(4).filter(|p| p[0] > 64).count();
+        println!("{}: {equal} of {n} equal, worst {worst} ({lines} line pixels)", case["lineart"]);
+        assert!(lines > n / 50, "the fixture has lines");
+        assert!(equal as f64 >= 0.99 * n as f64 && worst <= 1, "{}", case["lineart"]);
     }
 }
 
