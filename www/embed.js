@@ -69,7 +69,8 @@
       this.iframe.contentWindow.postMessage({ darkroom: VERSION, ...message }, this.origin, transfer);
     }
 
-    /// Asks the widget for an image. `init` and `mask` are PNG Blobs (mask: white repaints).
+    /// Asks the widget for an image. `init` and `mask` are PNG Blobs (mask: white repaints);
+    /// `controls` is a list of ControlNet units, `{image: Blob, model, pre, weight, start, end}`.
     async generate(params = {}, { onProgress } = {}) {
       const id = this.nextId++;
       const message = { type: 'generate', id, params: { ...params } };
@@ -80,6 +81,14 @@
           message.params[key] = buffer;
           transfer.push(buffer);
         }
+      }
+      if (Array.isArray(params.controls)) {
+        message.params.controls = await Promise.all(params.controls.map(async (unit) => {
+          if (!(unit && unit.image instanceof Blob)) return unit;
+          const buffer = await unit.image.arrayBuffer();
+          transfer.push(buffer);
+          return { ...unit, image: buffer };
+        }));
       }
       return new Promise((resolve, reject) => {
         this.pending.set(id, { resolve, reject, onProgress });

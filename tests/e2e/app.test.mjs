@@ -20,7 +20,8 @@ const FIXTURES = path.join(ROOT, 'tests', 'fixtures');
 const PROMPT = 'a lighthouse on a cliff at dusk, oil painting';
 const NEGATIVE = 'blurry';
 const QUERY = `?manifest=/fixtures/tiny-sd.toml&base=${encodeURIComponent(`${APP_URL}fixtures/tiny-sd/`)}`
-  + `&manifest=/fixtures/taesd-test.toml&base=${encodeURIComponent(`${APP_URL}fixtures/taesd-test/`)}`;
+  + `&manifest=/fixtures/taesd-test.toml&base=${encodeURIComponent(`${APP_URL}fixtures/taesd-test/`)}`
+  + `&manifest=/fixtures/tiny-controlnet.toml&base=${encodeURIComponent(`${APP_URL}fixtures/controlnet/tiny-controlnet-a/`)}`;
 const TMP = mkdtempSync(path.join(tmpdir(), 'darkroom-app-'));
 
 let browser;
@@ -448,6 +449,68 @@ test('outpainting: extending the canvas to the right repaints the new strip as t
   const worst = maxDiff(ours, theirs);
   assert.ok(worst <= 2, `outpainting, browser vs CLI: worst pixel differs by ${worst}/255`);
   await page.click('text=Remove image');
+  assert.deepEqual(problems, []);
+});
+
+test('a control unit with a drawn scribble makes the CLI\'s image from the same map', async () => {
+  const { page, problems } = session;
+  await page.click('#tab-models');
+  await page.click('[data-model="tiny-controlnet"] button.download');
+  await page.click('[data-model="tiny-controlnet"] .license button.primary');
+  await page.waitForSelector('[data-model="tiny-controlnet"][data-state="complete"]', { timeout: 60_000 });
+  await page.click('#tab-generate');
+  const args = await quickSettings(page, 'a castle on a hill');
+  await page.click('#add-control');
+  const unit = page.locator('.control-unit').first();
+  assert.equal(await unit.locator('.control-model').inputValue(), 'tiny-controlnet', 'the downloaded ControlNet is picked');
+  await unit.locator('.control-draw').click();
+  assert.equal(await unit.locator('.control-pre').inputValue(), 'scribble');
+  const box = await unit.locator('.control-canvas').boundingBox();
+  for (const [x0, y0, x1, y1] of [[0.1, 0.8, 0.5, 0.15], [0.5, 0.15, 0.9, 0.7]]) {
+    await page.mouse.move(box.x + box.width * x0, box.y + box.height * y0);
+    await page.mouse.down();
+    await page.mouse.move(box.x + box.width * x1, box.y + box.height * y1, { steps: 10 });
+    await page.mouse.up();
+  }
+  await page.waitForSelector('.control-unit .control-map');
+  await setField(page, '.control-unit .control-weight', 0.9);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'app-control-unit.png'), fullPage: true });
+  // The map the unit shows is the one the ControlNet sees.
+  const map = Buffer.from(await page.evaluate(async () => {
+    // Through a canvas: the app's CSP does not let the page fetch its blob: URLs.
+    const img = document.querySelector('.control-unit .control-map');
+    await img.decode();
+    const canvas = new OffscreenCanvas(img.naturalWidth, img.naturalHeight);
+    canvas.getContext('2d').drawImage(img, 0, 0);
+    const bytes = new Uint8Array(await (await canvas.convertToBlob({ type: 'image/png' })).arrayBuffer());
+    let text = '';
+    for (const b of bytes) text += String.fromCharCode(b);
+    return btoa(text);
+  }), 'base64');
+  const mapPixels = await pixels(page, { png: map });
+  assert.deepEqual([mapPixels.width, mapPixels.height], [64, 48], 'drawn at the output size');
+  let white = 0;
+  for (let i = 0; i < mapPixels.data.length; i += 4) white += mapPixels.data[i] === 255;
+  const share = white / (64 * 48);
+  assert.ok(share > 0.03 && share < 0.5, `the strokes cover ${share} of the map`);
+  await generateAndWait(page);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'app-control-generated.png'), fullPage: true });
+  const ours = await pixels(page, { selector: '#results figure img' });
+  const mapFile = path.join(TMP, 'scribble.png');
+  writeFileSync(mapFile, map);
+  const net = path.join(FIXTURES, 'controlnet', 'tiny-controlnet-a');
+  const theirs = await pixels(page, {
+    png: cli(['--prompt', 'a castle on a hill', ...args, '--control', `model=${net},image=${mapFile},pre=scribble,weight=0.9`]),
+  });
+  const worst = maxDiff(ours, theirs);
+  assert.ok(worst <= 2, `ControlNet, browser vs CLI: worst pixel differs by ${worst}/255`);
+  const plain = await pixels(page, { png: cli(['--prompt', 'a castle on a hill', ...args]) });
+  assert.ok(maxDiff(ours, plain) > 8, 'the control unit changes the image');
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#results a.download')]);
+  const text = pngText(readFileSync(await download.path())).parameters;
+  assert.match(text, /ControlNet 0: "Module: scribble_xdog, Model: tiny-controlnet, Weight: 0.9, /);
+  await page.click('.control-unit .control-remove');
+  assert.equal(await page.locator('.control-unit').count(), 0);
   assert.deepEqual(problems, []);
 });
 

@@ -208,11 +208,16 @@ fn apply(state: AppState, params: &JsValue) -> Result<(), String> {
     }
     let strength = number("strength")?;
     (recipe.batch_size, recipe.batch_count) = (1, 1);
+    let (units, control_images) = controls(state, &get(params, "controls"))?;
+    recipe.controls = units;
     // Checked as the run will send it: input images as attachments, strength only with one.
     let mut run = recipe.clone();
     run.init = init.is_some().then_some(ImageRef::Attachment(0));
     run.mask = mask.is_some().then_some(ImageRef::Attachment(1));
     run.strength = strength.or(init.is_some().then_some(IMG2IMG_STRENGTH));
+    for (i, unit) in run.controls.iter_mut().enumerate() {
+        unit.image = Some(ImageRef::Attachment(2 + i));
+    }
     let model = state
         .selected_model()
         .map(|m| generation::model_info(&m))
@@ -222,6 +227,7 @@ fn apply(state: AppState, params: &JsValue) -> Result<(), String> {
         recipe.strength = Some(v);
     }
     s.recipe.set(recipe);
+    s.control_images.set(control_images.into_iter().map(Some).collect());
     s.inpaint.set(mask.is_some());
     s.mask_png.set(mask);
     s.init.set(init.map(|(img, png)| InitImage {
@@ -231,6 +237,70 @@ fn apply(state: AppState, params: &JsValue) -> Result<(), String> {
         png,
     }));
     Ok(())
+}
+
+/// A host's `controls: [{image, model, pre, weight, start, end, low, high}]`: at most three
+/// units, each with a PNG and a ControlNet this browser has; the units' numbers are checked by
+/// `Recipe::validate` with the rest.
+fn controls(
+    state: AppState,
+    value: &JsValue,
+) -> Result<(Vec<darkroom_pipeline::ControlUnit>, Vec<crate::state::ControlImage>), String> {
+    use darkroom_pipeline::{ControlUnit, Preprocessor};
+    if value.is_undefined() || value.is_null() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let list: Array = value.clone().dyn_into().map_err(|_| "controls must be an array".to_string())?;
+    let max = crate::components::control_units::MAX_UNITS as u32;
+    if list.length() > max {
+        return Err(format!("at most {max} controls"));
+    }
+    let mut units = Vec::new();
+    let mut images = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let what = format!("controls[{i}]");
+        if !item.is_object() {
+            return Err(format!("{what} must be an object"));
+        }
+        let text = |key: &str| get(&item, key).as_string();
+        let number = |key: &str, default: f64| -> Result<f64, String> {
+            let v = get(&item, key);
+            if v.is_undefined() || v.is_null() {
+                return Ok(default);
+            }
+            v.as_f64().filter(|n| n.is_finite()).ok_or(format!("{what}.{key} must be a number"))
+        };
+        let model = text("model").ok_or(format!("{what}.model must be a ControlNet's id"))?;
+        let known = state.model(&model).is_some_and(|m| m.manifest.family.is_controlnet());
+        if !known {
+            return Err(format!("{what}.model: no ControlNet {model:?} in this browser"));
+        }
+        let pre = match text("pre") {
+            Some(p) => p.parse::<Preprocessor>().map_err(|e| format!("{what}.pre: {e}"))?,
+            None => Preprocessor::None,
+        };
+        let buffer: ArrayBuffer = get(&item, "image")
+            .dyn_into()
+            .map_err(|_| format!("{what}.image must be a PNG (Blob or ArrayBuffer)"))?;
+        if buffer.byte_length() > MAX_IMAGE_BYTES {
+            return Err(format!("{what}.image is larger than {} MB", MAX_IMAGE_BYTES >> 20));
+        }
+        let png = Uint8Array::new(&buffer).to_vec();
+        let img = darkroom_pipeline::Image::from_png(&png).map_err(|e| format!("{what}.image: {e}"))?;
+        let d = ControlUnit::default();
+        units.push(ControlUnit {
+            model,
+            image: None,
+            pre,
+            weight: number("weight", d.weight)?,
+            start: number("start", d.start)?,
+            end: number("end", d.end)?,
+            low: number("low", d.low)?,
+            high: number("high", d.high)?,
+        });
+        images.push(crate::state::ControlImage { width: img.width, height: img.height, png });
+    }
+    Ok((units, images))
 }
 
 fn run_request(state: AppState, embed: Embed, id: u32, params: JsValue) {

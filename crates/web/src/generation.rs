@@ -5,7 +5,7 @@ use darkroom_pipeline::{ImageRef, ModelInfo, Recipe, Sampler};
 use darkroom_weights::ModelKind;
 use leptos::prelude::*;
 
-use crate::protocol::{ErrorKind, FromWorker, QueueOp, ToWorker};
+use crate::protocol::{ErrorKind, FromWorker, ModelRef, QueueOp, ToWorker};
 use crate::state::{encode_png, png_url, AppState, ModelEntry, ResultImage, Run};
 
 pub fn random_seed() -> u64 {
@@ -29,6 +29,18 @@ fn recipe(state: AppState, entry: &ModelEntry) -> Result<Recipe, String> {
     recipe.init = init.is_some().then_some(ImageRef::Attachment(0));
     recipe.mask = inpaint.then_some(ImageRef::Attachment(1));
     recipe.strength = init.is_some().then(|| s.strength.get_untracked());
+    // Control images travel after the init image and the mask.
+    let first = init.is_some() as usize + inpaint as usize;
+    let images = s.control_images.get_untracked();
+    for (i, unit) in recipe.controls.iter_mut().enumerate() {
+        if unit.model.is_empty() {
+            return Err(format!("Control unit {}: pick a ControlNet (download one under Models).", i + 1));
+        }
+        if images.get(i).and_then(|img| img.as_ref()).is_none() {
+            return Err(format!("Control unit {}: add an image or draw one.", i + 1));
+        }
+        unit.image = Some(ImageRef::Attachment(first + i));
+    }
     // The page extends the canvas itself (Extend), so a run never carries margins.
     recipe.outpaint = None;
     recipe.validate(&model_info(entry)).map_err(|e| match e.field {
@@ -63,8 +75,19 @@ fn refuse(state: AppState, code: &'static str, message: String) {
     state.error_code.set(Some(code));
 }
 
-/// The worker, the model, the checked recipe and its attachments, or `None` with the reason shown.
-fn prepared(state: AppState) -> Option<(crate::client::WorkerClient, ModelEntry, Recipe, Vec<Vec<u8>>)> {
+/// What a run sends: the worker, the model, the checked recipe, its attachments and the
+/// ControlNet of each control unit.
+#[derive(Clone)]
+struct Prepared {
+    worker: crate::client::WorkerClient,
+    entry: ModelEntry,
+    recipe: Recipe,
+    bytes: Vec<Vec<u8>>,
+    controls: Vec<ModelRef>,
+}
+
+/// The run the form describes, or `None` with the reason shown.
+fn prepared(state: AppState) -> Option<Prepared> {
     state.error.set(None);
     state.error_code.set(None);
     let Some(worker) = state.worker.get_value() else {
@@ -105,7 +128,24 @@ fn prepared(state: AppState) -> Option<(crate::client::WorkerClient, ModelEntry,
             }
         }
     }
-    Some((worker, entry, recipe, bytes))
+    let mut controls = Vec::new();
+    for (unit, image) in recipe.controls.iter().zip(state.settings.control_images.get_untracked()) {
+        match (state.model(&unit.model), image) {
+            (Some(net), Some(image)) if net.stored.get_untracked().complete => {
+                controls.push(net.model_ref.clone());
+                bytes.push(image.png);
+            }
+            _ => {
+                refuse(
+                    state,
+                    "model",
+                    format!("ControlNet {} is not downloaded: download it under Models.", unit.model),
+                );
+                return None;
+            }
+        }
+    }
+    Some(Prepared { worker, entry, recipe, bytes, controls })
 }
 
 /// The downloaded TAESD model, for live previews.
@@ -122,20 +162,21 @@ pub fn start(state: AppState) {
     if state.run.get_untracked().is_some() {
         return;
     }
-    let Some((worker, entry, recipe, bytes)) = prepared(state) else { return };
+    let Some(run) = prepared(state) else { return };
     state.results.set(Vec::new());
-    run_batch(state, worker, entry, recipe, bytes, 0);
+    run_batch(state, run, 0);
 }
 
 /// "Add to queue" pressed (or Ctrl/Cmd+Shift+Enter): the form's recipe, seeded now, becomes a
 /// job the worker runs after the ones before it.
 pub fn enqueue(state: AppState) {
-    let Some((worker, entry, recipe, bytes)) = prepared(state) else { return };
+    let Some(Prepared { worker, entry, recipe, bytes, controls }) = prepared(state) else { return };
     let op = QueueOp::Add {
         model: entry.model_ref.clone(),
         recipe,
         preview: preview_model(state),
         keep: entry.manifest.id.clone(),
+        controls,
     };
     worker.request(ToWorker::Queue(op), bytes, move |message| {
         if let FromWorker::Error { kind, message } = message.body {
@@ -158,22 +199,22 @@ pub fn cancel(state: AppState) {
 }
 
 /// Run `index` of the recipe's batch count, then the next.
-fn run_batch(
-    state: AppState,
-    worker: crate::client::WorkerClient,
-    entry: ModelEntry,
-    recipe: Recipe,
-    bytes: Vec<Vec<u8>>,
-    index: usize,
-) {
+fn run_batch(state: AppState, run: Prepared, index: usize) {
+    let Prepared { worker, entry, recipe, bytes, controls } = run;
     let count = recipe.batch_count;
     let this = recipe.run(index);
     let preview = preview_model(state);
     let model_name = entry.manifest.id.clone();
     // The worker keeps the images in the gallery before it answers.
     let keep = Some(model_name.clone());
-    let request = ToWorker::Generate { model: entry.model_ref.clone(), recipe: this, preview, keep };
-    let next = (worker.clone(), entry, recipe, bytes.clone());
+    let request = ToWorker::Generate {
+        model: entry.model_ref.clone(),
+        recipe: this,
+        preview,
+        keep,
+        controls: controls.clone(),
+    };
+    let next = Prepared { worker: worker.clone(), entry, recipe, bytes: bytes.clone(), controls };
     let id = worker.request(request, bytes, move |message| match message.body {
         FromWorker::Progress { stage, step, total, bytes, bytes_total, .. } => {
             let fraction = if total > 0 {
@@ -227,8 +268,7 @@ fn run_batch(
             }
             state.gallery_version.update(|v| *v += 1);
             if index + 1 < count {
-                let (worker, entry, recipe, bytes) = next.clone();
-                run_batch(state, worker, entry, recipe, bytes, index + 1);
+                run_batch(state, next.clone(), index + 1);
             } else {
                 finish(state);
             }

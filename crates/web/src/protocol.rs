@@ -34,8 +34,16 @@ pub enum ToWorker {
     /// are PNG attachments (`ImageRef::Attachment`). `preview`: a downloaded TAESD decodes the
     /// live previews (else latents mapped to colour).
     /// `keep`: the model's name to record, when the images go into the on-device gallery (the
-    /// app's; the embedded widget keeps nothing).
-    Generate { model: ModelRef, recipe: Recipe, preview: Option<ModelRef>, keep: Option<String> },
+    /// app's; the embedded widget keeps nothing). `controls`: the ControlNet of each of the
+    /// recipe's control units, in order (their images are attachments too).
+    Generate {
+        model: ModelRef,
+        recipe: Recipe,
+        preview: Option<ModelRef>,
+        keep: Option<String>,
+        #[serde(default)]
+        controls: Vec<ModelRef>,
+    },
     /// A change to the browser's stores.
     Store(StoreOp),
     /// The queue of jobs the worker runs one after another.
@@ -85,6 +93,9 @@ pub enum QueueOp {
         recipe: Recipe,
         preview: Option<ModelRef>,
         keep: String,
+        /// The ControlNet of each control unit, in order.
+        #[serde(default)]
+        controls: Vec<ModelRef>,
     },
     Pause,
     Resume,
@@ -375,7 +386,13 @@ mod tests {
         };
         let model =
             ModelRef { manifest_toml: "id = \"x\"".into(), manifest_file: "x.toml".into(), base: None };
-        let request = ToWorker::Generate { model, recipe, preview: None, keep: Some("SD Turbo".into()) };
+        let request = ToWorker::Generate {
+            model,
+            recipe,
+            preview: None,
+            keep: Some("SD Turbo".into()),
+            controls: Vec::new(),
+        };
         let json = serde_json::to_string(&request).unwrap();
         assert_eq!(serde_json::from_str::<ToWorker>(&json).unwrap(), request);
         let result = FromWorker::Result { images: Vec::new(), ms: 1.0, gallery_error: Some("full".into()) };
@@ -395,7 +412,7 @@ mod tests {
         let recipe = Recipe { prompt: "an owl".into(), seed: Some(3), ..Recipe::default() };
         for op in [
             QueueOp::Watch,
-            QueueOp::Add { model, recipe, preview: None, keep: "X".into() },
+            QueueOp::Add { model, recipe, preview: None, keep: "X".into(), controls: Vec::new() },
             QueueOp::Cancel { key: 4 },
             QueueOp::Move { key: 4, up: true },
             QueueOp::ClearFinished,

@@ -21,6 +21,9 @@ pub struct Job {
     pub preview: Option<ModelRef>,
     /// The model's name in the gallery.
     pub keep: String,
+    /// The ControlNet of each of the recipe's control units.
+    #[serde(default)]
+    pub controls: Vec<ModelRef>,
     pub state: JobState,
     /// Runs of the recipe's batch count finished (their images are in the gallery).
     pub runs_done: usize,

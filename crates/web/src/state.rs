@@ -73,6 +73,14 @@ pub struct InitImage {
     pub url: String,
 }
 
+/// A control unit's image (picked, dropped or drawn) as PNG.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlImage {
+    pub width: usize,
+    pub height: usize,
+    pub png: Vec<u8>,
+}
+
 /// One setting of the form: a view of one field of the form's [`Recipe`], read through a memo
 /// (so a view updates only when its own field changes) and written into the recipe.
 pub struct Field<T: Clone + PartialEq + Send + Sync + 'static> {
@@ -133,6 +141,8 @@ pub struct Settings {
     pub inpaint: RwSignal<bool>,
     /// A mask given as an image (by an embedding page) instead of painted: PNG, white repaints.
     pub mask_png: RwSignal<Option<Vec<u8>>>,
+    /// The image of each of the recipe's control units (the recipe holds their settings).
+    pub control_images: RwSignal<Vec<Option<ControlImage>>>,
 }
 
 impl Settings {
@@ -159,6 +169,7 @@ impl Settings {
             init: RwSignal::new(None),
             inpaint: RwSignal::new(false),
             mask_png: RwSignal::new(None),
+            control_images: RwSignal::new(Vec::new()),
         }
     }
 
@@ -189,8 +200,18 @@ impl Settings {
                 .and_then(|name| models.iter().find(|m| &m.manifest.id == name || &m.manifest.name == name))
                 .map_or_else(|| r.model.clone(), |m| m.manifest.id.clone());
             restored.strength = restored.strength.or(r.strength);
+            // A restored unit names its ControlNet by id or name; the images stay by position.
+            for unit in &mut restored.controls {
+                let known = models.iter().find(|m| {
+                    m.manifest.family.is_controlnet()
+                        && (m.manifest.id == unit.model || m.manifest.name == unit.model)
+                });
+                unit.model = known.map(|m| m.manifest.id.clone()).unwrap_or_default();
+            }
             *r = restored;
         });
+        let units = self.recipe.with_untracked(|r| r.controls.len());
+        self.control_images.update(|images| images.resize(units, None));
     }
 }
 

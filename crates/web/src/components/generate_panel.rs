@@ -2,6 +2,7 @@ use darkroom_pipeline::recipe::{MAX_BATCH_COUNT, MAX_BATCH_SIZE, MAX_CFG, MAX_SI
 use darkroom_pipeline::Sampler;
 use leptos::prelude::*;
 
+use crate::components::control_units::ControlUnits;
 use crate::components::image_input::ImageInput;
 use crate::components::queue_panel::QueuePanel;
 use crate::generation::{self, presets, samplers};
@@ -176,6 +177,7 @@ pub fn GeneratePanel() -> impl IntoView {
                         </label>
                     </div>
                     <ImageInput />
+                    <ControlUnits />
                     <div class="row buttons">
                         <button id="generate-button" type="submit" class="primary" disabled=running title="Ctrl+Enter">"Generate"</button>
                         <button id="queue-button" type="button" title="Ctrl+Shift+Enter"

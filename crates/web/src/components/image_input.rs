@@ -41,38 +41,50 @@ pub fn mask_png(width: usize, height: usize) -> Option<Vec<u8>> {
     painted.then(|| encode_png(width, height, &rgba))
 }
 
+/// Decodes any image the browser can read, drawn at the size `size` picks from its own:
+/// (width, height, RGBA).
+pub async fn decode_image(
+    blob: web_sys::Blob,
+    size: impl FnOnce(f64, f64) -> (usize, usize),
+) -> Result<(usize, usize, Vec<u8>), &'static str> {
+    let window = web_sys::window().ok_or("no window")?;
+    let promise = window.create_image_bitmap_with_blob(&blob).map_err(|_| "cannot read that file")?;
+    let bitmap: ImageBitmap = JsFuture::from(promise)
+        .await
+        .map_err(|_| "that file is not an image the browser can read")?
+        .unchecked_into();
+    let (w, h) = size(bitmap.width() as f64, bitmap.height() as f64);
+    let canvas: HtmlCanvasElement = window
+        .document()
+        .ok_or("no document")?
+        .create_element("canvas")
+        .map_err(|_| "no canvas")?
+        .unchecked_into();
+    canvas.set_width(w as u32);
+    canvas.set_height(h as u32);
+    let ctx = context(&canvas).ok_or("no 2d canvas")?;
+    ctx.draw_image_with_image_bitmap_and_dw_and_dh(&bitmap, 0.0, 0.0, w as f64, h as f64)
+        .map_err(|_| "cannot draw the image")?;
+    let data = ctx.get_image_data(0.0, 0.0, w as f64, h as f64).map_err(|_| "cannot read the pixels")?;
+    Ok((w, h, data.data().to_vec()))
+}
+
 /// Decodes any image the browser can read, scales it to fit `MAX_INIT_SIDE` with sides that
 /// are multiples of 8, and makes it the init image; the size fields follow it.
 pub fn load_init_image(state: AppState, blob: web_sys::Blob) {
     spawn_local(async move {
-        let outcome = async {
-            let window = web_sys::window().ok_or("no window")?;
-            let promise = window.create_image_bitmap_with_blob(&blob).map_err(|_| "cannot read that file")?;
-            let bitmap: ImageBitmap = JsFuture::from(promise)
-                .await
-                .map_err(|_| "that file is not an image the browser can read")?
-                .unchecked_into();
-            let (w0, h0) = (bitmap.width() as f64, bitmap.height() as f64);
+        let outcome = decode_image(blob, |w0, h0| {
             let scale = (MAX_INIT_SIDE / w0.max(h0)).min(1.0);
-            let w = ((w0 * scale / 8.0).floor() as usize * 8).max(8);
-            let h = ((h0 * scale / 8.0).floor() as usize * 8).max(8);
-            let canvas: HtmlCanvasElement = window
-                .document()
-                .ok_or("no document")?
-                .create_element("canvas")
-                .map_err(|_| "no canvas")?
-                .unchecked_into();
-            canvas.set_width(w as u32);
-            canvas.set_height(h as u32);
-            let ctx = context(&canvas).ok_or("no 2d canvas")?;
-            ctx.draw_image_with_image_bitmap_and_dw_and_dh(&bitmap, 0.0, 0.0, w as f64, h as f64)
-                .map_err(|_| "cannot draw the image")?;
-            let data =
-                ctx.get_image_data(0.0, 0.0, w as f64, h as f64).map_err(|_| "cannot read the pixels")?;
-            let png = encode_png(w, h, &data.data());
-            Ok::<_, &str>(InitImage { width: w, height: h, url: png_url(&png), png })
-        }
-        .await;
+            (
+                ((w0 * scale / 8.0).floor() as usize * 8).max(8),
+                ((h0 * scale / 8.0).floor() as usize * 8).max(8),
+            )
+        })
+        .await
+        .map(|(w, h, rgba)| {
+            let png = encode_png(w, h, &rgba);
+            InitImage { width: w, height: h, url: png_url(&png), png }
+        });
         match outcome {
             Ok(init) => {
                 state.settings.width.set(init.width);

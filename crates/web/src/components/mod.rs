@@ -1,4 +1,5 @@
 pub mod capability_panel;
+pub mod control_units;
 pub mod gallery_panel;
 pub mod generate_panel;
 pub mod image_input;

@@ -41,6 +41,8 @@ struct State {
     gpu: RefCell<Option<Rc<Gpu>>>,
     loaded: RefCell<ModelCache<StableDiffusion>>,
     taesd: RefCell<Option<Previewer>>,
+    /// Loaded ControlNets by manifest id, base and precision.
+    controlnets: RefCell<std::collections::HashMap<String, std::sync::Arc<darkroom_pipeline::ControlNet>>>,
     cancelled: RefCell<HashSet<u32>>,
     /// One GPU job (load or generate) at a time; downloads run beside it.
     busy: Cell<bool>,
@@ -120,8 +122,9 @@ fn handle(envelope: Envelope<ToWorker>) {
                 fail(id, kind, message);
             }
         }),
-        ToWorker::Generate { model, recipe, preview, keep } => spawn_local(async move {
-            let job = generate(&state, id, &model, &recipe, preview.as_ref(), keep, envelope.bytes);
+        ToWorker::Generate { model, recipe, preview, keep, controls } => spawn_local(async move {
+            let job =
+                generate(&state, id, (&model, &controls), &recipe, preview.as_ref(), keep, envelope.bytes);
             if let Err((kind, message)) = exclusive(&state, id, job).await {
                 fail(id, kind, message);
             }
@@ -387,6 +390,68 @@ fn attachment(bytes: &[Vec<u8>], index: Option<usize>, what: &str) -> Result<Opt
     Image::from_png(png).map(Some).map_err(|e| (ErrorKind::Input, format!("the {what}: {e}")))
 }
 
+/// The recipe's control units' ControlNets (loaded from the browser's store once per precision)
+/// with their images (attachments).
+async fn control_nets(
+    state: &State,
+    recipe: &Recipe,
+    refs: &[ModelRef],
+    precision: darkroom_pipeline::Precision,
+    bytes: &[Vec<u8>],
+) -> Result<Vec<darkroom_pipeline::Control>, Failure> {
+    if refs.len() != recipe.controls.len() {
+        return Err((
+            ErrorKind::Input,
+            format!("{} control units but {} ControlNets came with them", recipe.controls.len(), refs.len()),
+        ));
+    }
+    let mut out = Vec::new();
+    for (i, (unit, net_ref)) in recipe.controls.iter().zip(refs).enumerate() {
+        let what = format!("control image {}", i + 1);
+        let index = match &unit.image {
+            Some(ImageRef::Attachment(k)) => Some(*k),
+            _ => return Err((ErrorKind::Input, format!("the {what} must travel with the request"))),
+        };
+        let image = attachment(bytes, index, &what)?.ok_or((ErrorKind::Input, format!("no {what}")))?;
+        let manifest = manifest(net_ref)?;
+        if !manifest.family.is_controlnet() {
+            return Err((ErrorKind::Input, format!("{} is not a ControlNet", manifest.name)));
+        }
+        let key = format!("{}|{}|{precision:?}", manifest.id, net_ref.base.as_deref().unwrap_or(""));
+        let cached = state.controlnets.borrow().get(&key).cloned();
+        let net = match cached {
+            Some(net) => net,
+            None => {
+                let gpu = gpu(state).await?;
+                let store = IdbStore::open().await.map_err(fetch_failure)?;
+                let files = IdbModelFiles { store: &store, manifest: &manifest };
+                let cache = IdbQuantCache::new(&store);
+                let loaded = darkroom_pipeline::ControlNet::load(
+                    &gpu,
+                    &files,
+                    &cache,
+                    &manifest.id,
+                    precision,
+                    &mut |_, _, _| {},
+                )
+                .await
+                .map_err(|e| match pipeline_failure(e) {
+                    (ErrorKind::Model, m) => (
+                        ErrorKind::Model,
+                        format!("{} could not be loaded (is it downloaded?): {m}", manifest.name),
+                    ),
+                    other => other,
+                })?;
+                let net = std::sync::Arc::new(loaded);
+                state.controlnets.borrow_mut().insert(key, net.clone());
+                net
+            }
+        };
+        out.push(darkroom_pipeline::Control { net, image });
+    }
+    Ok(out)
+}
+
 /// A recipe's run with its attachments.
 fn request(recipe: &Recipe, bytes: &[Vec<u8>]) -> Result<Request, Failure> {
     let index = |image: &Option<ImageRef>, what: &str| match image {
@@ -425,7 +490,7 @@ async fn previewer(state: &State, gpu: &Gpu, model: &ModelRef, dtype: DType) -> 
 async fn generate(
     state: &State,
     id: u32,
-    model: &ModelRef,
+    model: (&ModelRef, &[ModelRef]),
     recipe: &Recipe,
     preview_model: Option<&ModelRef>,
     keep: Option<String>,
@@ -448,15 +513,16 @@ async fn make_images(
     state: &State,
     report: u32,
     cancel: u32,
-    model: &ModelRef,
+    (model, controls): (&ModelRef, &[ModelRef]),
     recipe: &Recipe,
     preview_model: Option<&ModelRef>,
     bytes: &[Vec<u8>],
 ) -> Result<(Vec<ImageInfo>, Vec<Vec<u8>>), Failure> {
     let id = report;
-    let request = request(recipe, bytes)?;
+    let mut request = request(recipe, bytes)?;
     let loras = recipe.loras();
     let (sd, _, _, _) = loaded(state, id, model, &loras).await?;
+    request.controls = control_nets(state, recipe, controls, sd.precision, bytes).await?;
     if state.cancelled.borrow().contains(&cancel) {
         return Err((ErrorKind::Cancelled, "cancelled".into()));
     }

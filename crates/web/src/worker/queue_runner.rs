@@ -69,13 +69,14 @@ pub(super) async fn queue_op(
             spawn_local(run_queue(state.clone()));
             return Ok(false);
         }
-        QueueOp::Add { model, recipe, preview, keep } => {
+        QueueOp::Add { model, recipe, preview, keep, controls } => {
             manifest(&model)?;
             let job = queue::Job {
                 model,
                 recipe,
                 preview,
                 keep,
+                controls,
                 state: JobState::Waiting,
                 runs_done: 0,
                 error: None,
@@ -173,7 +174,7 @@ async fn run_queue(state: Rc<State>) {
                 &state,
                 report,
                 job_cancel_id(key),
-                &model,
+                (&model, &stored.job.controls),
                 &recipe,
                 preview.as_ref(),
                 &stored.bytes,
