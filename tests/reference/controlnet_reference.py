@@ -32,6 +32,7 @@ import torch
 from diffusers import (
     ControlNetModel,
     StableDiffusionControlNetImg2ImgPipeline,
+    StableDiffusionControlNetInpaintPipeline,
     StableDiffusionControlNetPipeline,
     StableDiffusionPipeline,
 )
@@ -57,6 +58,8 @@ CASES = [
                 dict(net="b", image="control_photo.png", weight=1.3, start=0.0, end=0.5)]),
     dict(name="img2img_dpmpp_2m", mode="img2img", sampler="dpmpp_2m", steps=6, cfg=7.5, seed=34, strength=0.6,
          units=[dict(net="b", image="control_photo.png", end=0.8)]),
+    dict(name="inpaint_euler_a", mode="inpaint", sampler="euler_a", steps=4, cfg=7.5, seed=36, strength=1.0,
+         units=[dict(net="a", image="control_lines.png", weight=0.9)]),
     dict(name="resized_control_batch2", sampler="euler", steps=3, cfg=7.5, seed=35, batch=2,
          units=[dict(net="a", image="control_small.png", weight=1.1)]),
 ]
@@ -88,9 +91,10 @@ def run(case, base, nets, photo, output_type):
     units = case["units"]
     net = [nets[u["net"]] for u in units]
     components = dict(base.components, scheduler=scheduler, controlnet=net if len(net) > 1 else net[0])
-    img2img = case.get("mode") == "img2img"
-    pipe = (StableDiffusionControlNetImg2ImgPipeline if img2img else StableDiffusionControlNetPipeline)(
-        **components)
+    mode = case.get("mode", "txt2img")
+    img2img = mode == "img2img"
+    pipe = {"txt2img": StableDiffusionControlNetPipeline, "img2img": StableDiffusionControlNetImg2ImgPipeline,
+            "inpaint": StableDiffusionControlNetInpaintPipeline}[mode](**components)
     pipe.set_progress_bar_config(disable=True)
     batch = case.get("batch", 1)
     images = [Image.open(OUT / u["image"]).convert("RGB") for u in units]
@@ -107,7 +111,11 @@ def run(case, base, nets, photo, output_type):
         generator=[torch.Generator("cpu").manual_seed(case["seed"] + i) for i in range(batch)],
         output_type=output_type,
     )
-    if img2img:
+    if mode == "inpaint":
+        mask = Image.open(FIX / "pipeline" / "mask.png").convert("RGB")
+        kwargs.update(image=photo, mask_image=mask, control_image=images if not one else images[0],
+                      strength=case["strength"])
+    elif img2img:
         kwargs.update(image=photo, control_image=images if not one else images[0], strength=case["strength"])
     else:
         kwargs.update(image=images if not one else images[0])

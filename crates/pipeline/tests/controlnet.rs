@@ -99,8 +99,9 @@ mod pipelines {
 
     fn request(case: &Value, nets: &HashMap<String, Arc<ControlNet>>) -> Request {
         let n = |k: &str| case[k].as_f64().unwrap();
-        let img2img = case["mode"] == "img2img";
-        let init = img2img.then(|| png(dir().join("../pipeline/init.png")));
+        let mode = case["mode"].as_str().unwrap();
+        let init = (mode != "txt2img").then(|| png(dir().join("../pipeline/init.png")));
+        let mask = (mode == "inpaint").then(|| png(dir().join("../pipeline/mask.png")));
         let mut controls = Vec::new();
         let units: Vec<ControlUnit> = case["units"]
             .as_array()
@@ -131,17 +132,18 @@ mod pipelines {
             height: n("height") as usize,
             batch_size: n("batch") as usize,
             init: init.as_ref().map(|_| ImageRef::Attachment(0)),
+            mask: mask.as_ref().map(|_| ImageRef::Attachment(1)),
             strength: case["strength"].as_f64(),
             controls: units,
             ..Recipe::default()
         };
-        let mut request = Request::new(recipe, init, None).unwrap();
+        let mut request = Request::new(recipe, init, mask).unwrap();
         request.controls = controls;
         request
     }
 
     /// Every case of cases.json through `generate` against diffusers' ControlNet pipelines:
-    /// one and two units, weights, guidance start/end, CFG on and off, img2img, batch 2 and a
+    /// one and two units, weights, guidance start/end, CFG on and off, img2img, inpainting, batch 2 and a
     /// control image the pipeline resizes.
     #[test]
     fn controlnet_pipelines_match_diffusers() {
