@@ -84,7 +84,10 @@ fn every_controlnet_case_through_the_cli_matches_diffusers() {
         let mut args = base(&out, &n("seed"), &n("steps"), &s("sampler"), &n("cfg"));
         args.extend(["--negative".into(), s("negative"), "--batch".into(), n("batch")]);
         args.extend(["--width".into(), n("width"), "--height".into(), n("height")]);
-        if case["mode"] == "img2img" {
+        if case["mode"] == "inpaint" {
+            args.extend(["--mask".into(), path(fixtures().join("pipeline/mask.png"))]);
+        }
+        if case["mode"] != "txt2img" {
             args.extend([
                 "--init".into(),
                 path(fixtures().join("pipeline/init.png")),
