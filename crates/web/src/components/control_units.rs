@@ -260,6 +260,10 @@ fn UnitView(index: usize, remove: impl Fn(usize) + Copy + Send + Sync + 'static)
             }>
             <div class="row">
                 <strong>{format!("Unit {n}")}</strong>
+                <button type="button" class="icon control-remove" title=format!("Remove unit {n}")
+                    on:click=move |_| remove(index)>"Remove"</button>
+            </div>
+            <div class="row">
                 <label class="field">
                     <span>"ControlNet"</span>
                     <select class="control-model" on:change=move |ev| { let v = event_target_value(&ev); edit(&|u| u.model = v.clone()) }>
@@ -279,8 +283,6 @@ fn UnitView(index: usize, remove: impl Fn(usize) + Copy + Send + Sync + 'static)
                         }).collect_view()}
                     </select>
                 </label>
-                <button type="button" class="icon control-remove" title=format!("Remove unit {n}")
-                    on:click=move |_| remove(index)>"Remove"</button>
             </div>
             <div class="row">
                 {field("Weight", "control-weight", (2.0, 0.05), |u| u.weight, |u, v| u.weight = v)}
