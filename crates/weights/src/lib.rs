@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod fetch;
 pub mod lora;
 pub mod manifest;
+pub mod pth;
 pub mod safetensors;
 
 #[cfg(not(target_arch = "wasm32"))]

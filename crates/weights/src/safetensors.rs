@@ -31,6 +31,28 @@ pub enum SafetensorsError {
     BadTensor { name: String, detail: String },
 }
 
+/// A safetensors file of `(name, dtype name, shape, little-endian bytes)`, in that order, the
+/// data aligned to 8 bytes.
+pub fn write(tensors: &[(String, &str, Vec<u64>, Vec<u8>)]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0;
+    for (name, dtype, shape, bytes) in tensors {
+        let entry = serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes.len()] });
+        header.insert(name.clone(), entry);
+        offset += bytes.len();
+    }
+    let mut json = serde_json::to_vec(&serde_json::Value::Object(header)).expect("a JSON map serializes");
+    while (8 + json.len()) % 8 != 0 {
+        json.push(b' ');
+    }
+    let mut out = (json.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&json);
+    for (_, _, _, bytes) in tensors {
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
 /// Element types found in Stable Diffusion checkpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dtype {

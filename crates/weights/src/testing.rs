@@ -87,20 +87,7 @@ pub fn serve(root: PathBuf, faults: Arc<Mutex<Faults>>) -> std::io::Result<Strin
 
 /// A safetensors file from named tensors (dtype name, shape, bytes), in the given order.
 pub fn safetensors_bytes(tensors: &[(String, &str, Vec<u64>, Vec<u8>)]) -> Vec<u8> {
-    let mut header = serde_json::Map::new();
-    let mut offset = 0;
-    for (name, dtype, shape, bytes) in tensors {
-        let entry = serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [offset, offset + bytes.len()] });
-        header.insert(name.clone(), entry);
-        offset += bytes.len();
-    }
-    let json = serde_json::to_vec(&serde_json::Value::Object(header)).expect("a JSON map serializes");
-    let mut out = (json.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&json);
-    for (_, _, _, bytes) in tensors {
-        out.extend_from_slice(bytes);
-    }
-    out
+    crate::safetensors::write(tensors)
 }
 
 /// The tiny test model (`fixtures/tiny-sd`) as a single-file checkpoint, every tensor named as
