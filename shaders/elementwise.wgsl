@@ -2,8 +2,10 @@
 // dispatch is 2-D so tensors past 65535 workgroups of 256 fit (index = y * row_stride + x).
 //
 // Unary (x → y, same shape):   SILU, GELU (exact erf), QUICK_GELU, RELU, TANH_CLAMP
-//                               (tanh(x / alpha) * alpha), SCALE_SHIFT (x * alpha + beta)
-// Binary (a, b → y, a's shape): ADD, MUL; b broadcasts as b[(i / inner) % b_len]
+//                               (tanh(x / alpha) * alpha), SCALE_SHIFT (x * alpha + beta),
+//                               LEAKY_RELU (slope alpha)
+// Binary (a, b → y, a's shape): ADD, MUL, PRELU (b the slopes); b broadcasts as
+//                               b[(i / inner) % b_len]
 // GEGLU: x [.., 2D] → x[.., :D] * gelu(x[.., D:]), `inner` = D
 // CFG: x [2, S] (unconditional first) → u + alpha * (c - u), `inner` = S
 // LINCOMB: x, b, c → alpha * x + beta * b + gamma * c (a sampler's update), all one shape
@@ -26,6 +28,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read> b: array<act>;
 #endif
 #if MUL
+@group(0) @binding(3) var<storage, read> b: array<act>;
+#endif
+#if PRELU
 @group(0) @binding(3) var<storage, read> b: array<act>;
 #endif
 #if LINCOMB
@@ -75,6 +80,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 #endif
 #if SCALE_SHIFT
     y[i] = act(f32(x[i]) * params.alpha + params.beta);
+#endif
+#if LEAKY_RELU
+    let v = f32(x[i]);
+    y[i] = act(select(v * params.alpha, v, v >= 0.0));
+#endif
+#if PRELU
+    let v = f32(x[i]);
+    y[i] = act(select(v * f32(b[(i / params.inner) % params.b_len]), v, v >= 0.0));
 #endif
 #if ADD
     y[i] = act(f32(x[i]) + f32(b[(i / params.inner) % params.b_len]));

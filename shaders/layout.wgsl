@@ -6,6 +6,10 @@
 //         it, so a 2x upsample and the UNet's upsample to an odd skip size both index as torch does.
 // TRANSPOSE: x [batch, R, C] → y [batch, C, R] (`a_len` = R, `b_len` = C): feature maps
 //         [B, C, H·W] to token rows [B, H·W, C] for attention, and back.
+// PIXEL_SHUFFLE: x [planes·r², H, W] → y [planes, OH = H·r, OW = W·r] (`scale_h` = r): output
+//         (p, oy, ox) reads input plane p·r² + (oy % r)·r + ox % r at (oy / r, ox / r).
+// PIXEL_UNSHUFFLE: x [planes, H, W] → y [planes·r², OH = H / r, OW = W / r] (`a_len`/`b_len` = H/W):
+//         output plane q reads input plane q / r² at (oy·r + k / r, ox·r + k % r), k = q % r².
 // CONCAT: y = concatenation of x and b along one dimension. With everything before that
 //         dimension flattened into `outer` rows, each row of y is a row of x (a_len values)
 //         followed by a row of b (b_len values): the skip connections' channel concat.
@@ -29,6 +33,13 @@ struct Params {
 @group(0) @binding(3) var<storage, read> b: array<act>;
 #endif
 
+// Output element i of a [planes, out_h, out_w] map as (plane, row, column).
+fn out_position(i: u32) -> vec3<u32> {
+    let area = params.out_h * params.out_w;
+    let rest = i % area;
+    return vec3<u32>(i / area, rest / params.out_w, rest % params.out_w);
+}
+
 @compute @workgroup_size(256, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.y * params.row_stride + gid.x;
@@ -38,10 +49,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 #if UPSAMPLE
     let h = params.a_len;
     let w = params.b_len;
-    let plane = i / (params.out_h * params.out_w);
-    let r = i % (params.out_h * params.out_w);
-    let oy = r / params.out_w;
-    let ox = r % params.out_w;
+    let at = out_position(i);
+    let plane = at.x;
+    let oy = at.y;
+    let ox = at.z;
     let sy = min(u32(floor(f32(oy) * bitcast<f32>(params.scale_h))), h - 1u);
     let sx = min(u32(floor(f32(ox) * bitcast<f32>(params.scale_w))), w - 1u);
     y[i] = x[(plane * h + sy) * w + sx];
@@ -53,6 +64,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = r2 / params.a_len;
     let r = r2 % params.a_len;
     y[i] = x[b * plane + r * params.b_len + c];
+#endif
+#if PIXEL_SHUFFLE
+    let r = params.scale_h;
+    let at = out_position(i);
+    let oy = at.y;
+    let ox = at.z;
+    let source = at.x * r * r + (oy % r) * r + ox % r;
+    y[i] = x[(source * params.a_len + oy / r) * params.b_len + ox / r];
+#endif
+#if PIXEL_UNSHUFFLE
+    let r = params.scale_h;
+    let at = out_position(i);
+    let k = at.x % (r * r);
+    y[i] = x[((at.x / (r * r)) * params.a_len + at.y * r + k / r) * params.b_len + at.z * r + k % r];
 #endif
 #if CONCAT
     let row_len = params.a_len + params.b_len;

@@ -93,6 +93,13 @@ pub mod elementwise {
                     Unary::Relu => v.max(0.0),
                     Unary::TanhClamp(limit) => (v / limit as f64).tanh() * limit as f64,
                     Unary::ScaleShift(scale, shift) => v * scale as f64 + shift as f64,
+                    Unary::LeakyRelu(slope) => {
+                        if v >= 0.0 {
+                            v
+                        } else {
+                            v * slope as f64
+                        }
+                    }
                 };
                 y as f32
             })

@@ -34,6 +34,8 @@ pub enum Unary {
     TanhClamp(f32),
     /// x · scale + shift.
     ScaleShift(f32, f32),
+    /// x for x ≥ 0, else slope · x (ESRGAN's activation, slope 0.2).
+    LeakyRelu(f32),
 }
 
 impl Unary {
@@ -45,6 +47,7 @@ impl Unary {
             Unary::Relu => "RELU",
             Unary::TanhClamp(_) => "TANH_CLAMP",
             Unary::ScaleShift(..) => "SCALE_SHIFT",
+            Unary::LeakyRelu(_) => "LEAKY_RELU",
         }
     }
 
@@ -52,18 +55,21 @@ impl Unary {
         match self {
             Unary::TanhClamp(limit) => (limit, 0.0),
             Unary::ScaleShift(scale, shift) => (scale, shift),
+            Unary::LeakyRelu(slope) => (slope, 0.0),
             _ => (0.0, 0.0),
         }
     }
 }
 
-const ALL_DEFINES: [&str; 11] = [
+const ALL_DEFINES: [&str; 13] = [
     "SILU",
     "GELU",
     "QUICK_GELU",
     "RELU",
     "TANH_CLAMP",
     "SCALE_SHIFT",
+    "LEAKY_RELU",
+    "PRELU",
     "ADD",
     "MUL",
     "GEGLU",
@@ -186,6 +192,18 @@ fn binary(
 /// `a + b`, `b` broadcast over `a` (bias per channel, time embedding per batch and channel…).
 pub fn add(gpu: &Gpu, a: &Tensor, b: &Tensor) -> Result<Tensor, GpuError> {
     binary(gpu, "add", "ADD", a, b)
+}
+
+/// PyTorch's `PReLU`: x for x ≥ 0, else `slope` · x, with one slope per channel of x
+/// [B, C, H, W] (`slope` [C]) or one for all (`slope` [1]).
+pub fn prelu(gpu: &Gpu, x: &Tensor, slope: &Tensor) -> Result<Tensor, GpuError> {
+    let shape: Vec<usize> = match (x.shape(), slope.len()) {
+        (_, 1) => vec![1],
+        ([_, c, _, _], n) if n == *c => vec![*c, 1, 1],
+        (s, n) => return Err(error("prelu", format!("{n} slopes for a map of shape {s:?}"))),
+    };
+    let slope = slope.reshape(&shape)?;
+    binary(gpu, "prelu", "PRELU", x, &slope)
 }
 
 /// `a * b`, `b` broadcast over `a`.

@@ -29,6 +29,8 @@ pub(crate) fn variants() -> Vec<Variant> {
                 Variant::new(FILE, act, &["UPSAMPLE"]),
                 Variant::new(FILE, act, &["CONCAT"]),
                 Variant::new(FILE, act, &["TRANSPOSE"]),
+                Variant::new(FILE, act, &["PIXEL_SHUFFLE"]),
+                Variant::new(FILE, act, &["PIXEL_UNSHUFFLE"]),
             ]
         })
         .collect()
@@ -76,6 +78,8 @@ fn define_op(define: &str) -> &'static str {
     match define {
         "CONCAT" => "concat",
         "TRANSPOSE" => "transpose",
+        "PIXEL_SHUFFLE" => "pixel_shuffle",
+        "PIXEL_UNSHUFFLE" => "pixel_unshuffle",
         _ => "upsample",
     }
 }
@@ -130,6 +134,47 @@ pub fn upsample_nearest(gpu: &Gpu, x: &Tensor, out_h: usize, out_w: usize) -> Re
         p.out_w = out_w as u32;
         p.scale_h = ratio(h, out_h).to_bits();
         p.scale_w = ratio(w, out_w).to_bits();
+    })
+}
+
+/// PyTorch's `pixel_shuffle`: [B, C·r², H, W] → [B, C, H·r, W·r] (ESRGAN-family upsampling).
+pub fn pixel_shuffle(gpu: &Gpu, x: &Tensor, r: usize) -> Result<Tensor, GpuError> {
+    let &[b, c, h, w] = x.shape() else {
+        return Err(GpuError::Shape {
+            op: "pixel_shuffle",
+            detail: format!("needs [B, C, H, W], got {:?}", x.shape()),
+        });
+    };
+    if r == 0 || c % (r * r) != 0 {
+        return Err(GpuError::Shape {
+            op: "pixel_shuffle",
+            detail: format!("{c} channels do not split into {r}x{r}"),
+        });
+    }
+    let shape = [b, c / (r * r), h * r, w * r];
+    run(gpu, "PIXEL_SHUFFLE", x, None, &shape, h, w, |p| {
+        (p.out_h, p.out_w, p.scale_h) = ((h * r) as u32, (w * r) as u32, r as u32);
+    })
+}
+
+/// PyTorch's `pixel_unshuffle`: [B, C, H·r, W·r] → [B, C·r², H, W] (RRDBNet's input at scales
+/// 1 and 2).
+pub fn pixel_unshuffle(gpu: &Gpu, x: &Tensor, r: usize) -> Result<Tensor, GpuError> {
+    let &[b, c, h, w] = x.shape() else {
+        return Err(GpuError::Shape {
+            op: "pixel_unshuffle",
+            detail: format!("needs [B, C, H, W], got {:?}", x.shape()),
+        });
+    };
+    if r == 0 || h % r != 0 || w % r != 0 {
+        return Err(GpuError::Shape {
+            op: "pixel_unshuffle",
+            detail: format!("{h}x{w} does not divide by {r}"),
+        });
+    }
+    let shape = [b, c * r * r, h / r, w / r];
+    run(gpu, "PIXEL_UNSHUFFLE", x, None, &shape, h, w, |p| {
+        (p.out_h, p.out_w, p.scale_h) = ((h / r) as u32, (w / r) as u32, r as u32);
     })
 }
 

@@ -27,12 +27,13 @@ fn unary_ops_match_cpu() {
             Unary::Relu,
             Unary::TanhClamp(3.0),
             Unary::ScaleShift(0.18215, -0.5),
+            Unary::LeakyRelu(0.2),
         ] {
             let got = read(&gpu, &ops::unary(&gpu, &input, op).unwrap());
             assert_close(&got, &cpu::unary(&x, op), tol(dtype), &format!("{op:?} {dtype:?}"));
         }
     }
-    for define in ["SILU", "GELU", "QUICK_GELU", "RELU", "TANH_CLAMP", "SCALE_SHIFT"] {
+    for define in ["SILU", "GELU", "QUICK_GELU", "RELU", "TANH_CLAMP", "SCALE_SHIFT", "LEAKY_RELU"] {
         assert_covers(&gpu, "elementwise.wgsl", &[define], &[]);
     }
 }
@@ -74,6 +75,32 @@ fn add_and_mul_broadcast_like_numpy() {
     assert!(ops::add(&gpu, &a, &b).is_err(), "non-contiguous broadcast must be refused");
     assert_covers(&gpu, "elementwise.wgsl", &["ADD"], &[]);
     assert_covers(&gpu, "elementwise.wgsl", &["MUL"], &[]);
+}
+
+#[test]
+fn prelu_takes_a_slope_per_channel_or_one_for_all() {
+    let gpu = gpu();
+    let shape = [2, 3, 4, 5];
+    for dtype in DTYPES {
+        let x = as_stored(&TestRng::new(5).vec(120), dtype);
+        let input = upload(&gpu, &shape, &x, dtype);
+        for slopes in [vec![0.25f32, -0.5, 0.1], vec![0.3]] {
+            let s = as_stored(&slopes, dtype);
+            let got = read(&gpu, &ops::prelu(&gpu, &input, &upload(&gpu, &[s.len()], &s, dtype)).unwrap());
+            let want: Vec<f32> = x
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| if v >= 0.0 { v } else { v * s[if s.len() == 1 { 0 } else { (i / 20) % 3 }] })
+                .collect();
+            assert_close(&got, &want, tol(dtype), &format!("prelu {} slopes {dtype:?}", s.len()));
+        }
+    }
+    let x = upload(&gpu, &shape, &[0.0; 120], DType::F32);
+    assert!(
+        ops::prelu(&gpu, &x, &upload(&gpu, &[2], &[0.0; 2], DType::F32)).is_err(),
+        "2 slopes for 3 channels"
+    );
+    assert_covers(&gpu, "elementwise.wgsl", &["PRELU"], &[]);
 }
 
 #[test]

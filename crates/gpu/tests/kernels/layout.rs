@@ -141,3 +141,58 @@ fn copy_region_moves_rectangles_through_an_optional_2x_upsampling() {
     }
     assert_covers(&gpu, "region.wgsl", &[], &[]);
 }
+
+/// PyTorch's pixel_shuffle / pixel_unshuffle by their definition (a reshape and a permute),
+/// and the round trip.
+#[test]
+fn pixel_shuffle_and_unshuffle_match_pytorchs_definition() {
+    let gpu = gpu();
+    let (b, c, h, w, r) = (2, 3, 4, 5, 2);
+    for dtype in DTYPES {
+        let n = b * c * r * r * h * w;
+        let x: Vec<f32> = as_stored(&(0..n).map(|i| i as f32 * 0.01).collect::<Vec<_>>(), dtype);
+        let input = upload(&gpu, &[b, c * r * r, h, w], &x, dtype);
+        let shuffled = ops::pixel_shuffle(&gpu, &input, r).unwrap();
+        assert_eq!(shuffled.shape(), &[b, c, h * r, w * r]);
+        // out[n, ch, y*r + i, x*r + j] = in[n, ch*r*r + i*r + j, y, x]
+        let mut want = vec![0.0f32; n];
+        for (nb, ch, y, xx, i, j) in shuffle_positions(b, c, h, w, r) {
+            let src = ((nb * c * r * r + ch * r * r + i * r + j) * h + y) * w + xx;
+            let dst = ((nb * c + ch) * h * r + y * r + i) * w * r + xx * r + j;
+            want[dst] = x[src];
+        }
+        let got = read(&gpu, &shuffled);
+        assert_eq!(got, want, "pixel_shuffle {dtype:?}");
+        let back = read(&gpu, &ops::pixel_unshuffle(&gpu, &shuffled, r).unwrap());
+        assert_eq!(back, x, "pixel_unshuffle undoes it {dtype:?}");
+    }
+    let odd = upload(&gpu, &[1, 3, 5, 4], &[0.0; 60], DType::F32);
+    assert!(ops::pixel_unshuffle(&gpu, &odd, 2).is_err());
+    assert!(ops::pixel_shuffle(&gpu, &odd, 2).is_err(), "3 channels do not split into 2x2");
+    assert_covers(&gpu, "layout.wgsl", &["PIXEL_SHUFFLE"], &[]);
+    assert_covers(&gpu, "layout.wgsl", &["PIXEL_UNSHUFFLE"], &[]);
+}
+
+fn shuffle_positions(
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    r: usize,
+) -> Vec<(usize, usize, usize, usize, usize, usize)> {
+    let mut out = Vec::new();
+    for nb in 0..b {
+        for ch in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    for i in 0..r {
+                        for j in 0..r {
+                            out.push((nb, ch, y, x, i, j));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
