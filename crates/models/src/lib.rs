@@ -7,6 +7,7 @@ pub mod loader;
 pub mod taesd;
 pub mod tiles;
 pub mod unet;
+pub mod upscale;
 pub mod vae;
 
 pub use loader::{

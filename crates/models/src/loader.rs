@@ -169,7 +169,7 @@ impl WeightStore {
         WeightStore { backing: Backing::Random { seed }, used: Mutex::new(BTreeSet::new()) }
     }
 
-    fn header(&self) -> &Header {
+    pub fn header(&self) -> &Header {
         match &self.backing {
             Backing::Whole(file) => &file.header,
             Backing::Staged { header, .. } => header,

@@ -8,7 +8,7 @@
 use serde_json::Value;
 
 use crate::fetch::{ChunkStore, FetchError};
-use crate::safetensors::{header_span, Dtype, Header, SafetensorsError, TensorInfo};
+use crate::safetensors::{header_span, Header, SafetensorsError, TensorInfo};
 
 const UNET: &str = "model.diffusion_model.";
 const VAE: &str = "first_stage_model.";
@@ -273,20 +273,6 @@ struct Plan {
     total: u64,
 }
 
-fn dtype_name(d: Dtype) -> &'static str {
-    match d {
-        Dtype::F32 => "F32",
-        Dtype::F16 => "F16",
-        Dtype::BF16 => "BF16",
-        Dtype::I64 => "I64",
-        Dtype::I32 => "I32",
-        Dtype::U8 => "U8",
-        Dtype::I8 => "I8",
-        Dtype::Bool => "BOOL",
-        Dtype::F64 => "F64",
-    }
-}
-
 fn plan(header: &Header, layout: &Layout) -> Result<Vec<Plan>, CheckpointError> {
     let mut plans = Vec::new();
     for component in Component::ALL {
@@ -300,7 +286,7 @@ fn plan(header: &Header, layout: &Layout) -> Result<Vec<Plan>, CheckpointError> 
             }
             let len = t.end - t.start;
             let shape = diffusers_shape(c, &name, &t.shape);
-            let entry = serde_json::json!({ "dtype": dtype_name(t.dtype), "shape": shape, "data_offsets": [offset, offset + len] });
+            let entry = serde_json::json!({ "dtype": t.dtype.name(), "shape": shape, "data_offsets": [offset, offset + len] });
             if entries.insert(name.clone(), entry).is_some() {
                 return Err(CheckpointError::Unknown(format!("{} (a second tensor named {name})", t.name)));
             }

@@ -83,6 +83,21 @@ impl Dtype {
         })
     }
 
+    /// As a safetensors header writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "F32",
+            Dtype::F16 => "F16",
+            Dtype::BF16 => "BF16",
+            Dtype::I64 => "I64",
+            Dtype::I32 => "I32",
+            Dtype::U8 => "U8",
+            Dtype::I8 => "I8",
+            Dtype::Bool => "BOOL",
+            Dtype::F64 => "F64",
+        }
+    }
+
     pub fn size_bytes(self) -> u64 {
         match self {
             Dtype::F64 | Dtype::I64 => 8,
@@ -364,6 +379,11 @@ impl SafetensorsFile {
     pub fn from_bytes(bytes: Vec<u8>) -> Result<SafetensorsFile, SafetensorsError> {
         let header = Header::parse(&bytes, bytes.len() as u64)?;
         Ok(SafetensorsFile { header, bytes })
+    }
+
+    /// The whole file.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
     }
 
     pub fn tensor_bytes(&self, info: &TensorInfo) -> &[u8] {
