@@ -3,7 +3,8 @@ names (Real-ESRGAN's, and ESRGAN's old names for one), run by spandrel in PyTorc
 
 Writes tests/fixtures/upscale/: <case>.safetensors (f16) or <case>.pth (torch.save; rrdb_x2
 nested under params_ema and params, as BasicSR saves), input.png (a 24x16 crop of the fixture photograph), reference.safetensors
-(<case>/output [1, 3, H·s, W·s], unclamped) and cases.json.
+(<case>/output [1, 3, H·s, W·s], unclamped; <case>/output_large for input_large.png, 102x60,
+through spandrel's descriptor, which pads by reflection to the model's factor) and cases.json.
 
     .venv/bin/python tests/reference/upscale_reference.py
 """
@@ -75,6 +76,10 @@ def main():
     crop = photo.resize((120, 80), Image.LANCZOS).crop((40, 24, 64, 40))
     crop.save(OUT / "input.png")
     x = torch.from_numpy(np.asarray(crop).astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    # A larger input (not a multiple of 4 wide) for the tiled runs.
+    large = photo.resize((150, 100), Image.LANCZOS).crop((20, 10, 122, 70))
+    large.save(OUT / "input_large.png")
+    xl = torch.from_numpy(np.asarray(large).astype(np.float32) / 255.0).permute(2, 0, 1)[None]
     g = torch.Generator().manual_seed(9)
     cases = {
         "rrdb_x4": rrdb(g),
@@ -95,6 +100,9 @@ def main():
         with torch.no_grad():
             y = model.model(x)
         tensors[f"{name}/output"] = y.contiguous()
+        if name in ("rrdb_x2", "compact_x4"):
+            with torch.no_grad():
+                tensors[f"{name}/output_large"] = model(xl).contiguous()
         listing.append(dict(name=name, scale=model.scale, architecture=type(model.model).__name__))
         print(name, model.scale, type(model.model).__name__, tuple(y.shape), f"{y.mean():.3f} {y.std():.3f}")
     save_file(tensors, OUT / "reference.safetensors")

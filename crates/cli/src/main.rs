@@ -10,6 +10,7 @@ mod generate;
 mod grid;
 mod models;
 mod prompts;
+mod upscale;
 
 use clap::{Parser, Subcommand};
 use darkroom_engine::policy::Weights;
@@ -39,6 +40,9 @@ enum Command {
     /// Write a control map alone: the preprocessor a `--control` unit would run (canny,
     /// lineart, scribble, tile, none) on an image.
     Preprocess(control::PreprocessArgs),
+    /// Upscale an image with an ESRGAN-family model (RRDBNet, SRVGGNetCompact; .pth or
+    /// .safetensors), in tiles when it is large.
+    Upscale(upscale::UpscaleArgs),
     /// Print a dynamic prompt template's prompts, one a line: random (--count, --seed) or every
     /// combination (--combinatorial, --max).
     Prompts(prompts::PromptsArgs),
@@ -179,6 +183,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => report(generate::run(&gpu, *args)),
         Command::Batch(args) => report(batch::run(&gpu, *args)),
         Command::Grid(args) => report(grid::run(&gpu, *args)),
+        Command::Upscale(args) => report(upscale::run(&gpu, args)),
         Command::Bench { what: BenchTarget::Kernels, quick, runs, .. } => {
             match bench::kernels(&gpu, &bench::Options { quick, runs }) {
                 Ok(()) => ExitCode::SUCCESS,

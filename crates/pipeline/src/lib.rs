@@ -14,6 +14,7 @@ pub mod schedulers;
 pub mod stages;
 pub mod text;
 pub mod tokenizer;
+pub mod upscale;
 
 pub use control::{Control, ControlNet, ControlUnit};
 pub use generate::{generate, preview};

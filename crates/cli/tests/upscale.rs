@@ -1,0 +1,122 @@
+//! `darkroom upscale` against spandrel (tests/fixtures/upscale, from
+//! tests/reference/upscale_reference.py): every model from its .safetensors or .pth within
+//! 2/255 per pixel, small tiles within 1/255 on average of the whole-image reference, and bad
+//! files refused with exit code 2 — a malicious .pth runs nothing.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use darkroom_pipeline::Image;
+use darkroom_weights::SafetensorsFile;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn darkroom(args: &[String]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_darkroom")).args(args).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap()
+}
+
+fn out_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-output/cli/upscale");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn upscale(model: &str, input: &str, extra: &[&str]) -> (Output, PathBuf) {
+    let out = out_dir().join(format!("{model}-{input}-{}.png", extra.join("_")));
+    let mut args: Vec<String> = ["upscale", "--model"].iter().map(|s| s.to_string()).collect();
+    args.push(fixtures().join("upscale").join(model).to_str().unwrap().into());
+    args.extend(["--in".into(), fixtures().join("upscale").join(input).to_str().unwrap().into()]);
+    args.extend(["--out".into(), out.to_str().unwrap().into(), "--quiet".into()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    (darkroom(&args), out)
+}
+
+/// (worst, mean) difference in 8-bit levels from spandrel's output, clamped as pixels.
+fn compare(out: &PathBuf, key: &str) -> (f32, f32) {
+    let image = Image::from_png(&std::fs::read(out).unwrap()).unwrap();
+    let reference =
+        SafetensorsFile::from_bytes(std::fs::read(fixtures().join("upscale/reference.safetensors")).unwrap())
+            .unwrap();
+    let info = reference.header.get(key).unwrap();
+    let want = reference.to_f32(info).unwrap();
+    let (h, w) = (info.shape[2] as usize, info.shape[3] as usize);
+    assert_eq!((image.width, image.height), (w, h), "{key}");
+    let (mut worst, mut total) = (0.0f32, 0.0f32);
+    for c in 0..3 {
+        for i in 0..w * h {
+            let d = (image.rgba[i * 4 + c] as f32 - want[c * w * h + i].clamp(0.0, 1.0) * 255.0).abs();
+            worst = worst.max(d);
+            total += d;
+        }
+    }
+    (worst, total / (3 * w * h) as f32)
+}
+
+#[test]
+fn every_model_matches_spandrel_from_safetensors_and_pth() {
+    for model in [
+        "rrdb_x4.safetensors",
+        "rrdb_x2.pth",
+        "esrgan_old_x4.pth",
+        "compact_x4.safetensors",
+        "compact_x2.safetensors",
+    ] {
+        for precision in ["f32", "auto"] {
+            let (result, out) = upscale(model, "input.png", &["--precision", precision]);
+            assert!(result.status.success(), "{model}: {}", String::from_utf8_lossy(&result.stderr));
+            let case = model.split('.').next().unwrap();
+            let (worst, mean) = compare(&out, &format!("{case}/output"));
+            println!("{model} {precision}: worst {worst:.1}/255, mean {mean:.3}/255");
+            assert!(worst <= 2.0, "{model} {precision}: worst pixel {worst}/255 from spandrel");
+        }
+    }
+}
+
+#[test]
+fn small_tiles_blend_to_the_whole_image() {
+    for (model, key) in [("compact_x4.safetensors", "compact_x4"), ("rrdb_x2.pth", "rrdb_x2")] {
+        let (whole, out) = upscale(model, "input_large.png", &["--precision", "f32"]);
+        assert!(whole.status.success(), "{}", String::from_utf8_lossy(&whole.stderr));
+        let (worst, _) = compare(&out, &format!("{key}/output_large"));
+        assert!(worst <= 2.0, "{model} whole: {worst}");
+        let (tiled, out) = upscale(model, "input_large.png", &["--precision", "f32", "--tile", "32"]);
+        assert!(tiled.status.success(), "{}", String::from_utf8_lossy(&tiled.stderr));
+        let (worst, mean) = compare(&out, &format!("{key}/output_large"));
+        println!("{model} tiles of 32: worst {worst:.1}/255, mean {mean:.3}/255");
+        assert!(mean <= 1.0, "{model} tiled: mean {mean}/255 from the whole image");
+    }
+}
+
+#[test]
+fn bad_files_exit_2_and_run_nothing() {
+    let evil = fixtures().join("pth/evil.pth");
+    let tiny_unet = fixtures().join("tiny-sd/unet/diffusion_pytorch_model.safetensors");
+    let truncated = out_dir().join("truncated.pth");
+    let bytes = std::fs::read(fixtures().join("upscale/rrdb_x2.pth")).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    for (file, words) in [
+        (evil, "could run code"),
+        (tiny_unet, "not an upscaler"),
+        (truncated, "not a PyTorch zip"),
+        (out_dir().join("missing.pth"), "does not exist"),
+    ] {
+        let args: Vec<String> = [
+            "upscale",
+            "--model",
+            file.to_str().unwrap(),
+            "--in",
+            fixtures().join("upscale/input.png").to_str().unwrap(),
+            "--out",
+            out_dir().join("never.png").to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let result = darkroom(&args);
+        let err = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(2), "{}: {err}", file.display());
+        assert!(err.contains(words), "{}: {err}", file.display());
+    }
+}

@@ -1,0 +1,174 @@
+//! Upscaling an image with an ESRGAN-family model ([`darkroom_models::upscale::Upscaler`]) at any
+//! size: whole when it fits, else in overlapping tiles, each computed with a margin of image
+//! around it and blended with feathered weights, so the GPU never holds more than one tile's
+//! activations. RGB in [0, 1] as spandrel takes it; the
+//! output is clamped and rounded to 8 bits, opaque.
+
+use darkroom_gpu::{Gpu, Tensor};
+use darkroom_models::upscale::{Architecture, Upscaler};
+
+use crate::request::Image;
+use crate::PipelineError;
+
+/// Overlap between neighbouring tiles, in input pixels (blended with feathered weights).
+pub const OVERLAP: usize = 16;
+/// Image pixels around each tile that the model sees and that are then cut away: RRDBNet's
+/// receptive field reaches tens of pixels, so a tile's edge computed without them would differ.
+pub const CONTEXT: usize = 24;
+/// The tile side (input pixels) when none is asked for: big enough to keep tile seams rare on
+/// generation-sized images, small enough that a 64-channel RRDB's activations per tile stay
+/// within common binding limits.
+pub const DEFAULT_TILE: usize = 256;
+
+/// `(start, length)` of tiles covering `0..size` with `tile`-long tiles overlapping by `overlap`,
+/// starts and lengths multiples of `align` (the model's unshuffle factor).
+fn spans(size: usize, tile: usize, overlap: usize, align: usize) -> Vec<(usize, usize)> {
+    if size <= tile {
+        return vec![(0, size)];
+    }
+    let step = ((tile - overlap.min(tile / 2)) / align * align).max(align);
+    let mut out = Vec::new();
+    let mut start = 0;
+    loop {
+        if start + tile >= size {
+            // The last tile ends at the edge (moved back onto aligned ground).
+            let last = (size.saturating_sub(tile)) / align * align;
+            out.push((last, size - last));
+            break;
+        }
+        out.push((start, tile));
+        start += step;
+    }
+    out.dedup();
+    out
+}
+
+/// A feather weight along one axis of a tile: ramps from ~0 to 1 over `overlap` output pixels
+/// on a side that meets another tile, 1 on a side at the image's edge.
+fn ramp(len: usize, overlap: usize, lead: bool, trail: bool) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            let mut w = 1.0f32;
+            if lead && overlap > 0 {
+                w = w.min((i as f32 + 0.5) / overlap as f32);
+            }
+            if trail && overlap > 0 {
+                w = w.min((len - i) as f32 / overlap as f32 - 0.5 / overlap as f32);
+            }
+            w.clamp(1e-3, 1.0)
+        })
+        .collect()
+}
+
+/// Upscales `image` by the model's scale. `tile`: the tile side in input pixels (`None`: whole
+/// when the image is no larger than [`DEFAULT_TILE`], else tiles of that size). `progress`
+/// sees (tiles done, tiles); returning `false` cancels.
+pub async fn upscale(
+    gpu: &Gpu,
+    model: &Upscaler,
+    dtype: darkroom_gpu::DType,
+    image: &Image,
+    tile: Option<usize>,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Image, PipelineError> {
+    let (w, h) = (image.width, image.height);
+    if w == 0 || h == 0 || image.rgba.len() != w * h * 4 {
+        return Err(PipelineError::Input("the image to upscale is empty or damaged".into()));
+    }
+    let s = model.info.scale;
+    // Models that unshuffle their input take sides divisible by 4, padded by reflection at the
+    // right and bottom as spandrel pads them (whatever the factor); tiles start on that grid.
+    let align = match model.info.architecture {
+        Architecture::Rrdb { unshuffle, .. } if unshuffle > 1 => 4,
+        _ => 1,
+    };
+    let tile = tile.unwrap_or(DEFAULT_TILE);
+    if tile < 8 || tile < 2 * align {
+        return Err(PipelineError::Input(format!("a tile of {tile} pixels is too small; use at least 8")));
+    }
+    let tile = tile / align * align;
+    let (ow, oh) = (w * s, h * s);
+    let xs = spans(w, tile, OVERLAP, align);
+    let ys = spans(h, tile, OVERLAP, align);
+    let total = xs.len() * ys.len();
+    let mut sum = vec![0.0f32; 3 * ow * oh];
+    let mut weight = vec![0.0f32; ow * oh];
+    let mut done = 0;
+    for (yi, &(y0, th)) in ys.iter().enumerate() {
+        for (xi, &(x0, tw)) in xs.iter().enumerate() {
+            if !progress(done, total) {
+                return Err(PipelineError::Cancelled);
+            }
+            // The tile with `CONTEXT` more pixels of the image around it (cut away after), so
+            // the model sees what its receptive field needs; padded by reflection to the
+            // model's factor as spandrel pads.
+            let (ex0, ey0) =
+                ((x0.saturating_sub(CONTEXT)) / align * align, (y0.saturating_sub(CONTEXT)) / align * align);
+            let (ex1, ey1) = ((x0 + tw + CONTEXT).min(w), (y0 + th + CONTEXT).min(h));
+            let (ew, eh) = (ex1 - ex0, ey1 - ey0);
+            let (pw, ph) = (ew.div_ceil(align) * align, eh.div_ceil(align) * align);
+            let reflect =
+                |i: usize, n: usize| if i < n { i } else { (2 * n).saturating_sub(i + 2).min(n - 1) };
+            let mut planar = vec![0.0f32; 3 * pw * ph];
+            for y in 0..ph {
+                for x in 0..pw {
+                    let (sx, sy) = (ex0 + reflect(x, ew), ey0 + reflect(y, eh));
+                    let p = &image.rgba[(sy * w + sx) * 4..];
+                    for c in 0..3 {
+                        planar[c * pw * ph + y * pw + x] = p[c] as f32 / 255.0;
+                    }
+                }
+            }
+            let input = Tensor::from_f32(gpu, &[1, 3, ph, pw], &planar, dtype)?;
+            let out = model.forward(gpu, &input)?.read_f32(gpu).await?;
+            let (tow, toh) = (tw * s, th * s);
+            let wx = ramp(tow, OVERLAP * s, xi > 0, xi + 1 < xs.len());
+            let wy = ramp(toh, OVERLAP * s, yi > 0, yi + 1 < ys.len());
+            for y in 0..toh {
+                for x in 0..tow {
+                    let wgt = wx[x] * wy[y];
+                    let o = (y0 * s + y) * ow + x0 * s + x;
+                    let (ix, iy) = ((x0 - ex0) * s + x, (y0 - ey0) * s + y);
+                    for c in 0..3 {
+                        sum[c * ow * oh + o] += wgt * out[c * pw * s * ph * s + iy * pw * s + ix];
+                    }
+                    weight[o] += wgt;
+                }
+            }
+            done += 1;
+        }
+    }
+    progress(total, total);
+    let mut rgba = vec![255u8; ow * oh * 4];
+    for o in 0..ow * oh {
+        for c in 0..3 {
+            let v = sum[c * ow * oh + o] / weight[o].max(1e-12);
+            rgba[o * 4 + c] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+        }
+    }
+    Ok(Image { width: ow, height: oh, rgba })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_cover_the_image_aligned_and_overlapping() {
+        assert_eq!(spans(100, 256, 16, 1), vec![(0, 100)]);
+        let s = spans(100, 40, 16, 4);
+        assert_eq!(s.first(), Some(&(0, 40)));
+        assert_eq!(s.last().map(|(a, l)| a + l), Some(100), "{s:?}");
+        for pair in s.windows(2) {
+            assert!(pair[1].0 < pair[0].0 + pair[0].1, "overlap {s:?}");
+            assert!(pair[1].0 % 4 == 0, "aligned {s:?}");
+        }
+    }
+
+    #[test]
+    fn feather_weights_ramp_only_where_tiles_meet() {
+        let w = ramp(10, 4, true, false);
+        assert!(w[0] < 0.2 && w[3] < 1.0 && w[4] == 1.0 && w[9] == 1.0, "{w:?}");
+        assert!(ramp(6, 4, false, false).iter().all(|&v| v == 1.0));
+    }
+}
