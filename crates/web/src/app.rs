@@ -47,6 +47,10 @@ async fn load_models(state: AppState) {
     }
     for (file, text) in BUILTIN {
         if let Ok(e) = ModelEntry::parse(text, file, None) {
+            // Upscalers run from the CLI only so far: the app has no upscale action yet.
+            if e.manifest.family == darkroom_weights::ModelKind::Upscaler {
+                continue;
+            }
             // A manifest given in the address (a mirror) stands in for the built-in one.
             if !models.iter().any(|m| m.manifest.id == e.manifest.id) {
                 models.push(e);

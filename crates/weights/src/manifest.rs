@@ -23,7 +23,7 @@ pub struct Manifest {
     /// Shown to users.
     pub name: String,
     /// What kind of model this is: `sd1`, `sd1-inpainting`, `sd2`, `sd-turbo`, `taesd`, `test`,
-    /// `controlnet-sd1`.
+    /// `controlnet-sd1`, `upscaler`.
     pub family: ModelKind,
     #[serde(default)]
     pub description: String,
@@ -66,6 +66,9 @@ pub enum ModelKind {
     /// A ControlNet for SD 1.x models: makes no images itself.
     #[serde(rename = "controlnet-sd1")]
     ControlnetSd1,
+    /// An image upscaler (ESRGAN family): `darkroom upscale`.
+    #[serde(rename = "upscaler")]
+    Upscaler,
 }
 
 impl ModelKind {
@@ -79,12 +82,13 @@ impl ModelKind {
             ModelKind::Taesd => "taesd",
             ModelKind::Test => "test",
             ModelKind::ControlnetSd1 => "controlnet-sd1",
+            ModelKind::Upscaler => "upscaler",
         }
     }
 
     /// Makes images (TAESD only decodes previews).
     pub fn generates(self) -> bool {
-        !matches!(self, ModelKind::Taesd | ModelKind::ControlnetSd1)
+        !matches!(self, ModelKind::Taesd | ModelKind::ControlnetSd1 | ModelKind::Upscaler)
     }
 
     /// A ControlNet (a `--control` unit's model).
@@ -235,7 +239,7 @@ impl Manifest {
 }
 
 /// The manifests shipped in `models/`, compiled in so the CLI and the web app agree.
-pub const BUILTIN: [(&str, &str); 9] = [
+pub const BUILTIN: [(&str, &str); 10] = [
     ("sd-turbo.toml", include_str!("../../../models/sd-turbo.toml")),
     ("sd-1.5.toml", include_str!("../../../models/sd-1.5.toml")),
     ("sd-1.5-inpainting.toml", include_str!("../../../models/sd-1.5-inpainting.toml")),
@@ -245,6 +249,7 @@ pub const BUILTIN: [(&str, &str); 9] = [
     ("control-lineart.toml", include_str!("../../../models/control-lineart.toml")),
     ("control-scribble.toml", include_str!("../../../models/control-scribble.toml")),
     ("control-tile.toml", include_str!("../../../models/control-tile.toml")),
+    ("realesrgan-x4plus.toml", include_str!("../../../models/realesrgan-x4plus.toml")),
 ];
 
 /// Every built-in manifest, parsed.
@@ -278,7 +283,8 @@ mod tests {
                 "control-depth",
                 "control-lineart",
                 "control-scribble",
-                "control-tile"
+                "control-tile",
+                "realesrgan-x4plus"
             ]
         );
         for m in &all {
@@ -290,10 +296,11 @@ mod tests {
             kinds[..4],
             [ModelKind::SdTurbo, ModelKind::Sd1, ModelKind::Sd1Inpainting, ModelKind::Taesd]
         );
-        assert!(kinds[4..].iter().all(|k| k.is_controlnet() && !k.generates()));
-        assert!(all
-            .iter()
-            .all(|m| m.family.generates() != (m.family == ModelKind::Taesd || m.family.is_controlnet())));
+        assert!(kinds[4..9].iter().all(|k| k.is_controlnet() && !k.generates()));
+        assert_eq!(kinds[9], ModelKind::Upscaler);
+        let makes_no_images =
+            |k: ModelKind| k == ModelKind::Taesd || k == ModelKind::Upscaler || k.is_controlnet();
+        assert!(all.iter().all(|m| m.family.generates() != makes_no_images(m.family)));
         let canny = find("control-canny").unwrap();
         assert_eq!(
             canny.url(&canny.files[1], None),
