@@ -119,9 +119,35 @@ pub struct Settings {
     /// to the output size (Lanczos) when it differs.
     #[arg(long = "control", value_parser = crate::control::parse_control, value_name = "model=…,image=…")]
     pub controls: Vec<darkroom_pipeline::ControlUnit>,
+    /// A1111's hires fix: SCALE[,steps=N][,strength=S][,upscaler=lanczos|<file|id>] — make the
+    /// image, upscale it by SCALE (a plain Lanczos resize, or an ESRGAN-family model), then
+    /// redraw it with an img2img pass (N steps, 0 = --steps; strength S, default 0.7).
+    #[arg(long, value_parser = parse_hires, value_name = "SCALE[,steps=N][,strength=S][,upscaler=…]")]
+    pub hires: Option<darkroom_pipeline::Hires>,
     /// No progress on stderr.
     #[arg(long)]
     pub quiet: bool,
+}
+
+fn parse_hires(s: &str) -> Result<darkroom_pipeline::Hires, String> {
+    let mut parts = s.split(',');
+    let scale = parts.next().unwrap_or_default().trim();
+    let mut hires = darkroom_pipeline::Hires {
+        scale: scale.parse().map_err(|_| format!("expected SCALE first, such as 2 or 1.5; got {scale:?}"))?,
+        ..darkroom_pipeline::Hires::default()
+    };
+    for part in parts {
+        let (key, value) = part.split_once('=').ok_or_else(|| format!("expected key=value, got {part:?}"))?;
+        let value = value.trim();
+        let number = |what: &str| format!("{what}={value:?} is not a number");
+        match key.trim() {
+            "steps" => hires.steps = value.parse().map_err(|_| number("steps"))?,
+            "strength" => hires.strength = value.parse().map_err(|_| number("strength"))?,
+            "upscaler" => hires.upscaler = value.to_string(),
+            other => return Err(format!("unknown key {other:?} (keys: steps, strength, upscaler)")),
+        }
+    }
+    Ok(hires)
 }
 
 fn parse_vae_tiling(s: &str) -> Result<VaeTiling, String> {
@@ -329,6 +355,7 @@ pub struct Runner<'g> {
     wildcards: Wildcards,
     loaded: ModelCache<(StableDiffusion, String)>,
     controls: crate::control::Controls,
+    upscalers: std::collections::HashMap<String, darkroom_models::upscale::Upscaler>,
 }
 
 impl<'g> Runner<'g> {
@@ -362,6 +389,7 @@ impl<'g> Runner<'g> {
             wildcards,
             loaded: ModelCache::default(),
             controls: crate::control::Controls::default(),
+            upscalers: Default::default(),
         })
     }
 
@@ -448,6 +476,7 @@ impl<'g> Runner<'g> {
             strength: s.strength,
             template: None,
             controls: s.controls.clone(),
+            hires: s.hires.clone(),
         }
     }
 
@@ -462,9 +491,90 @@ impl<'g> Runner<'g> {
         Ok(())
     }
 
-    /// Makes the recipe's images (its seed must be set): the model loaded, or reused when the
-    /// previous run had the same model and LoRAs.
-    pub fn run(&mut self, mut recipe: Recipe, label: &str) -> Result<Vec<Generated>, Failure> {
+    /// Makes the recipe's images (its seed must be set); with the hires fix, each is then
+    /// upscaled and redrawn by an img2img pass at the larger size (same seed), and recorded with
+    /// the recipe that made it.
+    pub fn run(&mut self, recipe: Recipe, label: &str) -> Result<Vec<Generated>, Failure> {
+        let Some(hires) = recipe.hires.clone() else { return self.run_once(recipe, None, label) };
+        recipe
+            .validate(&darkroom_pipeline::ModelInfo::stable_diffusion(&recipe.model, false))
+            .map_err(PipelineError::from)?;
+        let base = Recipe { hires: None, ..recipe.clone() };
+        let first = self.run_once(base.clone(), None, label)?;
+        let (width, height) = hires.size(recipe.width, recipe.height);
+        let mut out = Vec::new();
+        for (i, image) in first.into_iter().enumerate() {
+            let big = self.hires_upscale(&hires.upscaler, &image.image, (width, height))?;
+            let second = Recipe {
+                seed: Some(image.params.seed),
+                width,
+                height,
+                batch_size: 1,
+                batch_count: 1,
+                steps: if hires.steps > 0 { hires.steps } else { recipe.steps },
+                init: Some(ImageRef::File("(hires)".into())),
+                strength: Some(hires.strength),
+                hires: None,
+                ..base.clone()
+            };
+            let label = format!("{label}hires {}/{}: ", i + 1, recipe.batch_size * recipe.batch_count);
+            for mut made in self.run_once(second, Some(big), &label)? {
+                made.params = recipe.to_params(&made.params.model.clone().unwrap_or_default(), 0);
+                made.params.seed = image.params.seed;
+                out.push(made);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first pass's image at the second pass's size: Lanczos, or an upscaler model then
+    /// Lanczos to the exact size.
+    fn hires_upscale(
+        &mut self,
+        upscaler: &str,
+        image: &Image,
+        (w, h): (usize, usize),
+    ) -> Result<Image, Failure> {
+        use darkroom_pipeline::preprocess::resize_lanczos;
+        if upscaler.eq_ignore_ascii_case(darkroom_pipeline::recipe::HIRES_LANCZOS) {
+            return Ok(resize_lanczos(image, w, h));
+        }
+        if upscaler.eq_ignore_ascii_case("latent") {
+            return Err(usage(
+                "--hires upscaler=latent is not available yet; use lanczos or an upscaler model".into(),
+            ));
+        }
+        if !self.upscalers.contains_key(upscaler) {
+            let model = crate::upscale::load(self.gpu, Path::new(upscaler), self.precision.activations)?;
+            self.upscalers.insert(upscaler.to_string(), model);
+        }
+        let model = &self.upscalers[upscaler];
+        let quiet = self.settings.quiet;
+        let mut progress = |done: usize, total: usize| {
+            if !quiet {
+                eprint!("\rupscaling: tile {done}/{total}   ");
+            }
+            true
+        };
+        let dtype = self.precision.activations;
+        let big = pollster::block_on(darkroom_pipeline::upscale::upscale(
+            self.gpu,
+            model,
+            dtype,
+            image,
+            None,
+            &mut progress,
+        ))?;
+        Ok(if (big.width, big.height) == (w, h) { big } else { resize_lanczos(&big, w, h) })
+    }
+
+    /// One run of the recipe; `init` stands in for its init image (the hires pass's).
+    fn run_once(
+        &mut self,
+        mut recipe: Recipe,
+        init: Option<Image>,
+        label: &str,
+    ) -> Result<Vec<Generated>, Failure> {
         let quiet = self.settings.quiet;
         let folder = model_folder(Path::new(&recipe.model))?;
         let (lora_source, tags) = lora_files(&self.settings);
@@ -515,7 +625,8 @@ impl<'g> Runner<'g> {
             }
         };
         let controls = self.controls.load(self.gpu, self.precision, &recipe.controls, quiet)?;
-        let mut request = Request::new(recipe, self.init_image.clone(), self.mask.clone())?;
+        let init_image = init.or_else(|| self.init_image.clone());
+        let mut request = Request::new(recipe, init_image, self.mask.clone())?;
         request.vae_tiling = self.settings.vae_tiling;
         request.controls = controls;
         if !quiet {

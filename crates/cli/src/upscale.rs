@@ -52,22 +52,29 @@ fn weights_path(model: &Path) -> Result<PathBuf, Failure> {
         .ok_or_else(|| usage(format!("{} holds no .pth or .safetensors file", folder.display())))
 }
 
-pub fn run(gpu: &Gpu, args: UpscaleArgs) -> Result<(), Failure> {
-    let path = weights_path(&args.model)?;
+/// An upscaler model from a file or a downloaded id, with `dtype` activations.
+pub fn load(gpu: &Gpu, model: &Path, dtype: DType) -> Result<Upscaler, Failure> {
+    let path = weights_path(model)?;
     let bytes = std::fs::read(&path).map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
     let bad = |e: darkroom_models::ModelError| usage(format!("{}: {e}", path.display()));
     let store = WeightStore::from_bytes(weights_file(bytes).map_err(bad)?).map_err(bad)?;
     let info = UpscalerInfo::detect(store.header()).map_err(bad)?;
-    let image = crate::generate::read_png(&args.input, "image")?;
+    let policy = if dtype == DType::F16 { QuantPolicy::F16 } else { QuantPolicy::F32 };
+    let model = Upscaler::load(&store.root(gpu, dtype, policy), info).map_err(bad)?;
+    store.require_all_used().map_err(bad)?;
+    Ok(model)
+}
+
+pub fn run(gpu: &Gpu, args: UpscaleArgs) -> Result<(), Failure> {
     let precision = darkroom_engine::policy::precision(
         gpu.capabilities().shader_f16,
         activations(args.precision),
         darkroom_engine::policy::Weights::AsStored,
     )?;
     let dtype = precision.activations;
-    let policy = if dtype == DType::F16 { QuantPolicy::F16 } else { QuantPolicy::F32 };
-    let model = Upscaler::load(&store.root(gpu, dtype, policy), info).map_err(bad)?;
-    store.require_all_used().map_err(bad)?;
+    let model = load(gpu, &args.model, dtype)?;
+    let info = model.info;
+    let image = crate::generate::read_png(&args.input, "image")?;
     let quiet = args.quiet;
     let mut progress = |done: usize, total: usize| {
         if !quiet {

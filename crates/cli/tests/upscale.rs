@@ -120,3 +120,122 @@ fn bad_files_exit_2_and_run_nothing() {
         assert!(err.contains(words), "{}: {err}", file.display());
     }
 }
+
+/// The hires fix equals composing the steps by hand: txt2img at the base size, `darkroom
+/// upscale`, then img2img of the upscaled image with the hires steps, strength and the image's
+/// seed — for each image of a batch; the PNG records the hires settings as A1111 does.
+#[test]
+fn hires_fix_is_txt2img_then_upscale_then_img2img() {
+    let dir = out_dir().join("hires");
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = fixtures().join("tiny-sd");
+    let upscaler = fixtures().join("upscale/compact_x2.safetensors");
+    let common = |out: &PathBuf, extra: &[String]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "a harbour at dusk",
+            "--sampler",
+            "euler",
+            "--cfg",
+            "7.5",
+            "--precision",
+            "f32",
+            "--quant",
+            "none",
+            "--quiet",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().cloned());
+        args
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let hires = dir.join("hires.png");
+    let hires_flag = format!("2,steps=4,strength=0.5,upscaler={}", upscaler.display());
+    let result = darkroom(&common(
+        &hires,
+        &s(&[
+            "--seed",
+            "11",
+            "--steps",
+            "3",
+            "--width",
+            "32",
+            "--height",
+            "24",
+            "--batch",
+            "2",
+            "--hires",
+            &hires_flag,
+        ]),
+    ));
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let base = dir.join("base.png");
+    let result = darkroom(&common(
+        &base,
+        &s(&["--seed", "11", "--steps", "3", "--width", "32", "--height", "24", "--batch", "2"]),
+    ));
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    for (i, seed) in [(1, "11"), (2, "12")] {
+        let up = dir.join(format!("up-{i}.png"));
+        let args: Vec<String> = s(&[
+            "upscale",
+            "--model",
+            upscaler.to_str().unwrap(),
+            "--in",
+            dir.join(format!("base-{i}.png")).to_str().unwrap(),
+            "--out",
+            up.to_str().unwrap(),
+            "--precision",
+            "f32",
+            "--quiet",
+        ]);
+        assert!(darkroom(&args).status.success());
+        let by_hand = dir.join(format!("by-hand-{i}.png"));
+        let result = darkroom(&common(
+            &by_hand,
+            &s(&["--seed", seed, "--steps", "4", "--init", up.to_str().unwrap(), "--strength", "0.5"]),
+        ));
+        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        let ours = std::fs::read(dir.join(format!("hires-{i}.png"))).unwrap();
+        let theirs = Image::from_png(&std::fs::read(&by_hand).unwrap()).unwrap();
+        let ours_image = Image::from_png(&ours).unwrap();
+        assert_eq!((ours_image.width, ours_image.height), (64, 48));
+        assert_eq!(ours_image.rgba, theirs.rgba, "image {i}: the hires fix and the steps by hand differ");
+        let text = darkroom_pipeline::metadata::read_parameters(&ours).unwrap();
+        assert!(text.contains(&format!("Seed: {seed}, Size: 32x24")), "{text}");
+        assert!(
+            text.ends_with("Denoising strength: 0.5, Hires upscale: 2, Hires steps: 4, Hires upscaler: compact_x2.safetensors"),
+            "{text}"
+        );
+    }
+    // Lanczos, the default upscaler.
+    let plain = dir.join("lanczos.png");
+    let result = darkroom(&common(
+        &plain,
+        &s(&["--seed", "5", "--steps", "2", "--width", "32", "--height", "24", "--hires", "1.5"]),
+    ));
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let img = Image::from_png(&std::fs::read(&plain).unwrap()).unwrap();
+    assert_eq!((img.width, img.height), (48, 32), "32·1.5 x 24·1.5, down to multiples of 8");
+    for (bad, words) in [
+        ("1", "above 1"),
+        ("2,strength=0", "strength"),
+        ("2,speed=3", "unknown key"),
+        ("2,upscaler=latent", "not available yet"),
+    ] {
+        let result = darkroom(&common(
+            &dir.join("x.png"),
+            &s(&["--seed", "5", "--steps", "2", "--width", "32", "--height", "24", "--hires", bad]),
+        ));
+        let err = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(2), "{bad}: {err}");
+        assert!(err.contains(words), "{bad}: {err}");
+    }
+}

@@ -74,6 +74,43 @@ pub struct Recipe {
     /// ControlNet units, applied together (diffusers' MultiControlNet), in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub controls: Vec<ControlUnit>,
+    /// A1111's hires fix: after the image is made at width x height, it is upscaled and
+    /// redrawn by an img2img pass at the larger size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hires: Option<Hires>,
+}
+
+/// The hires fix's settings (A1111's `Hires upscale`, `Hires steps`, `Hires upscaler`,
+/// `Denoising strength`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Hires {
+    /// The size factor (the result is width·scale x height·scale, down to multiples of 8).
+    pub scale: f64,
+    /// Steps of the second pass (diffusers' img2img: about steps · strength run); 0: the
+    /// recipe's steps.
+    pub steps: usize,
+    /// How much of the upscaled image the second pass redraws.
+    pub strength: f64,
+    /// `lanczos` (a plain resize), or an upscaler model (a file or a downloaded id).
+    pub upscaler: String,
+}
+
+impl Default for Hires {
+    fn default() -> Self {
+        Hires { scale: 2.0, steps: 0, strength: 0.7, upscaler: HIRES_LANCZOS.into() }
+    }
+}
+
+/// The hires upscaler that only resizes.
+pub const HIRES_LANCZOS: &str = "lanczos";
+
+impl Hires {
+    /// The second pass's size for a first pass of `width` x `height`.
+    pub fn size(&self, width: usize, height: usize) -> (usize, usize) {
+        let side = |v: usize| ((v as f64 * self.scale) as usize / 8 * 8).max(8);
+        (side(width), side(height))
+    }
 }
 
 impl Default for Recipe {
@@ -96,6 +133,7 @@ impl Default for Recipe {
             strength: None,
             template: None,
             controls: Vec::new(),
+            hires: None,
         }
     }
 }
@@ -249,6 +287,30 @@ impl Recipe {
         for (i, unit) in self.controls.iter().enumerate() {
             unit.validate(i)?;
         }
+        if let Some(h) = &self.hires {
+            if self.init.is_some() {
+                return refuse("hires", "the hires fix applies to txt2img; leave out the init image".into());
+            }
+            if !(h.scale.is_finite() && h.scale > 1.0 && h.scale <= 4.0) {
+                return refuse(
+                    "hires",
+                    format!("the hires scale must be above 1 and at most 4, got {}", h.scale),
+                );
+            }
+            if !(h.strength > 0.0 && h.strength <= 1.0) {
+                return refuse("hires", format!("the hires strength must be in (0, 1], got {}", h.strength));
+            }
+            if h.steps > MAX_STEPS {
+                return refuse("hires", format!("hires steps must be at most {MAX_STEPS}, got {}", h.steps));
+            }
+            let (w, h2) = h.size(self.width, self.height);
+            if w.max(h2) > MAX_SIDE {
+                return refuse("hires", format!("the hires size {w}x{h2} is past {MAX_SIDE} pixels"));
+            }
+            if h.upscaler.trim().is_empty() {
+                return refuse("hires", "name a hires upscaler: lanczos or a model".into());
+            }
+        }
         for tag in self.loras() {
             if let Err(e) = darkroom_weights::lora::check_name(&tag.name) {
                 return refuse("prompt", e);
@@ -303,6 +365,14 @@ impl Recipe {
         for (i, unit) in self.controls.iter().enumerate() {
             extra.push((format!("ControlNet {i}"), unit.to_infotext(&control_name(&unit.model))));
         }
+        if let Some(h) = &self.hires {
+            extra.push(("Denoising strength".to_string(), format!("{}", h.strength)));
+            extra.push(("Hires upscale".to_string(), format!("{}", h.scale)));
+            if h.steps > 0 {
+                extra.push(("Hires steps".to_string(), format!("{}", h.steps)));
+            }
+            extra.push(("Hires upscaler".to_string(), control_name(&h.upscaler)));
+        }
         GenerationParams {
             prompt: self.prompt.clone(),
             negative_prompt: self.negative_prompt.clone(),
@@ -338,6 +408,19 @@ impl Recipe {
             })
             .collect();
         controls.sort_by_key(|(i, _)| *i);
+        let field = |key: &str| params.extra.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        let hires = field("Hires upscale").and_then(|v| v.parse::<f64>().ok()).map(|scale| Hires {
+            scale,
+            steps: field("Hires steps").and_then(|v| v.parse().ok()).unwrap_or(0),
+            strength: strength.unwrap_or(Hires::default().strength),
+            upscaler: match field("Hires upscaler") {
+                Some(u) if u.eq_ignore_ascii_case("lanczos") || u.is_empty() => HIRES_LANCZOS.into(),
+                Some(u) => u.to_string(),
+                None => HIRES_LANCZOS.into(),
+            },
+        });
+        // With the hires fix, the denoising strength is the second pass's.
+        let strength = if hires.is_some() { None } else { strength };
         Recipe {
             model: params.model.clone().unwrap_or_else(|| fallback.model.clone()),
             prompt: params.prompt.clone(),
@@ -354,6 +437,7 @@ impl Recipe {
             mask: None,
             outpaint: None,
             controls: controls.into_iter().map(|(_, unit)| unit).collect(),
+            hires,
             ..fallback.clone()
         }
     }
@@ -541,6 +625,47 @@ mod tests {
         let back = Recipe::from_params(&GenerationParams::parse_infotext(&text).unwrap(), &Recipe::default());
         assert_eq!(back.template, t.template);
         assert_eq!(back.prompt, "a red fox");
+    }
+
+    #[test]
+    fn hires_round_trips_through_a1111_infotext_and_checks_its_settings() {
+        let r = Recipe {
+            prompt: "a harbour".into(),
+            seed: Some(3),
+            width: 512,
+            height: 344,
+            hires: Some(Hires {
+                scale: 1.5,
+                steps: 12,
+                strength: 0.45,
+                upscaler: "models/4x-ultra.pth".into(),
+            }),
+            ..Recipe::default()
+        };
+        r.validate(&sd()).unwrap();
+        assert_eq!(r.hires.as_ref().unwrap().size(512, 344), (768, 512));
+        let text = r.to_params("m", 0).to_infotext();
+        assert!(
+            text.ends_with(
+                "Denoising strength: 0.45, Hires upscale: 1.5, Hires steps: 12, Hires upscaler: 4x-ultra.pth"
+            ),
+            "{text}"
+        );
+        let back = Recipe::from_params(&GenerationParams::parse_infotext(&text).unwrap(), &Recipe::default());
+        let h = back.hires.clone().unwrap();
+        assert_eq!((h.scale, h.steps, h.strength, h.upscaler.as_str()), (1.5, 12, 0.45, "4x-ultra.pth"));
+        assert_eq!(back.strength, None, "the strength is the hires pass's");
+        back.validate(&sd()).unwrap();
+        let a1111 = "x\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 512x512, Denoising strength: 0.7, Hires upscale: 2, Hires upscaler: Latent";
+        let back = Recipe::from_params(&GenerationParams::parse_infotext(a1111).unwrap(), &Recipe::default());
+        assert_eq!(back.hires.unwrap().upscaler, "Latent");
+        let bad = |h: Hires| Recipe { hires: Some(h), ..r.clone() }.validate(&sd()).unwrap_err().field;
+        assert_eq!(bad(Hires { scale: 1.0, ..Hires::default() }), "hires");
+        assert_eq!(bad(Hires { strength: 0.0, ..Hires::default() }), "hires");
+        let huge = Recipe { width: 2048, hires: Some(Hires { scale: 4.0, ..Hires::default() }), ..r.clone() };
+        assert_eq!(huge.validate(&sd()).unwrap_err().field, "hires", "8192 pixels wide");
+        let with_init = Recipe { init: Some(ImageRef::Attachment(0)), ..r.clone() };
+        assert_eq!(with_init.validate(&sd()).unwrap_err().field, "hires");
     }
 
     /// Every size the app offers for every shipped model (and the test model's manifest), with
