@@ -202,20 +202,19 @@ impl Rdb {
     }
 }
 
+struct RrdbNet {
+    first: ConvLayer,
+    blocks: Vec<[Rdb; 3]>,
+    body: ConvLayer,
+    up: [ConvLayer; 2],
+    hr: ConvLayer,
+    last: ConvLayer,
+    unshuffle: usize,
+}
+
 enum Network {
-    Rrdb {
-        first: ConvLayer,
-        blocks: Vec<[Rdb; 3]>,
-        body: ConvLayer,
-        up: [ConvLayer; 2],
-        hr: ConvLayer,
-        last: ConvLayer,
-        unshuffle: usize,
-    },
-    Compact {
-        convs: Vec<ConvLayer>,
-        slopes: Vec<Tensor>,
-    },
+    Rrdb(Box<RrdbNet>),
+    Compact { convs: Vec<ConvLayer>, slopes: Vec<Tensor> },
 }
 
 pub struct Upscaler {
@@ -240,7 +239,7 @@ impl Upscaler {
                         ])
                     })
                     .collect::<Result<_, ModelError>>()?;
-                Network::Rrdb {
+                Network::Rrdb(Box::new(RrdbNet {
                     first,
                     blocks,
                     body: conv("conv_body", features, features)?,
@@ -248,7 +247,7 @@ impl Upscaler {
                     hr: conv("conv_hr", features, features)?,
                     last: conv("conv_last", info.out_channels, features)?,
                     unshuffle,
-                }
+                }))
             }
             Architecture::Compact { features, convs } => {
                 let shuffle = info.out_channels * info.scale * info.scale;
@@ -285,7 +284,8 @@ impl Upscaler {
         }
         let lrelu = |t: Tensor| ops::unary(gpu, &t, Unary::LeakyRelu(0.2));
         match &self.network {
-            Network::Rrdb { first, blocks, body, up, hr, last, unshuffle } => {
+            Network::Rrdb(net) => {
+                let RrdbNet { first, blocks, body, up, hr, last, unshuffle } = net.as_ref();
                 if h % unshuffle != 0 || w % unshuffle != 0 {
                     return Err(ModelError::Input(format!(
                         "this scale-{} model takes sides divisible by {unshuffle}, got {w}x{h}",

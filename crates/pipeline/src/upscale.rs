@@ -124,9 +124,9 @@ pub async fn upscale(
             let (tow, toh) = (tw * s, th * s);
             let wx = ramp(tow, OVERLAP * s, xi > 0, xi + 1 < xs.len());
             let wy = ramp(toh, OVERLAP * s, yi > 0, yi + 1 < ys.len());
-            for y in 0..toh {
-                for x in 0..tow {
-                    let wgt = wx[x] * wy[y];
+            for (y, &wgt_y) in wy.iter().enumerate() {
+                for (x, &wgt_x) in wx.iter().enumerate() {
+                    let wgt = wgt_x * wgt_y;
                     let o = (y0 * s + y) * ow + x0 * s + x;
                     let (ix, iy) = ((x0 - ex0) * s + x, (y0 - ey0) * s + y);
                     for c in 0..3 {
