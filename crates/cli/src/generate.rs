@@ -124,25 +124,58 @@ pub struct Settings {
     /// redraw it with an img2img pass (N steps, 0 = --steps; strength S, default 0.7).
     #[arg(long, value_parser = parse_hires, value_name = "SCALE[,steps=N][,strength=S][,upscaler=…]")]
     pub hires: Option<darkroom_pipeline::Hires>,
+    /// A1111's SD upscale: SCALE[,upscaler=lanczos|<file|id>][,tile=N][,overlap=N] — upscale
+    /// --init by SCALE, then redraw it by img2img tile by tile (tiles of N pixels, default 512,
+    /// sharing `overlap` pixels, default 64, blended), each tile with the seed, --strength and
+    /// --steps. The output is the upscaled size.
+    #[arg(long, value_parser = parse_sd_upscale, value_name = "SCALE[,upscaler=…][,tile=N][,overlap=N]")]
+    pub sd_upscale: Option<darkroom_pipeline::SdUpscale>,
     /// No progress on stderr.
     #[arg(long)]
     pub quiet: bool,
 }
 
-fn parse_hires(s: &str) -> Result<darkroom_pipeline::Hires, String> {
+/// `SCALE[,key=value…]`: the scale and each setting, in order.
+fn scale_and_settings(s: &str) -> Result<(f64, Vec<(&str, &str)>), String> {
     let mut parts = s.split(',');
     let scale = parts.next().unwrap_or_default().trim();
-    let mut hires = darkroom_pipeline::Hires {
-        scale: scale.parse().map_err(|_| format!("expected SCALE first, such as 2 or 1.5; got {scale:?}"))?,
-        ..darkroom_pipeline::Hires::default()
-    };
-    for part in parts {
-        let (key, value) = part.split_once('=').ok_or_else(|| format!("expected key=value, got {part:?}"))?;
-        let value = value.trim();
-        let number = |what: &str| format!("{what}={value:?} is not a number");
-        match key.trim() {
-            "steps" => hires.steps = value.parse().map_err(|_| number("steps"))?,
-            "strength" => hires.strength = value.parse().map_err(|_| number("strength"))?,
+    let scale =
+        scale.parse().map_err(|_| format!("expected SCALE first, such as 2 or 1.5; got {scale:?}"))?;
+    let settings = parts
+        .map(|part| {
+            let (key, value) =
+                part.split_once('=').ok_or_else(|| format!("expected key=value, got {part:?}"))?;
+            Ok((key.trim(), value.trim()))
+        })
+        .collect::<Result<_, String>>()?;
+    Ok((scale, settings))
+}
+
+fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
+    value.parse().map_err(|_| format!("{key}={value:?} is not a number"))
+}
+
+fn parse_sd_upscale(s: &str) -> Result<darkroom_pipeline::SdUpscale, String> {
+    let (scale, settings) = scale_and_settings(s)?;
+    let mut up = darkroom_pipeline::SdUpscale { scale, ..darkroom_pipeline::SdUpscale::default() };
+    for (key, value) in settings {
+        match key {
+            "upscaler" => up.upscaler = value.to_string(),
+            "tile" => up.tile = number(key, value)?,
+            "overlap" => up.overlap = number(key, value)?,
+            other => return Err(format!("unknown key {other:?} (keys: upscaler, tile, overlap)")),
+        }
+    }
+    Ok(up)
+}
+
+fn parse_hires(s: &str) -> Result<darkroom_pipeline::Hires, String> {
+    let (scale, settings) = scale_and_settings(s)?;
+    let mut hires = darkroom_pipeline::Hires { scale, ..darkroom_pipeline::Hires::default() };
+    for (key, value) in settings {
+        match key {
+            "steps" => hires.steps = number(key, value)?,
+            "strength" => hires.strength = number(key, value)?,
             "upscaler" => hires.upscaler = value.to_string(),
             other => return Err(format!("unknown key {other:?} (keys: steps, strength, upscaler)")),
         }
@@ -454,6 +487,9 @@ impl<'g> Runner<'g> {
             _ => None,
         };
         let (width, height) = match (&self.init_image, control_size) {
+            (Some(img), _) if s.sd_upscale.is_some() => {
+                s.sd_upscale.as_ref().map_or((img.width, img.height), |u| u.size(img.width, img.height))
+            }
             (Some(img), _) => (img.width + left + right, img.height + top + bottom),
             (None, Some(size)) => size,
             (None, None) => (512, 512),
@@ -477,6 +513,7 @@ impl<'g> Runner<'g> {
             template: None,
             controls: s.controls.clone(),
             hires: s.hires.clone(),
+            sd_upscale: s.sd_upscale.clone(),
         }
     }
 
@@ -495,6 +532,9 @@ impl<'g> Runner<'g> {
     /// upscaled and redrawn by an img2img pass at the larger size (same seed), and recorded with
     /// the recipe that made it.
     pub fn run(&mut self, recipe: Recipe, label: &str) -> Result<Vec<Generated>, Failure> {
+        if recipe.sd_upscale.is_some() {
+            return self.run_sd_upscale(recipe, label);
+        }
         let Some(hires) = recipe.hires.clone() else { return self.run_once(recipe, None, label) };
         recipe
             .validate(&darkroom_pipeline::ModelInfo::stable_diffusion(&recipe.model, false))
@@ -525,6 +565,56 @@ impl<'g> Runner<'g> {
             }
         }
         Ok(out)
+    }
+
+    /// SD upscale: the init image upscaled to the recipe's size, then each tile redrawn by
+    /// img2img (the recipe's seed, steps and strength, batch 1) and the tiles blended.
+    fn run_sd_upscale(&mut self, recipe: Recipe, label: &str) -> Result<Vec<Generated>, Failure> {
+        use darkroom_pipeline::upscale::{spans, Blend, Neighbours};
+        let Some(up) = recipe.sd_upscale.clone() else { return Ok(Vec::new()) };
+        recipe
+            .validate(&darkroom_pipeline::ModelInfo::stable_diffusion(&recipe.model, false))
+            .map_err(PipelineError::from)?;
+        let init = self.init_image.clone().ok_or_else(|| usage("--sd-upscale needs --init".into()))?;
+        let (w, h) = (recipe.width, recipe.height);
+        let big = self.hires_upscale(&up.upscaler, &init, (w, h))?;
+        let (xs, ys) = (spans(w, up.tile, up.overlap, 8), spans(h, up.tile, up.overlap, 8));
+        let mut blend = Blend::new(w, h);
+        let mut record = None;
+        for (yi, &(y0, th)) in ys.iter().enumerate() {
+            for (xi, &(x0, tw)) in xs.iter().enumerate() {
+                let crop = Image {
+                    width: tw,
+                    height: th,
+                    rgba: (0..th)
+                        .flat_map(|y| {
+                            big.rgba[((y0 + y) * w + x0) * 4..((y0 + y) * w + x0 + tw) * 4].to_vec()
+                        })
+                        .collect(),
+                };
+                let tile_recipe = Recipe {
+                    width: tw,
+                    height: th,
+                    batch_size: 1,
+                    batch_count: 1,
+                    sd_upscale: None,
+                    ..recipe.clone()
+                };
+                let n = yi * xs.len() + xi + 1;
+                let label = format!("{label}tile {n}/{}: ", xs.len() * ys.len());
+                let made = self.run_once(tile_recipe, Some(crop), &label)?;
+                let tile = made.into_iter().next().ok_or_else(|| usage("a tile made no image".into()))?;
+                let neighbours = Neighbours::in_grid(xi, yi, xs.len(), ys.len());
+                blend.add((x0, y0), (tw, th), up.overlap, neighbours, |x, y, c| {
+                    tile.image.rgba[(y * tw + x) * 4 + c] as f32 / 255.0
+                });
+                record.get_or_insert(tile.params);
+            }
+        }
+        let mut params = recipe.to_params(&record.and_then(|p| p.model).unwrap_or_default(), 0);
+        params.width = w as u32;
+        params.height = h as u32;
+        Ok(vec![Generated { image: blend.finish(), params }])
     }
 
     /// The first pass's image at the second pass's size: Lanczos, or an upscaler model then

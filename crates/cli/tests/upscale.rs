@@ -33,6 +33,27 @@ fn upscale(model: &str, input: &str, extra: &[&str]) -> (Output, PathBuf) {
     (darkroom(&args), out)
 }
 
+/// `darkroom generate` on the tiny model (Euler, CFG 7.5, f32) into `out`: flags to extend.
+fn tiny_generate(out: &std::path::Path, prompt: &str) -> Vec<String> {
+    let model = fixtures().join("tiny-sd");
+    ["generate", "--model", model.to_str().unwrap(), "--prompt", prompt, "--sampler", "euler", "--cfg", "7.5"]
+        .into_iter()
+        .chain(["--precision", "f32", "--quant", "none", "--quiet", "--out", out.to_str().unwrap()])
+        .map(String::from)
+        .collect()
+}
+
+/// `darkroom upscale` of one file into another, in f32.
+fn upscale_file(model: &std::path::Path, input: &std::path::Path, out: &std::path::Path) {
+    let args: Vec<String> = ["upscale", "--model", model.to_str().unwrap(), "--in", input.to_str().unwrap()]
+        .into_iter()
+        .chain(["--out", out.to_str().unwrap(), "--precision", "f32", "--quiet"])
+        .map(String::from)
+        .collect();
+    let result = darkroom(&args);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+}
+
 /// (worst, mean) difference in 8-bit levels from spandrel's output, clamped as pixels.
 fn compare(out: &PathBuf, key: &str) -> (f32, f32) {
     let image = Image::from_png(&std::fs::read(out).unwrap()).unwrap();
@@ -128,30 +149,9 @@ fn bad_files_exit_2_and_run_nothing() {
 fn hires_fix_is_txt2img_then_upscale_then_img2img() {
     let dir = out_dir().join("hires");
     std::fs::create_dir_all(&dir).unwrap();
-    let model = fixtures().join("tiny-sd");
     let upscaler = fixtures().join("upscale/compact_x2.safetensors");
     let common = |out: &PathBuf, extra: &[String]| -> Vec<String> {
-        let mut args: Vec<String> = [
-            "generate",
-            "--model",
-            model.to_str().unwrap(),
-            "--prompt",
-            "a harbour at dusk",
-            "--sampler",
-            "euler",
-            "--cfg",
-            "7.5",
-            "--precision",
-            "f32",
-            "--quant",
-            "none",
-            "--quiet",
-            "--out",
-            out.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = tiny_generate(out, "a harbour at dusk");
         args.extend(extra.iter().cloned());
         args
     };
@@ -184,19 +184,7 @@ fn hires_fix_is_txt2img_then_upscale_then_img2img() {
     assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
     for (i, seed) in [(1, "11"), (2, "12")] {
         let up = dir.join(format!("up-{i}.png"));
-        let args: Vec<String> = s(&[
-            "upscale",
-            "--model",
-            upscaler.to_str().unwrap(),
-            "--in",
-            dir.join(format!("base-{i}.png")).to_str().unwrap(),
-            "--out",
-            up.to_str().unwrap(),
-            "--precision",
-            "f32",
-            "--quiet",
-        ]);
-        assert!(darkroom(&args).status.success());
+        upscale_file(&upscaler, &dir.join(format!("base-{i}.png")), &up);
         let by_hand = dir.join(format!("by-hand-{i}.png"));
         let result = darkroom(&common(
             &by_hand,
@@ -238,4 +226,73 @@ fn hires_fix_is_txt2img_then_upscale_then_img2img() {
         assert_eq!(result.status.code(), Some(2), "{bad}: {err}");
         assert!(err.contains(words), "{bad}: {err}");
     }
+}
+
+/// SD upscale: one tile equals img2img of the upscaled image by hand; with several tiles the
+/// first tile's own area (outside the overlaps) is img2img of that crop, the result has the
+/// upscaled size, and the PNG records the settings as A1111's script does.
+#[test]
+fn sd_upscale_redraws_the_upscaled_image_tile_by_tile() {
+    let dir = out_dir().join("sd-upscale");
+    std::fs::create_dir_all(&dir).unwrap();
+    let init = fixtures().join("pipeline/init.png"); // 64x48
+    let upscaler = fixtures().join("upscale/compact_x2.safetensors");
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let generate = |out: &PathBuf, extra: Vec<String>| {
+        let mut args = tiny_generate(out, "a castle");
+        args.extend(s(&["--seed", "8", "--steps", "4", "--strength", "0.5"]));
+        args.extend(extra);
+        let result = darkroom(&args);
+        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        Image::from_png(&std::fs::read(out).unwrap()).unwrap()
+    };
+    // The upscaled image, by hand.
+    let up = dir.join("up.png");
+    upscale_file(&upscaler, &init, &up);
+    let flag = format!("2,upscaler={},tile=128,overlap=16", upscaler.display());
+    let one_tile =
+        generate(&dir.join("one.png"), s(&["--init", init.to_str().unwrap(), "--sd-upscale", &flag]));
+    let by_hand = generate(&dir.join("by-hand.png"), s(&["--init", up.to_str().unwrap()]));
+    assert_eq!((one_tile.width, one_tile.height), (128, 96));
+    assert_eq!(one_tile.rgba, by_hand.rgba, "one tile is img2img of the upscaled image");
+
+    let flag = format!("2,upscaler={},tile=64,overlap=16", upscaler.display());
+    let tiled_path = dir.join("tiled.png");
+    let tiled = generate(&tiled_path, s(&["--init", init.to_str().unwrap(), "--sd-upscale", &flag]));
+    assert_eq!((tiled.width, tiled.height), (128, 96));
+    // The first tile, 64x64 at (0, 0), by hand: crop the upscaled image.
+    let big = Image::from_png(&std::fs::read(&up).unwrap()).unwrap();
+    let crop: Vec<u8> = (0..64).flat_map(|y| big.rgba[y * 128 * 4..(y * 128 + 64) * 4].to_vec()).collect();
+    let crop_path = dir.join("crop.png");
+    std::fs::write(&crop_path, darkroom_pipeline::metadata::encode_png_plain(&crop, 64, 64).unwrap())
+        .unwrap();
+    let first = generate(&dir.join("first.png"), s(&["--init", crop_path.to_str().unwrap()]));
+    // Outside the overlaps only the first tile counts: columns before 48 (the next tile starts
+    // there) and rows before 32 (the last row of tiles is moved back to end at the edge: 96 - 64).
+    for y in 0..32 {
+        for x in 0..48 {
+            for c in 0..3 {
+                assert_eq!(tiled.rgba[(y * 128 + x) * 4 + c], first.rgba[(y * 64 + x) * 4 + c], "({x}, {y})");
+            }
+        }
+    }
+    let text = darkroom_pipeline::metadata::read_parameters(&std::fs::read(&tiled_path).unwrap()).unwrap();
+    assert!(text.contains("Size: 128x96, Model: tiny-sd, Denoising strength: 0.5, SD upscale overlap: 16, SD upscale upscaler: compact_x2.safetensors"), "{text}");
+    let result = darkroom(&s(&[
+        "generate",
+        "--model",
+        fixtures().join("tiny-sd").to_str().unwrap(),
+        "--prompt",
+        "x",
+        "--sd-upscale",
+        "2",
+        "--out",
+        dir.join("x.png").to_str().unwrap(),
+    ]));
+    assert_eq!(result.status.code(), Some(2), "without --init");
+    assert!(
+        String::from_utf8_lossy(&result.stderr).contains("init image"),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
 }

@@ -20,7 +20,7 @@ pub use control::{Control, ControlNet, ControlUnit};
 pub use generate::{generate, preview};
 pub use model::{short_hash, AppliedLora, Folder, FolderQuantCache, ModelFiles, Precision, StableDiffusion};
 pub use preprocess::Preprocessor;
-pub use recipe::{Hires, ImageRef, ModelInfo, Recipe, RecipeError};
+pub use recipe::{Hires, ImageRef, ModelInfo, Recipe, RecipeError, SdUpscale};
 pub use request::{
     outpaint_canvas, Generated, Image, Progress, ProgressFn, Request, Stage, VaeTiling, OUTPAINT_OVERLAP,
 };

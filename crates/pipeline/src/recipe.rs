@@ -78,6 +78,37 @@ pub struct Recipe {
     /// redrawn by an img2img pass at the larger size.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hires: Option<Hires>,
+    /// A1111's "SD upscale": the init image upscaled, then redrawn by img2img tile by tile (the
+    /// recipe's width x height is the result's size).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sd_upscale: Option<SdUpscale>,
+}
+
+/// Tiled SD upscale's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SdUpscale {
+    pub scale: f64,
+    /// `lanczos` or an upscaler model (a file or a downloaded id).
+    pub upscaler: String,
+    /// Tile side in pixels (a multiple of 8).
+    pub tile: usize,
+    /// Pixels neighbouring tiles share, blended (a multiple of 8, under half the tile).
+    pub overlap: usize,
+}
+
+impl Default for SdUpscale {
+    fn default() -> Self {
+        SdUpscale { scale: 2.0, upscaler: HIRES_LANCZOS.into(), tile: 512, overlap: 64 }
+    }
+}
+
+impl SdUpscale {
+    /// The result's size for an init image of `width` x `height`.
+    pub fn size(&self, width: usize, height: usize) -> (usize, usize) {
+        let side = |v: usize| ((v as f64 * self.scale) as usize / 8 * 8).max(8);
+        (side(width), side(height))
+    }
 }
 
 /// The hires fix's settings (A1111's `Hires upscale`, `Hires steps`, `Hires upscaler`,
@@ -134,6 +165,7 @@ impl Default for Recipe {
             template: None,
             controls: Vec::new(),
             hires: None,
+            sd_upscale: None,
         }
     }
 }
@@ -287,6 +319,29 @@ impl Recipe {
         for (i, unit) in self.controls.iter().enumerate() {
             unit.validate(i)?;
         }
+        if let Some(u) = &self.sd_upscale {
+            if self.init.is_none() || self.mask.is_some() || self.outpaint.is_some() || self.hires.is_some() {
+                return refuse(
+                    "sd_upscale",
+                    "SD upscale redraws an init image: give one, without a mask, outpainting or hires".into(),
+                );
+            }
+            if !(u.scale.is_finite() && (1.0..=4.0).contains(&u.scale)) {
+                return refuse(
+                    "sd_upscale",
+                    format!("the SD upscale scale must be from 1 to 4, got {}", u.scale),
+                );
+            }
+            if u.tile < 16 || u.tile % 8 != 0 || u.overlap % 8 != 0 || 2 * u.overlap >= u.tile {
+                return refuse(
+                    "sd_upscale",
+                    format!("the tile ({}) and overlap ({}) must be multiples of 8, the overlap under half the tile", u.tile, u.overlap),
+                );
+            }
+            if u.upscaler.trim().is_empty() {
+                return refuse("sd_upscale", "name an upscaler: lanczos or a model".into());
+            }
+        }
         if let Some(h) = &self.hires {
             if self.init.is_some() {
                 return refuse("hires", "the hires fix applies to txt2img; leave out the init image".into());
@@ -365,6 +420,12 @@ impl Recipe {
         for (i, unit) in self.controls.iter().enumerate() {
             extra.push((format!("ControlNet {i}"), unit.to_infotext(&control_name(&unit.model))));
         }
+        if let Some(u) = &self.sd_upscale {
+            extra.push(("SD upscale overlap".to_string(), format!("{}", u.overlap)));
+            extra.push(("SD upscale upscaler".to_string(), control_name(&u.upscaler)));
+            extra.push(("SD upscale scale".to_string(), format!("{}", u.scale)));
+            extra.push(("SD upscale tile".to_string(), format!("{}", u.tile)));
+        }
         if let Some(h) = &self.hires {
             extra.push(("Denoising strength".to_string(), format!("{}", h.strength)));
             extra.push(("Hires upscale".to_string(), format!("{}", h.scale)));
@@ -438,6 +499,7 @@ impl Recipe {
             outpaint: None,
             controls: controls.into_iter().map(|(_, unit)| unit).collect(),
             hires,
+            sd_upscale: None,
             ..fallback.clone()
         }
     }

@@ -22,7 +22,7 @@ pub const DEFAULT_TILE: usize = 256;
 
 /// `(start, length)` of tiles covering `0..size` with `tile`-long tiles overlapping by `overlap`,
 /// starts and lengths multiples of `align` (the model's unshuffle factor).
-fn spans(size: usize, tile: usize, overlap: usize, align: usize) -> Vec<(usize, usize)> {
+pub fn spans(size: usize, tile: usize, overlap: usize, align: usize) -> Vec<(usize, usize)> {
     if size <= tile {
         return vec![(0, size)];
     }
@@ -60,6 +60,74 @@ fn ramp(len: usize, overlap: usize, lead: bool, trail: bool) -> Vec<f32> {
         .collect()
 }
 
+/// Tiles blended into one image: each tile's values weighted by feather ramps over `overlap`
+/// pixels on the sides where it meets another tile, the sum normalised by the weights.
+pub struct Blend {
+    width: usize,
+    height: usize,
+    sum: Vec<f32>,
+    weight: Vec<f32>,
+}
+
+/// Where a tile sits among its neighbours: whether tiles come before and after it on each axis.
+#[derive(Debug, Clone, Copy)]
+pub struct Neighbours {
+    pub left: bool,
+    pub right: bool,
+    pub top: bool,
+    pub bottom: bool,
+}
+
+impl Neighbours {
+    /// Tile `(xi, yi)` of a grid `columns` x `rows`.
+    pub fn in_grid(xi: usize, yi: usize, columns: usize, rows: usize) -> Neighbours {
+        Neighbours { left: xi > 0, right: xi + 1 < columns, top: yi > 0, bottom: yi + 1 < rows }
+    }
+}
+
+impl Blend {
+    pub fn new(width: usize, height: usize) -> Blend {
+        Blend { width, height, sum: vec![0.0; 3 * width * height], weight: vec![0.0; width * height] }
+    }
+
+    /// Adds a `tw` x `th` tile at (`x0`, `y0`); `value(x, y, c)` is its value in [0, 1].
+    pub fn add(
+        &mut self,
+        (x0, y0): (usize, usize),
+        (tw, th): (usize, usize),
+        overlap: usize,
+        n: Neighbours,
+        value: impl Fn(usize, usize, usize) -> f32,
+    ) {
+        let wx = ramp(tw, overlap, n.left, n.right);
+        let wy = ramp(th, overlap, n.top, n.bottom);
+        let plane = self.width * self.height;
+        for (y, &wgt_y) in wy.iter().enumerate() {
+            for (x, &wgt_x) in wx.iter().enumerate() {
+                let wgt = wgt_x * wgt_y;
+                let o = (y0 + y) * self.width + x0 + x;
+                for c in 0..3 {
+                    self.sum[c * plane + o] += wgt * value(x, y, c);
+                }
+                self.weight[o] += wgt;
+            }
+        }
+    }
+
+    /// The blended image, clamped and rounded to 8 bits, opaque.
+    pub fn finish(self) -> Image {
+        let plane = self.width * self.height;
+        let mut rgba = vec![255u8; plane * 4];
+        for o in 0..plane {
+            for c in 0..3 {
+                let v = self.sum[c * plane + o] / self.weight[o].max(1e-12);
+                rgba[o * 4 + c] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+            }
+        }
+        Image { width: self.width, height: self.height, rgba }
+    }
+}
+
 /// Upscales `image` by the model's scale. `tile`: the tile side in input pixels (`None`: whole
 /// when the image is no larger than [`DEFAULT_TILE`], else tiles of that size). `progress`
 /// sees (tiles done, tiles); returning `false` cancels.
@@ -91,8 +159,7 @@ pub async fn upscale(
     let xs = spans(w, tile, OVERLAP, align);
     let ys = spans(h, tile, OVERLAP, align);
     let total = xs.len() * ys.len();
-    let mut sum = vec![0.0f32; 3 * ow * oh];
-    let mut weight = vec![0.0f32; ow * oh];
+    let mut blend = Blend::new(ow, oh);
     let mut done = 0;
     for (yi, &(y0, th)) in ys.iter().enumerate() {
         for (xi, &(x0, tw)) in xs.iter().enumerate() {
@@ -121,32 +188,17 @@ pub async fn upscale(
             }
             let input = Tensor::from_f32(gpu, &[1, 3, ph, pw], &planar, dtype)?;
             let out = model.forward(gpu, &input)?.read_f32(gpu).await?;
-            let (tow, toh) = (tw * s, th * s);
-            let wx = ramp(tow, OVERLAP * s, xi > 0, xi + 1 < xs.len());
-            let wy = ramp(toh, OVERLAP * s, yi > 0, yi + 1 < ys.len());
-            for (y, &wgt_y) in wy.iter().enumerate() {
-                for (x, &wgt_x) in wx.iter().enumerate() {
-                    let wgt = wgt_x * wgt_y;
-                    let o = (y0 * s + y) * ow + x0 * s + x;
-                    let (ix, iy) = ((x0 - ex0) * s + x, (y0 - ey0) * s + y);
-                    for c in 0..3 {
-                        sum[c * ow * oh + o] += wgt * out[c * pw * s * ph * s + iy * pw * s + ix];
-                    }
-                    weight[o] += wgt;
-                }
-            }
+            let (ox, oy) = ((x0 - ex0) * s, (y0 - ey0) * s);
+            let (out_w, out_plane) = (pw * s, pw * s * ph * s);
+            let neighbours = Neighbours::in_grid(xi, yi, xs.len(), ys.len());
+            blend.add((x0 * s, y0 * s), (tw * s, th * s), OVERLAP * s, neighbours, |x, y, c| {
+                out[c * out_plane + (oy + y) * out_w + ox + x]
+            });
             done += 1;
         }
     }
     progress(total, total);
-    let mut rgba = vec![255u8; ow * oh * 4];
-    for o in 0..ow * oh {
-        for c in 0..3 {
-            let v = sum[c * ow * oh + o] / weight[o].max(1e-12);
-            rgba[o * 4 + c] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
-        }
-    }
-    Ok(Image { width: ow, height: oh, rgba })
+    Ok(blend.finish())
 }
 
 #[cfg(test)]
