@@ -320,6 +320,9 @@ impl Recipe {
             unit.validate(i)?;
         }
         if let Some(u) = &self.sd_upscale {
+            if !self.controls.is_empty() {
+                return refuse("sd_upscale", "SD upscale with control units is not available yet".into());
+            }
             if self.init.is_none() || self.mask.is_some() || self.outpaint.is_some() || self.hires.is_some() {
                 return refuse(
                     "sd_upscale",
