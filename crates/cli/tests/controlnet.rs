@@ -4,22 +4,25 @@
 //! from the control image, and bad units exiting with code 2 and a message.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use darkroom_pipeline::metadata::read_parameters;
 use darkroom_pipeline::Image;
 use darkroom_weights::SafetensorsFile;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+    common::root().join("tests/fixtures")
 }
 
 fn control_dir() -> PathBuf {
     fixtures().join("controlnet")
 }
 
+mod common;
+
+/// The binary (common::darkroom) with owned arguments.
 fn darkroom(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_darkroom")).args(args).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap()
+    common::darkroom(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 fn out_dir(name: &str) -> PathBuf {

@@ -4,17 +4,20 @@
 //! files refused with exit code 2 — a malicious .pth runs nothing.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use darkroom_pipeline::Image;
 use darkroom_weights::SafetensorsFile;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+    common::root().join("tests/fixtures")
 }
 
+mod common;
+
+/// The binary (common::darkroom) with owned arguments.
 fn darkroom(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_darkroom")).args(args).env("XDG_RUNTIME_DIR", "/tmp").output().unwrap()
+    common::darkroom(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 fn out_dir() -> PathBuf {

@@ -246,29 +246,29 @@ fn gaussian_blur(plane: &[f32], w: usize, h: usize, sigma: f64) -> Vec<f32> {
         let m = i.rem_euclid(period);
         (if m < n { m } else { period - m }) as usize
     };
-    let mut rows = vec![0.0f32; w * h];
-    for y in 0..h {
-        for x in 0..w {
-            let acc: f64 = kernel
-                .iter()
-                .enumerate()
-                .map(|(t, k)| k * plane[y * w + reflect(x as isize + t as isize - half, w)] as f64)
-                .sum();
-            rows[y * w + x] = acc as f32;
+    // One pass along the rows or along the columns.
+    let pass = |src: &[f32], along_rows: bool| -> Vec<f32> {
+        let mut out = vec![0.0f32; w * h];
+        for y in 0..h {
+            for x in 0..w {
+                let acc: f64 = kernel
+                    .iter()
+                    .enumerate()
+                    .map(|(t, k)| {
+                        let i = if along_rows {
+                            y * w + reflect(x as isize + t as isize - half, w)
+                        } else {
+                            reflect(y as isize + t as isize - half, h) * w + x
+                        };
+                        k * src[i] as f64
+                    })
+                    .sum();
+                out[y * w + x] = acc as f32;
+            }
         }
-    }
-    let mut out = vec![0.0f32; w * h];
-    for y in 0..h {
-        for x in 0..w {
-            let acc: f64 = kernel
-                .iter()
-                .enumerate()
-                .map(|(t, k)| k * rows[reflect(y as isize + t as isize - half, h) * w + x] as f64)
-                .sum();
-            out[y * w + x] = acc as f32;
-        }
-    }
-    out
+        out
+    };
+    pass(&pass(plane, true), false)
 }
 
 /// A1111 ControlNet's `lineart_standard` at the image's own size: per pixel the least, over
