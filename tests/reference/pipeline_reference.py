@@ -182,10 +182,10 @@ conv = "none"
 """
 
 
-def write_manifest(name):
+def write_manifest(name, head=MANIFEST_HEAD):
     """tests/fixtures/<name>.toml listing every file of the folder with its size and sha256."""
     root = FIX / name
-    text = MANIFEST_HEAD
+    text = head
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
         data = path.read_bytes()

@@ -186,6 +186,14 @@ fn every_reference_case_through_the_cli_matches_diffusers() {
     assert_eq!(samplers.len(), 7, "every sampler ran: {samplers:?}");
 }
 
+/// Every SDXL case of tests/fixtures/sdxl (a diffusers SDXL folder given to --model: the kind
+/// comes from its model_index.json) through the binary, against diffusers' images.
+#[test]
+fn every_sdxl_case_through_the_cli_matches_diffusers() {
+    let samplers = cli_cases("sdxl");
+    assert_eq!(samplers.len(), 7, "every sampler ran: {samplers:?}");
+}
+
 /// Sizes diffusers takes that the UNet's factor does not divide (80x48, 104x40, 72x40 …), in
 /// every mode including `--outpaint`, through the binary (tests/fixtures/sizes).
 #[test]

@@ -2,6 +2,8 @@
 //! conditions on: token + position embeddings, pre-norm transformer layers with causal
 //! self-attention, a final layer norm. SD 1.x uses quick-GELU, SD 2.x GELU; SD 2.x's
 //! penultimate-layer convention is in its checkpoint (23 of 24 layers), not in this code.
+//! SDXL reads the penultimate layer's states of both its encoders and the pooled, projected
+//! end-token state of the second (`CLIPTextModelWithProjection`): [`ClipTextModel::forward_sdxl`].
 
 use darkroom_gpu::ops::{self, Unary};
 use darkroom_gpu::{Gpu, Tensor, Weight};
@@ -71,12 +73,25 @@ pub struct ClipTextModel {
     position_embedding: Tensor,
     layers: Vec<EncoderLayer>,
     final_layer_norm: LayerNorm,
+    /// CLIPTextModelWithProjection's `text_projection` (no bias), applied to the pooled row.
+    text_projection: Option<Weight>,
+}
+
+/// What SDXL conditions on, per sequence.
+pub struct SdxlTextOutput {
+    /// [batch, seq_len, D]: the penultimate layer's output, before the final layer norm
+    /// (`hidden_states[-2]`).
+    pub penultimate: Tensor,
+    /// [batch, projection_dim]: the final-normed state at the end token, projected
+    /// (`text_embeds`), when the model has a projection.
+    pub pooled: Option<Tensor>,
 }
 
 impl ClipTextModel {
     /// Loads from `text_model.*` (transformers 4 checkpoints, as in SD repositories) or from the
     /// root (transformers 5 writes the keys without the prefix).
     pub fn load(vb: &Vb, config: &ClipTextConfig) -> Result<ClipTextModel, ModelError> {
+        let root = vb.clone();
         let vb = if vb.contains("text_model.embeddings.token_embedding.weight") {
             vb.pp("text_model")
         } else {
@@ -110,22 +125,105 @@ impl ClipTextModel {
             )?,
             layers,
             final_layer_norm: LayerNorm::load(&vb.pp("final_layer_norm"), d, config.layer_norm_eps)?,
+            text_projection: match config.projection_dim {
+                Some(p) if root.contains("text_projection.weight") => {
+                    Some(root.pp("text_projection").linear(p, d, false)?)
+                }
+                _ => None,
+            },
         })
     }
 
-    /// `ids` [batch, seq_len] (row-major, seq_len ≤ 77) → last_hidden_state [batch, seq_len, D].
-    pub fn forward(&self, gpu: &Gpu, ids: &[u32], seq_len: usize) -> Result<Tensor, ModelError> {
-        if seq_len == 0 || seq_len > self.config.max_position_embeddings {
+    pub fn config(&self) -> &ClipTextConfig {
+        &self.config
+    }
+
+    /// The embeddings and the first `layers` encoder layers.
+    fn run_layers(
+        &self,
+        gpu: &Gpu,
+        ids: &[u32],
+        seq_len: usize,
+        layers: usize,
+    ) -> Result<Tensor, ModelError> {
+        if seq_len == 0 || seq_len > self.config.max_position_embeddings || ids.len() % seq_len != 0 {
             return Err(ModelError::Input(format!(
-                "CLIP encodes up to {} tokens per sequence, got {seq_len}",
-                self.config.max_position_embeddings
+                "CLIP encodes whole sequences of up to {} tokens, got {} ids in sequences of {seq_len}",
+                self.config.max_position_embeddings,
+                ids.len()
             )));
         }
         let act = if self.config.hidden_act == "quick_gelu" { Unary::QuickGelu } else { Unary::Gelu };
         let mut x = ops::embed_tokens(gpu, ids, seq_len, &self.token_embedding, &self.position_embedding)?;
-        for layer in &self.layers {
+        for layer in &self.layers[..layers] {
             x = layer.forward(gpu, &x, self.config.num_attention_heads, act)?;
         }
+        Ok(x)
+    }
+
+    /// `ids` [batch, seq_len] (row-major, seq_len ≤ 77) → last_hidden_state [batch, seq_len, D].
+    pub fn forward(&self, gpu: &Gpu, ids: &[u32], seq_len: usize) -> Result<Tensor, ModelError> {
+        let x = self.run_layers(gpu, ids, seq_len, self.layers.len())?;
         self.final_layer_norm.forward(gpu, &x)
+    }
+
+    /// The position transformers pools each sequence at: with the legacy eos id 2, the largest
+    /// id's first position; otherwise the first end token's (0 when there is none).
+    pub fn pooled_positions(&self, ids: &[u32], seq_len: usize) -> Vec<usize> {
+        ids.chunks(seq_len)
+            .map(|row| {
+                if self.config.eos_token_id == 2 {
+                    let max = row.iter().copied().max().unwrap_or(0);
+                    row.iter().position(|&id| id == max).unwrap_or(0)
+                } else {
+                    row.iter().position(|&id| id == self.config.eos_token_id).unwrap_or(0)
+                }
+            })
+            .collect()
+    }
+
+    /// SDXL's use of an encoder: the penultimate layer's states, and (with a projection) the
+    /// pooled projection of the last layer's. `with_pooled` false skips the last layer.
+    pub async fn forward_sdxl(
+        &self,
+        gpu: &Gpu,
+        ids: &[u32],
+        seq_len: usize,
+        with_pooled: bool,
+    ) -> Result<SdxlTextOutput, ModelError> {
+        let n = self.layers.len();
+        if n < 2 {
+            return Err(ModelError::Input(
+                "SDXL conditions on the penultimate layer: the encoder has one".into(),
+            ));
+        }
+        let penultimate = self.run_layers(gpu, ids, seq_len, n - 1)?;
+        let pooled = match (&self.text_projection, with_pooled) {
+            (Some(projection), true) => {
+                let act = if self.config.hidden_act == "quick_gelu" { Unary::QuickGelu } else { Unary::Gelu };
+                let last =
+                    self.layers[n - 1].forward(gpu, &penultimate, self.config.num_attention_heads, act)?;
+                let last = self.final_layer_norm.forward(gpu, &last)?;
+                // One row per sequence: gathered on the CPU (a few KB per sequence, once per prompt).
+                let d = self.config.hidden_size;
+                let values = last.read_f32(gpu).await?;
+                let rows: Vec<f32> = self
+                    .pooled_positions(ids, seq_len)
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(b, &p)| values[(b * seq_len + p) * d..(b * seq_len + p + 1) * d].to_vec())
+                    .collect();
+                let batch = ids.len() / seq_len;
+                let rows = Tensor::from_f32(gpu, &[batch, d], &rows, penultimate.dtype())?;
+                Some(ops::linear(gpu, &rows, projection)?)
+            }
+            (None, true) => {
+                return Err(ModelError::Input(
+                    "this text encoder has no text_projection (SDXL's second encoder needs one)".into(),
+                ))
+            }
+            (_, false) => None,
+        };
+        Ok(SdxlTextOutput { penultimate, pooled })
     }
 }

@@ -53,6 +53,18 @@ pub struct UNet2DConditionConfig {
     pub freq_shift: usize,
     #[serde(default)]
     pub upcast_attention: Option<bool>,
+    /// Transformer blocks per attention layer, per down block (SDXL: 1, 2, 10); up blocks take
+    /// the reversed list and the mid block the last entry, as diffusers.
+    #[serde(default)]
+    pub transformer_layers_per_block: Option<PerBlock>,
+    /// "text_time" (SDXL): the pooled text embedding and the micro-conditioning time ids are
+    /// embedded and added to the time embedding.
+    #[serde(default)]
+    pub addition_embed_type: Option<String>,
+    #[serde(default)]
+    pub addition_time_embed_dim: Option<usize>,
+    #[serde(default)]
+    pub projection_class_embeddings_input_dim: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -70,21 +82,17 @@ fn refuse_unknown_architecture(raw: &serde_json::Value) -> Result<(), ConfigErro
     let unsupported = |what: String| Err(ConfigError::Unsupported(what));
     let set = |key: &str| raw.get(key).filter(|v| !v.is_null());
     if let Some(kind) = set("addition_embed_type") {
-        if kind == "text_time" {
-            return unsupported("an SDXL UNet (addition_embed_type \"text_time\"): not supported yet".into());
-        }
-        return unsupported(format!("a UNet with addition_embed_type {kind}: not supported yet"));
-    }
-    if let Some(layers) = set("transformer_layers_per_block") {
-        if layers.as_u64() != Some(1)
-            && layers.as_array().is_none_or(|l| l.iter().any(|v| v.as_u64() != Some(1)))
-        {
-            return unsupported(format!(
-                "a UNet with transformer_layers_per_block {layers} (SDXL-style): not supported yet"
-            ));
+        if kind != "text_time" {
+            return unsupported(format!("a UNet with addition_embed_type {kind}: not supported yet"));
         }
     }
-    for key in ["class_embed_type", "encoder_hid_dim_type", "time_cond_proj_dim", "num_class_embeds"] {
+    for key in [
+        "class_embed_type",
+        "encoder_hid_dim_type",
+        "time_cond_proj_dim",
+        "num_class_embeds",
+        "reverse_transformer_layers_per_block",
+    ] {
         if let Some(value) = set(key) {
             return unsupported(format!("a UNet with {key} {value}: not supported yet"));
         }
@@ -120,6 +128,29 @@ impl UNet2DConditionConfig {
                 self.up_block_types.len()
             )));
         }
+        if let Some(PerBlock::Each(depths)) = &self.transformer_layers_per_block {
+            if depths.len() != blocks {
+                return Err(invalid(format!(
+                    "transformer_layers_per_block lists {} blocks, the UNet has {blocks}",
+                    depths.len()
+                )));
+            }
+        }
+        if (0..blocks).any(|b| self.transformer_depth(b) == 0) {
+            return Err(invalid("transformer_layers_per_block must be at least 1".into()));
+        }
+        if let Some(kind) = &self.addition_embed_type {
+            match (kind.as_str(), self.addition_time_embed_dim, self.projection_class_embeddings_input_dim) {
+                ("text_time", Some(t), Some(p)) if t > 0 && t % 2 == 0 && p > 6 * t => {}
+                _ => {
+                    return Err(invalid(format!(
+                        "addition_embed_type {kind:?} needs an even addition_time_embed_dim and a \
+                         projection_class_embeddings_input_dim wider than 6 of them, got {:?} and {:?}",
+                        self.addition_time_embed_dim, self.projection_class_embeddings_input_dim
+                    )))
+                }
+            }
+        }
         for block in 0..blocks {
             let (heads, width) = (self.heads(block), self.block_out_channels[block]);
             if heads == 0 || width % heads != 0 || width % self.norm_num_groups != 0 {
@@ -139,6 +170,22 @@ impl UNet2DConditionConfig {
     /// `num_attention_heads` wins when set, otherwise `attention_head_dim` is the count.
     pub fn heads(&self, block: usize) -> usize {
         self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim).get(block).unwrap_or(0)
+    }
+
+    /// Transformer blocks in each attention layer of down block `block` (the mid block uses the
+    /// last block's, up block i the mirrored down block's).
+    pub fn transformer_depth(&self, block: usize) -> usize {
+        self.transformer_layers_per_block.as_ref().and_then(|d| d.get(block)).unwrap_or(1)
+    }
+
+    /// SDXL's added conditioning: the pooled text embedding's width (what the projection input
+    /// holds beyond the six time ids' embeddings) and one time id's embedding width.
+    pub fn text_time(&self) -> Option<(usize, usize)> {
+        if self.addition_embed_type.as_deref() != Some("text_time") {
+            return None;
+        }
+        let t = self.addition_time_embed_dim?;
+        Some((self.projection_class_embeddings_input_dim? - 6 * t, t))
     }
 
     pub fn head_dim(&self, block: usize) -> usize {
@@ -165,6 +212,10 @@ impl UNet2DConditionConfig {
             flip_sin_to_cos: true,
             freq_shift: 0,
             upcast_attention: None,
+            transformer_layers_per_block: None,
+            addition_embed_type: None,
+            addition_time_embed_dim: None,
+            projection_class_embeddings_input_dim: None,
         }
     }
 
@@ -183,6 +234,43 @@ impl UNet2DConditionConfig {
     /// 20 of them), linear projections, 1024-wide text embeddings, 96x96 latents (768 px).
     pub fn sd21() -> Self {
         Self::sd_blocks(1024, PerBlock::Each(vec![5, 10, 20, 20]), true, 96)
+    }
+
+    /// SDXL 1.0 base (`unet/config.json` of stabilityai/stable-diffusion-xl-base-1.0): three
+    /// blocks, no attention in the first, 1/2/10 transformer blocks deep, 64-wide heads, a
+    /// 2048-wide context (both encoders), text_time added conditioning, 128x128 latents.
+    /// SDXL-Turbo's UNet is the same network (sample_size 64).
+    pub fn sdxl() -> Self {
+        UNet2DConditionConfig {
+            sample_size: 128,
+            in_channels: 4,
+            out_channels: 4,
+            down_block_types: vec![
+                "DownBlock2D".into(),
+                "CrossAttnDownBlock2D".into(),
+                "CrossAttnDownBlock2D".into(),
+            ],
+            up_block_types: vec![
+                "CrossAttnUpBlock2D".into(),
+                "CrossAttnUpBlock2D".into(),
+                "UpBlock2D".into(),
+            ],
+            block_out_channels: vec![320, 640, 1280],
+            layers_per_block: 2,
+            norm_num_groups: 32,
+            norm_eps: 1e-5,
+            cross_attention_dim: 2048,
+            attention_head_dim: PerBlock::Each(vec![5, 10, 20]),
+            num_attention_heads: None,
+            use_linear_projection: true,
+            flip_sin_to_cos: true,
+            freq_shift: 0,
+            upcast_attention: None,
+            transformer_layers_per_block: Some(PerBlock::Each(vec![1, 2, 10])),
+            addition_embed_type: Some("text_time".into()),
+            addition_time_embed_dim: Some(256),
+            projection_class_embeddings_input_dim: Some(2816),
+        }
     }
 
     /// SD-Turbo (`unet/config.json` of stabilityai/sd-turbo): SD 2.1's network at 64x64 latents.
@@ -243,6 +331,11 @@ impl ControlNetConfig {
         refuse_unknown_architecture(&raw)?;
         let unet: UNet2DConditionConfig =
             serde_json::from_value(raw.clone()).map_err(|e| invalid(e.to_string()))?;
+        if unet.addition_embed_type.is_some() {
+            return Err(ConfigError::Unsupported(
+                "an SDXL ControlNet (addition_embed_type \"text_time\"): not supported yet".into(),
+            ));
+        }
         unet.validate("ControlNetModel", false)?;
         let extra: ControlNetExtra = serde_json::from_value(raw).map_err(|e| invalid(e.to_string()))?;
         if extra.global_pool_conditions {
@@ -311,15 +404,19 @@ mod tests {
         with("").unwrap();
         with(r#", "addition_embed_type": null, "transformer_layers_per_block": 1, "mid_block_type": "UNetMidBlock2DCrossAttn""#)
             .unwrap();
-        let sdxl =
-            with(r#", "addition_embed_type": "text_time", "transformer_layers_per_block": [1, 2, 10]"#)
-                .unwrap_err();
-        assert!(
-            sdxl.to_string().contains("an SDXL UNet") && sdxl.to_string().contains("not supported yet"),
-            "{sdxl}"
-        );
-        let deep = with(r#", "transformer_layers_per_block": [1, 2, 2, 1]"#).unwrap_err();
-        assert!(deep.to_string().contains("transformer_layers_per_block"), "{deep}");
+        let sdxl = with(
+            r#", "addition_embed_type": "text_time", "transformer_layers_per_block": [1, 2, 10, 1],
+            "addition_time_embed_dim": 256, "projection_class_embeddings_input_dim": 2816"#,
+        )
+        .unwrap();
+        assert_eq!((0..4).map(|b| sdxl.transformer_depth(b)).collect::<Vec<_>>(), [1, 2, 10, 1]);
+        assert_eq!(sdxl.text_time(), Some((1280, 256)));
+        let short = with(r#", "transformer_layers_per_block": [1, 2]"#).unwrap_err();
+        assert!(short.to_string().contains("transformer_layers_per_block lists 2"), "{short}");
+        let no_dims = with(r#", "addition_embed_type": "text_time""#).unwrap_err();
+        assert!(no_dims.to_string().contains("addition_time_embed_dim"), "{no_dims}");
+        let image = with(r#", "addition_embed_type": "image""#).unwrap_err();
+        assert!(image.to_string().contains("addition_embed_type \"image\""), "{image}");
         let lcm = with(r#", "time_cond_proj_dim": 256"#).unwrap_err();
         assert!(lcm.to_string().contains("time_cond_proj_dim"), "{lcm}");
     }
@@ -358,6 +455,7 @@ mod tests {
             UNet2DConditionConfig::sd15_inpainting(),
             UNet2DConditionConfig::sd21(),
             UNet2DConditionConfig::sd_turbo(),
+            UNet2DConditionConfig::sdxl(),
         ] {
             cfg.validate("UNet2DConditionModel", true).unwrap();
         }
@@ -394,6 +492,17 @@ pub struct ClipTextConfig {
     pub hidden_act: String,
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
+    /// Where the pooled output is read: the first position holding this id, or with the legacy
+    /// value 2 (SDXL's text_encoder_2 config) the position of the largest id, as transformers.
+    #[serde(default = "default_eos")]
+    pub eos_token_id: u32,
+    /// Width of `text_projection` (CLIPTextModelWithProjection).
+    #[serde(default)]
+    pub projection_dim: Option<usize>,
+}
+
+fn default_eos() -> u32 {
+    49407
 }
 
 impl ClipTextConfig {
@@ -427,6 +536,25 @@ impl ClipTextConfig {
             max_position_embeddings: 77,
             hidden_act: "quick_gelu".into(),
             layer_norm_eps: 1e-5,
+            eos_token_id: 49407,
+            projection_dim: None,
+        }
+    }
+
+    /// SDXL's second text encoder: OpenCLIP ViT-bigG/14 with its projection
+    /// (`text_encoder_2/config.json` of stabilityai/stable-diffusion-xl-base-1.0).
+    pub fn sdxl_bigg() -> Self {
+        ClipTextConfig {
+            vocab_size: 49408,
+            hidden_size: 1280,
+            intermediate_size: 5120,
+            num_hidden_layers: 32,
+            num_attention_heads: 20,
+            max_position_embeddings: 77,
+            hidden_act: "gelu".into(),
+            layer_norm_eps: 1e-5,
+            eos_token_id: 2,
+            projection_dim: Some(1280),
         }
     }
 
@@ -443,6 +571,8 @@ impl ClipTextConfig {
             max_position_embeddings: 77,
             hidden_act: "gelu".into(),
             layer_norm_eps: 1e-5,
+            eos_token_id: 49407,
+            projection_dim: None,
         }
     }
 }

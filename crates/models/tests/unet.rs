@@ -152,7 +152,8 @@ fn control_residuals_are_added_as_diffusers_adds_them() {
         );
         let timesteps = pollster::block_on(tensor(&format!("{p}/timesteps")).read_f32(&gpu)).unwrap();
         let control = Some(ControlResiduals { down: &down, mid: &mid });
-        let input = UNetInput { sample: &sample, timesteps: &timesteps, context: &context, control };
+        let input =
+            UNetInput { sample: &sample, timesteps: &timesteps, context: &context, control, added: None };
         let got = pollster::block_on(unet.forward_input(&gpu, &input).unwrap().read_f32(&gpu)).unwrap();
         let want = pollster::block_on(tensor(&format!("{p}/noise_pred")).read_f32(&gpu)).unwrap();
         let diff = max_abs_diff(&got, &want);

@@ -108,10 +108,11 @@ pub async fn generate(
     let mut seeds = stages::Seeds::new(recipe.seed.unwrap_or_default(), recipe.batch_size);
 
     stages::report(progress, Stage::Encoding, 0, 1, None, None)?;
-    let context = stages::conditioning(gpu, model, recipe, guided).await?;
+    let conditioning = stages::conditioning(gpu, model, recipe, guided).await?;
     gpu.trim_pool();
 
     let rows = if guided { 2 * recipe.batch_size } else { recipe.batch_size };
+    let time_ids = stages::time_ids(recipe, rows);
     let controls = crate::control::prepare(
         gpu,
         model,
@@ -127,7 +128,8 @@ pub async fn generate(
     }
     let job = stages::Denoising {
         latents: start.latents.clone(),
-        context: &context,
+        context: &conditioning.context,
+        added: conditioning.pooled.as_ref().map(|pooled| (pooled, time_ids.as_slice())),
         unet_extra: start.unet_extra.as_ref(),
         guided,
         cfg_scale: recipe.cfg_scale,
@@ -136,7 +138,7 @@ pub async fn generate(
     };
     let latents = stages::denoise(gpu, model, job, &mut denoiser, &mut seeds, &mut hooks, progress).await?;
     // Everything but the final latents (on the CPU now) goes back before the VAE allocates.
-    drop((hooks, start, context, controls));
+    drop((hooks, start, conditioning, controls));
     gpu.trim_pool();
     let tile = decode_tile(gpu, model, request);
     stages::decode(gpu, model, recipe, latents, tile, progress).await

@@ -1,6 +1,6 @@
 //! A Stable Diffusion model on the GPU: tokenizer, text encoder, UNet, VAE and the training
 //! noise schedule, loaded from the files of a diffusers folder (model_index.json, text_encoder/,
-//! tokenizer/, unet/, vae/, scheduler/) through a `ModelFiles` source — the file system natively,
+//! tokenizer/, unet/, vae/, scheduler/; SDXL adds text_encoder_2/ and tokenizer_2/) through a `ModelFiles` source — the file system natively,
 //! the blob store in the browser.
 
 use darkroom_gpu::{DType, Gpu};
@@ -37,27 +37,28 @@ pub trait ModelFiles {
     }
 }
 
-/// The `tokenizer/` folder in either layout: `vocab.json` + `merges.txt` (older savers) or
-/// `tokenizer.json` (current diffusers/transformers `save_pretrained`).
-async fn load_tokenizer(files: &impl ModelFiles) -> Result<ClipTokenizer, PipelineError> {
+/// A tokenizer folder (`tokenizer`, SDXL's `tokenizer_2`) in either layout: `vocab.json` +
+/// `merges.txt` (older savers) or `tokenizer.json` (current diffusers/transformers
+/// `save_pretrained`).
+async fn load_tokenizer(files: &impl ModelFiles, dir: &str) -> Result<ClipTokenizer, PipelineError> {
     let optional = |bytes: Option<Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
-    let special = optional(files.read("tokenizer/special_tokens_map.json").await?);
-    if files.len("tokenizer/vocab.json").await?.is_some() {
+    let special = optional(files.read(&format!("{dir}/special_tokens_map.json")).await?);
+    if files.len(&format!("{dir}/vocab.json")).await?.is_some() {
         return Ok(ClipTokenizer::from_files(
-            &text(files, "tokenizer/vocab.json").await?,
-            &text(files, "tokenizer/merges.txt").await?,
+            &text(files, &format!("{dir}/vocab.json")).await?,
+            &text(files, &format!("{dir}/merges.txt")).await?,
             special.as_deref(),
         )?);
     }
-    match optional(files.read("tokenizer/tokenizer.json").await?) {
+    match optional(files.read(&format!("{dir}/tokenizer.json")).await?) {
         Some(json) => Ok(ClipTokenizer::from_tokenizer_json(
             &json,
-            optional(files.read("tokenizer/tokenizer_config.json").await?).as_deref(),
+            optional(files.read(&format!("{dir}/tokenizer_config.json")).await?).as_deref(),
             special.as_deref(),
         )?),
-        None => Err(PipelineError::Files(
-            "tokenizer/ has neither vocab.json + merges.txt nor tokenizer.json".into(),
-        )),
+        None => Err(PipelineError::Files(format!(
+            "{dir}/ has neither vocab.json + merges.txt nor tokenizer.json"
+        ))),
     }
 }
 
@@ -165,11 +166,34 @@ impl Precision {
     pub const F32: Precision = Precision { activations: DType::F32, weights: QuantPolicy::F32 };
 }
 
+/// SDXL's second tokenizer and text encoder (OpenCLIP bigG with its projection), and how its
+/// pipeline conditions.
+pub struct SdxlText {
+    pub tokenizer: ClipTokenizer,
+    pub clip: ClipTextModel,
+    /// model_index.json's `force_zeros_for_empty_prompt`: an empty negative prompt conditions
+    /// on zeros (diffusers' behaviour when no negative prompt is given), not on the encoded
+    /// empty string.
+    pub force_zeros_for_empty_prompt: bool,
+}
+
+/// Which pipeline a model folder is, from model_index.json.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// SD 1.x / 2.x: one text encoder.
+    Sd,
+    /// SDXL and SDXL-Turbo: two text encoders, added conditioning.
+    Sdxl { force_zeros_for_empty_prompt: bool },
+}
+
 pub struct StableDiffusion {
     /// Shown in PNG metadata ("Model: …").
     pub name: String,
     pub tokenizer: ClipTokenizer,
+    /// The (first) text encoder.
     pub clip: ClipTextModel,
+    /// SDXL's second encoder; `None` for SD 1.x/2.x.
+    pub xl: Option<SdxlText>,
     pub unet: UNet2DConditionModel,
     pub vae_config: AutoencoderKLConfig,
     pub vae_encoder: VaeEncoder,
@@ -233,36 +257,63 @@ fn config_error(path: &str) -> impl Fn(darkroom_models::config::ConfigError) -> 
 /// name before anything loads.
 const PIPELINES: [&str; 3] =
     ["StableDiffusionPipeline", "StableDiffusionInpaintPipeline", "StableDiffusionImg2ImgPipeline"];
+const XL_PIPELINES: [&str; 3] =
+    ["StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline"];
+
+/// The pipeline family model_index.json names (SD when there is no model_index.json: a folder
+/// of SD components).
+pub async fn family<F: ModelFiles>(files: &F) -> Result<Family, PipelineError> {
+    let Some(index) = files.read("model_index.json").await? else { return Ok(Family::Sd) };
+    let index: serde_json::Value =
+        serde_json::from_slice(&index).map_err(|e| PipelineError::Files(format!("model_index.json: {e}")))?;
+    let Some(class) = index.get("_class_name").and_then(|v| v.as_str()) else { return Ok(Family::Sd) };
+    if PIPELINES.contains(&class) {
+        return Ok(Family::Sd);
+    }
+    if XL_PIPELINES.contains(&class) {
+        let set = |key: &str| {
+            index
+                .get(key)
+                .is_some_and(|v| v.as_array().is_none_or(|a| a.first().is_some_and(|v| !v.is_null())))
+        };
+        // The refiner has only the second encoder and conditions on an aesthetic score.
+        if index.get("requires_aesthetics_score").and_then(|v| v.as_bool()) == Some(true)
+            || !set("text_encoder")
+        {
+            return Err(PipelineError::Files(format!(
+                "an SDXL refiner ({class} without a first text encoder): not supported yet"
+            )));
+        }
+        let force_zeros = index.get("force_zeros_for_empty_prompt").and_then(|v| v.as_bool()).unwrap_or(true);
+        return Ok(Family::Sdxl { force_zeros_for_empty_prompt: force_zeros });
+    }
+    Err(PipelineError::Files(format!("a {class}: not supported yet")))
+}
 
 impl StableDiffusion {
     /// What a recipe is validated against, from the model's configs alone (before loading):
-    /// an SDXL or other unsupported pipeline or UNet is refused here by name.
+    /// an unsupported pipeline or UNet is refused here by name.
     pub async fn inspect<F: ModelFiles>(
         files: &F,
         name: &str,
     ) -> Result<crate::recipe::ModelInfo, PipelineError> {
-        if let Some(index) = files.read("model_index.json").await? {
-            let index: serde_json::Value = serde_json::from_slice(&index)
-                .map_err(|e| PipelineError::Files(format!("model_index.json: {e}")))?;
-            if let Some(class) = index.get("_class_name").and_then(|v| v.as_str()) {
-                if class.contains("XL") {
-                    return Err(PipelineError::Files(format!(
-                        "an SDXL pipeline ({class}): not supported yet"
-                    )));
-                }
-                if !PIPELINES.contains(&class) {
-                    return Err(PipelineError::Files(format!("a {class}: not supported yet")));
-                }
-            }
-        }
+        let family = family(files).await?;
         let unet = UNet2DConditionConfig::from_json(&text(files, "unet/config.json").await?)
             .map_err(config_error("unet/config.json"))?;
         let vae = AutoencoderKLConfig::from_json(&text(files, "vae/config.json").await?)
             .map_err(config_error("vae/config.json"))?;
+        if (family != Family::Sd) != unet.text_time().is_some() {
+            return Err(PipelineError::Files(format!(
+                "model_index.json names {} pipeline but unet/config.json is {} UNet",
+                if family == Family::Sd { "an SD" } else { "an SDXL" },
+                if unet.text_time().is_some() { "an SDXL (text_time)" } else { "an SD" }
+            )));
+        }
         Ok(crate::recipe::ModelInfo {
             name: name.to_string(),
             inpainting: unet.in_channels == 9,
             size_multiple: vae.scale(),
+            sdxl: family != Family::Sd,
         })
     }
 
@@ -307,8 +358,11 @@ impl StableDiffusion {
             ));
         }
         let (dtype, policy) = (precision.activations, precision.weights);
-        StableDiffusion::inspect(files, name).await?;
-        let tokenizer = load_tokenizer(files).await?;
+        let info = StableDiffusion::inspect(files, name).await?;
+        if !info.sdxl && loras.iter().any(|l| l.lora.is_sdxl()) {
+            return Err(PipelineError::Input(darkroom_weights::lora::LoraError::Sdxl.to_string()));
+        }
+        let tokenizer = load_tokenizer(files, "tokenizer").await?;
 
         let clip_config = ClipTextConfig::from_json(&text(files, "text_encoder/config.json").await?)
             .map_err(config_error("text_encoder/config.json"))?;
@@ -330,6 +384,44 @@ impl StableDiffusion {
             store.require_all_used()?;
         }
         drop(store);
+
+        let xl = match family(files).await? {
+            Family::Sd => None,
+            Family::Sdxl { force_zeros_for_empty_prompt } => {
+                let config = ClipTextConfig::from_json(&text(files, "text_encoder_2/config.json").await?)
+                    .map_err(config_error("text_encoder_2/config.json"))?;
+                if config.projection_dim.is_none() {
+                    return Err(PipelineError::Files(
+                        "text_encoder_2/config.json has no projection_dim (SDXL's second encoder is a CLIPTextModelWithProjection)".into(),
+                    ));
+                }
+                let te2_merge = merge(Component::TextEncoder2);
+                let store = load_weights(
+                    gpu,
+                    files,
+                    cache,
+                    policy,
+                    "text_encoder_2",
+                    &encoder_files,
+                    te2_merge.clone(),
+                    progress,
+                )
+                .await?;
+                let clip = ClipTextModel::load(&store.root(gpu, dtype, policy), &config)?;
+                if store.unused_keys().iter().any(|k| !ignorable(k)) {
+                    store.require_all_used()?;
+                }
+                if let Some(merge) = &te2_merge {
+                    merge.require_all_applied()?;
+                }
+                drop(store);
+                Some(SdxlText {
+                    tokenizer: load_tokenizer(files, "tokenizer_2").await?,
+                    clip,
+                    force_zeros_for_empty_prompt,
+                })
+            }
+        };
 
         let unet_config = UNet2DConditionConfig::from_json(&text(files, "unet/config.json").await?)
             .map_err(config_error("unet/config.json"))?;
@@ -354,16 +446,28 @@ impl StableDiffusion {
 
         let schedule = NoiseScheduleConfig::from_json(&text(files, "scheduler/scheduler_config.json").await?)
             .map_err(PipelineError::Files)?;
-        if clip_config.hidden_size != unet_config.cross_attention_dim {
+        let context_width =
+            clip_config.hidden_size + xl.as_ref().map_or(0, |xl| xl.clip.config().hidden_size);
+        if context_width != unet_config.cross_attention_dim {
             return Err(PipelineError::Files(format!(
-                "the text encoder's width {} does not match the UNet's cross-attention width {}",
-                clip_config.hidden_size, unet_config.cross_attention_dim
+                "the text encoders' width {context_width} does not match the UNet's cross-attention width {}",
+                unet_config.cross_attention_dim
             )));
         }
+        if let (Some(xl), Some((pooled, _))) = (&xl, unet_config.text_time()) {
+            if xl.clip.config().projection_dim != Some(pooled) {
+                return Err(PipelineError::Files(format!(
+                    "text_encoder_2's projection ({:?} wide) does not fit the UNet's added conditioning ({pooled} wide)",
+                    xl.clip.config().projection_dim
+                )));
+            }
+        }
+        debug_assert_eq!(info.sdxl, xl.is_some());
         Ok(StableDiffusion {
             name: name.to_string(),
             tokenizer,
             clip,
+            xl,
             unet,
             vae_config,
             vae_encoder,
@@ -379,6 +483,7 @@ impl StableDiffusion {
             name: self.name.clone(),
             inpainting: self.is_inpainting(),
             size_multiple: self.size_multiple(),
+            sdxl: self.xl.is_some(),
         }
     }
 

@@ -182,12 +182,14 @@ pub struct ModelInfo {
     /// resizes to its skip connections where its own factor does not divide the latents, as
     /// diffusers does.
     pub size_multiple: usize,
+    /// SDXL (two text encoders, added conditioning).
+    pub sdxl: bool,
 }
 
 impl ModelInfo {
     /// An SD 1.x/2.x model (VAE factor 8).
     pub fn stable_diffusion(name: &str, inpainting: bool) -> ModelInfo {
-        ModelInfo { name: name.to_string(), inpainting, size_multiple: 8 }
+        ModelInfo { name: name.to_string(), inpainting, size_multiple: 8, sdxl: false }
     }
 
     /// From a manifest, before anything is downloaded.
@@ -244,6 +246,12 @@ impl Recipe {
             return refuse(
                 "cfg_scale",
                 format!("CFG scale must be between 0 and {MAX_CFG}, got {}", self.cfg_scale),
+            );
+        }
+        if model.sdxl && !self.controls.is_empty() {
+            return refuse(
+                "controls",
+                format!("{} is an SDXL model: ControlNet units run on SD 1.x models so far", model.name),
             );
         }
         let m = model.size_multiple.max(1);

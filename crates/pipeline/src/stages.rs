@@ -44,23 +44,32 @@ pub fn report(
     }
 }
 
-/// Stage 1: the prompt and negative prompt encoded (the negative only with CFG), batch rows.
+/// Stage 1: the prompt and negative prompt encoded (the negative only with CFG), batch rows;
+/// for SDXL also the pooled embeddings.
 pub async fn conditioning(
     gpu: &Gpu,
     model: &StableDiffusion,
     recipe: &Recipe,
     guided: bool,
-) -> Result<Tensor, PipelineError> {
-    text::encode(
-        gpu,
-        &model.tokenizer,
-        &model.clip,
-        &recipe.prompt,
-        &recipe.negative_prompt,
-        recipe.batch_size,
-        guided,
-    )
-    .await
+) -> Result<text::Conditioning, PipelineError> {
+    let (prompt, negative, batch) = (&recipe.prompt, &recipe.negative_prompt, recipe.batch_size);
+    match &model.xl {
+        Some(xl) => {
+            text::encode_sdxl(gpu, (&model.tokenizer, &model.clip), xl, prompt, negative, batch, guided).await
+        }
+        None => Ok(text::Conditioning {
+            context: text::encode(gpu, &model.tokenizer, &model.clip, prompt, negative, batch, guided)
+                .await?,
+            pooled: None,
+        }),
+    }
+}
+
+/// SDXL's micro-conditioning for every row: original size, crop top-left (0, 0) and target
+/// size, (height, width) each, the image being made's size as diffusers defaults them.
+pub fn time_ids(recipe: &Recipe, rows: usize) -> Vec<f32> {
+    let (h, w) = (recipe.height as f32, recipe.width as f32);
+    [h, w, 0.0, 0.0, h, w].repeat(rows)
 }
 
 /// The mask as diffusers' mask processor reads it: grey (PIL's weights), ≥ ½ repaints.
@@ -256,6 +265,8 @@ impl StepHook for InpaintBlend {
 pub struct Denoising<'a> {
     pub latents: Tensor,
     pub context: &'a Tensor,
+    /// SDXL's added conditioning: pooled text embeddings [rows, P] and six time ids per row.
+    pub added: Option<(&'a Tensor, &'a [f32])>,
     /// Extra UNet input channels (9-channel inpainting), already in CFG rows.
     pub unet_extra: Option<&'a Tensor>,
     pub guided: bool,
@@ -276,7 +287,8 @@ pub async fn denoise(
     hooks: &mut [Box<dyn StepHook>],
     progress: &mut ProgressFn<'_>,
 ) -> Result<(Vec<f32>, Vec<usize>), PipelineError> {
-    let Denoising { mut latents, context, unet_extra, guided, cfg_scale, live_preview, controls } = job;
+    let Denoising { mut latents, context, added, unet_extra, guided, cfg_scale, live_preview, controls } =
+        job;
     let shape = latents.shape().to_vec();
     let per_image: usize = shape[1..].iter().product();
     let rows = if guided { 2 * shape[0] } else { shape[0] };
@@ -305,6 +317,10 @@ pub async fn denoise(
             timesteps: &timesteps,
             context,
             control: control.as_ref().map(|c| c.residuals()),
+            added: added.map(|(text_embeds, time_ids)| darkroom_models::unet::AddedConditions {
+                text_embeds,
+                time_ids,
+            }),
         };
         let out = model.unet.forward_input(gpu, &unet_input)?;
         let out = if guided { ops::cfg_combine(gpu, &out, cfg_scale)? } else { out };

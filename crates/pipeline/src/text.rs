@@ -166,3 +166,96 @@ pub fn repeat_batch(gpu: &Gpu, x: &Tensor, n: usize) -> Result<Tensor, darkroom_
     }
     Ok(out)
 }
+
+/// What the UNet is conditioned on: the context, and for SDXL the pooled text embeddings.
+pub struct Conditioning {
+    /// [rows, 77·k, D]: negative rows first (with CFG), then positive ones.
+    pub context: Tensor,
+    /// SDXL: [rows, P], the second encoder's pooled projection of each row's prompt.
+    pub pooled: Option<Tensor>,
+}
+
+/// SDXL's conditioning for the negative and positive prompts, `batch` rows each (negatives
+/// first, only with `with_negative`), as diffusers' `StableDiffusionXLPipeline.encode_prompt`
+/// for prompts of at most 75 tokens, and A1111's way beyond: both tokenizers chunk the prompt
+/// alike (the second pads with its own pad token), both encoders' penultimate states are
+/// weighted (A1111's emphasis, each encoder's mean restored) and concatenated per token, and
+/// the pooled embedding is the second encoder's for the first chunk. An empty negative prompt
+/// is zeros, context and pooled, where the model says `force_zeros_for_empty_prompt`.
+#[allow(clippy::too_many_arguments)]
+pub async fn encode_sdxl(
+    gpu: &Gpu,
+    (tokenizer, clip): (&ClipTokenizer, &ClipTextModel),
+    xl: &crate::model::SdxlText,
+    prompt: &str,
+    negative: &str,
+    batch: usize,
+    with_negative: bool,
+) -> Result<Conditioning, PipelineError> {
+    let zero_negative = with_negative && negative.is_empty() && xl.force_zeros_for_empty_prompt;
+    let texts: Vec<&str> = match (with_negative, zero_negative) {
+        (true, false) => vec![negative, prompt],
+        _ => vec![prompt],
+    };
+    // Chunks per text and tokenizer, padded with empty chunks to one count k.
+    let mut first: Vec<Vec<Chunk>> = texts.iter().map(|t| chunks(tokenizer, t)).collect::<Result<_, _>>()?;
+    let mut second: Vec<Vec<Chunk>> =
+        texts.iter().map(|t| chunks(&xl.tokenizer, t)).collect::<Result<_, _>>()?;
+    let k = first.iter().chain(&second).map(Vec::len).max().unwrap_or(1);
+    let (empty1, empty2) = (chunks(tokenizer, "")?.remove(0), chunks(&xl.tokenizer, "")?.remove(0));
+    for (list, empty) in first.iter_mut().map(|l| (l, &empty1)).chain(second.iter_mut().map(|l| (l, &empty2)))
+    {
+        list.resize(k, empty.clone());
+    }
+    let ids =
+        |lists: &[Vec<Chunk>]| -> Vec<u32> { lists.iter().flatten().flat_map(|c| c.ids.clone()).collect() };
+    let out1 = clip.forward_sdxl(gpu, &ids(&first), WINDOW, false).await?;
+    let out2 = xl.clip.forward_sdxl(gpu, &ids(&second), WINDOW, true).await?;
+    let (d1, d2) = (clip.config().hidden_size, xl.clip.config().hidden_size);
+    let h1 = out1.penultimate.read_f32(gpu).await?;
+    let h2 = out2.penultimate.read_f32(gpu).await?;
+    let pooled = out2
+        .pooled
+        .ok_or_else(|| PipelineError::Input("the second text encoder gave no pooled output".into()))?;
+    let p = *pooled.shape().last().expect("2-D");
+    let pooled = pooled.read_f32(gpu).await?;
+
+    // Per text: [77·k, d1 + d2] and the first chunk's pooled row.
+    let width = d1 + d2;
+    let per_text: Vec<(Vec<f32>, Vec<f32>)> = (0..texts.len())
+        .map(|t| {
+            let mut context = vec![0.0f32; k * WINDOW * width];
+            for c in 0..k {
+                let row = t * k + c;
+                let a = emphasize(&h1[row * WINDOW * d1..(row + 1) * WINDOW * d1], &first[t][c].weights, d1);
+                let b = emphasize(&h2[row * WINDOW * d2..(row + 1) * WINDOW * d2], &second[t][c].weights, d2);
+                for i in 0..WINDOW {
+                    let at = (c * WINDOW + i) * width;
+                    context[at..at + d1].copy_from_slice(&a[i * d1..(i + 1) * d1]);
+                    context[at + d1..at + width].copy_from_slice(&b[i * d2..(i + 1) * d2]);
+                }
+            }
+            (context, pooled[t * k * p..(t * k + 1) * p].to_vec())
+        })
+        .collect();
+    let zeros = (vec![0.0f32; k * WINDOW * width], vec![0.0f32; p]);
+    let groups: Vec<&(Vec<f32>, Vec<f32>)> = match (with_negative, zero_negative) {
+        (true, true) => vec![&zeros, &per_text[0]],
+        (true, false) => vec![&per_text[0], &per_text[1]],
+        _ => vec![&per_text[0]],
+    };
+    let rows = groups.len() * batch;
+    let mut context = Vec::with_capacity(rows * k * WINDOW * width);
+    let mut pooled_rows = Vec::with_capacity(rows * p);
+    for group in &groups {
+        for _ in 0..batch {
+            context.extend_from_slice(&group.0);
+            pooled_rows.extend_from_slice(&group.1);
+        }
+    }
+    let dtype = out1.penultimate.dtype();
+    Ok(Conditioning {
+        context: Tensor::from_f32(gpu, &[rows, k * WINDOW, width], &context, dtype)?,
+        pooled: Some(Tensor::from_f32(gpu, &[rows, p], &pooled_rows, dtype)?),
+    })
+}

@@ -154,6 +154,15 @@ fn images_match_diffusers_for_every_sampler_and_mode() {
 /// today's `save_pretrained` writes it: a tokenizer.json without vocab.json and merges.txt.
 /// These decode in tiles of 2 latent pixels (edge tiles of 1), so the tiled VAE decode is held
 /// to diffusers' untiled images too.
+/// SDXL (tests/reference/sdxl_reference.py, tests/fixtures/tiny-sdxl*): two text encoders,
+/// pooled embeddings and time ids, an empty negative prompt as zeros, every sampler, CFG on and
+/// off, batch 2, a square size, img2img and inpainting with 4- and 9-channel UNets.
+#[test]
+fn sdxl_images_match_diffusers_for_every_sampler_and_mode() {
+    let seen_samplers = check_cases("sdxl", VaeTiling::Auto);
+    assert_eq!(seen_samplers.len(), darkroom_pipeline::Sampler::ALL.len(), "every sampler is tested");
+}
+
 #[test]
 fn images_match_diffusers_at_sizes_the_unet_factor_does_not_divide() {
     check_cases("sizes", VaeTiling::Tiles(2));

@@ -9,8 +9,9 @@
 //!   older `unet.<module>.lora.down.weight` / `lora.up.weight`.
 //!
 //! Both are keyed here by the kohya name, which a loader derives from the weight it is about to
-//! pack ([`module_name`]). Files for other architectures (SDXL's two text encoders, LDM-named
-//! UNets) are refused with a reason rather than half-applied.
+//! pack ([`module_name`]). SDXL's files name a second text encoder (`lora_te2_`,
+//! `text_encoder_2.`); kohya's `lora_te1_` is the first encoder's `lora_te_`. LDM-named UNets
+//! are refused with a reason rather than half-applied.
 
 use std::collections::BTreeMap;
 
@@ -22,7 +23,7 @@ pub enum LoraError {
     File(#[from] SafetensorsError),
     #[error("this is not a LoRA file: it has no lora_down/lora_up or lora_A/lora_B tensors")]
     NotALora,
-    #[error("this LoRA is for SDXL (it changes a second text encoder); Darkroom runs SD 1.x and 2.x")]
+    #[error("this LoRA is for SDXL (it changes a second text encoder); the model is SD 1.x or 2.x")]
     Sdxl,
     #[error("this is a LyCORIS {0} file; Darkroom merges plain low-rank LoRAs (lora_down/lora_up) only")]
     Lycoris(&'static str),
@@ -38,7 +39,10 @@ pub enum LoraError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Component {
     Unet,
+    /// The (first) text encoder: kohya's `lora_te_` (SD 1.x/2.x) or `lora_te1_` (SDXL).
     TextEncoder,
+    /// SDXL's second text encoder: `lora_te2_`.
+    TextEncoder2,
 }
 
 impl Component {
@@ -46,6 +50,7 @@ impl Component {
         match self {
             Component::Unet => "lora_unet_",
             Component::TextEncoder => "lora_te_",
+            Component::TextEncoder2 => "lora_te2_",
         }
     }
 }
@@ -139,6 +144,11 @@ fn classify(name: &str) -> Option<(String, &'static str)> {
                 format!("lora_unet_{}", rest.replace('.', "_"))
             } else if let Some(rest) = module.strip_prefix("text_encoder.") {
                 format!("lora_te_{}", rest.replace('.', "_"))
+            } else if let Some(rest) = module.strip_prefix("text_encoder_2.") {
+                format!("lora_te2_{}", rest.replace('.', "_"))
+            } else if let Some(rest) = module.strip_prefix("lora_te1_") {
+                // SDXL kohya files number the first encoder; it is the one SD's `lora_te_` names.
+                format!("lora_te_{rest}")
             } else {
                 module.to_string()
             };
@@ -160,9 +170,6 @@ impl Lora {
                 return Err(LoraError::Lycoris("LoKr"));
             }
             let Some((module, role)) = classify(&info.name) else { continue };
-            if module.starts_with("lora_te2_") || module.starts_with("text_encoder_2") {
-                return Err(LoraError::Sdxl);
-            }
             if module.starts_with("lora_unet_input_blocks")
                 || module.starts_with("lora_unet_output_blocks")
                 || module.starts_with("lora_unet_middle_block")
@@ -210,6 +217,11 @@ impl Lora {
 
     pub fn get(&self, module: &str) -> Option<&LoraUpdate> {
         self.updates.get(module)
+    }
+
+    /// Whether the file changes SDXL's second text encoder (so it is for SDXL).
+    pub fn is_sdxl(&self) -> bool {
+        self.updates.keys().any(|k| k.starts_with(Component::TextEncoder2.prefix()))
     }
 }
 
@@ -279,8 +291,18 @@ mod tests {
         let update = lora.get("lora_unet_mid_block_attentions_0_proj_in").unwrap();
         assert_eq!(update.alpha_scale, 1.0);
 
-        let sdxl = safetensors_bytes(&[("lora_te2_text_model_x.lora_down.weight", &[1, 1], &[1.0])]);
-        assert_eq!(Lora::from_bytes(sdxl), Err(LoraError::Sdxl));
+        let sdxl = safetensors_bytes(&[
+            ("lora_te2_text_model_x.lora_down.weight", &[1, 1], &[1.0]),
+            ("lora_te2_text_model_x.lora_up.weight", &[1, 1], &[1.0]),
+            ("lora_te1_text_model_y.lora_down.weight", &[1, 1], &[1.0]),
+            ("lora_te1_text_model_y.lora_up.weight", &[1, 1], &[1.0]),
+            ("text_encoder_2.text_model.z.lora_A.weight", &[1, 1], &[1.0]),
+            ("text_encoder_2.text_model.z.lora_B.weight", &[1, 1], &[1.0]),
+        ]);
+        let sdxl = Lora::from_bytes(sdxl).unwrap();
+        assert!(sdxl.is_sdxl());
+        let names: Vec<&String> = sdxl.updates.keys().collect();
+        assert_eq!(names, ["lora_te2_text_model_x", "lora_te2_text_model_z", "lora_te_text_model_y"]);
         let ldm =
             safetensors_bytes(&[("lora_unet_input_blocks_1_1_proj_in.lora_down.weight", &[1, 1], &[1.0])]);
         assert!(matches!(Lora::from_bytes(ldm), Err(LoraError::LdmNames(_))));

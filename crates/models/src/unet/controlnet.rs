@@ -142,7 +142,7 @@ impl ControlNetModel {
                 self.config.image_factor()
             )));
         }
-        let temb = self.encoder.time_embedding(gpu, cfg, timesteps, sample.dtype())?;
+        let temb = self.encoder.time_embedding(gpu, cfg, timesteps, None, sample.dtype())?;
         let (x, skips) = self.encoder.down(gpu, sample, Some(condition), &temb, context)?;
         let x = self.encoder.mid(gpu, &x, &temb, context)?;
         let scaled = |t: Tensor| -> Result<Tensor, ModelError> {

@@ -1,6 +1,8 @@
-//! diffusers' `UNet2DConditionModel` for SD 1.x / 2.x (and their 9-channel inpainting
-//! variants): time embedding, down blocks that keep skip outputs, a cross-attention mid block,
-//! up blocks that concatenate those skips, and the output head.
+//! diffusers' `UNet2DConditionModel` for SD 1.x / 2.x / XL (and their 9-channel inpainting
+//! variants), driven by its config: time embedding (plus SDXL's text_time added conditioning),
+//! down blocks that keep skip outputs, a cross-attention mid block, up blocks that concatenate
+//! those skips, and the output head. Attention only where the block types say so, each
+//! attention layer as many transformer blocks deep as `transformer_layers_per_block` says.
 
 pub mod controlnet;
 mod transformer;
@@ -54,6 +56,16 @@ pub struct ControlResiduals<'a> {
     pub mid: &'a Tensor,
 }
 
+/// SDXL's added conditioning (diffusers' `added_cond_kwargs`).
+#[derive(Clone, Copy)]
+pub struct AddedConditions<'a> {
+    /// [B, P]: the second text encoder's pooled, projected embedding.
+    pub text_embeds: &'a Tensor,
+    /// Six per batch entry: original height and width, crop top and left, target height and
+    /// width.
+    pub time_ids: &'a [f32],
+}
+
 /// Everything one UNet evaluation takes.
 #[derive(Clone, Copy)]
 pub struct UNetInput<'a> {
@@ -64,6 +76,8 @@ pub struct UNetInput<'a> {
     /// [B, M, D]: the text embeddings.
     pub context: &'a Tensor,
     pub control: Option<ControlResiduals<'a>>,
+    /// SDXL's pooled text embedding and time ids.
+    pub added: Option<AddedConditions<'a>>,
 }
 
 /// The time embedding, `conv_in`, the down blocks and the mid block: the part of the UNet a
@@ -71,19 +85,22 @@ pub struct UNetInput<'a> {
 pub(crate) struct Encoder {
     linear_1: Weight,
     linear_2: Weight,
+    /// SDXL's `add_embedding` (linear_1, linear_2) for the text_time conditioning.
+    add_embedding: Option<(Weight, Weight)>,
     conv_in: ConvLayer,
     down_blocks: Vec<DownBlock>,
     mid_block: MidBlock,
 }
 
 /// Resnet `j` of a block (and its transformer when the block has cross-attention).
+/// `attention`: the heads and transformer depth of a cross-attention block's layers.
 fn load_layer(
     cfg: &UNet2DConditionConfig,
     block: &Vb,
     j: usize,
     input: usize,
     out: usize,
-    heads: Option<usize>,
+    attention: Option<(usize, usize)>,
 ) -> Result<Layer, ModelError> {
     let temb = 4 * cfg.block_out_channels[0];
     Ok(Layer {
@@ -95,8 +112,10 @@ fn load_layer(
             cfg.norm_num_groups,
             cfg.norm_eps,
         )?,
-        attention: match heads {
-            Some(h) => Some(load_attention(cfg, &block.pp("attentions").pp(j), out, h)?),
+        attention: match attention {
+            Some((heads, depth)) => {
+                Some(load_attention(cfg, &block.pp("attentions").pp(j), out, heads, depth)?)
+            }
             None => None,
         },
     })
@@ -107,6 +126,7 @@ fn load_attention(
     vb: &Vb,
     width: usize,
     heads: usize,
+    depth: usize,
 ) -> Result<Transformer2DModel, ModelError> {
     Transformer2DModel::load(
         vb,
@@ -115,6 +135,7 @@ fn load_attention(
         heads,
         cfg.use_linear_projection,
         cfg.norm_num_groups,
+        depth,
     )
 }
 
@@ -128,9 +149,9 @@ impl Encoder {
         for (i, &out) in ch.iter().enumerate() {
             let vb = vb.pp("down_blocks").pp(i);
             let cross = has_cross_attention(&cfg.down_block_types[i]);
-            let heads = cross.then(|| cfg.heads(i));
+            let attention = cross.then(|| (cfg.heads(i), cfg.transformer_depth(i)));
             let layers = (0..cfg.layers_per_block)
-                .map(|j| load_layer(cfg, &vb, j, if j == 0 { prev } else { out }, out, heads))
+                .map(|j| load_layer(cfg, &vb, j, if j == 0 { prev } else { out }, out, attention))
                 .collect::<Result<_, _>>()?;
             let last = i + 1 == ch.len();
             let downsample =
@@ -143,13 +164,31 @@ impl Encoder {
         let mid = vb.pp("mid_block");
         let mid_block = MidBlock {
             resnet0: ResnetBlock2D::load(&mid.pp("resnets").pp(0), top, top, Some(temb), groups, eps)?,
-            attention: load_attention(cfg, &mid.pp("attentions").pp(0), top, cfg.heads(ch.len() - 1))?,
+            attention: load_attention(
+                cfg,
+                &mid.pp("attentions").pp(0),
+                top,
+                cfg.heads(ch.len() - 1),
+                cfg.transformer_depth(ch.len() - 1),
+            )?,
             resnet1: ResnetBlock2D::load(&mid.pp("resnets").pp(1), top, top, Some(temb), groups, eps)?,
         };
         let te = vb.pp("time_embedding");
+        let add_embedding =
+            match cfg.projection_class_embeddings_input_dim.filter(|_| cfg.text_time().is_some()) {
+                Some(input) => {
+                    let add = vb.pp("add_embedding");
+                    Some((
+                        add.pp("linear_1").linear(temb, input, true)?,
+                        add.pp("linear_2").linear(temb, temb, true)?,
+                    ))
+                }
+                None => None,
+            };
         Ok(Encoder {
             linear_1: te.pp("linear_1").linear(temb, ch[0], true)?,
             linear_2: te.pp("linear_2").linear(temb, temb, true)?,
+            add_embedding,
             conv_in: ConvLayer::load(&vb.pp("conv_in"), ch[0], cfg.in_channels, 3, 1, true)?,
             down_blocks,
             mid_block,
@@ -162,19 +201,55 @@ impl Encoder {
     }
 
     /// SiLU of the time embedding (every resnet's input): sinusoidal on the CPU (see
-    /// ops::timestep_embedding), then two linears.
+    /// ops::timestep_embedding), then two linears; with SDXL's text_time conditioning, plus the
+    /// embedding of the pooled text embedding and the sinusoidal time ids, as diffusers.
     pub(crate) fn time_embedding(
         &self,
         gpu: &Gpu,
         cfg: &UNet2DConditionConfig,
         timesteps: &[f32],
+        added: Option<&AddedConditions>,
         dtype: darkroom_gpu::DType,
     ) -> Result<Tensor, ModelError> {
         let base = cfg.block_out_channels[0];
         let emb = ops::timestep_embedding(timesteps, base, cfg.flip_sin_to_cos, cfg.freq_shift as f32);
         let emb = Tensor::from_f32(gpu, &[timesteps.len(), base], &emb, dtype)?;
         let emb = ops::unary(gpu, &ops::linear(gpu, &emb, &self.linear_1)?, Unary::Silu)?;
-        Ok(ops::unary(gpu, &ops::linear(gpu, &emb, &self.linear_2)?, Unary::Silu)?)
+        let mut emb = ops::linear(gpu, &emb, &self.linear_2)?;
+        match (&self.add_embedding, cfg.text_time(), added) {
+            (Some((linear_1, linear_2)), Some((pooled, time_dim)), Some(added)) => {
+                let rows = timesteps.len();
+                if added.text_embeds.shape() != [rows, pooled] || added.time_ids.len() != rows * 6 {
+                    return Err(ModelError::Input(format!(
+                        "this UNet's added conditioning is [{rows}, {pooled}] text embeddings and {} time ids, got {:?} and {}",
+                        rows * 6,
+                        added.text_embeds.shape(),
+                        added.time_ids.len()
+                    )));
+                }
+                let ids = ops::timestep_embedding(
+                    added.time_ids,
+                    time_dim,
+                    cfg.flip_sin_to_cos,
+                    cfg.freq_shift as f32,
+                );
+                let ids = Tensor::from_f32(gpu, &[rows, 6 * time_dim], &ids, dtype)?;
+                let input = ops::concat(gpu, added.text_embeds, &ids, 1)?;
+                let aug = ops::unary(gpu, &ops::linear(gpu, &input, linear_1)?, Unary::Silu)?;
+                emb = ops::add(gpu, &emb, &ops::linear(gpu, &aug, linear_2)?)?;
+            }
+            (None, _, None) => {}
+            (Some(_), _, None) => {
+                return Err(ModelError::Input(
+                    "this SDXL UNet needs the pooled text embeddings and time ids (added conditioning)"
+                        .into(),
+                ))
+            }
+            (_, _, Some(_)) => {
+                return Err(ModelError::Input("this UNet takes no added conditioning".into()));
+            }
+        }
+        Ok(ops::unary(gpu, &emb, Unary::Silu)?)
     }
 
     /// conv_in (plus `added`, a ControlNet's conditioning embedding) and the down blocks: the
@@ -275,12 +350,12 @@ impl UNet2DConditionModel {
             let block_index = ch.len() - 1 - i; // the down block this one mirrors
             let skip_in = reversed[(i + 1).min(reversed.len() - 1)];
             let cross = has_cross_attention(&cfg.up_block_types[i]);
-            let heads = cross.then(|| cfg.heads(block_index));
+            let attention = cross.then(|| (cfg.heads(block_index), cfg.transformer_depth(block_index)));
             let layers = (0..=cfg.layers_per_block)
                 .map(|j| {
                     let skip = if j == cfg.layers_per_block { skip_in } else { out };
                     let input = if j == 0 { prev_out } else { out };
-                    load_layer(cfg, &vb, j, input + skip, out, heads)
+                    load_layer(cfg, &vb, j, input + skip, out, attention)
                 })
                 .collect::<Result<_, _>>()?;
             let last = i + 1 == reversed.len();
@@ -311,18 +386,18 @@ impl UNet2DConditionModel {
         timesteps: &[f32],
         context: &Tensor,
     ) -> Result<Tensor, ModelError> {
-        self.forward_input(gpu, &UNetInput { sample, timesteps, context, control: None })
+        self.forward_input(gpu, &UNetInput { sample, timesteps, context, control: None, added: None })
     }
 
-    /// The forward pass with every optional conditioning bundle (ControlNet residuals today;
-    /// SDXL's added conditioning will be another field), as diffusers' forward takes them.
+    /// The forward pass with every optional conditioning bundle (ControlNet residuals, SDXL's
+    /// added conditioning), as diffusers' forward takes them.
     pub fn forward_input(&self, gpu: &Gpu, input: &UNetInput) -> Result<Tensor, ModelError> {
-        let UNetInput { sample, timesteps, context, control } = *input;
+        let UNetInput { sample, timesteps, context, control, added } = *input;
         let cfg = &self.config;
         // Any positive size: where a down block halves an odd size (rounding up), the up block
         // resizes to its skip connection's size instead of doubling, as diffusers does.
         check_input(cfg, "UNet", sample, timesteps, context)?;
-        let temb = self.encoder.time_embedding(gpu, cfg, timesteps, sample.dtype())?;
+        let temb = self.encoder.time_embedding(gpu, cfg, timesteps, added.as_ref(), sample.dtype())?;
         let (mut x, mut skips) = self.encoder.down(gpu, sample, None, &temb, context)?;
 
         if let Some(control) = control {

@@ -1,5 +1,5 @@
-//! diffusers' `Transformer2DModel` as SD 1.x/2.x use it: group norm, projection in (1x1 conv for
-//! SD 1.x, linear for SD 2.x), `BasicTransformerBlock`s (self-attention, cross-attention on the
+//! diffusers' `Transformer2DModel` as SD 1.x/2.x/XL use it: group norm, projection in (1x1 conv
+//! for SD 1.x, linear for SD 2.x and XL), one or more (SDXL: up to 10) `BasicTransformerBlock`s (self-attention, cross-attention on the
 //! text embeddings, GEGLU feed-forward), projection out, plus the input.
 
 use darkroom_gpu::ops::{self, Fused};
@@ -116,6 +116,7 @@ impl Transformer2DModel {
         heads: usize,
         linear_projection: bool,
         groups: usize,
+        depth: usize,
     ) -> Result<Transformer2DModel, ModelError> {
         let projection = |name: &str| -> Result<Projection, ModelError> {
             Ok(if linear_projection {
@@ -127,12 +128,16 @@ impl Transformer2DModel {
         Ok(Transformer2DModel {
             norm: GroupNorm::load(&vb.pp("norm"), groups, width, 1e-6)?,
             proj_in: projection("proj_in")?,
-            blocks: vec![BasicTransformerBlock::load(
-                &vb.pp("transformer_blocks").pp(0),
-                width,
-                context_width,
-                heads,
-            )?],
+            blocks: (0..depth)
+                .map(|i| {
+                    BasicTransformerBlock::load(
+                        &vb.pp("transformer_blocks").pp(i),
+                        width,
+                        context_width,
+                        heads,
+                    )
+                })
+                .collect::<Result<_, _>>()?,
             proj_out: projection("proj_out")?,
         })
     }
