@@ -13,7 +13,7 @@ import path from 'node:path';
 import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { launch, openPage, ARTIFACTS, APP_URL, cli, pixels, maxDiff, pngText, tinyLdmCheckpoint } from './harness.mjs';
+import { launch, openPage, ARTIFACTS, APP_URL, cli, pixels, maxDiff, pngText, tinyLdmCheckpoint, setField } from './harness.mjs';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const FIXTURES = path.join(ROOT, 'tests', 'fixtures');
@@ -73,11 +73,6 @@ async function dropFile(page, bytes, name, type) {
     transfer.items.add(file);
     document.body.dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
   }, { b64: bytes.toString('base64'), name, type });
-}
-
-async function setField(page, selector, value) {
-  await page.fill(selector, String(value));
-  await page.dispatchEvent(selector, 'change');
 }
 
 /// A quick run's settings (Euler, 2 steps, CFG 7.5, seed 21, 64x48, no negative), set in the

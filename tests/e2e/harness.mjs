@@ -118,17 +118,18 @@ export function tinyLdmCheckpoint() {
   return Buffer.concat([len, json, ...parts]);
 }
 
-/// The native CLI's image for the same parameters (a debug build, as the native tests use).
+/// The native CLI's image for the same parameters (a debug build, as the native tests use), made
+/// with a model folder of tests/fixtures (tiny-sd unless `model` says otherwise).
 /// `cargo xtask test` sets DARKROOM_CLI_BUILT: its native tests have just built the binary
 /// from these sources, so it is used as it is.
-export function cli(args) {
+export function cli(args, { model = 'tiny-sd' } = {}) {
   if (!process.env.DARKROOM_CLI_BUILT) {
     const build = spawnSync('cargo', ['build', '--quiet', '-p', 'darkroom-cli'], { cwd: ROOT, stdio: 'inherit' });
     assert.equal(build.status, 0, 'building the CLI');
   }
   const out = path.join(TMP, `cli-${Date.now()}.png`);
   const run = spawnSync(path.join(ROOT, 'target', 'debug', 'darkroom'), [
-    'generate', '--model', path.join(FIXTURES, 'tiny-sd'), '--precision', 'f32', '--quant', 'none', '--quiet',
+    'generate', '--model', path.join(FIXTURES, model), '--precision', 'f32', '--quant', 'none', '--quiet',
     '--out', out, ...args,
   ], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR || '/tmp' } });
   assert.equal(run.status, 0, `darkroom generate failed: ${run.stderr}`);
@@ -174,3 +175,14 @@ export function pngText(bytes) {
   return out;
 }
 
+/// Sets a form field as a user typing would, and lets the app see the change.
+export async function setField(page, selector, value) {
+  await page.fill(selector, String(value));
+  await page.dispatchEvent(selector, 'change');
+}
+
+/// The app's query part that adds a fixture manifest (tests/fixtures/NAME.toml) with its files
+/// served from tests/fixtures/FOLDER/ (NAME unless given).
+export function fixtureModel(name, folder = name) {
+  return `manifest=/fixtures/${name}.toml&base=${encodeURIComponent(`${APP_URL}fixtures/${folder}/`)}`;
+}

@@ -5,9 +5,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { launch, openPage, ARTIFACTS, APP_URL } from './harness.mjs';
+import { launch, openPage, ARTIFACTS, setField, fixtureModel } from './harness.mjs';
 
-const QUERY = `?manifest=/fixtures/tiny-sd.toml&base=${encodeURIComponent(`${APP_URL}fixtures/tiny-sd/`)}`;
+const QUERY = `?${fixtureModel('tiny-sd')}`;
 
 let browser;
 let session;
@@ -17,11 +17,6 @@ before(async () => {
   session = await openPage(browser, { query: QUERY });
 });
 after(async () => { await browser?.close(); });
-
-async function setField(page, selector, value) {
-  await page.fill(selector, String(value));
-  await page.dispatchEvent(selector, 'change');
-}
 
 const states = (page) => page.$$eval('.queue-job', (jobs) => jobs.map((j) => j.dataset.state));
 

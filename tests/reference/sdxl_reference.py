@@ -199,8 +199,7 @@ MANIFEST_HEAD = """# The tiny SDXL test model (tests/fixtures/tiny-sdxl) as a ma
 # Written by tests/reference/sdxl_reference.py.
 id = "tiny-sdxl"
 name = "Tiny SDXL (tests)"
-family = "test"
-kind = "sdxl"
+family = "test-sdxl"
 description = "Random seeded weights in SDXL layout; makes noise, fast"
 
 [license]

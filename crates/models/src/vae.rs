@@ -30,6 +30,14 @@ pub struct AutoencoderKLConfig {
     pub norm_num_groups: usize,
     #[serde(default = "sd_scaling")]
     pub scaling_factor: f32,
+    /// diffusers' `force_upcast` (default true): SDXL's pipelines run this VAE in f32 when the
+    /// rest runs in f16, because its activations overflow f16 (the fp16-fix VAE says false).
+    #[serde(default = "yes")]
+    pub force_upcast: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn three() -> usize {
@@ -74,6 +82,7 @@ impl AutoencoderKLConfig {
             latent_channels: 4,
             norm_num_groups: 32,
             scaling_factor: 0.18215,
+            force_upcast: true,
         }
     }
 

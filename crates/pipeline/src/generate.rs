@@ -15,7 +15,7 @@ use crate::PipelineError;
 /// The largest buffer a whole-image VAE decode of `width` x `height` makes (its last level's
 /// activations).
 pub fn whole_decode_buffer(model: &StableDiffusion, width: usize, height: usize) -> u64 {
-    let bytes = model.precision.activations.size_bytes() as u64;
+    let bytes = model.vae_dtype.size_bytes() as u64;
     let top = *model.vae_config.block_out_channels.first().unwrap_or(&128) as u64;
     top * (width * height) as u64 * bytes
 }
@@ -31,7 +31,7 @@ pub fn decode_tile(gpu: &Gpu, model: &StableDiffusion, request: &Request) -> Opt
 /// The largest buffers for a size, against the adapter's binding limit.
 fn check_fits(gpu: &Gpu, model: &StableDiffusion, request: &Request) -> Result<(), PipelineError> {
     let limit = gpu.capabilities().max_storage_buffer_binding_size;
-    let bytes = model.precision.activations.size_bytes() as u64;
+    let bytes = model.vae_dtype.size_bytes() as u64;
     let r = &request.recipe;
     let (w, h) = (r.width as u64, r.height as u64);
     let latent_pixels = (w / 8) * (h / 8);
@@ -48,7 +48,10 @@ fn check_fits(gpu: &Gpu, model: &StableDiffusion, request: &Request) -> Result<(
     let largest = [
         vae,
         widest * latent_pixels * bytes, // the VAE mid block, whole at latent size
-        rows * model.unet.config().block_out_channels[0] as u64 * latent_pixels * 4 * bytes,
+        rows * model.unet.config().block_out_channels[0] as u64
+            * latent_pixels
+            * 4
+            * model.precision.activations.size_bytes() as u64,
     ]
     .into_iter()
     .max()

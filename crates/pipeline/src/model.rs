@@ -196,6 +196,9 @@ pub struct StableDiffusion {
     pub xl: Option<SdxlText>,
     pub unet: UNet2DConditionModel,
     pub vae_config: AutoencoderKLConfig,
+    /// The VAE's activations: f32 for an SDXL VAE that says `force_upcast` (it overflows f16,
+    /// and diffusers' SDXL pipelines upcast it), else the model's.
+    pub vae_dtype: DType,
     pub vae_encoder: VaeEncoder,
     pub vae_decoder: VaeDecoder,
     pub schedule: NoiseScheduleConfig,
@@ -438,7 +441,8 @@ impl StableDiffusion {
         let vae_config = AutoencoderKLConfig::from_json(&text(files, "vae/config.json").await?)
             .map_err(config_error("vae/config.json"))?;
         let store = load_weights(gpu, files, cache, policy, "vae", &diffusers, None, progress).await?;
-        let root = store.root(gpu, dtype, policy);
+        let vae_dtype = if xl.is_some() && vae_config.force_upcast { DType::F32 } else { dtype };
+        let root = store.root(gpu, vae_dtype, policy);
         let vae_encoder = VaeEncoder::load(&root, &vae_config)?;
         let vae_decoder = VaeDecoder::load(&root, &vae_config)?;
         store.require_all_used()?;
@@ -470,6 +474,7 @@ impl StableDiffusion {
             xl,
             unet,
             vae_config,
+            vae_dtype,
             vae_encoder,
             vae_decoder,
             schedule,

@@ -194,7 +194,10 @@ impl ModelInfo {
 
     /// From a manifest, before anything is downloaded.
     pub fn from_manifest(manifest: &darkroom_weights::Manifest) -> ModelInfo {
-        ModelInfo::stable_diffusion(&manifest.name, manifest.family.inpainting())
+        ModelInfo {
+            sdxl: manifest.family.is_sdxl(),
+            ..ModelInfo::stable_diffusion(&manifest.name, manifest.family.inpainting())
+        }
     }
 }
 

@@ -138,7 +138,7 @@ pub async fn initial_latents(
 
     // The VAE encoder's latent distribution of an image, sampled per image with its generator.
     let mean_std = |planar: Vec<f32>| async move {
-        let x = Tensor::from_f32(gpu, &[1, 3, recipe.height, recipe.width], &planar, dtype)?;
+        let x = Tensor::from_f32(gpu, &[1, 3, recipe.height, recipe.width], &planar, model.vae_dtype)?;
         let moments = model.vae_encoder.forward(gpu, &x)?.read_f32(gpu).await?;
         let (mean, logvar) = moments.split_at(per_image);
         let std: Vec<f32> = logvar.iter().map(|&l| (0.5 * l.clamp(-30.0, 20.0)).exp()).collect();
@@ -357,7 +357,7 @@ pub async fn decode(
         return Err(PipelineError::Input(format!("latents of shape {shape:?} are not [B, C, h, w]")));
     };
     let vae_scale = model.vae_config.scaling_factor;
-    let dtype = model.precision.activations;
+    let dtype = model.vae_dtype;
     let mut out = Vec::with_capacity(b);
     for (k, chunk) in values.chunks_exact(lc * lh * lw).enumerate() {
         report(progress, Stage::Decoding, k, b, None, None)?;

@@ -177,30 +177,38 @@ fn f16_and_int8_paths_stay_close_to_diffusers() {
         println!("skipped: this adapter has no shader-f16");
         return;
     }
-    let reference = SafetensorsFile::from_bytes(
-        std::fs::read(fixtures().join("pipeline/reference.safetensors")).unwrap(),
-    )
-    .unwrap();
-    let info = reference.header.tensors.iter().find(|t| t.name == "euler_cfg/image").unwrap();
-    let want = reference.to_f32(info).unwrap();
-    let cases: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("pipeline/cases.json")).unwrap())
-            .unwrap();
-    let request = request("pipeline", cases.iter().find(|c| c["name"] == "euler_cfg").unwrap());
-    let modes = [
-        ("f16", darkroom_models::QuantPolicy::F16, 1.5),
-        ("f16 + int8", darkroom_models::QuantPolicy::Q8, 3.0),
-    ];
-    for (name, weights, limit) in modes {
-        let precision = Precision { activations: darkroom_gpu::DType::F16, weights };
-        let model = load(&gpu, "tiny-sd", precision);
-        let (images, _) = run(&gpu, &model, &request);
-        let got = &images[0].rgba;
-        let mean: f32 =
-            (0..want.len()).map(|i| (got[i / 3 * 4 + i % 3] as f32 - want[i] * 255.0).abs()).sum::<f32>()
-                / want.len() as f32;
-        println!("{name}: mean error {mean:.2}/255");
-        assert!(mean <= limit, "{name}: mean error {mean:.2}/255 above {limit}");
+    // SDXL's VAE says force_upcast: it decodes in f32 while the rest runs in f16, as diffusers.
+    for (dir, folder, case, vae_dtype) in [
+        ("pipeline", "tiny-sd", "euler_cfg", darkroom_gpu::DType::F16),
+        ("sdxl", "tiny-sdxl", "euler_cfg_empty_negative", darkroom_gpu::DType::F32),
+    ] {
+        let reference = SafetensorsFile::from_bytes(
+            std::fs::read(fixtures().join(dir).join("reference.safetensors")).unwrap(),
+        )
+        .unwrap();
+        let key = format!("{case}/image");
+        let info = reference.header.tensors.iter().find(|t| t.name == key).unwrap();
+        let want = reference.to_f32(info).unwrap();
+        let cases: Vec<Value> =
+            serde_json::from_str(&std::fs::read_to_string(fixtures().join(dir).join("cases.json")).unwrap())
+                .unwrap();
+        let request = request(dir, cases.iter().find(|c| c["name"] == case).unwrap());
+        let modes = [
+            ("f16", darkroom_models::QuantPolicy::F16, 1.5),
+            ("f16 + int8", darkroom_models::QuantPolicy::Q8, 3.0),
+        ];
+        for (name, weights, limit) in modes {
+            let precision = Precision { activations: darkroom_gpu::DType::F16, weights };
+            let model = load(&gpu, folder, precision);
+            assert_eq!(model.vae_dtype, vae_dtype, "{folder}");
+            let (images, _) = run(&gpu, &model, &request);
+            let got = &images[0].rgba;
+            let mean: f32 =
+                (0..want.len()).map(|i| (got[i / 3 * 4 + i % 3] as f32 - want[i] * 255.0).abs()).sum::<f32>()
+                    / want.len() as f32;
+            println!("{folder} {name}: mean error {mean:.2}/255");
+            assert!(mean <= limit, "{folder} {name}: mean error {mean:.2}/255 above {limit}");
+        }
     }
 }
 

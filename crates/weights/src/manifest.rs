@@ -22,8 +22,8 @@ pub struct Manifest {
     pub id: String,
     /// Shown to users.
     pub name: String,
-    /// What kind of model this is: `sd1`, `sd1-inpainting`, `sd2`, `sd-turbo`, `taesd`, `test`,
-    /// `controlnet-sd1`, `upscaler`.
+    /// What kind of model this is: `sd1`, `sd1-inpainting`, `sd2`, `sd-turbo`, `sdxl`,
+    /// `sdxl-turbo`, `taesd`, `test`, `test-sdxl`, `controlnet-sd1`, `upscaler`.
     pub family: ModelKind,
     #[serde(default)]
     pub description: String,
@@ -57,12 +57,21 @@ pub enum ModelKind {
     /// SD-Turbo: SD 2.1's architecture distilled for 1–4 steps.
     #[serde(rename = "sd-turbo")]
     SdTurbo,
+    /// Stable Diffusion XL 1.0 (two text encoders, 1024x1024).
+    #[serde(rename = "sdxl")]
+    Sdxl,
+    /// SDXL-Turbo: SDXL distilled for 1–4 steps without guidance, 512x512.
+    #[serde(rename = "sdxl-turbo")]
+    SdxlTurbo,
     /// A TAESD preview decoder: makes no images itself.
     #[serde(rename = "taesd")]
     Taesd,
     /// The tiny test models (SD 1.x layout).
     #[serde(rename = "test")]
     Test,
+    /// The tiny SDXL test model.
+    #[serde(rename = "test-sdxl")]
+    TestSdxl,
     /// A ControlNet for SD 1.x models: makes no images itself.
     #[serde(rename = "controlnet-sd1")]
     ControlnetSd1,
@@ -79,6 +88,9 @@ impl ModelKind {
             ModelKind::Sd1Inpainting => "sd1-inpainting",
             ModelKind::Sd2 => "sd2",
             ModelKind::SdTurbo => "sd-turbo",
+            ModelKind::Sdxl => "sdxl",
+            ModelKind::SdxlTurbo => "sdxl-turbo",
+            ModelKind::TestSdxl => "test-sdxl",
             ModelKind::Taesd => "taesd",
             ModelKind::Test => "test",
             ModelKind::ControlnetSd1 => "controlnet-sd1",
@@ -102,6 +114,11 @@ impl ModelKind {
     }
 
     /// SD 1.x's layout: the base a single-file SD 1.x checkpoint imports onto.
+    /// SDXL's pipeline: two text encoders, added conditioning.
+    pub fn is_sdxl(self) -> bool {
+        matches!(self, ModelKind::Sdxl | ModelKind::SdxlTurbo | ModelKind::TestSdxl)
+    }
+
     pub fn is_sd1(self) -> bool {
         matches!(self, ModelKind::Sd1 | ModelKind::Sd1Inpainting | ModelKind::Test)
     }
@@ -239,7 +256,7 @@ impl Manifest {
 }
 
 /// The manifests shipped in `models/`, compiled in so the CLI and the web app agree.
-pub const BUILTIN: [(&str, &str); 10] = [
+pub const BUILTIN: [(&str, &str); 12] = [
     ("sd-turbo.toml", include_str!("../../../models/sd-turbo.toml")),
     ("sd-1.5.toml", include_str!("../../../models/sd-1.5.toml")),
     ("sd-1.5-inpainting.toml", include_str!("../../../models/sd-1.5-inpainting.toml")),
@@ -250,6 +267,8 @@ pub const BUILTIN: [(&str, &str); 10] = [
     ("control-scribble.toml", include_str!("../../../models/control-scribble.toml")),
     ("control-tile.toml", include_str!("../../../models/control-tile.toml")),
     ("realesrgan-x4plus.toml", include_str!("../../../models/realesrgan-x4plus.toml")),
+    ("sdxl-turbo.toml", include_str!("../../../models/sdxl-turbo.toml")),
+    ("sdxl.toml", include_str!("../../../models/sdxl.toml")),
 ];
 
 /// Every built-in manifest, parsed.
@@ -284,7 +303,9 @@ mod tests {
                 "control-lineart",
                 "control-scribble",
                 "control-tile",
-                "realesrgan-x4plus"
+                "realesrgan-x4plus",
+                "sdxl-turbo",
+                "sdxl"
             ]
         );
         for m in &all {
@@ -298,6 +319,16 @@ mod tests {
         );
         assert!(kinds[4..9].iter().all(|k| k.is_controlnet() && !k.generates()));
         assert_eq!(kinds[9], ModelKind::Upscaler);
+        assert_eq!(kinds[10..], [ModelKind::SdxlTurbo, ModelKind::Sdxl]);
+        assert!(kinds[10..].iter().all(|k| k.is_sdxl() && k.generates() && !k.is_sd1()));
+        for id in ["sdxl-turbo", "sdxl"] {
+            let m = find(id).unwrap();
+            let paths: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
+            for needed in ["text_encoder_2/model.fp16.safetensors", "tokenizer_2/vocab.json", "unet/config.json"] {
+                assert!(paths.contains(&needed), "{id} lacks {needed}");
+            }
+            assert_eq!(m.quantization.linear, "q4", "{id}: 4-bit UNet matmuls by default");
+        }
         let makes_no_images =
             |k: ModelKind| k == ModelKind::Taesd || k == ModelKind::Upscaler || k.is_controlnet();
         assert!(all.iter().all(|m| m.family.generates() != makes_no_images(m.family)));
@@ -306,9 +337,9 @@ mod tests {
             canny.url(&canny.files[1], None),
             "https://huggingface.co/lllyasviel/control_v11p_sd15_canny/resolve/main/diffusion_pytorch_model.fp16.safetensors"
         );
-        let sdxl = BUILTIN[0].1.replace("family = \"sd-turbo\"", "family = \"sdxl\"");
-        let err = Manifest::parse(&sdxl, "x.toml").unwrap_err().to_string();
-        assert!(err.contains("sdxl") && err.contains("does not run"), "{err}");
+        let sd3 = BUILTIN[0].1.replace("family = \"sd-turbo\"", "family = \"sd3\"");
+        let err = Manifest::parse(&sd3, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("sd3") && err.contains("does not run"), "{err}");
         let turbo = find("sd-turbo").unwrap();
         assert_eq!(turbo.license.name, "Stability AI Community License");
         let d = turbo.defaults.clone().unwrap();
@@ -324,7 +355,7 @@ mod tests {
             turbo.url(unet, Some("http://127.0.0.1:9/m/")),
             "http://127.0.0.1:9/m/unet/diffusion_pytorch_model.fp16.safetensors"
         );
-        assert!(matches!(find("sdxl"), Err(ManifestError::Unknown(..))));
+        assert!(matches!(find("sd-3"), Err(ManifestError::Unknown(..))));
     }
 
     #[test]
