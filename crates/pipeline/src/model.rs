@@ -293,6 +293,37 @@ pub async fn family<F: ModelFiles>(files: &F) -> Result<Family, PipelineError> {
     Err(PipelineError::Files(format!("a {class}: not supported yet")))
 }
 
+/// The LoRAs with LDM/SGM-named UNet modules (kohya's SDXL files) renamed for this model's UNet.
+async fn diffusers_named<F: ModelFiles>(
+    files: &F,
+    loras: &[AppliedLora],
+) -> Result<Vec<AppliedLora>, PipelineError> {
+    if !loras.iter().any(|l| l.lora.has_ldm_unet_names()) {
+        return Ok(loras.to_vec());
+    }
+    let cfg = UNet2DConditionConfig::from_json(&text(files, "unet/config.json").await?)
+        .map_err(config_error("unet/config.json"))?;
+    let attention = |types: &[String]| types.iter().map(|t| t.starts_with("CrossAttn")).collect();
+    let layout = darkroom_weights::lora::UnetLayout {
+        layers_per_block: cfg.layers_per_block,
+        down_attention: attention(&cfg.down_block_types),
+        up_attention: attention(&cfg.up_block_types),
+    };
+    loras
+        .iter()
+        .map(|l| {
+            if !l.lora.has_ldm_unet_names() {
+                return Ok(l.clone());
+            }
+            let renamed = l
+                .lora
+                .with_diffusers_unet_names(&layout)
+                .map_err(|e| PipelineError::Input(format!("LoRA {}: {e}", l.name)))?;
+            Ok(AppliedLora { lora: Arc::new(renamed), ..l.clone() })
+        })
+        .collect()
+}
+
 impl StableDiffusion {
     /// What a recipe is validated against, from the model's configs alone (before loading):
     /// an unsupported pipeline or UNet is refused here by name.
@@ -346,15 +377,6 @@ impl StableDiffusion {
         loras: &[AppliedLora],
         progress: &mut dyn FnMut(&str, u64, u64),
     ) -> Result<StableDiffusion, PipelineError> {
-        let merge = |component| {
-            (!loras.is_empty()).then(|| {
-                LoraMerge::new(
-                    component,
-                    loras.iter().map(|l| (l.lora.clone(), l.scale, l.id.clone())).collect(),
-                )
-            })
-        };
-        let (te_merge, unet_merge) = (merge(Component::TextEncoder), merge(Component::Unet));
         if precision.activations == DType::F16 && !gpu.capabilities().shader_f16 {
             return Err(PipelineError::Input(
                 "f16 precision needs the adapter's shader-f16 feature, which this GPU lacks; use f32".into(),
@@ -365,6 +387,16 @@ impl StableDiffusion {
         if !info.sdxl && loras.iter().any(|l| l.lora.is_sdxl()) {
             return Err(PipelineError::Input(darkroom_weights::lora::LoraError::Sdxl.to_string()));
         }
+        let loras = diffusers_named(files, loras).await?;
+        let merge = |component| {
+            (!loras.is_empty()).then(|| {
+                LoraMerge::new(
+                    component,
+                    loras.iter().map(|l| (l.lora.clone(), l.scale, l.id.clone())).collect(),
+                )
+            })
+        };
+        let (te_merge, unet_merge) = (merge(Component::TextEncoder), merge(Component::Unet));
         let tokenizer = load_tokenizer(files, "tokenizer").await?;
 
         let clip_config = ClipTextConfig::from_json(&text(files, "text_encoder/config.json").await?)

@@ -17,11 +17,12 @@ fn fixtures() -> PathBuf {
 }
 
 fn load(gpu: &Gpu, loras: &[AppliedLora]) -> Result<StableDiffusion, darkroom_pipeline::PipelineError> {
-    load_cached(gpu, loras, &NoCache, Precision::F32)
+    load_cached(gpu, "tiny-sd", loras, &NoCache, Precision::F32)
 }
 
 fn load_cached<C: QuantCache>(
     gpu: &Gpu,
+    folder: &str,
     loras: &[AppliedLora],
     cache: &C,
     precision: Precision,
@@ -29,9 +30,9 @@ fn load_cached<C: QuantCache>(
     let mut progress = |_: &str, _: u64, _: u64| {};
     pollster::block_on(StableDiffusion::load_with_loras(
         gpu,
-        &Folder(fixtures().join("tiny-sd")),
+        &Folder(fixtures().join(folder)),
         cache,
-        "tiny-sd",
+        folder,
         precision,
         loras,
         &mut progress,
@@ -39,7 +40,11 @@ fn load_cached<C: QuantCache>(
 }
 
 fn lora(scale: f32) -> AppliedLora {
-    let bytes = std::fs::read(fixtures().join("lora/tiny-lora.safetensors")).unwrap();
+    lora_file("lora/tiny-lora.safetensors", scale)
+}
+
+fn lora_file(path: &str, scale: f32) -> AppliedLora {
+    let bytes = std::fs::read(fixtures().join(path)).unwrap();
     AppliedLora {
         name: "tiny-lora".into(),
         lora: Arc::new(Lora::from_bytes(bytes).unwrap()),
@@ -48,19 +53,22 @@ fn lora(scale: f32) -> AppliedLora {
     }
 }
 
-#[test]
-fn lora_images_match_diffusers_fused_lora() {
+/// `dir`/cases.json's images with `file` merged at each case's scale on `folder`, against
+/// diffusers' fused images in `dir`/reference.safetensors.
+fn check_lora_cases(folder: &str, dir: &str, file: &str) {
     let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
-    let reference =
-        SafetensorsFile::from_bytes(std::fs::read(fixtures().join("lora/reference.safetensors")).unwrap())
-            .unwrap();
+    let reference = SafetensorsFile::from_bytes(
+        std::fs::read(fixtures().join(dir).join("reference.safetensors")).unwrap(),
+    )
+    .unwrap();
     let cases: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("lora/cases.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join(dir).join("cases.json")).unwrap())
+            .unwrap();
     let mut images = Vec::new();
     for (index, case) in cases.iter().enumerate() {
         let scale = case["lora_scale"].as_f64().unwrap() as f32;
-        let loras = if scale > 0.0 { vec![lora(scale)] } else { Vec::new() };
-        let model = load(&gpu, &loras).unwrap();
+        let loras = if scale > 0.0 { vec![lora_file(&format!("{dir}/{file}"), scale)] } else { Vec::new() };
+        let model = load_cached(&gpu, folder, &loras, &NoCache, Precision::F32).unwrap();
         let n = |k: &str| case[k].as_f64().unwrap();
         let mut prompt = case["prompt"].as_str().unwrap().to_string();
         if scale > 0.0 {
@@ -74,6 +82,7 @@ fn lora_images_match_diffusers_fused_lora() {
             case["sampler"].as_str().unwrap().parse().unwrap(),
             n("cfg") as f32,
         );
+        request.recipe.negative_prompt = case["negative"].as_str().unwrap().to_string();
         request.recipe.width = n("width") as usize;
         request.recipe.height = n("height") as usize;
         let out =
@@ -89,12 +98,30 @@ fn lora_images_match_diffusers_fused_lora() {
                 worst = worst.max((got[p * 4 + c] as f32 - want[p * 3 + c] * 255.0).abs());
             }
         }
-        println!("LoRA scale {scale}: worst pixel {worst:.2}/255");
-        assert!(worst <= 2.0, "scale {scale}: worst pixel {worst}/255 off diffusers");
+        println!("{folder}: LoRA scale {scale}: worst pixel {worst:.2}/255");
+        assert!(worst <= 2.0, "{folder}: scale {scale}: worst pixel {worst}/255 off diffusers");
         images.push(got.clone());
     }
     let changed = images[0].iter().zip(&images[1]).filter(|(a, b)| a.abs_diff(**b) > 8).count();
     assert!(changed > images[0].len() / 10, "the LoRA must visibly change the image ({changed} channels)");
+}
+
+#[test]
+fn lora_images_match_diffusers_fused_lora() {
+    check_lora_cases("tiny-sd", "lora", "tiny-lora.safetensors");
+}
+
+/// kohya's SDXL layout: `lora_te1_`/`lora_te2_` and LDM-named UNet modules (input_blocks,
+/// middle_block, output_blocks, down- and upsamplers, resnet shortcuts), renamed for the UNet as
+/// diffusers' converter does (tests/reference/sdxl_lora_reference.py).
+#[test]
+fn sdxl_kohya_lora_matches_diffusers_fused_lora() {
+    check_lora_cases("tiny-sdxl", "sdxl-lora", "tiny-sdxl-lora.safetensors");
+    // On an SD 1.x model the same file is refused as SDXL's.
+    let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
+    let err =
+        load(&gpu, &[lora_file("sdxl-lora/tiny-sdxl-lora.safetensors", 1.0)]).err().unwrap().to_string();
+    assert!(err.contains("for SDXL"), "{err}");
 }
 
 #[test]
@@ -118,17 +145,17 @@ fn only_the_layers_a_lora_changes_get_cache_entries_of_their_own() {
     let q8 = Precision { activations: darkroom_gpu::DType::F32, weights: QuantPolicy::Q8 };
     let cache = MemoryCache::default();
     let keys = || -> Vec<String> { cache.0.lock().unwrap().keys().cloned().collect() };
-    load_cached(&gpu, &[], &cache, q8).unwrap();
+    load_cached(&gpu, "tiny-sd", &[], &cache, q8).unwrap();
     let base = keys();
     assert!(!base.is_empty() && !base.iter().any(|k| is_merged_key(k)), "{base:?}");
 
-    load_cached(&gpu, &[lora(0.8)], &cache, q8).unwrap();
+    load_cached(&gpu, "tiny-sd", &[lora(0.8)], &cache, q8).unwrap();
     let merged: Vec<String> = keys().into_iter().filter(|k| !base.contains(k)).collect();
     let changed = lora(0.8).lora.updates.len();
     assert_eq!(merged.len(), changed, "one new entry per layer the LoRA changes: {merged:?}");
     assert!(merged.iter().all(|k| is_merged_key(k) && k.contains("@0.8")), "{merged:?}");
     assert!(merged.len() < base.len());
 
-    load_cached(&gpu, &[lora(0.5)], &cache, q8).unwrap();
+    load_cached(&gpu, "tiny-sd", &[lora(0.5)], &cache, q8).unwrap();
     assert_eq!(keys().len(), base.len() + 2 * changed, "another scale adds only the changed layers");
 }

@@ -10,8 +10,9 @@
 //!
 //! Both are keyed here by the kohya name, which a loader derives from the weight it is about to
 //! pack ([`module_name`]). SDXL's files name a second text encoder (`lora_te2_`,
-//! `text_encoder_2.`); kohya's `lora_te1_` is the first encoder's `lora_te_`. LDM-named UNets
-//! are refused with a reason rather than half-applied.
+//! `text_encoder_2.`); kohya's `lora_te1_` is the first encoder's `lora_te_`. kohya's SDXL files
+//! name UNet modules the LDM/SGM way; [`Lora::with_diffusers_unet_names`] renames them for the
+//! model's layout.
 
 use std::collections::BTreeMap;
 
@@ -27,10 +28,6 @@ pub enum LoraError {
     Sdxl,
     #[error("this is a LyCORIS {0} file; Darkroom merges plain low-rank LoRAs (lora_down/lora_up) only")]
     Lycoris(&'static str),
-    #[error(
-        "this LoRA names its UNet layers the LDM way (`{0}`); only diffusers-named LoRAs are read so far"
-    )]
-    LdmNames(String),
     #[error("LoRA layer `{name}`: {detail}")]
     Bad { name: String, detail: String },
 }
@@ -52,6 +49,101 @@ impl Component {
             Component::TextEncoder => "lora_te_",
             Component::TextEncoder2 => "lora_te2_",
         }
+    }
+}
+
+/// What LDM/SGM block indices mean for a UNet: layers per block and which down/up blocks have
+/// attention (from its diffusers config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnetLayout {
+    pub layers_per_block: usize,
+    pub down_attention: Vec<bool>,
+    pub up_attention: Vec<bool>,
+}
+
+/// A kohya UNet module name (after `lora_unet_`) in the LDM/SGM layout.
+fn is_sgm_module(rest: &str) -> bool {
+    ["input_blocks_", "middle_block_", "output_blocks_", "time_embed_", "label_emb_", "out_2"]
+        .iter()
+        .any(|p| rest.starts_with(p))
+}
+
+/// An LDM resnet's layer → diffusers' (`in_layers.2` is conv1, …).
+fn resnet_layer(tail: &str) -> Option<&'static str> {
+    Some(match tail {
+        "in_layers_2" => "conv1",
+        "out_layers_3" => "conv2",
+        "emb_layers_1" => "time_emb_proj",
+        "skip_connection" => "conv_shortcut",
+        _ => return None,
+    })
+}
+
+/// `input_blocks_4_1_transformer_blocks_0_attn1_to_q` → `down_blocks_1_attentions_1_…` (dots as
+/// underscores, as kohya names are), for a UNet laid out as `layout` says.
+fn sgm_to_diffusers(rest: &str, layout: &UnetLayout) -> Option<String> {
+    let fixed = match rest {
+        "input_blocks_0_0" => Some("conv_in"),
+        "out_2" => Some("conv_out"),
+        "time_embed_0" => Some("time_embedding_linear_1"),
+        "time_embed_2" => Some("time_embedding_linear_2"),
+        "label_emb_0_0" => Some("add_embedding_linear_1"),
+        "label_emb_0_2" => Some("add_embedding_linear_2"),
+        _ => None,
+    };
+    if let Some(name) = fixed {
+        return Some(name.to_string());
+    }
+    // "<part>_<i>_<k>_<tail>" (the middle block has no i).
+    let numbers = |s: &str| -> Option<(usize, String)> {
+        let (n, tail) = s.split_once('_').unwrap_or((s, ""));
+        Some((n.parse().ok()?, tail.to_string()))
+    };
+    let per = layout.layers_per_block + 1;
+    let resnet = |prefix: String, tail: &str| Some(format!("{prefix}_{}", resnet_layer(tail)?));
+    if let Some(s) = rest.strip_prefix("input_blocks_") {
+        let (i, s) = numbers(s)?;
+        let (k, tail) = numbers(&s)?;
+        if i == 0 {
+            return None;
+        }
+        if i % per == 0 {
+            let block = i / per - 1;
+            return (k == 0 && tail == "op" && block + 1 < layout.down_attention.len())
+                .then(|| format!("down_blocks_{block}_downsamplers_0_conv"));
+        }
+        let (block, j) = ((i - 1) / per, (i - 1) % per);
+        return match k {
+            0 if block < layout.down_attention.len() => {
+                resnet(format!("down_blocks_{block}_resnets_{j}"), &tail)
+            }
+            1 if *layout.down_attention.get(block)? && !tail.is_empty() => {
+                Some(format!("down_blocks_{block}_attentions_{j}_{tail}"))
+            }
+            _ => None,
+        };
+    }
+    if let Some(s) = rest.strip_prefix("middle_block_") {
+        let (k, tail) = numbers(s)?;
+        return match k {
+            0 | 2 => resnet(format!("mid_block_resnets_{}", k / 2), &tail),
+            1 if !tail.is_empty() => Some(format!("mid_block_attentions_0_{tail}")),
+            _ => None,
+        };
+    }
+    let s = rest.strip_prefix("output_blocks_")?;
+    let (i, s) = numbers(s)?;
+    let (k, tail) = numbers(&s)?;
+    let (block, j) = (i / per, i % per);
+    let attention = *layout.up_attention.get(block)?;
+    let upsampler = j + 1 == per && block + 1 < layout.up_attention.len();
+    match k {
+        0 => resnet(format!("up_blocks_{block}_resnets_{j}"), &tail),
+        1 if attention && !tail.is_empty() => Some(format!("up_blocks_{block}_attentions_{j}_{tail}")),
+        1 | 2 if upsampler && tail == "conv" && (k == 2) == attention => {
+            Some(format!("up_blocks_{block}_upsamplers_0_conv"))
+        }
+        _ => None,
     }
 }
 
@@ -170,12 +262,6 @@ impl Lora {
                 return Err(LoraError::Lycoris("LoKr"));
             }
             let Some((module, role)) = classify(&info.name) else { continue };
-            if module.starts_with("lora_unet_input_blocks")
-                || module.starts_with("lora_unet_output_blocks")
-                || module.starts_with("lora_unet_middle_block")
-            {
-                return Err(LoraError::LdmNames(module));
-            }
             let slot = match role {
                 "down" => 0,
                 "up" => 1,
@@ -217,6 +303,38 @@ impl Lora {
 
     pub fn get(&self, module: &str) -> Option<&LoraUpdate> {
         self.updates.get(module)
+    }
+
+    /// Whether the UNet modules are named the LDM/SGM way (`lora_unet_input_blocks_4_1_…`), as
+    /// kohya's sd-scripts writes SDXL LoRAs: [`Lora::with_diffusers_unet_names`] renames them.
+    pub fn has_ldm_unet_names(&self) -> bool {
+        self.updates.keys().any(|k| k.strip_prefix(Component::Unet.prefix()).is_some_and(is_sgm_module))
+    }
+
+    /// The same LoRA with LDM/SGM-named UNet modules renamed to the diffusers modules of a UNet
+    /// laid out as `layout` says (as diffusers' kohya converter does). A name that fits no
+    /// module of the layout is an error naming it.
+    pub fn with_diffusers_unet_names(&self, layout: &UnetLayout) -> Result<Lora, LoraError> {
+        let mut updates = BTreeMap::new();
+        for (name, update) in &self.updates {
+            let renamed = match name.strip_prefix(Component::Unet.prefix()) {
+                Some(rest) if is_sgm_module(rest) => {
+                    let module = sgm_to_diffusers(rest, layout).ok_or_else(|| LoraError::Bad {
+                        name: name.clone(),
+                        detail: "no such layer in this model's UNet (LDM naming)".into(),
+                    })?;
+                    format!("{}{module}", Component::Unet.prefix())
+                }
+                _ => name.clone(),
+            };
+            if updates.insert(renamed.clone(), update.clone()).is_some() {
+                return Err(LoraError::Bad {
+                    name: renamed,
+                    detail: "named twice (LDM and diffusers names)".into(),
+                });
+            }
+        }
+        Ok(Lora { updates })
     }
 
     /// Whether the file changes SDXL's second text encoder (so it is for SDXL).
@@ -303,9 +421,56 @@ mod tests {
         assert!(sdxl.is_sdxl());
         let names: Vec<&String> = sdxl.updates.keys().collect();
         assert_eq!(names, ["lora_te2_text_model_x", "lora_te2_text_model_z", "lora_te_text_model_y"]);
-        let ldm =
-            safetensors_bytes(&[("lora_unet_input_blocks_1_1_proj_in.lora_down.weight", &[1, 1], &[1.0])]);
-        assert!(matches!(Lora::from_bytes(ldm), Err(LoraError::LdmNames(_))));
+        let pair = |name: &str| {
+            [(format!("{name}.lora_down.weight"), [1u64, 1]), (format!("{name}.lora_up.weight"), [1, 1])]
+        };
+        let names: Vec<(String, [u64; 2])> = [
+            "lora_unet_input_blocks_0_0",
+            "lora_unet_input_blocks_1_0_in_layers_2",
+            "lora_unet_input_blocks_3_0_op",
+            "lora_unet_input_blocks_4_1_transformer_blocks_1_attn1_to_q",
+            "lora_unet_input_blocks_5_0_skip_connection",
+            "lora_unet_middle_block_1_proj_in",
+            "lora_unet_middle_block_2_emb_layers_1",
+            "lora_unet_output_blocks_2_2_conv",
+            "lora_unet_output_blocks_7_0_out_layers_3",
+            "lora_unet_label_emb_0_2",
+        ]
+        .iter()
+        .flat_map(|n| pair(n))
+        .collect();
+        let tensors: Vec<(&str, &[u64], &[f32])> =
+            names.iter().map(|(n, shape)| (n.as_str(), &shape[..], &[1.0f32][..])).collect();
+        let ldm = Lora::from_bytes(safetensors_bytes(&tensors)).unwrap();
+        assert!(ldm.has_ldm_unet_names());
+        // SDXL's layout: no attention in the first down and last up block.
+        let sdxl = UnetLayout {
+            layers_per_block: 2,
+            down_attention: vec![false, true, true],
+            up_attention: vec![true, true, false],
+        };
+        let renamed = ldm.with_diffusers_unet_names(&sdxl).unwrap();
+        let names: Vec<&str> = renamed.updates.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "lora_unet_add_embedding_linear_2",
+                "lora_unet_conv_in",
+                "lora_unet_down_blocks_0_downsamplers_0_conv",
+                "lora_unet_down_blocks_0_resnets_0_conv1",
+                "lora_unet_down_blocks_1_attentions_0_transformer_blocks_1_attn1_to_q",
+                "lora_unet_down_blocks_1_resnets_1_conv_shortcut",
+                "lora_unet_mid_block_attentions_0_proj_in",
+                "lora_unet_mid_block_resnets_1_time_emb_proj",
+                "lora_unet_up_blocks_0_upsamplers_0_conv",
+                "lora_unet_up_blocks_2_resnets_1_conv2",
+            ]
+        );
+        assert!(!renamed.has_ldm_unet_names());
+        // A block index past the model's is named, not dropped.
+        let small = UnetLayout { layers_per_block: 1, down_attention: vec![true], up_attention: vec![true] };
+        let err = ldm.with_diffusers_unet_names(&small).unwrap_err().to_string();
+        assert!(err.contains("LDM naming"), "{err}");
         let half = safetensors_bytes(&[("lora_unet_x.lora_down.weight", &[1, 1], &[1.0])]);
         assert!(matches!(Lora::from_bytes(half), Err(LoraError::Bad { .. })));
         let rank = safetensors_bytes(&[

@@ -324,7 +324,9 @@ mod tests {
         for id in ["sdxl-turbo", "sdxl"] {
             let m = find(id).unwrap();
             let paths: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
-            for needed in ["text_encoder_2/model.fp16.safetensors", "tokenizer_2/vocab.json", "unet/config.json"] {
+            for needed in
+                ["text_encoder_2/model.fp16.safetensors", "tokenizer_2/vocab.json", "unet/config.json"]
+            {
                 assert!(paths.contains(&needed), "{id} lacks {needed}");
             }
             assert_eq!(m.quantization.linear, "q4", "{id}: 4-bit UNet matmuls by default");

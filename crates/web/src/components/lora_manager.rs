@@ -123,7 +123,7 @@ pub fn LoraManager() -> impl IntoView {
         <div class="import loras" id="loras">
             <h3>"LoRAs"</h3>
             <p class="muted small">
-                "LoRA files (.safetensors in kohya's or diffusers' layout, for SD 1.x and 2.x) change a model's style or subject. "
+                "LoRA files (.safetensors in kohya's or diffusers' layout, for SD 1.x, 2.x and SDXL) change a model's style or subject. "
                 "Write " <code>"<lora:name:weight>"</code> " in the prompt to apply one; the model is reloaded with it merged in. Nothing is uploaded."
             </p>
             <Show when=move || !state.loras.get().is_empty()
