@@ -102,7 +102,9 @@ MODULE_PROMPTS = ["a photograph of an astronaut riding a horse", "", "red, green
 def text_encoder_2():
     config = CLIPTextConfig(
         vocab_size=49408,
-        hidden_size=32,
+        # Wider than the first encoder (32): diffusers tells a single file's two encoders apart
+        # by their width.
+        hidden_size=40,
         intermediate_size=48,
         num_hidden_layers=3,
         num_attention_heads=2,
@@ -129,7 +131,7 @@ def unet(in_channels, seed):
         block_out_channels=(32, 32, 64),
         layers_per_block=2,
         norm_num_groups=32,
-        cross_attention_dim=64,  # 32 + 32: both encoders' widths
+        cross_attention_dim=72,  # 32 + 40: both encoders' widths
         attention_head_dim=(2, 2, 4),
         transformer_layers_per_block=(1, 2, 3),
         use_linear_projection=True,
@@ -236,7 +238,7 @@ def modules(pipe):
             tensors[f"te2/{i}/pooled"] = out.text_embeds
         torch.manual_seed(60)
         sample = torch.randn(2, 4, 6, 8)
-        context = torch.randn(2, 77, 64)
+        context = torch.randn(2, 77, 72)
         text_embeds = torch.randn(2, 24)
         time_ids = torch.tensor([[48.0, 64.0, 0.0, 0.0, 48.0, 64.0], [1024.0, 768.0, 16.0, 8.0, 1024.0, 768.0]])
         timesteps = torch.tensor([999.0, 321.0])

@@ -332,7 +332,15 @@ fn import(
     }
     // The base: a diffusers folder, or a downloaded model by id (whose manifest lends defaults).
     let (base_dir, base_manifest) = if Path::new(base).join("unet/config.json").is_file() {
-        let mut m = manifest::find("sd-1.5").map_err(|e| fail(e.to_string()))?;
+        // A folder lends its configs; the shipped manifest of its family lends the defaults.
+        let folder = darkroom_pipeline::Folder(PathBuf::from(base));
+        let family =
+            pollster::block_on(darkroom_pipeline::model::family(&folder)).map_err(|e| fail(e.to_string()))?;
+        let like = match family {
+            darkroom_pipeline::model::Family::Sd => "sd-1.5",
+            darkroom_pipeline::model::Family::Sdxl { .. } => "sdxl",
+        };
+        let mut m = manifest::find(like).map_err(|e| fail(e.to_string()))?;
         m.name = Path::new(base).file_name().map_or(base.to_string(), |n| n.to_string_lossy().into_owned());
         (PathBuf::from(base), m)
     } else {
@@ -342,8 +350,11 @@ fn import(
     };
     let source = CheckpointFile { file: std::sync::Mutex::new(opened), len };
     let started = std::time::Instant::now();
+    let mut shown = std::time::Instant::now() - std::time::Duration::from_secs(1);
     let mut progress = |done: u64, total: u64| {
-        if !quiet {
+        // A few updates a second, and the last.
+        if !quiet && (shown.elapsed().as_millis() >= 200 || done == total) {
+            shown = std::time::Instant::now();
             let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
             eprint!("\r{} / {}  {}/s   ", mb(done), mb(total), mb(rate as u64));
             let _ = std::io::stderr().flush();

@@ -136,24 +136,44 @@ fn list_fetch_generate_and_remove() {
     assert!(text(&not_found).contains("404"), "{}", text(&not_found));
 }
 
-/// A single-file checkpoint imports into the cache on a base model's configs, lists as complete,
-/// generates the very image its diffusers folder makes, and is removed like any model.
-#[test]
-fn an_imported_single_file_checkpoint_generates_like_its_diffusers_folder() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-output/cli-import");
+/// Writes `bytes` as checkpoint `file_name` in a fresh target/test-output/`dir` and imports it
+/// with `darkroom models import` on the fixture folder `base`, which must leave out `skipped`
+/// tensors; returns the folder, the cache and the checkpoint's path.
+fn import_fixture(
+    dir: &str,
+    file_name: &str,
+    bytes: Vec<u8>,
+    base: &str,
+    skipped: usize,
+) -> (PathBuf, PathBuf, PathBuf) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-output").join(dir);
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
     let cache = root.join("cache");
-    let checkpoint = root.join("My Model v2.safetensors");
-    std::fs::write(&checkpoint, darkroom_weights::testing::tiny_ldm_checkpoint(&fixtures())).unwrap();
-    let base = fixtures().join("tiny-sd");
-
+    let checkpoint = root.join(file_name);
+    std::fs::write(&checkpoint, bytes).unwrap();
+    let base = fixtures().join(base);
     let import = darkroom(
         &["models", "import", checkpoint.to_str().unwrap(), "--base", base.to_str().unwrap(), "--quiet"],
         &cache,
     );
     assert!(import.status.success(), "{}", text(&import));
-    assert!(text(&import).contains("left out 2 tensors"), "{}", text(&import));
+    assert!(text(&import).contains(&format!("left out {skipped} tensors")), "{}", text(&import));
+    (root, cache, checkpoint)
+}
+
+/// A single-file checkpoint imports into the cache on a base model's configs, lists as complete,
+/// generates the very image its diffusers folder makes, and is removed like any model.
+#[test]
+fn an_imported_single_file_checkpoint_generates_like_its_diffusers_folder() {
+    let (root, cache, checkpoint) = import_fixture(
+        "cli-import",
+        "My Model v2.safetensors",
+        darkroom_weights::testing::tiny_ldm_checkpoint(&fixtures()),
+        "tiny-sd",
+        2,
+    );
+    let base = fixtures().join("tiny-sd");
     let list = darkroom(&["models", "list"], &cache);
     let line = text(&list).lines().find(|l| l.starts_with("my-model-v2")).map(String::from);
     assert!(line.as_deref().is_some_and(|l| l.contains("complete")), "{}", text(&list));
@@ -219,6 +239,72 @@ fn an_imported_single_file_checkpoint_generates_like_its_diffusers_folder() {
     let rm = darkroom(&["models", "rm", "my-model-v2"], &cache);
     assert!(rm.status.success(), "{}", text(&rm));
     assert!(!cache.join("my-model-v2").exists(), "the import is gone, manifest and all");
+}
+
+/// An SDXL single-file checkpoint (both encoders, OpenCLIP's fused projections) imports on an
+/// SDXL base folder and generates the image the tiny SDXL's folder makes; on an SD 1.x base it is
+/// refused, saying which base it needs.
+#[test]
+fn an_imported_sdxl_checkpoint_generates_like_its_diffusers_folder() {
+    let (root, cache, checkpoint) = import_fixture(
+        "cli-import-sdxl",
+        "juggernaut-tiny.safetensors",
+        darkroom_weights::testing::tiny_sdxl_ldm_checkpoint(&fixtures()),
+        "tiny-sdxl",
+        1,
+    );
+    let base = fixtures().join("tiny-sdxl");
+    let generate = |model: &str, out: &PathBuf| {
+        let run = darkroom(
+            &[
+                "generate",
+                "--model",
+                model,
+                "--prompt",
+                "a red boat",
+                "--negative",
+                "fog",
+                "--seed",
+                "3",
+                "--steps",
+                "2",
+                "--sampler",
+                "euler",
+                "--width",
+                "64",
+                "--height",
+                "48",
+                "--precision",
+                "f32",
+                "--quiet",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &cache,
+        );
+        assert!(run.status.success(), "{}", text(&run));
+        darkroom_pipeline::Image::from_png(&std::fs::read(out).unwrap()).unwrap().rgba
+    };
+    let ours = generate("juggernaut-tiny", &root.join("imported.png"));
+    let theirs = generate(base.to_str().unwrap(), &root.join("folder.png"));
+    assert_eq!(ours, theirs, "the same weights make the same image");
+
+    let wrong = darkroom(
+        &[
+            "models",
+            "import",
+            checkpoint.to_str().unwrap(),
+            "--base",
+            fixtures().join("tiny-sd").to_str().unwrap(),
+            "--id",
+            "x",
+            "--quiet",
+        ],
+        &cache,
+    );
+    assert_eq!(wrong.status.code(), Some(2), "{}", text(&wrong));
+    assert!(text(&wrong).contains("SDXL base"), "{}", text(&wrong));
+    assert!(!cache.join("x").exists());
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Importing a single-file SD 1.x checkpoint as a model of the store, the same way natively and
+//! Importing a single-file SD 1.x or SDXL checkpoint as a model of the store, the same way natively and
 //! in the browser: its tensors renamed into the diffusers layout and written chunk by chunk, the
 //! base model's configs and tokenizer copied beside them, and a manifest naming its base, so the
 //! import lists, loads and deletes like a downloaded model. Where the bytes come from (a file,
@@ -35,21 +35,22 @@ fn checkpoint_error(file: &str, e: CheckpointError) -> EngineError {
     }
 }
 
-/// Whether `base` can take a single-file SD 1.x checkpoint (ask before fetching the base).
+/// Whether `base` can take a single-file checkpoint (ask before fetching the base): an SD 1.x
+/// base takes SD 1.x checkpoints, an SDXL base SDXL ones (the import checks which the file is).
 pub fn check_base(base: &Manifest) -> Result<(), EngineError> {
-    if base.family.is_sd1() {
+    if base.family.is_sd1() || base.family.is_sdxl() {
         return Ok(());
     }
     Err(EngineError::input(format!(
-        "{} is a model of kind {}; a single-file SD 1.x checkpoint imports onto an SD 1.x base such as sd-1.5",
+        "{} is a model of kind {}; a single-file checkpoint imports onto an SD 1.x base such as sd-1.5 or an SDXL base such as sdxl",
         base.id,
         base.family.as_str()
     )))
 }
 
 /// Imports the checkpoint in `source` (shown as `file` in errors and as `display_name` in the
-/// model list) as model `id` of `store`, on `base`'s configs read through `base_files`. Only an
-/// SD 1.x base takes an SD 1.x checkpoint.
+/// model list) as model `id` of `store`, on `base`'s configs read through `base_files`. An SD 1.x
+/// base takes an SD 1.x checkpoint, an SDXL base an SDXL one.
 #[allow(clippy::too_many_arguments)]
 pub async fn import<S: ByteSource, C: ChunkStore>(
     source: &S,

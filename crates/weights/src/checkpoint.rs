@@ -1,9 +1,12 @@
-//! Single-file Stable Diffusion 1.x checkpoints — the original LDM layout that A1111, ComfyUI and
-//! model sites share (`model.diffusion_model.*`, `first_stage_model.*`,
-//! `cond_stage_model.transformer.*`) — imported into the diffusers layout the loader reads: one
-//! safetensors file per component, tensors renamed, bytes copied unchanged (the VAE's 1x1
-//! attention convolutions become the matrices they are). The import streams: it reads the source
-//! in ranges and writes the store in chunks, so neither the browser nor the CLI holds the file.
+//! Single-file Stable Diffusion 1.x and SDXL checkpoints — the original LDM/SGM layout that A1111,
+//! ComfyUI and model sites share (`model.diffusion_model.*`, `first_stage_model.*`, and
+//! `cond_stage_model.transformer.*` for SD 1.x, `conditioner.embedders.0.transformer.*` (CLIP-L)
+//! and `conditioner.embedders.1.model.*` (OpenCLIP bigG) for SDXL) — imported into the diffusers
+//! layout the loader reads, as diffusers' single-file converter maps them: one safetensors file
+//! per component, tensors renamed, bytes copied unchanged (the VAE's 1x1 attention convolutions
+//! become the matrices they are; OpenCLIP's fused `in_proj` splits into q, k and v by rows; its
+//! `text_projection` is transposed). The import streams: it reads the source in ranges and writes
+//! the store in chunks, so neither the browser nor the CLI holds the file.
 
 use serde_json::Value;
 
@@ -13,6 +16,8 @@ use crate::safetensors::{header_span, Header, SafetensorsError, TensorInfo};
 const UNET: &str = "model.diffusion_model.";
 const VAE: &str = "first_stage_model.";
 const CLIP: &str = "cond_stage_model.transformer.";
+const XL_CLIP: &str = "conditioner.embedders.0.transformer.";
+const XL_OPENCLIP: &str = "conditioner.embedders.1.model.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -24,7 +29,7 @@ pub enum CheckpointError {
     Store(#[from] FetchError),
     #[error("the base model's {0} is missing or unreadable: {1}")]
     Config(&'static str, String),
-    #[error("`{0}` is not a tensor of an SD 1.x checkpoint in the LDM layout")]
+    #[error("`{0}` is not a tensor of an SD 1.x or SDXL checkpoint in the LDM layout")]
     Unknown(String),
     #[error("{0}")]
     Unsupported(String),
@@ -32,21 +37,35 @@ pub enum CheckpointError {
     Cancelled,
 }
 
-/// The three files of a diffusers pipeline a checkpoint fills.
+/// The files of a diffusers pipeline a checkpoint fills (SDXL's second text encoder too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Component {
     TextEncoder,
+    TextEncoder2,
     Unet,
     Vae,
 }
 
 impl Component {
-    pub const ALL: [Component; 3] = [Component::TextEncoder, Component::Unet, Component::Vae];
+    pub const ALL: [Component; 4] =
+        [Component::TextEncoder, Component::TextEncoder2, Component::Unet, Component::Vae];
+    /// What an SD 1.x checkpoint fills.
+    pub const SD: [Component; 3] = [Component::TextEncoder, Component::Unet, Component::Vae];
+
+    /// The components a checkpoint for this layout fills.
+    pub fn for_layout(layout: &Layout) -> &'static [Component] {
+        if layout.sdxl {
+            &Component::ALL
+        } else {
+            &Component::SD
+        }
+    }
 
     /// The file in the diffusers layout.
     pub fn path(self) -> &'static str {
         match self {
             Component::TextEncoder => "text_encoder/model.safetensors",
+            Component::TextEncoder2 => "text_encoder_2/model.safetensors",
             Component::Unet => "unet/diffusion_pytorch_model.safetensors",
             Component::Vae => "vae/diffusion_pytorch_model.safetensors",
         }
@@ -55,10 +74,21 @@ impl Component {
     pub fn name(self) -> &'static str {
         match self {
             Component::TextEncoder => "text_encoder",
+            Component::TextEncoder2 => "text_encoder_2",
             Component::Unet => "unet",
             Component::Vae => "vae",
         }
     }
+}
+
+/// How a checkpoint tensor holds a diffusers one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Whole,
+    /// Third `k` (q, k, v) of OpenCLIP's fused attention projection, by rows.
+    Third(u8),
+    /// The transpose (OpenCLIP's `text_projection` is [width, projection]).
+    Transposed,
 }
 
 /// What the renaming needs to know of the architecture, from the base model's configs.
@@ -69,6 +99,8 @@ pub struct Layout {
     pub up_attention: Vec<bool>,
     /// The VAE's number of resolution levels (the LDM decoder numbers them the other way).
     pub vae_levels: usize,
+    /// An SDXL UNet (text_time added conditioning): the checkpoint has two text encoders.
+    pub sdxl: bool,
 }
 
 impl Layout {
@@ -90,6 +122,7 @@ impl Layout {
                 as usize,
             up_attention,
             vae_levels: vae["block_out_channels"].as_array().ok_or_else(|| bad("vae/config.json"))?.len(),
+            sdxl: unet["addition_embed_type"].as_str() == Some("text_time"),
         })
     }
 }
@@ -127,6 +160,8 @@ fn unet_name(key: &str, layout: &Layout) -> Option<String> {
     for (old, new) in [
         ("time_embed.0", "time_embedding.linear_1"),
         ("time_embed.2", "time_embedding.linear_2"),
+        ("label_emb.0.0", "add_embedding.linear_1"),
+        ("label_emb.0.2", "add_embedding.linear_2"),
         ("input_blocks.0.0", "conv_in"),
         ("out.0", "conv_norm_out"),
         ("out.2", "conv_out"),
@@ -216,8 +251,91 @@ fn vae_name(key: &str, layout: &Layout) -> Option<String> {
     ["conv_in.", "conv_out."].iter().any(|p| rest.starts_with(p)).then(|| key.to_string())
 }
 
-/// Where a checkpoint tensor goes: `Ok(None)` for what a pipeline does not use (EMA copies,
-/// training state, position ids), an error for a name inside a component that is not known.
+const OPENCLIP_LAYER: [(&str, &str); 5] = [
+    ("ln_1", "layer_norm1"),
+    ("ln_2", "layer_norm2"),
+    ("mlp.c_fc", "mlp.fc1"),
+    ("mlp.c_proj", "mlp.fc2"),
+    ("attn.out_proj", "self_attn.out_proj"),
+];
+
+/// An OpenCLIP text tower's tensor (after `…model.`) as CLIPTextModelWithProjection's: empty for
+/// what the encoder does not use (logit_scale, the attention mask).
+fn openclip_names(rest: &str) -> Option<Vec<(String, Part)>> {
+    let whole = |name: &str| Some(vec![(name.to_string(), Part::Whole)]);
+    match rest {
+        "token_embedding.weight" => return whole("text_model.embeddings.token_embedding.weight"),
+        "positional_embedding" => return whole("text_model.embeddings.position_embedding.weight"),
+        "ln_final.weight" => return whole("text_model.final_layer_norm.weight"),
+        "ln_final.bias" => return whole("text_model.final_layer_norm.bias"),
+        "text_projection" => return Some(vec![("text_projection.weight".into(), Part::Transposed)]),
+        "logit_scale" | "attn_mask" => return Some(Vec::new()),
+        _ => {}
+    }
+    let rest = rest.strip_prefix("transformer.resblocks.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let prefix = format!("text_model.encoder.layers.{layer}");
+    if let Some(kind) = rest.strip_prefix("attn.in_proj_") {
+        if kind != "weight" && kind != "bias" {
+            return None;
+        }
+        return Some(
+            ["q", "k", "v"]
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("{prefix}.self_attn.{p}_proj.{kind}"), Part::Third(i as u8)))
+                .collect(),
+        );
+    }
+    let renamed = rename(rest, &OPENCLIP_LAYER);
+    (renamed != rest).then(|| vec![(format!("{prefix}.{renamed}"), Part::Whole)])
+}
+
+/// Where a checkpoint tensor goes: one or more diffusers tensors (OpenCLIP's fused q/k/v
+/// projection is three), none for what a pipeline does not use (EMA copies, training state,
+/// position ids), an error for a name inside a component that is not known or a checkpoint of
+/// another family than the base model's.
+pub fn diffusers_names(
+    key: &str,
+    layout: &Layout,
+) -> Result<Vec<(Component, String, Part)>, CheckpointError> {
+    let family = |sdxl: bool| {
+        if sdxl == layout.sdxl {
+            return Ok(());
+        }
+        Err(CheckpointError::Unsupported(if sdxl {
+            "this is an SDXL checkpoint: import it on an SDXL base model".into()
+        } else {
+            "this is an SD 1.x checkpoint: import it on an SD 1.x base model".into()
+        }))
+    };
+    if let Some(rest) = key.strip_prefix(XL_CLIP) {
+        family(true)?;
+        if rest.ends_with("position_ids") {
+            return Ok(Vec::new());
+        }
+        return Ok(vec![(Component::TextEncoder, rest.to_string(), Part::Whole)]);
+    }
+    if let Some(rest) = key.strip_prefix(XL_OPENCLIP) {
+        family(true)?;
+        let names = openclip_names(rest).ok_or_else(|| CheckpointError::Unknown(key.to_string()))?;
+        return Ok(names.into_iter().map(|(n, p)| (Component::TextEncoder2, n, p)).collect());
+    }
+    if key.starts_with(CLIP) {
+        family(false)?;
+    }
+    if key.starts_with("conditioner.") {
+        return Err(CheckpointError::Unsupported(format!(
+            "`{key}`: an SDXL refiner or other conditioner layout; SD 1.x and SDXL base checkpoints import"
+        )));
+    }
+    Ok(diffusers_name(key, layout)?.map(|(c, n)| vec![(c, n, Part::Whole)]).unwrap_or_default())
+}
+
+/// Where a checkpoint tensor that maps one to one goes (UNet, VAE, SD 1.x's text encoder):
+/// `Ok(None)` for what a pipeline does not use (EMA copies, training state, position ids), an
+/// error for a name inside a component that is not known.
 pub fn diffusers_name(key: &str, layout: &Layout) -> Result<Option<(Component, String)>, CheckpointError> {
     let unknown = || CheckpointError::Unknown(key.to_string());
     if let Some(rest) = key.strip_prefix(UNET) {
@@ -235,13 +353,13 @@ pub fn diffusers_name(key: &str, layout: &Layout) -> Result<Option<(Component, S
     }
     if key.starts_with("cond_stage_model.model.") {
         return Err(CheckpointError::Unsupported(
-            "this is an SD 2.x checkpoint (OpenCLIP text encoder); only SD 1.x single-file checkpoints import so far"
+            "this is an SD 2.x checkpoint (OpenCLIP text encoder); SD 1.x and SDXL single-file checkpoints import"
                 .into(),
         ));
     }
     if key.starts_with("conditioner.") {
         return Err(CheckpointError::Unsupported(
-            "this is an SDXL checkpoint; only SD 1.x imports so far".into(),
+            "this is an SDXL checkpoint: import it on an SDXL base model".into(),
         ));
     }
     Ok(None)
@@ -265,37 +383,94 @@ pub trait ByteSource {
     async fn read(&self, start: u64, len: u64) -> Result<Vec<u8>, CheckpointError>;
 }
 
-/// One output file: its header and which source tensors fill it, in order.
+/// A piece of the source that fills one output tensor: a byte range of a source tensor, copied
+/// or (a small matrix) transposed.
+struct Piece {
+    name: String,
+    start: u64,
+    end: u64,
+    /// Rows, columns and element size of a source matrix to transpose.
+    transpose: Option<(u64, u64, u64)>,
+}
+
+/// One output file: its header and which source pieces fill it, in order.
 struct Plan {
     component: Component,
     header: Vec<u8>,
-    tensors: Vec<TensorInfo>,
+    pieces: Vec<Piece>,
     total: u64,
 }
 
+/// The diffusers shape and source piece of a checkpoint tensor's `part`.
+fn piece(
+    t: &TensorInfo,
+    component: Component,
+    name: &str,
+    part: Part,
+) -> Result<(Vec<u64>, Piece), CheckpointError> {
+    let len = t.end - t.start;
+    let bad = |why: &str| CheckpointError::Unknown(format!("{} ({why}, shape {:?})", t.name, t.shape));
+    Ok(match part {
+        Part::Whole => {
+            let shape = diffusers_shape(component, name, &t.shape);
+            (shape, Piece { name: name.to_string(), start: t.start, end: t.end, transpose: None })
+        }
+        Part::Third(k) => {
+            let rows = *t.shape.first().ok_or_else(|| bad("a scalar cannot split in three"))?;
+            if rows % 3 != 0 {
+                return Err(bad("rows do not split in three"));
+            }
+            let mut shape = t.shape.clone();
+            shape[0] = rows / 3;
+            let third = len / 3;
+            let start = t.start + k as u64 * third;
+            (shape, Piece { name: name.to_string(), start, end: start + third, transpose: None })
+        }
+        Part::Transposed => {
+            let [rows, cols] = t.shape[..] else { return Err(bad("not a matrix")) };
+            let size = len / (rows * cols).max(1);
+            let transpose = Some((rows, cols, size));
+            (vec![cols, rows], Piece { name: name.to_string(), start: t.start, end: t.end, transpose })
+        }
+    })
+}
+
 fn plan(header: &Header, layout: &Layout) -> Result<Vec<Plan>, CheckpointError> {
+    // The text encoders say which family the file is: checked first, so an SDXL file on an
+    // SD 1.x base is refused for that, not for the first UNet name the other layout lacks.
+    if let Some(t) =
+        header.tensors.iter().find(|t| t.name.starts_with(CLIP) || t.name.starts_with("conditioner."))
+    {
+        diffusers_names(&t.name, layout)?;
+    }
+    let mut targets = Vec::new();
+    for t in &header.tensors {
+        for (c, name, part) in diffusers_names(&t.name, layout)? {
+            targets.push((c, name, part, t));
+        }
+    }
     let mut plans = Vec::new();
-    for component in Component::ALL {
+    for &component in Component::for_layout(layout) {
         let mut entries = serde_json::Map::new();
-        let mut tensors = Vec::new();
+        let mut pieces = Vec::new();
         let mut offset = 0u64;
-        for t in &header.tensors {
-            let Some((c, name)) = diffusers_name(&t.name, layout)? else { continue };
-            if c != component {
+        for (c, name, part, t) in &targets {
+            if *c != component {
                 continue;
             }
-            let len = t.end - t.start;
-            let shape = diffusers_shape(c, &name, &t.shape);
+            let (shape, piece) = piece(t, *c, name, *part)?;
+            let len = piece.end - piece.start;
             let entry = serde_json::json!({ "dtype": t.dtype.name(), "shape": shape, "data_offsets": [offset, offset + len] });
             if entries.insert(name.clone(), entry).is_some() {
                 return Err(CheckpointError::Unknown(format!("{} (a second tensor named {name})", t.name)));
             }
             offset += len;
-            tensors.push(t.clone());
+            pieces.push(piece);
         }
-        if tensors.is_empty() {
+        if pieces.is_empty() {
+            let family = if layout.sdxl { "SDXL" } else { "SD 1.x" };
             return Err(CheckpointError::Unsupported(format!(
-                "the checkpoint has no {} weights: it is not a full SD 1.x checkpoint (a LoRA or a single component?)",
+                "the checkpoint has no {} weights: it is not a full {family} checkpoint (a LoRA or a single component?)",
                 component.name()
             )));
         }
@@ -306,9 +481,23 @@ fn plan(header: &Header, layout: &Layout) -> Result<Vec<Plan>, CheckpointError> 
         }
         let mut head = (json.len() as u64).to_le_bytes().to_vec();
         head.extend_from_slice(&json);
-        plans.push(Plan { component, total: head.len() as u64 + offset, header: head, tensors });
+        plans.push(Plan { component, total: head.len() as u64 + offset, header: head, pieces });
     }
     Ok(plans)
+}
+
+/// `bytes` of a [rows, cols] matrix of `size`-byte elements, transposed.
+fn transposed(bytes: &[u8], rows: u64, cols: u64, size: u64) -> Vec<u8> {
+    let (rows, cols, size) = (rows as usize, cols as usize, size as usize);
+    let mut out = vec![0u8; bytes.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            let from = (r * cols + c) * size;
+            let to = (c * rows + r) * size;
+            out[to..to + size].copy_from_slice(&bytes[from..from + size]);
+        }
+    }
+    out
 }
 
 /// Writes a file into the store chunk by chunk as its bytes come.
@@ -369,7 +558,7 @@ pub struct Imported {
     pub skipped: usize,
 }
 
-/// Copies a single-file SD 1.x checkpoint into `store` as the weight files of model `id` in the
+/// Copies a single-file SD 1.x or SDXL checkpoint into `store` as the weight files of model `id` in the
 /// diffusers layout. `progress` sees (bytes written, bytes to write); `cancelled` is asked
 /// between tensors. The configs and tokenizer come from a base model, stored by the caller.
 pub async fn import_checkpoint<S: ByteSource, C: ChunkStore>(
@@ -388,7 +577,11 @@ pub async fn import_checkpoint<S: ByteSource, C: ChunkStore>(
         let span = header_span(first8, len)?;
         let header = Header::parse(&source.read(0, span).await?, len)?;
         let plans = plan(&header, layout)?;
-        let used: usize = plans.iter().map(|p| p.tensors.len()).sum();
+        let used = header
+            .tensors
+            .iter()
+            .filter(|t| diffusers_names(&t.name, layout).is_ok_and(|names| !names.is_empty()))
+            .count();
         let total: u64 = plans.iter().map(|p| p.total).sum();
         let mut done = 0u64;
         let mut files = Vec::new();
@@ -399,16 +592,27 @@ pub async fn import_checkpoint<S: ByteSource, C: ChunkStore>(
             let mut writer =
                 ChunkWriter { store, key: key.clone(), chunk_size, index: 0, buffer: Vec::new() };
             writer.push(&p.header).await?;
-            for t in &p.tensors {
+            for piece in &p.pieces {
                 if cancelled() {
                     return Err(CheckpointError::Cancelled);
                 }
-                let mut at = t.start;
-                while at < t.end {
-                    let n = (t.end - at).min(chunk_size);
+                if let Some((rows, cols, size)) = piece.transpose {
+                    // A small matrix (SDXL's text projection, 3 MB): read whole, transposed.
+                    let bytes = source.read(piece.start, piece.end - piece.start).await?;
+                    if bytes.len() as u64 != piece.end - piece.start {
+                        return Err(CheckpointError::Read(format!("{}: short read", piece.name)));
+                    }
+                    writer.push(&transposed(&bytes, rows, cols, size)).await?;
+                    done += bytes.len() as u64;
+                    progress(done, total);
+                    continue;
+                }
+                let mut at = piece.start;
+                while at < piece.end {
+                    let n = (piece.end - at).min(chunk_size);
                     let bytes = source.read(at, n).await?;
                     if bytes.len() as u64 != n {
-                        return Err(CheckpointError::Read(format!("{}: short read", t.name)));
+                        return Err(CheckpointError::Read(format!("{}: short read", piece.name)));
                     }
                     writer.push(&bytes).await?;
                     at += n;
@@ -454,7 +658,7 @@ pub fn model_id(file_name: &str) -> String {
 }
 
 /// The files an imported model takes from its base model (configs, tokenizer, scheduler).
-pub const BASE_FILES: [&str; 9] = [
+pub const BASE_FILES: [&str; 14] = [
     "model_index.json",
     "scheduler/scheduler_config.json",
     "text_encoder/config.json",
@@ -464,6 +668,12 @@ pub const BASE_FILES: [&str; 9] = [
     "tokenizer/vocab.json",
     "unet/config.json",
     "vae/config.json",
+    // SDXL's second encoder and tokenizer (absent from SD 1.x bases).
+    "text_encoder_2/config.json",
+    "tokenizer_2/merges.txt",
+    "tokenizer_2/special_tokens_map.json",
+    "tokenizer_2/tokenizer_config.json",
+    "tokenizer_2/vocab.json",
 ];
 
 /// A manifest for an imported model, so it lists, loads and deletes like a downloaded one.

@@ -105,7 +105,7 @@ pub fn tiny_ldm_checkpoint(fixtures: &std::path::Path) -> Vec<u8> {
         let bytes = std::fs::read(fixtures.join("tiny-sd").join(c.path())).expect("the tiny model");
         SafetensorsFile::from_bytes(bytes).expect("the tiny model parses")
     };
-    let files: HashMap<&str, SafetensorsFile> = Component::ALL.iter().map(|&c| (c.name(), file(c))).collect();
+    let files: HashMap<&str, SafetensorsFile> = Component::SD.iter().map(|&c| (c.name(), file(c))).collect();
     let mut tensors = vec![("alphas_cumprod".to_string(), "F32", vec![2], vec![0; 8])];
     for (ldm, component, name, shape) in entries {
         let file = &files[component.as_str()];
@@ -118,4 +118,57 @@ pub fn tiny_ldm_checkpoint(fixtures: &std::path::Path) -> Vec<u8> {
     }
     tensors.push(("model_ema.decay".to_string(), "F32", vec![], vec![0; 4]));
     safetensors_bytes(&tensors)
+}
+
+/// The tiny SDXL (`fixtures/tiny-sdxl`) as a single-file checkpoint, every tensor named and laid
+/// out as diffusers reads such a file (`fixtures/ldm/tiny-sdxl-ldm-map.json`, made and checked by
+/// tests/reference/sdxl_checkpoint.py): OpenCLIP's q/k/v rows fused into `in_proj`, its
+/// `text_projection` transposed; plus training state a pipeline does not use.
+pub fn tiny_sdxl_ldm_checkpoint(fixtures: &std::path::Path) -> Vec<u8> {
+    use crate::{Dtype, SafetensorsFile};
+    let map = std::fs::read_to_string(fixtures.join("ldm/tiny-sdxl-ldm-map.json")).expect("the SDXL LDM map");
+    let entries: Vec<(String, String, String, Vec<u64>, String)> =
+        serde_json::from_str(&map).expect("the SDXL LDM map parses");
+    let mut files: HashMap<String, SafetensorsFile> = HashMap::new();
+    // (name, dtype, shape, parts by q/k/v or whole)
+    let mut tensors: Vec<(String, &str, Vec<u64>, Vec<(String, Vec<u8>)>)> = Vec::new();
+    for (ldm, component, name, shape, part) in entries {
+        let file = files.entry(component.clone()).or_insert_with(|| {
+            let weights = if component.starts_with("text_encoder") {
+                "model.safetensors"
+            } else {
+                "diffusion_pytorch_model.safetensors"
+            };
+            let bytes = std::fs::read(fixtures.join("tiny-sdxl").join(&component).join(weights))
+                .expect("the tiny SDXL");
+            SafetensorsFile::from_bytes(bytes).expect("the tiny SDXL parses")
+        });
+        let info = file.header.get(&name).expect("the map names the tiny SDXL's tensors");
+        let (dtype, size) = match info.dtype {
+            Dtype::F16 => ("F16", 2),
+            _ => ("F32", 4),
+        };
+        let mut bytes = file.tensor_bytes(info).to_vec();
+        if part == "T" {
+            let (rows, cols) = (info.shape[0] as usize, info.shape[1] as usize);
+            let mut t = vec![0u8; bytes.len()];
+            for r in 0..rows {
+                for c in 0..cols {
+                    t[(c * rows + r) * size..(c * rows + r + 1) * size]
+                        .copy_from_slice(&bytes[(r * cols + c) * size..(r * cols + c + 1) * size]);
+                }
+            }
+            bytes = t;
+        }
+        match tensors.iter_mut().find(|t| t.0 == ldm) {
+            Some(entry) => entry.3.push((part, bytes)),
+            None => tensors.push((ldm, dtype, shape, vec![(part, bytes)])),
+        }
+    }
+    let mut out = vec![("model_ema.num_updates".to_string(), "F32", vec![], vec![0; 4])];
+    for (name, dtype, shape, mut parts) in tensors {
+        parts.sort_by_key(|(p, _)| ["", "T", "q", "k", "v"].iter().position(|x| x == p));
+        out.push((name, dtype, shape, parts.into_iter().flat_map(|(_, b)| b).collect()));
+    }
+    safetensors_bytes(&out)
 }

@@ -180,7 +180,11 @@ fn ImportForm() -> impl IntoView {
             .models
             .get()
             .into_iter()
-            .filter(|m| m.generates() && m.stored.get().complete && m.manifest.family.is_sd1())
+            .filter(|m| {
+                m.generates()
+                    && m.stored.get().complete
+                    && (m.manifest.family.is_sd1() || m.manifest.family.is_sdxl())
+            })
             .collect::<Vec<_>>()
     };
     let pick = move |ev: leptos::ev::Event| {
@@ -203,7 +207,7 @@ fn ImportForm() -> impl IntoView {
         };
         let Some(base_entry) = chosen_base.and_then(|b| state.model(&b)) else {
             outcome.set(Some(Err(
-                "Download an SD 1.x model first: an import takes its configs and tokenizer.".into(),
+                "Download an SD 1.x or SDXL model first: an import takes its configs and tokenizers.".into(),
             )));
             return;
         };
@@ -246,7 +250,7 @@ fn ImportForm() -> impl IntoView {
     view! {
         <div class="import" id="import">
             <h3>"Import a checkpoint"</h3>
-            <p class="muted small">"A single-file SD 1.x checkpoint (.safetensors, as model sites share them) is copied from your disk into this browser, on the configs and tokenizer of a downloaded base model. Nothing is uploaded."</p>
+            <p class="muted small">"A single-file SD 1.x or SDXL checkpoint (.safetensors, as model sites share them) is copied from your disk into this browser, on the configs and tokenizers of a downloaded base model of its family (SD 1.5 for SD 1.x, SDXL for SDXL). Nothing is uploaded."</p>
             <div class="row">
                 <label class="field">
                     <span>"Checkpoint"</span>
