@@ -84,6 +84,10 @@ pub struct Settings {
     /// download cache's loras/ folder).
     #[arg(long)]
     pub lora_dir: Option<PathBuf>,
+    /// Where textual-inversion embeddings are (NAME.safetensors / NAME.pt, written as NAME in a
+    /// prompt or negative prompt; default: the download cache's embeddings/ folder).
+    #[arg(long)]
+    pub embedding_dir: Option<PathBuf>,
     /// Weight storage on the GPU: none (as stored), q8 (int8 per row), q4 (4-bit per group).
     #[arg(long, value_enum, default_value = "none")]
     pub quant: Quant,
@@ -699,7 +703,7 @@ impl<'g> Runner<'g> {
                         let _ = std::io::stderr().flush();
                     }
                 };
-                let model = pollster::block_on(StableDiffusion::load_with_loras(
+                let mut model = pollster::block_on(StableDiffusion::load_with_loras(
                     self.gpu,
                     &files,
                     &cache,
@@ -708,6 +712,16 @@ impl<'g> Runner<'g> {
                     &loras,
                     &mut loading,
                 ))?;
+                let dir = self
+                    .settings
+                    .embedding_dir
+                    .clone()
+                    .unwrap_or_else(|| darkroom_weights::native::default_cache_dir().join("embeddings"));
+                let (embeddings, skipped) = crate::embeddings::load(&dir);
+                for line in skipped {
+                    eprintln!("left out {line}");
+                }
+                model.embeddings = embeddings;
                 if !quiet {
                     eprintln!("\rloaded in {:.1} s                ", started.elapsed().as_secs_f64());
                 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 mod batch;
 mod bench;
 mod control;
+mod embeddings;
 mod failure;
 mod generate;
 mod grid;

@@ -53,8 +53,19 @@ pub enum Action {
         #[arg(long)]
         name: Option<String>,
     },
-    /// Import a single-file SD 1.x checkpoint (.safetensors in the original LDM layout, as model
-    /// sites share them) into the cache, on the configs and tokenizer of a base model.
+    /// Import a textual-inversion embedding (A1111's .safetensors or .pt, diffusers'
+    /// learned_embeds) into the cache's embeddings/ folder; its name written in a prompt or
+    /// negative prompt is replaced by its vectors.
+    ImportEmbedding {
+        /// The embedding file.
+        file: PathBuf,
+        /// The word prompts use (default: the file name without its extension).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Import a single-file SD 1.x or SDXL checkpoint (.safetensors in the original LDM layout,
+    /// as model sites share them) into the cache, on the configs and tokenizers of a base model
+    /// of its family.
     Import {
         /// The checkpoint file.
         file: PathBuf,
@@ -153,10 +164,15 @@ pub fn run(args: ModelsArgs) -> Result<(), Failure> {
     match args.action {
         Action::Import { file, base, id, quiet } => import(&store, &all, &file, &base, id, quiet),
         Action::ImportLora { file, name } => import_lora(&store.root, &file, name),
+        Action::ImportEmbedding { file, name } => import_embedding(&store.root, &file, name),
         Action::List => {
             println!("cache: {}", store.root.display());
             for (name, bytes) in loras(&store.root) {
                 println!("lora {name:<34} {:>14}  use as <lora:{name}:1>", mb(bytes));
+            }
+            for (name, path) in crate::embeddings::files(&store.root.join("embeddings")) {
+                let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+                println!("embedding {name:<29} {:>14}  write {name} in a prompt", mb(bytes));
             }
             for m in &all {
                 let (size, exact) = m.download_size();
@@ -294,6 +310,43 @@ impl darkroom_engine::imports::LoraStore for FolderLoras {
         std::fs::write(&part, bytes).map_err(fail)?;
         std::fs::rename(&part, &target).map_err(fail)
     }
+}
+
+struct FolderEmbeddings(PathBuf);
+
+impl darkroom_engine::imports::EmbeddingStore for FolderEmbeddings {
+    async fn put(&self, name: &str, extension: &str, bytes: &[u8]) -> Result<(), EngineError> {
+        let fail = |e: std::io::Error| EngineError::Storage(format!("{}: {e}", self.0.display()));
+        std::fs::create_dir_all(&self.0).map_err(fail)?;
+        // One file per name, whichever format it came in.
+        for ext in ["safetensors", "pt"] {
+            let _ = std::fs::remove_file(self.0.join(format!("{name}.{ext}")));
+        }
+        let part = self.0.join(format!("{name}.{extension}.part"));
+        std::fs::write(&part, bytes).map_err(fail)?;
+        std::fs::rename(&part, self.0.join(format!("{name}.{extension}"))).map_err(fail)
+    }
+}
+
+fn import_embedding(cache: &Path, file: &Path, name: Option<String>) -> Result<(), Failure> {
+    let bytes = std::fs::read(file).map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
+    let name = name.unwrap_or_else(|| darkroom_weights::embedding::name_from_file(&file.to_string_lossy()));
+    let store = FolderEmbeddings(cache.join("embeddings"));
+    let imported = pollster::block_on(darkroom_engine::imports::import_embedding(
+        bytes,
+        &file.display().to_string(),
+        &name,
+        &store,
+    ))
+    .map_err(|e| match e {
+        EngineError::Input { field: Some("name"), message } => usage(format!("{message}; give --name")),
+        e => e.into(),
+    })?;
+    println!(
+        "imported embedding {name} ({}, {} vectors): write {name} in a prompt or negative prompt",
+        imported.kind, imported.vectors
+    );
+    Ok(())
 }
 
 fn import_lora(cache: &Path, file: &Path, name: Option<String>) -> Result<(), Failure> {

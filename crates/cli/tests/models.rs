@@ -325,3 +325,97 @@ fn an_imported_lora_is_listed_under_its_name() {
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
     let _ = std::fs::remove_dir_all(&cache);
 }
+
+/// Embeddings import into the cache's embeddings/ folder under their file names (a .pt too),
+/// list, and generate what diffusers' load_textual_inversion makes when a prompt names them
+/// (tests/fixtures/embeddings); a name that is not one word is refused with exit code 2.
+#[test]
+fn imported_embeddings_are_called_by_name_as_diffusers_loads_them() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-output/cli-embeddings");
+    let _ = std::fs::remove_dir_all(&root);
+    let cache = root.join("cache");
+    let dir = fixtures().join("embeddings");
+    for file in ["tinystyle.safetensors", "badthing.pt", "xlstyle.safetensors"] {
+        let imported = darkroom(&["models", "import-embedding", dir.join(file).to_str().unwrap()], &cache);
+        assert!(imported.status.success(), "{}", text(&imported));
+    }
+    assert!(cache.join("embeddings/badthing.pt").is_file());
+    let list = text(&darkroom(&["models", "list"], &cache));
+    assert!(list.contains("embedding badthing") && list.contains("embedding xlstyle"), "{list}");
+    let bad = darkroom(
+        &["models", "import-embedding", dir.join("badthing.pt").to_str().unwrap(), "--name", "two words"],
+        &cache,
+    );
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+
+    let reference = darkroom_weights::SafetensorsFile::from_bytes(
+        std::fs::read(dir.join("reference.safetensors")).unwrap(),
+    )
+    .unwrap();
+    let cases: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let out = root.join(format!("{name}.png"));
+        let s = |k: &str| case[k].as_str().unwrap().to_string();
+        let n = |k: &str| case[k].as_f64().unwrap().to_string();
+        let run = darkroom(
+            &[
+                "generate",
+                "--model",
+                fixtures().join(s("folder")).to_str().unwrap(),
+                "--prompt",
+                &s("prompt"),
+                "--negative",
+                &s("negative"),
+                "--seed",
+                &n("seed"),
+                "--steps",
+                &n("steps"),
+                "--cfg",
+                &n("cfg"),
+                "--sampler",
+                &s("sampler"),
+                "--width",
+                &n("width"),
+                "--height",
+                &n("height"),
+                "--precision",
+                "f32",
+                "--quiet",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &cache,
+        );
+        assert!(run.status.success(), "{name}: {}", text(&run));
+        let got = darkroom_pipeline::Image::from_png(&std::fs::read(&out).unwrap()).unwrap();
+        let want = reference.to_f32(reference.header.get(name).unwrap()).unwrap();
+        let worst = (0..want.len())
+            .map(|i| (got.rgba[i / 3 * 4 + i % 3] as f32 - want[i] * 255.0).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 2.0, "{name}: worst pixel {worst}/255 off diffusers");
+    }
+    // An SDXL embedding named on an SD 1.x model: refused by name, exit code 2.
+    let wrong = darkroom(
+        &[
+            "generate",
+            "--model",
+            fixtures().join("tiny-sd").to_str().unwrap(),
+            "--prompt",
+            "xlstyle cat",
+            "--steps",
+            "1",
+            "--width",
+            "64",
+            "--height",
+            "48",
+            "--quiet",
+            "--out",
+            root.join("wrong.png").to_str().unwrap(),
+        ],
+        &cache,
+    );
+    assert_eq!(wrong.status.code(), Some(2), "{}", text(&wrong));
+    assert!(text(&wrong).contains("embedding xlstyle"), "{}", text(&wrong));
+}

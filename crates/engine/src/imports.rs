@@ -129,6 +129,53 @@ pub async fn import_lora<S: LoraStore>(
     Ok(ImportedLora { layers, identity })
 }
 
+/// Where imported textual-inversion embeddings are kept: a folder natively, IndexedDB in the
+/// browser.
+#[allow(async_fn_in_trait)]
+pub trait EmbeddingStore {
+    /// Keeps `bytes` (the file as it came: `.safetensors` or `.pt`, `extension` says which) as
+    /// embedding `name`, replacing one of that name.
+    async fn put(&self, name: &str, extension: &str, bytes: &[u8]) -> Result<(), EngineError>;
+}
+
+/// What an embedding import did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedEmbedding {
+    /// Vectors (tokens) it takes in a prompt.
+    pub vectors: usize,
+    /// "SD 1.x/2.x, 768 wide" or "SDXL".
+    pub kind: String,
+}
+
+/// Imports a textual-inversion embedding file's `bytes` (called `file_name` on the disk) as
+/// embedding `name`, which prompts then write to use it: the name is checked and the file read
+/// as an embedding (A1111's .safetensors and .pt, diffusers' learned_embeds) before anything is
+/// written.
+pub async fn import_embedding<S: EmbeddingStore>(
+    bytes: Vec<u8>,
+    file_name: &str,
+    name: &str,
+    store: &S,
+) -> Result<ImportedEmbedding, EngineError> {
+    darkroom_weights::lora::check_name(name)
+        .map_err(|message| EngineError::Input { field: Some("name"), message })?;
+    if name.chars().any(char::is_whitespace) {
+        return Err(EngineError::Input {
+            field: Some("name"),
+            message: format!("{name:?}: a prompt calls an embedding by one word; use no spaces"),
+        });
+    }
+    let embedding = darkroom_weights::embedding::Embedding::from_bytes(&bytes)
+        .map_err(|e| EngineError::input(format!("{file_name}: {e}")))?;
+    let extension = if bytes.starts_with(b"PK\x03\x04") { "pt" } else { "safetensors" };
+    store.put(name, extension, &bytes).await?;
+    let kind = match &embedding {
+        darkroom_weights::embedding::Embedding::Single(v) => format!("SD 1.x/2.x, {} wide", v.width),
+        darkroom_weights::embedding::Embedding::Sdxl { .. } => "SDXL".to_string(),
+    };
+    Ok(ImportedEmbedding { vectors: embedding.vectors(), kind })
+}
+
 #[cfg(test)]
 mod lora_tests {
     use std::cell::RefCell;

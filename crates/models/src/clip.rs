@@ -71,6 +71,8 @@ pub struct ClipTextModel {
     config: ClipTextConfig,
     token_embedding: Weight,
     position_embedding: Tensor,
+    /// The position table on the CPU, for rows an embedding's vectors replace.
+    position_values: Vec<f32>,
     layers: Vec<EncoderLayer>,
     final_layer_norm: LayerNorm,
     /// CLIPTextModelWithProjection's `text_projection` (no bias), applied to the pooled row.
@@ -123,6 +125,7 @@ impl ClipTextModel {
                 &positions,
                 vb.dtype,
             )?,
+            position_values: positions,
             layers,
             final_layer_norm: LayerNorm::load(&vb.pp("final_layer_norm"), d, config.layer_norm_eps)?,
             text_projection: match config.projection_dim {
@@ -138,14 +141,7 @@ impl ClipTextModel {
         &self.config
     }
 
-    /// The embeddings and the first `layers` encoder layers.
-    fn run_layers(
-        &self,
-        gpu: &Gpu,
-        ids: &[u32],
-        seq_len: usize,
-        layers: usize,
-    ) -> Result<Tensor, ModelError> {
+    fn check_ids(&self, ids: &[u32], seq_len: usize) -> Result<(), ModelError> {
         if seq_len == 0 || seq_len > self.config.max_position_embeddings || ids.len() % seq_len != 0 {
             return Err(ModelError::Input(format!(
                 "CLIP encodes whole sequences of up to {} tokens, got {} ids in sequences of {seq_len}",
@@ -153,8 +149,52 @@ impl ClipTextModel {
                 ids.len()
             )));
         }
+        Ok(())
+    }
+
+    /// The token + position embeddings of ids inside the vocabulary.
+    fn embed_known(&self, gpu: &Gpu, ids: &[u32], seq_len: usize) -> Result<Tensor, ModelError> {
+        self.check_ids(ids, seq_len)?;
+        Ok(ops::embed_tokens(gpu, ids, seq_len, &self.token_embedding, &self.position_embedding)?)
+    }
+
+    /// The token + position embeddings of `ids`. Ids from `vocab_size` on are rows of `extra`
+    /// (textual-inversion vectors, `extra` holding hidden-size rows in order): their rows are put
+    /// in on the CPU, as a tokenizer with added tokens and a resized table would give.
+    async fn embed(
+        &self,
+        gpu: &Gpu,
+        ids: &[u32],
+        seq_len: usize,
+        extra: &[f32],
+    ) -> Result<Tensor, ModelError> {
+        let vocab = self.config.vocab_size as u32;
+        if ids.iter().all(|&id| id < vocab) {
+            return self.embed_known(gpu, ids, seq_len);
+        }
+        let d = self.config.hidden_size;
+        let known: Vec<u32> = ids.iter().map(|&id| if id < vocab { id } else { 0 }).collect();
+        let x = self.embed_known(gpu, &known, seq_len)?;
+        let mut values = x.read_f32(gpu).await?;
+        for (i, &id) in ids.iter().enumerate().filter(|(_, &id)| id >= vocab) {
+            let row = (id - vocab) as usize;
+            let vector = extra.get(row * d..(row + 1) * d).ok_or_else(|| {
+                ModelError::Input(format!(
+                    "token {id} is past the vocabulary and the {} extra vectors",
+                    extra.len() / d
+                ))
+            })?;
+            let position = &self.position_values[(i % seq_len) * d..(i % seq_len + 1) * d];
+            for (k, v) in values[i * d..(i + 1) * d].iter_mut().enumerate() {
+                *v = vector[k] + position[k];
+            }
+        }
+        Ok(Tensor::from_f32(gpu, x.shape(), &values, x.dtype())?)
+    }
+
+    /// The first `layers` encoder layers over embedded tokens.
+    fn run_layers(&self, gpu: &Gpu, mut x: Tensor, layers: usize) -> Result<Tensor, ModelError> {
         let act = if self.config.hidden_act == "quick_gelu" { Unary::QuickGelu } else { Unary::Gelu };
-        let mut x = ops::embed_tokens(gpu, ids, seq_len, &self.token_embedding, &self.position_embedding)?;
         for layer in &self.layers[..layers] {
             x = layer.forward(gpu, &x, self.config.num_attention_heads, act)?;
         }
@@ -163,7 +203,25 @@ impl ClipTextModel {
 
     /// `ids` [batch, seq_len] (row-major, seq_len ≤ 77) → last_hidden_state [batch, seq_len, D].
     pub fn forward(&self, gpu: &Gpu, ids: &[u32], seq_len: usize) -> Result<Tensor, ModelError> {
-        let x = self.run_layers(gpu, ids, seq_len, self.layers.len())?;
+        if ids.iter().any(|&id| id as usize >= self.config.vocab_size) {
+            return Err(ModelError::Input("token ids past the vocabulary need forward_extended".into()));
+        }
+        let x = self.embed_known(gpu, ids, seq_len)?;
+        let x = self.run_layers(gpu, x, self.layers.len())?;
+        self.final_layer_norm.forward(gpu, &x)
+    }
+
+    /// As [`ClipTextModel::forward`], with ids from `vocab_size` on taken from `extra`'s rows
+    /// (textual-inversion vectors).
+    pub async fn forward_extended(
+        &self,
+        gpu: &Gpu,
+        ids: &[u32],
+        seq_len: usize,
+        extra: &[f32],
+    ) -> Result<Tensor, ModelError> {
+        let x = self.embed(gpu, ids, seq_len, extra).await?;
+        let x = self.run_layers(gpu, x, self.layers.len())?;
         self.final_layer_norm.forward(gpu, &x)
     }
 
@@ -184,12 +242,14 @@ impl ClipTextModel {
 
     /// SDXL's use of an encoder: the penultimate layer's states, and (with a projection) the
     /// pooled projection of the last layer's. `with_pooled` false skips the last layer.
+    /// Ids from `vocab_size` on are `extra`'s rows (textual-inversion vectors).
     pub async fn forward_sdxl(
         &self,
         gpu: &Gpu,
         ids: &[u32],
         seq_len: usize,
         with_pooled: bool,
+        extra: &[f32],
     ) -> Result<SdxlTextOutput, ModelError> {
         let n = self.layers.len();
         if n < 2 {
@@ -197,7 +257,7 @@ impl ClipTextModel {
                 "SDXL conditions on the penultimate layer: the encoder has one".into(),
             ));
         }
-        let penultimate = self.run_layers(gpu, ids, seq_len, n - 1)?;
+        let penultimate = self.run_layers(gpu, self.embed(gpu, ids, seq_len, extra).await?, n - 1)?;
         let pooled = match (&self.text_projection, with_pooled) {
             (Some(projection), true) => {
                 let act = if self.config.hidden_act == "quick_gelu" { Unary::QuickGelu } else { Unary::Gelu };

@@ -103,7 +103,7 @@ fn second_text_encoder_gives_transformers_penultimate_states_and_pooled_projecti
     let r = reference();
     for i in 0..3 {
         let ids: Vec<u32> = tensor(&r, &format!("te2/{i}/ids")).0.iter().map(|&v| v as u32).collect();
-        let out = pollster::block_on(clip.forward_sdxl(&gpu, &ids, 77, true)).unwrap();
+        let out = pollster::block_on(clip.forward_sdxl(&gpu, &ids, 77, true, &[])).unwrap();
         let hidden = pollster::block_on(out.penultimate.read_f32(&gpu)).unwrap();
         let pooled = pollster::block_on(out.pooled.unwrap().read_f32(&gpu)).unwrap();
         let dh = max_abs_diff(&hidden, &tensor(&r, &format!("te2/{i}/penultimate")).0);

@@ -53,15 +53,18 @@ pub async fn conditioning(
     guided: bool,
 ) -> Result<text::Conditioning, PipelineError> {
     let (prompt, negative, batch) = (&recipe.prompt, &recipe.negative_prompt, recipe.batch_size);
+    let vocabulary = model.vocabulary();
     match &model.xl {
         Some(xl) => {
-            text::encode_sdxl(gpu, (&model.tokenizer, &model.clip), xl, prompt, negative, batch, guided).await
+            let encoders = (&model.tokenizer, &model.clip);
+            text::encode_sdxl(gpu, encoders, xl, &vocabulary, prompt, negative, batch, guided).await
         }
-        None => Ok(text::Conditioning {
-            context: text::encode(gpu, &model.tokenizer, &model.clip, prompt, negative, batch, guided)
-                .await?,
-            pooled: None,
-        }),
+        None => {
+            let (tokenizer, clip) = (&model.tokenizer, &model.clip);
+            let context =
+                text::encode(gpu, tokenizer, clip, &vocabulary, prompt, negative, batch, guided).await?;
+            Ok(text::Conditioning { context, pooled: None })
+        }
     }
 }
 

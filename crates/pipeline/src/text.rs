@@ -4,8 +4,11 @@
 //! weighted tokens scale their embeddings with the chunk's mean restored (A1111's "original"
 //! emphasis). A prompt of at most 75 tokens without weights gives exactly diffusers' embeddings.
 
+use std::sync::Arc;
+
 use darkroom_gpu::{ops, Gpu, Tensor};
 use darkroom_models::clip::ClipTextModel;
+use darkroom_weights::embedding::Embedding;
 
 use crate::prompt::{self, Piece};
 use crate::tokenizer::ClipTokenizer;
@@ -25,8 +28,117 @@ pub struct Chunk {
     pub weights: Vec<f32>,
 }
 
+/// A textual-inversion embedding a prompt may call by name.
+#[derive(Clone)]
+pub struct NamedEmbedding {
+    /// The file's name without extension: what a prompt writes.
+    pub name: String,
+    pub embedding: Arc<Embedding>,
+}
+
+/// The embeddings a prompt may call, laid out as an extension of the encoders' vocabulary: the
+/// vectors of embedding k take the ids after those of embeddings 0..k, from `vocab_size` on (the
+/// ids diffusers' `load_textual_inversion` gives the tokens it adds, in load order), with each
+/// encoder's rows.
+#[derive(Default)]
+pub struct Vocabulary {
+    entries: Vec<Entry>,
+    /// Per encoder: the extra rows, hidden-size wide, in id order.
+    pub extra: Vec<Vec<f32>>,
+}
+
+struct Entry {
+    name: String,
+    first: u32,
+    n: usize,
+    /// Why the embedding does not fit this model (refused when a prompt uses it).
+    unfit: Option<String>,
+}
+
+impl Vocabulary {
+    /// `encoders`: each text encoder's width and, for SDXL, whether it is the second.
+    pub fn new(
+        embeddings: &[NamedEmbedding],
+        encoders: &[(usize, Option<bool>)],
+        vocab_size: usize,
+    ) -> Vocabulary {
+        let mut entries = Vec::new();
+        let mut extra = vec![Vec::new(); encoders.len()];
+        let mut next = vocab_size as u32;
+        for e in embeddings {
+            let n = e.embedding.vectors();
+            let mut unfit = None;
+            for (k, &(width, second)) in encoders.iter().enumerate() {
+                match e.embedding.for_encoder(width, second) {
+                    Ok(v) => extra[k].extend_from_slice(&v.values),
+                    Err(why) => {
+                        unfit.get_or_insert(why);
+                        extra[k].extend(std::iter::repeat_n(0.0, n * width));
+                    }
+                }
+            }
+            entries.push(Entry { name: e.name.clone(), first: next, n, unfit });
+            next += n as u32;
+        }
+        Vocabulary { entries, extra }
+    }
+
+    /// Each embedding's name as `tokenizer` splits it, longest first (A1111 prefers the longest
+    /// match at a position).
+    fn names(&self, tokenizer: &ClipTokenizer) -> Result<Vec<(Vec<u32>, &Entry)>, PipelineError> {
+        let mut names = Vec::new();
+        for e in &self.entries {
+            let tokens = tokenizer.encode(&e.name)?;
+            if !tokens.is_empty() {
+                names.push((tokens, e));
+            }
+        }
+        names.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
+        Ok(names)
+    }
+}
+
+/// A piece's tokens with embeddings found: plain ids, or an embedding's ids (all its vectors).
+enum Unit {
+    Token(u32),
+    Embedding(Vec<u32>),
+}
+
+fn units(tokens: &[u32], names: &[(Vec<u32>, &Entry)]) -> Result<Vec<Unit>, PipelineError> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < tokens.len() {
+        match names.iter().find(|(name, _)| tokens[at..].starts_with(name)) {
+            Some((name, e)) => {
+                if let Some(why) = &e.unfit {
+                    return Err(PipelineError::Input(format!("the embedding {} {why}", e.name)));
+                }
+                out.push(Unit::Embedding((e.first..e.first + e.n as u32).collect()));
+                at += name.len();
+            }
+            None => {
+                out.push(Unit::Token(tokens[at]));
+                at += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A prompt's chunks (at least one: an empty prompt is one chunk of start, end and padding).
 pub fn chunks(tokenizer: &ClipTokenizer, text: &str) -> Result<Vec<Chunk>, PipelineError> {
+    chunks_with(tokenizer, text, &Vocabulary::default())
+}
+
+/// A prompt's chunks, the names of `vocabulary`'s embeddings replaced by their vectors' ids as
+/// A1111 does: an embedding is not split between chunks (it starts the next one when it does
+/// not fit), and takes the weight of the text around it.
+pub fn chunks_with(
+    tokenizer: &ClipTokenizer,
+    text: &str,
+    vocabulary: &Vocabulary,
+) -> Result<Vec<Chunk>, PipelineError> {
+    let names = vocabulary.names(tokenizer)?;
     let comma = tokenizer.encode(",")?.first().copied();
     let mut runs: Vec<Vec<(u32, f32)>> = vec![Vec::new()];
     // Position in the current run just after its last comma (A1111's `last_comma`).
@@ -40,7 +152,19 @@ pub fn chunks(tokenizer: &ClipTokenizer, text: &str) -> Result<Vec<Chunk>, Pipel
                 after_comma = None;
             }
             Piece::Text(t, weight) => {
-                for id in tokenizer.encode(&t)? {
+                for unit in units(&tokenizer.encode(&t)?, &names)? {
+                    let id = match unit {
+                        Unit::Token(id) => id,
+                        Unit::Embedding(ids) => {
+                            if runs.last().expect("never empty").len() + ids.len() > CHUNK {
+                                runs.push(Vec::new());
+                                after_comma = None;
+                            }
+                            let run = runs.last_mut().expect("never empty");
+                            run.extend(ids.into_iter().map(|id| (id, weight as f32)));
+                            continue;
+                        }
+                    };
                     let current = runs.last_mut().expect("never empty");
                     if Some(id) == comma {
                         after_comma = Some(current.len() + 1);
@@ -89,19 +213,21 @@ pub fn chunks(tokenizer: &ClipTokenizer, text: &str) -> Result<Vec<Chunk>, Pipel
 /// [2·batch, 77·k, D] (negatives first, as the CFG pass wants) or, with `with_negative` false,
 /// [batch, 77·k, D] of the positive prompt alone. The shorter prompt is padded with empty
 /// chunks so both have k.
+#[allow(clippy::too_many_arguments)]
 pub async fn encode(
     gpu: &Gpu,
     tokenizer: &ClipTokenizer,
     clip: &ClipTextModel,
+    vocabulary: &Vocabulary,
     prompt: &str,
     negative: &str,
     batch: usize,
     with_negative: bool,
 ) -> Result<Tensor, PipelineError> {
-    let mut positive = chunks(tokenizer, prompt)?;
+    let mut positive = chunks_with(tokenizer, prompt, vocabulary)?;
     let mut groups = Vec::new();
     if with_negative {
-        let mut negative = chunks(tokenizer, negative)?;
+        let mut negative = chunks_with(tokenizer, negative, vocabulary)?;
         let k = positive.len().max(negative.len());
         let empty = chunks(tokenizer, "")?.remove(0);
         positive.resize(k, empty.clone());
@@ -124,7 +250,8 @@ pub async fn encode(
         })
         .collect();
     let ids: Vec<u32> = distinct.iter().flat_map(|c| c.ids.iter().copied()).collect();
-    let encoded = clip.forward(gpu, &ids, WINDOW)?; // [distinct, 77, D]
+    let extra = vocabulary.extra.first().map_or(&[][..], Vec::as_slice);
+    let encoded = clip.forward_extended(gpu, &ids, WINDOW, extra).await?; // [distinct, 77, D]
     let d = *encoded.shape().last().expect("3-D");
     let dtype = encoded.dtype();
     let weighted = distinct.iter().any(|c| c.weights.iter().any(|&w| w != 1.0));
@@ -187,6 +314,7 @@ pub async fn encode_sdxl(
     gpu: &Gpu,
     (tokenizer, clip): (&ClipTokenizer, &ClipTextModel),
     xl: &crate::model::SdxlText,
+    vocabulary: &Vocabulary,
     prompt: &str,
     negative: &str,
     batch: usize,
@@ -198,9 +326,10 @@ pub async fn encode_sdxl(
         _ => vec![prompt],
     };
     // Chunks per text and tokenizer, padded with empty chunks to one count k.
-    let mut first: Vec<Vec<Chunk>> = texts.iter().map(|t| chunks(tokenizer, t)).collect::<Result<_, _>>()?;
+    let mut first: Vec<Vec<Chunk>> =
+        texts.iter().map(|t| chunks_with(tokenizer, t, vocabulary)).collect::<Result<_, _>>()?;
     let mut second: Vec<Vec<Chunk>> =
-        texts.iter().map(|t| chunks(&xl.tokenizer, t)).collect::<Result<_, _>>()?;
+        texts.iter().map(|t| chunks_with(&xl.tokenizer, t, vocabulary)).collect::<Result<_, _>>()?;
     let k = first.iter().chain(&second).map(Vec::len).max().unwrap_or(1);
     let (empty1, empty2) = (chunks(tokenizer, "")?.remove(0), chunks(&xl.tokenizer, "")?.remove(0));
     for (list, empty) in first.iter_mut().map(|l| (l, &empty1)).chain(second.iter_mut().map(|l| (l, &empty2)))
@@ -209,8 +338,9 @@ pub async fn encode_sdxl(
     }
     let ids =
         |lists: &[Vec<Chunk>]| -> Vec<u32> { lists.iter().flatten().flat_map(|c| c.ids.clone()).collect() };
-    let out1 = clip.forward_sdxl(gpu, &ids(&first), WINDOW, false).await?;
-    let out2 = xl.clip.forward_sdxl(gpu, &ids(&second), WINDOW, true).await?;
+    let extra = |k: usize| vocabulary.extra.get(k).map_or(&[][..], Vec::as_slice);
+    let out1 = clip.forward_sdxl(gpu, &ids(&first), WINDOW, false, extra(0)).await?;
+    let out2 = xl.clip.forward_sdxl(gpu, &ids(&second), WINDOW, true, extra(1)).await?;
     let (d1, d2) = (clip.config().hidden_size, xl.clip.config().hidden_size);
     let h1 = out1.penultimate.read_f32(gpu).await?;
     let h2 = out2.penultimate.read_f32(gpu).await?;

@@ -5,6 +5,7 @@
 #[cfg(feature = "browser")]
 pub mod browser;
 pub mod checkpoint;
+pub mod embedding;
 pub mod fetch;
 pub mod lora;
 pub mod manifest;

@@ -492,7 +492,8 @@ impl StateDict {
             Value::Dict(d) => d,
             other => return malformed(format!("the checkpoint is a {other:?}, not a dict")),
         };
-        for key in ["params_ema", "params", "state_dict", "model"] {
+        // (A1111's textual-inversion files keep their vectors in `string_to_param`.)
+        for key in ["params_ema", "params", "state_dict", "model", "string_to_param"] {
             let nested =
                 dict.iter().find(|(k, v)| *k == Value::Str(key.into()) && matches!(v, Value::Dict(_)));
             if let Some((_, Value::Dict(inner))) = nested {
