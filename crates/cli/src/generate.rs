@@ -703,7 +703,7 @@ impl<'g> Runner<'g> {
                         let _ = std::io::stderr().flush();
                     }
                 };
-                let mut model = pollster::block_on(StableDiffusion::load_with_loras(
+                let model = pollster::block_on(StableDiffusion::load_with_loras(
                     self.gpu,
                     &files,
                     &cache,
@@ -712,16 +712,7 @@ impl<'g> Runner<'g> {
                     &loras,
                     &mut loading,
                 ))?;
-                let dir = self
-                    .settings
-                    .embedding_dir
-                    .clone()
-                    .unwrap_or_else(|| darkroom_weights::native::default_cache_dir().join("embeddings"));
-                let (embeddings, skipped) = crate::embeddings::load(&dir);
-                for line in skipped {
-                    eprintln!("left out {line}");
-                }
-                model.embeddings = embeddings;
+
                 if !quiet {
                     eprintln!("\rloaded in {:.1} s                ", started.elapsed().as_secs_f64());
                 }
@@ -733,6 +724,18 @@ impl<'g> Runner<'g> {
         let mut request = Request::new(recipe, init_image, self.mask.clone())?;
         request.vae_tiling = self.settings.vae_tiling;
         request.controls = controls;
+        let dir = self
+            .settings
+            .embedding_dir
+            .clone()
+            .unwrap_or_else(|| darkroom_weights::native::default_cache_dir().join("embeddings"));
+        let (embeddings, skipped) = crate::embeddings::load(&dir);
+        if !quiet {
+            for line in skipped {
+                eprintln!("left out {line}");
+            }
+        }
+        request.embeddings = embeddings;
         if !quiet {
             eprintln!("{label}seed {}", request.recipe.seed.unwrap_or_default());
         }

@@ -111,7 +111,7 @@ pub async fn generate(
     let mut seeds = stages::Seeds::new(recipe.seed.unwrap_or_default(), recipe.batch_size);
 
     stages::report(progress, Stage::Encoding, 0, 1, None, None)?;
-    let conditioning = stages::conditioning(gpu, model, recipe, guided).await?;
+    let conditioning = stages::conditioning(gpu, model, request, guided).await?;
     gpu.trim_pool();
 
     let rows = if guided { 2 * recipe.batch_size } else { recipe.batch_size };

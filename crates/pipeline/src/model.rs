@@ -194,9 +194,6 @@ pub struct StableDiffusion {
     pub clip: ClipTextModel,
     /// SDXL's second encoder; `None` for SD 1.x/2.x.
     pub xl: Option<SdxlText>,
-    /// Textual-inversion embeddings prompts may call by name (the caller's collection, as
-    /// A1111's embeddings folder): one that does not fit this model is refused when used.
-    pub embeddings: Vec<crate::text::NamedEmbedding>,
     pub unet: UNet2DConditionModel,
     pub vae_config: AutoencoderKLConfig,
     /// The VAE's activations: f32 for an SDXL VAE that says `force_upcast` (it overflows f16,
@@ -507,7 +504,6 @@ impl StableDiffusion {
             tokenizer,
             clip,
             xl,
-            embeddings: Vec::new(),
             unet,
             vae_config,
             vae_dtype,
@@ -518,14 +514,14 @@ impl StableDiffusion {
         })
     }
 
-    /// The embeddings laid out for this model's text encoders.
-    pub fn vocabulary(&self) -> crate::text::Vocabulary {
+    /// `embeddings` laid out for this model's text encoders.
+    pub fn vocabulary(&self, embeddings: &[crate::text::NamedEmbedding]) -> crate::text::Vocabulary {
         let first = self.clip.config();
         let encoders: Vec<(usize, Option<bool>)> = match &self.xl {
             Some(xl) => vec![(first.hidden_size, Some(false)), (xl.clip.config().hidden_size, Some(true))],
             None => vec![(first.hidden_size, None)],
         };
-        crate::text::Vocabulary::new(&self.embeddings, &encoders, first.vocab_size)
+        crate::text::Vocabulary::new(embeddings, &encoders, first.vocab_size)
     }
 
     /// What a recipe is validated against.

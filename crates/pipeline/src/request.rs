@@ -97,6 +97,9 @@ pub struct Request {
     pub vae_tiling: VaeTiling,
     /// The recipe's control units' ControlNets and images, in the same order.
     pub controls: Vec<crate::control::Control>,
+    /// Textual-inversion embeddings the prompts may call by name (the caller's collection, as
+    /// A1111's embeddings folder): one that does not fit the model is refused when used.
+    pub embeddings: Vec<crate::text::NamedEmbedding>,
 }
 
 /// How the VAE decodes: tiled, the activations above the mid block are held and computed one
@@ -149,6 +152,7 @@ impl Request {
             live_preview: false,
             vae_tiling: VaeTiling::Auto,
             controls: Vec::new(),
+            embeddings: Vec::new(),
         }
     }
 
@@ -173,6 +177,7 @@ impl Request {
             live_preview: false,
             vae_tiling: VaeTiling::Auto,
             controls: Vec::new(),
+            embeddings: Vec::new(),
         })
     }
 }

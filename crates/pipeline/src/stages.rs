@@ -49,11 +49,12 @@ pub fn report(
 pub async fn conditioning(
     gpu: &Gpu,
     model: &StableDiffusion,
-    recipe: &Recipe,
+    request: &Request,
     guided: bool,
 ) -> Result<text::Conditioning, PipelineError> {
+    let recipe = &request.recipe;
     let (prompt, negative, batch) = (&recipe.prompt, &recipe.negative_prompt, recipe.batch_size);
-    let vocabulary = model.vocabulary();
+    let vocabulary = model.vocabulary(&request.embeddings);
     match &model.xl {
         Some(xl) => {
             let encoders = (&model.tokenizer, &model.clip);

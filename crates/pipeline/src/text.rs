@@ -29,7 +29,7 @@ pub struct Chunk {
 }
 
 /// A textual-inversion embedding a prompt may call by name.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct NamedEmbedding {
     /// The file's name without extension: what a prompt writes.
     pub name: String,

@@ -38,7 +38,12 @@ fn embedding(file: &str) -> NamedEmbedding {
 }
 
 /// The image (RGBA) and the final latents.
-fn image(gpu: &Gpu, model: &StableDiffusion, case: &Value) -> Result<(Vec<u8>, Vec<f32>), String> {
+fn image(
+    gpu: &Gpu,
+    model: &StableDiffusion,
+    embeddings: &[NamedEmbedding],
+    case: &Value,
+) -> Result<(Vec<u8>, Vec<f32>), String> {
     let n = |k: &str| case[k].as_f64().unwrap();
     let mut request = Request::txt2img(
         case["prompt"].as_str().unwrap(),
@@ -50,6 +55,7 @@ fn image(gpu: &Gpu, model: &StableDiffusion, case: &Value) -> Result<(Vec<u8>, V
     request.recipe.negative_prompt = case["negative"].as_str().unwrap().to_string();
     request.recipe.width = n("width") as usize;
     request.recipe.height = n("height") as usize;
+    request.embeddings = embeddings.to_vec();
     let mut latents = Vec::new();
     let mut progress = |p: &darkroom_pipeline::Progress| {
         if let (darkroom_pipeline::Stage::Denoising, Some(values)) = (p.stage, p.latent_values) {
@@ -74,11 +80,11 @@ fn embeddings_match_diffusers_load_textual_inversion() {
     assert_eq!(cases.len(), 3);
     for case in &cases {
         let name = case["name"].as_str().unwrap();
-        let mut model = load(&gpu, case["folder"].as_str().unwrap());
-        let (_, without) = image(&gpu, &model, case).unwrap();
-        model.embeddings =
+        let model = load(&gpu, case["folder"].as_str().unwrap());
+        let (_, without) = image(&gpu, &model, &[], case).unwrap();
+        let embeddings: Vec<NamedEmbedding> =
             case["embeddings"].as_array().unwrap().iter().map(|f| embedding(f.as_str().unwrap())).collect();
-        let (got, latents) = image(&gpu, &model, case).unwrap();
+        let (got, latents) = image(&gpu, &model, &embeddings, case).unwrap();
         let want = reference.to_f32(reference.header.get(name).unwrap()).unwrap();
         let worst = (0..want.len())
             .map(|i| (got[i / 3 * 4 + i % 3] as f32 - want[i] * 255.0).abs())
@@ -100,13 +106,13 @@ fn embeddings_match_diffusers_load_textual_inversion() {
 #[test]
 fn an_embedding_for_another_model_is_refused_by_name_when_used() {
     let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
-    let mut model = load(&gpu, "tiny-sd");
-    model.embeddings = vec![embedding("xlstyle.safetensors"), embedding("tinystyle.safetensors")];
+    let model = load(&gpu, "tiny-sd");
+    let embeddings = [embedding("xlstyle.safetensors"), embedding("tinystyle.safetensors")];
     let case = serde_json::json!({"prompt": "a cat, tinystyle", "negative": "", "seed": 1, "steps": 1,
         "sampler": "euler", "cfg": 7.0, "width": 64, "height": 48});
-    image(&gpu, &model, &case).expect("an unused unfit embedding is no obstacle");
+    image(&gpu, &model, &embeddings, &case).expect("an unused unfit embedding is no obstacle");
     let case = serde_json::json!({"prompt": "a cat", "negative": "xlstyle", "seed": 1, "steps": 1,
         "sampler": "euler", "cfg": 7.0, "width": 64, "height": 48});
-    let err = image(&gpu, &model, &case).unwrap_err();
+    let err = image(&gpu, &model, &embeddings, &case).unwrap_err();
     assert!(err.contains("xlstyle") && err.contains("SDXL embedding"), "{err}");
 }

@@ -13,6 +13,7 @@ mod checks_app;
 mod client;
 mod components;
 mod embed;
+mod embeddings;
 mod gallery;
 mod generation;
 mod idb_model;

@@ -42,23 +42,23 @@ pub fn missing(name: &str) -> String {
     )
 }
 
-/// An imported LoRA.
+/// An imported LoRA or embedding: its name and stored size.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredLora {
+pub struct StoredFile {
     pub name: String,
     pub bytes: u64,
 }
 
 /// Every completely stored LoRA, by name.
-pub async fn list() -> Result<Vec<StoredLora>, String> {
+pub async fn list() -> Result<Vec<StoredFile>, String> {
     let store = IdbStore::open().await.map_err(|e| e.to_string())?;
     let files = store.files().await.map_err(|e| e.to_string())?;
-    let mut out: Vec<StoredLora> = files
+    let mut out: Vec<StoredFile> = files
         .into_iter()
         .filter(|(_, s)| s.complete)
         .filter_map(|(key, s)| {
             let name = key.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
-            Some(StoredLora { name: name.to_string(), bytes: s.total.unwrap_or(0) })
+            Some(StoredFile { name: name.to_string(), bytes: s.total.unwrap_or(0) })
         })
         .collect();
     out.sort_by_key(|l| l.name.to_lowercase());

@@ -73,6 +73,14 @@ pub enum StoreOp {
     DeleteLora {
         name: String,
     },
+    /// The embedding file (file attachment 0) as embedding `name`, replacing one of that name;
+    /// answered with `StoreReply::EmbeddingImported`.
+    ImportEmbedding {
+        name: String,
+    },
+    DeleteEmbedding {
+        name: String,
+    },
     /// A gallery image, by its key.
     DeleteImage {
         key: u32,
@@ -190,6 +198,11 @@ pub enum StoreReply {
     /// How many layers the LoRA changes.
     LoraImported {
         layers: usize,
+    },
+    /// The embedding's vectors per use and its kind ("SD 1.x/2.x, 768 wide", "SDXL").
+    EmbeddingImported {
+        vectors: usize,
+        kind: String,
     },
 }
 
@@ -464,6 +477,8 @@ mod tests {
             StoreOp::ImportCheckpoint { base, id: "my-mix".into() },
             StoreOp::ImportLora { name: "ink".into() },
             StoreOp::DeleteLora { name: "ink".into() },
+            StoreOp::ImportEmbedding { name: "easynegative".into() },
+            StoreOp::DeleteEmbedding { name: "easynegative".into() },
             StoreOp::DeleteImage { key: 7 },
         ];
         for op in ops {
@@ -475,6 +490,7 @@ mod tests {
             StoreReply::Done,
             StoreReply::Imported { manifest_toml: "id = \"my-mix\"".into() },
             StoreReply::LoraImported { layers: 12 },
+            StoreReply::EmbeddingImported { vectors: 8, kind: "SDXL".into() },
         ];
         for reply in replies {
             let body = FromWorker::Stored(reply);

@@ -259,7 +259,9 @@ pub struct AppState {
     /// Storage (used, quota) as the browser estimates it.
     pub storage: RwSignal<Option<(u64, u64)>>,
     /// The LoRAs imported into this browser.
-    pub loras: RwSignal<Vec<crate::loras::StoredLora>>,
+    pub loras: RwSignal<Vec<crate::loras::StoredFile>>,
+    /// Textual-inversion embeddings stored in this browser.
+    pub embeddings: RwSignal<Vec<crate::loras::StoredFile>>,
     /// The worker's queue, as it last said.
     pub queue: RwSignal<crate::protocol::QueueView>,
     pub tab: RwSignal<Tab>,
@@ -293,6 +295,7 @@ impl AppState {
             queue: RwSignal::new(Default::default()),
             storage: RwSignal::new(None),
             loras: RwSignal::new(Vec::new()),
+            embeddings: RwSignal::new(Vec::new()),
             tab: RwSignal::new(Tab::Generate),
         }
     }

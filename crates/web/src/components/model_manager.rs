@@ -1,7 +1,7 @@
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::components::lora_manager::{refresh_loras, LoraManager};
+use crate::components::lora_manager::{refresh_loras, AddOn, AddOnManager};
 use crate::protocol::{ErrorKind, FromWorker, StoreOp, StoreReply, ToWorker};
 use crate::state::{human_bytes, human_duration, AppState, Download, ModelEntry};
 
@@ -138,23 +138,36 @@ fn DeleteAll() -> impl IntoView {
                 let op = StoreOp::DeleteLora { name: lora.name };
                 worker.store_then(op, Vec::new(), move |_| refresh_loras(state));
             }
+            for embedding in state.embeddings.get_untracked() {
+                let op = StoreOp::DeleteEmbedding { name: embedding.name };
+                worker.store_then(op, Vec::new(), move |_| refresh_loras(state));
+            }
         }
     };
     view! {
         <div class="delete-all">
-            <Show when=move || !held().is_empty() || !state.loras.get().is_empty()>
+            <Show when=move || !held().is_empty() || !state.loras.get().is_empty() || !state.embeddings.get().is_empty()>
                 <Show when=move || asking.get() fallback=move || view! {
                     <button id="delete-all" on:click=move |_| asking.set(true)>"Delete all models…"</button>
                 }>
                     <span>{move || {
                         let list = held();
-                        let loras = state.loras.get();
+                        let (loras, embeddings) = (state.loras.get(), state.embeddings.get());
                         let bytes: u64 = list.iter().map(|m| m.stored.get().bytes).sum::<u64>()
-                            + loras.iter().map(|l| l.bytes).sum::<u64>();
-                        let what = match loras.len() {
-                            0 => format!("{} models", list.len()),
-                            1 => format!("{} models and 1 LoRA", list.len()),
-                            n => format!("{} models and {n} LoRAs", list.len()),
+                            + loras.iter().chain(&embeddings).map(|l| l.bytes).sum::<u64>();
+                        let count = |n: usize, one: &str, many: &str| match n {
+                            0 => None,
+                            1 => Some(format!("1 {one}")),
+                            n => Some(format!("{n} {many}")),
+                        };
+                        let extras: Vec<String> = [count(loras.len(), "LoRA", "LoRAs"), count(embeddings.len(), "embedding", "embeddings")]
+                            .into_iter()
+                            .flatten()
+                            .collect();
+                        let what = if extras.is_empty() {
+                            format!("{} models", list.len())
+                        } else {
+                            format!("{} models and {}", list.len(), extras.join(" and "))
                         };
                         format!("Delete {what} ({}) from this browser? ", human_bytes(bytes))
                     }}</span>
@@ -307,7 +320,8 @@ pub fn ModelManager() -> impl IntoView {
                 />
             </ul>
             <ImportForm />
-            <LoraManager />
+            <AddOnManager kind=AddOn::Lora />
+            <AddOnManager kind=AddOn::Embedding />
             <DeleteAll />
         </section>
     }

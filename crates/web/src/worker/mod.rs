@@ -523,6 +523,9 @@ async fn make_images(
     let loras = recipe.loras();
     let (sd, _, _, _) = loaded(state, id, model, &loras).await?;
     request.controls = control_nets(state, recipe, controls, sd.precision, bytes).await?;
+    // The embeddings are small: read for every run, so one imported a moment ago applies.
+    let store = IdbStore::open().await.map_err(fetch_failure)?;
+    request.embeddings = crate::embeddings::read_all(&store).await.map_err(|e| (ErrorKind::Other, e))?;
     if state.cancelled.borrow().contains(&cancel) {
         return Err((ErrorKind::Cancelled, "cancelled".into()));
     }

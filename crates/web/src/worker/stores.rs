@@ -64,6 +64,17 @@ pub(super) async fn store(
             crate::loras::remove(&name).await.map_err(storage_failure)?;
             Ok(StoreReply::Done)
         }
+        StoreOp::ImportEmbedding { name } => {
+            let (file, file_name) = attached_file(files, "embedding")?;
+            let (vectors, kind) = crate::embeddings::import(file, &file_name, &name)
+                .await
+                .map_err(|e| (ErrorKind::Input, e))?;
+            Ok(StoreReply::EmbeddingImported { vectors, kind })
+        }
+        StoreOp::DeleteEmbedding { name } => {
+            crate::embeddings::remove(&name).await.map_err(storage_failure)?;
+            Ok(StoreReply::Done)
+        }
         StoreOp::DeleteImage { key } => {
             Gallery::open().await.map_err(storage_failure)?.delete(key).await.map_err(storage_failure)?;
             Ok(StoreReply::Done)
