@@ -282,6 +282,35 @@ pub enum Architecture {
     SdTurbo,
     /// SD 1.5: CLIP ViT-L, 8 heads, conv projections; two evaluations per step (CFG).
     Sd15,
+    /// SDXL-Turbo: SDXL's UNet (2.6 B parameters), CLIP-L and OpenCLIP bigG, one evaluation per
+    /// step (no guidance).
+    SdxlTurbo,
+    /// SDXL 1.0: the same network, two evaluations per step (CFG).
+    Sdxl,
+}
+
+impl Architecture {
+    fn is_sdxl(self) -> bool {
+        matches!(self, Architecture::SdxlTurbo | Architecture::Sdxl)
+    }
+
+    /// What the shipped manifest stores weights as.
+    pub fn shipped_weights(self) -> QuantPolicy {
+        use darkroom_gpu::WeightFormat::{F16, Q4, Q8};
+        if self.is_sdxl() {
+            QuantPolicy { linear: Q4, conv: Q8 }
+        } else {
+            QuantPolicy { linear: Q8, conv: F16 }
+        }
+    }
+
+    /// The image side the model is made for.
+    pub fn native_size(self) -> usize {
+        match self {
+            Architecture::Sdxl => 1024,
+            _ => 512,
+        }
+    }
 }
 
 pub struct ModelOptions {
@@ -295,6 +324,8 @@ pub struct ModelOptions {
     pub profile: bool,
     /// The VAE decode's tile side in latent pixels (None: the whole image).
     pub vae_tile: Option<usize>,
+    /// Run each stage once, for its memory (no warm-up, no timing runs).
+    pub memory: bool,
 }
 
 /// Bytes as MiB for the tables.
@@ -306,6 +337,20 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
     let (clip_cfg, unet_cfg, batch, name) = match opts.architecture {
         Architecture::SdTurbo => (ClipTextConfig::sd21(), UNet2DConditionConfig::sd_turbo(), 1, "SD-Turbo"),
         Architecture::Sd15 => (ClipTextConfig::sd15(), UNet2DConditionConfig::sd15(), 2, "SD 1.5"),
+        Architecture::SdxlTurbo => (ClipTextConfig::sd15(), UNet2DConditionConfig::sdxl(), 1, "SDXL-Turbo"),
+        Architecture::Sdxl => (ClipTextConfig::sd15(), UNet2DConditionConfig::sdxl(), 2, "SDXL"),
+    };
+    let second_cfg = opts.architecture.is_sdxl().then(ClipTextConfig::sdxl_bigg);
+    // `--memory`: each stage once.
+    let time = |gpu: &Gpu, runs: usize, f: &mut dyn FnMut() -> Result<Tensor, ModelError>| {
+        if opts.memory {
+            let start = Instant::now();
+            drop(f()?);
+            gpu.finish()?;
+            Ok::<f64, ModelError>(start.elapsed().as_secs_f64())
+        } else {
+            time(gpu, runs, f)
+        }
     };
     let vae_cfg = AutoencoderKLConfig::sd();
     let multiple = vae_cfg.scale();
@@ -319,7 +364,13 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
     let start = Instant::now();
     let store = WeightStore::random(7);
     let root = store.root(gpu, dtype, policy);
-    let clip = ClipTextModel::load(&root, &clip_cfg)?;
+    // Text encoders stay int8 under a 4-bit policy, as the pipeline loads them.
+    let text_root = store.root(gpu, dtype, policy.for_text_encoder());
+    let clip = ClipTextModel::load(&text_root, &clip_cfg)?;
+    let second = match &second_cfg {
+        Some(cfg) => Some(ClipTextModel::load(&text_root.pp("second"), cfg)?),
+        None => None,
+    };
     let unet = UNet2DConditionModel::load(&root, &unet_cfg)?;
     let _encoder = VaeEncoder::load(&root, &vae_cfg)?;
     let decoder = VaeDecoder::load(&root, &vae_cfg)?;
@@ -338,14 +389,44 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
     let ids: Vec<u32> =
         (0..batch * 77).map(|i| if i % 77 == 0 { 49406 } else { 320 + (i as u32 % 900) }).collect();
     let held = stage_start();
-    let encode = time(gpu, opts.runs, || clip.forward(gpu, &ids, 77))?;
-    let context = clip.forward(gpu, &ids, 77)?;
+    let encode = time(gpu, opts.runs, &mut || match &second {
+        // SDXL: both encoders' penultimate states, the second's pooled projection.
+        Some(second) => {
+            let a = pollster::block_on(clip.forward_sdxl(gpu, &ids, 77, false, &[]))?;
+            let b = pollster::block_on(second.forward_sdxl(gpu, &ids, 77, true, &[]))?;
+            drop(a);
+            Ok(b.penultimate)
+        }
+        None => clip.forward(gpu, &ids, 77),
+    })?;
+    let context = match &second_cfg {
+        Some(cfg) => {
+            let width = clip_cfg.hidden_size + cfg.hidden_size;
+            Tensor::from_f32(gpu, &[batch, 77, width], &rng.vec(batch * 77 * width), dtype)?
+        }
+        None => clip.forward(gpu, &ids, 77)?,
+    };
     let encode_peak = stage_peak(held);
     let sample =
         Tensor::from_f32(gpu, &[batch, 4, latent, latent], &rng.vec(batch * 4 * latent * latent), dtype)?;
     let timesteps = vec![999.0; batch];
+    let pooled = match unet_cfg.text_time() {
+        Some((width, _)) => Some(Tensor::from_f32(gpu, &[batch, width], &rng.vec(batch * width), dtype)?),
+        None => None,
+    };
+    let size = opts.size as f32;
+    let time_ids = [size, size, 0.0, 0.0, size, size].repeat(batch);
+    let input = darkroom_models::unet::UNetInput {
+        sample: &sample,
+        timesteps: &timesteps,
+        context: &context,
+        control: None,
+        added: pooled
+            .as_ref()
+            .map(|text_embeds| darkroom_models::unet::AddedConditions { text_embeds, time_ids: &time_ids }),
+    };
     let held = stage_start();
-    let step = time(gpu, opts.runs, || unet.forward(gpu, &sample, &timesteps, &context))?;
+    let step = time(gpu, opts.runs, &mut || unet.forward_input(gpu, &input))?;
     let step_peak = stage_peak(held);
     let latents = Tensor::from_f32(gpu, &[1, 4, latent, latent], &rng.vec(4 * latent * latent), dtype)?;
     let held = stage_start();
@@ -353,7 +434,7 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
         Some(t) => decoder.forward_tiled(gpu, &latents, t),
         None => decoder.forward(gpu, &latents),
     };
-    let decode = time(gpu, opts.runs, run_decode)?;
+    let decode = time(gpu, opts.runs, &mut || Ok(run_decode()?))?;
     let decode_peak = stage_peak(held);
     let activations = encode_peak.max(step_peak).max(decode_peak);
 
@@ -361,8 +442,18 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
     println!("adapter: {} ({}, {})", caps.adapter_name, caps.backend, caps.device_type);
     println!(
         "{name} architecture, seeded weights ({:.1} s to build); {}x{} px, activations {dtype:?}, \
-         weights {:?} (linear) / {:?} (conv); median of {} runs after a warm-up\n",
-        built, opts.size, opts.size, policy.linear, policy.conv, opts.runs
+         weights {:?} (linear) / {:?} (conv), text encoders {:?}; {}\n",
+        built,
+        opts.size,
+        opts.size,
+        policy.linear,
+        policy.conv,
+        policy.for_text_encoder().linear,
+        if opts.memory {
+            "each stage once (--memory)".to_string()
+        } else {
+            format!("median of {} runs after a warm-up", opts.runs)
+        }
     );
     println!("{:<48} {:>10} {:>16}", "stage", "ms", "activations MiB");
     let rows = [
@@ -390,7 +481,7 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
             println!("per-kernel split: this adapter has no timestamp queries");
             return Ok(());
         }
-        drop(unet.forward(gpu, &sample, &timesteps, &context)?);
+        drop(unet.forward_input(gpu, &input)?);
         let kernels = pollster::block_on(gpu.end_profile())?;
         print_profile("one UNet step", &kernels, step);
         gpu.begin_profile();

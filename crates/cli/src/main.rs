@@ -77,14 +77,14 @@ enum Command {
         /// `models`: which architecture.
         #[arg(long, value_enum, default_value = "sd-turbo")]
         model: bench::Architecture,
-        /// `models`: image side in pixels (512 unless --quick, then 128).
+        /// `models`: image side in pixels (the model's: 512, SDXL's 1024; --quick: 128).
         #[arg(long)]
         size: Option<usize>,
         /// `models`: activations f32 or f16 (f16 needs shader-f16; auto picks it when present).
         #[arg(long, value_enum, default_value = "auto")]
         precision: generate::PrecisionArg,
         /// `models`: weight storage for matmuls and convolutions (default: the shipped
-        /// manifests' policy, int8 linear and f16 conv).
+        /// manifests' policy: int8 linear and f16 conv for SD, 4-bit linear and int8 conv for SDXL).
         #[arg(long, value_enum, default_value = "shipped")]
         weights: WeightsArg,
         /// `models`: also split one UNet step by kernel (GPU timestamp queries).
@@ -94,6 +94,10 @@ enum Command {
         /// whole image.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
         vae_tile: Option<u64>,
+        /// `models`: run each stage once and report its GPU memory (no warm-up or timing runs:
+        /// for the large architectures on slow adapters).
+        #[arg(long)]
+        memory: bool,
     },
 }
 
@@ -204,6 +208,7 @@ fn main() -> ExitCode {
             weights,
             profile,
             vae_tile,
+            memory,
         } => {
             let asked = generate::activations(precision);
             let shader_f16 = gpu.capabilities().shader_f16;
@@ -216,7 +221,7 @@ fn main() -> ExitCode {
             };
             let format = |f| QuantPolicy { linear: f, conv: f };
             let weights = match weights {
-                WeightsArg::Shipped => QuantPolicy { linear: WeightFormat::Q8, conv: WeightFormat::F16 },
+                WeightsArg::Shipped => model.shipped_weights(),
                 WeightsArg::F32 => format(WeightFormat::F32),
                 WeightsArg::F16 => format(WeightFormat::F16),
                 WeightsArg::Q8 => format(WeightFormat::Q8),
@@ -224,12 +229,13 @@ fn main() -> ExitCode {
             };
             let opts = bench::ModelOptions {
                 architecture: model,
-                size: size.unwrap_or(if quick { 128 } else { 512 }),
+                size: size.unwrap_or(if quick { 128 } else { model.native_size() }),
                 activations,
                 weights,
                 runs,
                 profile,
                 vae_tile: vae_tile.map(|t| t as usize),
+                memory,
             };
             match bench::models(&gpu, &opts) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -41,6 +41,14 @@ impl QuantPolicy {
     pub const F32: QuantPolicy = QuantPolicy { linear: WeightFormat::F32, conv: WeightFormat::F32 };
     pub const F16: QuantPolicy = QuantPolicy { linear: WeightFormat::F16, conv: WeightFormat::F16 };
     pub const Q8: QuantPolicy = QuantPolicy { linear: WeightFormat::Q8, conv: WeightFormat::Q8 };
+
+    /// The policy for text encoders: never coarser than int8. A 4-bit UNet costs little
+    /// quality; 4-bit text encoders blur what the prompt says (and are a small share of the
+    /// weights), so with 4-bit matmuls they stay int8.
+    pub fn for_text_encoder(self) -> QuantPolicy {
+        let floor = |f: WeightFormat| if f == WeightFormat::Q4 { WeightFormat::Q8 } else { f };
+        QuantPolicy { linear: floor(self.linear), conv: floor(self.conv) }
+    }
 }
 
 /// Marks a quantized-cache key whose weight has LoRAs merged in (a cache may decline those:

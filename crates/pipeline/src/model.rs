@@ -402,18 +402,20 @@ impl StableDiffusion {
         let clip_config = ClipTextConfig::from_json(&text(files, "text_encoder/config.json").await?)
             .map_err(config_error("text_encoder/config.json"))?;
         let encoder_files = ["model.safetensors", "model.fp16.safetensors"];
+        // Text encoders stay int8 under a 4-bit policy (QuantPolicy::for_text_encoder).
+        let text_policy = policy.for_text_encoder();
         let store = load_weights(
             gpu,
             files,
             cache,
-            policy,
+            text_policy,
             "text_encoder",
             &encoder_files,
             te_merge.clone(),
             progress,
         )
         .await?;
-        let clip = ClipTextModel::load(&store.root(gpu, dtype, policy), &clip_config)?;
+        let clip = ClipTextModel::load(&store.root(gpu, dtype, text_policy), &clip_config)?;
         let ignorable = |k: &String| k.ends_with("position_ids");
         if store.unused_keys().iter().any(|k| !ignorable(k)) {
             store.require_all_used()?;
@@ -435,14 +437,14 @@ impl StableDiffusion {
                     gpu,
                     files,
                     cache,
-                    policy,
+                    text_policy,
                     "text_encoder_2",
                     &encoder_files,
                     te2_merge.clone(),
                     progress,
                 )
                 .await?;
-                let clip = ClipTextModel::load(&store.root(gpu, dtype, policy), &config)?;
+                let clip = ClipTextModel::load(&store.root(gpu, dtype, text_policy), &config)?;
                 if store.unused_keys().iter().any(|k| !ignorable(k)) {
                     store.require_all_used()?;
                 }
