@@ -295,3 +295,53 @@ fn live_previews_report_the_latents_every_step_without_changing_the_image() {
             .unwrap();
     assert_eq!((preview.width, preview.height), (8, 6));
 }
+
+/// SDXL conditioning beyond diffusers' 77 tokens, A1111's way on both encoders: a long prompt runs
+/// in 77-token windows on each (the context grows by 77 per chunk, both encoders' widths side by
+/// side), weight 1 changes nothing, emphasis changes the context, and the pooled embedding stays
+/// the first chunk's.
+#[test]
+fn sdxl_long_and_weighted_prompts_condition_both_encoders() {
+    use darkroom_pipeline::text::{encode_sdxl, Vocabulary};
+    let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
+    let model = load(&gpu, "tiny-sdxl", Precision::F32);
+    let xl = model.xl.as_ref().unwrap();
+    let encode = |prompt: &str, negative: &str| {
+        let c = pollster::block_on(encode_sdxl(
+            &gpu,
+            (&model.tokenizer, &model.clip),
+            xl,
+            &Vocabulary::default(),
+            prompt,
+            negative,
+            1,
+            true,
+        ))
+        .unwrap();
+        let shape = c.context.shape().to_vec();
+        let context = pollster::block_on(c.context.read_f32(&gpu)).unwrap();
+        let pooled = pollster::block_on(c.pooled.unwrap().read_f32(&gpu)).unwrap();
+        (shape, context, pooled)
+    };
+    let plain = encode("a photograph of an astronaut riding a horse", "");
+    assert_eq!(plain.0, [2, 77, 72], "negative and positive rows, 32 + 40 wide");
+    assert!(plain.1[..77 * 72].iter().all(|&v| v == 0.0), "the empty negative is zeros");
+    assert!(plain.2[..24].iter().all(|&v| v == 0.0), "and so is its pooled embedding");
+    assert_eq!(
+        encode("a photograph of an (astronaut:1.0) riding a horse", "").1,
+        plain.1,
+        "weight 1 is a no-op"
+    );
+    let weighted = encode("a photograph of an (astronaut:1.6) riding a horse", "");
+    assert_ne!(weighted.1, plain.1, "emphasis matters");
+    assert_eq!(weighted.2, plain.2, "the pooled embedding is not weighted, as A1111");
+    let long = format!("a photograph of an astronaut riding a horse, {}", vec!["detailed"; 90].join(" "));
+    let (shape, _, pooled) = encode(&long, "blurry");
+    assert_eq!(shape, [2, 154, 72], "two chunks, the negative padded to match");
+    assert_eq!(pooled.len(), 2 * 24);
+    let first_chunk = encode(
+        &format!("a photograph of an astronaut riding a horse, {}", vec!["detailed"; 50].join(" ")),
+        "blurry",
+    );
+    assert_ne!(first_chunk.2[24..], pooled[24..], "the pooled embedding follows the first chunk's words");
+}
