@@ -46,6 +46,7 @@ from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokeni
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_reference import PROMPT, SAMPLERS, write_manifest  # noqa: E402
 from sd_reference import round_weights  # noqa: E402
+from sizes_reference import outpaint_canvas  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests" / "fixtures"
@@ -94,6 +95,12 @@ CASES = [
          seed=15, strength=0.8),
     dict(name="inpaint_9ch_euler", folder="tiny-sdxl-inpaint", mode="inpaint", sampler="euler", steps=4,
          cfg=7.5, seed=16, strength=1.0),
+    # Outpainting: inpainting on darkroom's extended canvas (tests/reference/sizes_reference.py).
+    dict(name="outpaint_4ch_euler", folder="tiny-sdxl", mode="inpaint", sampler="euler", steps=4, cfg=7.5,
+         seed=17, strength=1.0, width=80, height=48, outpaint=[0, 0, 16, 8], init="../sizes/source_64x40.png"),
+    dict(name="outpaint_9ch_dpmpp_2m", folder="tiny-sdxl-inpaint", mode="inpaint", sampler="dpmpp_2m", steps=4,
+         cfg=7.5, seed=18, strength=1.0, width=72, height=56, outpaint=[8, 16, 0, 0],
+         init="../sizes/source_64x40.png"),
 ]
 
 MODULE_PROMPTS = ["a photograph of an astronaut riding a horse", "", "red, green; blue!"]
@@ -258,6 +265,8 @@ def pipe_for(mode, components):
 
 
 def run(case, pipes, photo, mask):
+    if "outpaint" in case:
+        photo, mask = outpaint_canvas(Image.open(OUT / case["init"]).convert("RGB"), case["outpaint"])
     mode = case.get("mode", "txt2img")
     cls, overrides = SAMPLERS[case["sampler"]]
     base = pipes[case["folder"]]

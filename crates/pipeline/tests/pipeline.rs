@@ -156,7 +156,7 @@ fn images_match_diffusers_for_every_sampler_and_mode() {
 /// to diffusers' untiled images too.
 /// SDXL (tests/reference/sdxl_reference.py, tests/fixtures/tiny-sdxl*): two text encoders,
 /// pooled embeddings and time ids, an empty negative prompt as zeros, every sampler, CFG on and
-/// off, batch 2, a square size, img2img and inpainting with 4- and 9-channel UNets.
+/// off, batch 2, a square size, img2img, inpainting and outpainting with 4- and 9-channel UNets.
 #[test]
 fn sdxl_images_match_diffusers_for_every_sampler_and_mode() {
     let seen_samplers = check_cases("sdxl", VaeTiling::Auto);
