@@ -11,23 +11,23 @@ use darkroom_gpu::{Gpu, Tensor, Weight};
 use crate::config::ClipTextConfig;
 use crate::loader::{ModelError, Vb};
 
-struct LayerNorm {
+pub(crate) struct LayerNorm {
     gamma: Tensor,
     beta: Tensor,
     eps: f32,
 }
 
 impl LayerNorm {
-    fn load(vb: &Vb, width: usize, eps: f64) -> Result<LayerNorm, ModelError> {
+    pub(crate) fn load(vb: &Vb, width: usize, eps: f64) -> Result<LayerNorm, ModelError> {
         Ok(LayerNorm { gamma: vb.vector("weight", width)?, beta: vb.vector("bias", width)?, eps: eps as f32 })
     }
 
-    fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor, ModelError> {
+    pub(crate) fn forward(&self, gpu: &Gpu, x: &Tensor) -> Result<Tensor, ModelError> {
         Ok(ops::layer_norm(gpu, x, &self.gamma, &self.beta, self.eps)?)
     }
 }
 
-struct EncoderLayer {
+pub(crate) struct EncoderLayer {
     layer_norm1: LayerNorm,
     q_proj: Weight,
     k_proj: Weight,
@@ -40,26 +40,42 @@ struct EncoderLayer {
 
 impl EncoderLayer {
     fn load(vb: &Vb, cfg: &ClipTextConfig) -> Result<EncoderLayer, ModelError> {
-        let (d, ff) = (cfg.hidden_size, cfg.intermediate_size);
+        Self::load_sized(vb, cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps)
+    }
+
+    /// A layer `d` wide with an `ff`-wide MLP (the text and vision towers share the layout).
+    pub(crate) fn load_sized(vb: &Vb, d: usize, ff: usize, eps: f64) -> Result<EncoderLayer, ModelError> {
         let attn = vb.pp("self_attn");
         Ok(EncoderLayer {
-            layer_norm1: LayerNorm::load(&vb.pp("layer_norm1"), d, cfg.layer_norm_eps)?,
+            layer_norm1: LayerNorm::load(&vb.pp("layer_norm1"), d, eps)?,
             q_proj: attn.pp("q_proj").linear(d, d, true)?,
             k_proj: attn.pp("k_proj").linear(d, d, true)?,
             v_proj: attn.pp("v_proj").linear(d, d, true)?,
             out_proj: attn.pp("out_proj").linear(d, d, true)?,
-            layer_norm2: LayerNorm::load(&vb.pp("layer_norm2"), d, cfg.layer_norm_eps)?,
+            layer_norm2: LayerNorm::load(&vb.pp("layer_norm2"), d, eps)?,
             fc1: vb.pp("mlp").pp("fc1").linear(ff, d, true)?,
             fc2: vb.pp("mlp").pp("fc2").linear(d, ff, true)?,
         })
     }
 
     fn forward(&self, gpu: &Gpu, x: &Tensor, heads: usize, act: Unary) -> Result<Tensor, ModelError> {
+        self.forward_masked(gpu, x, heads, act, true)
+    }
+
+    /// `causal`: the text tower's mask; the vision tower attends everywhere.
+    pub(crate) fn forward_masked(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        heads: usize,
+        act: Unary,
+        causal: bool,
+    ) -> Result<Tensor, ModelError> {
         let h = self.layer_norm1.forward(gpu, x)?; // [B, T, D]
         let q = ops::linear(gpu, &h, &self.q_proj)?;
         let k = ops::linear(gpu, &h, &self.k_proj)?;
         let v = ops::linear(gpu, &h, &self.v_proj)?;
-        let a = ops::attention(gpu, &q, &k, &v, heads, true)?;
+        let a = ops::attention(gpu, &q, &k, &v, heads, causal)?;
         let x = ops::add(gpu, x, &ops::linear(gpu, &a, &self.out_proj)?)?;
         let h = self.layer_norm2.forward(gpu, &x)?;
         let h = ops::unary(gpu, &ops::linear(gpu, &h, &self.fc1)?, act)?; // [B, T, FF]

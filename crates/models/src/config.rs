@@ -524,6 +524,19 @@ impl ClipTextConfig {
         Ok(cfg)
     }
 
+    /// The text tower of a `CLIPModel`'s config.json (`text_config`, with the model's
+    /// `projection_dim` for `text_projection`).
+    pub fn from_clip_json(text: &str) -> Result<Self, ConfigError> {
+        let invalid = |detail: String| ConfigError::Invalid { kind: "CLIPConfig", detail };
+        let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let text_config = raw.get("text_config").ok_or_else(|| invalid("no text_config".into()))?;
+        let mut cfg = Self::from_json(&text_config.to_string())?;
+        if let Some(p) = raw.get("projection_dim").and_then(|v| v.as_u64()) {
+            cfg.projection_dim = Some(p as usize);
+        }
+        Ok(cfg)
+    }
+
     /// SD 1.x's text encoder: openai/clip-vit-large-patch14 (the `text_encoder/config.json` of
     /// runwayml/stable-diffusion-v1-5).
     pub fn sd15() -> Self {

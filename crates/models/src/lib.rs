@@ -1,6 +1,7 @@
 //! Stable Diffusion's modules, one struct per diffusers module, on darkroom-gpu.
 
 pub mod clip;
+pub mod clip_vision;
 pub mod config;
 pub mod layers;
 pub mod loader;
