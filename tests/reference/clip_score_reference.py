@@ -7,16 +7,22 @@ Writes tests/fixtures/clip-score/:
   reference.safetensors   pixel_values [2, 3, 32, 32] (already CLIP-normalised), image_embeds,
                           input_ids [2, 77] (the fixture tokenizer, padded to 77), text_embeds,
                           and clip_score [2, 2] = 100 · max(cos(image i, text j), 0), torchmetrics'
-                          definition
+                          definition; odd.png (97x61) preprocessed by CLIPImageProcessor at 224
+                          (odd_224) and at the tiny model's 32 (odd_32); file_scores, the CLIP
+                          scores of odd.png and images/astronaut.png for the first prompt through
+                          the processor, and their sharpness (variance of OpenCV's Laplacian of the
+                          grey image): what `darkroom score` prints
 
     HF_HUB_OFFLINE=1 .venv/bin/python tests/reference/clip_score_reference.py
 """
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
-from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+from PIL import Image
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,8 +81,33 @@ def main():
             if (cosine > 0.05).any() and (cosine < 0).any():
                 break
     score = (100 * cosine).clamp(min=0)
+
+    # CLIP's preprocessing on an odd-sized image, and the folder complete as a CLIP model
+    # (processor and tokenizer beside the weights) for `darkroom score`.
+    odd = Image.open(FIX / "images" / "coffee.png").convert("RGB").resize((97, 61), Image.LANCZOS)
+    odd.save(OUT / "odd.png")
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor.save_pretrained(OUT / "model")
+    tokenizer.save_pretrained(OUT / "model")
+    full_size = CLIPImageProcessor()(images=odd, return_tensors="pt").pixel_values[0]
+    tiny = processor(images=[odd, Image.open(FIX / "images" / "astronaut.png").convert("RGB")],
+                     return_tensors="pt").pixel_values
+    with torch.no_grad():
+        files = features(model.get_image_features(pixel_values=tiny))
+    files = files / files.norm(dim=-1, keepdim=True)
+    file_scores = (100 * files @ txt[:1].T).clamp(min=0)[:, 0]
+    print("file scores", file_scores.tolist())
+    # The cheap measures `darkroom score` prints beside it, as OpenCV computes them.
+    import cv2
+    sharp = []
+    for im in [odd, Image.open(FIX / "images" / "astronaut.png").convert("RGB")]:
+        grey = cv2.cvtColor(np.asarray(im), cv2.COLOR_RGB2GRAY)
+        sharp.append(cv2.Laplacian(grey, cv2.CV_64F).var())
+    print("sharpness", sharp)
     save_file({"pixel_values": pixels, "image_embeds": image_embeds.contiguous(), "input_ids": ids.float(),
-               "text_embeds": text_embeds.contiguous(), "clip_score": score.contiguous()},
+               "text_embeds": text_embeds.contiguous(), "clip_score": score.contiguous(),
+               "odd_224": full_size.contiguous(), "odd_32": tiny[0].contiguous(),
+               "file_scores": file_scores.contiguous(), "file_sharpness": torch.tensor(sharp).float()},
               OUT / "reference.safetensors", metadata={"source": "tests/reference/clip_score_reference.py"})
     print("clip scores", score.tolist())
 

@@ -11,6 +11,7 @@ mod generate;
 mod grid;
 mod models;
 mod prompts;
+mod score;
 mod upscale;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +45,9 @@ enum Command {
     /// Upscale an image with an ESRGAN-family model (RRDBNet, SRVGGNetCompact; .pth or
     /// .safetensors), in tiles when it is large.
     Upscale(upscale::UpscaleArgs),
+    /// Score images: one JSON line each with the CLIP score against --prompt (with --clip, a
+    /// CLIPModel folder), sharpness and clipped highlights/shadows.
+    Score(score::ScoreArgs),
     /// Print a dynamic prompt template's prompts, one a line: random (--count, --seed) or every
     /// combination (--combinatorial, --max).
     Prompts(prompts::PromptsArgs),
@@ -189,6 +193,7 @@ fn main() -> ExitCode {
         Command::Batch(args) => report(batch::run(&gpu, *args)),
         Command::Grid(args) => report(grid::run(&gpu, *args)),
         Command::Upscale(args) => report(upscale::run(&gpu, args)),
+        Command::Score(args) => report(score::run(&gpu, args)),
         Command::Bench { what: BenchTarget::Kernels, quick, runs, .. } => {
             match bench::kernels(&gpu, &bench::Options { quick, runs }) {
                 Ok(()) => ExitCode::SUCCESS,

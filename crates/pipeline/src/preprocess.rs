@@ -337,18 +337,51 @@ fn lanczos(x: f64) -> f64 {
     }
 }
 
+/// PIL's resampling filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filter {
+    Lanczos,
+    /// Cubic convolution with a = -0.5, as PIL's BICUBIC.
+    Bicubic,
+}
+
+impl Filter {
+    fn support(self) -> f64 {
+        match self {
+            Filter::Lanczos => 3.0,
+            Filter::Bicubic => 2.0,
+        }
+    }
+
+    fn weight(self, x: f64) -> f64 {
+        match self {
+            Filter::Lanczos => lanczos(x),
+            Filter::Bicubic => {
+                let (a, x) = (-0.5, x.abs());
+                if x < 1.0 {
+                    ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+                } else if x < 2.0 {
+                    (((x - 5.0) * x + 8.0) * x - 4.0) * a
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
 /// For each output index: the first input index and its fixed-point weights.
-fn coefficients(input: usize, output: usize) -> Vec<(usize, Vec<i32>)> {
+fn coefficients(input: usize, output: usize, filter: Filter) -> Vec<(usize, Vec<i32>)> {
     let scale = input as f64 / output as f64;
     let filter_scale = scale.max(1.0);
-    let support = 3.0 * filter_scale;
+    let support = filter.support() * filter_scale;
     (0..output)
         .map(|o| {
             let center = (o as f64 + 0.5) * scale;
             let min = ((center - support + 0.5) as i64).max(0) as usize;
             let max = ((center + support + 0.5) as i64).min(input as i64) as usize;
             let weights: Vec<f64> =
-                (min..max).map(|x| lanczos((x as f64 - center + 0.5) / filter_scale)).collect();
+                (min..max).map(|x| filter.weight((x as f64 - center + 0.5) / filter_scale)).collect();
             let total: f64 = weights.iter().sum();
             let fixed = weights
                 .iter()
@@ -371,12 +404,17 @@ fn clip8(v: i64) -> u8 {
 /// horizontal pass, then vertical, each rounded to 8 bits, each skipped when its side does not
 /// change.
 pub fn resize_lanczos(image: &Image, width: usize, height: usize) -> Image {
+    resize_pil(image, width, height, Filter::Lanczos)
+}
+
+/// PIL's `resize((width, height), filter)` of the RGB channels (alpha set opaque).
+pub fn resize_pil(image: &Image, width: usize, height: usize, filter: Filter) -> Image {
     let (w, h) = (image.width, image.height);
     let mut rgb: Vec<u8> = image.rgba.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
     let round = 1i64 << (PRECISION_BITS - 1);
     let mut cur_w = w;
     if width != w {
-        let coeffs = coefficients(w, width);
+        let coeffs = coefficients(w, width, filter);
         let mut out = vec![0u8; width * h * 3];
         for y in 0..h {
             for (x, (start, k)) in coeffs.iter().enumerate() {
@@ -393,7 +431,7 @@ pub fn resize_lanczos(image: &Image, width: usize, height: usize) -> Image {
         cur_w = width;
     }
     if height != h {
-        let coeffs = coefficients(h, height);
+        let coeffs = coefficients(h, height, filter);
         let mut out = vec![0u8; cur_w * height * 3];
         for (y, (start, k)) in coeffs.iter().enumerate() {
             for x in 0..cur_w {
@@ -409,6 +447,32 @@ pub fn resize_lanczos(image: &Image, width: usize, height: usize) -> Image {
         rgb = out;
     }
     Image { width, height, rgba: rgb.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect() }
+}
+
+/// CLIP's mean and standard deviation per channel (OpenAI's, as CLIPImageProcessor's defaults).
+pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
+
+/// CLIPImageProcessor's preprocessing for a `size`-pixel vision tower: the shorter side resized to
+/// `size` (the longer to `size · long / short`, truncated) with bicubic filtering, the centre
+/// `size`² cropped, scaled to 0..1 and normalised with CLIP's mean and std; planar [3, size, size].
+/// The resize is PIL's bicubic; transformers 5 resizes with torchvision's antialiased bicubic on
+/// 8-bit pixels, which differs from PIL's by at most one level.
+pub fn clip_pixels(image: &Image, size: usize) -> Vec<f32> {
+    let (w, h) = (image.width.max(1), image.height.max(1));
+    let (nw, nh) = if w <= h { (size, size * h / w) } else { (size * w / h, size) };
+    let resized = resize_pil(image, nw.max(size), nh.max(size), Filter::Bicubic);
+    let (top, left) = ((resized.height - size) / 2, (resized.width - size) / 2);
+    let mut out = vec![0.0f32; 3 * size * size];
+    for y in 0..size {
+        for x in 0..size {
+            let p = &resized.rgba[((top + y) * resized.width + left + x) * 4..][..3];
+            for c in 0..3 {
+                out[c * size * size + y * size + x] = (p[c] as f32 / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c];
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -1,0 +1,80 @@
+//! `darkroom score` against transformers and OpenCV (tests/fixtures/clip-score, from
+//! tests/reference/clip_score_reference.py): CLIP's preprocessing of an odd-sized image equal to
+//! CLIPImageProcessor's on ≥ 99% of values and within two levels on the rest, the CLIP score through the tiny CLIPModel folder within 0.1 of
+//! transformers' (processor and model), sharpness as OpenCV's Laplacian variance.
+
+use std::path::PathBuf;
+
+use darkroom_pipeline::preprocess::{clip_pixels, CLIP_STD};
+use darkroom_pipeline::Image;
+use darkroom_weights::SafetensorsFile;
+
+mod common;
+use common::{darkroom, root};
+
+fn dir() -> PathBuf {
+    root().join("tests/fixtures/clip-score")
+}
+
+fn reference(name: &str) -> Vec<f32> {
+    let r = SafetensorsFile::from_bytes(std::fs::read(dir().join("reference.safetensors")).unwrap()).unwrap();
+    r.to_f32(r.header.get(name).unwrap()).unwrap()
+}
+
+#[test]
+fn clip_preprocessing_matches_clip_image_processor() {
+    let odd = Image::from_png(&std::fs::read(dir().join("odd.png")).unwrap()).unwrap();
+    assert_eq!((odd.width, odd.height), (97, 61));
+    // An 8-bit level in normalised units. The resize is PIL's bicubic, theirs torchvision's
+    // antialiased bicubic on 8-bit pixels: they round differently, up to two levels on a few
+    // pixels where the image is enlarged.
+    let level = 1.0 / 255.0 / CLIP_STD.iter().cloned().fold(f32::MAX, f32::min) + 1e-4;
+    for (size, name) in [(224, "odd_224"), (32, "odd_32")] {
+        let want = reference(name);
+        let got = clip_pixels(&odd, size);
+        assert_eq!(got.len(), want.len());
+        let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let exact =
+            got.iter().zip(&want).filter(|(a, b)| (*a - *b).abs() < 1e-5).count() as f32 / got.len() as f32;
+        println!("{name}: worst {worst:.4} (a level is {level:.4}); {:.1}% equal", exact * 100.0);
+        assert!(worst <= 2.0 * level && exact >= 0.99, "{name}: {worst} off CLIPImageProcessor, {exact} equal");
+    }
+}
+
+#[test]
+fn score_prints_clip_score_and_cheap_measures_per_image() {
+    let images = [dir().join("odd.png"), root().join("tests/fixtures/images/astronaut.png")];
+    let out = darkroom(&[
+        "score",
+        "--prompt",
+        "a photograph of an astronaut riding a horse",
+        "--clip",
+        dir().join("model").to_str().unwrap(),
+        images[0].to_str().unwrap(),
+        images[1].to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    let (scores, sharpness) = (reference("file_scores"), reference("file_sharpness"));
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["file"], images[i].display().to_string());
+        let clip = line["clip_score"].as_f64().unwrap() as f32;
+        assert!((clip - scores[i]).abs() <= 0.1, "image {i}: CLIP score {clip} vs {}", scores[i]);
+        let sharp = line["sharpness"].as_f64().unwrap() as f32;
+        assert!(
+            (sharp - sharpness[i]).abs() <= 1e-3 * sharpness[i],
+            "image {i}: sharpness {sharp} vs {}",
+            sharpness[i]
+        );
+        let high = line["clipped_highlights"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&high));
+    }
+    // Without --clip: the cheap measures only; a missing image exits with code 2.
+    let plain = darkroom(&["score", "--prompt", "x", images[1].to_str().unwrap()]);
+    let line: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
+    assert!(line.get("clip_score").is_none() && line.get("sharpness").is_some(), "{line}");
+    let missing = darkroom(&["score", "--prompt", "x", "/nonexistent.png"]);
+    assert_eq!(missing.status.code(), Some(2));
+}
