@@ -11,7 +11,8 @@ Writes tests/fixtures/clip-score/:
                           (odd_224) and at the tiny model's 32 (odd_32); file_scores, the CLIP
                           scores of odd.png and images/astronaut.png for the first prompt through
                           the processor, and their sharpness (variance of OpenCV's Laplacian of the
-                          grey image): what `darkroom score` prints
+                          grey image), and the scores of a seeded LAION-style aesthetic head
+                          (aesthetic-head.pth, saved as its .pth is): what `darkroom score` prints
 
     HF_HUB_OFFLINE=1 .venv/bin/python tests/reference/clip_score_reference.py
 """
@@ -97,6 +98,20 @@ def main():
     files = files / files.norm(dim=-1, keepdim=True)
     file_scores = (100 * files @ txt[:1].T).clamp(min=0)[:, 0]
     print("file scores", file_scores.tolist())
+    # The LAION aesthetic predictor v2's head (improved-aesthetic-predictor's MLP: linear layers
+    # with dropouts between and no activation) at the tiny model's width, saved with torch.save
+    # as its .pth is, scoring the L2-normalised image embeddings.
+    torch.manual_seed(122)
+    head = torch.nn.Sequential(
+        torch.nn.Linear(16, 32), torch.nn.Dropout(0.2), torch.nn.Linear(32, 8), torch.nn.Dropout(0.2),
+        torch.nn.Linear(8, 4), torch.nn.Dropout(0.1), torch.nn.Linear(4, 2), torch.nn.Linear(2, 1)).eval()
+    wrapper = torch.nn.Module()
+    wrapper.layers = head
+    torch.save(wrapper.state_dict(), OUT / "aesthetic-head.pth")
+    with torch.no_grad():
+        aesthetic = head(files)[:, 0]
+    print("aesthetic", aesthetic.tolist())
+
     # The cheap measures `darkroom score` prints beside it, as OpenCV computes them.
     import cv2
     sharp = []
@@ -107,7 +122,8 @@ def main():
     save_file({"pixel_values": pixels, "image_embeds": image_embeds.contiguous(), "input_ids": ids.float(),
                "text_embeds": text_embeds.contiguous(), "clip_score": score.contiguous(),
                "odd_224": full_size.contiguous(), "odd_32": tiny[0].contiguous(),
-               "file_scores": file_scores.contiguous(), "file_sharpness": torch.tensor(sharp).float()},
+               "file_scores": file_scores.contiguous(), "file_sharpness": torch.tensor(sharp).float(),
+               "file_aesthetic": aesthetic.contiguous()},
               OUT / "reference.safetensors", metadata={"source": "tests/reference/clip_score_reference.py"})
     print("clip scores", score.tolist())
 

@@ -1,6 +1,7 @@
-//! `darkroom score --prompt TEXT [--clip <folder>] IMG…`: one JSON line per image with what can
-//! be measured on the device — the CLIP score against the prompt (with a CLIP model folder as
-//! transformers saves a `CLIPModel`), sharpness, and clipped highlights and shadows.
+//! `darkroom score --prompt TEXT [--clip <folder>] [--aesthetic <file>] IMG…`: one JSON line per
+//! image with what can be measured on the device — the CLIP score against the prompt (with a CLIP
+//! model folder as transformers saves a `CLIPModel`), the LAION aesthetic predictor's score,
+//! sharpness, and clipped highlights and shadows.
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +25,10 @@ pub struct ScoreArgs {
     /// saves a CLIPModel, e.g. openai/clip-vit-large-patch14). Without it, no CLIP score.
     #[arg(long)]
     pub clip: Option<PathBuf>,
+    /// The LAION aesthetic predictor v2's head (`.pth` as published, or `.safetensors`), scoring
+    /// the CLIP image embedding (it needs --clip, with the ViT-L/14 it was trained on).
+    #[arg(long)]
+    pub aesthetic: Option<PathBuf>,
     /// The images (PNG).
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
@@ -119,6 +124,19 @@ fn load_clip(gpu: &Gpu, folder: &Path) -> Result<Clip, Failure> {
 
 pub fn run(gpu: &Gpu, args: ScoreArgs) -> Result<(), Failure> {
     let clip = args.clip.as_deref().map(|f| load_clip(gpu, f)).transpose()?;
+    let aesthetic = match &args.aesthetic {
+        Some(path) => {
+            if clip.is_none() {
+                return Err(usage("--aesthetic scores CLIP's image embedding: give --clip too".into()));
+            }
+            let bytes = std::fs::read(path)
+                .map_err(|e| usage(format!("--aesthetic: cannot read {}: {e}", path.display())))?;
+            let head = darkroom_models::aesthetic::AestheticHead::from_bytes(&bytes)
+                .map_err(|e| usage(format!("--aesthetic: {}: {e}", path.display())))?;
+            Some(head)
+        }
+        None => None,
+    };
     let text_embedding = match &clip {
         Some(c) => {
             // CLIP's own tokenisation: start, up to 75 tokens, end, padded to 77.
@@ -146,6 +164,10 @@ pub fn run(gpu: &Gpu, args: ScoreArgs) -> Result<(), Failure> {
                 pollster::block_on(c.vision.forward(gpu, &pixels)).map_err(PipelineError::from)?;
             let embedding = pollster::block_on(embedding.read_f32(gpu)).map_err(PipelineError::from)?;
             line.insert("clip_score".into(), (clip_score(&embedding, text) as f64).into());
+            if let Some(head) = &aesthetic {
+                let score = head.score(&embedding).map_err(|e| usage(format!("--aesthetic: {e}")))?;
+                line.insert("aesthetic".into(), (score as f64).into());
+            }
         }
         line.insert("sharpness".into(), sharpness(&image).into());
         let (high, low) = clipping(&image);

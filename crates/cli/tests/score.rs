@@ -1,7 +1,8 @@
 //! `darkroom score` against transformers and OpenCV (tests/fixtures/clip-score, from
 //! tests/reference/clip_score_reference.py): CLIP's preprocessing of an odd-sized image equal to
 //! CLIPImageProcessor's on ≥ 99% of values and within two levels on the rest, the CLIP score through the tiny CLIPModel folder within 0.1 of
-//! transformers' (processor and model), sharpness as OpenCV's Laplacian variance.
+//! transformers' (processor and model), a LAION-style aesthetic head (.pth) within 2e-3 of PyTorch,
+//! sharpness as OpenCV's Laplacian variance.
 
 use std::path::PathBuf;
 
@@ -37,7 +38,10 @@ fn clip_preprocessing_matches_clip_image_processor() {
         let exact =
             got.iter().zip(&want).filter(|(a, b)| (*a - *b).abs() < 1e-5).count() as f32 / got.len() as f32;
         println!("{name}: worst {worst:.4} (a level is {level:.4}); {:.1}% equal", exact * 100.0);
-        assert!(worst <= 2.0 * level && exact >= 0.99, "{name}: {worst} off CLIPImageProcessor, {exact} equal");
+        assert!(
+            worst <= 2.0 * level && exact >= 0.99,
+            "{name}: {worst} off CLIPImageProcessor, {exact} equal"
+        );
     }
 }
 
@@ -50,6 +54,8 @@ fn score_prints_clip_score_and_cheap_measures_per_image() {
         "a photograph of an astronaut riding a horse",
         "--clip",
         dir().join("model").to_str().unwrap(),
+        "--aesthetic",
+        dir().join("aesthetic-head.pth").to_str().unwrap(),
         images[0].to_str().unwrap(),
         images[1].to_str().unwrap(),
     ]);
@@ -58,10 +64,13 @@ fn score_prints_clip_score_and_cheap_measures_per_image() {
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
     let (scores, sharpness) = (reference("file_scores"), reference("file_sharpness"));
+    let aesthetic = reference("file_aesthetic");
     for (i, line) in lines.iter().enumerate() {
         assert_eq!(line["file"], images[i].display().to_string());
         let clip = line["clip_score"].as_f64().unwrap() as f32;
         assert!((clip - scores[i]).abs() <= 0.1, "image {i}: CLIP score {clip} vs {}", scores[i]);
+        let score = line["aesthetic"].as_f64().unwrap() as f32;
+        assert!((score - aesthetic[i]).abs() <= 2e-3, "image {i}: aesthetic {score} vs {}", aesthetic[i]);
         let sharp = line["sharpness"].as_f64().unwrap() as f32;
         assert!(
             (sharp - sharpness[i]).abs() <= 1e-3 * sharpness[i],
@@ -75,6 +84,8 @@ fn score_prints_clip_score_and_cheap_measures_per_image() {
     let plain = darkroom(&["score", "--prompt", "x", images[1].to_str().unwrap()]);
     let line: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
     assert!(line.get("clip_score").is_none() && line.get("sharpness").is_some(), "{line}");
+    let alone = darkroom(&["score", "--prompt", "x", "--aesthetic", "head.pth", images[1].to_str().unwrap()]);
+    assert_eq!(alone.status.code(), Some(2), "--aesthetic needs --clip");
     let missing = darkroom(&["score", "--prompt", "x", "/nonexistent.png"]);
     assert_eq!(missing.status.code(), Some(2));
 }

@@ -1,5 +1,6 @@
 //! Stable Diffusion's modules, one struct per diffusers module, on darkroom-gpu.
 
+pub mod aesthetic;
 pub mod clip;
 pub mod clip_vision;
 pub mod config;

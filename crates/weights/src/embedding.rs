@@ -112,17 +112,9 @@ impl Embedding {
                 )))
             }
         };
-        let bytes = dict.contiguous_bytes(tensor);
-        let values = match tensor.dtype.name() {
-            "F32" => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            "F16" => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            "BF16" => {
-                bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
-            }
-            other => {
-                return Err(EmbeddingError::NotAnEmbedding(format!("{name} is {other}, not a float tensor")))
-            }
-        };
+        let values = dict.to_f32(tensor).ok_or_else(|| {
+            EmbeddingError::NotAnEmbedding(format!("{name} is {}, not a float tensor", tensor.dtype.name()))
+        })?;
         let shape: Vec<u64> = tensor.shape.iter().map(|&d| d as u64).collect();
         Ok(Embedding::Single(Vectors::new(&shape, values, name)?))
     }

@@ -455,10 +455,16 @@ fn unpickle(bytes: &[u8]) -> Result<Value, PthError> {
                 }
             }
             b'b' => {
-                // BUILD: only the empty state an OrderedDict or a tensor may carry.
+                // BUILD: only the state an OrderedDict or a tensor may carry: none, or the
+                // `_metadata` (module versions) `state_dict()` attaches. It is dropped here;
+                // nothing runs.
                 let state = pop(&mut stack)?;
-                let empty = matches!(&state, Value::None) || matches!(&state, Value::Dict(d) if d.is_empty());
-                if !empty {
+                let harmless = match &state {
+                    Value::None => true,
+                    Value::Dict(d) => d.iter().all(|(k, _)| *k == Value::Str("_metadata".into())),
+                    _ => false,
+                };
+                if !harmless {
                     return Err(PthError::Refused("object state (BUILD)".into()));
                 }
             }
@@ -559,6 +565,19 @@ impl StateDict {
             }
         }
         out
+    }
+
+    /// A float tensor's elements as f32 in row-major order; `None` for integer and bool tensors.
+    pub fn to_f32(&self, t: &Tensor) -> Option<Vec<f32>> {
+        let bytes = self.contiguous_bytes(t);
+        Some(match t.dtype.name() {
+            "F32" => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            "F16" => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            "BF16" => {
+                bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            }
+            _ => return None,
+        })
     }
 
     /// Every tensor as a safetensors file (names as in the checkpoint).
