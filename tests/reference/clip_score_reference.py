@@ -12,7 +12,9 @@ Writes tests/fixtures/clip-score/:
                           scores of odd.png and images/astronaut.png for the first prompt through
                           the processor, and their sharpness (variance of OpenCV's Laplacian of the
                           grey image), and the scores of a seeded LAION-style aesthetic head
-                          (aesthetic-head.pth, saved as its .pth is): what `darkroom score` prints
+                          (aesthetic-head.pth, saved as its .pth is): what `darkroom score` prints;
+  phash.json              imagehash's perceptual hashes of odd.png, the astronaut, the coffee and
+                          near-astronaut.png (the astronaut shrunk and brightened: a near-duplicate)
 
     HF_HUB_OFFLINE=1 .venv/bin/python tests/reference/clip_score_reference.py
 """
@@ -119,6 +121,19 @@ def main():
         grey = cv2.cvtColor(np.asarray(im), cv2.COLOR_RGB2GRAY)
         sharp.append(cv2.Laplacian(grey, cv2.CV_64F).var())
     print("sharpness", sharp)
+    # Perceptual hashes as the imagehash library computes them (`str(imagehash.phash(img))`), and
+    # a near-duplicate: the astronaut shrunk and brightened a little.
+    import json
+
+    import imagehash
+    near = Image.open(FIX / "images" / "astronaut.png").convert("RGB").resize((300, 300), Image.LANCZOS)
+    near = Image.fromarray(np.clip(np.asarray(near).astype(np.int32) + 6, 0, 255).astype(np.uint8))
+    near.save(OUT / "near-astronaut.png")
+    hashes = {name: str(imagehash.phash(Image.open(path).convert("RGB"))) for name, path in [
+        ("odd.png", OUT / "odd.png"), ("astronaut.png", FIX / "images" / "astronaut.png"),
+        ("coffee.png", FIX / "images" / "coffee.png"), ("near-astronaut.png", OUT / "near-astronaut.png")]}
+    (OUT / "phash.json").write_text(json.dumps(hashes, indent=1) + "\n")
+    print("phash", hashes)
     save_file({"pixel_values": pixels, "image_embeds": image_embeds.contiguous(), "input_ids": ids.float(),
                "text_embeds": text_embeds.contiguous(), "clip_score": score.contiguous(),
                "odd_224": full_size.contiguous(), "odd_32": tiny[0].contiguous(),

@@ -1,7 +1,8 @@
 //! `darkroom score --prompt TEXT [--clip <folder>] [--aesthetic <file>] IMG…`: one JSON line per
 //! image with what can be measured on the device — the CLIP score against the prompt (with a CLIP
 //! model folder as transformers saves a `CLIPModel`), the LAION aesthetic predictor's score,
-//! sharpness, and clipped highlights and shadows.
+//! sharpness, clipped highlights and shadows, and a perceptual hash that marks near-duplicates
+//! within the images given.
 
 use std::path::{Path, PathBuf};
 
@@ -66,6 +67,49 @@ pub fn sharpness(image: &Image) -> f64 {
     let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
     values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / values.len().max(1) as f64
 }
+
+/// The perceptual hash the imagehash library computes (`phash`, hash size 8): PIL's grey, a
+/// 32x32 Lanczos resize, a 2-D DCT-II (scipy's, unnormalised), the top-left 8x8 compared with its
+/// median; bits row by row, the first the most significant.
+pub fn phash(image: &Image) -> u64 {
+    // PIL's RGB → L: (R·19595 + G·38470 + B·7471 + 0x8000) >> 16.
+    let grey: Vec<u8> = image
+        .rgba
+        .chunks_exact(4)
+        .map(|p| ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16) as u8)
+        .collect();
+    let grey_image = Image {
+        width: image.width,
+        height: image.height,
+        rgba: grey.iter().flat_map(|&g| [g, g, g, 255]).collect(),
+    };
+    let small = darkroom_pipeline::preprocess::resize_lanczos(&grey_image, 32, 32);
+    let x: Vec<f64> = small.rgba.chunks_exact(4).map(|p| p[0] as f64).collect();
+    let n = 32;
+    let cos: Vec<f64> = (0..n * n)
+        .map(|i| (std::f64::consts::PI * (i / n) as f64 * (2 * (i % n) + 1) as f64 / (2 * n) as f64).cos())
+        .collect();
+    // Along the columns (axis 0), then the rows (axis 1); only the 8 lowest frequencies each way.
+    let mut cols = vec![0.0f64; 8 * n];
+    for k in 0..8 {
+        for c in 0..n {
+            cols[k * n + c] = 2.0 * (0..n).map(|r| x[r * n + c] * cos[k * n + r]).sum::<f64>();
+        }
+    }
+    let mut low = [0.0f64; 64];
+    for k in 0..8 {
+        for l in 0..8 {
+            low[k * 8 + l] = 2.0 * (0..n).map(|c| cols[k * n + c] * cos[l * n + c]).sum::<f64>();
+        }
+    }
+    let mut sorted = low;
+    sorted.sort_by(f64::total_cmp);
+    let median = (sorted[31] + sorted[32]) / 2.0;
+    low.iter().fold(0u64, |hash, &v| (hash << 1) | (v > median) as u64)
+}
+
+/// Hashes at most this many bits apart are near-duplicates.
+pub const DUPLICATE_BITS: u32 = 6;
 
 /// Shares of pixels blown out (a channel at 255) and crushed (every channel at 0).
 pub fn clipping(image: &Image) -> (f64, f64) {
@@ -152,10 +196,12 @@ pub fn run(gpu: &Gpu, args: ScoreArgs) -> Result<(), Failure> {
         }
         None => None,
     };
+    let mut seen: Vec<(u64, String)> = Vec::new();
     for path in &args.images {
         let image = crate::generate::read_png(path, "image")?;
         let mut line = serde_json::Map::new();
-        line.insert("file".into(), path.display().to_string().into());
+        let file = path.display().to_string();
+        line.insert("file".into(), file.clone().into());
         if let (Some(c), Some(text)) = (&clip, &text_embedding) {
             let size = c.vision.config().image_size;
             let pixels = Tensor::from_f32(gpu, &[1, 3, size, size], &clip_pixels(&image, size), DType::F32)
@@ -173,6 +219,13 @@ pub fn run(gpu: &Gpu, args: ScoreArgs) -> Result<(), Failure> {
         let (high, low) = clipping(&image);
         line.insert("clipped_highlights".into(), high.into());
         line.insert("clipped_shadows".into(), low.into());
+        let hash = phash(&image);
+        line.insert("phash".into(), format!("{hash:016x}").into());
+        // The first earlier image of the batch this one nearly repeats.
+        if let Some((_, first)) = seen.iter().find(|(h, _)| (h ^ hash).count_ones() <= DUPLICATE_BITS) {
+            line.insert("duplicate_of".into(), first.clone().into());
+        }
+        seen.push((hash, file));
         println!("{}", serde_json::Value::Object(line));
     }
     Ok(())

@@ -89,3 +89,31 @@ fn score_prints_clip_score_and_cheap_measures_per_image() {
     let missing = darkroom(&["score", "--prompt", "x", "/nonexistent.png"]);
     assert_eq!(missing.status.code(), Some(2));
 }
+
+/// imagehash's `phash` of four images (tests/fixtures/clip-score/phash.json), and near-duplicates
+/// (the coffee and its small copy; the astronaut and a shrunk, brightened one) marked as such.
+#[test]
+fn perceptual_hashes_match_imagehash_and_mark_near_duplicates() {
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("phash.json")).unwrap()).unwrap();
+    let images = [
+        root().join("tests/fixtures/images/coffee.png"),
+        root().join("tests/fixtures/images/astronaut.png"),
+        dir().join("odd.png"),
+        dir().join("near-astronaut.png"),
+    ];
+    let paths: Vec<&str> = images.iter().map(|p| p.to_str().unwrap()).collect();
+    let mut args = vec!["score", "--prompt", "x"];
+    args.extend(&paths);
+    let out = darkroom(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for (line, path) in lines.iter().zip(&images) {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        assert_eq!(line["phash"], want[name], "{name}");
+    }
+    assert!(lines[0].get("duplicate_of").is_none() && lines[1].get("duplicate_of").is_none());
+    assert_eq!(lines[2]["duplicate_of"], paths[0]);
+    assert_eq!(lines[3]["duplicate_of"], paths[1]);
+}
