@@ -59,7 +59,15 @@ fn sd_scaling() -> f32 {
 impl AutoencoderKLConfig {
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
         let invalid = |detail: String| ConfigError::Invalid { kind: "AutoencoderKL", detail };
-        let cfg: Self = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        // Per-channel latent statistics (Playground v2.5 and kin) change how latents are scaled:
+        // refused by name rather than decoded wrongly.
+        for key in ["latents_mean", "latents_std", "shift_factor"] {
+            if raw.get(key).is_some_and(|v| !v.is_null()) {
+                return Err(ConfigError::Unsupported(format!("a VAE with {key} set: not supported yet")));
+            }
+        }
+        let cfg: Self = serde_json::from_value(raw).map_err(|e| invalid(e.to_string()))?;
         if cfg.block_out_channels.is_empty()
             || cfg.block_out_channels.iter().any(|c| c % cfg.norm_num_groups != 0)
         {

@@ -72,6 +72,16 @@ fn sd_config_has_the_released_shape() {
     let sd = AutoencoderKLConfig::sd();
     assert_eq!((sd.scale(), sd.latent_channels, sd.scaling_factor), (8, 4, 0.18215));
     assert!(AutoencoderKLConfig::from_json(r#"{"block_out_channels": [30]}"#).is_err());
+    // SDXL's VAE config (force_upcast, latents_mean null) reads; latent statistics are refused.
+    let sdxl = r#"{"block_out_channels": [128, 256, 512, 512], "scaling_factor": 0.13025,
+        "force_upcast": true, "latents_mean": null, "latents_std": null}"#;
+    let cfg = AutoencoderKLConfig::from_json(sdxl).unwrap();
+    assert!(cfg.force_upcast && (cfg.scaling_factor - 0.13025).abs() < 1e-7);
+    let edm = r#"{"block_out_channels": [128], "latents_mean": [0.1, 0.2, 0.3, 0.4]}"#;
+    let err = AutoencoderKLConfig::from_json(edm).unwrap_err().to_string();
+    assert!(err.contains("latents_mean"), "{err}");
+    let fp16_fix = r#"{"block_out_channels": [128], "force_upcast": false}"#;
+    assert!(!AutoencoderKLConfig::from_json(fp16_fix).unwrap().force_upcast);
 }
 
 /// The decoder and the reference latents.
