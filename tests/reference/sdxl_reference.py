@@ -44,6 +44,7 @@ from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipeline_reference import MANIFEST_HEAD as SD_MANIFEST_HEAD  # noqa: E402
 from pipeline_reference import PROMPT, SAMPLERS, write_manifest  # noqa: E402
 from sd_reference import round_weights  # noqa: E402
 from sizes_reference import outpaint_canvas  # noqa: E402
@@ -203,33 +204,14 @@ def assemble(name, te2, net):
     (root / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
-MANIFEST_HEAD = """# The tiny SDXL test model (tests/fixtures/tiny-sdxl) as a manifest, for download tests: the
-# files are served from localhost (a base URL given at run time); sizes and sha256 are the real ones.
-# Written by tests/reference/sdxl_reference.py.
-id = "tiny-sdxl"
-name = "Tiny SDXL (tests)"
-family = "test-sdxl"
-description = "Random seeded weights in SDXL layout; makes noise, fast"
-
-[license]
-name = "MIT (test fixture)"
-url = "https://opensource.org/license/mit"
-
-[source]
-repo = "darkroom/tiny-sdxl"
-revision = "fixture"
-
-[defaults]
-width = 64
-height = 48
-steps = 4
-cfg = 7.5
-sampler = "euler"
-
-[quantization]
-linear = "none"
-conv = "none"
-"""
+# tiny-sd's manifest head, for the SDXL folder.
+MANIFEST_HEAD = (SD_MANIFEST_HEAD
+                 .replace("The tiny test model (tests/fixtures/tiny-sd) as a manifest, for download tests: the files are\n# served",
+                          "The tiny SDXL test model (tests/fixtures/tiny-sdxl) as a manifest, for download tests: the\n# files are served")
+                 .replace("pipeline_reference.py", "sdxl_reference.py")
+                 .replace('"tiny-sd"', '"tiny-sdxl"').replace("Tiny SD (tests)", "Tiny SDXL (tests)")
+                 .replace('family = "test"', 'family = "test-sdxl"').replace("SD 1.x layout", "SDXL layout")
+                 .replace("darkroom/tiny-sd", "darkroom/tiny-sdxl"))
 
 
 def modules(pipe):
