@@ -45,6 +45,9 @@ test('the tiny SDXL downloads, and generates the CLI\'s pixels with empty and wr
 
   await page.click('#tab-generate');
   assert.equal(await page.inputValue('#model'), 'tiny-sdxl');
+  // The ControlNets are SD 1.x's: no unit can be added for an SDXL model, and the form says why.
+  assert.equal(await page.isDisabled('#add-control'), true);
+  assert.match(await page.textContent('#controls-note'), /SD 1\.x models so far/);
   const prompt = 'a red fox in fresh snow, (golden hour:1.2)';
   for (const [i, negative] of ['', 'blurry, lowres'].entries()) {
     await page.fill('#prompt', prompt);

@@ -80,6 +80,8 @@ pub fn ControlUnits() -> impl IntoView {
         version.update(|v| *v += 1);
     };
     let keys = move || -> Vec<(usize, u32)> { (0..count.get()).map(|i| (i, version.get())).collect() };
+    // The ControlNets here are SD 1.x's: an SDXL model takes none (the recipe would be refused).
+    let sdxl = Memo::new(move |_| state.selected_model().is_some_and(|m| m.manifest.family.is_sdxl()));
     view! {
         <fieldset class="controls" id="controls">
             <legend>"Control (ControlNet)"</legend>
@@ -89,9 +91,13 @@ pub fn ControlUnits() -> impl IntoView {
                 children=move |(index, _)| view! { <UnitView index=index remove=remove /> }
             />
             <div class="row">
-                <button type="button" id="add-control" disabled=move || { count.get() >= MAX_UNITS }
+                <button type="button" id="add-control" disabled=move || { count.get() >= MAX_UNITS || sdxl.get() }
                     on:click=move |_| add_unit(state)>"+ Control unit"</button>
-                <span class="muted small">"Pins composition, pose, depth or line work to an image (up to three units)."</span>
+                <span class="muted small" id="controls-note">{move || if sdxl.get() {
+                    "ControlNet units run on SD 1.x models so far; this model is SDXL."
+                } else {
+                    "Pins composition, pose, depth or line work to an image (up to three units)."
+                }}</span>
             </div>
         </fieldset>
     }
