@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 mod batch;
 mod bench;
+mod brief;
 mod control;
 mod embeddings;
 mod failure;
@@ -46,8 +47,12 @@ enum Command {
     /// .safetensors), in tiles when it is large.
     Upscale(upscale::UpscaleArgs),
     /// Score images: one JSON line each with the CLIP score against --prompt (with --clip, a
-    /// CLIPModel folder), sharpness and clipped highlights/shadows.
+    /// CLIPModel folder), the aesthetic score, sharpness, clipped highlights/shadows, the
+    /// distance to --palette and near-duplicates.
     Score(score::ScoreArgs),
+    /// Briefs as files: `export` a case study (--html page, --sheet PNG) of a brief the app
+    /// exported; `new`, `add` (images as an iteration, scored), `mark` (cull), `show`.
+    Brief(brief::BriefArgs),
     /// Print a dynamic prompt template's prompts, one a line: random (--count, --seed) or every
     /// combination (--combinatorial, --max).
     Prompts(prompts::PromptsArgs),
@@ -174,6 +179,7 @@ fn main() -> ExitCode {
         Command::Params { png } => return params(&png),
         Command::Models(args) => return report(models::run(args)),
         Command::Prompts(args) => return report(prompts::run(args)),
+        Command::Brief(args) => return report(brief::run(args)),
         Command::Preprocess(args) => return report(control::run_preprocess(args)),
         command => Cli { command },
     };
@@ -188,6 +194,7 @@ fn main() -> ExitCode {
         Command::Params { png } => params(&png),
         Command::Models(args) => report(models::run(args)),
         Command::Prompts(args) => report(prompts::run(args)),
+        Command::Brief(args) => report(brief::run(args)),
         Command::Preprocess(args) => report(control::run_preprocess(args)),
         Command::Generate(args) => report(generate::run(&gpu, *args)),
         Command::Batch(args) => report(batch::run(&gpu, *args)),

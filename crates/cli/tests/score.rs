@@ -117,3 +117,23 @@ fn perceptual_hashes_match_imagehash_and_mark_near_duplicates() {
     assert_eq!(lines[2]["duplicate_of"], paths[0]);
     assert_eq!(lines[3]["duplicate_of"], paths[1]);
 }
+
+/// `--palette`: each image's mean ΔE to the nearest palette colour, as scikit-image computes it
+/// (tests/fixtures/clip-score/palette.json); a colour that does not parse is the user's to fix.
+#[test]
+fn palette_delta_e_matches_scikit_image() {
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("palette.json")).unwrap()).unwrap();
+    let brand: Vec<&str> =
+        want["palettes"]["brand"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    let image = root().join("tests/fixtures/images/coffee.png");
+    let out = darkroom(&["score", "--prompt", "x", "--palette", &brand.join(","), image.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got = line["palette_delta_e"].as_f64().unwrap();
+    let w = want["images"]["coffee"]["brand"].as_f64().unwrap();
+    assert!((got - w).abs() < 1e-6, "{got} vs {w}");
+    let bad = darkroom(&["score", "--prompt", "x", "--palette", "#0b1f3a,teal", image.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("\"teal\""));
+}

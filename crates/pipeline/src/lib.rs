@@ -11,6 +11,7 @@ pub mod recipe;
 pub mod request;
 pub mod rng;
 pub mod schedulers;
+pub mod scores;
 pub mod stages;
 pub mod text;
 pub mod tokenizer;

@@ -304,14 +304,19 @@ pub fn lineart(image: &Image) -> Image {
     grey_image(w, h, darkness.into_iter().map(|d| (d / scale * 127.0).clamp(0.0, 255.0) as u8))
 }
 
-/// White lines on black: the image's grey (PIL's weights) thresholded at the middle, inverted
-/// when most of it is light (a drawing in dark strokes on a white page).
-pub fn scribble(image: &Image) -> Image {
-    let grey: Vec<u8> = image
+/// PIL's RGB → L: (R·19595 + G·38470 + B·7471 + 0x8000) >> 16, a byte a pixel.
+pub fn pil_grey(image: &Image) -> Vec<u8> {
+    image
         .rgba
         .chunks_exact(4)
         .map(|p| ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16) as u8)
-        .collect();
+        .collect()
+}
+
+/// White lines on black: the image's grey (PIL's weights) thresholded at the middle, inverted
+/// when most of it is light (a drawing in dark strokes on a white page).
+pub fn scribble(image: &Image) -> Image {
+    let grey = pil_grey(image);
     let light = grey.iter().filter(|&&g| g >= 128).count();
     let invert = light * 2 > grey.len();
     let values = grey.into_iter().map(|g| if (g >= 128) != invert { 255 } else { 0 });

@@ -322,6 +322,16 @@ impl Rgba {
     }
 
     /// Copies `other` with its top left corner at (x, y), clipped.
+    /// Fills the rectangle (x, y, w, h), clipped, with an opaque colour.
+    pub fn fill(&mut self, x: usize, y: usize, w: usize, h: usize, colour: [u8; 3]) {
+        for row in y..(y + h).min(self.height) {
+            for col in x..(x + w).min(self.width) {
+                let i = (row * self.width + col) * 4;
+                self.pixels[i..i + 4].copy_from_slice(&[colour[0], colour[1], colour[2], 255]);
+            }
+        }
+    }
+
     pub fn paste(&mut self, other: &Rgba, x: usize, y: usize) {
         for row in 0..other.height.min(self.height.saturating_sub(y)) {
             let n = other.width.min(self.width.saturating_sub(x)) * 4;
@@ -334,13 +344,13 @@ impl Rgba {
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans-Latin1.ttf");
 
-struct Text {
+pub(crate) struct Text {
     font: FontRef<'static>,
     scale: PxScale,
 }
 
 impl Text {
-    fn new(px: f32) -> Text {
+    pub(crate) fn new(px: f32) -> Text {
         Text {
             font: FontRef::try_from_slice(FONT).expect("the bundled font parses"),
             scale: PxScale::from(px),
@@ -356,18 +366,22 @@ impl Text {
         }
     }
 
-    fn width(&self, text: &str) -> f32 {
+    pub(crate) fn width(&self, text: &str) -> f32 {
         let f = self.font.as_scaled(self.scale);
         text.chars().map(|c| f.h_advance(self.glyph(c))).sum()
     }
 
-    fn line_height(&self) -> f32 {
+    pub(crate) fn ascent(&self) -> f32 {
+        self.font.as_scaled(self.scale).ascent()
+    }
+
+    pub(crate) fn line_height(&self) -> f32 {
         let f = self.font.as_scaled(self.scale);
         (f.ascent() - f.descent() + f.line_gap()).ceil()
     }
 
     /// Words into lines no wider than `max` (a longer word stands alone).
-    fn wrap(&self, text: &str, max: f32) -> Vec<String> {
+    pub(crate) fn wrap(&self, text: &str, max: f32) -> Vec<String> {
         let mut lines: Vec<String> = Vec::new();
         for paragraph in text.split('\n') {
             let mut line = String::new();
@@ -385,7 +399,12 @@ impl Text {
     }
 
     /// Draws `line` in black with its baseline at `y`, starting at `x`.
-    fn draw(&self, img: &mut Rgba, line: &str, x: f32, y: f32) {
+    pub(crate) fn draw(&self, img: &mut Rgba, line: &str, x: f32, y: f32) {
+        self.draw_in(img, line, x, y, [0, 0, 0]);
+    }
+
+    /// Draws `line` in `colour` with its baseline at `y`, starting at `x`.
+    pub(crate) fn draw_in(&self, img: &mut Rgba, line: &str, x: f32, y: f32, colour: [u8; 3]) {
         let f = self.font.as_scaled(self.scale);
         let mut pen = x;
         for c in line.chars() {
@@ -401,8 +420,9 @@ impl Text {
                     return;
                 }
                 let i = (py as usize * img.width + px as usize) * 4;
-                for channel in &mut img.pixels[i..i + 3] {
-                    *channel = (*channel as f32 * (1.0 - coverage.clamp(0.0, 1.0))).round() as u8;
+                let c = coverage.clamp(0.0, 1.0);
+                for (channel, ink) in img.pixels[i..i + 3].iter_mut().zip(colour) {
+                    *channel = (*channel as f32 * (1.0 - c) + ink as f32 * c).round() as u8;
                 }
             });
         }

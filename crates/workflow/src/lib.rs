@@ -7,10 +7,13 @@
 //!   and globs.
 //! - [`styles`]: A1111's `styles.csv`, read, written and applied as A1111 does.
 //! - [`grid`]: X/Y/Z plot axes (A1111's value and range syntax) and the labelled grid image.
+//! - [`brief`]: briefs (text, constraints, iterations, culling), their files (a zip of PNGs and
+//!   a JSON index) and their case studies (an HTML page and a contact sheet).
 //! - [`batch`]: prompts files (A1111's "prompts from file": a prompt a line, or a line of
 //!   `--flag value` overrides; JSON-lines recipes) and deterministic shards of them.
 
 pub mod batch;
+pub mod brief;
 pub mod grid;
 pub mod prompts;
 pub mod styles;
