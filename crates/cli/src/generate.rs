@@ -134,9 +134,53 @@ pub struct Settings {
     /// --steps. The output is the upscaled size.
     #[arg(long, value_parser = parse_sd_upscale, value_name = "SCALE[,upscaler=…][,tile=N][,overlap=N]")]
     pub sd_upscale: Option<darkroom_pipeline::SdUpscale>,
+    /// Drafts: each image decoded by TAESD (milliseconds, where the full VAE takes seconds), its
+    /// final latents kept inside the PNG; `darkroom finish DRAFT.png…` later makes the full
+    /// image from them without sampling again — the pixels a run without --draft gives (hires
+    /// fix included). TAESD: a model id (default `taesd`: `darkroom models fetch taesd`), a
+    /// folder with taesd_decoder.safetensors, or that file (SDXL models need taesdxl's).
+    #[arg(long, num_args = 0..=1, default_missing_value = "taesd", value_name = "TAESD")]
+    pub draft: Option<String>,
     /// No progress on stderr.
     #[arg(long)]
     pub quiet: bool,
+}
+
+impl Settings {
+    /// The defaults for `model`, as the flags' (`darkroom finish` runs a kept recipe with them).
+    pub fn for_model(model: PathBuf) -> Settings {
+        Settings {
+            model,
+            negative: String::new(),
+            seed: None,
+            steps: 20,
+            sampler: Sampler::DpmPp2mKarras,
+            cfg: 7.0,
+            width: None,
+            height: None,
+            batch: 1,
+            batch_count: 1,
+            init: None,
+            strength: None,
+            mask: None,
+            outpaint: None,
+            loras: Vec::new(),
+            lora_dir: None,
+            embedding_dir: None,
+            quant: Quant::None,
+            precision: PrecisionArg::Auto,
+            dynamic: Dynamic::Off,
+            wildcards: None,
+            style: Vec::new(),
+            styles_file: None,
+            vae_tiling: VaeTiling::Auto,
+            controls: Vec::new(),
+            hires: None,
+            sd_upscale: None,
+            draft: None,
+            quiet: false,
+        }
+    }
 }
 
 /// `SCALE[,key=value…]`: the scale and each setting, in order.
@@ -187,7 +231,7 @@ fn parse_hires(s: &str) -> Result<darkroom_pipeline::Hires, String> {
     Ok(hires)
 }
 
-fn parse_vae_tiling(s: &str) -> Result<VaeTiling, String> {
+pub fn parse_vae_tiling(s: &str) -> Result<VaeTiling, String> {
     match s {
         "auto" => Ok(VaeTiling::Auto),
         "off" => Ok(VaeTiling::Off),
@@ -393,6 +437,8 @@ pub struct Runner<'g> {
     loaded: ModelCache<(StableDiffusion, String)>,
     controls: crate::control::Controls,
     upscalers: std::collections::HashMap<String, darkroom_models::upscale::Upscaler>,
+    /// The TAESD decoder of --draft, loaded with the first draft.
+    taesd: Option<darkroom_models::taesd::TaesdDecoder>,
 }
 
 impl<'g> Runner<'g> {
@@ -427,6 +473,7 @@ impl<'g> Runner<'g> {
             loaded: ModelCache::default(),
             controls: crate::control::Controls::default(),
             upscalers: Default::default(),
+            taesd: None,
         })
     }
 
@@ -518,6 +565,7 @@ impl<'g> Runner<'g> {
             controls: s.controls.clone(),
             hires: s.hires.clone(),
             sd_upscale: s.sd_upscale.clone(),
+            draft: s.draft.is_some(),
         }
     }
 
@@ -539,12 +587,27 @@ impl<'g> Runner<'g> {
         if recipe.sd_upscale.is_some() {
             return self.run_sd_upscale(recipe, label);
         }
-        let Some(hires) = recipe.hires.clone() else { return self.run_once(recipe, None, label) };
+        // A draft is the first pass; its recipe keeps the hires settings for finishing.
+        if recipe.hires.is_none() || recipe.draft {
+            return self.run_once(recipe, None, label);
+        }
         recipe
             .validate(&darkroom_pipeline::ModelInfo::stable_diffusion(&recipe.model, false))
             .map_err(PipelineError::from)?;
         let base = Recipe { hires: None, ..recipe.clone() };
-        let first = self.run_once(base.clone(), None, label)?;
+        let first = self.run_once(base, None, label)?;
+        self.hires_pass(&recipe, first, label)
+    }
+
+    /// The hires fix's second pass over the first pass's images (`recipe`'s hires settings).
+    pub fn hires_pass(
+        &mut self,
+        recipe: &Recipe,
+        first: Vec<Generated>,
+        label: &str,
+    ) -> Result<Vec<Generated>, Failure> {
+        let Some(hires) = recipe.hires.clone() else { return Ok(first) };
+        let base = Recipe { hires: None, draft: false, ..recipe.clone() };
         let (width, height) = hires.size(recipe.width, recipe.height);
         let mut out = Vec::new();
         for (i, image) in first.into_iter().enumerate() {
@@ -618,7 +681,7 @@ impl<'g> Runner<'g> {
         let mut params = recipe.to_params(&record.and_then(|p| p.model).unwrap_or_default(), 0);
         params.width = w as u32;
         params.height = h as u32;
-        Ok(vec![Generated { image: blend.finish(), params }])
+        Ok(vec![Generated::new(blend.finish(), params)])
     }
 
     /// The first pass's image at the second pass's size: Lanczos, or an upscaler model then
@@ -662,6 +725,71 @@ impl<'g> Runner<'g> {
         Ok(if (big.width, big.height) == (w, h) { big } else { resize_lanczos(&big, w, h) })
     }
 
+    /// A draft's kept latents decoded by the full VAE of the model that made them (`--model`
+    /// if given, else the recipe's), then the hires pass if its recipe has one.
+    pub fn finish(
+        &mut self,
+        kept: &darkroom_pipeline::draft::Kept,
+        label: &str,
+    ) -> Result<Vec<Generated>, Failure> {
+        let mut recipe = kept.final_recipe();
+        recipe.model = self.settings.model.display().to_string();
+        let kept = darkroom_pipeline::draft::Kept {
+            recipe: Recipe { draft: true, ..recipe.clone() },
+            ..kept.clone()
+        };
+        let quiet = self.settings.quiet;
+        let tiling = self.settings.vae_tiling;
+        let gpu = self.gpu;
+        let model = load_model(&mut self.loaded, gpu, &self.settings, self.precision, &recipe)?;
+        let mut progress = |p: &darkroom_pipeline::Progress| {
+            if !quiet {
+                eprint!("\r{label}decoding   ");
+                let _ = std::io::stderr().flush();
+            }
+            let _ = p;
+            true
+        };
+        let finished =
+            pollster::block_on(darkroom_pipeline::finish(gpu, &model.0, &kept, tiling, &mut progress))?;
+        if !quiet {
+            eprintln!("\r{label}decoded      ");
+        }
+        self.hires_pass(&recipe, vec![finished], label)
+    }
+
+    /// The TAESD decoder drafts are decoded with (`--draft`'s), loaded once.
+    fn load_taesd(&mut self) -> Result<(), Failure> {
+        if self.taesd.is_none() {
+            let which = self.settings.draft.clone().unwrap_or_else(|| "taesd".into());
+            let path = Path::new(&which);
+            let file = if path.is_file() {
+                path.to_path_buf()
+            } else if path.is_dir() {
+                path.join("taesd_decoder.safetensors")
+            } else {
+                crate::models::resolve(&which, None)?.join("taesd_decoder.safetensors")
+            };
+            let bytes = std::fs::read(&file)
+                .map_err(|e| usage(format!("--draft: cannot read {}: {e}", file.display())))?;
+            let store = darkroom_models::WeightStore::from_bytes(bytes)
+                .map_err(|e| usage(format!("--draft: {}: {e}", file.display())))?;
+            let dtype = self.precision.activations;
+            let policy = if dtype == darkroom_gpu::DType::F16 {
+                darkroom_models::QuantPolicy::F16
+            } else {
+                darkroom_models::QuantPolicy::F32
+            };
+            let decoder = darkroom_models::taesd::TaesdDecoder::load(
+                &store.root(self.gpu, dtype, policy),
+                darkroom_models::taesd::TaesdConfig::SD,
+            )
+            .map_err(|e| usage(format!("--draft: {} is not a TAESD decoder: {e}", file.display())))?;
+            self.taesd = Some(decoder);
+        }
+        Ok(())
+    }
+
     /// One run of the recipe; `init` stands in for its init image (the hires pass's).
     fn run_once(
         &mut self,
@@ -669,57 +797,15 @@ impl<'g> Runner<'g> {
         init: Option<Image>,
         label: &str,
     ) -> Result<Vec<Generated>, Failure> {
-        let quiet = self.settings.quiet;
-        let folder = model_folder(Path::new(&recipe.model))?;
-        let (lora_source, tags) = lora_files(&self.settings);
+        if recipe.draft {
+            self.load_taesd()?;
+        }
+        let (_, tags) = lora_files(&self.settings);
         recipe.prompt.push_str(&tags);
-        let name = folder
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| folder.display().to_string());
-        let files = Folder(folder.clone());
-        // Every setting checked against the model's configs before its weights load.
-        recipe
-            .validate(&pollster::block_on(StableDiffusion::inspect(&files, &name))?)
-            .map_err(PipelineError::from)?;
-        let lora_key = pollster::block_on(darkroom_engine::loras::key(&lora_source, &recipe.loras()))?;
-        let key = ModelKey::new(&name, &folder.display().to_string(), &self.precision, &lora_key);
-        let model = match self.loaded.get(&key) {
-            Some(model) => model,
-            None => {
-                self.loaded.evict();
-                let loras =
-                    pollster::block_on(darkroom_engine::loras::resolve(&lora_source, &recipe.loras()))?;
-                if !quiet {
-                    eprintln!("loading {name} …");
-                }
-                let started = std::time::Instant::now();
-                // Quantized weights are cached beside the downloads, so a second run skips quantizing.
-                let cache = FolderQuantCache(darkroom_weights::native::default_cache_dir().join("quantized"));
-                let mut loading = |path: &str, done: u64, total: u64| {
-                    if !quiet {
-                        eprint!("\rloading {path} {:.0}%   ", 100.0 * done as f64 / total.max(1) as f64);
-                        let _ = std::io::stderr().flush();
-                    }
-                };
-                let model = pollster::block_on(StableDiffusion::load_with_loras(
-                    self.gpu,
-                    &files,
-                    &cache,
-                    &name,
-                    self.precision,
-                    &loras,
-                    &mut loading,
-                ))?;
-
-                if !quiet {
-                    eprintln!("\rloaded in {:.1} s                ", started.elapsed().as_secs_f64());
-                }
-                self.loaded.insert(key, (model, name.clone()), 0)
-            }
-        };
-        let controls = self.controls.load(self.gpu, self.precision, &recipe.controls, quiet)?;
+        let quiet = self.settings.quiet;
+        let gpu = self.gpu;
+        let model = load_model(&mut self.loaded, gpu, &self.settings, self.precision, &recipe)?;
+        let controls = self.controls.load(gpu, self.precision, &recipe.controls, quiet)?;
         let init_image = init.or_else(|| self.init_image.clone());
         let mut request = Request::new(recipe, init_image, self.mask.clone())?;
         request.vae_tiling = self.settings.vae_tiling;
@@ -758,13 +844,78 @@ impl<'g> Runner<'g> {
             }
             true
         };
-        let images =
-            pollster::block_on(darkroom_engine::job::generate(self.gpu, &model.0, &request, &mut progress))?;
+        let images = pollster::block_on(darkroom_engine::job::generate(
+            self.gpu,
+            &model.0,
+            self.taesd.as_ref(),
+            &request,
+            &mut progress,
+        ))?;
         if !quiet {
             eprintln!("\r{label}done in {:.1} s                ", started.elapsed().as_secs_f64());
         }
         Ok(images)
     }
+}
+
+/// The recipe's model (its LoRAs merged), loaded or from the cache; its settings checked
+/// against the model's configs first.
+fn load_model(
+    loaded: &mut ModelCache<(StableDiffusion, String)>,
+    gpu: &Gpu,
+    settings: &Settings,
+    precision: darkroom_pipeline::Precision,
+    recipe: &Recipe,
+) -> Result<std::rc::Rc<(StableDiffusion, String)>, Failure> {
+    let quiet = settings.quiet;
+    let folder = model_folder(Path::new(&recipe.model))?;
+    let (lora_source, _) = lora_files(settings);
+    let name = folder
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| folder.display().to_string());
+    let files = Folder(folder.clone());
+    // Every setting checked against the model's configs before its weights load.
+    recipe
+        .validate(&pollster::block_on(StableDiffusion::inspect(&files, &name))?)
+        .map_err(PipelineError::from)?;
+    let lora_key = pollster::block_on(darkroom_engine::loras::key(&lora_source, &recipe.loras()))?;
+    let key = ModelKey::new(&name, &folder.display().to_string(), &precision, &lora_key);
+    let model = match loaded.get(&key) {
+        Some(model) => model,
+        None => {
+            loaded.evict();
+            let loras = pollster::block_on(darkroom_engine::loras::resolve(&lora_source, &recipe.loras()))?;
+            if !quiet {
+                eprintln!("loading {name} …");
+            }
+            let started = std::time::Instant::now();
+            // Quantized weights are cached beside the downloads, so a second run skips quantizing.
+            let cache = FolderQuantCache(darkroom_weights::native::default_cache_dir().join("quantized"));
+            let mut loading = |path: &str, done: u64, total: u64| {
+                if !quiet {
+                    eprint!("\rloading {path} {:.0}%   ", 100.0 * done as f64 / total.max(1) as f64);
+                    let _ = std::io::stderr().flush();
+                }
+            };
+            let model = pollster::block_on(StableDiffusion::load_with_loras(
+                gpu,
+                &files,
+                &cache,
+                &name,
+                precision,
+                &loras,
+                &mut loading,
+            ))?;
+
+            if !quiet {
+                eprintln!("\rloaded in {:.1} s                ", started.elapsed().as_secs_f64());
+            }
+            loaded.insert(key, (model, name.clone()), 0)
+        }
+    };
+    Ok(model)
 }
 
 /// Writes `bytes` to `path` through a temporary file beside it, so an interrupted write never

@@ -8,6 +8,7 @@ mod brief;
 mod control;
 mod embeddings;
 mod failure;
+mod finish;
 mod generate;
 mod grid;
 mod models;
@@ -32,6 +33,9 @@ enum Command {
     /// Make images: txt2img, img2img (--init) and inpainting (--init --mask) to PNGs with A1111
     /// metadata.
     Generate(Box<generate::GenerateArgs>),
+    /// Finish drafts (`generate --draft`): the full VAE decodes the latents each draft PNG
+    /// carries, then the hires pass if its recipe has one — no sampling again.
+    Finish(finish::FinishArgs),
     /// Model manifests and the download cache: list, fetch, rm.
     Models(models::ModelsArgs),
     /// Run a prompts file (A1111's "prompts from file" lines or JSON-lines recipes) over the
@@ -197,6 +201,7 @@ fn main() -> ExitCode {
         Command::Brief(args) => report(brief::run(args)),
         Command::Preprocess(args) => report(control::run_preprocess(args)),
         Command::Generate(args) => report(generate::run(&gpu, *args)),
+        Command::Finish(args) => report(finish::run(&gpu, args)),
         Command::Batch(args) => report(batch::run(&gpu, *args)),
         Command::Grid(args) => report(grid::run(&gpu, *args)),
         Command::Upscale(args) => report(upscale::run(&gpu, args)),

@@ -102,6 +102,94 @@ pub async fn generate(
     request: &Request,
     progress: &mut ProgressFn<'_>,
 ) -> Result<Vec<Generated>, PipelineError> {
+    if request.recipe.draft {
+        return Err(PipelineError::Input("a draft recipe is decoded by TAESD: make it with `draft`".into()));
+    }
+    let latents = sample(gpu, model, request, progress).await?;
+    let tile = decode_tile(gpu, model, request);
+    stages::decode(gpu, model, &request.recipe, latents, tile, progress).await
+}
+
+/// Drafts of `request.recipe.batch_size` images: the same sampling as [`generate`], each image's
+/// final latents decoded by `taesd` and kept in the result ([`Generated::kept`]) for
+/// [`finish`].
+pub async fn draft(
+    gpu: &Gpu,
+    model: &StableDiffusion,
+    taesd: &darkroom_models::taesd::TaesdDecoder,
+    request: &Request,
+    progress: &mut ProgressFn<'_>,
+) -> Result<Vec<Generated>, PipelineError> {
+    let recipe = crate::Recipe { draft: true, ..request.recipe.clone() };
+    let (values, shape) = sample(gpu, model, request, progress).await?;
+    let [b, c, h, w] = shape[..] else {
+        return Err(PipelineError::Input(format!("latents of shape {shape:?} are not [B, C, h, w]")));
+    };
+    let mut out = Vec::with_capacity(b);
+    for (k, chunk) in values.chunks_exact(c * h * w).enumerate() {
+        stages::report(progress, Stage::Decoding, k, b, None, None)?;
+        let z = Tensor::from_f32(gpu, &[1, c, h, w], chunk, model.precision.activations)?;
+        let rgb = taesd.forward(gpu, &z)?;
+        let rgba = Rgba8Image::from_tensor(gpu, &rgb, ColorMap::RGB)?.read(gpu).await?;
+        out.push(Generated {
+            image: Image { width: recipe.width, height: recipe.height, rgba },
+            params: recipe.to_params(&model.name, k),
+            kept: Some(crate::draft::Kept {
+                recipe: recipe.clone(),
+                index: k,
+                shape: [1, c, h, w],
+                values: chunk.to_vec(),
+            }),
+        });
+    }
+    stages::report(progress, Stage::Decoding, b, b, None, None)?;
+    Ok(out)
+}
+
+/// A draft finished: its kept latents decoded by the full VAE, with the parameters of the
+/// recipe without drafts — the image [`generate`] makes directly. `tiling` as the request's.
+pub async fn finish(
+    gpu: &Gpu,
+    model: &StableDiffusion,
+    kept: &crate::draft::Kept,
+    tiling: crate::VaeTiling,
+    progress: &mut ProgressFn<'_>,
+) -> Result<Generated, PipelineError> {
+    let recipe = kept.final_recipe();
+    let want = [1, model.vae_config.latent_channels, recipe.height / 8, recipe.width / 8];
+    if kept.shape != want {
+        return Err(PipelineError::Input(format!(
+            "the draft's latents are {:?} but {} makes {want:?}: finish it with the model that made it ({})",
+            kept.shape, model.name, recipe.model
+        )));
+    }
+    let request = Request {
+        recipe: recipe.clone(),
+        init_image: None,
+        mask: None,
+        live_preview: false,
+        vae_tiling: tiling,
+        controls: Vec::new(),
+        embeddings: Vec::new(),
+    };
+    check_fits(gpu, model, &request)?;
+    let tile = decode_tile(gpu, model, &request);
+    let mut made =
+        stages::decode(gpu, model, &recipe, (kept.values.clone(), kept.shape.to_vec()), tile, progress)
+            .await?;
+    let mut one = made.pop().ok_or_else(|| PipelineError::Input("the VAE made no image".into()))?;
+    one.params = recipe.to_params(&model.name, kept.index);
+    Ok(one)
+}
+
+/// Validates the request and runs it up to its final latents (scaled; on the CPU), every
+/// working buffer returned to the pool.
+pub async fn sample(
+    gpu: &Gpu,
+    model: &StableDiffusion,
+    request: &Request,
+    progress: &mut ProgressFn<'_>,
+) -> Result<(Vec<f32>, Vec<usize>), PipelineError> {
     validate(gpu, model, request)?;
     let recipe = &request.recipe;
     let guided = recipe.cfg_scale > 1.0;
@@ -143,8 +231,7 @@ pub async fn generate(
     // Everything but the final latents (on the CPU now) goes back before the VAE allocates.
     drop((hooks, start, conditioning, controls));
     gpu.trim_pool();
-    let tile = decode_tile(gpu, model, request);
-    stages::decode(gpu, model, recipe, latents, tile, progress).await
+    Ok(latents)
 }
 
 /// A live preview of image `index` of the latents a denoising step reports: TAESD decodes them

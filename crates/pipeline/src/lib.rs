@@ -1,6 +1,7 @@
 //! From a prompt and settings to an image: prompts, seeds, schedulers and the denoising loop.
 
 pub mod control;
+pub mod draft;
 pub mod generate;
 pub mod latent_preview;
 pub mod metadata;
@@ -18,7 +19,7 @@ pub mod tokenizer;
 pub mod upscale;
 
 pub use control::{Control, ControlNet, ControlUnit};
-pub use generate::{generate, preview};
+pub use generate::{draft, finish, generate, preview, sample};
 pub use model::{short_hash, AppliedLora, Folder, FolderQuantCache, ModelFiles, Precision, StableDiffusion};
 pub use preprocess::Preprocessor;
 pub use recipe::{Hires, ImageRef, ModelInfo, Recipe, RecipeError, SdUpscale};

@@ -82,6 +82,11 @@ pub struct Recipe {
     /// recipe's width x height is the result's size).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sd_upscale: Option<SdUpscale>,
+    /// Drafts: the images decoded by TAESD (milliseconds) with their final latents kept in the
+    /// PNG, to be finished by the full VAE (and the hires pass) later — the same pixels as
+    /// making them directly ([`crate::draft`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub draft: bool,
 }
 
 /// Tiled SD upscale's settings.
@@ -166,6 +171,7 @@ impl Default for Recipe {
             controls: Vec::new(),
             hires: None,
             sd_upscale: None,
+            draft: false,
         }
     }
 }
@@ -294,6 +300,13 @@ impl Recipe {
             if !(s > 0.0 && s <= 1.0) {
                 return refuse("strength", format!("strength must be in (0, 1], got {s}"));
             }
+        }
+        if self.draft && self.sd_upscale.is_some() {
+            return refuse(
+                "draft",
+                "SD upscale redraws an existing image tile by tile: it makes no drafts; leave drafts off"
+                    .into(),
+            );
         }
         if self.mask.is_some() && self.init.is_none() {
             return refuse("mask", "inpainting needs an init image besides the mask".into());
@@ -439,6 +452,9 @@ impl Recipe {
             extra.push(("SD upscale upscaler".to_string(), control_name(&u.upscaler)));
             extra.push(("SD upscale scale".to_string(), format!("{}", u.scale)));
             extra.push(("SD upscale tile".to_string(), format!("{}", u.tile)));
+        }
+        if self.draft {
+            extra.push(("Draft".to_string(), "TAESD".to_string()));
         }
         if let Some(h) = &self.hires {
             extra.push(("Denoising strength".to_string(), format!("{}", h.strength)));

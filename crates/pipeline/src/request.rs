@@ -214,13 +214,23 @@ pub type ProgressFn<'a> = dyn FnMut(&Progress) -> bool + 'a;
 pub struct Generated {
     pub image: Image,
     pub params: GenerationParams,
+    /// A draft's final latents, written into its PNG for finishing later.
+    pub kept: Option<crate::draft::Kept>,
 }
 
 impl Generated {
-    /// PNG bytes with the A1111 `parameters` chunk.
+    pub fn new(image: Image, params: GenerationParams) -> Generated {
+        Generated { image, params, kept: None }
+    }
+
+    /// PNG bytes with the A1111 `parameters` chunk (and a draft's latents).
     pub fn to_png(&self) -> Result<Vec<u8>, PipelineError> {
         let (w, h) = (self.image.width as u32, self.image.height as u32);
-        Ok(crate::metadata::encode_png(&self.image.rgba, w, h, &self.params)?)
+        let png = crate::metadata::encode_png(&self.image.rgba, w, h, &self.params)?;
+        match &self.kept {
+            Some(kept) => kept.attach(&png),
+            None => Ok(png),
+        }
     }
 }
 

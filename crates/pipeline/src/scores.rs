@@ -158,3 +158,15 @@ impl Measures {
 pub fn near_duplicates(a: u64, b: u64) -> bool {
     (a ^ b).count_ones() <= DUPLICATE_BITS
 }
+
+/// For each hash, the first earlier one it nearly repeats (`None` for the first of its kind, and
+/// for an image without a hash).
+pub fn duplicate_of(hashes: &[Option<u64>]) -> Vec<Option<usize>> {
+    let mut out: Vec<Option<usize>> = Vec::with_capacity(hashes.len());
+    for (i, hash) in hashes.iter().enumerate() {
+        out.push(hash.and_then(|h| {
+            (0..i).find(|&j| out[j].is_none() && hashes[j].is_some_and(|g| near_duplicates(g, h)))
+        }));
+    }
+    out
+}

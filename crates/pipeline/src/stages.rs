@@ -375,6 +375,7 @@ pub async fn decode(
         out.push(Generated {
             image: Image { width: recipe.width, height: recipe.height, rgba },
             params: recipe.to_params(&model.name, k),
+            kept: None,
         });
     }
     report(progress, Stage::Decoding, b, b, None, None)?;

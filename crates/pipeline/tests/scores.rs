@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use darkroom_pipeline::scores::{near_duplicates, palette_delta_e, srgb_to_lab, Measures};
+use darkroom_pipeline::scores::{duplicate_of, near_duplicates, palette_delta_e, srgb_to_lab, Measures};
 use darkroom_pipeline::Image;
 use darkroom_workflow::brief::parse_hex;
 
@@ -62,4 +62,7 @@ fn palette_edge_cases() {
     assert_eq!(measures.clipped_highlights, 1.0);
     assert!(measures.palette_delta_e.unwrap() > 100.0);
     assert!(near_duplicates(0b1011, 0b0011) && !near_duplicates(0, u64::MAX));
+    // Each repeat points at the first of its kind, not at another repeat.
+    let hashes = [Some(0u64), Some(u64::MAX), Some(0b11), None, Some(0b111)];
+    assert_eq!(duplicate_of(&hashes), [None, None, Some(0), None, Some(0)]);
 }

@@ -1,4 +1,4 @@
-//! The app a user meets: models, generate, gallery, GPU — one tab each — over the generation
+//! The app a user meets: generate, models, gallery, briefs, GPU — one tab each — over the generation
 //! worker. `?manifest=<url>[&base=<url>]` (repeatable) adds a model from a manifest served
 //! elsewhere (a studio's own mirror; the browser tests' tiny models).
 
@@ -10,6 +10,7 @@ use leptos::task::spawn_local;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::client::WorkerClient;
+use crate::components::briefs_panel::BriefsPanel;
 use crate::components::capability_panel::CapabilityPanel;
 use crate::components::gallery_panel::GalleryPanel;
 use crate::components::generate_panel::GeneratePanel;
@@ -156,6 +157,7 @@ pub fn App() -> impl IntoView {
                 {tab_button(Tab::Generate, "Generate", "tab-generate")}
                 {tab_button(Tab::Models, "Models", "tab-models")}
                 {tab_button(Tab::Gallery, "Gallery", "tab-gallery")}
+                {tab_button(Tab::Briefs, "Briefs", "tab-briefs")}
                 {tab_button(Tab::Gpu, "Your GPU", "tab-gpu")}
                 {move || gpu_note().map(|n| view! { <span class="gpu-note warn">{n}</span> })}
             </nav>
@@ -165,6 +167,7 @@ pub fn App() -> impl IntoView {
             <div class:hidden=move || state.tab.get() != Tab::Generate><GeneratePanel /></div>
             <div class:hidden=move || state.tab.get() != Tab::Models><ModelManager /></div>
             <div class:hidden=move || state.tab.get() != Tab::Gallery><GalleryPanel /></div>
+            <div class:hidden=move || state.tab.get() != Tab::Briefs><BriefsPanel /></div>
             <div class:hidden=move || state.tab.get() != Tab::Gpu><CapabilityPanel probe=probe_result.into() /></div>
         </main>
     }

@@ -5,7 +5,7 @@ use darkroom_pipeline::{ImageRef, ModelInfo, Recipe, Sampler};
 use darkroom_weights::ModelKind;
 use leptos::prelude::*;
 
-use crate::protocol::{ErrorKind, FromWorker, ModelRef, QueueOp, ToWorker};
+use crate::protocol::{BriefTag, ErrorKind, FromWorker, ModelRef, QueueOp, ToWorker};
 use crate::state::{encode_png, png_url, AppState, ModelEntry, ResultImage, Run};
 
 pub fn random_seed() -> u64 {
@@ -84,6 +84,8 @@ struct Prepared {
     recipe: Recipe,
     bytes: Vec<Vec<u8>>,
     controls: Vec<ModelRef>,
+    /// The brief the images join (one iteration for the whole batch count).
+    brief: Option<BriefTag>,
 }
 
 /// The run the form describes, or `None` with the reason shown.
@@ -145,7 +147,7 @@ fn prepared(state: AppState) -> Option<Prepared> {
             }
         }
     }
-    Some(Prepared { worker, entry, recipe, bytes, controls })
+    Some(Prepared { worker, entry, recipe, bytes, controls, brief: state.brief_tag() })
 }
 
 /// The downloaded TAESD model, for live previews.
@@ -170,13 +172,14 @@ pub fn start(state: AppState) {
 /// "Add to queue" pressed (or Ctrl/Cmd+Shift+Enter): the form's recipe, seeded now, becomes a
 /// job the worker runs after the ones before it.
 pub fn enqueue(state: AppState) {
-    let Some(Prepared { worker, entry, recipe, bytes, controls }) = prepared(state) else { return };
+    let Some(Prepared { worker, entry, recipe, bytes, controls, brief }) = prepared(state) else { return };
     let op = QueueOp::Add {
         model: entry.model_ref.clone(),
         recipe,
         preview: preview_model(state),
         keep: entry.manifest.id.clone(),
         controls,
+        brief,
     };
     worker.request(ToWorker::Queue(op), bytes, move |message| {
         if let FromWorker::Error { kind, message } = message.body {
@@ -200,7 +203,7 @@ pub fn cancel(state: AppState) {
 
 /// Run `index` of the recipe's batch count, then the next.
 fn run_batch(state: AppState, run: Prepared, index: usize) {
-    let Prepared { worker, entry, recipe, bytes, controls } = run;
+    let Prepared { worker, entry, recipe, bytes, controls, brief } = run;
     let count = recipe.batch_count;
     let this = recipe.run(index);
     let preview = preview_model(state);
@@ -213,8 +216,9 @@ fn run_batch(state: AppState, run: Prepared, index: usize) {
         preview,
         keep,
         controls: controls.clone(),
+        brief: brief.clone(),
     };
-    let next = Prepared { worker: worker.clone(), entry, recipe, bytes: bytes.clone(), controls };
+    let next = Prepared { worker: worker.clone(), entry, recipe, bytes: bytes.clone(), controls, brief };
     let id = worker.request(request, bytes, move |message| match message.body {
         FromWorker::Progress { stage, step, total, bytes, bytes_total, .. } => {
             let fraction = if total > 0 {

@@ -8,6 +8,7 @@ mod app;
 // `dev-pages` feature (www/dev/index.html), never in the product.
 #[cfg(feature = "dev-pages")]
 mod bench_check;
+mod briefs;
 #[cfg(feature = "dev-pages")]
 mod checks_app;
 mod client;

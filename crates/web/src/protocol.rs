@@ -6,9 +6,11 @@
 //! passes by reference, so a 2 GB checkpoint is not copied into the message.
 //!
 //! The worker is the only writer of the browser's stores (models, LoRAs, the gallery): the page
-//! reads them, and asks the worker for every change (`ToWorker::Store`, and `Generate`'s `keep`).
+//! reads them, and asks the worker for every change (`ToWorker::Store`, and `Generate`'s `keep`,
+//! with the brief new images join).
 
 use darkroom_pipeline::Recipe;
+use darkroom_workflow::brief::{Brief, Culling};
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::{JsCast, JsValue};
@@ -21,6 +23,16 @@ pub struct ModelRef {
     /// Where the manifest came from (named in its parse errors).
     pub manifest_file: String,
     pub base: Option<String>,
+}
+
+/// The brief new images join: its id, the iteration (the run's start time, shared by the runs
+/// of one batch count or queued job) and its palette (scored as ΔE).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BriefTag {
+    pub id: String,
+    pub iteration: f64,
+    #[serde(default)]
+    pub palette: Vec<[u8; 3]>,
 }
 
 /// The page asks.
@@ -43,6 +55,9 @@ pub enum ToWorker {
         keep: Option<String>,
         #[serde(default)]
         controls: Vec<ModelRef>,
+        /// The brief the kept images join.
+        #[serde(default)]
+        brief: Option<BriefTag>,
     },
     /// A change to the browser's stores.
     Store(StoreOp),
@@ -85,6 +100,28 @@ pub enum StoreOp {
     DeleteImage {
         key: u32,
     },
+    /// A gallery image's stars, verdict, reason, note and final mark.
+    Cull {
+        key: u32,
+        culling: Culling,
+    },
+    /// Gallery images into brief `brief` as iteration `iteration` (`None`: out of any brief).
+    AssignBrief {
+        keys: Vec<u32>,
+        brief: Option<String>,
+        iteration: f64,
+    },
+    /// A brief, created or changed.
+    SaveBrief {
+        brief: Brief,
+    },
+    /// A brief; its images stay in the gallery, out of any brief.
+    DeleteBrief {
+        id: String,
+    },
+    /// A brief file (file attachment 0: the zip the app exports) as a brief with its images;
+    /// answered with `StoreReply::BriefImported`.
+    ImportBrief,
 }
 
 /// The queue: recipes the worker runs one after another, kept in IndexedDB beside the gallery,
@@ -104,6 +141,9 @@ pub enum QueueOp {
         /// The ControlNet of each control unit, in order.
         #[serde(default)]
         controls: Vec<ModelRef>,
+        /// The brief its images join.
+        #[serde(default)]
+        brief: Option<BriefTag>,
     },
     Pause,
     Resume,
@@ -203,6 +243,12 @@ pub enum StoreReply {
     EmbeddingImported {
         vectors: usize,
         kind: String,
+    },
+    /// The imported brief's id (a new one when this browser already had the file's) and how
+    /// many images came with it.
+    BriefImported {
+        id: String,
+        images: usize,
     },
 }
 
@@ -405,6 +451,7 @@ mod tests {
             preview: None,
             keep: Some("SD Turbo".into()),
             controls: Vec::new(),
+            brief: Some(BriefTag { id: "brief-1".into(), iteration: 17.0, palette: vec![[11, 31, 58]] }),
         };
         let json = serde_json::to_string(&request).unwrap();
         assert_eq!(serde_json::from_str::<ToWorker>(&json).unwrap(), request);
@@ -425,7 +472,14 @@ mod tests {
         let recipe = Recipe { prompt: "an owl".into(), seed: Some(3), ..Recipe::default() };
         for op in [
             QueueOp::Watch,
-            QueueOp::Add { model, recipe, preview: None, keep: "X".into(), controls: Vec::new() },
+            QueueOp::Add {
+                model,
+                recipe,
+                preview: None,
+                keep: "X".into(),
+                controls: Vec::new(),
+                brief: None,
+            },
             QueueOp::Cancel { key: 4 },
             QueueOp::Move { key: 4, up: true },
             QueueOp::ClearFinished,
@@ -480,6 +534,21 @@ mod tests {
             StoreOp::ImportEmbedding { name: "easynegative".into() },
             StoreOp::DeleteEmbedding { name: "easynegative".into() },
             StoreOp::DeleteImage { key: 7 },
+            StoreOp::Cull {
+                key: 7,
+                culling: Culling {
+                    rating: 4,
+                    verdict: darkroom_workflow::brief::Verdict::Reject,
+                    reason: "off brief".into(),
+                    ..Default::default()
+                },
+            },
+            StoreOp::AssignBrief { keys: vec![1, 2], brief: Some("brief-1".into()), iteration: 5.0 },
+            StoreOp::SaveBrief {
+                brief: Brief { id: "brief-1".into(), title: "Autumn".into(), ..Default::default() },
+            },
+            StoreOp::DeleteBrief { id: "brief-1".into() },
+            StoreOp::ImportBrief,
         ];
         for op in ops {
             let request = ToWorker::Store(op);
@@ -491,6 +560,7 @@ mod tests {
             StoreReply::Imported { manifest_toml: "id = \"my-mix\"".into() },
             StoreReply::LoraImported { layers: 12 },
             StoreReply::EmbeddingImported { vectors: 8, kind: "SDXL".into() },
+            StoreReply::BriefImported { id: "brief-2".into(), images: 3 },
         ];
         for reply in replies {
             let body = FromWorker::Stored(reply);

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::gallery::{entry_object, error, get, set, Entry, Gallery, IMAGES, QUEUE};
-use crate::protocol::{JobState, JobView, ModelRef};
+use crate::protocol::{BriefTag, JobState, JobView, ModelRef};
 
 /// A queued job as stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -24,6 +24,9 @@ pub struct Job {
     /// The ControlNet of each of the recipe's control units.
     #[serde(default)]
     pub controls: Vec<ModelRef>,
+    /// The brief its images join.
+    #[serde(default)]
+    pub brief: Option<BriefTag>,
     pub state: JobState,
     /// Runs of the recipe's batch count finished (their images are in the gallery).
     pub runs_done: usize,

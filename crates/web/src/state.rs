@@ -8,8 +8,10 @@ use darkroom_pipeline::{Recipe, Sampler};
 use darkroom_weights::Manifest;
 use leptos::prelude::*;
 
+use darkroom_workflow::brief::Brief;
+
 use crate::client::WorkerClient;
-use crate::protocol::ModelRef;
+use crate::protocol::{BriefTag, ModelRef};
 
 /// How much of a model this browser holds.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -265,6 +267,17 @@ pub struct AppState {
     /// The worker's queue, as it last said.
     pub queue: RwSignal<crate::protocol::QueueView>,
     pub tab: RwSignal<Tab>,
+    /// The briefs stored in this browser, newest first.
+    pub briefs: RwSignal<Vec<Brief>>,
+    /// The brief new images join (its id), kept across reloads.
+    pub active_brief: RwSignal<Option<String>>,
+}
+
+/// Where the active brief's id is kept between visits.
+const ACTIVE_BRIEF_KEY: &str = "darkroom-active-brief";
+
+fn local_storage() -> Option<web_sys::Storage> {
+    web_sys::window().and_then(|w| w.local_storage().ok().flatten())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,6 +285,7 @@ pub enum Tab {
     Generate,
     Models,
     Gallery,
+    Briefs,
     Gpu,
 }
 
@@ -297,7 +311,52 @@ impl AppState {
             loras: RwSignal::new(Vec::new()),
             embeddings: RwSignal::new(Vec::new()),
             tab: RwSignal::new(Tab::Generate),
+            briefs: RwSignal::new(Vec::new()),
+            active_brief: RwSignal::new(
+                local_storage().and_then(|s| s.get_item(ACTIVE_BRIEF_KEY).ok().flatten()),
+            ),
         }
+    }
+
+    /// Makes brief `id` the one new images join (`None`: none).
+    pub fn set_active_brief(&self, id: Option<String>) {
+        if let Some(storage) = local_storage() {
+            let _ = match &id {
+                Some(id) => storage.set_item(ACTIVE_BRIEF_KEY, id),
+                None => storage.remove_item(ACTIVE_BRIEF_KEY),
+            };
+        }
+        self.active_brief.set(id);
+    }
+
+    /// The active brief, if it is still stored.
+    pub fn active(&self) -> Option<Brief> {
+        let id = self.active_brief.get()?;
+        self.briefs.with(|list| list.iter().find(|b| b.id == id).cloned())
+    }
+
+    /// The tag for a run starting now under the active brief.
+    pub fn brief_tag(&self) -> Option<BriefTag> {
+        let brief = self.active_brief.with_untracked(|id| {
+            let id = id.as_ref()?;
+            self.briefs.with_untracked(|list| list.iter().find(|b| &b.id == id).cloned())
+        })?;
+        Some(BriefTag {
+            palette: brief.constraints.palette_rgb(),
+            id: brief.id,
+            iteration: js_sys::Date::now(),
+        })
+    }
+
+    /// Reads the briefs again from the store (after a change).
+    pub fn reload_briefs(&self) {
+        let state = *self;
+        leptos::task::spawn_local(async move {
+            match async { crate::gallery::Gallery::open().await?.briefs().await }.await {
+                Ok(list) => state.briefs.set(list),
+                Err(e) => state.error.set(Some(e)),
+            }
+        });
     }
 
     pub fn model(&self, id: &str) -> Option<ModelEntry> {

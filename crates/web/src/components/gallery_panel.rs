@@ -1,45 +1,25 @@
 use darkroom_pipeline::metadata::GenerationParams;
 use leptos::prelude::*;
-use leptos::task::spawn_local;
 
-use crate::gallery::{matches, Entry, Gallery};
+use crate::briefs::{gallery_images, stars};
+use crate::components::review::Review;
+use crate::gallery::matches;
 use crate::protocol::StoreOp;
-use crate::state::{png_url, AppState, Tab};
+use crate::state::{AppState, Tab};
 
-/// A stored image with the object URL that shows it.
-#[derive(Clone, PartialEq)]
-struct Shown {
-    entry: Entry,
-    url: String,
-}
-
-/// Every image made on this device, newest first: search, use the settings, download, delete.
+/// Every image made on this device, newest first: search, review and cull at full size, put
+/// into a brief, use the settings, download, delete.
 #[component]
 pub fn GalleryPanel() -> impl IntoView {
     let state = expect_context::<AppState>();
-    let items = RwSignal::new(Vec::<Shown>::new());
+    let items = gallery_images(state);
     let query = RwSignal::new(String::new());
     let failure = RwSignal::new(None::<String>);
-    Effect::new(move |_| {
-        state.gallery_version.track();
-        spawn_local(async move {
-            match async { Gallery::open().await?.all().await }.await {
-                Ok(entries) => {
-                    for old in items.get_untracked() {
-                        let _ = web_sys::Url::revoke_object_url(&old.url);
-                    }
-                    items.set(
-                        entries.into_iter().map(|entry| Shown { url: png_url(&entry.png), entry }).collect(),
-                    );
-                }
-                Err(e) => failure.set(Some(e)),
-            }
-        });
-    });
-    let shown = move || {
+    let shown = Memo::new(move |_| {
         let q = query.get();
         items.get().into_iter().filter(|s| matches(&s.entry, &q)).collect::<Vec<_>>()
-    };
+    });
+    let review = RwSignal::new(None::<usize>);
     view! {
         <section class="panel" id="gallery">
             <h2>"Gallery"</h2>
@@ -47,14 +27,34 @@ pub fn GalleryPanel() -> impl IntoView {
             <input id="gallery-search" type="search" placeholder="Search prompts and settings"
                 prop:value=move || query.get() on:input=move |ev| query.set(event_target_value(&ev)) />
             {move || failure.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
-            <p class="muted small" id="gallery-count">{move || format!("{} of {} images", shown().len(), items.get().len())}</p>
+            <p class="muted small" id="gallery-count">{move || format!("{} of {} images · click one to review it at full size", shown.with(Vec::len), items.with(Vec::len))}</p>
             <div class="gallery-grid">
                 <For
-                    each=shown
-                    key=|s| s.entry.key
-                    children=move |item| {
+                    each=move || shown.get().into_iter().enumerate()
+                    key=|(i, s)| (*i, s.entry.key, s.entry.culling.clone(), s.entry.brief.clone())
+                    children=move |(position, item)| {
                         let entry = item.entry.clone();
                         let key = entry.key;
+                        let verdict = match (entry.culling.is_final, entry.culling.verdict) {
+                            (true, _) => "final",
+                            (false, darkroom_workflow::brief::Verdict::Keep) => "kept",
+                            (false, darkroom_workflow::brief::Verdict::Reject) => "rejected",
+                            (false, darkroom_workflow::brief::Verdict::Undecided) => "",
+                        };
+                        let in_brief = entry.brief.clone();
+                        let brief_name = move || in_brief.as_ref().and_then(|id| state.briefs.with(|l| l.iter().find(|b| &b.id == id).map(|b| b.title.clone())));
+                        let assign = move |ev: leptos::ev::Event| {
+                            let target = event_target_value(&ev);
+                            let Some(worker) = state.worker.get_value() else { return };
+                            let brief = (!target.is_empty()).then_some(target);
+                            let op = StoreOp::AssignBrief { keys: vec![key], brief, iteration: js_sys::Date::now() };
+                            worker.store_then(op, Vec::new(), move |outcome| {
+                                if let Err(e) = outcome {
+                                    failure.set(Some(e));
+                                }
+                                state.gallery_version.update(|v| *v += 1);
+                            });
+                        };
                         let infotext = entry.infotext.clone();
                         let use_settings = move |_| {
                             match GenerationParams::parse_infotext(&infotext) {
@@ -77,15 +77,31 @@ pub fn GalleryPanel() -> impl IntoView {
                         let when = js_sys::Date::new(&entry.time.into()).to_locale_string("default", &js_sys::Object::new().into());
                         let seed = GenerationParams::parse_infotext(&entry.infotext).map(|p| p.seed).unwrap_or(0);
                         view! {
-                            <figure class="gallery-item" data-key=key>
-                                <img src=item.url.clone() alt=entry.prompt().to_string() />
+                            <figure class="gallery-item" data-key=key data-verdict=verdict>
+                                <button class="thumb" title="Review at full size" on:click=move |_| review.set(Some(position))>
+                                    <img src=item.url.clone() alt=entry.prompt().to_string() />
+                                </button>
                                 <figcaption>
                                     <p class="prompt">{entry.prompt().to_string()}</p>
+                                    <p class="small">
+                                        <span class="stars">{stars(entry.culling.rating)}</span>" "
+                                        <span class=format!("badge {verdict}")>{verdict}</span>
+                                        {move || brief_name().map(|t| view! { <span class="muted">" · in "{t}</span> })}
+                                    </p>
                                     <p class="muted small">{format!("{} · {}×{} · {}", entry.model, entry.width, entry.height, String::from(when))}</p>
                                     <div class="actions">
                                         <button class="use-settings" on:click=use_settings>"Use these settings"</button>
                                         <a class="download" href=item.url.clone() download=format!("darkroom-{seed}.png")>"Download PNG"</a>
                                         <button class="delete" on:click=delete>"Delete"</button>
+                                        {move || (!state.briefs.with(Vec::is_empty)).then(|| view! {
+                                            <select class="assign-brief" aria-label="Brief" on:change=assign>
+                                                <option value="">"No brief"</option>
+                                                {state.briefs.get().into_iter().map(|b| {
+                                                    let selected = entry.brief.as_deref() == Some(b.id.as_str());
+                                                    view! { <option value=b.id.clone() selected=selected>{format!("Brief: {}", b.title)}</option> }
+                                                }).collect_view()}
+                                            </select>
+                                        })}
                                     </div>
                                 </figcaption>
                             </figure>
@@ -93,6 +109,7 @@ pub fn GalleryPanel() -> impl IntoView {
                     }
                 />
             </div>
+            <Review list=shown index=review items=items />
         </section>
     }
 }

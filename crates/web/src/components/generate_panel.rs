@@ -186,6 +186,14 @@ pub fn GeneratePanel() -> impl IntoView {
                             on:click=move |_| generation::cancel(state)>"Cancel"</button>
                         <span class="muted small">"Ctrl+Enter generates · Ctrl+Shift+Enter queues · Esc cancels"</span>
                     </div>
+                    {move || state.active().map(|b| view! {
+                        <p class="small active-brief" id="active-brief">
+                            "New images join the brief "<strong>{b.title.clone()}</strong>", each run an iteration. "
+                            <button type="button" class="link" on:click=move |_| state.tab.set(Tab::Briefs)>"Open its board"</button>
+                            " · "
+                            <button type="button" class="link" id="active-brief-stop" on:click=move |_| state.set_active_brief(None)>"Stop"</button>
+                        </p>
+                    })}
                 </form>
                 <div class="output">
                     {move || state.error.get().map(|e| view! { <p class="error" id="generate-error" role="alert">{e}</p> })}

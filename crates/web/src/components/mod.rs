@@ -1,3 +1,5 @@
+pub mod brief_board;
+pub mod briefs_panel;
 pub mod capability_panel;
 pub mod control_units;
 pub mod gallery_panel;
@@ -8,5 +10,6 @@ pub mod lora_manager;
 pub mod model_check_panel;
 pub mod model_manager;
 pub mod queue_panel;
+pub mod review;
 #[cfg(feature = "dev-pages")]
 pub mod selftest_panel;

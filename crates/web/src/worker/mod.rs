@@ -29,7 +29,9 @@ mod queue_runner;
 mod stores;
 
 use crate::idb_model::{IdbModelFiles, IdbQuantCache};
-use crate::protocol::{Envelope, ErrorKind, FromWorker, ImageInfo, ModelRef, Stage, StoreReply, ToWorker};
+use crate::protocol::{
+    BriefTag, Envelope, ErrorKind, FromWorker, ImageInfo, ModelRef, Stage, StoreReply, ToWorker,
+};
 
 struct Previewer {
     key: String,
@@ -122,9 +124,16 @@ fn handle(envelope: Envelope<ToWorker>) {
                 fail(id, kind, message);
             }
         }),
-        ToWorker::Generate { model, recipe, preview, keep, controls } => spawn_local(async move {
-            let job =
-                generate(&state, id, (&model, &controls), &recipe, preview.as_ref(), keep, envelope.bytes);
+        ToWorker::Generate { model, recipe, preview, keep, controls, brief } => spawn_local(async move {
+            let job = generate(
+                &state,
+                id,
+                (&model, &controls),
+                &recipe,
+                preview.as_ref(),
+                (keep, brief),
+                envelope.bytes,
+            );
             if let Err((kind, message)) = exclusive(&state, id, job).await {
                 fail(id, kind, message);
             }
@@ -493,14 +502,15 @@ async fn generate(
     model: (&ModelRef, &[ModelRef]),
     recipe: &Recipe,
     preview_model: Option<&ModelRef>,
-    keep: Option<String>,
+    keep: (Option<String>, Option<BriefTag>),
     bytes: Vec<Vec<u8>>,
 ) -> Result<(), Failure> {
+    let (keep, brief) = keep;
     let started = now_ms();
     let (infos, pngs) = make_images(state, id, id, model, recipe, preview_model, &bytes).await?;
     let ms = now_ms() - started;
     let gallery_error = match keep {
-        Some(model_name) => keep_images(&model_name, &infos, &pngs).await.err(),
+        Some(model_name) => keep_images(&model_name, brief.as_ref(), &infos, &pngs).await.err(),
         None => None,
     };
     post(id, FromWorker::Result { images: infos, ms, gallery_error }, pngs);
@@ -578,7 +588,9 @@ async fn make_images(
         !state.cancelled.borrow().contains(&cancel)
     };
     let mut on_event = |event: &darkroom_engine::job::Event| on_progress(event.progress);
-    let images = darkroom_engine::job::generate(&gpu, &sd, &request, &mut on_event).await.map_err(failure)?;
+    let images = darkroom_engine::job::generate(&gpu, &sd, taesd.as_deref(), &request, &mut on_event)
+        .await
+        .map_err(failure)?;
     let mut infos = Vec::new();
     let mut pngs = Vec::new();
     for generated in &images {
@@ -620,19 +632,17 @@ impl StepTimer {
 
 /// Adds the images to the on-device gallery before the page hears of them, so an image the page
 /// saw is an image kept.
-async fn keep_images(model_name: &str, infos: &[ImageInfo], pngs: &[Vec<u8>]) -> Result<(), String> {
-    let gallery = Gallery::open().await?;
-    for (info, png) in infos.iter().zip(pngs) {
-        let entry = Entry {
-            key: 0,
-            time: now_ms(),
-            model: model_name.to_string(),
-            infotext: info.infotext.clone(),
-            width: info.width,
-            height: info.height,
-            png: png.clone(),
-        };
-        gallery.add(&entry).await?;
-    }
+async fn keep_images(
+    model_name: &str,
+    brief: Option<&BriefTag>,
+    infos: &[ImageInfo],
+    pngs: &[Vec<u8>],
+) -> Result<(), String> {
+    let entries: Vec<Entry> = infos
+        .iter()
+        .zip(pngs)
+        .map(|(info, png)| Entry::made(model_name, info, png, brief, now_ms()))
+        .collect();
+    Gallery::open().await?.add_all(&entries).await?;
     Ok(())
 }

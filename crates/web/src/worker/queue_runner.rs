@@ -69,7 +69,7 @@ pub(super) async fn queue_op(
             spawn_local(run_queue(state.clone()));
             return Ok(false);
         }
-        QueueOp::Add { model, recipe, preview, keep, controls } => {
+        QueueOp::Add { model, recipe, preview, keep, controls, brief } => {
             manifest(&model)?;
             let job = queue::Job {
                 model,
@@ -77,6 +77,7 @@ pub(super) async fn queue_op(
                 preview,
                 keep,
                 controls,
+                brief,
                 state: JobState::Waiting,
                 runs_done: 0,
                 error: None,
@@ -185,14 +186,8 @@ async fn run_queue(state: Rc<State>) {
                     let entries: Vec<Entry> = infos
                         .iter()
                         .zip(&pngs)
-                        .map(|(info, png)| Entry {
-                            key: 0,
-                            time: now_ms(),
-                            model: stored.job.keep.clone(),
-                            infotext: info.infotext.clone(),
-                            width: info.width,
-                            height: info.height,
-                            png: png.clone(),
+                        .map(|(info, png)| {
+                            Entry::made(&stored.job.keep, info, png, stored.job.brief.as_ref(), now_ms())
                         })
                         .collect();
                     stored.job.runs_done += 1;

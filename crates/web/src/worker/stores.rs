@@ -79,5 +79,76 @@ pub(super) async fn store(
             Gallery::open().await.map_err(storage_failure)?.delete(key).await.map_err(storage_failure)?;
             Ok(StoreReply::Done)
         }
+        StoreOp::Cull { key, culling } => {
+            if culling.rating > 5 {
+                return Err((ErrorKind::Input, format!("a rating of {} (0 to 5)", culling.rating)));
+            }
+            let gallery = Gallery::open().await.map_err(storage_failure)?;
+            gallery.update(&[key], |e| e.culling = culling.clone()).await.map_err(storage_failure)?;
+            Ok(StoreReply::Done)
+        }
+        StoreOp::AssignBrief { keys, brief, iteration } => {
+            let gallery = Gallery::open().await.map_err(storage_failure)?;
+            // Joining a brief with a palette scores the palette's ΔE too.
+            let palette = match &brief {
+                Some(id) => gallery
+                    .briefs()
+                    .await
+                    .map_err(storage_failure)?
+                    .into_iter()
+                    .find(|b| &b.id == id)
+                    .ok_or((ErrorKind::Input, format!("no brief {id} in this browser")))?
+                    .constraints
+                    .palette_rgb(),
+                None => Vec::new(),
+            };
+            gallery
+                .update(&keys, |e| {
+                    e.brief = brief.clone();
+                    e.iteration = iteration;
+                    if !palette.is_empty() {
+                        if let Ok(image) = darkroom_pipeline::Image::from_png(&e.png) {
+                            e.score(&image, &palette);
+                        }
+                    }
+                })
+                .await
+                .map_err(storage_failure)?;
+            Ok(StoreReply::Done)
+        }
+        StoreOp::SaveBrief { brief } => {
+            if brief.id.trim().is_empty() {
+                return Err((ErrorKind::Input, "a brief needs an id".into()));
+            }
+            Gallery::open()
+                .await
+                .map_err(storage_failure)?
+                .save_brief(&brief)
+                .await
+                .map_err(storage_failure)?;
+            Ok(StoreReply::Done)
+        }
+        StoreOp::DeleteBrief { id } => {
+            Gallery::open()
+                .await
+                .map_err(storage_failure)?
+                .delete_brief(&id)
+                .await
+                .map_err(storage_failure)?;
+            Ok(StoreReply::Done)
+        }
+        StoreOp::ImportBrief => {
+            let (blob, name) = attached_file(files, "brief")?;
+            let buffer = wasm_bindgen_futures::JsFuture::from(blob.array_buffer())
+                .await
+                .map_err(|_| (ErrorKind::Input, format!("{name} could not be read")))?;
+            let bytes = js_sys::Uint8Array::new(&buffer).to_vec();
+            let file = darkroom_workflow::brief::from_zip(&bytes)
+                .map_err(|e| (ErrorKind::Input, format!("{name}: {e}")))?;
+            let images = file.images.len();
+            let gallery = Gallery::open().await.map_err(storage_failure)?;
+            let id = gallery.import_brief(file, super::now_ms()).await.map_err(storage_failure)?;
+            Ok(StoreReply::BriefImported { id, images })
+        }
     }
 }

@@ -1,0 +1,123 @@
+//! The page's side of briefs: the gallery's images with the URLs that show them, culling writes
+//! (through the worker, the stores' only writer), and files handed to the user.
+
+use darkroom_workflow::brief::Culling;
+use leptos::prelude::*;
+
+use crate::gallery::Entry;
+use crate::protocol::StoreOp;
+use crate::state::AppState;
+
+/// A stored image with the object URL that shows it.
+#[derive(Clone, PartialEq)]
+pub struct Shown {
+    pub entry: Entry,
+    pub url: String,
+}
+
+/// Every gallery image with its URL, read again whenever the gallery changes; the old URLs are
+/// revoked.
+pub fn gallery_images(state: AppState) -> RwSignal<Vec<Shown>> {
+    let items = RwSignal::new(Vec::<Shown>::new());
+    Effect::new(move |_| {
+        state.gallery_version.track();
+        leptos::task::spawn_local(async move {
+            match async { crate::gallery::Gallery::open().await?.all().await }.await {
+                Ok(entries) => {
+                    for old in items.get_untracked() {
+                        let _ = web_sys::Url::revoke_object_url(&old.url);
+                    }
+                    items.set(
+                        entries
+                            .into_iter()
+                            .map(|entry| Shown { url: crate::state::png_url(&entry.png), entry })
+                            .collect(),
+                    );
+                }
+                Err(e) => state.error.set(Some(e)),
+            }
+        });
+    });
+    items
+}
+
+/// Sets an image's culling: shown at once, then written by the worker (on failure the gallery
+/// is read again and the error shown).
+pub fn cull(state: AppState, items: RwSignal<Vec<Shown>>, key: u32, culling: Culling) {
+    items.update(|list| {
+        if let Some(s) = list.iter_mut().find(|s| s.entry.key == key) {
+            s.entry.culling = culling.clone();
+        }
+    });
+    let Some(worker) = state.worker.get_value() else { return };
+    worker.store_then(StoreOp::Cull { key, culling }, Vec::new(), move |outcome| {
+        if let Err(e) = outcome {
+            state.error.set(Some(format!("The verdict was not saved: {e}")));
+            state.gallery_version.update(|v| *v += 1);
+        }
+    });
+}
+
+/// Hands bytes to the user as a downloaded file.
+pub fn download(bytes: &[u8], mime: &str, name: &str) {
+    use wasm_bindgen::JsCast;
+    let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes).into());
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type(mime);
+    let Ok(blob) = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &options) else { return };
+    let Ok(url) = web_sys::Url::create_object_url_with_blob(&blob) else { return };
+    let Some(document) = web_sys::window().and_then(|w| w.document()) else { return };
+    if let Some(a) = document.create_element("a").ok().and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok())
+    {
+        let _ = a.set_attribute("href", &url);
+        let _ = a.set_attribute("download", name);
+        if let Some(body) = document.body() {
+            let _ = body.append_child(&a);
+            a.click();
+            let _ = body.remove_child(&a);
+        }
+    }
+    // The download has its own reference to the blob by now.
+    let revoke = wasm_bindgen::closure::Closure::once_into_js(move || {
+        let _ = web_sys::Url::revoke_object_url(&url);
+    });
+    if let Some(w) = web_sys::window() {
+        let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(revoke.unchecked_ref(), 60_000);
+    }
+}
+
+/// A file name from a title: lower case, words joined by `-`.
+pub fn slug(title: &str) -> String {
+    let words: Vec<String> = title
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_lowercase())
+        .collect();
+    if words.is_empty() {
+        "brief".into()
+    } else {
+        words.join("-").chars().take(60).collect()
+    }
+}
+
+/// "★★★☆☆" for a rating, empty when unrated.
+pub fn stars(rating: u8) -> String {
+    if rating == 0 {
+        String::new()
+    } else {
+        (1..=5).map(|i| if i <= rating { '★' } else { '☆' }).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_and_stars() {
+        assert_eq!(slug("Harbour at Dusk — v2!"), "harbour-at-dusk-v2");
+        assert_eq!(slug("  "), "brief");
+        assert_eq!(stars(3), "★★★☆☆");
+        assert_eq!(stars(0), "");
+    }
+}
