@@ -734,24 +734,19 @@ impl<'g> Runner<'g> {
     ) -> Result<Vec<Generated>, Failure> {
         let mut recipe = kept.final_recipe();
         recipe.model = self.settings.model.display().to_string();
-        let kept = darkroom_pipeline::draft::Kept {
-            recipe: Recipe { draft: true, ..recipe.clone() },
-            ..kept.clone()
-        };
         let quiet = self.settings.quiet;
         let tiling = self.settings.vae_tiling;
         let gpu = self.gpu;
         let model = load_model(&mut self.loaded, gpu, &self.settings, self.precision, &recipe)?;
         let mut progress = |p: &darkroom_pipeline::Progress| {
             if !quiet {
-                eprint!("\r{label}decoding   ");
+                eprint!("\r{label}decoding {}/{}   ", p.step, p.total);
                 let _ = std::io::stderr().flush();
             }
-            let _ = p;
             true
         };
         let finished =
-            pollster::block_on(darkroom_pipeline::finish(gpu, &model.0, &kept, tiling, &mut progress))?;
+            pollster::block_on(darkroom_pipeline::finish(gpu, &model.0, kept, tiling, &mut progress))?;
         if !quiet {
             eprintln!("\r{label}decoded      ");
         }
