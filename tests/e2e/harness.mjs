@@ -186,3 +186,19 @@ export async function setField(page, selector, value) {
 export function fixtureModel(name, folder = name) {
   return `manifest=/fixtures/${name}.toml&base=${encodeURIComponent(`${APP_URL}fixtures/${folder}/`)}`;
 }
+
+/// Downloads a model listed under Models (accepting its license) and waits until it is stored.
+export async function downloadModel(page, id) {
+  await page.click('#tab-models');
+  await page.click(`[data-model="${id}"] button.download`);
+  await page.click(`[data-model="${id}"] .license button.primary`);
+  await page.waitForSelector(`[data-model="${id}"][data-state="complete"]`, { timeout: 120_000 });
+}
+
+/// Generates with the form's settings (Ctrl+Enter) and waits until `images` results show and the
+/// run has ended.
+export async function generateImages(page, images) {
+  await page.keyboard.press('Control+Enter');
+  await page.waitForFunction((n) => document.querySelectorAll('#results figure img').length === n
+    && !document.querySelector('#run'), images, { timeout: 240_000 });
+}

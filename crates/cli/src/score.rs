@@ -6,15 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use darkroom_gpu::{DType, Gpu, Tensor};
-use darkroom_models::clip::ClipTextModel;
-use darkroom_models::clip_vision::{clip_score, ClipVisionConfig, ClipVisionModel};
-use darkroom_models::config::ClipTextConfig;
-use darkroom_models::{QuantPolicy, WeightStore};
-use darkroom_pipeline::preprocess::clip_pixels;
+use darkroom_gpu::{DType, Gpu};
+use darkroom_pipeline::scorer::{check_head, clip_score, ClipScorer};
 use darkroom_pipeline::scores::{near_duplicates, Measures};
-use darkroom_pipeline::tokenizer::ClipTokenizer;
-use darkroom_pipeline::PipelineError;
 
 use crate::failure::{usage, Failure};
 
@@ -23,13 +17,15 @@ pub struct ScoreArgs {
     /// The prompt the images are scored against (CLIP score).
     #[arg(long)]
     pub prompt: String,
-    /// A CLIP model folder (config.json, model.safetensors and the tokenizer, as transformers
-    /// saves a CLIPModel, e.g. openai/clip-vit-large-patch14). Without it, no CLIP score.
-    #[arg(long)]
+    /// A CLIP model: a downloaded model's id (`clip-vit-large-patch14`, see `darkroom models
+    /// list`) or a folder as transformers saves a CLIPModel (config.json, model.safetensors and
+    /// the tokenizer). Without it, no CLIP score.
+    #[arg(long, value_name = "ID|FOLDER")]
     pub clip: Option<PathBuf>,
-    /// The LAION aesthetic predictor v2's head (`.pth` as published, or `.safetensors`), scoring
-    /// the CLIP image embedding (it needs --clip, with the ViT-L/14 it was trained on).
-    #[arg(long)]
+    /// The LAION aesthetic predictor v2's head: a downloaded model's id (`aesthetic-v2`) or the
+    /// file (`.pth` as published, or `.safetensors`). It scores the CLIP image embedding, so it
+    /// needs --clip, with the ViT-L/14 it was trained on.
+    #[arg(long, value_name = "FILE|ID")]
     pub aesthetic: Option<PathBuf>,
     /// A palette, as comma-separated `#rrggbb` colours (a brand's): each image gets
     /// `palette_delta_e`, the mean CIE76 ΔE of its pixels to the nearest palette colour.
@@ -40,55 +36,41 @@ pub struct ScoreArgs {
     pub images: Vec<PathBuf>,
 }
 
-/// A CLIP model for scoring: both towers from one CLIPModel folder.
-struct Clip {
-    tokenizer: ClipTokenizer,
-    text: ClipTextModel,
-    vision: ClipVisionModel,
+fn load_clip(gpu: &Gpu, folder: &Path) -> Result<ClipScorer, Failure> {
+    if !folder.is_dir() {
+        return Err(usage(format!("--clip: {} is not a folder", folder.display())));
+    }
+    let files = darkroom_pipeline::Folder(folder.to_path_buf());
+    let mut quiet = |_: &str, _: u64, _: u64| {};
+    pollster::block_on(ClipScorer::load(gpu, &files, DType::F32, &mut quiet))
+        .map_err(|e| usage(format!("--clip {}: {e}", folder.display())))
 }
 
-fn load_clip(gpu: &Gpu, folder: &Path) -> Result<Clip, Failure> {
-    let read = |name: &str| {
-        std::fs::read_to_string(folder.join(name))
-            .map_err(|e| usage(format!("--clip: cannot read {}: {e}", folder.join(name).display())))
-    };
-    let config = read("config.json")?;
-    let bad = |e: darkroom_models::config::ConfigError| usage(format!("--clip: config.json: {e}"));
-    let (vision_cfg, projection) = ClipVisionConfig::from_clip_json(&config).map_err(bad)?;
-    let text_cfg = ClipTextConfig::from_clip_json(&config).map_err(bad)?;
-    if projection.is_none() {
-        return Err(usage("--clip: config.json has no projection_dim (not a CLIPModel)".into()));
+/// A folder or file as given, else a downloaded model of that id: its folder, or with `file`
+/// its first file.
+fn local_or_downloaded(given: &Path, file: bool) -> Result<PathBuf, Failure> {
+    if given.exists() {
+        return Ok(given.to_path_buf());
     }
-    let tokenizer = if folder.join("vocab.json").is_file() {
-        ClipTokenizer::from_files(
-            &read("vocab.json")?,
-            &read("merges.txt")?,
-            read("special_tokens_map.json").ok().as_deref(),
-        )
-    } else {
-        ClipTokenizer::from_tokenizer_json(
-            &read("tokenizer.json")?,
-            read("tokenizer_config.json").ok().as_deref(),
-            read("special_tokens_map.json").ok().as_deref(),
-        )
+    let id = given.to_string_lossy();
+    let looks_like_id =
+        !id.is_empty() && !id.contains(['/', '\\']) && !id.ends_with(".pth") && !id.ends_with(".safetensors");
+    if !looks_like_id {
+        return Err(usage(format!("{} does not exist", given.display())));
     }
-    .map_err(|e| usage(format!("--clip: the tokenizer: {e}")))?;
-    let weights = std::fs::read(folder.join("model.safetensors"))
-        .map_err(|e| usage(format!("--clip: cannot read model.safetensors: {e}")))?;
-    let store =
-        WeightStore::from_bytes(weights).map_err(|e| usage(format!("--clip: model.safetensors: {e}")))?;
-    let root = store.root(gpu, DType::F32, QuantPolicy::F32);
-    let model_error = |e: darkroom_models::ModelError| usage(format!("--clip: {e}"));
-    Ok(Clip {
-        tokenizer,
-        text: ClipTextModel::load(&root, &text_cfg).map_err(model_error)?,
-        vision: ClipVisionModel::load(&root, &vision_cfg, projection).map_err(model_error)?,
-    })
+    let dir = crate::models::resolve(&id, None)?;
+    if !file {
+        return Ok(dir);
+    }
+    let manifest = darkroom_weights::manifest::find(&id).map_err(|e| usage(e.to_string()))?;
+    Ok(dir.join(&manifest.files[0].path))
 }
 
 pub fn run(gpu: &Gpu, args: ScoreArgs) -> Result<(), Failure> {
-    let clip = args.clip.as_deref().map(|f| load_clip(gpu, f)).transpose()?;
-    let aesthetic = match &args.aesthetic {
+    let clip_dir = args.clip.as_deref().map(|f| local_or_downloaded(f, false)).transpose()?;
+    let clip = clip_dir.as_deref().map(|f| load_clip(gpu, f)).transpose()?;
+    let aesthetic_file = args.aesthetic.as_deref().map(|f| local_or_downloaded(f, true)).transpose()?;
+    let aesthetic = match &aesthetic_file {
         Some(path) => {
             if clip.is_none() {
                 return Err(usage("--aesthetic scores CLIP's image embedding: give --clip too".into()));
@@ -101,19 +83,11 @@ pub fn run(gpu: &Gpu, args: ScoreArgs) -> Result<(), Failure> {
         }
         None => None,
     };
+    if let (Some(c), Some(head)) = (&clip, &aesthetic) {
+        check_head(head, c).map_err(|e| usage(format!("--aesthetic: {e}")))?;
+    }
     let text_embedding = match &clip {
-        Some(c) => {
-            // CLIP's own tokenisation: start, up to 75 tokens, end, padded to 77.
-            let mut ids = vec![c.tokenizer.bos];
-            ids.extend(c.tokenizer.encode(&args.prompt).map_err(PipelineError::from)?.into_iter().take(75));
-            ids.push(c.tokenizer.eos);
-            ids.resize(77, c.tokenizer.pad);
-            let out = pollster::block_on(c.text.forward_sdxl(gpu, &ids, 77, true, &[]))
-                .map_err(PipelineError::from)?;
-            let pooled =
-                out.pooled.ok_or_else(|| usage("--clip: the text tower has no projection".into()))?;
-            Some(pollster::block_on(pooled.read_f32(gpu)).map_err(PipelineError::from)?)
-        }
+        Some(c) => Some(pollster::block_on(c.text_embedding(gpu, &args.prompt))?),
         None => None,
     };
     let palette = match &args.palette {
@@ -127,12 +101,7 @@ pub fn run(gpu: &Gpu, args: ScoreArgs) -> Result<(), Failure> {
         let file = path.display().to_string();
         line.insert("file".into(), file.clone().into());
         if let (Some(c), Some(text)) = (&clip, &text_embedding) {
-            let size = c.vision.config().image_size;
-            let pixels = Tensor::from_f32(gpu, &[1, 3, size, size], &clip_pixels(&image, size), DType::F32)
-                .map_err(PipelineError::from)?;
-            let embedding =
-                pollster::block_on(c.vision.forward(gpu, &pixels)).map_err(PipelineError::from)?;
-            let embedding = pollster::block_on(embedding.read_f32(gpu)).map_err(PipelineError::from)?;
+            let embedding = pollster::block_on(c.image_embedding(gpu, &image))?;
             line.insert("clip_score".into(), (clip_score(&embedding, text) as f64).into());
             if let Some(head) = &aesthetic {
                 let score = head.score(&embedding).map_err(|e| usage(format!("--aesthetic: {e}")))?;

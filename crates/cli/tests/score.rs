@@ -137,3 +137,77 @@ fn palette_delta_e_matches_scikit_image() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("\"teal\""));
 }
+
+/// `--clip ID` and `--aesthetic ID`: the built-in manifests' models, fetched into a cache from a
+/// localhost server in their layout (the tiny CLIPModel and the head standing in for the real
+/// ones), score as the folder and the file do; an id not downloaded says how to fetch it.
+#[test]
+fn clip_and_aesthetic_by_id_from_the_cache() {
+    use darkroom_weights::testing::{serve, Faults};
+    use std::sync::{Arc, Mutex};
+    let work = root().join("target/test-output/cli-score-ids");
+    let _ = std::fs::remove_dir_all(&work);
+    let (clip_src, head_src, cache) = (work.join("clip"), work.join("head"), work.join("cache"));
+    std::fs::create_dir_all(&clip_src).unwrap();
+    std::fs::create_dir_all(&head_src).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(dir().join("model").join(f), clip_src.join(f)).unwrap();
+    }
+    std::fs::copy(dir().join("aesthetic-head.pth"), head_src.join("sac+logos+ava1-l14-linearMSE.pth"))
+        .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_darkroom"))
+            .args(args)
+            .env("XDG_RUNTIME_DIR", std::env::var("XDG_RUNTIME_DIR").unwrap_or_else(|_| "/tmp".into()))
+            .env("DARKROOM_CACHE", &cache)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let image = root().join("tests/fixtures/images/astronaut.png");
+    let image = image.to_str().unwrap();
+    let by_id = [
+        "score",
+        "--prompt",
+        "an astronaut",
+        "--clip",
+        "clip-vit-large-patch14",
+        "--aesthetic",
+        "aesthetic-v2",
+        image,
+    ];
+    let before = run(&by_id);
+    assert_eq!(before.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&before.stderr);
+    assert!(said.contains("darkroom models fetch clip-vit-large-patch14"), "{said}");
+
+    for (id, src) in [("clip-vit-large-patch14", &clip_src), ("aesthetic-v2", &head_src)] {
+        let base = serve(src.clone(), Arc::new(Mutex::new(Faults::default()))).unwrap();
+        let fetched = run(&["models", "fetch", id, "--base-url", &base, "--accept-license", "--quiet"]);
+        assert!(fetched.status.success(), "{id}: {}", String::from_utf8_lossy(&fetched.stderr));
+    }
+    let listed = String::from_utf8_lossy(&run(&["models", "list"]).stdout).to_string();
+    let line = listed.lines().find(|l| l.starts_with("aesthetic-v2")).unwrap_or_default().to_string();
+    assert!(line.contains("complete") && line.contains("Apache-2.0"), "{listed}");
+
+    let got = run(&by_id);
+    assert!(got.status.success(), "{}", String::from_utf8_lossy(&got.stderr));
+    let folder = dir().join("model");
+    let head = dir().join("aesthetic-head.pth");
+    let want = run(&[
+        "score",
+        "--prompt",
+        "an astronaut",
+        "--clip",
+        folder.to_str().unwrap(),
+        "--aesthetic",
+        head.to_str().unwrap(),
+        image,
+    ]);
+    let (got, want): (serde_json::Value, serde_json::Value) =
+        (serde_json::from_slice(&got.stdout).unwrap(), serde_json::from_slice(&want.stdout).unwrap());
+    for key in ["clip_score", "aesthetic"] {
+        assert!(got[key].is_f64(), "{got}");
+        assert_eq!(got[key], want[key], "{key}");
+    }
+}

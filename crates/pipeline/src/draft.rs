@@ -147,6 +147,23 @@ impl Kept {
     }
 }
 
+/// Whether `png` carries kept latents (a draft), from its chunk headers alone (no CRC or
+/// decompression: cheap enough for every image of a board).
+pub fn carries_latents(png: &[u8]) -> bool {
+    let mut at = 8;
+    while at + 8 <= png.len() {
+        let len = u32::from_be_bytes([png[at], png[at + 1], png[at + 2], png[at + 3]]) as usize;
+        if png[at + 4..at + 8] == CHUNK {
+            return true;
+        }
+        match at.checked_add(12 + len) {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    false
+}
+
 /// `png` without its kept latents (a finished image replaces its draft's pixels and drops them).
 pub fn strip(png: &[u8]) -> Result<Vec<u8>, PipelineError> {
     let mut out = png[..8].to_vec();
@@ -232,6 +249,10 @@ mod tests {
         assert_eq!(&buf[..4], &[9, 9, 9, 9]);
         assert_eq!(strip(&with).unwrap(), png());
         assert_eq!(Kept::from_png(&png()).unwrap(), None);
+        assert!(carries_latents(&with));
+        assert!(!carries_latents(&png()));
+        assert!(!carries_latents(&with[..20]));
+        assert!(!carries_latents(b"GIF89a"));
     }
 
     #[test]

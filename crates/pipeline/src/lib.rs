@@ -12,6 +12,7 @@ pub mod recipe;
 pub mod request;
 pub mod rng;
 pub mod schedulers;
+pub mod scorer;
 pub mod scores;
 pub mod stages;
 pub mod text;

@@ -40,24 +40,30 @@ pub trait ModelFiles {
 /// A tokenizer folder (`tokenizer`, SDXL's `tokenizer_2`) in either layout: `vocab.json` +
 /// `merges.txt` (older savers) or `tokenizer.json` (current diffusers/transformers
 /// `save_pretrained`).
-async fn load_tokenizer(files: &impl ModelFiles, dir: &str) -> Result<ClipTokenizer, PipelineError> {
+/// `dir` "" is the model's root (a transformers folder).
+pub(crate) async fn load_tokenizer(
+    files: &impl ModelFiles,
+    dir: &str,
+) -> Result<ClipTokenizer, PipelineError> {
+    let path = |name: &str| if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
     let optional = |bytes: Option<Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(&b).into_owned());
-    let special = optional(files.read(&format!("{dir}/special_tokens_map.json")).await?);
-    if files.len(&format!("{dir}/vocab.json")).await?.is_some() {
+    let special = optional(files.read(&path("special_tokens_map.json")).await?);
+    if files.len(&path("vocab.json")).await?.is_some() {
         return Ok(ClipTokenizer::from_files(
-            &text(files, &format!("{dir}/vocab.json")).await?,
-            &text(files, &format!("{dir}/merges.txt")).await?,
+            &text(files, &path("vocab.json")).await?,
+            &text(files, &path("merges.txt")).await?,
             special.as_deref(),
         )?);
     }
-    match optional(files.read(&format!("{dir}/tokenizer.json")).await?) {
+    match optional(files.read(&path("tokenizer.json")).await?) {
         Some(json) => Ok(ClipTokenizer::from_tokenizer_json(
             &json,
-            optional(files.read(&format!("{dir}/tokenizer_config.json")).await?).as_deref(),
+            optional(files.read(&path("tokenizer_config.json")).await?).as_deref(),
             special.as_deref(),
         )?),
         None => Err(PipelineError::Files(format!(
-            "{dir}/ has neither vocab.json + merges.txt nor tokenizer.json"
+            "{} has neither vocab.json + merges.txt nor tokenizer.json",
+            if dir.is_empty() { "the folder".to_string() } else { format!("{dir}/") }
         ))),
     }
 }

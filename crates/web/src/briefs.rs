@@ -58,6 +58,156 @@ pub fn cull(state: AppState, items: RwSignal<Vec<Shown>>, key: u32, culling: Cul
     });
 }
 
+/// Finishes drafts: each one's kept latents decoded by the full VAE of the model that made it
+/// (an entry's `model` is that model's id), one worker request per model, one after another.
+/// `status` says how far it got and how it ended; the gallery is read again after each model.
+pub fn finish_drafts(state: AppState, entries: Vec<Entry>, status: RwSignal<Option<String>>) {
+    let mut groups: Vec<(String, Vec<u32>)> = Vec::new();
+    for e in entries.iter().filter(|e| e.is_draft()) {
+        match groups.iter_mut().find(|(m, _)| *m == e.model) {
+            Some((_, keys)) => keys.push(e.key),
+            None => groups.push((e.model.clone(), vec![e.key])),
+        }
+    }
+    if groups.is_empty() {
+        status.set(Some("No drafts to finish here.".into()));
+        return;
+    }
+    let mut jobs = Vec::new();
+    for (id, keys) in groups {
+        match state.model(&id) {
+            Some(m) if m.stored.get_untracked().complete => {
+                jobs.push((m.model_ref.clone(), m.manifest.name.clone(), keys))
+            }
+            Some(m) => {
+                status.set(Some(format!(
+                    "Finishing needs {}: download it under Models first.",
+                    m.manifest.name
+                )));
+                return;
+            }
+            None => {
+                status.set(Some(format!(
+                    "Finishing needs the model “{id}”, which this browser does not have."
+                )));
+                return;
+            }
+        }
+    }
+    finish_next(state, jobs, 0, status);
+}
+
+fn finish_next(
+    state: AppState,
+    mut jobs: Vec<(crate::protocol::ModelRef, String, Vec<u32>)>,
+    done: usize,
+    status: RwSignal<Option<String>>,
+) {
+    use crate::protocol::{ErrorKind, FromWorker, StoreReply, ToWorker};
+    let Some(worker) = state.worker.get_value() else { return };
+    if jobs.is_empty() {
+        status.set(Some(format!(
+            "Finished {done} draft{} with the full VAE.",
+            if done == 1 { "" } else { "s" }
+        )));
+        return;
+    }
+    let (model, name, keys) = jobs.remove(0);
+    status.set(Some(format!(
+        "Finishing {} draft{} with {name}…",
+        keys.len(),
+        if keys.len() == 1 { "" } else { "s" }
+    )));
+    let mut rest = Some(jobs);
+    worker.request(ToWorker::Finish { model, keys }, Vec::new(), move |message| match message.body {
+        FromWorker::Progress { stage, step, total, .. } if total > 0 => {
+            status.set(Some(format!("Finishing with {name}: {} {step}/{total}", stage.label())));
+        }
+        FromWorker::Progress { stage, .. } => {
+            status.set(Some(format!("Finishing with {name}: {}…", stage.label())))
+        }
+        FromWorker::Stored(StoreReply::Finished { images }) => {
+            state.gallery_version.update(|v| *v += 1);
+            finish_next(state, rest.take().unwrap_or_default(), done + images, status);
+        }
+        FromWorker::Error { kind, message } => {
+            state.gallery_version.update(|v| *v += 1);
+            status.set(Some(match kind {
+                ErrorKind::Busy => {
+                    "The GPU is busy (a generation or the queue): finish when it is done.".into()
+                }
+                ErrorKind::Cancelled => "Finishing was cancelled.".into(),
+                _ => format!("Finishing failed: {message}"),
+            }));
+        }
+        _ => {}
+    });
+}
+
+/// The downloaded model of a kind (the first one), for scoring.
+pub fn downloaded(state: AppState, kind: darkroom_weights::ModelKind) -> Option<crate::state::ModelEntry> {
+    state
+        .models
+        .with(|list| list.iter().find(|m| m.manifest.family == kind && m.stored.get().complete).cloned())
+}
+
+/// Scores images on the device with the downloaded CLIP model (and the aesthetic predictor,
+/// when it is downloaded too); `status` follows it; the gallery is read again at the end.
+pub fn score_images(state: AppState, keys: Vec<u32>, status: RwSignal<Option<String>>) {
+    use crate::protocol::{ErrorKind, FromWorker, StoreReply, ToWorker};
+    use darkroom_weights::ModelKind;
+    let Some(clip) = state.models.with_untracked(|l| {
+        l.iter().find(|m| m.manifest.family == ModelKind::Clip && m.stored.get_untracked().complete).cloned()
+    }) else {
+        status
+            .set(Some("Scoring needs a CLIP model: download “CLIP ViT-L/14 (scores)” under Models.".into()));
+        return;
+    };
+    let aesthetic = state.models.with_untracked(|l| {
+        l.iter()
+            .find(|m| m.manifest.family == ModelKind::Aesthetic && m.stored.get_untracked().complete)
+            .map(|m| m.model_ref.clone())
+    });
+    if keys.is_empty() {
+        status.set(Some("No images to score.".into()));
+        return;
+    }
+    let Some(worker) = state.worker.get_value() else { return };
+    let n = keys.len();
+    status.set(Some(format!(
+        "Scoring {n} image{} with {}…",
+        if n == 1 { "" } else { "s" },
+        clip.manifest.name
+    )));
+    let request = ToWorker::Score { clip: clip.model_ref.clone(), aesthetic, keys };
+    worker.request(request, Vec::new(), move |message| match message.body {
+        FromWorker::Progress { stage, step, total, bytes, bytes_total, .. } => {
+            status.set(Some(if total > 0 {
+                format!("{} {step}/{total}", stage.label())
+            } else if bytes_total > 0 {
+                format!("{}: {:.0}%", stage.label(), 100.0 * bytes as f64 / bytes_total as f64)
+            } else {
+                format!("{}…", stage.label())
+            }));
+        }
+        FromWorker::Stored(StoreReply::Scored { images }) => {
+            state.gallery_version.update(|v| *v += 1);
+            status.set(Some(format!("Scored {images} image{}.", if images == 1 { "" } else { "s" })));
+        }
+        FromWorker::Error { kind, message } => {
+            state.gallery_version.update(|v| *v += 1);
+            status.set(Some(match kind {
+                ErrorKind::Busy => {
+                    "The GPU is busy (a generation or the queue): score when it is done.".into()
+                }
+                ErrorKind::Cancelled => "Scoring was cancelled.".into(),
+                _ => format!("Scoring failed: {message}"),
+            }));
+        }
+        _ => {}
+    });
+}
+
 /// Hands bytes to the user as a downloaded file.
 pub fn download(bytes: &[u8], mime: &str, name: &str) {
     use wasm_bindgen::JsCast;

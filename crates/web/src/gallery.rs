@@ -80,6 +80,11 @@ impl Entry {
         self.phash = Some(m.phash);
     }
 
+    /// A draft: TAESD's pixels, the final latents kept in its PNG for finishing.
+    pub fn is_draft(&self) -> bool {
+        darkroom_pipeline::draft::carries_latents(&self.png)
+    }
+
     /// The prompt: the infotext's lines before "Negative prompt:" / the settings line.
     pub fn prompt(&self) -> &str {
         darkroom_workflow::brief::prompt_of(&self.infotext)
@@ -219,6 +224,29 @@ impl Gallery {
         let store = tx.object_store(IMAGES).map_err(error)?;
         store.delete(JsValue::from_f64(key as f64)).map_err(error)?.await.map_err(error)?;
         commit(tx).await
+    }
+
+    /// One stored image, if it still is.
+    pub async fn get(&self, key: u32) -> Result<Option<Entry>, String> {
+        let tx = self.db.transaction(&[IMAGES], TransactionMode::ReadOnly).map_err(error)?;
+        let store = tx.object_store(IMAGES).map_err(error)?;
+        let k = JsValue::from_f64(key as f64);
+        let value = store.get(Query::from(k.clone())).map_err(error)?.await.map_err(error)?;
+        Ok(value.map(|v| entry_from(&k, &v)))
+    }
+
+    /// Writes every field of `entry` over the record of its key, if that is still stored (a
+    /// finished draft replaces its pixels and parameters, keeping its culling and brief).
+    pub async fn replace(&self, entry: &Entry) -> Result<bool, String> {
+        let tx = self.db.transaction(&[IMAGES], TransactionMode::ReadWrite).map_err(error)?;
+        let store = tx.object_store(IMAGES).map_err(error)?;
+        let k = JsValue::from_f64(entry.key as f64);
+        if store.get(Query::from(k.clone())).map_err(error)?.await.map_err(error)?.is_none() {
+            return Ok(false);
+        }
+        store.put(&entry_object(entry), Some(&k)).map_err(error)?.await.map_err(error)?;
+        commit(tx).await?;
+        Ok(true)
     }
 
     /// Changes the images `keys` (those still stored) with `change`, in one transaction.

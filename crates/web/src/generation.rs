@@ -116,6 +116,26 @@ fn prepared(state: AppState) -> Option<Prepared> {
             return None;
         }
     };
+    if recipe.draft {
+        if entry.manifest.family.is_sdxl() {
+            refuse(
+                state,
+                "invalid",
+                "Drafts are decoded by TAESD, which reads SD 1.x/2.x latents, not SDXL's: turn Drafts off."
+                    .into(),
+            );
+            return None;
+        }
+        if preview_model(state).is_none() {
+            refuse(
+                state,
+                "model",
+                "Drafts are decoded by TAESD: download “TAESD (previews)” under Models, or turn Drafts off."
+                    .into(),
+            );
+            return None;
+        }
+    }
     let mut bytes = Vec::new();
     if let Some(init) = state.settings.init.get_untracked() {
         bytes.push(init.png);

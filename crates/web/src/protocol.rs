@@ -59,6 +59,14 @@ pub enum ToWorker {
         #[serde(default)]
         brief: Option<BriefTag>,
     },
+    /// Gallery drafts (by key) finished: each one's kept latents decoded by `model`'s full VAE
+    /// (the model that made it), its PNG and parameters replaced by the final image's, its
+    /// culling, notes and brief kept. Progress per image; answered with `StoreReply::Finished`.
+    Finish { model: ModelRef, keys: Vec<u32> },
+    /// Gallery images (by key) scored on the device: the CLIP score of each against its own
+    /// prompt's words with `clip` (a CLIP model), and the aesthetic score with `aesthetic`'s head;
+    /// written into their records. Progress per image; answered with `StoreReply::Scored`.
+    Score { clip: ModelRef, aesthetic: Option<ModelRef>, keys: Vec<u32> },
     /// A change to the browser's stores.
     Store(StoreOp),
     /// The queue of jobs the worker runs one after another.
@@ -244,6 +252,14 @@ pub enum StoreReply {
         vectors: usize,
         kind: String,
     },
+    /// How many drafts were finished (those no longer stored or no longer drafts are skipped).
+    Finished {
+        images: usize,
+    },
+    /// How many images were scored.
+    Scored {
+        images: usize,
+    },
     /// The imported brief's id (a new one when this browser already had the file's) and how
     /// many images came with it.
     BriefImported {
@@ -260,6 +276,7 @@ pub enum Stage {
     Denoising,
     Decoding,
     Importing,
+    Scoring,
 }
 
 impl Stage {
@@ -271,6 +288,7 @@ impl Stage {
             Stage::Denoising => "Denoising",
             Stage::Decoding => "Decoding",
             Stage::Importing => "Importing",
+            Stage::Scoring => "Scoring",
         }
     }
 }

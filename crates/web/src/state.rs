@@ -138,6 +138,8 @@ pub struct Settings {
     /// img2img's strength as the slider shows it; it reaches the recipe of a run only with an
     /// init image.
     pub strength: Field<f64>,
+    /// Drafts: decoded by TAESD, the final latents kept in each PNG for finishing.
+    pub draft: Field<bool>,
     pub init: RwSignal<Option<InitImage>>,
     /// Whether to paint a mask over the init image (inpainting).
     pub inpaint: RwSignal<bool>,
@@ -168,6 +170,7 @@ impl Settings {
                 |r| r.strength.unwrap_or(IMG2IMG_STRENGTH),
                 |r, v| r.strength = Some(v),
             ),
+            draft: Field::new(recipe, |r| r.draft, |r, v| r.draft = v),
             init: RwSignal::new(None),
             inpaint: RwSignal::new(false),
             mask_png: RwSignal::new(None),

@@ -78,6 +78,12 @@ pub enum ModelKind {
     /// An image upscaler (ESRGAN family): `darkroom upscale`.
     #[serde(rename = "upscaler")]
     Upscaler,
+    /// A CLIP model (a transformers `CLIPModel` folder) for CLIP scores and image embeddings.
+    #[serde(rename = "clip")]
+    Clip,
+    /// An aesthetic predictor's head over CLIP's image embedding.
+    #[serde(rename = "aesthetic")]
+    Aesthetic,
 }
 
 impl ModelKind {
@@ -95,12 +101,21 @@ impl ModelKind {
             ModelKind::Test => "test",
             ModelKind::ControlnetSd1 => "controlnet-sd1",
             ModelKind::Upscaler => "upscaler",
+            ModelKind::Clip => "clip",
+            ModelKind::Aesthetic => "aesthetic",
         }
     }
 
     /// Makes images (TAESD only decodes previews).
     pub fn generates(self) -> bool {
-        !matches!(self, ModelKind::Taesd | ModelKind::ControlnetSd1 | ModelKind::Upscaler)
+        !matches!(
+            self,
+            ModelKind::Taesd
+                | ModelKind::ControlnetSd1
+                | ModelKind::Upscaler
+                | ModelKind::Clip
+                | ModelKind::Aesthetic
+        )
     }
 
     /// A ControlNet (a `--control` unit's model).
@@ -256,7 +271,7 @@ impl Manifest {
 }
 
 /// The manifests shipped in `models/`, compiled in so the CLI and the web app agree.
-pub const BUILTIN: [(&str, &str); 12] = [
+pub const BUILTIN: [(&str, &str); 15] = [
     ("sd-turbo.toml", include_str!("../../../models/sd-turbo.toml")),
     ("sd-1.5.toml", include_str!("../../../models/sd-1.5.toml")),
     ("sd-1.5-inpainting.toml", include_str!("../../../models/sd-1.5-inpainting.toml")),
@@ -269,6 +284,9 @@ pub const BUILTIN: [(&str, &str); 12] = [
     ("realesrgan-x4plus.toml", include_str!("../../../models/realesrgan-x4plus.toml")),
     ("sdxl-turbo.toml", include_str!("../../../models/sdxl-turbo.toml")),
     ("sdxl.toml", include_str!("../../../models/sdxl.toml")),
+    ("clip-vit-large-patch14.toml", include_str!("../../../models/clip-vit-large-patch14.toml")),
+    ("aesthetic-v2.toml", include_str!("../../../models/aesthetic-v2.toml")),
+    ("realesr-general-x4v3.toml", include_str!("../../../models/realesr-general-x4v3.toml")),
 ];
 
 /// Every built-in manifest, parsed.
@@ -305,7 +323,10 @@ mod tests {
                 "control-tile",
                 "realesrgan-x4plus",
                 "sdxl-turbo",
-                "sdxl"
+                "sdxl",
+                "clip-vit-large-patch14",
+                "aesthetic-v2",
+                "realesr-general-x4v3"
             ]
         );
         for m in &all {
@@ -319,8 +340,10 @@ mod tests {
         );
         assert!(kinds[4..9].iter().all(|k| k.is_controlnet() && !k.generates()));
         assert_eq!(kinds[9], ModelKind::Upscaler);
-        assert_eq!(kinds[10..], [ModelKind::SdxlTurbo, ModelKind::Sdxl]);
-        assert!(kinds[10..].iter().all(|k| k.is_sdxl() && k.generates() && !k.is_sd1()));
+        assert_eq!(kinds[10..12], [ModelKind::SdxlTurbo, ModelKind::Sdxl]);
+        assert_eq!(kinds[12..], [ModelKind::Clip, ModelKind::Aesthetic, ModelKind::Upscaler]);
+        assert!(kinds[12..].iter().all(|k| !k.generates()));
+        assert!(kinds[10..12].iter().all(|k| k.is_sdxl() && k.generates() && !k.is_sd1()));
         for id in ["sdxl-turbo", "sdxl"] {
             let m = find(id).unwrap();
             let paths: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
@@ -331,8 +354,10 @@ mod tests {
             }
             assert_eq!(m.quantization.linear, "q4", "{id}: 4-bit UNet matmuls by default");
         }
-        let makes_no_images =
-            |k: ModelKind| k == ModelKind::Taesd || k == ModelKind::Upscaler || k.is_controlnet();
+        let makes_no_images = |k: ModelKind| {
+            matches!(k, ModelKind::Taesd | ModelKind::Upscaler | ModelKind::Clip | ModelKind::Aesthetic)
+                || k.is_controlnet()
+        };
         assert!(all.iter().all(|m| m.family.generates() != makes_no_images(m.family)));
         let canny = find("control-canny").unwrap();
         assert_eq!(

@@ -76,6 +76,7 @@ fn card(s: Shown, position: usize, review: RwSignal<Option<usize>>) -> impl Into
             <figcaption>
                 <span class="stars">{stars(c.rating)}</span>
                 <span class=format!("badge {verdict}")>{verdict}</span>
+                {s.entry.is_draft().then(|| view! { <span class="badge draft" title="TAESD's quick decode: finish it for the full VAE's pixels">"draft"</span> })}
                 {reason.map(|r| view! { <span class="reason">{r}</span> })}
                 <span class="muted small">{top}</span>
             </figcaption>
@@ -216,6 +217,31 @@ pub fn BriefBoard(brief: Memo<Option<Brief>>, items: RwSignal<Vec<Shown>>) -> im
         }
     };
 
+    // Drafts the user kept (or marked final), to finish with the full VAE.
+    let kept_drafts = Memo::new(move |_| {
+        mine.with(|l| {
+            l.iter()
+                .filter(|s| {
+                    s.entry.is_draft()
+                        && (s.entry.culling.verdict == Verdict::Keep || s.entry.culling.is_final)
+                })
+                .map(|s| s.entry.clone())
+                .collect::<Vec<_>>()
+        })
+    });
+    let finish_kept = move |_| crate::briefs::finish_drafts(state, kept_drafts.get_untracked(), notice);
+    // CLIP and aesthetic scores for the images that have none yet.
+    let unscored = Memo::new(move |_| {
+        mine.with(|l| {
+            l.iter()
+                .filter(|s| !s.entry.scores.contains_key("clip_score"))
+                .map(|s| s.entry.key)
+                .collect::<Vec<_>>()
+        })
+    });
+    let can_score = move || crate::briefs::downloaded(state, darkroom_weights::ModelKind::Clip).is_some();
+    let score = move |_| crate::briefs::score_images(state, unscored.get_untracked(), notice);
+
     let compare_a = RwSignal::new(String::new());
     let compare_b = RwSignal::new(String::new());
 
@@ -340,6 +366,28 @@ pub fn BriefBoard(brief: Memo<Option<Brief>>, items: RwSignal<Vec<Shown>>) -> im
                 </label>
                 <label class="check"><input id="board-hide-duplicates" type="checkbox"
                     on:change=move |ev| hide_duplicates.set(event_target_checked(&ev)) />"Hide near-duplicates"</label>
+                {move || {
+                    let n = kept_drafts.with(Vec::len);
+                    (n > 0).then(|| view! {
+                        <button id="finish-kept" class="primary" on:click=finish_kept
+                            title="Decode the kept drafts' latents with the full VAE: the images a direct generation makes">
+                            {format!("Finish {n} kept draft{}", if n == 1 { "" } else { "s" })}
+                        </button>
+                    })
+                }}
+                {move || {
+                    let n = unscored.with(Vec::len);
+                    let title = if can_score() {
+                        "CLIP score against each image's prompt, and the aesthetic score where the predictor is downloaded: computed on this device"
+                    } else {
+                        "Download “CLIP ViT-L/14 (scores)” under Models first"
+                    };
+                    (n > 0).then(|| view! {
+                        <button id="score-clip" on:click=score disabled=move || !can_score() title=title>
+                            {format!("Score {n} with CLIP")}
+                        </button>
+                    })
+                }}
                 <span class="muted small" id="board-count">{move || format!("{} of {} images", shown.with(Vec::len), mine.with(Vec::len))}</span>
             </div>
             <details class="batch">

@@ -31,7 +31,7 @@ pub fn GalleryPanel() -> impl IntoView {
             <div class="gallery-grid">
                 <For
                     each=move || shown.get().into_iter().enumerate()
-                    key=|(i, s)| (*i, s.entry.key, s.entry.culling.clone(), s.entry.brief.clone())
+                    key=|(i, s)| (*i, s.entry.key, s.url.clone(), s.entry.culling.clone(), s.entry.brief.clone())
                     children=move |(position, item)| {
                         let entry = item.entry.clone();
                         let key = entry.key;
@@ -86,6 +86,7 @@ pub fn GalleryPanel() -> impl IntoView {
                                     <p class="small">
                                         <span class="stars">{stars(entry.culling.rating)}</span>" "
                                         <span class=format!("badge {verdict}")>{verdict}</span>
+                                        {entry.is_draft().then(|| view! { <span class="badge draft" title="TAESD's quick decode: review it and press D to finish it">"draft"</span> })}
                                         {move || brief_name().map(|t| view! { <span class="muted">" · in "{t}</span> })}
                                     </p>
                                     <p class="muted small">{format!("{} · {}×{} · {}", entry.model, entry.width, entry.height, String::from(when))}</p>

@@ -176,6 +176,21 @@ pub fn GeneratePanel() -> impl IntoView {
                                 on:change=move |ev| if let Some(v) = number(&ev) { s.batch_count.set(v) } />
                         </label>
                     </div>
+                    <div class="row">
+                        <label class="check" title="Decode with TAESD in milliseconds and keep each image's latents; finish the ones you keep (board or review, D) for the full VAE's pixels, without sampling again">
+                            <input id="drafts" type="checkbox" prop:checked=move || s.draft.get()
+                                on:change=move |ev| s.draft.set(event_target_checked(&ev)) />
+                            "Drafts: quick TAESD decode, finish the keepers later"
+                        </label>
+                        {move || {
+                            let taesd = state.models.get().iter().any(|m| {
+                                m.manifest.family == darkroom_weights::manifest::ModelKind::Taesd && m.stored.get().complete
+                            });
+                            (s.draft.get() && !taesd).then(|| view! {
+                                <span class="muted small" id="drafts-hint">"needs TAESD: download it under Models"</span>
+                            })
+                        }}
+                    </div>
                     <ImageInput />
                     <ControlUnits />
                     <div class="row buttons">

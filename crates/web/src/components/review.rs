@@ -1,5 +1,5 @@
 //! Review at full size, by keyboard: ← → move, 1–5 stars (0 clears), K keep, X reject (the
-//! reason field takes the focus; Enter confirms), F final, N note, Esc closes. The same view
+//! reason field takes the focus; Enter confirms), F final, N note, D finishes a draft, Esc closes. The same view
 //! serves the brief board and the gallery.
 
 use darkroom_workflow::brief::{ordered_scores, score_label, score_text, Culling, Verdict};
@@ -88,6 +88,14 @@ pub fn Review(
             }
         })
     };
+    let finish_status = RwSignal::new(None::<String>);
+    let finish = move || {
+        if let Some(s) = index.get_untracked().and_then(|i| list.with_untracked(|l| l.get(i).cloned())) {
+            if s.entry.is_draft() {
+                crate::briefs::finish_drafts(state, vec![s.entry], finish_status);
+            }
+        }
+    };
     let save_note = move || {
         let text = note.get_untracked().trim().to_string();
         change(&|c: &mut Culling| c.note = text.clone())
@@ -153,6 +161,10 @@ pub fn Review(
                 focus("review-note");
                 true
             }
+            "d" | "D" => {
+                finish();
+                true
+            }
             "Escape" => {
                 index.set(None);
                 true
@@ -199,6 +211,13 @@ pub fn Review(
                             <button id="review-keep" on:click=move |_| keep() title="K">"Keep (K)"</button>
                             <button id="review-final" on:click=move |_| toggle_final() title="F">{if c.is_final { "Not final (F)" } else { "Final (F)" }}</button>
                         </div>
+                        {s.entry.is_draft().then(|| view! {
+                            <div class="actions">
+                                <span class="badge draft">"draft"</span>
+                                <button id="review-finish" on:click=move |_| finish() title="D: decode its kept latents with the full VAE">"Finish (D)"</button>
+                            </div>
+                        })}
+                        {move || finish_status.get().map(|t| view! { <p class="small" id="review-finish-status" role="status">{t}</p> })}
                         <label class="field">
                             <span>"Reject because… (X, then Enter)"</span>
                             <input id="review-reason" type="text" placeholder="off palette, wrong crop…"
@@ -213,7 +232,7 @@ pub fn Review(
                         <p class="prompt">{s.entry.prompt().to_string()}</p>
                         <p class="scores small">{scores}</p>
                         <p class="muted small settings">{settings}</p>
-                        <p class="muted small">"← → move · 1–5 stars · 0 clears · K keep · X reject · F final · N note · Esc close"</p>
+                        <p class="muted small">"← → move · 1–5 stars · 0 clears · K keep · X reject · F final · N note · D finish a draft · Esc close"</p>
                     </aside>
                 </div>
             }

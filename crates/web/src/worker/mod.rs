@@ -26,6 +26,7 @@ use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 use crate::gallery::{Entry, Gallery};
 mod queue_runner;
+mod scoring;
 mod stores;
 
 use crate::idb_model::{IdbModelFiles, IdbQuantCache};
@@ -45,6 +46,8 @@ struct State {
     taesd: RefCell<Option<Previewer>>,
     /// Loaded ControlNets by manifest id, base and precision.
     controlnets: RefCell<std::collections::HashMap<String, std::sync::Arc<darkroom_pipeline::ControlNet>>>,
+    /// The CLIP model (and aesthetic head) that scores images.
+    scorer: RefCell<Option<scoring::Loaded>>,
     cancelled: RefCell<HashSet<u32>>,
     /// One GPU job (load or generate) at a time; downloads run beside it.
     busy: Cell<bool>,
@@ -138,6 +141,20 @@ fn handle(envelope: Envelope<ToWorker>) {
                 fail(id, kind, message);
             }
         }),
+        ToWorker::Finish { model, keys } => spawn_local(async move {
+            let job = finish_drafts(&state, id, &model, &keys);
+            match exclusive(&state, id, job).await {
+                Ok(images) => post(id, FromWorker::Stored(StoreReply::Finished { images }), Vec::new()),
+                Err((kind, message)) => fail(id, kind, message),
+            }
+        }),
+        ToWorker::Score { clip, aesthetic, keys } => spawn_local(async move {
+            let job = scoring::score_images(&state, id, &clip, aesthetic.as_ref(), &keys);
+            match exclusive(&state, id, job).await {
+                Ok(images) => post(id, FromWorker::Stored(StoreReply::Scored { images }), Vec::new()),
+                Err((kind, message)) => fail(id, kind, message),
+            }
+        }),
         ToWorker::Queue(op) => spawn_local(async move {
             match queue_runner::queue_op(&state, id, op, envelope.bytes).await {
                 Ok(true) => post(id, FromWorker::Stored(StoreReply::Done), Vec::new()),
@@ -158,11 +175,11 @@ fn handle(envelope: Envelope<ToWorker>) {
 type Failure = (ErrorKind, String);
 
 /// Runs a GPU job unless another one is running.
-async fn exclusive(
+async fn exclusive<T>(
     state: &State,
     id: u32,
-    job: impl std::future::Future<Output = Result<(), Failure>>,
-) -> Result<(), Failure> {
+    job: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
     if state.busy.replace(true) {
         return Err(failure(EngineError::Busy));
     }
@@ -180,6 +197,7 @@ fn forget_lost_device(state: &State) {
     if lost {
         state.loaded.borrow_mut().evict();
         *state.taesd.borrow_mut() = None;
+        *state.scorer.borrow_mut() = None;
         *state.gpu.borrow_mut() = None;
     }
 }
@@ -606,6 +624,91 @@ async fn make_images(
         state.queue.ms_per_step.set(ms);
     }
     Ok((infos, pngs))
+}
+
+/// Finishes the gallery's drafts `keys` with `model`'s full VAE (see `ToWorker::Finish`).
+async fn finish_drafts(state: &State, id: u32, model: &ModelRef, keys: &[u32]) -> Result<usize, Failure> {
+    let gallery = Gallery::open().await.map_err(storage_failure)?;
+    // Every draft read and checked before the model loads.
+    let mut drafts = Vec::new();
+    for &key in keys {
+        let Some(entry) = gallery.get(key).await.map_err(storage_failure)? else { continue };
+        let kept = match darkroom_pipeline::draft::Kept::from_png(&entry.png) {
+            Ok(Some(kept)) => kept,
+            Ok(None) => continue,
+            Err(e) => return Err((ErrorKind::Input, format!("image {key}: {e}"))),
+        };
+        if kept.recipe.hires.is_some() {
+            return Err((
+                ErrorKind::Input,
+                format!("image {key} has a hires pass to finish: save it and run `darkroom finish` on it"),
+            ));
+        }
+        drafts.push((entry, kept));
+    }
+    if drafts.is_empty() {
+        return Ok(0);
+    }
+    let palettes: Vec<(String, Vec<[u8; 3]>)> = gallery
+        .briefs()
+        .await
+        .map_err(storage_failure)?
+        .into_iter()
+        .map(|b| {
+            let palette = b.constraints.palette_rgb();
+            (b.id, palette)
+        })
+        .collect();
+    // LoRAs change the UNet and the text encoders, never the VAE: the model as it is.
+    let (sd, _, _, _) = loaded(state, id, model, &[]).await?;
+    let gpu = gpu(state).await?;
+    let total = drafts.len();
+    let mut done = 0;
+    for (k, (mut entry, kept)) in drafts.into_iter().enumerate() {
+        if state.cancelled.borrow().contains(&id) {
+            return Err((ErrorKind::Cancelled, "cancelled".into()));
+        }
+        let body = FromWorker::Progress {
+            stage: Stage::Decoding,
+            step: k,
+            total,
+            bytes: 0,
+            bytes_total: 0,
+            rate: 0.0,
+        };
+        post(id, body, Vec::new());
+        let mut quiet = |_: &darkroom_pipeline::Progress| !state.cancelled.borrow().contains(&id);
+        let made =
+            darkroom_pipeline::finish(&gpu, &sd, &kept, darkroom_pipeline::VaeTiling::Auto, &mut quiet)
+                .await
+                .map_err(pipeline_failure)?;
+        entry.png = made.to_png().map_err(pipeline_failure)?;
+        entry.infotext = made.params.to_infotext();
+        entry.width = made.image.width;
+        entry.height = made.image.height;
+        let palette = entry
+            .brief
+            .as_ref()
+            .and_then(|id| palettes.iter().find(|(b, _)| b == id))
+            .map_or(&[][..], |(_, p)| p.as_slice());
+        entry.score(&made.image, palette);
+        if gallery.replace(&entry).await.map_err(storage_failure)? {
+            done += 1;
+        }
+    }
+    post(
+        id,
+        FromWorker::Progress {
+            stage: Stage::Decoding,
+            step: total,
+            total,
+            bytes: 0,
+            bytes_total: 0,
+            rate: 0.0,
+        },
+        Vec::new(),
+    );
+    Ok(done)
 }
 
 /// Times denoising steps (from the second on: the first includes the text encoding).
