@@ -123,9 +123,10 @@ pub struct Settings {
     /// to the output size (Lanczos) when it differs.
     #[arg(long = "control", value_parser = crate::control::parse_control, value_name = "model=…,image=…")]
     pub controls: Vec<darkroom_pipeline::ControlUnit>,
-    /// A1111's hires fix: SCALE[,steps=N][,strength=S][,upscaler=lanczos|<file|id>] — make the
-    /// image, upscale it by SCALE (a plain Lanczos resize, or an ESRGAN-family model), then
-    /// redraw it with an img2img pass (N steps, 0 = --steps; strength S, default 0.7).
+    /// A1111's hires fix: SCALE[,steps=N][,strength=S][,upscaler=lanczos|latent|latent-nearest|<file|id>]
+    /// — make the image, upscale it by SCALE (a plain Lanczos resize, an ESRGAN-family model,
+    /// or its latents resized: A1111's Latent / Latent (nearest)), then redraw it with an
+    /// img2img pass (N steps, 0 = --steps; strength S, default 0.7).
     #[arg(long, value_parser = parse_hires, value_name = "SCALE[,steps=N][,strength=S][,upscaler=…]")]
     pub hires: Option<darkroom_pipeline::Hires>,
     /// A1111's SD upscale: SCALE[,upscaler=lanczos|<file|id>][,tile=N][,overlap=N] — upscale
@@ -184,6 +185,9 @@ impl Settings {
 }
 
 /// `SCALE[,key=value…]`: the scale and each setting, in order.
+/// A first pass's image for the latent hires fix: its seed and latents [1, C, h, w].
+type FirstPass = (u64, Vec<f32>, [usize; 4]);
+
 fn scale_and_settings(s: &str) -> Result<(f64, Vec<(&str, &str)>), String> {
     let mut parts = s.split(',');
     let scale = parts.next().unwrap_or_default().trim();
@@ -224,7 +228,7 @@ fn parse_hires(s: &str) -> Result<darkroom_pipeline::Hires, String> {
         match key {
             "steps" => hires.steps = number(key, value)?,
             "strength" => hires.strength = number(key, value)?,
-            "upscaler" => hires.upscaler = value.to_string(),
+            "upscaler" => hires.upscaler = darkroom_pipeline::recipe::hires_upscaler_name(value),
             other => return Err(format!("unknown key {other:?} (keys: steps, strength, upscaler)")),
         }
     }
@@ -595,8 +599,96 @@ impl<'g> Runner<'g> {
             .validate(&darkroom_pipeline::ModelInfo::stable_diffusion(&recipe.model, false))
             .map_err(PipelineError::from)?;
         let base = Recipe { hires: None, ..recipe.clone() };
+        if recipe.hires.as_ref().and_then(|h| h.latent()).is_some() {
+            let first = self.sample_runs(base, label)?;
+            return self.hires_latent_pass(&recipe, first, label);
+        }
         let first = self.run_once(base, None, label)?;
         self.hires_pass(&recipe, first, label)
+    }
+
+    /// The recipe's runs up to their final latents (no VAE decode): each image's seed and
+    /// latents [1, C, h, w], for the hires fix's latent upscale.
+    fn sample_runs(&mut self, recipe: Recipe, label: &str) -> Result<Vec<FirstPass>, Failure> {
+        let mut out = Vec::new();
+        let runs = recipe.batch_count.max(1);
+        for run in 0..runs {
+            let this = recipe.run(run);
+            let (model, request) = self.prepare(this, None, label)?;
+            let quiet = self.settings.quiet;
+            let mut progress = |p: &darkroom_pipeline::Progress| {
+                if !quiet {
+                    eprint!("\r{label}run {}/{runs}: denoising {}/{}   ", run + 1, p.step, p.total);
+                    let _ = std::io::stderr().flush();
+                }
+                true
+            };
+            let (values, shape) =
+                pollster::block_on(darkroom_pipeline::sample(self.gpu, &model.0, &request, &mut progress))?;
+            let [b, c, h, w] = shape[..] else {
+                return Err(usage(format!("latents of shape {shape:?}")));
+            };
+            let seed = request.recipe.seed.unwrap_or_default();
+            for (i, chunk) in values.chunks_exact(c * h * w).take(b).enumerate() {
+                out.push((seed + i as u64, chunk.to_vec(), [1, c, h, w]));
+            }
+        }
+        if !self.settings.quiet {
+            eprintln!();
+        }
+        Ok(out)
+    }
+
+    /// The hires fix with a latent upscaler: each first-pass image's latents resized (A1111's
+    /// "Latent" / "Latent (nearest)"), then the img2img pass from them at the larger size.
+    fn hires_latent_pass(
+        &mut self,
+        recipe: &Recipe,
+        first: Vec<FirstPass>,
+        label: &str,
+    ) -> Result<Vec<Generated>, Failure> {
+        let Some(hires) = recipe.hires.clone() else { return Ok(Vec::new()) };
+        let total = first.len();
+        let mut out = Vec::new();
+        for (i, (seed, latents, shape)) in first.into_iter().enumerate() {
+            let second = darkroom_pipeline::recipe::hires_second_pass(recipe, &hires, seed);
+            let up = darkroom_pipeline::upscale::hires_latents(
+                &hires,
+                &latents,
+                shape,
+                (second.width, second.height),
+            )?;
+            let (model, mut request) = self.prepare(second, None, label)?;
+            request.init_latents = Some(up);
+            let label = format!("{label}hires {}/{total}: ", i + 1);
+            let quiet = self.settings.quiet;
+            let mut progress = |event: &darkroom_engine::job::Event| {
+                if !quiet {
+                    eprint!(
+                        "\r{label}{:?} {}/{}   ",
+                        event.progress.stage, event.progress.step, event.progress.total
+                    );
+                    let _ = std::io::stderr().flush();
+                }
+                true
+            };
+            let made = pollster::block_on(darkroom_engine::job::generate(
+                self.gpu,
+                &model.0,
+                None,
+                &request,
+                &mut progress,
+            ))?;
+            if !quiet {
+                eprintln!("\r{label}done                ");
+            }
+            for mut image in made {
+                image.params = recipe.to_params(&image.params.model.clone().unwrap_or_default(), 0);
+                image.params.seed = seed;
+                out.push(image);
+            }
+        }
+        Ok(out)
     }
 
     /// The hires fix's second pass over the first pass's images (`recipe`'s hires settings).
@@ -607,23 +699,11 @@ impl<'g> Runner<'g> {
         label: &str,
     ) -> Result<Vec<Generated>, Failure> {
         let Some(hires) = recipe.hires.clone() else { return Ok(first) };
-        let base = Recipe { hires: None, draft: false, ..recipe.clone() };
         let (width, height) = hires.size(recipe.width, recipe.height);
         let mut out = Vec::new();
         for (i, image) in first.into_iter().enumerate() {
             let big = self.hires_upscale(&hires.upscaler, &image.image, (width, height))?;
-            let second = Recipe {
-                seed: Some(image.params.seed),
-                width,
-                height,
-                batch_size: 1,
-                batch_count: 1,
-                steps: if hires.steps > 0 { hires.steps } else { recipe.steps },
-                init: Some(ImageRef::File("(hires)".into())),
-                strength: Some(hires.strength),
-                hires: None,
-                ..base.clone()
-            };
+            let second = darkroom_pipeline::recipe::hires_second_pass(recipe, &hires, image.params.seed);
             let label = format!("{label}hires {}/{}: ", i + 1, recipe.batch_size * recipe.batch_count);
             for mut made in self.run_once(second, Some(big), &label)? {
                 made.params = recipe.to_params(&made.params.model.clone().unwrap_or_default(), 0);
@@ -696,11 +776,6 @@ impl<'g> Runner<'g> {
         if upscaler.eq_ignore_ascii_case(darkroom_pipeline::recipe::HIRES_LANCZOS) {
             return Ok(resize_lanczos(image, w, h));
         }
-        if upscaler.eq_ignore_ascii_case("latent") {
-            return Err(usage(
-                "--hires upscaler=latent is not available yet; use lanczos or an upscaler model".into(),
-            ));
-        }
         if !self.upscalers.contains_key(upscaler) {
             let model = crate::upscale::load(self.gpu, Path::new(upscaler), self.precision.activations)?;
             self.upscalers.insert(upscaler.to_string(), model);
@@ -734,6 +809,11 @@ impl<'g> Runner<'g> {
     ) -> Result<Vec<Generated>, Failure> {
         let mut recipe = kept.final_recipe();
         recipe.model = self.settings.model.display().to_string();
+        if recipe.hires.as_ref().and_then(|h| h.latent()).is_some() {
+            // The kept latents are the first pass's: upscaled as they are, no VAE decode.
+            let seed = recipe.seed.unwrap_or_default() + kept.index as u64;
+            return self.hires_latent_pass(&recipe, vec![(seed, kept.values.clone(), kept.shape)], label);
+        }
         let quiet = self.settings.quiet;
         let tiling = self.settings.vae_tiling;
         let gpu = self.gpu;
@@ -785,13 +865,14 @@ impl<'g> Runner<'g> {
         Ok(())
     }
 
-    /// One run of the recipe; `init` stands in for its init image (the hires pass's).
-    fn run_once(
+    /// A run's model and request: the LoRA tags added, the model loaded (or reused), the
+    /// ControlNets and embeddings; `init` stands in for the init image (the hires pass's).
+    fn prepare(
         &mut self,
         mut recipe: Recipe,
         init: Option<Image>,
         label: &str,
-    ) -> Result<Vec<Generated>, Failure> {
+    ) -> Result<(std::rc::Rc<(StableDiffusion, String)>, Request), Failure> {
         if recipe.draft {
             self.load_taesd()?;
         }
@@ -820,6 +901,18 @@ impl<'g> Runner<'g> {
         if !quiet {
             eprintln!("{label}seed {}", request.recipe.seed.unwrap_or_default());
         }
+        Ok((model, request))
+    }
+
+    /// One run of the recipe; `init` stands in for its init image (the hires pass's).
+    fn run_once(
+        &mut self,
+        recipe: Recipe,
+        init: Option<Image>,
+        label: &str,
+    ) -> Result<Vec<Generated>, Failure> {
+        let quiet = self.settings.quiet;
+        let (model, request) = self.prepare(recipe, init, label)?;
         let started = std::time::Instant::now();
         let mut progress = |event: &darkroom_engine::job::Event| {
             if !quiet {

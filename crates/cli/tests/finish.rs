@@ -103,6 +103,11 @@ fn finished_drafts_are_the_direct_images() {
 #[test]
 fn finished_drafts_take_the_hires_pass_their_recipe_asks_for() {
     drafts_finish_as_made_directly("finish-hires", &["--hires", "1.5,steps=2,strength=0.5"]);
+    // A latent upscale starts from the kept latents themselves.
+    drafts_finish_as_made_directly(
+        "finish-latent-hires",
+        &["--hires", "2,steps=2,strength=0.5,upscaler=latent"],
+    );
 }
 
 #[test]

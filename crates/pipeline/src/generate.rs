@@ -85,10 +85,21 @@ fn validate(gpu: &Gpu, model: &StableDiffusion, request: &Request) -> Result<(),
             }
         }
     }
-    if request.init_image.is_some() != r.init.is_some()
-        || request.mask.is_some() != (r.mask.is_some() || r.outpaint.is_some())
-    {
+    let init = request.init_image.is_some() || request.init_latents.is_some();
+    if init != r.init.is_some() || request.mask.is_some() != (r.mask.is_some() || r.outpaint.is_some()) {
         return Err(PipelineError::Input("the recipe's init image and mask did not arrive with it".into()));
+    }
+    if let Some(latents) = &request.init_latents {
+        let scale = model.vae_config.scale();
+        let want = r.batch_size * model.vae_config.latent_channels * (r.height / scale) * (r.width / scale);
+        if request.init_image.is_some() || request.mask.is_some() || latents.len() != want {
+            return Err(PipelineError::Input(format!(
+                "img2img from latents takes {want} values for {}x{} and no init image or mask; got {}",
+                r.width,
+                r.height,
+                latents.len()
+            )));
+        }
     }
     check_fits(gpu, model, request)
 }
@@ -166,6 +177,7 @@ pub async fn finish(
     let request = Request {
         recipe: recipe.clone(),
         init_image: None,
+        init_latents: None,
         mask: None,
         live_preview: false,
         vae_tiling: tiling,

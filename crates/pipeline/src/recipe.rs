@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::control::{ControlUnit, MAX_CONTROL_UNITS};
 use crate::metadata::GenerationParams;
 use crate::prompt::{extract_loras, LoraTag};
+use crate::upscale::LatentScale;
 use crate::Sampler;
 
 /// The longest prompt (and negative prompt) accepted, in characters: far beyond what CLIP's
@@ -141,7 +142,49 @@ impl Default for Hires {
 /// The hires upscaler that only resizes.
 pub const HIRES_LANCZOS: &str = "lanczos";
 
+/// A1111's latent upscalers the hires fix runs, by the name A1111 records: the first pass's
+/// latents resized, no VAE decode and encode between the passes.
+pub const LATENT_UPSCALERS: [(&str, LatentScale); 2] =
+    [("Latent", LatentScale::Bilinear), ("Latent (nearest)", LatentScale::Nearest)];
+
+/// `--hires …,upscaler=NAME` as recorded: `latent` is A1111's `Latent`, `latent-nearest` (or
+/// any case of `latent (nearest)`) its `Latent (nearest)`; other names as given.
+pub fn hires_upscaler_name(name: &str) -> String {
+    let n = name.trim();
+    if n.eq_ignore_ascii_case("latent-nearest") {
+        return LATENT_UPSCALERS[1].0.into();
+    }
+    match LATENT_UPSCALERS.iter().find(|(a, _)| a.eq_ignore_ascii_case(n)) {
+        Some((a, _)) => a.to_string(),
+        None => n.to_string(),
+    }
+}
+
+/// The hires fix's second pass for the image of `seed`: img2img at the upscaled size, with the
+/// hires steps (else the recipe's) and strength, one image.
+pub fn hires_second_pass(recipe: &Recipe, hires: &Hires, seed: u64) -> Recipe {
+    let (width, height) = hires.size(recipe.width, recipe.height);
+    Recipe {
+        seed: Some(seed),
+        width,
+        height,
+        batch_size: 1,
+        batch_count: 1,
+        steps: if hires.steps > 0 { hires.steps } else { recipe.steps },
+        init: Some(ImageRef::File("(hires)".into())),
+        strength: Some(hires.strength),
+        hires: None,
+        draft: false,
+        ..recipe.clone()
+    }
+}
+
 impl Hires {
+    /// The latent mode when the upscaler is one of A1111's latent ones.
+    pub fn latent(&self) -> Option<LatentScale> {
+        LATENT_UPSCALERS.iter().find(|(n, _)| n.eq_ignore_ascii_case(self.upscaler.trim())).map(|(_, m)| *m)
+    }
+
     /// The second pass's size for a first pass of `width` x `height`.
     pub fn size(&self, width: usize, height: usize) -> (usize, usize) {
         let side = |v: usize| ((v as f64 * self.scale) as usize / 8 * 8).max(8);
@@ -391,6 +434,12 @@ impl Recipe {
             }
             if h.upscaler.trim().is_empty() {
                 return refuse("hires", "name a hires upscaler: lanczos or a model".into());
+            }
+            if h.upscaler.trim().to_ascii_lowercase().starts_with("latent") && h.latent().is_none() {
+                return refuse(
+                    "hires",
+                    format!("the upscaler {} is not available: the latent ones are Latent (bilinear) and Latent (nearest)", h.upscaler),
+                );
             }
         }
         for tag in self.loras() {

@@ -86,6 +86,9 @@ pub struct Request {
     pub recipe: Recipe,
     /// img2img / inpainting source at the output size (for outpainting, the extended canvas).
     pub init_image: Option<Image>,
+    /// img2img from latents instead of an image (the hires fix's latent upscale): the scaled
+    /// latents of the batch at the output size ([B, C, h, w], planar), taken as they are.
+    pub init_latents: Option<Vec<f32>>,
     /// Inpainting: white repaints, black keeps; the output size.
     pub mask: Option<Image>,
     /// Read the latents back after every step and hand them to the progress callback
@@ -148,6 +151,7 @@ impl Request {
         Request {
             recipe,
             init_image: None,
+            init_latents: None,
             mask: None,
             live_preview: false,
             vae_tiling: VaeTiling::Auto,
@@ -173,6 +177,7 @@ impl Request {
         Ok(Request {
             recipe,
             init_image,
+            init_latents: None,
             mask,
             live_preview: false,
             vae_tiling: VaeTiling::Auto,

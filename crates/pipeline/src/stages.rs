@@ -160,6 +160,7 @@ pub async fn initial_latents(
 
     let mask_pixels = request.mask.as_ref().map(binarize);
     let init_moments = match &request.init_image {
+        Some(_) if request.init_latents.is_some() => None,
         Some(img) if !inpaint || !nine || strength < 1.0 => {
             Some(mean_std(to_signed_planar(img, None)).await?)
         }
@@ -170,9 +171,12 @@ pub async fn initial_latents(
         _ => None,
     };
 
-    let image_latents = match &init_moments {
-        Some(mom) => Some(sample(seeds, mom)?),
-        None => None,
+    // Latents given (the hires fix's latent upscale) are the image as they are: no encoder
+    // sample is drawn, as diffusers takes a 4-channel `image` as latents.
+    let image_latents = match (&request.init_latents, &init_moments) {
+        (Some(values), _) => Some(Tensor::from_f32(gpu, &latent_shape, values, dtype)?),
+        (None, Some(mom)) => Some(sample(seeds, mom)?),
+        (None, None) => None,
     };
     let noise = Tensor::from_f32(gpu, &latent_shape, &seeds.draw(per_image), dtype)?;
     let masked_latents = match &masked_moments {

@@ -224,3 +224,103 @@ mod tests {
         assert!(ramp(6, 4, false, false).iter().all(|&v| v == 1.0));
     }
 }
+
+/// How the hires fix resizes latents (A1111's "Latent" upscalers, torch's `interpolate` without
+/// antialiasing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LatentScale {
+    /// "Latent": bilinear, half-pixel centres (`align_corners=False`).
+    Bilinear,
+    /// "Latent (nearest)": the source pixel `floor(dst · in / out)`.
+    Nearest,
+}
+
+/// Latents `[c, h, w]` (planar) resized to `[c, oh, ow]` as torch's `interpolate(size=…)` does.
+pub fn resize_latents(
+    values: &[f32],
+    [c, h, w]: [usize; 3],
+    (oh, ow): (usize, usize),
+    mode: LatentScale,
+) -> Vec<f32> {
+    let mut out = vec![0.0; c * oh * ow];
+    // In f32, as torch computes the source positions of f32 tensors.
+    let (sy, sx) = (h as f32 / oh as f32, w as f32 / ow as f32);
+    // Per output coordinate: the two source indices and the weight of the second.
+    let taps = |n_in: usize, n_out: usize, scale: f32| -> Vec<(usize, usize, f32)> {
+        (0..n_out)
+            .map(|o| match mode {
+                LatentScale::Nearest => {
+                    let i = ((o as f32 * scale).floor() as usize).min(n_in - 1);
+                    (i, i, 0.0)
+                }
+                LatentScale::Bilinear => {
+                    let src = (scale * (o as f32 + 0.5) - 0.5).max(0.0);
+                    let i0 = (src.floor() as usize).min(n_in - 1);
+                    let i1 = (i0 + 1).min(n_in - 1);
+                    (i0, i1, src - i0 as f32)
+                }
+            })
+            .collect()
+    };
+    let (ys, xs) = (taps(h, oh, sy), taps(w, ow, sx));
+    for ch in 0..c {
+        let plane = &values[ch * h * w..(ch + 1) * h * w];
+        for (oy, &(y0, y1, ly)) in ys.iter().enumerate() {
+            for (ox, &(x0, x1, lx)) in xs.iter().enumerate() {
+                let at = |y: usize, x: usize| plane[y * w + x];
+                let top = at(y0, x0) * (1.0 - lx) + at(y0, x1) * lx;
+                let bottom = at(y1, x0) * (1.0 - lx) + at(y1, x1) * lx;
+                out[(ch * oh + oy) * ow + ox] = top * (1.0 - ly) + bottom * ly;
+            }
+        }
+    }
+    out
+}
+
+/// The hires fix's latent upscale: `latents` [1, C, h, w] (one image's) resized to the second
+/// pass's `width` x `height` (in latent pixels, /8) by the hires upscaler's mode.
+pub fn hires_latents(
+    hires: &crate::Hires,
+    latents: &[f32],
+    [_, c, h, w]: [usize; 4],
+    (width, height): (usize, usize),
+) -> Result<Vec<f32>, PipelineError> {
+    let mode = hires
+        .latent()
+        .ok_or_else(|| PipelineError::Input(format!("{} is not a latent upscaler", hires.upscaler)))?;
+    if latents.len() != c * h * w {
+        return Err(PipelineError::Input(format!("{} latent values for [1, {c}, {h}, {w}]", latents.len())));
+    }
+    Ok(resize_latents(latents, [c, h, w], (height / 8, width / 8), mode))
+}
+
+#[cfg(test)]
+mod latent_tests {
+    use super::*;
+
+    #[test]
+    fn latents_resize_as_torch_interpolate() {
+        // torch.nn.functional.interpolate of [[0, 1], [2, 3]] to 4x4 (align_corners=False):
+        // bilinear samples at -0.25 (clamped to 0), 0.25, 0.75, 1.25 (past the edge: the last).
+        let x = [0.0, 1.0, 2.0, 3.0];
+        let bilinear = resize_latents(&x, [1, 2, 2], (4, 4), LatentScale::Bilinear);
+        let row = |r: [f32; 4]| r.to_vec();
+        let want: Vec<f32> = [
+            row([0.0, 0.25, 0.75, 1.0]),
+            row([0.5, 0.75, 1.25, 1.5]),
+            row([1.5, 1.75, 2.25, 2.5]),
+            row([2.0, 2.25, 2.75, 3.0]),
+        ]
+        .concat();
+        assert_eq!(bilinear, want);
+        // nearest: source floor(dst * in / out).
+        let nearest = resize_latents(&x, [1, 2, 2], (4, 4), LatentScale::Nearest);
+        assert_eq!(nearest, [0., 0., 1., 1., 0., 0., 1., 1., 2., 2., 3., 3., 2., 2., 3., 3.]);
+        // Channels stay apart; 1.5x picks floor(0, 0.67, 1.33) = 0, 0, 1.
+        let two = [1.0, 2.0, 10.0, 20.0];
+        assert_eq!(
+            resize_latents(&two, [2, 1, 2], (1, 3), LatentScale::Nearest),
+            [1., 1., 2., 10., 10., 20.]
+        );
+    }
+}
