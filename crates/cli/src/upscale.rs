@@ -5,9 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use darkroom_gpu::{DType, Gpu};
-use darkroom_models::upscale::{weights_file, Upscaler, UpscalerInfo};
-use darkroom_models::{QuantPolicy, WeightStore};
-use darkroom_pipeline::PipelineError;
+use darkroom_models::upscale::Upscaler;
 
 use crate::failure::{usage, Failure};
 use crate::generate::{activations, PrecisionArg};
@@ -56,13 +54,13 @@ fn weights_path(model: &Path) -> Result<PathBuf, Failure> {
 pub fn load(gpu: &Gpu, model: &Path, dtype: DType) -> Result<Upscaler, Failure> {
     let path = weights_path(model)?;
     let bytes = std::fs::read(&path).map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
-    let bad = |e: darkroom_models::ModelError| usage(format!("{}: {e}", path.display()));
-    let store = WeightStore::from_bytes(weights_file(bytes).map_err(bad)?).map_err(bad)?;
-    let info = UpscalerInfo::detect(store.header()).map_err(bad)?;
-    let policy = if dtype == DType::F16 { QuantPolicy::F16 } else { QuantPolicy::F32 };
-    let model = Upscaler::load(&store.root(gpu, dtype, policy), info).map_err(bad)?;
-    store.require_all_used().map_err(bad)?;
-    Ok(model)
+    darkroom_pipeline::upscale::load_upscaler(gpu, bytes, dtype)
+        .map_err(|e| usage(format!("{}: {e}", path.display())))
+}
+
+/// The name an upscaled image records for `--model` (A1111 records the upscaler's name).
+fn upscaler_name(model: &Path) -> String {
+    model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| model.display().to_string())
 }
 
 pub fn run(gpu: &Gpu, args: UpscaleArgs) -> Result<(), Failure> {
@@ -95,8 +93,14 @@ pub fn run(gpu: &Gpu, args: UpscaleArgs) -> Result<(), Failure> {
     if !quiet {
         eprintln!();
     }
-    let png = darkroom_pipeline::metadata::encode_png_plain(&out.rgba, out.width as u32, out.height as u32)
-        .map_err(PipelineError::from)?;
+    // The source's parameters travel on, with the upscale added as A1111's Extras writes it.
+    let source = std::fs::read(&args.input).ok();
+    let png = darkroom_pipeline::upscale::upscaled_png(
+        &out,
+        source.as_deref(),
+        info.scale,
+        &upscaler_name(&args.model),
+    )?;
     crate::generate::write_atomically(&args.out, &png)?;
     println!("{}", args.out.display());
     Ok(())

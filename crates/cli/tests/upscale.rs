@@ -188,6 +188,13 @@ fn hires_fix_is_txt2img_then_upscale_then_img2img() {
     for (i, seed) in [(1, "11"), (2, "12")] {
         let up = dir.join(format!("up-{i}.png"));
         upscale_file(&upscaler, &dir.join(format!("base-{i}.png")), &up);
+        // The upscaled PNG keeps its source's parameters and adds the upscale, as A1111's Extras.
+        let text = darkroom_pipeline::metadata::read_parameters(&std::fs::read(&up).unwrap()).unwrap();
+        assert!(
+            text.contains(&format!("Seed: {seed}"))
+                && text.ends_with("Postprocess upscale by: 2, Postprocess upscaler: compact_x2.safetensors"),
+            "{text}"
+        );
         let by_hand = dir.join(format!("by-hand-{i}.png"));
         let result = darkroom(&common(
             &by_hand,

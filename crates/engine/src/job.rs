@@ -35,6 +35,9 @@ pub async fn generate(
         (true, taesd) => taesd,
         (false, _) => None,
     };
+    if request.recipe.hires.is_some() && draft.is_none() {
+        return hires(gpu, model, request, on_event).await;
+    }
     let runs = request.recipe.batch_count.max(1);
     let mut images = Vec::new();
     for run in 0..runs {
@@ -46,4 +49,87 @@ pub async fn generate(
         });
     }
     Ok(images)
+}
+
+/// A first pass's image for the hires fix: its pixels, or its latents for a latent upscale.
+enum FirstPass {
+    Image(darkroom_pipeline::Image),
+    Latents(Vec<f32>, [usize; 4]),
+}
+
+/// A1111's hires fix: each run's images made at the recipe's size, then each one upscaled — a
+/// Lanczos resize of its pixels, or its latents resized (`Latent`, `Latent (nearest)`) — and
+/// redrawn by an img2img pass at the larger size with its own seed, recorded with the recipe
+/// that asked for it. Upscaler models in the hires fix run from the CLI (`darkroom generate
+/// --hires …,upscaler=<model>`).
+async fn hires(
+    gpu: &Gpu,
+    model: &StableDiffusion,
+    request: &Request,
+    on_event: &mut dyn FnMut(&Event) -> bool,
+) -> Result<Vec<Generated>, EngineError> {
+    use darkroom_pipeline::recipe::{hires_second_pass, HIRES_LANCZOS};
+    let recipe = &request.recipe;
+    let Some(h) = recipe.hires.clone() else { return Ok(Vec::new()) };
+    recipe.validate(&model.info()).map_err(PipelineError::from)?;
+    let latent = h.latent().is_some();
+    if !latent && !h.upscaler.trim().eq_ignore_ascii_case(HIRES_LANCZOS) {
+        return Err(PipelineError::Input(format!(
+            "the hires upscaler {} is a model: here the hires fix upscales with Lanczos or in latent space (Latent, Latent (nearest)); upscaler models run from the CLI",
+            h.upscaler
+        ))
+        .into());
+    }
+    let base = darkroom_pipeline::Recipe { hires: None, ..recipe.clone() };
+    let runs = recipe.batch_count.max(1);
+    let mut out = Vec::new();
+    for run in 0..runs {
+        let this = Request { recipe: base.run(run), ..request.clone() };
+        let mut progress = |p: &Progress| on_event(&Event { run, runs, progress: p });
+        let seed = this.recipe.seed.unwrap_or_default();
+        let firsts: Vec<(u64, FirstPass)> = if latent {
+            let (values, shape) = darkroom_pipeline::sample(gpu, model, &this, &mut progress).await?;
+            let [_, c, lh, lw] = shape[..] else {
+                return Err(PipelineError::Input(format!("latents of shape {shape:?}")).into());
+            };
+            values
+                .chunks_exact(c * lh * lw)
+                .enumerate()
+                .map(|(i, v)| (seed + i as u64, FirstPass::Latents(v.to_vec(), [1, c, lh, lw])))
+                .collect()
+        } else {
+            darkroom_pipeline::generate(gpu, model, &this, &mut progress)
+                .await?
+                .into_iter()
+                .map(|g| (g.params.seed, FirstPass::Image(g.image)))
+                .collect()
+        };
+        for (image_seed, first) in firsts {
+            let second = hires_second_pass(recipe, &h, image_seed);
+            let size = (second.width, second.height);
+            let mut pass = Request {
+                recipe: second,
+                init_image: None,
+                init_latents: None,
+                mask: None,
+                ..request.clone()
+            };
+            match first {
+                FirstPass::Latents(values, shape) => {
+                    pass.init_latents =
+                        Some(darkroom_pipeline::upscale::hires_latents(&h, &values, shape, size)?)
+                }
+                FirstPass::Image(image) => {
+                    pass.init_image =
+                        Some(darkroom_pipeline::preprocess::resize_lanczos(&image, size.0, size.1))
+                }
+            }
+            for mut made in darkroom_pipeline::generate(gpu, model, &pass, &mut progress).await? {
+                made.params = recipe.to_params(&model.name, 0);
+                made.params.seed = image_seed;
+                out.push(made);
+            }
+        }
+    }
+    Ok(out)
 }

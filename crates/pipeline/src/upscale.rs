@@ -10,6 +10,49 @@ use darkroom_models::upscale::{Architecture, Upscaler};
 use crate::request::Image;
 use crate::PipelineError;
 
+/// An upscaler from its weights file's bytes (`.pth` as `torch.save` writes it, read by the
+/// restricted reader, or `.safetensors`), its architecture read from the names and shapes, with
+/// `dtype` activations.
+pub fn load_upscaler(
+    gpu: &Gpu,
+    bytes: Vec<u8>,
+    dtype: darkroom_gpu::DType,
+) -> Result<Upscaler, PipelineError> {
+    use darkroom_models::upscale::{weights_file, UpscalerInfo};
+    use darkroom_models::{QuantPolicy, WeightStore};
+    let store = WeightStore::from_bytes(weights_file(bytes)?)?;
+    let info = UpscalerInfo::detect(store.header())?;
+    let policy = if dtype == darkroom_gpu::DType::F16 { QuantPolicy::F16 } else { QuantPolicy::F32 };
+    let model = Upscaler::load(&store.root(gpu, dtype, policy), info)?;
+    store.require_all_used()?;
+    Ok(model)
+}
+
+/// An upscaled image as a PNG carrying what A1111's Extras tab writes: the source's own
+/// parameters (when `source_png` has any) with `Postprocess upscale by` and `Postprocess
+/// upscaler` added; a plain PNG when the source had none.
+pub fn upscaled_png(
+    image: &Image,
+    source_png: Option<&[u8]>,
+    scale: usize,
+    upscaler: &str,
+) -> Result<Vec<u8>, PipelineError> {
+    use crate::metadata::{encode_png, encode_png_plain, read_parameters, GenerationParams};
+    let (w, h) = (image.width as u32, image.height as u32);
+    let params = source_png
+        .and_then(|png| read_parameters(png).ok())
+        .and_then(|text| GenerationParams::parse_infotext(&text).ok());
+    Ok(match params {
+        Some(mut p) => {
+            p.extra.retain(|(k, _)| k != "Postprocess upscale by" && k != "Postprocess upscaler");
+            p.extra.push(("Postprocess upscale by".into(), scale.to_string()));
+            p.extra.push(("Postprocess upscaler".into(), upscaler.to_string()));
+            encode_png(&image.rgba, w, h, &p)?
+        }
+        None => encode_png_plain(&image.rgba, w, h)?,
+    })
+}
+
 /// Overlap between neighbouring tiles, in input pixels (blended with feathered weights).
 pub const OVERLAP: usize = 16;
 /// Image pixels around each tile that the model sees and that are then cut away: RRDBNet's

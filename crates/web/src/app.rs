@@ -48,10 +48,6 @@ async fn load_models(state: AppState) {
     }
     for (file, text) in BUILTIN {
         if let Ok(e) = ModelEntry::parse(text, file, None) {
-            // Upscalers run from the CLI only so far: the app has no upscale action yet.
-            if e.manifest.family == darkroom_weights::ModelKind::Upscaler {
-                continue;
-            }
             // A manifest given in the address (a mirror) stands in for the built-in one.
             if !models.iter().any(|m| m.manifest.id == e.manifest.id) {
                 models.push(e);
@@ -164,6 +160,12 @@ pub fn App() -> impl IntoView {
         </header>
         <main class="app">
             {move || state.worker_error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+            {move || state.upscale_status.get().map(|text| view! {
+                <p class="toast small" id="upscale-status" role="status">
+                    {text}" "
+                    <button type="button" class="link" on:click=move |_| state.upscale_status.set(None)>"Dismiss"</button>
+                </p>
+            })}
             <div class:hidden=move || state.tab.get() != Tab::Generate><GeneratePanel /></div>
             <div class:hidden=move || state.tab.get() != Tab::Models><ModelManager /></div>
             <div class:hidden=move || state.tab.get() != Tab::Gallery><GalleryPanel /></div>

@@ -235,6 +235,7 @@ fn apply(state: AppState, params: &JsValue) -> Result<(), String> {
         height: img.height,
         url: png_url(&png),
         png,
+        original: None,
     }));
     Ok(())
 }

@@ -29,6 +29,7 @@ mod queue;
 mod report;
 mod state;
 mod storage_access;
+mod upscaling;
 #[cfg(feature = "dev-pages")]
 mod weights_check;
 mod worker;

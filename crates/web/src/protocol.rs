@@ -67,6 +67,16 @@ pub enum ToWorker {
     /// prompt's words with `clip` (a CLIP model), and the aesthetic score with `aesthetic`'s head;
     /// written into their records. Progress per image; answered with `StoreReply::Scored`.
     Score { clip: ModelRef, aesthetic: Option<ModelRef>, keys: Vec<u32> },
+    /// The image (PNG attachment 0) upscaled by `model` (an ESRGAN-family upscaler), its
+    /// parameters kept with the upscale added as A1111's Extras writes it. `keep`: the model name
+    /// to record when it goes into the gallery, `brief` the brief and iteration it joins.
+    /// Progress per tile; answered with `Result` (the upscaled PNG as attachment 0).
+    Upscale {
+        model: ModelRef,
+        keep: Option<String>,
+        #[serde(default)]
+        brief: Option<BriefTag>,
+    },
     /// A change to the browser's stores.
     Store(StoreOp),
     /// The queue of jobs the worker runs one after another.
@@ -277,6 +287,7 @@ pub enum Stage {
     Decoding,
     Importing,
     Scoring,
+    Upscaling,
 }
 
 impl Stage {
@@ -289,6 +300,7 @@ impl Stage {
             Stage::Decoding => "Decoding",
             Stage::Importing => "Importing",
             Stage::Scoring => "Scoring",
+            Stage::Upscaling => "Upscaling",
         }
     }
 }

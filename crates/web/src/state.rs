@@ -73,6 +73,8 @@ pub struct InitImage {
     pub png: Vec<u8>,
     /// An object URL showing it.
     pub url: String,
+    /// The file it came from, at its own size (what the upscale action upscales).
+    pub original: Option<web_sys::Blob>,
 }
 
 /// A control unit's image (picked, dropped or drawn) as PNG.
@@ -140,6 +142,8 @@ pub struct Settings {
     pub strength: Field<f64>,
     /// Drafts: decoded by TAESD, the final latents kept in each PNG for finishing.
     pub draft: Field<bool>,
+    /// The hires fix (A1111's), off when `None`.
+    pub hires: Field<Option<darkroom_pipeline::Hires>>,
     pub init: RwSignal<Option<InitImage>>,
     /// Whether to paint a mask over the init image (inpainting).
     pub inpaint: RwSignal<bool>,
@@ -171,6 +175,7 @@ impl Settings {
                 |r, v| r.strength = Some(v),
             ),
             draft: Field::new(recipe, |r| r.draft, |r, v| r.draft = v),
+            hires: Field::new(recipe, |r| r.hires.clone(), |r, v| r.hires = v),
             init: RwSignal::new(None),
             inpaint: RwSignal::new(false),
             mask_png: RwSignal::new(None),
@@ -274,6 +279,10 @@ pub struct AppState {
     pub briefs: RwSignal<Vec<Brief>>,
     /// The brief new images join (its id), kept across reloads.
     pub active_brief: RwSignal<Option<String>>,
+    /// The upscaler the upscale actions use (a model id; empty: the first downloaded).
+    pub upscaler: RwSignal<String>,
+    /// How the last upscale went (or how far the running one is).
+    pub upscale_status: RwSignal<Option<String>>,
 }
 
 /// Where the active brief's id is kept between visits.
@@ -318,6 +327,8 @@ impl AppState {
             active_brief: RwSignal::new(
                 local_storage().and_then(|s| s.get_item(ACTIVE_BRIEF_KEY).ok().flatten()),
             ),
+            upscaler: RwSignal::new(String::new()),
+            upscale_status: RwSignal::new(None),
         }
     }
 

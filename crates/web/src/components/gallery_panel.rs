@@ -26,6 +26,7 @@ pub fn GalleryPanel() -> impl IntoView {
             <p class="muted">"Every image you make is kept in this browser, with its settings. Nothing is uploaded."</p>
             <input id="gallery-search" type="search" placeholder="Search prompts and settings"
                 prop:value=move || query.get() on:input=move |ev| query.set(event_target_value(&ev)) />
+            <crate::upscaling::UpscalerPicker />
             {move || failure.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
             <p class="muted small" id="gallery-count">{move || format!("{} of {} images · click one to review it at full size", shown.with(Vec::len), items.with(Vec::len))}</p>
             <div class="gallery-grid">
@@ -92,6 +93,7 @@ pub fn GalleryPanel() -> impl IntoView {
                                     <p class="muted small">{format!("{} · {}×{} · {}", entry.model, entry.width, entry.height, String::from(when))}</p>
                                     <div class="actions">
                                         <button class="use-settings" on:click=use_settings>"Use these settings"</button>
+                                        {crate::upscaling::button(state, entry.png.clone(), Some(entry.clone()))}
                                         <a class="download" href=item.url.clone() download=format!("darkroom-{seed}.png")>"Download PNG"</a>
                                         <button class="delete" on:click=delete>"Delete"</button>
                                         {move || (!state.briefs.with(Vec::is_empty)).then(|| view! {

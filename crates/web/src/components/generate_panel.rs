@@ -191,6 +191,7 @@ pub fn GeneratePanel() -> impl IntoView {
                             })
                         }}
                     </div>
+                    <HiresFix />
                     <ImageInput />
                     <ControlUnits />
                     <div class="row buttons">
@@ -240,6 +241,7 @@ pub fn GeneratePanel() -> impl IntoView {
                                     <figcaption>
                                         <span>{format!("seed {}", r.seed)}</span>
                                         <a class="download" href=r.url.clone() download=format!("darkroom-{}.png", r.seed)>"PNG"</a>
+                                        {crate::upscaling::button(state, r.png.clone(), None)}
                                     </figcaption>
                                 </figure>
                             }
@@ -248,5 +250,60 @@ pub fn GeneratePanel() -> impl IntoView {
                 </div>
             </div>
         </section>
+    }
+}
+
+/// The hires fix: each image made at the form's size, then upscaled (Lanczos, or its latents
+/// resized as A1111's Latent upscalers) and redrawn by an img2img pass at the larger size.
+#[component]
+fn HiresFix() -> impl IntoView {
+    use darkroom_pipeline::Hires;
+    let state = expect_context::<AppState>();
+    let s = state.settings;
+    let on = move || s.hires.get().is_some();
+    let change = move |f: &dyn Fn(&mut Hires)| {
+        if let Some(mut h) = s.hires.get_untracked() {
+            f(&mut h);
+            s.hires.set(Some(h));
+        }
+    };
+    let value = move |f: fn(&Hires) -> String| s.hires.get().map(|h| f(&h)).unwrap_or_default();
+    let size = move || {
+        s.hires.get().map(|h| {
+            let (w, h2) = h.size(s.width.get(), s.height.get());
+            format!("→ {w}×{h2}")
+        })
+    };
+    view! {
+        <div class="row hires">
+            <label class="check" title="A1111's hires fix: make the image at this size, upscale it, then redraw it at the larger size">
+                <input id="hires" type="checkbox" prop:checked=on on:change=move |ev| {
+                    s.hires.set(event_target_checked(&ev).then(|| Hires { upscaler: "Latent".into(), strength: 0.5, ..Hires::default() }))
+                } />
+                "Hires fix"
+            </label>
+            <Show when=on>
+                <label class="field narrow"><span>"Upscale by"</span>
+                    <input id="hires-scale" type="number" min="1.05" max="4" step="0.05" prop:value={move || value(|h| h.scale.to_string())}
+                        on:change={move |ev| if let Some(v) = number::<f64>(&ev) { change(&|h| h.scale = v) }} />
+                </label>
+                <label class="field narrow"><span>"Hires steps"</span>
+                    <input id="hires-steps" type="number" min="0" max=MAX_STEPS title="0: the same as Steps" prop:value={move || value(|h| h.steps.to_string())}
+                        on:change={move |ev| if let Some(v) = number::<usize>(&ev) { change(&|h| h.steps = v) }} />
+                </label>
+                <label class="field narrow"><span>"Denoising"</span>
+                    <input id="hires-strength" type="number" min="0.05" max="1" step="0.05" prop:value={move || value(|h| h.strength.to_string())}
+                        on:change={move |ev| if let Some(v) = number::<f64>(&ev) { change(&|h| h.strength = v) }} />
+                </label>
+                <label class="field"><span>"Upscaler"</span>
+                    <select id="hires-upscaler" on:change={move |ev| { let v = event_target_value(&ev); change(&|h| h.upscaler = v.clone()) }}>
+                        {[("Latent", "Latent (bilinear)"), ("Latent (nearest)", "Latent (nearest)"), ("lanczos", "Lanczos (pixels)")].into_iter().map(|(v, label)| view! {
+                            <option value=v selected={move || value(|h| h.upscaler.clone()).eq_ignore_ascii_case(v)}>{label}</option>
+                        }).collect_view()}
+                    </select>
+                </label>
+                <span class="muted small" id="hires-size">{size}</span>
+            </Show>
+        </div>
     }
 }

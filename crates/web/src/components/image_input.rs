@@ -73,6 +73,7 @@ pub async fn decode_image(
 /// are multiples of 8, and makes it the init image; the size fields follow it.
 pub fn load_init_image(state: AppState, blob: web_sys::Blob) {
     spawn_local(async move {
+        let original = blob.clone();
         let outcome = decode_image(blob, |w0, h0| {
             let scale = (MAX_INIT_SIDE / w0.max(h0)).min(1.0);
             (
@@ -83,7 +84,7 @@ pub fn load_init_image(state: AppState, blob: web_sys::Blob) {
         .await
         .map(|(w, h, rgba)| {
             let png = encode_png(w, h, &rgba);
-            InitImage { width: w, height: h, url: png_url(&png), png }
+            InitImage { width: w, height: h, url: png_url(&png), png, original: Some(original) }
         });
         match outcome {
             Ok(init) => {
@@ -96,6 +97,24 @@ pub fn load_init_image(state: AppState, blob: web_sys::Blob) {
             }
             Err(e) => state.error.set(Some(format!("The image could not be used: {e}."))),
         }
+    });
+}
+
+/// The init image upscaled at the size of the file it came from (the form's copy is resized).
+fn upscale_init(state: AppState) {
+    let Some(init) = state.settings.init.get_untracked() else { return };
+    spawn_local(async move {
+        let png = match init.original {
+            Some(blob) => match decode_image(blob, |w, h| (w as usize, h as usize)).await {
+                Ok((w, h, rgba)) => encode_png(w, h, &rgba),
+                Err(e) => {
+                    state.upscale_status.set(Some(format!("The image could not be read: {e}.")));
+                    return;
+                }
+            },
+            None => init.png,
+        };
+        crate::upscaling::upscale(state, png, None);
     });
 }
 
@@ -159,6 +178,7 @@ pub fn ImageInput() -> impl IntoView {
                     height: canvas.height,
                     url: png_url(&png),
                     png,
+                    original: None,
                 }));
                 pending_mask.set(Some(mask.rgba));
             }
@@ -261,6 +281,8 @@ pub fn ImageInput() -> impl IntoView {
                             <label class="check"><input id="inpaint" type="checkbox" prop:checked=move || s.inpaint.get()
                                 on:change=move |ev| s.inpaint.set(event_target_checked(&ev)) />" Paint a mask (inpaint)"</label>
                             <button type="button" on:click=remove>"Remove image"</button>
+                            <button type="button" class="upscale" id="init-upscale" title="Upscale this image at its own size (kept in the gallery)"
+                                on:click=move |_| upscale_init(state)>"Upscale"</button>
                         </div>
                         <div class="row outpaint">
                             <label class="field narrow">

@@ -1,5 +1,5 @@
 //! Review at full size, by keyboard: ← → move, 1–5 stars (0 clears), K keep, X reject (the
-//! reason field takes the focus; Enter confirms), F final, N note, D finishes a draft, Esc closes. The same view
+//! reason field takes the focus; Enter confirms), F final, N note, D finishes a draft, U upscales, Esc closes. The same view
 //! serves the brief board and the gallery.
 
 use darkroom_workflow::brief::{ordered_scores, score_label, score_text, Culling, Verdict};
@@ -96,6 +96,11 @@ pub fn Review(
             }
         }
     };
+    let upscale = move || {
+        if let Some(s) = index.get_untracked().and_then(|i| list.with_untracked(|l| l.get(i).cloned())) {
+            crate::upscaling::upscale(state, s.entry.png.clone(), Some(&s.entry));
+        }
+    };
     let save_note = move || {
         let text = note.get_untracked().trim().to_string();
         change(&|c: &mut Culling| c.note = text.clone())
@@ -165,6 +170,10 @@ pub fn Review(
                 finish();
                 true
             }
+            "u" | "U" => {
+                upscale();
+                true
+            }
             "Escape" => {
                 index.set(None);
                 true
@@ -210,6 +219,7 @@ pub fn Review(
                         <div class="actions">
                             <button id="review-keep" on:click=move |_| keep() title="K">"Keep (K)"</button>
                             <button id="review-final" on:click=move |_| toggle_final() title="F">{if c.is_final { "Not final (F)" } else { "Final (F)" }}</button>
+                            <button id="review-upscale" on:click=move |_| upscale() title="U: upscale with the chosen upscaler (the result joins the gallery)">"Upscale (U)"</button>
                         </div>
                         {s.entry.is_draft().then(|| view! {
                             <div class="actions">
@@ -232,7 +242,7 @@ pub fn Review(
                         <p class="prompt">{s.entry.prompt().to_string()}</p>
                         <p class="scores small">{scores}</p>
                         <p class="muted small settings">{settings}</p>
-                        <p class="muted small">"← → move · 1–5 stars · 0 clears · K keep · X reject · F final · N note · D finish a draft · Esc close"</p>
+                        <p class="muted small">"← → move · 1–5 stars · 0 clears · K keep · X reject · F final · N note · D finish a draft · U upscale · Esc close"</p>
                     </aside>
                 </div>
             }

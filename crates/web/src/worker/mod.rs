@@ -28,6 +28,7 @@ use crate::gallery::{Entry, Gallery};
 mod queue_runner;
 mod scoring;
 mod stores;
+mod upscaling;
 
 use crate::idb_model::{IdbModelFiles, IdbQuantCache};
 use crate::protocol::{
@@ -48,6 +49,8 @@ struct State {
     controlnets: RefCell<std::collections::HashMap<String, std::sync::Arc<darkroom_pipeline::ControlNet>>>,
     /// The CLIP model (and aesthetic head) that scores images.
     scorer: RefCell<Option<scoring::Loaded>>,
+    /// The upscaler last used, by manifest id, base and activations.
+    upscaler: RefCell<Option<(String, Rc<darkroom_models::upscale::Upscaler>)>>,
     cancelled: RefCell<HashSet<u32>>,
     /// One GPU job (load or generate) at a time; downloads run beside it.
     busy: Cell<bool>,
@@ -155,6 +158,12 @@ fn handle(envelope: Envelope<ToWorker>) {
                 Err((kind, message)) => fail(id, kind, message),
             }
         }),
+        ToWorker::Upscale { model, keep, brief } => spawn_local(async move {
+            let job = upscaling::upscale(&state, id, &model, (keep, brief), envelope.bytes);
+            if let Err((kind, message)) = exclusive(&state, id, job).await {
+                fail(id, kind, message);
+            }
+        }),
         ToWorker::Queue(op) => spawn_local(async move {
             match queue_runner::queue_op(&state, id, op, envelope.bytes).await {
                 Ok(true) => post(id, FromWorker::Stored(StoreReply::Done), Vec::new()),
@@ -198,6 +207,7 @@ fn forget_lost_device(state: &State) {
         state.loaded.borrow_mut().evict();
         *state.taesd.borrow_mut() = None;
         *state.scorer.borrow_mut() = None;
+        *state.upscaler.borrow_mut() = None;
         *state.gpu.borrow_mut() = None;
     }
 }

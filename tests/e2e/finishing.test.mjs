@@ -1,8 +1,9 @@
-// Drafts, then finals, in the app: a batch made as drafts (TAESD's decode, each PNG carrying its
+// Finishing in the app. Drafts, then finals: a batch made as drafts (TAESD's decode, each PNG carrying its
 // final latents), one reviewed, kept and finished by keyboard (D) — the finished image equals the
 // native CLI's direct generation with the same settings, its parameters no longer say Draft —
 // and the other left a draft. Kept drafts are finished from a brief's board too, whose images are
-// then scored on the device (CLIP score and aesthetic, against the CLI's `darkroom score`).
+// then scored on the device (CLIP score and aesthetic, against the CLI's `darkroom score`); a
+// gallery image upscaled by a downloaded upscaler as `darkroom upscale` upscales it.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,7 +17,8 @@ import {
 } from './harness.mjs';
 
 const QUERY = `?${fixtureModel('tiny-sd')}&${fixtureModel('taesd-test')}`
-  + `&${fixtureModel('clip-test', 'clip-score/model')}&${fixtureModel('aesthetic-test', 'clip-score')}`;
+  + `&${fixtureModel('clip-test', 'clip-score/model')}&${fixtureModel('aesthetic-test', 'clip-score')}`
+  + `&${fixtureModel('upscaler-test', 'upscale')}`;
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLIP = path.join(ROOT, 'tests', 'fixtures', 'clip-score');
 const PROMPT = 'a paper boat on a pond, morning light';
@@ -180,5 +182,73 @@ test('a board scores its images with CLIP and the aesthetic head, as darkroom sc
   await page.waitForSelector('#review [data-score="clip_score"]');
   await page.waitForSelector('#review [data-score="aesthetic"]');
   await page.keyboard.press('Escape');
+  assert.deepEqual(problems, []);
+});
+
+test('a gallery image upscaled by a downloaded upscaler equals darkroom upscale', async () => {
+  const { page, problems } = session;
+  await page.click('#tab-gallery');
+  // Without an upscaler the action says what to download.
+  await page.click('.gallery-item:has(a.download[download="darkroom-4321.png"]) button.upscale');
+  await page.waitForFunction(() => /needs an upscaler/.test(document.querySelector('#upscale-status')?.textContent ?? ''));
+  await downloadModel(page, 'upscaler-test');
+  await page.click('#tab-gallery');
+  await page.waitForSelector('#upscaler');
+  const before = await page.locator('.gallery-item').count();
+  const source = await galleryPng(page, 4321);
+  await page.click('.gallery-item:has(a.download[download="darkroom-4321.png"]) button.upscale');
+  await page.waitForFunction(() => /Upscaled to 128×96/.test(document.querySelector('#upscale-status')?.textContent ?? ''),
+    null, { timeout: 120_000 });
+  await page.waitForFunction((n) => document.querySelectorAll('.gallery-item').length === n + 1, before);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'upscaled-gallery.png'), fullPage: true });
+  const [file] = await Promise.all([
+    page.waitForEvent('download'),
+    page.click('.gallery-item:first-child a.download'),
+  ]);
+  const upscaled = readFileSync(await file.path());
+  const text = pngText(upscaled).parameters;
+  assert.match(text, /Seed: 4321/);
+  assert.match(text, /Postprocess upscale by: 2, Postprocess upscaler: upscaler-test$/);
+
+  const dir = mkdtempSync(path.join(tmpdir(), 'darkroom-upscale-'));
+  const input = path.join(dir, 'in.png');
+  const output = path.join(dir, 'out.png');
+  writeFileSync(input, source);
+  const run = spawnSync(path.join(ROOT, 'target', 'debug', 'darkroom'), [
+    'upscale', '--model', path.join(ROOT, 'tests', 'fixtures', 'upscale', 'compact_x2.safetensors'),
+    '--in', input, '--out', output, '--precision', 'f32', '--quiet',
+  ], { encoding: 'utf8', env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR || '/tmp' } });
+  assert.equal(run.status, 0, run.stderr);
+  const worst = maxDiff(await pixels(page, { png: upscaled }), await pixels(page, { png: readFileSync(output) }));
+  assert.ok(worst <= 2, `app vs darkroom upscale: worst pixel differs by ${worst}/255`);
+  assert.deepEqual(problems, []);
+});
+
+test('the hires fix in the form makes what darkroom generate --hires makes', async () => {
+  const { page, problems } = session;
+  await page.click('#tab-generate');
+  await page.uncheck('#drafts');
+  await page.fill('#prompt', 'a lighthouse on a cliff at dusk');
+  await setField(page, '#seed', 21);
+  await setField(page, '#steps', 4);
+  await setField(page, '#batch-size', 1);
+  await page.check('#hires');
+  await setField(page, '#hires-scale', 2);
+  await setField(page, '#hires-steps', 5);
+  await setField(page, '#hires-strength', 0.6);
+  await page.selectOption('#hires-upscaler', 'Latent');
+  assert.match(await page.textContent('#hires-size'), /128×96/);
+  await generateImages(page, 1);
+  assert.equal(await page.$('#generate-error'), null);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'hires-generated.png'), fullPage: true });
+  const ours = await pixels(page, { selector: '#results figure img' });
+  assert.deepEqual([ours.width, ours.height], [128, 96]);
+  const theirs = await pixels(page, {
+    png: cli(['--prompt', 'a lighthouse on a cliff at dusk', '--sampler', 'euler', '--cfg', '7', '--width', '64',
+      '--height', '48', '--seed', '21', '--steps', '4', '--hires', '2,steps=5,strength=0.6,upscaler=latent']),
+  });
+  const worst = maxDiff(ours, theirs);
+  assert.ok(worst <= 2, `the app's hires fix vs the CLI's: worst pixel differs by ${worst}/255`);
+  await page.uncheck('#hires');
   assert.deepEqual(problems, []);
 });
