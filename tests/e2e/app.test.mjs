@@ -378,6 +378,7 @@ test('inpainting with a painted mask matches the CLI with the same mask', async 
   await setField(page, '#seed', 77);
   await page.selectOption('#sampler', 'euler');
   // A stroke across the middle of the image.
+  await page.locator('#mask-canvas').scrollIntoViewIfNeeded();
   const box = await page.locator('#mask-canvas').boundingBox();
   await page.mouse.move(box.x + box.width * 0.2, box.y + box.height * 0.5);
   await page.mouse.down();
@@ -460,6 +461,8 @@ test('a control unit with a drawn scribble makes the CLI\'s image from the same 
   assert.equal(await unit.locator('.control-model').inputValue(), 'tiny-controlnet', 'the downloaded ControlNet is picked');
   await unit.locator('.control-draw').click();
   assert.equal(await unit.locator('.control-pre').inputValue(), 'scribble');
+  // Mouse coordinates are the viewport's: the canvas must be on screen (the form is long).
+  await unit.locator('.control-canvas').scrollIntoViewIfNeeded();
   const box = await unit.locator('.control-canvas').boundingBox();
   for (const [x0, y0, x1, y1] of [[0.1, 0.8, 0.5, 0.15], [0.5, 0.15, 0.9, 0.7]]) {
     await page.mouse.move(box.x + box.width * x0, box.y + box.height * y0);
