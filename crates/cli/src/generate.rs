@@ -185,9 +185,6 @@ impl Settings {
 }
 
 /// `SCALE[,key=value…]`: the scale and each setting, in order.
-/// A first pass's image for the latent hires fix: its seed and latents [1, C, h, w].
-type FirstPass = (u64, Vec<f32>, [usize; 4]);
-
 fn scale_and_settings(s: &str) -> Result<(f64, Vec<(&str, &str)>), String> {
     let mut parts = s.split(',');
     let scale = parts.next().unwrap_or_default().trim();
@@ -591,104 +588,18 @@ impl<'g> Runner<'g> {
         if recipe.sd_upscale.is_some() {
             return self.run_sd_upscale(recipe, label);
         }
-        // A draft is the first pass; its recipe keeps the hires settings for finishing.
-        if recipe.hires.is_none() || recipe.draft {
+        // A draft is the first pass; its recipe keeps the hires settings for finishing. The
+        // engine runs the hires fix with Lanczos and the latent upscalers; models run here.
+        let engine_runs = recipe.hires.as_ref().is_none_or(darkroom_engine::job::runs_hires);
+        if engine_runs || recipe.draft {
             return self.run_once(recipe, None, label);
         }
         recipe
             .validate(&darkroom_pipeline::ModelInfo::stable_diffusion(&recipe.model, false))
             .map_err(PipelineError::from)?;
         let base = Recipe { hires: None, ..recipe.clone() };
-        if recipe.hires.as_ref().and_then(|h| h.latent()).is_some() {
-            let first = self.sample_runs(base, label)?;
-            return self.hires_latent_pass(&recipe, first, label);
-        }
         let first = self.run_once(base, None, label)?;
         self.hires_pass(&recipe, first, label)
-    }
-
-    /// The recipe's runs up to their final latents (no VAE decode): each image's seed and
-    /// latents [1, C, h, w], for the hires fix's latent upscale.
-    fn sample_runs(&mut self, recipe: Recipe, label: &str) -> Result<Vec<FirstPass>, Failure> {
-        let mut out = Vec::new();
-        let runs = recipe.batch_count.max(1);
-        for run in 0..runs {
-            let this = recipe.run(run);
-            let (model, request) = self.prepare(this, None, label)?;
-            let quiet = self.settings.quiet;
-            let mut progress = |p: &darkroom_pipeline::Progress| {
-                if !quiet {
-                    eprint!("\r{label}run {}/{runs}: denoising {}/{}   ", run + 1, p.step, p.total);
-                    let _ = std::io::stderr().flush();
-                }
-                true
-            };
-            let (values, shape) =
-                pollster::block_on(darkroom_pipeline::sample(self.gpu, &model.0, &request, &mut progress))?;
-            let [b, c, h, w] = shape[..] else {
-                return Err(usage(format!("latents of shape {shape:?}")));
-            };
-            let seed = request.recipe.seed.unwrap_or_default();
-            for (i, chunk) in values.chunks_exact(c * h * w).take(b).enumerate() {
-                out.push((seed + i as u64, chunk.to_vec(), [1, c, h, w]));
-            }
-        }
-        if !self.settings.quiet {
-            eprintln!();
-        }
-        Ok(out)
-    }
-
-    /// The hires fix with a latent upscaler: each first-pass image's latents resized (A1111's
-    /// "Latent" / "Latent (nearest)"), then the img2img pass from them at the larger size.
-    fn hires_latent_pass(
-        &mut self,
-        recipe: &Recipe,
-        first: Vec<FirstPass>,
-        label: &str,
-    ) -> Result<Vec<Generated>, Failure> {
-        let Some(hires) = recipe.hires.clone() else { return Ok(Vec::new()) };
-        let total = first.len();
-        let mut out = Vec::new();
-        for (i, (seed, latents, shape)) in first.into_iter().enumerate() {
-            let second = darkroom_pipeline::recipe::hires_second_pass(recipe, &hires, seed);
-            let up = darkroom_pipeline::upscale::hires_latents(
-                &hires,
-                &latents,
-                shape,
-                (second.width, second.height),
-            )?;
-            let (model, mut request) = self.prepare(second, None, label)?;
-            request.init_latents = Some(up);
-            let label = format!("{label}hires {}/{total}: ", i + 1);
-            let quiet = self.settings.quiet;
-            let mut progress = |event: &darkroom_engine::job::Event| {
-                if !quiet {
-                    eprint!(
-                        "\r{label}{:?} {}/{}   ",
-                        event.progress.stage, event.progress.step, event.progress.total
-                    );
-                    let _ = std::io::stderr().flush();
-                }
-                true
-            };
-            let made = pollster::block_on(darkroom_engine::job::generate(
-                self.gpu,
-                &model.0,
-                None,
-                &request,
-                &mut progress,
-            ))?;
-            if !quiet {
-                eprintln!("\r{label}done                ");
-            }
-            for mut image in made {
-                image.params = recipe.to_params(&image.params.model.clone().unwrap_or_default(), 0);
-                image.params.seed = seed;
-                out.push(image);
-            }
-        }
-        Ok(out)
     }
 
     /// The hires fix's second pass over the first pass's images (`recipe`'s hires settings).
@@ -809,12 +720,32 @@ impl<'g> Runner<'g> {
     ) -> Result<Vec<Generated>, Failure> {
         let mut recipe = kept.final_recipe();
         recipe.model = self.settings.model.display().to_string();
+        let quiet = self.settings.quiet;
         if recipe.hires.as_ref().and_then(|h| h.latent()).is_some() {
             // The kept latents are the first pass's: upscaled as they are, no VAE decode.
             let seed = recipe.seed.unwrap_or_default() + kept.index as u64;
-            return self.hires_latent_pass(&recipe, vec![(seed, kept.values.clone(), kept.shape)], label);
+            let first = darkroom_engine::job::FirstPass::Latents(kept.values.clone(), kept.shape);
+            let (model, request) = self.prepare(recipe, None, label)?;
+            let mut progress = |p: &darkroom_pipeline::Progress| {
+                if !quiet {
+                    eprint!("\r{label}hires {:?} {}/{}   ", p.stage, p.step, p.total);
+                    let _ = std::io::stderr().flush();
+                }
+                true
+            };
+            let made = pollster::block_on(darkroom_engine::job::hires_second_pass(
+                self.gpu,
+                &model.0,
+                &request,
+                seed,
+                first,
+                &mut progress,
+            ))?;
+            if !quiet {
+                eprintln!("\r{label}done                ");
+            }
+            return Ok(made);
         }
-        let quiet = self.settings.quiet;
         let tiling = self.settings.vae_tiling;
         let gpu = self.gpu;
         let model = load_model(&mut self.loaded, gpu, &self.settings, self.precision, &recipe)?;

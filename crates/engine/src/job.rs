@@ -51,8 +51,9 @@ pub async fn generate(
     Ok(images)
 }
 
-/// A first pass's image for the hires fix: its pixels, or its latents for a latent upscale.
-enum FirstPass {
+/// A first pass's image for the hires fix: its pixels, or its latents ([1, C, h, w]) for a
+/// latent upscale.
+pub enum FirstPass {
     Image(darkroom_pipeline::Image),
     Latents(Vec<f32>, [usize; 4]),
 }
@@ -68,12 +69,11 @@ async fn hires(
     request: &Request,
     on_event: &mut dyn FnMut(&Event) -> bool,
 ) -> Result<Vec<Generated>, EngineError> {
-    use darkroom_pipeline::recipe::{hires_second_pass, HIRES_LANCZOS};
     let recipe = &request.recipe;
     let Some(h) = recipe.hires.clone() else { return Ok(Vec::new()) };
     recipe.validate(&model.info()).map_err(PipelineError::from)?;
     let latent = h.latent().is_some();
-    if !latent && !h.upscaler.trim().eq_ignore_ascii_case(HIRES_LANCZOS) {
+    if !runs_hires(&h) {
         return Err(PipelineError::Input(format!(
             "the hires upscaler {} is a model: here the hires fix upscales with Lanczos or in latent space (Latent, Latent (nearest)); upscaler models run from the CLI",
             h.upscaler
@@ -105,31 +105,49 @@ async fn hires(
                 .collect()
         };
         for (image_seed, first) in firsts {
-            let second = hires_second_pass(recipe, &h, image_seed);
-            let size = (second.width, second.height);
-            let mut pass = Request {
-                recipe: second,
-                init_image: None,
-                init_latents: None,
-                mask: None,
-                ..request.clone()
-            };
-            match first {
-                FirstPass::Latents(values, shape) => {
-                    pass.init_latents =
-                        Some(darkroom_pipeline::upscale::hires_latents(&h, &values, shape, size)?)
-                }
-                FirstPass::Image(image) => {
-                    pass.init_image =
-                        Some(darkroom_pipeline::preprocess::resize_lanczos(&image, size.0, size.1))
-                }
-            }
-            for mut made in darkroom_pipeline::generate(gpu, model, &pass, &mut progress).await? {
-                made.params = recipe.to_params(&model.name, 0);
-                made.params.seed = image_seed;
-                out.push(made);
-            }
+            out.extend(hires_second_pass(gpu, model, request, image_seed, first, &mut progress).await?);
         }
     }
     Ok(out)
+}
+
+/// Whether [`generate`] runs the hires fix `h` itself: Lanczos and the latent upscalers (an
+/// upscaler model is the CLI's to run).
+pub fn runs_hires(h: &darkroom_pipeline::Hires) -> bool {
+    h.latent().is_some() || h.upscaler.trim().eq_ignore_ascii_case(darkroom_pipeline::recipe::HIRES_LANCZOS)
+}
+
+/// The hires fix's second pass for one first-pass image (of seed `image_seed`): upscaled —
+/// its latents resized, or its pixels by Lanczos — and redrawn by img2img at the larger size;
+/// `request` is the run's, its recipe the one that asks for the hires fix (it is recorded).
+pub async fn hires_second_pass(
+    gpu: &Gpu,
+    model: &StableDiffusion,
+    request: &Request,
+    image_seed: u64,
+    first: FirstPass,
+    progress: &mut darkroom_pipeline::ProgressFn<'_>,
+) -> Result<Vec<Generated>, EngineError> {
+    let recipe = &request.recipe;
+    let Some(h) = recipe.hires.clone() else {
+        return Err(PipelineError::Input("the recipe asks for no hires fix".into()).into());
+    };
+    let second = darkroom_pipeline::recipe::hires_second_pass(recipe, &h, image_seed);
+    let size = (second.width, second.height);
+    let mut pass =
+        Request { recipe: second, init_image: None, init_latents: None, mask: None, ..request.clone() };
+    match first {
+        FirstPass::Latents(values, shape) => {
+            pass.init_latents = Some(darkroom_pipeline::upscale::hires_latents(&h, &values, shape, size)?)
+        }
+        FirstPass::Image(image) => {
+            pass.init_image = Some(darkroom_pipeline::preprocess::resize_lanczos(&image, size.0, size.1))
+        }
+    }
+    let mut made = darkroom_pipeline::generate(gpu, model, &pass, progress).await?;
+    for image in &mut made {
+        image.params = recipe.to_params(&model.name, 0);
+        image.params.seed = image_seed;
+    }
+    Ok(made)
 }
