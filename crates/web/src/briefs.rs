@@ -103,7 +103,7 @@ fn finish_next(
     done: usize,
     status: RwSignal<Option<String>>,
 ) {
-    use crate::protocol::{ErrorKind, FromWorker, StoreReply, ToWorker};
+    use crate::protocol::{FromWorker, StoreReply, ToWorker};
     let Some(worker) = state.worker.get_value() else { return };
     if jobs.is_empty() {
         status.set(Some(format!(
@@ -132,42 +132,23 @@ fn finish_next(
         }
         FromWorker::Error { kind, message } => {
             state.gallery_version.update(|v| *v += 1);
-            status.set(Some(match kind {
-                ErrorKind::Busy => {
-                    "The GPU is busy (a generation or the queue): finish when it is done.".into()
-                }
-                ErrorKind::Cancelled => "Finishing was cancelled.".into(),
-                _ => format!("Finishing failed: {message}"),
-            }));
+            status.set(Some(kind.side_job("Finishing", "finish", &message)));
         }
         _ => {}
     });
 }
 
-/// The downloaded model of a kind (the first one), for scoring.
-pub fn downloaded(state: AppState, kind: darkroom_weights::ModelKind) -> Option<crate::state::ModelEntry> {
-    state
-        .models
-        .with(|list| list.iter().find(|m| m.manifest.family == kind && m.stored.get().complete).cloned())
-}
-
 /// Scores images on the device with the downloaded CLIP model (and the aesthetic predictor,
 /// when it is downloaded too); `status` follows it; the gallery is read again at the end.
 pub fn score_images(state: AppState, keys: Vec<u32>, status: RwSignal<Option<String>>) {
-    use crate::protocol::{ErrorKind, FromWorker, StoreReply, ToWorker};
+    use crate::protocol::{FromWorker, StoreReply, ToWorker};
     use darkroom_weights::ModelKind;
-    let Some(clip) = state.models.with_untracked(|l| {
-        l.iter().find(|m| m.manifest.family == ModelKind::Clip && m.stored.get_untracked().complete).cloned()
-    }) else {
+    let Some(clip) = state.downloaded(ModelKind::Clip).into_iter().next() else {
         status
             .set(Some("Scoring needs a CLIP model: download “CLIP ViT-L/14 (scores)” under Models.".into()));
         return;
     };
-    let aesthetic = state.models.with_untracked(|l| {
-        l.iter()
-            .find(|m| m.manifest.family == ModelKind::Aesthetic && m.stored.get_untracked().complete)
-            .map(|m| m.model_ref.clone())
-    });
+    let aesthetic = state.downloaded(ModelKind::Aesthetic).first().map(|m| m.model_ref.clone());
     if keys.is_empty() {
         status.set(Some("No images to score.".into()));
         return;
@@ -196,13 +177,7 @@ pub fn score_images(state: AppState, keys: Vec<u32>, status: RwSignal<Option<Str
         }
         FromWorker::Error { kind, message } => {
             state.gallery_version.update(|v| *v += 1);
-            status.set(Some(match kind {
-                ErrorKind::Busy => {
-                    "The GPU is busy (a generation or the queue): score when it is done.".into()
-                }
-                ErrorKind::Cancelled => "Scoring was cancelled.".into(),
-                _ => format!("Scoring failed: {message}"),
-            }));
+            status.set(Some(kind.side_job("Scoring", "score", &message)));
         }
         _ => {}
     });

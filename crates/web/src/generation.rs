@@ -172,11 +172,7 @@ fn prepared(state: AppState) -> Option<Prepared> {
 
 /// The downloaded TAESD model, for live previews.
 fn preview_model(state: AppState) -> Option<crate::protocol::ModelRef> {
-    state.models.with_untracked(|list| {
-        list.iter()
-            .find(|m| m.manifest.family == ModelKind::Taesd && m.stored.get_untracked().complete)
-            .map(|m| m.model_ref.clone())
-    })
+    state.downloaded(ModelKind::Taesd).first().map(|m| m.model_ref.clone())
 }
 
 /// Generate pressed (or Ctrl/Cmd+Enter).

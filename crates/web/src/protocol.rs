@@ -332,6 +332,20 @@ pub enum ErrorKind {
     Other,
 }
 
+impl ErrorKind {
+    /// How a side job (`job`: "Scoring"; `verb`: "score") that is not a generation ended badly,
+    /// in words: the GPU busy with another job, a cancel, or the worker's message.
+    pub fn side_job(self, job: &str, verb: &str, message: &str) -> String {
+        match self {
+            ErrorKind::Busy => {
+                format!("The GPU is busy (a generation or the queue): {verb} when it is done.")
+            }
+            ErrorKind::Cancelled => format!("{job} was cancelled."),
+            _ => format!("{job} failed: {message}"),
+        }
+    }
+}
+
 /// The worker answers.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum FromWorker {

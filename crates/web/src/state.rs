@@ -373,6 +373,14 @@ impl AppState {
         });
     }
 
+    /// The fully downloaded models of a kind, in the list's order (reactive: a view that asks
+    /// updates when a download completes).
+    pub fn downloaded(&self, kind: darkroom_weights::ModelKind) -> Vec<ModelEntry> {
+        self.models.with(|list| {
+            list.iter().filter(|m| m.manifest.family == kind && m.stored.get().complete).cloned().collect()
+        })
+    }
+
     pub fn model(&self, id: &str) -> Option<ModelEntry> {
         self.models.with(|list| list.iter().find(|m| m.manifest.id == id).cloned())
     }

@@ -6,22 +6,12 @@
 use leptos::prelude::*;
 
 use crate::gallery::Entry;
-use crate::protocol::{BriefTag, ErrorKind, FromWorker, ToWorker};
+use crate::protocol::{BriefTag, FromWorker, ToWorker};
 use crate::state::{AppState, ModelEntry};
-
-/// The downloaded upscalers.
-pub fn downloaded(state: AppState) -> Vec<ModelEntry> {
-    state.models.with(|list| {
-        list.iter()
-            .filter(|m| m.manifest.family == darkroom_weights::ModelKind::Upscaler && m.stored.get().complete)
-            .cloned()
-            .collect()
-    })
-}
 
 /// The upscaler the actions use: the one picked, else the first downloaded.
 pub fn chosen(state: AppState) -> Option<ModelEntry> {
-    let all = downloaded(state);
+    let all = state.downloaded(darkroom_weights::ModelKind::Upscaler);
     let picked = state.upscaler.get();
     all.iter().find(|m| m.manifest.id == picked).or(all.first()).cloned()
 }
@@ -61,13 +51,7 @@ pub fn upscale(state: AppState, png: Vec<u8>, source: Option<&Entry>) {
             }));
         }
         FromWorker::Error { kind, message } => {
-            state.upscale_status.set(Some(match kind {
-                ErrorKind::Busy => {
-                    "The GPU is busy (a generation or the queue): upscale when it is done.".into()
-                }
-                ErrorKind::Cancelled => "Upscaling was cancelled.".into(),
-                _ => format!("Upscaling failed: {message}"),
-            }));
+            state.upscale_status.set(Some(kind.side_job("Upscaling", "upscale", &message)));
         }
         _ => {}
     });
@@ -88,7 +72,7 @@ fn palette(state: AppState, entry: &Entry) -> Vec<[u8; 3]> {
 pub fn UpscalerPicker() -> impl IntoView {
     let state = expect_context::<AppState>();
     move || {
-        let all = downloaded(state);
+        let all = state.downloaded(darkroom_weights::ModelKind::Upscaler);
         (!all.is_empty()).then(|| {
             let current = chosen(state).map(|m| m.manifest.id).unwrap_or_default();
             view! {

@@ -239,7 +239,7 @@ pub fn BriefBoard(brief: Memo<Option<Brief>>, items: RwSignal<Vec<Shown>>) -> im
                 .collect::<Vec<_>>()
         })
     });
-    let can_score = move || crate::briefs::downloaded(state, darkroom_weights::ModelKind::Clip).is_some();
+    let can_score = move || !state.downloaded(darkroom_weights::ModelKind::Clip).is_empty();
     let score = move |_| crate::briefs::score_images(state, unscored.get_untracked(), notice);
 
     let compare_a = RwSignal::new(String::new());

@@ -183,9 +183,7 @@ pub fn GeneratePanel() -> impl IntoView {
                             "Drafts: quick TAESD decode, finish the keepers later"
                         </label>
                         {move || {
-                            let taesd = state.models.get().iter().any(|m| {
-                                m.manifest.family == darkroom_weights::manifest::ModelKind::Taesd && m.stored.get().complete
-                            });
+                            let taesd = !state.downloaded(darkroom_weights::ModelKind::Taesd).is_empty();
                             (s.draft.get() && !taesd).then(|| view! {
                                 <span class="muted small" id="drafts-hint">"needs TAESD: download it under Models"</span>
                             })

@@ -331,6 +331,36 @@ impl LoraSource for StoredLoras<'_> {
     }
 }
 
+/// The bytes of every file of `manifest` stored, or a model error naming the first file missing.
+async fn require_downloaded(store: &IdbStore, manifest: &Manifest) -> Result<u64, Failure> {
+    let mut total = 0;
+    for file in &manifest.files {
+        let stored =
+            store.stored(&format!("{}/{}", manifest.id, file.path), 1).await.map_err(fetch_failure)?;
+        if !stored.complete {
+            return Err((
+                ErrorKind::Model,
+                format!(
+                    "{} is not fully downloaded ({} is missing): download it first",
+                    manifest.name, file.path
+                ),
+            ));
+        }
+        total += stored.total.unwrap_or(0);
+    }
+    Ok(total)
+}
+
+/// A whole stored file (`key`: "<model id>/<path>"), or `None` when it is not completely
+/// downloaded.
+async fn read_stored(store: &IdbStore, key: &str) -> Result<Option<Vec<u8>>, Failure> {
+    let stored = store.stored(key, 1).await.map_err(fetch_failure)?;
+    match (stored.complete, stored.total) {
+        (true, Some(total)) => Ok(Some(store.read_range(key, 0, total).await.map_err(fetch_failure)?)),
+        _ => Ok(None),
+    }
+}
+
 /// The model on the GPU with `loras` merged in, loading it from the browser's store unless it is
 /// the one loaded.
 async fn loaded(
@@ -350,21 +380,7 @@ async fn loaded(
         return Ok((loaded, manifest.name.clone(), policy::describe(&precision), 0.0));
     }
     let applied = darkroom_engine::loras::resolve(&source, loras).await.map_err(failure)?;
-    let mut total = 0;
-    for file in &manifest.files {
-        let stored =
-            store.stored(&format!("{}/{}", manifest.id, file.path), 1).await.map_err(fetch_failure)?;
-        if !stored.complete {
-            return Err((
-                ErrorKind::Model,
-                format!(
-                    "{} is not fully downloaded ({} is missing): download it first",
-                    manifest.name, file.path
-                ),
-            ));
-        }
-        total += stored.total.unwrap_or(0);
-    }
+    let total = require_downloaded(&store, &manifest).await?;
     // Free what the cache's budget needs freed before loading (the stored size bounds what the
     // weights take on the GPU).
     state.loaded.borrow_mut().make_room(total);
@@ -514,9 +530,7 @@ async fn previewer(state: &State, gpu: &Gpu, model: &ModelRef, dtype: DType) -> 
         return Some(p.decoder.clone());
     }
     let store = IdbStore::open().await.ok()?;
-    let file = format!("{}/taesd_decoder.safetensors", manifest.id);
-    let stored = store.stored(&file, 1).await.ok().filter(|s| s.complete)?;
-    let bytes = store.read_range(&file, 0, stored.total?).await.ok()?;
+    let bytes = read_stored(&store, &format!("{}/taesd_decoder.safetensors", manifest.id)).await.ok()??;
     let weights = WeightStore::from_bytes(bytes).ok()?;
     let policy = if dtype == DType::F16 { QuantPolicy::F16 } else { QuantPolicy::F32 };
     let decoder = Rc::new(TaesdDecoder::load(&weights.root(gpu, dtype, policy), TaesdConfig::SD).ok()?);

@@ -9,10 +9,12 @@ use darkroom_gpu::DType;
 use darkroom_models::aesthetic::AestheticHead;
 use darkroom_pipeline::scorer::{check_head, clip_score, prompt_words, ClipScorer};
 use darkroom_pipeline::Image;
-use darkroom_weights::fetch::ChunkStore;
 use darkroom_weights::ModelKind;
 
-use super::{fetch_failure, gpu, manifest, now_ms, pipeline_failure, post, storage_failure, Failure, State};
+use super::{
+    fetch_failure, gpu, manifest, now_ms, pipeline_failure, post, read_stored, require_downloaded,
+    storage_failure, Failure, State,
+};
 use crate::gallery::Gallery;
 use crate::idb_model::IdbModelFiles;
 use crate::protocol::{ErrorKind, FromWorker, ModelRef, Stage};
@@ -52,21 +54,7 @@ async fn load(
             l.clip
         }
         None => {
-            for file in &clip_manifest.files {
-                let stored = store
-                    .stored(&format!("{}/{}", clip_manifest.id, file.path), 1)
-                    .await
-                    .map_err(fetch_failure)?;
-                if !stored.complete {
-                    return Err((
-                        ErrorKind::Model,
-                        format!(
-                            "{} is not fully downloaded ({} is missing): download it first",
-                            clip_manifest.name, file.path
-                        ),
-                    ));
-                }
-            }
+            require_downloaded(&store, &clip_manifest).await?;
             let files = IdbModelFiles { store: &store, manifest: &clip_manifest };
             let started = now_ms();
             let mut on_bytes = |_: &str, done: u64, len: u64| {
@@ -94,15 +82,12 @@ async fn load(
                 None => {
                     let file =
                         m.files.first().ok_or((ErrorKind::Model, format!("{} lists no file", m.name)))?;
-                    let key = format!("{}/{}", m.id, file.path);
-                    let stored = store.stored(&key, 1).await.map_err(fetch_failure)?;
-                    let (true, Some(total)) = (stored.complete, stored.total) else {
+                    let Some(bytes) = read_stored(&store, &format!("{}/{}", m.id, file.path)).await? else {
                         return Err((
                             ErrorKind::Model,
                             format!("{} is not downloaded: download it first", m.name),
                         ));
                     };
-                    let bytes = store.read_range(&key, 0, total).await.map_err(fetch_failure)?;
                     let head = AestheticHead::from_bytes(&bytes)
                         .map_err(|e| (ErrorKind::Model, format!("{}: {e}", m.name)))?;
                     check_head(&head, &clip_model).map_err(pipeline_failure)?;

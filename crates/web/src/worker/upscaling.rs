@@ -9,10 +9,11 @@ use darkroom_pipeline::metadata::{read_parameters, GenerationParams};
 use darkroom_pipeline::upscale::{load_upscaler, upscale as run_upscale, upscaled_png};
 use darkroom_pipeline::Image;
 use darkroom_weights::browser::IdbStore;
-use darkroom_weights::fetch::ChunkStore;
 use darkroom_weights::ModelKind;
 
-use super::{fetch_failure, gpu, keep_images, manifest, now_ms, pipeline_failure, post, Failure, State};
+use super::{
+    fetch_failure, gpu, keep_images, manifest, now_ms, pipeline_failure, post, read_stored, Failure, State,
+};
 use crate::protocol::{BriefTag, ErrorKind, FromWorker, ImageInfo, ModelRef, Stage};
 
 pub(super) async fn upscale(
@@ -40,13 +41,6 @@ pub(super) async fn upscale(
             let file = m.files.first().ok_or((ErrorKind::Model, format!("{} lists no file", m.name)))?;
             let store = IdbStore::open().await.map_err(fetch_failure)?;
             let path = format!("{}/{}", m.id, file.path);
-            let stored = store.stored(&path, 1).await.map_err(fetch_failure)?;
-            let (true, Some(total)) = (stored.complete, stored.total) else {
-                return Err((
-                    ErrorKind::Model,
-                    format!("{} is not downloaded: download it under Models first", m.name),
-                ));
-            };
             post(
                 id,
                 FromWorker::Progress {
@@ -54,12 +48,17 @@ pub(super) async fn upscale(
                     step: 0,
                     total: 0,
                     bytes: 0,
-                    bytes_total: total,
+                    bytes_total: 0,
                     rate: 0.0,
                 },
                 Vec::new(),
             );
-            let weights = store.read_range(&path, 0, total).await.map_err(fetch_failure)?;
+            let Some(weights) = read_stored(&store, &path).await? else {
+                return Err((
+                    ErrorKind::Model,
+                    format!("{} is not downloaded: download it under Models first", m.name),
+                ));
+            };
             // Only one upscaler stays loaded.
             *state.upscaler.borrow_mut() = None;
             let u = Rc::new(
