@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import {
-  launch, openPage, ARTIFACTS, cli, pixels, maxDiff, pngText, setField, fixtureModel, downloadModel, generateImages,
+  launch, openPage, downloaded, ARTIFACTS, cli, pixels, maxDiff, pngText, setField, fixtureModel, downloadModel, generateImages,
 } from './harness.mjs';
 
 const QUERY = `?${fixtureModel('tiny-sd')}&${fixtureModel('taesd-test')}`
@@ -34,12 +34,8 @@ before(async () => {
 after(async () => { await browser?.close(); });
 
 /// The PNG bytes behind a gallery item's download link.
-async function galleryPng(page, seed) {
-  const [file] = await Promise.all([
-    page.waitForEvent('download'),
-    page.click(`.gallery-item a.download[download="darkroom-${seed}.png"]`),
-  ]);
-  return readFileSync(await file.path());
+function galleryPng(page, seed) {
+  return downloaded(page, `.gallery-item a.download[download="darkroom-${seed}.png"]`);
 }
 
 function hasLatents(png) {

@@ -2,6 +2,7 @@
 // Run through `cargo xtask test`, which builds the app and serves it at DARKROOM_URL.
 
 import { chromium } from 'playwright-core';
+import { before, after } from 'node:test';
 import { mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -67,6 +68,24 @@ export async function openPage(browser, { initScript, query = '', bypassCSP = fa
   if (initScript) await page.addInitScript(initScript);
   await page.goto(APP_URL + query);
   return { context, page, problems };
+}
+
+/// One browser and page for a test file: launched before its tests (the app opened with `query`),
+/// closed after them. The returned object gets `browser`, `page`, `context` and `problems`.
+export function session(query = '') {
+  const shared = {};
+  before(async () => {
+    shared.browser = await launch();
+    Object.assign(shared, await openPage(shared.browser, { query }));
+  });
+  after(async () => { await shared.browser?.close(); });
+  return shared;
+}
+
+/// The bytes of the file a click on `selector` downloads.
+export async function downloaded(page, selector) {
+  const [file] = await Promise.all([page.waitForEvent('download'), page.click(selector)]);
+  return readFileSync(await file.path());
 }
 
 /// xorshift32, as darkroom_gpu::reference::TestRng: the same seed gives the same inputs.

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 
 use darkroom_engine::policy::{self, Activations, Weights};
 use darkroom_engine::{EngineError, LoraSource, ModelCache, ModelKey};
-use darkroom_workflow::prompts::{Mode, DEFAULT_MAX};
-use darkroom_workflow::{Styles, Template, Wildcards};
+use darkroom_workflow::{Styles, Wildcards};
 
 use crate::failure::{usage, Failure};
 use darkroom_gpu::Gpu;
@@ -483,45 +482,17 @@ impl<'g> Runner<'g> {
     /// combinatorial mode (seeds continuing); the recipe itself when --dynamic is off or the
     /// prompt is plain text.
     pub fn expand(&self, recipe: Recipe) -> Result<Vec<Recipe>, Failure> {
-        if self.settings.dynamic == Dynamic::Off {
-            return Ok(vec![recipe]);
-        }
-        let template = Template::parse(&recipe.prompt).map_err(|e| usage(format!("--prompt: {e}")))?;
-        if template.is_plain() {
-            return Ok(vec![recipe]);
-        }
-        let seed = recipe.seed.unwrap_or(0);
-        let images = (recipe.batch_size.max(1) * recipe.batch_count.max(1)) as u64;
-        let expand = |mode| {
-            let expansion = template
-                .expand_reporting(&self.wildcards, mode)
-                .map_err(|e| usage(format!("--prompt: {e}")))?;
-            for name in &expansion.missing {
-                eprintln!("warning: wildcard __{name}__ has no values (--wildcards); it is left in the prompt as written");
-            }
-            Ok::<_, Failure>(expansion.prompts)
+        let mode = match self.settings.dynamic {
+            Dynamic::Off => darkroom_pipeline::Dynamic::Off,
+            Dynamic::Random => darkroom_pipeline::Dynamic::Random,
+            Dynamic::Combinatorial => darkroom_pipeline::Dynamic::Combinatorial,
         };
-        let with = |prompt: String, seed: u64, single: bool| Recipe {
-            prompt,
-            seed: Some(seed),
-            batch_size: if single { 1 } else { recipe.batch_size },
-            batch_count: if single { 1 } else { recipe.batch_count },
-            template: Some(recipe.prompt.clone()),
-            ..recipe.clone()
-        };
-        Ok(match self.settings.dynamic {
-            Dynamic::Random => (0..images)
-                .map(|i| {
-                    let prompt = expand(Mode::Random { count: 1, seed: seed + i })?.pop().unwrap_or_default();
-                    Ok(with(prompt, seed + i, true))
-                })
-                .collect::<Result<_, Failure>>()?,
-            _ => expand(Mode::Combinatorial { max: DEFAULT_MAX, seed })?
-                .into_iter()
-                .enumerate()
-                .map(|(j, prompt)| with(prompt, seed + j as u64 * images, false))
-                .collect(),
-        })
+        let expanded = darkroom_pipeline::dynamic::expand(&recipe, mode, &self.wildcards)
+            .map_err(|e| usage(format!("--prompt: {e}")))?;
+        for name in &expanded.missing {
+            eprintln!("warning: wildcard __{name}__ has no values (--wildcards); it is left in the prompt as written");
+        }
+        Ok(expanded.recipes)
     }
 
     /// The settings as a recipe for `prompt` (the seed left for the caller). The size defaults

@@ -2,6 +2,7 @@
 
 pub mod control;
 pub mod draft;
+pub mod dynamic;
 pub mod generate;
 pub mod latent_preview;
 pub mod metadata;
@@ -20,6 +21,7 @@ pub mod tokenizer;
 pub mod upscale;
 
 pub use control::{Control, ControlNet, ControlUnit};
+pub use dynamic::Dynamic;
 pub use generate::{draft, finish, generate, preview, sample};
 pub use model::{short_hash, AppliedLora, Folder, FolderQuantCache, ModelFiles, Precision, StableDiffusion};
 pub use preprocess::Preprocessor;

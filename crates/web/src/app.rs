@@ -16,6 +16,7 @@ use crate::components::gallery_panel::GalleryPanel;
 use crate::components::generate_panel::GeneratePanel;
 use crate::components::image_input::load_init_image;
 use crate::components::model_manager::{refresh_stored, ModelManager};
+use crate::components::prompts_panel::PromptsPanel;
 use crate::generation;
 use crate::probe::probe;
 use crate::state::{AppState, ModelEntry, Tab};
@@ -154,6 +155,7 @@ pub fn App() -> impl IntoView {
                 {tab_button(Tab::Models, "Models", "tab-models")}
                 {tab_button(Tab::Gallery, "Gallery", "tab-gallery")}
                 {tab_button(Tab::Briefs, "Briefs", "tab-briefs")}
+                {tab_button(Tab::Prompts, "Prompts", "tab-prompts")}
                 {tab_button(Tab::Gpu, "Your GPU", "tab-gpu")}
                 {move || gpu_note().map(|n| view! { <span class="gpu-note warn">{n}</span> })}
             </nav>
@@ -170,6 +172,7 @@ pub fn App() -> impl IntoView {
             <div class:hidden=move || state.tab.get() != Tab::Models><ModelManager /></div>
             <div class:hidden=move || state.tab.get() != Tab::Gallery><GalleryPanel /></div>
             <div class:hidden=move || state.tab.get() != Tab::Briefs><BriefsPanel /></div>
+            <div class:hidden=move || state.tab.get() != Tab::Prompts><PromptsPanel /></div>
             <div class:hidden=move || state.tab.get() != Tab::Gpu><CapabilityPanel probe=probe_result.into() /></div>
         </main>
     }

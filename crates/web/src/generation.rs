@@ -49,10 +49,6 @@ fn recipe(state: AppState, entry: &ModelEntry) -> Result<Recipe, String> {
         "mask" => format!("{} is an inpainting model: add an image and paint a mask.", entry.manifest.name),
         _ => format!("{}.", capitalise(&e.message)),
     })?;
-    let stored = state.loras.get_untracked();
-    if let Some(tag) = recipe.loras().iter().find(|t| !stored.iter().any(|l| l.name == t.name)) {
-        return Err(crate::loras::missing(&tag.name));
-    }
     if let Some(img) = &init {
         if (img.width, img.height) != (recipe.width, recipe.height) {
             return Err(format!(
@@ -62,6 +58,64 @@ fn recipe(state: AppState, entry: &ModelEntry) -> Result<Recipe, String> {
         }
     }
     Ok(recipe)
+}
+
+/// The recipes the form's recipe makes: its prompt expanded as a dynamic prompt template (when
+/// Dynamic prompts is on), then the chosen styles applied to each; every LoRA they name checked.
+fn expanded(state: AppState, recipe: Recipe) -> Result<Vec<Recipe>, String> {
+    let s = state.settings;
+    let library = state.prompt_library.get_untracked();
+    let out = darkroom_pipeline::dynamic::expand(&recipe, s.dynamic.get_untracked(), &library.collections())
+        .map_err(|e| format!("The prompt template: {e}."))?;
+    if let Some(name) = out.missing.first() {
+        return Err(format!(
+            "The prompt uses wildcard __{name}__, which has no values here: import {name}.txt under Prompts, or fix the name."
+        ));
+    }
+    let styles = s.styles.get_untracked();
+    let stored = state.loras.get_untracked();
+    let mut recipes = out.recipes;
+    for recipe in &mut recipes {
+        let (prompt, negative) = library
+            .styles
+            .apply(&styles, &recipe.prompt, &recipe.negative_prompt)
+            .map_err(|e| format!("{}.", capitalise(&e.to_string())))?;
+        recipe.prompt = prompt;
+        recipe.negative_prompt = negative;
+        if let Some(tag) = recipe.loras().iter().find(|t| !stored.iter().any(|l| l.name == t.name)) {
+            return Err(crate::loras::missing(&tag.name));
+        }
+    }
+    Ok(recipes)
+}
+
+/// What the form's prompt expands to, for the line under it: how many prompts and the first
+/// few, or why it does not expand. `None` when Dynamic prompts is off or the prompt is plain.
+pub fn expansion_preview(state: AppState) -> Option<Result<(usize, Vec<String>), String>> {
+    let s = state.settings;
+    let mode = s.dynamic.get();
+    let recipe = Recipe { seed: Some(s.seed.get().unwrap_or(0)), ..s.recipe.get() };
+    let library = state.prompt_library.get();
+    if mode == darkroom_pipeline::Dynamic::Off {
+        return None;
+    }
+    let out = match darkroom_pipeline::dynamic::expand(&recipe, mode, &library.collections()) {
+        Ok(out) => out,
+        Err(e) => return Some(Err(format!("The template does not read: {e}."))),
+    };
+    if out.recipes.len() == 1 && out.recipes[0].template.is_none() {
+        return None;
+    }
+    if let Some(name) = out.missing.first() {
+        return Some(Err(format!("Wildcard __{name}__ has no values: import {name}.txt under Prompts.")));
+    }
+    let mut prompts: Vec<String> = Vec::new();
+    for r in &out.recipes {
+        if !prompts.contains(&r.prompt) && prompts.len() < 3 {
+            prompts.push(r.prompt.clone());
+        }
+    }
+    Some(Ok((out.recipes.len(), prompts)))
 }
 
 fn capitalise(text: &str) -> String {
@@ -81,7 +135,8 @@ fn refuse(state: AppState, code: &'static str, message: String) {
 struct Prepared {
     worker: crate::client::WorkerClient,
     entry: ModelEntry,
-    recipe: Recipe,
+    /// One recipe, or those a dynamic prompt made of it.
+    recipes: Vec<Recipe>,
     bytes: Vec<Vec<u8>>,
     controls: Vec<ModelRef>,
     /// The brief the images join (one iteration for the whole batch count).
@@ -110,6 +165,13 @@ fn prepared(state: AppState) -> Option<Prepared> {
         return None;
     }
     let recipe = match recipe(state, &entry) {
+        Ok(r) => r,
+        Err(e) => {
+            refuse(state, "invalid", e);
+            return None;
+        }
+    };
+    let recipes = match expanded(state, recipe.clone()) {
         Ok(r) => r,
         Err(e) => {
             refuse(state, "invalid", e);
@@ -167,7 +229,7 @@ fn prepared(state: AppState) -> Option<Prepared> {
             }
         }
     }
-    Some(Prepared { worker, entry, recipe, bytes, controls, brief: state.brief_tag() })
+    Some(Prepared { worker, entry, recipes, bytes, controls, brief: state.brief_tag() })
 }
 
 /// The downloaded TAESD model, for live previews.
@@ -182,26 +244,31 @@ pub fn start(state: AppState) {
     }
     let Some(run) = prepared(state) else { return };
     state.results.set(Vec::new());
-    run_batch(state, run, 0);
+    // Every run of every recipe, one after another.
+    let runs: Vec<Recipe> =
+        run.recipes.iter().flat_map(|r| (0..r.batch_count.max(1)).map(move |i| r.run(i))).collect();
+    run_batch(state, Prepared { recipes: runs, ..run }, 0);
 }
 
 /// "Add to queue" pressed (or Ctrl/Cmd+Shift+Enter): the form's recipe, seeded now, becomes a
-/// job the worker runs after the ones before it.
+/// job the worker runs after the ones before it — one job per prompt a dynamic prompt makes.
 pub fn enqueue(state: AppState) {
-    let Some(Prepared { worker, entry, recipe, bytes, controls, brief }) = prepared(state) else { return };
-    let op = QueueOp::Add {
-        model: entry.model_ref.clone(),
-        recipe,
-        preview: preview_model(state),
-        keep: entry.manifest.id.clone(),
-        controls,
-        brief,
-    };
-    worker.request(ToWorker::Queue(op), bytes, move |message| {
-        if let FromWorker::Error { kind, message } = message.body {
-            refuse(state, "invalid", explain(kind, &message));
-        }
-    });
+    let Some(Prepared { worker, entry, recipes, bytes, controls, brief }) = prepared(state) else { return };
+    for recipe in recipes {
+        let op = QueueOp::Add {
+            model: entry.model_ref.clone(),
+            recipe,
+            preview: preview_model(state),
+            keep: entry.manifest.id.clone(),
+            controls: controls.clone(),
+            brief: brief.clone(),
+        };
+        worker.request(ToWorker::Queue(op), bytes.clone(), move |message| {
+            if let FromWorker::Error { kind, message } = message.body {
+                refuse(state, "invalid", explain(kind, &message));
+            }
+        });
+    }
 }
 
 pub fn cancel(state: AppState) {
@@ -217,11 +284,14 @@ pub fn cancel(state: AppState) {
     }
 }
 
-/// Run `index` of the recipe's batch count, then the next.
+/// Run `index` of the runs (each a recipe of one batch), then the next.
 fn run_batch(state: AppState, run: Prepared, index: usize) {
-    let Prepared { worker, entry, recipe, bytes, controls, brief } = run;
-    let count = recipe.batch_count;
-    let this = recipe.run(index);
+    let Prepared { worker, entry, recipes, bytes, controls, brief } = run;
+    let count = recipes.len();
+    let Some(this) = recipes.get(index).cloned() else {
+        finish(state);
+        return;
+    };
     let preview = preview_model(state);
     let model_name = entry.manifest.id.clone();
     // The worker keeps the images in the gallery before it answers.
@@ -234,7 +304,7 @@ fn run_batch(state: AppState, run: Prepared, index: usize) {
         controls: controls.clone(),
         brief: brief.clone(),
     };
-    let next = Prepared { worker: worker.clone(), entry, recipe, bytes: bytes.clone(), controls, brief };
+    let next = Prepared { worker: worker.clone(), entry, recipes, bytes: bytes.clone(), controls, brief };
     let id = worker.request(request, bytes, move |message| match message.body {
         FromWorker::Progress { stage, step, total, bytes, bytes_total, .. } => {
             let fraction = if total > 0 {

@@ -24,6 +24,7 @@ mod loras;
 mod model_check;
 mod net;
 mod probe;
+mod prompt_library;
 mod protocol;
 mod queue;
 mod report;

@@ -151,6 +151,11 @@ pub struct Settings {
     pub mask_png: RwSignal<Option<Vec<u8>>>,
     /// The image of each of the recipe's control units (the recipe holds their settings).
     pub control_images: RwSignal<Vec<Option<ControlImage>>>,
+    /// How the prompt is read: as written, or as a dynamic prompt template (expanded into the
+    /// runs' prompts before they reach the worker).
+    pub dynamic: RwSignal<darkroom_pipeline::Dynamic>,
+    /// The styles (by name, from the prompt library) applied to every run's prompts, in order.
+    pub styles: RwSignal<Vec<String>>,
 }
 
 impl Settings {
@@ -180,6 +185,8 @@ impl Settings {
             inpaint: RwSignal::new(false),
             mask_png: RwSignal::new(None),
             control_images: RwSignal::new(Vec::new()),
+            dynamic: RwSignal::new(darkroom_pipeline::Dynamic::Off),
+            styles: RwSignal::new(Vec::new()),
         }
     }
 
@@ -283,6 +290,8 @@ pub struct AppState {
     pub upscaler: RwSignal<String>,
     /// How the last upscale went (or how far the running one is).
     pub upscale_status: RwSignal<Option<String>>,
+    /// The wildcard files and styles stored in this browser (see `prompt_library`).
+    pub prompt_library: RwSignal<crate::prompt_library::Library>,
 }
 
 /// Where the active brief's id is kept between visits.
@@ -298,6 +307,7 @@ pub enum Tab {
     Models,
     Gallery,
     Briefs,
+    Prompts,
     Gpu,
 }
 
@@ -329,6 +339,7 @@ impl AppState {
             ),
             upscaler: RwSignal::new(String::new()),
             upscale_status: RwSignal::new(None),
+            prompt_library: RwSignal::new(Default::default()),
         }
     }
 

@@ -164,6 +164,11 @@ impl Styles {
         }
     }
 
+    /// Takes the style of that name away.
+    pub fn remove(&mut self, name: &str) {
+        self.styles.retain(|s| s.name != name);
+    }
+
     pub fn get(&self, name: &str) -> Option<&Style> {
         self.styles.iter().find(|s| s.name == name)
     }

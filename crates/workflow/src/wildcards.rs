@@ -53,12 +53,15 @@ impl Wildcards {
                 }
             } else if let Some(stem) = name.strip_suffix(".txt") {
                 // Invalid UTF-8 is dropped, as Python's errors="ignore" does.
-                let bytes = std::fs::read(&path)?;
-                let text = String::from_utf8_lossy(&bytes).replace('\u{FFFD}', "");
-                self.insert_text(&format!("{prefix}{stem}"), &text);
+                self.insert_text(&format!("{prefix}{stem}"), &text_of_file(&std::fs::read(&path)?));
             }
         }
         Ok(())
+    }
+
+    /// Takes collection `name` away.
+    pub fn remove(&mut self, name: &str) {
+        self.collections.remove(name);
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -94,6 +97,69 @@ impl Wildcards {
         }
         out
     }
+}
+
+/// The collection a wildcard file gives, by its path below the wildcards folder (`/` or `\\`
+/// between folders): the path without `.txt`, as [`Wildcards::from_dir`] names it. `None` for a
+/// file that is no wildcard file (not `.txt`, or in a folder or named starting with `.`).
+pub fn name_of_file(path: &str) -> Option<String> {
+    let path = path.replace('\\', "/");
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let (file, folders) = parts.split_last()?;
+    if folders.iter().chain([file]).any(|p| p.starts_with('.')) {
+        return None;
+    }
+    let stem = file.strip_suffix(".txt").filter(|s| !s.is_empty())?;
+    Some(folders.iter().copied().chain([stem]).collect::<Vec<_>>().join("/"))
+}
+
+/// The text of a wildcard file's bytes: invalid UTF-8 dropped, as Python's errors="ignore"
+/// does, and a byte-order mark too.
+pub fn text_of_file(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes).replace('\u{FFFD}', "");
+    text.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(text)
+}
+
+/// The wildcard files in a zip (a wildcard pack as shared): (name, text) for every `.txt`
+/// entry, named by its path in the zip — without the one folder everything is in, when there
+/// is one, as a pack unzipped into the wildcards folder would be.
+pub fn files_in_zip(bytes: &[u8]) -> Result<Vec<(String, String)>, String> {
+    use std::io::Read;
+    let mut zip =
+        zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| format!("not a zip file: {e}"))?;
+    let mut files = Vec::new();
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(|e| format!("a damaged zip entry: {e}"))?;
+        if entry.is_dir() {
+            continue;
+        }
+        let path = entry.name().replace('\\', "/");
+        if name_of_file(&path).is_none() {
+            continue;
+        }
+        let mut data = Vec::new();
+        entry
+            .by_ref()
+            .take(64 << 20)
+            .read_to_end(&mut data)
+            .map_err(|e| format!("{path}: cannot be read: {e}"))?;
+        files.push((path, text_of_file(&data)));
+    }
+    let top = |p: &str| p.split('/').next().map(str::to_string);
+    let common = files
+        .first()
+        .and_then(|(p, _)| top(p))
+        .filter(|t| files.iter().all(|(p, _)| p.contains('/') && top(p).as_deref() == Some(t.as_str())));
+    Ok(files
+        .into_iter()
+        .filter_map(|(path, text)| {
+            let inner = match &common {
+                Some(t) => path[t.len() + 1..].to_string(),
+                None => path,
+            };
+            name_of_file(&inner).map(|name| (name, text))
+        })
+        .collect())
 }
 
 /// The wildcard's name without its `__` wrapping, with `/` as the only separator and none at
@@ -190,6 +256,39 @@ mod tests {
         assert!(g("[a-c]at", "bat") && !g("[!a-c]at", "bat") && g("[!a-c]at", "rat"));
         assert!(g("a[", "a["));
         assert!(!g("styles/*", "other/print"));
+    }
+
+    #[test]
+    fn files_are_named_by_their_path_without_txt() {
+        assert_eq!(name_of_file("colours.txt").as_deref(), Some("colours"));
+        assert_eq!(name_of_file("styles\\print.txt").as_deref(), Some("styles/print"));
+        assert_eq!(name_of_file("/styles//print.txt").as_deref(), Some("styles/print"));
+        assert_eq!(name_of_file("notes.md"), None);
+        assert_eq!(name_of_file(".hidden/colours.txt"), None);
+        assert_eq!(name_of_file(".txt"), None);
+        assert_eq!(text_of_file(b"\xef\xbb\xbfred\n\xffblue"), "red\nblue");
+    }
+
+    #[test]
+    fn a_zip_pack_gives_its_txt_files_without_the_common_folder() {
+        use std::io::Write;
+        let zip = |paths: &[&str]| {
+            let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+            for p in paths {
+                w.start_file(*p, zip::write::SimpleFileOptions::default()).unwrap();
+                w.write_all(format!("{p}\n# c\n").as_bytes()).unwrap();
+            }
+            w.finish().unwrap().into_inner()
+        };
+        let files =
+            files_in_zip(&zip(&["pack/colours.txt", "pack/styles/print.txt", "pack/README.md"])).unwrap();
+        let names: Vec<_> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["colours", "styles/print"]);
+        assert_eq!(parse_values(&files[1].1), ["pack/styles/print.txt"]);
+        let files = files_in_zip(&zip(&["colours.txt", "styles/print.txt"])).unwrap();
+        let names: Vec<_> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["colours", "styles/print"]);
+        assert!(files_in_zip(b"not a zip").is_err());
     }
 
     #[test]

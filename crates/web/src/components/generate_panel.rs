@@ -12,6 +12,14 @@ fn number<T: std::str::FromStr>(ev: &leptos::ev::Event) -> Option<T> {
     event_target_value(ev).trim().parse().ok()
 }
 
+fn dynamic_label(d: darkroom_pipeline::Dynamic) -> &'static str {
+    match d {
+        darkroom_pipeline::Dynamic::Off => "Off",
+        darkroom_pipeline::Dynamic::Random => "Random",
+        darkroom_pipeline::Dynamic::Combinatorial => "Combinatorial",
+    }
+}
+
 /// The prompt, the settings, Generate / Cancel, progress with a live preview, and this run's
 /// images.
 #[component]
@@ -95,6 +103,41 @@ pub fn GeneratePanel() -> impl IntoView {
                             prop:value=move || s.prompt.get()
                             on:input=move |ev| s.prompt.set(event_target_value(&ev))></textarea>
                     </label>
+                    <div class="row wide">
+                        <label class="field">
+                            <span>"Dynamic prompts"</span>
+                            <select id="dynamic" title="Read the prompt as a template ({a|b}, __wildcard__, {2$$a|b|c}; see Prompts): Random gives each image one expansion, Combinatorial makes every combination"
+                                on:change=move |ev| if let Some(d) = darkroom_pipeline::Dynamic::parse(&event_target_value(&ev)) { s.dynamic.set(d) }>
+                                {darkroom_pipeline::Dynamic::ALL.into_iter().map(|d| view! {
+                                    <option value=d.name() selected=move || s.dynamic.get() == d>{dynamic_label(d)}</option>
+                                }).collect_view()}
+                            </select>
+                        </label>
+                        {move || generation::expansion_preview(state).map(|p| match p {
+                            Ok((n, prompts)) => view! {
+                                <p class="muted small dynamic-preview" id="dynamic-preview" role="status">
+                                    {format!("{n} prompt{} — ", if n == 1 { "" } else { "s" })}
+                                    {prompts.into_iter().map(|p| view! { <q>{p}</q>" " }).collect_view()}
+                                </p>
+                            }.into_any(),
+                            Err(e) => view! { <p class="error small dynamic-preview" id="dynamic-preview" role="alert">{e}</p> }.into_any(),
+                        })}
+                    </div>
+                    <Show when=move || state.prompt_library.with(|l| !l.styles.is_empty())>
+                        <div class="field wide style-chips" id="style-chips">
+                            <span class="muted small">"Styles (applied in the order picked):"</span>
+                            {move || state.prompt_library.get().styles.iter().map(|st| {
+                                let name = st.name.clone();
+                                let title = format!("{} | {}", st.prompt, st.negative_prompt);
+                                let picked = { let name = name.clone(); move || s.styles.with(|l| l.contains(&name)) };
+                                let toggle = { let name = name.clone(); move |_| s.styles.update(|l| {
+                                    if let Some(i) = l.iter().position(|n| *n == name) { l.remove(i); } else { l.push(name.clone()); }
+                                }) };
+                                view! { <button type="button" class="chip" data-style=name.clone() title=title
+                                    class:picked=picked.clone() aria-pressed=move || picked().to_string() on:click=toggle>{name.clone()}</button> }
+                            }).collect_view()}
+                        </div>
+                    </Show>
                     <Show when=move || !state.loras.get().is_empty()>
                         <div class="field wide lora-chips" id="lora-chips">
                             <span class="muted small">"LoRAs (click to add to the prompt):"</span>

@@ -9,6 +9,7 @@ pub mod lora_manager;
 #[cfg(feature = "dev-pages")]
 pub mod model_check_panel;
 pub mod model_manager;
+pub mod prompts_panel;
 pub mod queue_panel;
 pub mod review;
 #[cfg(feature = "dev-pages")]

@@ -1,0 +1,114 @@
+//! The prompt library kept in this browser: wildcard files (for dynamic prompts' `__name__`) and
+//! the styles (A1111's styles.csv), in IndexedDB database "darkroom-prompts", store "files" —
+//! key `styles.csv` for the styles' CSV text, `wildcards/<name>` for each wildcard file's text.
+//! Only the page reads and writes it: the page expands templates and applies styles before a
+//! recipe reaches the worker, so the worker never needs them.
+
+use darkroom_workflow::{Styles, Wildcards};
+use idb::builder::{DatabaseBuilder, ObjectStoreBuilder};
+use idb::{Database, TransactionMode, TransactionResult};
+use wasm_bindgen::JsValue;
+
+const DB: &str = "darkroom-prompts";
+const FILES: &str = "files";
+const STYLES_KEY: &str = "styles.csv";
+const WILDCARD_PREFIX: &str = "wildcards/";
+
+/// A stored wildcard file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WildcardFile {
+    pub name: String,
+    pub text: String,
+}
+
+/// Everything in the library.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Library {
+    pub styles: Styles,
+    /// By name.
+    pub wildcards: Vec<WildcardFile>,
+}
+
+impl Library {
+    /// The wildcard files as the expander reads them.
+    pub fn collections(&self) -> Wildcards {
+        let mut out = Wildcards::new();
+        for file in &self.wildcards {
+            out.insert_text(&file.name, &file.text);
+        }
+        out
+    }
+}
+
+fn error(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+async fn open() -> Result<Database, String> {
+    DatabaseBuilder::new(DB)
+        .version(1)
+        .add_object_store(ObjectStoreBuilder::new(FILES))
+        .build()
+        .await
+        .map_err(error)
+}
+
+async fn commit(tx: idb::Transaction) -> Result<(), String> {
+    match tx.await.map_err(error)? {
+        TransactionResult::Committed => Ok(()),
+        TransactionResult::Aborted => Err("the browser's storage refused the write".into()),
+    }
+}
+
+/// The stored library. A styles file that no longer reads is reported, not dropped.
+pub async fn load() -> Result<Library, String> {
+    let db = open().await?;
+    let tx = db.transaction(&[FILES], TransactionMode::ReadOnly).map_err(error)?;
+    let store = tx.object_store(FILES).map_err(error)?;
+    let keys = store.get_all_keys(None, None).map_err(error)?.await.map_err(error)?;
+    let values = store.get_all(None, None).map_err(error)?.await.map_err(error)?;
+    let mut library = Library::default();
+    for (key, value) in keys.iter().zip(values.iter()) {
+        let (Some(key), Some(text)) = (key.as_string(), value.as_string()) else { continue };
+        if key == STYLES_KEY {
+            library.styles = Styles::parse_csv(&text).map_err(|e| format!("the stored styles: {e}"))?;
+        } else if let Some(name) = key.strip_prefix(WILDCARD_PREFIX) {
+            library.wildcards.push(WildcardFile { name: name.to_string(), text });
+        }
+    }
+    library.wildcards.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(library)
+}
+
+/// Writes wildcard files (replacing those of the same names) in one transaction.
+pub async fn put_wildcards(files: &[WildcardFile]) -> Result<(), String> {
+    let db = open().await?;
+    let tx = db.transaction(&[FILES], TransactionMode::ReadWrite).map_err(error)?;
+    let store = tx.object_store(FILES).map_err(error)?;
+    for file in files {
+        let key = JsValue::from(format!("{WILDCARD_PREFIX}{}", file.name));
+        store.put(&JsValue::from(file.text.as_str()), Some(&key)).map_err(error)?.await.map_err(error)?;
+    }
+    commit(tx).await
+}
+
+pub async fn delete_wildcard(name: &str) -> Result<(), String> {
+    let db = open().await?;
+    let tx = db.transaction(&[FILES], TransactionMode::ReadWrite).map_err(error)?;
+    let store = tx.object_store(FILES).map_err(error)?;
+    store.delete(JsValue::from(format!("{WILDCARD_PREFIX}{name}"))).map_err(error)?.await.map_err(error)?;
+    commit(tx).await
+}
+
+/// Writes the styles, as the styles.csv A1111 writes.
+pub async fn save_styles(styles: &Styles) -> Result<(), String> {
+    let db = open().await?;
+    let tx = db.transaction(&[FILES], TransactionMode::ReadWrite).map_err(error)?;
+    let store = tx.object_store(FILES).map_err(error)?;
+    store
+        .put(&JsValue::from(styles.to_csv()), Some(&JsValue::from(STYLES_KEY)))
+        .map_err(error)?
+        .await
+        .map_err(error)?;
+    commit(tx).await
+}

@@ -1,0 +1,132 @@
+// Dynamic prompts, wildcards and styles in the app. Wildcard files and an A1111 styles.csv (with
+// its quirks: a byte-order mark, quoted commas) imported under Prompts; a template expanded in
+// combinatorial mode with a style applied makes one image per combination, each carrying the
+// expanded, styled prompt and the template, seeds continuing — and equal to the CLI's plain
+// generation of that prompt and seed; random mode queues one job per image; a wildcard without
+// values is refused with what to do; styles export as A1111 writes them.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import {
+  session, downloaded, ARTIFACTS, cli, pixels, maxDiff, pngText, setField, fixtureModel, downloadModel, generateImages,
+} from './harness.mjs';
+
+const TEMPLATE = 'a {red|blue} __animals/pets__';
+const STYLES = '\ufeffname,prompt,negative_prompt\r\n'
+  + 'Ink,"{prompt}, ink drawing, high contrast","blurry, lowres"\r\n'
+  + 'Poster,"flat colours, bold shapes",\r\n';
+
+const shared = session(`?${fixtureModel('tiny-sd')}`);
+
+/// The PNG bytes behind a result's download link.
+const resultPng = (page, seed) => downloaded(page, `#results a.download[download="darkroom-${seed}.png"]`);
+
+test('wildcards and styles imported, a template expanded into styled images', async () => {
+  const { page, problems } = shared;
+  await page.waitForSelector('[data-model="tiny-sd"]', { state: 'attached' });
+  await downloadModel(page, 'tiny-sd');
+
+  await page.click('#tab-prompts');
+  await page.setInputFiles('#wildcard-files', [
+    { name: 'pets.txt', mimeType: 'text/plain', buffer: Buffer.from('cat\n# not a value\n\nowl\n') },
+    { name: 'notes.md', mimeType: 'text/markdown', buffer: Buffer.from('not a wildcard') },
+  ]);
+  await page.waitForSelector('#wildcard-status.ok');
+  assert.match(await page.textContent('#wildcard-status'), /Imported 1 wildcard file: __pets__ \(1 other file skipped\)/);
+  // The same file again under a folder's name: as a folder pick names it.
+  await page.evaluate(() => {
+    const input = document.querySelector('#wildcard-files');
+    const file = new File(['owl\ncat\n'], 'pets.txt', { type: 'text/plain' });
+    Object.defineProperty(file, 'webkitRelativePath', { value: 'mine/animals/pets.txt' });
+    const list = new DataTransfer();
+    list.items.add(file);
+    input.files = list.files;
+    input.dispatchEvent(new Event('change', { bubbles: true }));
+  });
+  await page.waitForSelector('#wildcard-list tr[data-wildcard="animals/pets"]');
+  assert.equal(await page.textContent('#wildcard-list tr[data-wildcard="animals/pets"] td:nth-child(2)'), '2');
+
+  await page.setInputFiles('#styles-file', { name: 'styles.csv', mimeType: 'text/csv', buffer: Buffer.from(STYLES) });
+  await page.waitForSelector('#style-list tr[data-style="Poster"]');
+  assert.match(await page.textContent('#style-status'), /Imported 2 styles/);
+  assert.equal(await page.textContent('#style-list tr[data-style="Ink"] td:nth-child(2)'), '{prompt}, ink drawing, high contrast');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'prompts-tab.png'), fullPage: true });
+
+  await page.click('#tab-generate');
+  await page.selectOption('#model', 'tiny-sd');
+  await page.fill('#prompt', TEMPLATE);
+  await page.fill('#negative', '');
+  await page.selectOption('#sampler', 'euler');
+  await setField(page, '#steps', 2);
+  await setField(page, '#cfg', 7);
+  await setField(page, '#seed', 11);
+  await setField(page, '#width', 64);
+  await setField(page, '#height', 48);
+  await page.selectOption('#dynamic', 'combinatorial');
+  await page.waitForSelector('#dynamic-preview');
+  assert.match(await page.textContent('#dynamic-preview'), /^4 prompts — “?a red cat/);
+  await page.click('#style-chips [data-style="Ink"]');
+  assert.equal(await page.getAttribute('#style-chips [data-style="Ink"]', 'aria-pressed'), 'true');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'prompts-form.png'), fullPage: true });
+  await generateImages(page, 4);
+  assert.equal(await page.$('#generate-error'), null);
+
+  const want = ['a red cat', 'a red owl', 'a blue cat', 'a blue owl'];
+  for (const [i, prompt] of want.entries()) {
+    const text = pngText(await resultPng(page, 11 + i)).parameters;
+    const styled = `${prompt}, ink drawing, high contrast`;
+    assert.ok(text.startsWith(`${styled}\nNegative prompt: blurry, lowres\n`), text);
+    assert.match(text, /, Template: a \{red\|blue\} __animals\/pets__$/);
+    assert.match(text, new RegExp(`Seed: ${11 + i},`));
+  }
+  // An image equals the CLI's plain generation of its prompt and seed.
+  const direct = cli(['--prompt', 'a blue owl, ink drawing, high contrast', '--negative', 'blurry, lowres',
+    '--sampler', 'euler', '--steps', '2', '--cfg', '7', '--width', '64', '--height', '48', '--seed', '14']);
+  const got = await pixels(page, { png: await resultPng(page, 14) });
+  assert.ok(maxDiff(got, await pixels(page, { png: direct })) <= 2, 'the app matches the CLI');
+  assert.deepEqual(problems, []);
+});
+
+test('random mode queues one job per image; a wildcard without values is refused', async () => {
+  const { page, problems } = shared;
+  await page.click('#style-chips [data-style="Ink"]');
+  await page.selectOption('#dynamic', 'random');
+  await setField(page, '#batch-count', 3);
+  await page.click('#queue-button');
+  await page.waitForFunction(() => document.querySelectorAll('.queue-job').length === 3);
+  const prompts = await page.$$eval('.queue-job', (jobs) => jobs.map((j) => j.textContent));
+  for (const p of prompts) assert.match(p, /a (red|blue) (cat|owl)/);
+  await page.waitForFunction(() => [...document.querySelectorAll('.queue-job')].every((j) => j.dataset.state === 'done'),
+    null, { timeout: 240_000 });
+
+  await page.fill('#prompt', 'a __nothing__ in the fog');
+  await page.waitForSelector('#dynamic-preview.error');
+  assert.match(await page.textContent('#dynamic-preview'), /__nothing__ has no values: import nothing\.txt under Prompts/);
+  await page.keyboard.press('Control+Enter');
+  await page.waitForSelector('#generate-error');
+  assert.match(await page.textContent('#generate-error'), /wildcard __nothing__, which has no values here/);
+  assert.deepEqual(problems, []);
+});
+
+test('styles save from the prompt and export as A1111 writes them; a wildcard deletes', async () => {
+  const { page, problems } = shared;
+  await page.fill('#prompt', 'studio portrait, "soft" light');
+  await page.fill('#negative', 'grain');
+  await page.click('#tab-prompts');
+  await page.fill('#style-name', 'Studio, soft');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#style-list tr[data-style="Studio, soft"]');
+  assert.equal((await downloaded(page, '#styles-export')).toString('utf8'), 'name,prompt,negative_prompt\r\n'
+    + 'Ink,"{prompt}, ink drawing, high contrast","blurry, lowres"\r\n'
+    + 'Poster,"flat colours, bold shapes",\r\n'
+    + '"Studio, soft","studio portrait, ""soft"" light",grain\r\n');
+  await page.click('#wildcard-list tr[data-wildcard="pets"] button.danger');
+  await page.waitForFunction(() => !document.querySelector('#wildcard-list tr[data-wildcard="pets"]'));
+  // Kept across a reload.
+  await page.reload();
+  await page.click('#tab-prompts');
+  await page.waitForSelector('#wildcard-list tr[data-wildcard="animals/pets"]');
+  await page.waitForSelector('#style-list tr[data-style="Studio, soft"]');
+  assert.deepEqual(problems, []);
+});
