@@ -3,11 +3,14 @@
 // combinatorial mode with a style applied makes one image per combination, each carrying the
 // expanded, styled prompt and the template, seeds continuing — and equal to the CLI's plain
 // generation of that prompt and seed; random mode queues one job per image; a wildcard without
-// values is refused with what to do; styles export as A1111 writes them.
+// values is refused with what to do; styles export as A1111 writes them. A brand preset file
+// imported and picked sets the form and makes the image `darkroom generate --preset` makes.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
+import { writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import {
   session, downloaded, ARTIFACTS, cli, pixels, maxDiff, pngText, setField, fixtureModel, downloadModel, generateImages,
 } from './harness.mjs';
@@ -128,5 +131,44 @@ test('styles save from the prompt and export as A1111 writes them; a wildcard de
   await page.click('#tab-prompts');
   await page.waitForSelector('#wildcard-list tr[data-wildcard="animals/pets"]');
   await page.waitForSelector('#style-list tr[data-style="Studio, soft"]');
+  assert.deepEqual(problems, []);
+});
+
+const PRESET = {
+  name: 'Acme', prompt: '{prompt}, flat pastel', negative_prompt: 'neon', sampler: 'Euler a', steps: 2,
+  cfg_scale: 5, sizes: ['32x48', '48x32'], palette: ['#0b1f3a', '#d94f30'], seed: { fixed: 77 },
+};
+
+test('a brand preset sets the form and makes the image the CLI makes under it', async () => {
+  const { page, problems } = shared;
+  await page.click('#tab-prompts');
+  const json = JSON.stringify(PRESET);
+  await page.setInputFiles('#preset-file', { name: 'acme.json', mimeType: 'application/json', buffer: Buffer.from(json) });
+  await page.waitForSelector('#preset-list tr[data-preset="Acme"]');
+  assert.match(await page.textContent('#preset-list tr[data-preset="Acme"]'), /Euler a · 2 steps · CFG 5 · sizes 32x48, 48x32 · seed 77/);
+  await page.setInputFiles('#preset-file', { name: 'bad.json', mimeType: 'application/json', buffer: Buffer.from('{"name":"x","sizes":["big"]}') });
+  await page.waitForSelector('#preset-status.error');
+  assert.match(await page.textContent('#preset-status'), /bad\.json: the preset sizes: "big" is not WxH/);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'prompts-presets.png'), fullPage: true });
+
+  await page.click('#tab-generate');
+  await page.selectOption('#dynamic', 'off');
+  await setField(page, '#batch-count', 1);
+  await page.fill('#prompt', 'a boat');
+  await page.fill('#negative', '');
+  await page.selectOption('#preset', 'Acme');
+  assert.equal(await page.inputValue('#steps'), '2');
+  assert.equal(await page.inputValue('#sampler'), 'euler_a');
+  assert.deepEqual([await page.inputValue('#width'), await page.inputValue('#height')], ['32', '48']);
+  await generateImages(page, 1);
+  assert.equal(await page.$('#generate-error'), null);
+  const png = await resultPng(page, 77);
+  assert.equal(pngText(png).parameters, 'a boat, flat pastel\nNegative prompt: neon\n'
+    + 'Steps: 2, Sampler: Euler a, CFG scale: 5, Seed: 77, Size: 32x48, Model: tiny-sd, Preset: Acme');
+  const file = path.join(mkdtempSync(path.join(tmpdir(), 'darkroom-preset-')), 'acme.json');
+  writeFileSync(file, json);
+  const direct = cli(['--prompt', 'a boat', '--preset', file]);
+  assert.ok(maxDiff(await pixels(page, { png }), await pixels(page, { png: direct })) <= 2, 'the app matches the CLI');
+  await page.selectOption('#preset', '');
   assert.deepEqual(problems, []);
 });

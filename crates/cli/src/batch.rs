@@ -125,6 +125,15 @@ pub fn run(gpu: &Gpu, args: BatchArgs) -> Result<(), Failure> {
                 continue;
             }
         };
+        let size_chosen =
+            runner.size_chosen() || job.fields.contains_key("width") || job.fields.contains_key("height");
+        let recipe = match runner.apply_preset(recipe, index, size_chosen) {
+            Ok(r) => r,
+            Err(e) => {
+                failed.push(format!("line {}: {}", job.line, e.message));
+                continue;
+            }
+        };
         let runs = match runner.expand(recipe) {
             Ok(runs) => runs,
             Err(e) => {

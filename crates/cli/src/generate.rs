@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use darkroom_engine::policy::{self, Activations, Weights};
 use darkroom_engine::{EngineError, LoraSource, ModelCache, ModelKey};
+use darkroom_pipeline::preset::Preset;
 use darkroom_workflow::{Styles, Wildcards};
 
 use crate::failure::{usage, Failure};
@@ -111,6 +112,12 @@ pub struct Settings {
     /// cache's folder.
     #[arg(long = "styles", value_name = "FILE")]
     pub styles_file: Option<PathBuf>,
+    /// A brand preset (JSON: a style plus LoRAs, sampler, steps, CFG, allowed sizes and aspect
+    /// ratios, palette, seed policy) applied to every image or job; its settings override the
+    /// flags', and each image records `Preset: NAME`. Without --width/--height the first size
+    /// it allows is used; a size it does not allow is refused.
+    #[arg(long, value_name = "FILE")]
+    pub preset: Option<PathBuf>,
     /// VAE decode: auto (tiled above 512x512 pixels or where the whole image would not fit the
     /// GPU's buffers), off (whole image), or a tile side in latent pixels (8 image pixels
     /// each). Tiled decoding gives the same image up to rounding with far less memory.
@@ -173,6 +180,7 @@ impl Settings {
             wildcards: None,
             style: Vec::new(),
             styles_file: None,
+            preset: None,
             vae_tiling: VaeTiling::Auto,
             controls: Vec::new(),
             hires: None,
@@ -424,6 +432,13 @@ fn load_styles(settings: &Settings) -> Result<Styles, Failure> {
     Styles::parse_csv(&text).map_err(|e| usage(format!("--styles {}: {e}", path.display())))
 }
 
+/// The brand preset file of --preset.
+fn load_preset(path: &Path) -> Result<Preset, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("--preset: cannot read {}: {e}", path.display())))?;
+    Preset::parse(&text).map_err(|e| usage(format!("--preset {}: {e}", path.display())))
+}
+
 /// What every run of one command shares: the GPU, the settings, the images read once, the
 /// styles, the loaded models (kept between runs while the model and LoRAs stay the same).
 pub struct Runner<'g> {
@@ -434,6 +449,7 @@ pub struct Runner<'g> {
     mask: Option<Image>,
     pub styles: Styles,
     wildcards: Wildcards,
+    preset: Option<Preset>,
     loaded: ModelCache<(StableDiffusion, String)>,
     controls: crate::control::Controls,
     upscalers: std::collections::HashMap<String, darkroom_models::upscale::Upscaler>,
@@ -456,6 +472,7 @@ impl<'g> Runner<'g> {
         let init_image = settings.init.as_deref().map(|p| read_png(p, "init image")).transpose()?;
         let mask = settings.mask.as_deref().map(|p| read_png(p, "mask")).transpose()?;
         let styles = load_styles(&settings)?;
+        let preset = settings.preset.as_deref().map(load_preset).transpose()?;
         let default_dir = darkroom_weights::native::default_cache_dir().join("wildcards");
         let wildcards = match &settings.wildcards {
             Some(dir) => read_wildcards(dir)?,
@@ -470,6 +487,7 @@ impl<'g> Runner<'g> {
             mask,
             styles,
             wildcards,
+            preset,
             loaded: ModelCache::default(),
             controls: crate::control::Controls::default(),
             upscalers: Default::default(),
@@ -534,11 +552,29 @@ impl<'g> Runner<'g> {
             outpaint: s.outpaint,
             strength: s.strength,
             template: None,
+            preset: None,
             controls: s.controls.clone(),
             hires: s.hires.clone(),
             sd_upscale: s.sd_upscale.clone(),
             draft: s.draft.is_some(),
         }
+    }
+
+    /// Job `job`'s recipe under --preset (the recipe itself without one). `size_chosen`: the
+    /// size was asked for (a flag, a job's field), so one the preset does not allow is refused
+    /// rather than replaced by the preset's first.
+    pub fn apply_preset(&self, recipe: Recipe, job: usize, size_chosen: bool) -> Result<Recipe, Failure> {
+        match &self.preset {
+            Some(preset) => {
+                preset.apply(&recipe, job, size_chosen).map_err(|e| usage(format!("--preset: {e}")))
+            }
+            None => Ok(recipe),
+        }
+    }
+
+    /// Whether the flags choose the size (--width, --height, an init image's).
+    pub fn size_chosen(&self) -> bool {
+        self.settings.width.is_some() || self.settings.height.is_some() || self.init_image.is_some()
     }
 
     /// `recipe` with the named styles applied to its prompts.
@@ -925,6 +961,7 @@ pub fn run(gpu: &Gpu, args: GenerateArgs) -> Result<(), Failure> {
     let mut recipe = runner.recipe(&args.prompt);
     recipe.seed = Some(recipe.seed.unwrap_or_else(random_seed));
     let styles = runner.settings.style.clone();
+    let recipe = runner.apply_preset(recipe, 0, runner.size_chosen())?;
     let runs = runner.expand(recipe)?;
     let mut images = Vec::new();
     for (i, mut recipe) in runs.iter().cloned().enumerate() {

@@ -121,6 +121,8 @@ pub fn run(gpu: &Gpu, args: GridArgs) -> Result<(), Failure> {
     let mut runner = Runner::new(gpu, args.settings.clone())?;
     let mut base = runner.recipe(&args.prompt);
     base.seed = Some(base.seed.unwrap_or_else(random_seed));
+    // Every cell is the same job under a preset: one seed, the axes varying what they name.
+    let base = runner.apply_preset(base, 0, runner.size_chosen())?;
     for a in &axes {
         if a.kind == AxisKind::Prompt {
             let AxisValue::Text(from) = &a.values[0] else { unreachable!() };

@@ -138,3 +138,88 @@ fn styles_from_an_a1111_styles_file_shape_the_prompts() {
         .contains("no style called \"Nope\"; the styles file has: Ink, Brand"));
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+#[test]
+fn a_brand_preset_shapes_every_job_and_refuses_other_sizes() {
+    let tmp = std::env::temp_dir().join(format!("darkroom-preset-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let preset = tmp.join("acme.json");
+    std::fs::write(
+        &preset,
+        r##"{ "name": "Acme", "prompt": "{prompt}, flat pastel", "negative_prompt": "neon",
+            "sampler": "Euler a", "steps": 2, "cfg_scale": 5, "sizes": ["32x48", "48x32"],
+            "palette": ["#0b1f3a"], "seed": { "increment": 100 } }"##,
+    )
+    .unwrap();
+    let jobs = tmp.join("jobs.txt");
+    std::fs::write(&jobs, "a kite\n--prompt \"a boat\" --negative_prompt fog\n").unwrap();
+    let model = root().join("tests/fixtures/tiny-sd");
+    let out = tmp.join("out");
+    let common = [
+        "--model",
+        model.to_str().unwrap(),
+        "--precision",
+        "f32",
+        "--quiet",
+        "--preset",
+        preset.to_str().unwrap(),
+    ];
+    let mut args = vec!["batch", jobs.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend(common);
+    let made = darkroom(&args);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    // Job i gets seed 100 + i, the first size the preset allows, its settings and style.
+    assert_eq!(names(&out), BTreeSet::from(["00001-100.png".to_string(), "00002-101.png".to_string()]));
+    let params = darkroom(&["params", out.join("00002-101.png").to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&params.stdout).into_owned();
+    assert_eq!(
+        text.trim_end(),
+        "a boat, flat pastel\nNegative prompt: fog, neon\nSteps: 2, Sampler: Euler a, CFG scale: 5, Seed: 101, Size: 32x48, Model: tiny-sd, Preset: Acme"
+    );
+    // The same image as generate with those settings spelled out.
+    let direct = tmp.join("direct.png");
+    let plain = darkroom(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--precision",
+        "f32",
+        "--quiet",
+        "--prompt",
+        "a boat, flat pastel",
+        "--negative",
+        "fog, neon",
+        "--sampler",
+        "euler_a",
+        "--steps",
+        "2",
+        "--cfg",
+        "5",
+        "--seed",
+        "101",
+        "--width",
+        "32",
+        "--height",
+        "48",
+        "--out",
+        direct.to_str().unwrap(),
+    ]);
+    assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
+    let pixels = |p: &Path| darkroom_pipeline::Image::from_png(&std::fs::read(p).unwrap()).unwrap().rgba;
+    assert_eq!(pixels(&out.join("00002-101.png")), pixels(&direct));
+    // A size asked for that the preset does not allow is refused, with what it allows.
+    let mut wrong = vec!["generate", "--prompt", "a kite", "--width", "64", "--height", "64", "--out"];
+    let wrong_out = tmp.join("wrong.png");
+    wrong.push(wrong_out.to_str().unwrap());
+    wrong.extend(common);
+    let refused = darkroom(&wrong);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("64x64 is not a size preset \"Acme\" allows (32x48, 48x32)"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -8,6 +8,7 @@ pub mod latent_preview;
 pub mod metadata;
 pub mod model;
 pub mod preprocess;
+pub mod preset;
 pub mod prompt;
 pub mod recipe;
 pub mod request;

@@ -209,6 +209,8 @@ pub struct StableDiffusion {
     pub vae_decoder: VaeDecoder,
     pub schedule: NoiseScheduleConfig,
     pub precision: Precision,
+    /// Conditionings made recently, reused by runs with the same prompts.
+    pub text_cache: crate::text::TextCache,
 }
 
 async fn required<F: ModelFiles>(files: &F, path: &str) -> Result<Vec<u8>, PipelineError> {
@@ -519,6 +521,7 @@ impl StableDiffusion {
             vae_decoder,
             schedule,
             precision,
+            text_cache: Default::default(),
         })
     }
 

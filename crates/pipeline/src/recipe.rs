@@ -72,6 +72,10 @@ pub struct Recipe {
     /// `Template:`, as sd-dynamic-prompts records it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// The brand preset the recipe was made under (`crate::preset`), by name: recorded in the
+    /// parameters as `Preset:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
     /// ControlNet units, applied together (diffusers' MultiControlNet), in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub controls: Vec<ControlUnit>,
@@ -211,6 +215,7 @@ impl Default for Recipe {
             outpaint: None,
             strength: None,
             template: None,
+            preset: None,
             controls: Vec::new(),
             hires: None,
             sd_upscale: None,
@@ -493,6 +498,9 @@ impl Recipe {
         if let Some(template) = self.template.as_ref().filter(|t| **t != self.prompt) {
             extra.push(("Template".to_string(), template.clone()));
         }
+        if let Some(preset) = &self.preset {
+            extra.push(("Preset".to_string(), preset.clone()));
+        }
         for (i, unit) in self.controls.iter().enumerate() {
             extra.push((format!("ControlNet {i}"), unit.to_infotext(&control_name(&unit.model))));
         }
@@ -539,6 +547,7 @@ impl Recipe {
             .find(|(k, _)| k == "Denoising strength")
             .and_then(|(_, v)| v.parse::<f64>().ok());
         let template = params.extra.iter().find(|(k, _)| k == "Template").map(|(_, v)| v.clone());
+        let preset = params.extra.iter().find(|(k, _)| k == "Preset").map(|(_, v)| v.clone());
         let mut controls: Vec<(usize, ControlUnit)> = params
             .extra
             .iter()
@@ -573,6 +582,7 @@ impl Recipe {
             height: params.height as usize,
             strength,
             template,
+            preset,
             init: None,
             mask: None,
             outpaint: None,

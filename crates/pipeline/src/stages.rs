@@ -45,8 +45,26 @@ pub fn report(
 }
 
 /// Stage 1: the prompt and negative prompt encoded (the negative only with CFG), batch rows;
-/// for SDXL also the pooled embeddings.
+/// for SDXL also the pooled embeddings. Taken from the model's [`text::TextCache`] when a recent
+/// run encoded the same.
 pub async fn conditioning(
+    gpu: &Gpu,
+    model: &StableDiffusion,
+    request: &Request,
+    guided: bool,
+) -> Result<text::Conditioning, PipelineError> {
+    let recipe = &request.recipe;
+    let (prompt, negative, batch) = (&recipe.prompt, &recipe.negative_prompt, recipe.batch_size);
+    let key = text::ConditioningKey::new(prompt, negative, batch, guided, &request.embeddings);
+    if let Some(kept) = model.text_cache.get(&key) {
+        return Ok(kept);
+    }
+    let made = encode_prompts(gpu, model, request, guided).await?;
+    model.text_cache.keep(key, &made);
+    Ok(made)
+}
+
+async fn encode_prompts(
     gpu: &Gpu,
     model: &StableDiffusion,
     request: &Request,

@@ -295,6 +295,7 @@ pub fn repeat_batch(gpu: &Gpu, x: &Tensor, n: usize) -> Result<Tensor, darkroom_
 }
 
 /// What the UNet is conditioned on: the context, and for SDXL the pooled text embeddings.
+#[derive(Clone)]
 pub struct Conditioning {
     /// [rows, 77·k, D]: negative rows first (with CFG), then positive ones.
     pub context: Tensor,
@@ -388,4 +389,86 @@ pub async fn encode_sdxl(
         context: Tensor::from_f32(gpu, &[rows, k * WINDOW, width], &context, dtype)?,
         pooled: Some(Tensor::from_f32(gpu, &[rows, p], &pooled_rows, dtype)?),
     })
+}
+
+/// What a conditioning depends on besides the model: the prompts, the rows, whether the
+/// negative is encoded, and the embeddings the prompts may call (the same files, by identity).
+#[derive(Clone)]
+pub struct ConditioningKey {
+    prompt: String,
+    negative: String,
+    batch: usize,
+    guided: bool,
+    embeddings: Vec<NamedEmbedding>,
+}
+
+impl ConditioningKey {
+    pub fn new(
+        prompt: &str,
+        negative: &str,
+        batch: usize,
+        guided: bool,
+        embeddings: &[NamedEmbedding],
+    ) -> Self {
+        ConditioningKey {
+            prompt: prompt.to_string(),
+            negative: negative.to_string(),
+            batch,
+            guided,
+            embeddings: embeddings.to_vec(),
+        }
+    }
+
+    fn same(&self, other: &ConditioningKey) -> bool {
+        self.prompt == other.prompt
+            && self.negative == other.negative
+            && self.batch == other.batch
+            && self.guided == other.guided
+            && self.embeddings.len() == other.embeddings.len()
+            && self
+                .embeddings
+                .iter()
+                .zip(&other.embeddings)
+                .all(|(a, b)| a.name == b.name && Arc::ptr_eq(&a.embedding, &b.embedding))
+    }
+}
+
+/// The last few conditionings a model made, so runs that differ only in what does not change
+/// the text (a grid's steps, CFG or sampler cells, a batch count's runs, a queue of seeds) do not
+/// encode the prompts again. A loaded model is one set of weights (LoRAs are merged at load),
+/// so the cache lives with it. Each entry is a few hundred KB of GPU memory.
+#[derive(Default)]
+pub struct TextCache {
+    entries: std::sync::Mutex<Vec<(ConditioningKey, Conditioning)>>,
+    encodings: std::sync::atomic::AtomicUsize,
+}
+
+impl TextCache {
+    /// How many entries are kept.
+    pub const ENTRIES: usize = 8;
+
+    /// The conditioning for `key`, if kept (it becomes the most recent).
+    pub fn get(&self, key: &ConditioningKey) -> Option<Conditioning> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let at = entries.iter().position(|(k, _)| k.same(key))?;
+        let entry = entries.remove(at);
+        let out = entry.1.clone();
+        entries.push(entry);
+        Some(out)
+    }
+
+    /// Keeps a conditioning just encoded, dropping the least recently used past [`Self::ENTRIES`].
+    pub fn keep(&self, key: ConditioningKey, conditioning: &Conditioning) {
+        self.encodings.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|(k, _)| !k.same(&key));
+        entries.push((key, conditioning.clone()));
+        let excess = entries.len().saturating_sub(Self::ENTRIES);
+        entries.drain(..excess);
+    }
+
+    /// How many times the text encoders have run for this model.
+    pub fn encodings(&self) -> usize {
+        self.encodings.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }

@@ -345,3 +345,47 @@ fn sdxl_long_and_weighted_prompts_condition_both_encoders() {
     );
     assert_ne!(first_chunk.2[24..], pooled[24..], "the pooled embedding follows the first chunk's words");
 }
+
+#[test]
+fn runs_with_the_same_prompts_reuse_the_text_encoding() {
+    let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
+    let model = load(&gpu, "tiny-sd", Precision::F32);
+    let request = |prompt: &str, steps: usize, cfg: f32| {
+        let recipe = Recipe {
+            prompt: prompt.into(),
+            negative_prompt: "blurry".into(),
+            seed: Some(3),
+            steps,
+            sampler: "euler".parse().unwrap(),
+            cfg_scale: cfg,
+            width: 32,
+            height: 32,
+            ..Recipe::default()
+        };
+        Request::new(recipe, None, None).unwrap()
+    };
+    let encodings = || model.text_cache.encodings();
+    run(&gpu, &model, &request("a fox", 2, 7.0));
+    assert_eq!(encodings(), 1);
+    // Other steps and CFG (still guided): the same conditioning.
+    let (kept, _) = run(&gpu, &model, &request("a fox", 3, 5.0));
+    assert_eq!(encodings(), 1);
+    // No CFG (no negative rows), another prompt: encoded anew.
+    run(&gpu, &model, &request("a fox", 2, 1.0));
+    run(&gpu, &model, &request("an owl", 2, 7.0));
+    assert_eq!(encodings(), 3);
+    // A reused conditioning gives the image a fresh model makes.
+    let fresh = load(&gpu, "tiny-sd", Precision::F32);
+    let (made, _) = run(&gpu, &fresh, &request("a fox", 3, 5.0));
+    assert_eq!(
+        kept.iter().map(|i| &i.rgba).collect::<Vec<_>>(),
+        made.iter().map(|i| &i.rgba).collect::<Vec<_>>()
+    );
+    // Past the cache's size the oldest is encoded again.
+    for i in 0..darkroom_pipeline::text::TextCache::ENTRIES {
+        run(&gpu, &model, &request(&format!("prompt {i}"), 1, 7.0));
+    }
+    let before = encodings();
+    run(&gpu, &model, &request("a fox", 1, 7.0));
+    assert_eq!(encodings(), before + 1);
+}

@@ -60,11 +60,24 @@ fn recipe(state: AppState, entry: &ModelEntry) -> Result<Recipe, String> {
     Ok(recipe)
 }
 
-/// The recipes the form's recipe makes: its prompt expanded as a dynamic prompt template (when
-/// Dynamic prompts is on), then the chosen styles applied to each; every LoRA they name checked.
-fn expanded(state: AppState, recipe: Recipe) -> Result<Vec<Recipe>, String> {
+/// The recipes the form's recipe makes: under the brand preset (when one is picked), its prompt
+/// expanded as a dynamic prompt template (when Dynamic prompts is on), then the chosen styles
+/// applied to each; every LoRA they name checked.
+fn expanded(state: AppState, recipe: Recipe, info: &ModelInfo) -> Result<Vec<Recipe>, String> {
     let s = state.settings;
     let library = state.prompt_library.get_untracked();
+    let recipe = match s.preset.get_untracked() {
+        Some(name) => {
+            let preset = library.preset(&name).ok_or_else(|| {
+                format!("The brand preset “{name}” is no longer stored: pick another under Preset.")
+            })?;
+            let recipe =
+                preset.apply(&recipe, 0, true).map_err(|e| format!("{}.", capitalise(&e.to_string())))?;
+            recipe.validate(info).map_err(|e| format!("Under the preset: {}.", e.message))?;
+            recipe
+        }
+        None => recipe,
+    };
     let out = darkroom_pipeline::dynamic::expand(&recipe, s.dynamic.get_untracked(), &library.collections())
         .map_err(|e| format!("The prompt template: {e}."))?;
     if let Some(name) = out.missing.first() {
@@ -171,7 +184,7 @@ fn prepared(state: AppState) -> Option<Prepared> {
             return None;
         }
     };
-    let recipes = match expanded(state, recipe.clone()) {
+    let recipes = match expanded(state, recipe.clone(), &model_info(&entry)) {
         Ok(r) => r,
         Err(e) => {
             refuse(state, "invalid", e);

@@ -1,9 +1,11 @@
-//! The prompt library kept in this browser: wildcard files (for dynamic prompts' `__name__`) and
-//! the styles (A1111's styles.csv), in IndexedDB database "darkroom-prompts", store "files" —
-//! key `styles.csv` for the styles' CSV text, `wildcards/<name>` for each wildcard file's text.
+//! The prompt library kept in this browser: wildcard files (for dynamic prompts' `__name__`),
+//! the styles (A1111's styles.csv) and brand presets, in IndexedDB database "darkroom-prompts",
+//! store "files" — key `styles.csv` for the styles' CSV text, `wildcards/<name>` for each
+//! wildcard file's text, `presets/<name>` for each preset's JSON.
 //! Only the page reads and writes it: the page expands templates and applies styles before a
 //! recipe reaches the worker, so the worker never needs them.
 
+use darkroom_pipeline::preset::Preset;
 use darkroom_workflow::{Styles, Wildcards};
 use idb::builder::{DatabaseBuilder, ObjectStoreBuilder};
 use idb::{Database, TransactionMode, TransactionResult};
@@ -13,6 +15,7 @@ const DB: &str = "darkroom-prompts";
 const FILES: &str = "files";
 const STYLES_KEY: &str = "styles.csv";
 const WILDCARD_PREFIX: &str = "wildcards/";
+const PRESET_PREFIX: &str = "presets/";
 
 /// A stored wildcard file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,9 +30,15 @@ pub struct Library {
     pub styles: Styles,
     /// By name.
     pub wildcards: Vec<WildcardFile>,
+    /// Brand presets, by name.
+    pub presets: Vec<Preset>,
 }
 
 impl Library {
+    pub fn preset(&self, name: &str) -> Option<&Preset> {
+        self.presets.iter().find(|p| p.name == name)
+    }
+
     /// The wildcard files as the expander reads them.
     pub fn collections(&self) -> Wildcards {
         let mut out = Wildcards::new();
@@ -74,9 +83,15 @@ pub async fn load() -> Result<Library, String> {
             library.styles = Styles::parse_csv(&text).map_err(|e| format!("the stored styles: {e}"))?;
         } else if let Some(name) = key.strip_prefix(WILDCARD_PREFIX) {
             library.wildcards.push(WildcardFile { name: name.to_string(), text });
+        } else if key.starts_with(PRESET_PREFIX) {
+            // Written checked; a record that no longer reads is skipped.
+            if let Ok(preset) = Preset::parse(&text) {
+                library.presets.push(preset);
+            }
         }
     }
     library.wildcards.sort_by(|a, b| a.name.cmp(&b.name));
+    library.presets.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(library)
 }
 
@@ -93,22 +108,36 @@ pub async fn put_wildcards(files: &[WildcardFile]) -> Result<(), String> {
 }
 
 pub async fn delete_wildcard(name: &str) -> Result<(), String> {
-    let db = open().await?;
-    let tx = db.transaction(&[FILES], TransactionMode::ReadWrite).map_err(error)?;
-    let store = tx.object_store(FILES).map_err(error)?;
-    store.delete(JsValue::from(format!("{WILDCARD_PREFIX}{name}"))).map_err(error)?.await.map_err(error)?;
-    commit(tx).await
+    put(format!("{WILDCARD_PREFIX}{name}"), None).await
 }
 
 /// Writes the styles, as the styles.csv A1111 writes.
 pub async fn save_styles(styles: &Styles) -> Result<(), String> {
+    put(STYLES_KEY.to_string(), Some(styles.to_csv())).await
+}
+
+async fn put(key: String, value: Option<String>) -> Result<(), String> {
     let db = open().await?;
     let tx = db.transaction(&[FILES], TransactionMode::ReadWrite).map_err(error)?;
     let store = tx.object_store(FILES).map_err(error)?;
-    store
-        .put(&JsValue::from(styles.to_csv()), Some(&JsValue::from(STYLES_KEY)))
-        .map_err(error)?
-        .await
-        .map_err(error)?;
+    match value {
+        Some(text) => {
+            store
+                .put(&JsValue::from(text), Some(&JsValue::from(key)))
+                .map_err(error)?
+                .await
+                .map_err(error)?;
+        }
+        None => store.delete(JsValue::from(key)).map_err(error)?.await.map_err(error)?,
+    }
     commit(tx).await
+}
+
+/// Writes a preset (replacing one of the same name).
+pub async fn save_preset(preset: &Preset) -> Result<(), String> {
+    put(format!("{PRESET_PREFIX}{}", preset.name), Some(preset.to_json())).await
+}
+
+pub async fn delete_preset(name: &str) -> Result<(), String> {
+    put(format!("{PRESET_PREFIX}{name}"), None).await
 }

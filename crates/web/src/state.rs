@@ -156,6 +156,8 @@ pub struct Settings {
     pub dynamic: RwSignal<darkroom_pipeline::Dynamic>,
     /// The styles (by name, from the prompt library) applied to every run's prompts, in order.
     pub styles: RwSignal<Vec<String>>,
+    /// The brand preset (by name, from the prompt library) every run is made under.
+    pub preset: RwSignal<Option<String>>,
 }
 
 impl Settings {
@@ -187,6 +189,7 @@ impl Settings {
             control_images: RwSignal::new(Vec::new()),
             dynamic: RwSignal::new(darkroom_pipeline::Dynamic::Off),
             styles: RwSignal::new(Vec::new()),
+            preset: RwSignal::new(None),
         }
     }
 

@@ -12,6 +12,34 @@ fn number<T: std::str::FromStr>(ev: &leptos::ev::Event) -> Option<T> {
     event_target_value(ev).trim().parse().ok()
 }
 
+/// A brand preset picked in the form: its settings shown in the form at once (sampler, steps,
+/// CFG, and its first size when the form's is not one it allows); its style, LoRAs and seed
+/// policy are applied to every run.
+fn pick_preset(state: AppState, name: String) {
+    let s = state.settings;
+    if name.is_empty() {
+        s.preset.set(None);
+        return;
+    }
+    let Some(preset) = state.prompt_library.with_untracked(|l| l.preset(&name).cloned()) else { return };
+    if let Some(sampler) = preset.sampler.as_deref().and_then(|x| x.parse().ok()) {
+        s.sampler.set(sampler);
+    }
+    if let Some(steps) = preset.steps {
+        s.steps.set(steps);
+    }
+    if let Some(cfg) = preset.cfg_scale {
+        s.cfg.set(cfg);
+    }
+    if !preset.allows(s.width.get_untracked(), s.height.get_untracked()) {
+        if let Some((w, h)) = preset.sizes().into_iter().find(|&(w, h)| preset.allows(w, h)) {
+            s.width.set(w);
+            s.height.set(h);
+        }
+    }
+    s.preset.set(Some(name));
+}
+
 fn dynamic_label(d: darkroom_pipeline::Dynamic) -> &'static str {
     match d {
         darkroom_pipeline::Dynamic::Off => "Off",
@@ -97,6 +125,18 @@ pub fn GeneratePanel() -> impl IntoView {
                             {model_options}
                         </select>
                     </label>
+                    <Show when=move || state.prompt_library.with(|l| !l.presets.is_empty())>
+                        <label class="field">
+                            <span>"Brand preset"</span>
+                            <select id="preset" on:change=move |ev| pick_preset(state, event_target_value(&ev))>
+                                <option value="" selected=move || s.preset.get().is_none()>"None"</option>
+                                {move || state.prompt_library.get().presets.into_iter().map(|p| {
+                                    let name = p.name.clone();
+                                    view! { <option value=p.name.clone() selected=move || s.preset.get().as_deref() == Some(name.as_str())>{p.name.clone()}</option> }
+                                }).collect_view()}
+                            </select>
+                        </label>
+                    </Show>
                     <label class="field wide">
                         <span>"Prompt"</span>
                         <textarea id="prompt" rows="4" placeholder="a lighthouse on a cliff at dusk, (dramatic clouds:1.2), oil painting"

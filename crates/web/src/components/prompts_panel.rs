@@ -1,7 +1,8 @@
-//! The Prompts tab: the wildcard files dynamic prompts draw from (`__name__`) and the styles
-//! (A1111's styles.csv) — imported from disk, listed, used, deleted, exported. They stay in this
-//! browser (`prompt_library`).
+//! The Prompts tab: the wildcard files dynamic prompts draw from (`__name__`), the styles
+//! (A1111's styles.csv) and brand presets (JSON files) — imported from disk, listed, used,
+//! deleted, exported. They stay in this browser (`prompt_library`).
 
+use darkroom_pipeline::preset::{Preset, SeedPolicy};
 use darkroom_workflow::styles::Style;
 use darkroom_workflow::wildcards::{files_in_zip, name_of_file, text_of_file};
 use darkroom_workflow::Styles;
@@ -219,10 +220,47 @@ pub fn PromptsPanel() -> impl IntoView {
         state.settings.styles.update(|list| list.retain(|n| *n != name));
         styles_saved(state, styles, style_status, format!("Deleted style “{name}”."));
     };
+    let preset_status = RwSignal::new(None::<Result<String, String>>);
+    let import_presets = move |ev: leptos::ev::Event| {
+        let files = files_of(&ev);
+        if files.is_empty() {
+            return;
+        }
+        spawn_local(async move {
+            let outcome = async {
+                let mut names = Vec::new();
+                for file in files {
+                    let bytes = bytes_of(&file).await?;
+                    let preset = Preset::parse(&String::from_utf8_lossy(&bytes))
+                        .map_err(|e| format!("{}: {e}", file.name()))?;
+                    prompt_library::save_preset(&preset).await?;
+                    names.push(format!("“{}”", preset.name));
+                }
+                Ok(format!("Imported the brand preset{} {}.", plural(names.len()), names.join(", ")))
+            }
+            .await;
+            preset_status.set(Some(outcome));
+            refresh(state);
+        });
+    };
+    let delete_preset = move |name: String| {
+        spawn_local(async move {
+            match prompt_library::delete_preset(&name).await {
+                Ok(()) => {
+                    if state.settings.preset.get_untracked().as_deref() == Some(name.as_str()) {
+                        state.settings.preset.set(None);
+                    }
+                    preset_status.set(Some(Ok(format!("Deleted the brand preset “{name}”."))));
+                }
+                Err(e) => preset_status.set(Some(Err(e))),
+            }
+            refresh(state);
+        });
+    };
     view! {
         <section class="panel" id="prompts">
             <h2>"Prompts"</h2>
-            <p class="muted">"Wildcards and styles for the Generate form. They stay in this browser, like everything else."</p>
+            <p class="muted">"Wildcards, styles and brand presets for the Generate form. They stay in this browser, like everything else."</p>
             <h3>"Wildcards"</h3>
             <p class="muted small">"A wildcard file is a list, one value a line (lines starting with # are comments). With Dynamic prompts on, "
                 <code>"__colours__"</code>" in a prompt takes a value of colours.txt; "<code>"__styles/print__"</code>" one of a folder's file, "
@@ -238,33 +276,23 @@ pub fn PromptsPanel() -> impl IntoView {
             </div>
             {move || message("wildcard-status", wildcard_status.get())}
             {move || {
-                let files = state.prompt_library.get().wildcards;
-                if files.is_empty() {
-                    return view! { <p class="muted small" id="wildcard-empty">"No wildcard files yet."</p> }.into_any();
-                }
-                view! {
-                    <table class="list" id="wildcard-list">
-                        <thead><tr><th>"In a prompt"</th><th>"Values"</th><th>"First values"</th><th></th></tr></thead>
-                        <tbody>
-                            {files.into_iter().map(|f| {
-                                let values = darkroom_workflow::wildcards::parse_values(&f.text);
-                                let first = shorten(&values);
-                                let (a, b) = (f.name.clone(), f.name.clone());
-                                view! {
-                                    <tr data-wildcard=f.name.clone()>
-                                        <td><code>{format!("__{}__", f.name)}</code></td>
-                                        <td>{values.len()}</td>
-                                        <td class="muted small">{first}</td>
-                                        <td class="actions">
-                                            <button type="button" on:click=move |_| use_wildcard(a.clone())>"Use"</button>
-                                            <button type="button" class="danger" on:click=move |_| delete_wildcard(b.clone())>"Delete"</button>
-                                        </td>
-                                    </tr>
-                                }
-                            }).collect_view()}
-                        </tbody>
-                    </table>
-                }.into_any()
+                let rows = state.prompt_library.get().wildcards.into_iter().map(|f| {
+                    let values = darkroom_workflow::wildcards::parse_values(&f.text);
+                    let first = shorten(&values);
+                    let (a, b) = (f.name.clone(), f.name.clone());
+                    view! {
+                        <tr data-wildcard=f.name.clone()>
+                            <td><code>{format!("__{}__", f.name)}</code></td>
+                            <td>{values.len()}</td>
+                            <td class="muted small">{first}</td>
+                            <td class="actions">
+                                <button type="button" on:click=move |_| use_wildcard(a.clone())>"Use"</button>
+                                <button type="button" class="danger" on:click=move |_| delete_wildcard(b.clone())>"Delete"</button>
+                            </td>
+                        </tr>
+                    }.into_any()
+                }).collect();
+                listing("wildcard", "No wildcard files yet.", &["In a prompt", "Values", "First values", ""], rows)
             }}
             <h3>"Styles"</h3>
             <p class="muted small">"A style adds to the prompt and the negative prompt: where its text has "<code>"{prompt}"</code>
@@ -287,31 +315,98 @@ pub fn PromptsPanel() -> impl IntoView {
             </div>
             {move || message("style-status", style_status.get())}
             {move || {
-                let styles: Vec<Style> = state.prompt_library.get().styles.iter().cloned().collect();
-                if styles.is_empty() {
-                    return view! { <p class="muted small" id="styles-empty">"No styles yet."</p> }.into_any();
-                }
-                view! {
-                    <table class="list" id="style-list">
-                        <thead><tr><th>"Style"</th><th>"Prompt"</th><th>"Negative prompt"</th><th></th></tr></thead>
-                        <tbody>
-                            {styles.into_iter().map(|st| {
-                                let name = st.name.clone();
-                                view! {
-                                    <tr data-style=st.name.clone()>
-                                        <td>{st.name.clone()}</td>
-                                        <td class="small">{st.prompt.clone()}</td>
-                                        <td class="small muted">{st.negative_prompt.clone()}</td>
-                                        <td><button type="button" class="danger" on:click=move |_| delete_style(name.clone())>"Delete"</button></td>
-                                    </tr>
-                                }
-                            }).collect_view()}
-                        </tbody>
-                    </table>
-                }.into_any()
+                let rows = state.prompt_library.get().styles.iter().cloned().map(|st| {
+                    let name = st.name.clone();
+                    view! {
+                        <tr data-style=st.name.clone()>
+                            <td>{st.name.clone()}</td>
+                            <td class="small">{st.prompt.clone()}</td>
+                            <td class="small muted">{st.negative_prompt.clone()}</td>
+                            <td><button type="button" class="danger" on:click=move |_| delete_style(name.clone())>"Delete"</button></td>
+                        </tr>
+                    }.into_any()
+                }).collect();
+                listing("style", "No styles yet.", &["Style", "Prompt", "Negative prompt", ""], rows)
+            }}
+            <h3>"Brand presets"</h3>
+            <p class="muted small">"A brand preset is a style plus what a brand fixes: LoRAs and their weights, sampler, steps and CFG, the sizes and aspect ratios allowed, a palette and a seed policy. Pick one in the Generate form: every image is made under it and its parameters say "<code>"Preset: name"</code>". It is a JSON file, shared as it is ("<code>"darkroom generate --preset FILE"</code>" reads the same file)."</p>
+            <div class="actions">
+                <label class="file-pick button-like">"Import preset files…"
+                    <input id="preset-file" type="file" multiple=true accept=".json,application/json" on:change=import_presets />
+                </label>
+            </div>
+            {move || message("preset-status", preset_status.get())}
+            {move || {
+                let rows = state.prompt_library.get().presets.into_iter().map(|p| {
+                    let (a, b) = (p.name.clone(), p.clone());
+                    let file = format!("{}.json", crate::briefs::slug(&p.name));
+                    view! {
+                        <tr data-preset=p.name.clone()>
+                            <td>{p.name.clone()}</td>
+                            <td class="small">{preset_summary(&p)}</td>
+                            <td>{p.palette.iter().map(|c| view! {
+                                <i class="swatch" title=c.clone() style=format!("background:{c}")></i>" "
+                            }).collect_view()}</td>
+                            <td class="actions">
+                                <button type="button" on:click=move |_| crate::briefs::download(b.to_json().as_bytes(), "application/json", &file)>"Export"</button>
+                                <button type="button" class="danger" on:click=move |_| delete_preset(a.clone())>"Delete"</button>
+                            </td>
+                        </tr>
+                    }.into_any()
+                }).collect();
+                listing("preset", "No brand presets yet.", &["Preset", "Settings", "Palette", ""], rows)
             }}
         </section>
     }
+}
+
+/// A section's list: a table `#<id>-list` with a row per item, or `#<id>-empty` saying so.
+fn listing(id: &str, empty: &'static str, headers: &[&'static str], rows: Vec<AnyView>) -> AnyView {
+    if rows.is_empty() {
+        return view! { <p class="muted small" id=format!("{id}-empty")>{empty}</p> }.into_any();
+    }
+    view! {
+        <table class="list" id=format!("{id}-list")>
+            <thead><tr>{headers.iter().map(|h| view! { <th>{*h}</th> }).collect_view()}</tr></thead>
+            <tbody>{rows}</tbody>
+        </table>
+    }
+    .into_any()
+}
+
+/// What a preset sets, in a line.
+fn preset_summary(p: &Preset) -> String {
+    let mut parts = Vec::new();
+    if !p.prompt.is_empty() {
+        parts.push(format!("prompt “{}”", p.prompt));
+    }
+    if !p.negative_prompt.is_empty() {
+        parts.push(format!("negative “{}”", p.negative_prompt));
+    }
+    for l in &p.loras {
+        parts.push(format!("<lora:{}:{}>", l.name, l.weight));
+    }
+    if let Some(x) = &p.sampler {
+        parts.push(x.clone());
+    }
+    if let Some(x) = p.steps {
+        parts.push(format!("{x} steps"));
+    }
+    if let Some(x) = p.cfg_scale {
+        parts.push(format!("CFG {x}"));
+    }
+    if !p.sizes.is_empty() {
+        parts.push(format!("sizes {}", p.sizes.join(", ")));
+    }
+    if !p.aspect_ratios.is_empty() {
+        parts.push(format!("ratios {}", p.aspect_ratios.join(", ")));
+    }
+    parts.push(match p.seed {
+        SeedPolicy::Random => "random seeds".into(),
+        SeedPolicy::Fixed(s) => format!("seed {s}"),
+        SeedPolicy::Increment(s) => format!("seeds from {s}"),
+    });
+    parts.join(" · ")
 }
 
 fn plural(n: usize) -> &'static str {
