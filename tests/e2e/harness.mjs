@@ -142,17 +142,22 @@ export function tinyLdmCheckpoint() {
 /// `cargo xtask test` sets DARKROOM_CLI_BUILT: its native tests have just built the binary
 /// from these sources, so it is used as it is.
 export function cli(args, { model = 'tiny-sd' } = {}) {
+  const out = path.join(TMP, `cli-${Date.now()}.png`);
+  cliCommand('generate', ['--out', out, ...args], { model });
+  return readFileSync(out);
+}
+
+/// Runs `darkroom COMMAND` with a fixture model at f32 (as `cli`), failing the test if it fails.
+export function cliCommand(command, args, { model = 'tiny-sd' } = {}) {
   if (!process.env.DARKROOM_CLI_BUILT) {
     const build = spawnSync('cargo', ['build', '--quiet', '-p', 'darkroom-cli'], { cwd: ROOT, stdio: 'inherit' });
     assert.equal(build.status, 0, 'building the CLI');
   }
-  const out = path.join(TMP, `cli-${Date.now()}.png`);
   const run = spawnSync(path.join(ROOT, 'target', 'debug', 'darkroom'), [
-    'generate', '--model', path.join(FIXTURES, model), '--precision', 'f32', '--quant', 'none', '--quiet',
-    '--out', out, ...args,
+    command, '--model', path.join(FIXTURES, model), '--precision', 'f32', '--quant', 'none', '--quiet', ...args,
   ], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR || '/tmp' } });
-  assert.equal(run.status, 0, `darkroom generate failed: ${run.stderr}`);
-  return readFileSync(out);
+  assert.equal(run.status, 0, `darkroom ${command} failed: ${run.stderr}`);
+  return run.stdout;
 }
 
 /// RGBA pixels of PNG bytes or of an <img>, decoded by the browser.

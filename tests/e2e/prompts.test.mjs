@@ -4,15 +4,16 @@
 // expanded, styled prompt and the template, seeds continuing — and equal to the CLI's plain
 // generation of that prompt and seed; random mode queues one job per image; a wildcard without
 // values is refused with what to do; styles export as A1111 writes them. A brand preset file
-// imported and picked sets the form and makes the image `darkroom generate --preset` makes.
+// imported and picked sets the form and makes the image `darkroom generate --preset` makes. An
+// X/Y/Z plot made from the form is the grid `darkroom grid` makes with the same axes.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { writeFileSync, mkdtempSync } from 'node:fs';
+import { writeFileSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import {
-  session, downloaded, ARTIFACTS, cli, pixels, maxDiff, pngText, setField, fixtureModel, downloadModel, generateImages,
+  session, downloaded, ARTIFACTS, cli, cliCommand, pixels, maxDiff, pngText, setField, fixtureModel, downloadModel, generateImages,
 } from './harness.mjs';
 
 const TEMPLATE = 'a {red|blue} __animals/pets__';
@@ -170,5 +171,42 @@ test('a brand preset sets the form and makes the image the CLI makes under it', 
   const direct = cli(['--prompt', 'a boat', '--preset', file]);
   assert.ok(maxDiff(await pixels(page, { png }), await pixels(page, { png: direct })) <= 2, 'the app matches the CLI');
   await page.selectOption('#preset', '');
+  assert.deepEqual(problems, []);
+});
+
+test('an X/Y/Z plot from the form is the grid darkroom grid makes', async () => {
+  const { page, problems } = shared;
+  await page.fill('#prompt', 'a cat at dusk');
+  await page.fill('#negative', '');
+  await page.selectOption('#sampler', 'euler');
+  await setField(page, '#cfg', 7);
+  await setField(page, '#seed', 21);
+  await setField(page, '#width', 32);
+  await setField(page, '#height', 32);
+  await page.click('#xyz summary');
+  await page.selectOption('#x-type', 'steps');
+  await page.fill('#x-values', '1-3');
+  await page.selectOption('#y-type', 'prompt');
+  await page.fill('#y-values', 'cat, owl');
+  assert.equal(await page.textContent('#grid-plan'), '6 cells (3 × 2), one image each.');
+  await page.fill('#y-values', 'dog, owl');
+  await page.click('#grid-button');
+  await page.waitForSelector('#generate-error');
+  assert.match(await page.textContent('#generate-error'), /its first value "dog" is what is searched/);
+  await page.fill('#y-values', 'cat, owl');
+  await page.click('#grid-button');
+  await page.waitForSelector('#grid-image', { timeout: 240_000 });
+  await page.waitForFunction(() => !document.querySelector('#run'));
+  assert.equal(await page.$$eval('#results figure img', (l) => l.length), 6);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'grid-app.png'), fullPage: true });
+  const png = await downloaded(page, '#grid-result a.download');
+  assert.match(pngText(png).parameters,
+    /Script: X\/Y\/Z plot, X Type: Steps, X Values: 1-3, Y Type: Prompt S\/R, Y Values: "cat, owl"$/);
+
+  const out = mkdtempSync(path.join(tmpdir(), 'darkroom-grid-'));
+  cliCommand('grid', ['--x', 'steps:1-3', '--y', 'prompt:cat, owl', '--prompt', 'a cat at dusk', '--sampler', 'euler',
+    '--cfg', '7', '--seed', '21', '--width', '32', '--height', '32', '--out', out]);
+  const want = await pixels(page, { png: readFileSync(path.join(out, 'grid.png')) });
+  assert.ok(maxDiff(await pixels(page, { png }), want) <= 2, "the app's grid is the CLI's");
   assert.deepEqual(problems, []);
 });

@@ -4,6 +4,7 @@ pub mod control;
 pub mod draft;
 pub mod dynamic;
 pub mod generate;
+pub mod grid;
 pub mod latent_preview;
 pub mod metadata;
 pub mod model;

@@ -5,6 +5,8 @@ use darkroom_pipeline::{ImageRef, ModelInfo, Recipe, Sampler};
 use darkroom_weights::ModelKind;
 use leptos::prelude::*;
 
+use darkroom_pipeline::grid::Plot;
+
 use crate::protocol::{BriefTag, ErrorKind, FromWorker, ModelRef, QueueOp, ToWorker};
 use crate::state::{encode_png, png_url, AppState, ModelEntry, ResultImage, Run};
 
@@ -60,35 +62,24 @@ fn recipe(state: AppState, entry: &ModelEntry) -> Result<Recipe, String> {
     Ok(recipe)
 }
 
-/// The recipes the form's recipe makes: under the brand preset (when one is picked), its prompt
-/// expanded as a dynamic prompt template (when Dynamic prompts is on), then the chosen styles
-/// applied to each; every LoRA they name checked.
-fn expanded(state: AppState, recipe: Recipe, info: &ModelInfo) -> Result<Vec<Recipe>, String> {
-    let s = state.settings;
+/// The form's recipe under the brand preset picked (when one is), checked again.
+fn under_preset(state: AppState, recipe: Recipe, info: &ModelInfo) -> Result<Recipe, String> {
+    let Some(name) = state.settings.preset.get_untracked() else { return Ok(recipe) };
     let library = state.prompt_library.get_untracked();
-    let recipe = match s.preset.get_untracked() {
-        Some(name) => {
-            let preset = library.preset(&name).ok_or_else(|| {
-                format!("The brand preset “{name}” is no longer stored: pick another under Preset.")
-            })?;
-            let recipe =
-                preset.apply(&recipe, 0, true).map_err(|e| format!("{}.", capitalise(&e.to_string())))?;
-            recipe.validate(info).map_err(|e| format!("Under the preset: {}.", e.message))?;
-            recipe
-        }
-        None => recipe,
-    };
-    let out = darkroom_pipeline::dynamic::expand(&recipe, s.dynamic.get_untracked(), &library.collections())
-        .map_err(|e| format!("The prompt template: {e}."))?;
-    if let Some(name) = out.missing.first() {
-        return Err(format!(
-            "The prompt uses wildcard __{name}__, which has no values here: import {name}.txt under Prompts, or fix the name."
-        ));
-    }
-    let styles = s.styles.get_untracked();
+    let preset = library.preset(&name).ok_or_else(|| {
+        format!("The brand preset “{name}” is no longer stored: pick another under Preset.")
+    })?;
+    let recipe = preset.apply(&recipe, 0, true).map_err(|e| format!("{}.", capitalise(&e.to_string())))?;
+    recipe.validate(info).map_err(|e| format!("Under the preset: {}.", e.message))?;
+    Ok(recipe)
+}
+
+/// Each recipe with its styles applied, every LoRA it names checked.
+fn styled(state: AppState, recipes: Vec<(Recipe, Vec<String>)>) -> Result<Vec<Recipe>, String> {
+    let library = state.prompt_library.get_untracked();
     let stored = state.loras.get_untracked();
-    let mut recipes = out.recipes;
-    for recipe in &mut recipes {
+    let mut out = Vec::with_capacity(recipes.len());
+    for (mut recipe, styles) in recipes {
         let (prompt, negative) = library
             .styles
             .apply(&styles, &recipe.prompt, &recipe.negative_prompt)
@@ -98,8 +89,49 @@ fn expanded(state: AppState, recipe: Recipe, info: &ModelInfo) -> Result<Vec<Rec
         if let Some(tag) = recipe.loras().iter().find(|t| !stored.iter().any(|l| l.name == t.name)) {
             return Err(crate::loras::missing(&tag.name));
         }
+        out.push(recipe);
     }
-    Ok(recipes)
+    Ok(out)
+}
+
+/// The recipes the form's recipe makes: under the brand preset (when one is picked), its prompt
+/// expanded as a dynamic prompt template (when Dynamic prompts is on), then the chosen styles
+/// applied to each — or, for an X/Y/Z plot, one recipe per cell (one image each).
+fn expanded(
+    state: AppState,
+    recipe: Recipe,
+    info: &ModelInfo,
+    plot: Option<&Plot>,
+) -> Result<Vec<Recipe>, String> {
+    let s = state.settings;
+    let library = state.prompt_library.get_untracked();
+    let recipe = under_preset(state, recipe, info)?;
+    let out = darkroom_pipeline::dynamic::expand(&recipe, s.dynamic.get_untracked(), &library.collections())
+        .map_err(|e| format!("The prompt template: {e}."))?;
+    if let Some(name) = out.missing.first() {
+        return Err(format!(
+            "The prompt uses wildcard __{name}__, which has no values here: import {name}.txt under Prompts, or fix the name."
+        ));
+    }
+    let styles = s.styles.get_untracked();
+    match plot {
+        None => styled(state, out.recipes.into_iter().map(|r| (r, styles.clone())).collect()),
+        Some(_) if out.recipes.len() > 1 => {
+            Err("A grid varies one prompt: turn Dynamic prompts off (a Prompt S/R axis varies words of it)."
+                .into())
+        }
+        Some(plot) => {
+            let base = Recipe { batch_size: 1, batch_count: 1, ..recipe };
+            let cells =
+                plot.cells(&base, &styles, &mut random_seed).map_err(|e| format!("{}.", capitalise(&e)))?;
+            for cell in &cells {
+                cell.recipe
+                    .validate(info)
+                    .map_err(|e| format!("Cell {}: {}.", cell.legend.join(", "), e.message))?;
+            }
+            styled(state, cells.into_iter().map(|c| (c.recipe, c.styles)).collect())
+        }
+    }
 }
 
 /// What the form's prompt expands to, for the line under it: how many prompts and the first
@@ -154,10 +186,13 @@ struct Prepared {
     controls: Vec<ModelRef>,
     /// The brief the images join (one iteration for the whole batch count).
     brief: Option<BriefTag>,
+    /// An X/Y/Z plot whose cells the recipes are: laid out when the last is done.
+    plot: Option<Plot>,
 }
 
-/// The run the form describes, or `None` with the reason shown.
-fn prepared(state: AppState) -> Option<Prepared> {
+/// The run the form describes (its X/Y/Z plot's cells with `plot`), or `None` with the reason
+/// shown.
+fn prepared(state: AppState, plot: Option<Plot>) -> Option<Prepared> {
     state.error.set(None);
     state.error_code.set(None);
     let Some(worker) = state.worker.get_value() else {
@@ -184,7 +219,7 @@ fn prepared(state: AppState) -> Option<Prepared> {
             return None;
         }
     };
-    let recipes = match expanded(state, recipe.clone(), &model_info(&entry)) {
+    let recipes = match expanded(state, recipe.clone(), &model_info(&entry), plot.as_ref()) {
         Ok(r) => r,
         Err(e) => {
             refuse(state, "invalid", e);
@@ -242,7 +277,7 @@ fn prepared(state: AppState) -> Option<Prepared> {
             }
         }
     }
-    Some(Prepared { worker, entry, recipes, bytes, controls, brief: state.brief_tag() })
+    Some(Prepared { worker, entry, recipes, bytes, controls, brief: state.brief_tag(), plot })
 }
 
 /// The downloaded TAESD model, for live previews.
@@ -252,11 +287,25 @@ fn preview_model(state: AppState) -> Option<crate::protocol::ModelRef> {
 
 /// Generate pressed (or Ctrl/Cmd+Enter).
 pub fn start(state: AppState) {
+    start_with(state, None);
+}
+
+/// "Make grid" pressed: the form's X/Y/Z plot, a cell per run, laid out when all are done.
+pub fn start_grid(state: AppState) {
+    match crate::plot::plot_of(&state.settings.plot.get_untracked()) {
+        Ok(Some(plot)) => start_with(state, Some(plot)),
+        Ok(None) => refuse(state, "invalid", "Pick the X axis of the plot and its values first.".into()),
+        Err(e) => refuse(state, "invalid", e),
+    }
+}
+
+fn start_with(state: AppState, plot: Option<Plot>) {
     if state.run.get_untracked().is_some() {
         return;
     }
-    let Some(run) = prepared(state) else { return };
+    let Some(run) = prepared(state, plot) else { return };
     state.results.set(Vec::new());
+    crate::plot::clear(state);
     // Every run of every recipe, one after another.
     let runs: Vec<Recipe> =
         run.recipes.iter().flat_map(|r| (0..r.batch_count.max(1)).map(move |i| r.run(i))).collect();
@@ -266,7 +315,9 @@ pub fn start(state: AppState) {
 /// "Add to queue" pressed (or Ctrl/Cmd+Shift+Enter): the form's recipe, seeded now, becomes a
 /// job the worker runs after the ones before it — one job per prompt a dynamic prompt makes.
 pub fn enqueue(state: AppState) {
-    let Some(Prepared { worker, entry, recipes, bytes, controls, brief }) = prepared(state) else { return };
+    let Some(Prepared { worker, entry, recipes, bytes, controls, brief, .. }) = prepared(state, None) else {
+        return;
+    };
     for recipe in recipes {
         let op = QueueOp::Add {
             model: entry.model_ref.clone(),
@@ -299,7 +350,7 @@ pub fn cancel(state: AppState) {
 
 /// Run `index` of the runs (each a recipe of one batch), then the next.
 fn run_batch(state: AppState, run: Prepared, index: usize) {
-    let Prepared { worker, entry, recipes, bytes, controls, brief } = run;
+    let Prepared { worker, entry, recipes, bytes, controls, brief, plot } = run;
     let count = recipes.len();
     let Some(this) = recipes.get(index).cloned() else {
         finish(state);
@@ -317,7 +368,8 @@ fn run_batch(state: AppState, run: Prepared, index: usize) {
         controls: controls.clone(),
         brief: brief.clone(),
     };
-    let next = Prepared { worker: worker.clone(), entry, recipes, bytes: bytes.clone(), controls, brief };
+    let next =
+        Prepared { worker: worker.clone(), entry, recipes, bytes: bytes.clone(), controls, brief, plot };
     let id = worker.request(request, bytes, move |message| match message.body {
         FromWorker::Progress { stage, step, total, bytes, bytes_total, .. } => {
             let fraction = if total > 0 {
@@ -373,6 +425,9 @@ fn run_batch(state: AppState, run: Prepared, index: usize) {
             if index + 1 < count {
                 run_batch(state, next.clone(), index + 1);
             } else {
+                if let Some(plot) = &next.plot {
+                    crate::plot::compose(state, plot);
+                }
                 finish(state);
             }
         }

@@ -23,6 +23,7 @@ mod loras;
 #[cfg(feature = "dev-pages")]
 mod model_check;
 mod net;
+mod plot;
 mod probe;
 mod prompt_library;
 mod protocol;

@@ -158,6 +158,8 @@ pub struct Settings {
     pub styles: RwSignal<Vec<String>>,
     /// The brand preset (by name, from the prompt library) every run is made under.
     pub preset: RwSignal<Option<String>>,
+    /// The X/Y/Z plot's axes (X, Y, Z).
+    pub plot: RwSignal<[crate::plot::AxisForm; 3]>,
 }
 
 impl Settings {
@@ -190,6 +192,7 @@ impl Settings {
             dynamic: RwSignal::new(darkroom_pipeline::Dynamic::Off),
             styles: RwSignal::new(Vec::new()),
             preset: RwSignal::new(None),
+            plot: RwSignal::new(Default::default()),
         }
     }
 
@@ -295,6 +298,8 @@ pub struct AppState {
     pub upscale_status: RwSignal<Option<String>>,
     /// The wildcard files and styles stored in this browser (see `prompt_library`).
     pub prompt_library: RwSignal<crate::prompt_library::Library>,
+    /// The X/Y/Z plot's grid made last.
+    pub grid: RwSignal<Option<crate::plot::GridImage>>,
 }
 
 /// Where the active brief's id is kept between visits.
@@ -343,6 +348,7 @@ impl AppState {
             upscaler: RwSignal::new(String::new()),
             upscale_status: RwSignal::new(None),
             prompt_library: RwSignal::new(Default::default()),
+            grid: RwSignal::new(None),
         }
     }
 

@@ -273,6 +273,7 @@ pub fn GeneratePanel() -> impl IntoView {
                         }}
                     </div>
                     <HiresFix />
+                    <crate::components::xyz_plot::XyzPlot />
                     <ImageInput />
                     <ControlUnits />
                     <div class="row buttons">
@@ -312,6 +313,15 @@ pub fn GeneratePanel() -> impl IntoView {
                         </div>
                     </Show>
                     <QueuePanel />
+                    {move || state.grid.get().map(|g| view! {
+                        <figure class="result grid-result" id="grid-result">
+                            <img id="grid-image" src=g.url.clone() alt="the X/Y/Z plot's grid" width=g.width height=g.height />
+                            <figcaption>
+                                <span>"X/Y/Z plot"</span>
+                                <a class="download" href=g.url.clone() download="darkroom-grid.png">"PNG"</a>
+                            </figcaption>
+                        </figure>
+                    })}
                     <div class="results" id="results">
                         <For
                             each=move || state.results.get()

@@ -14,3 +14,4 @@ pub mod queue_panel;
 pub mod review;
 #[cfg(feature = "dev-pages")]
 pub mod selftest_panel;
+pub mod xyz_plot;
