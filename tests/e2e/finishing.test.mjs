@@ -3,7 +3,8 @@
 // native CLI's direct generation with the same settings, its parameters no longer say Draft —
 // and the other left a draft. Kept drafts are finished from a brief's board too, whose images are
 // then scored on the device (CLIP score and aesthetic, against the CLI's `darkroom score`); a
-// gallery image upscaled by a downloaded upscaler as `darkroom upscale` upscales it.
+// gallery image upscaled by a downloaded upscaler as `darkroom upscale` upscales it; the hires fix
+// in the form, with a latent upscaler and with the upscaler model, as `darkroom generate --hires`.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -245,6 +246,21 @@ test('the hires fix in the form makes what darkroom generate --hires makes', asy
   });
   const worst = maxDiff(ours, theirs);
   assert.ok(worst <= 2, `the app's hires fix vs the CLI's: worst pixel differs by ${worst}/255`);
+
+  // With the downloaded upscaler model (a 2x compact network) instead.
+  await page.selectOption('#hires-upscaler', 'upscaler-test');
+  await setField(page, '#hires-scale', 1.5);
+  await generateImages(page, 1);
+  assert.equal(await page.$('#generate-error'), null);
+  const byModel = await pixels(page, { selector: '#results figure img' });
+  assert.deepEqual([byModel.width, byModel.height], [96, 72]);
+  const model = path.join(ROOT, 'tests', 'fixtures', 'upscale', 'compact_x2.safetensors');
+  const cliByModel = await pixels(page, {
+    png: cli(['--prompt', 'a lighthouse on a cliff at dusk', '--sampler', 'euler', '--cfg', '7', '--width', '64',
+      '--height', '48', '--seed', '21', '--steps', '4', '--hires', `1.5,steps=5,strength=0.6,upscaler=${model}`]),
+  });
+  const worstByModel = maxDiff(byModel, cliByModel);
+  assert.ok(worstByModel <= 2, `hires with an upscaler model vs the CLI's: worst pixel differs by ${worstByModel}/255`);
   await page.uncheck('#hires');
   assert.deepEqual(problems, []);
 });

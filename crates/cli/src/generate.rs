@@ -595,41 +595,14 @@ impl<'g> Runner<'g> {
         if recipe.sd_upscale.is_some() {
             return self.run_sd_upscale(recipe, label);
         }
-        // A draft is the first pass; its recipe keeps the hires settings for finishing. The
-        // engine runs the hires fix with Lanczos and the latent upscalers; models run here.
-        let engine_runs = recipe.hires.as_ref().is_none_or(darkroom_engine::job::runs_hires);
-        if engine_runs || recipe.draft {
-            return self.run_once(recipe, None, label);
+        if recipe.hires.is_some() {
+            // The hires settings checked before an upscaler model is looked for.
+            recipe
+                .validate(&darkroom_pipeline::ModelInfo::stable_diffusion(&recipe.model, false))
+                .map_err(PipelineError::from)?;
         }
-        recipe
-            .validate(&darkroom_pipeline::ModelInfo::stable_diffusion(&recipe.model, false))
-            .map_err(PipelineError::from)?;
-        let base = Recipe { hires: None, ..recipe.clone() };
-        let first = self.run_once(base, None, label)?;
-        self.hires_pass(&recipe, first, label)
-    }
-
-    /// The hires fix's second pass over the first pass's images (`recipe`'s hires settings).
-    pub fn hires_pass(
-        &mut self,
-        recipe: &Recipe,
-        first: Vec<Generated>,
-        label: &str,
-    ) -> Result<Vec<Generated>, Failure> {
-        let Some(hires) = recipe.hires.clone() else { return Ok(first) };
-        let (width, height) = hires.size(recipe.width, recipe.height);
-        let mut out = Vec::new();
-        for (i, image) in first.into_iter().enumerate() {
-            let big = self.hires_upscale(&hires.upscaler, &image.image, (width, height))?;
-            let second = darkroom_pipeline::recipe::hires_second_pass(recipe, &hires, image.params.seed);
-            let label = format!("{label}hires {}/{}: ", i + 1, recipe.batch_size * recipe.batch_count);
-            for mut made in self.run_once(second, Some(big), &label)? {
-                made.params = recipe.to_params(&made.params.model.clone().unwrap_or_default(), 0);
-                made.params.seed = image.params.seed;
-                out.push(made);
-            }
-        }
-        Ok(out)
+        // A draft is the first pass; its recipe keeps the hires settings for finishing.
+        self.run_once(recipe, None, label)
     }
 
     /// SD upscale: the init image upscaled to the recipe's size, then each tile redrawn by
@@ -694,10 +667,7 @@ impl<'g> Runner<'g> {
         if upscaler.eq_ignore_ascii_case(darkroom_pipeline::recipe::HIRES_LANCZOS) {
             return Ok(resize_lanczos(image, w, h));
         }
-        if !self.upscalers.contains_key(upscaler) {
-            let model = crate::upscale::load(self.gpu, Path::new(upscaler), self.precision.activations)?;
-            self.upscalers.insert(upscaler.to_string(), model);
-        }
+        self.load_upscaler(upscaler)?;
         let model = &self.upscalers[upscaler];
         let quiet = self.settings.quiet;
         let mut progress = |done: usize, total: usize| {
@@ -718,6 +688,26 @@ impl<'g> Runner<'g> {
         Ok(if (big.width, big.height) == (w, h) { big } else { resize_lanczos(&big, w, h) })
     }
 
+    /// Upscaler model `name` (a file or a downloaded id), loaded once.
+    fn load_upscaler(&mut self, name: &str) -> Result<(), Failure> {
+        if !self.upscalers.contains_key(name) {
+            let model = crate::upscale::load(self.gpu, Path::new(name), self.precision.activations)?;
+            self.upscalers.insert(name.to_string(), model);
+        }
+        Ok(())
+    }
+
+    /// The upscaler model `recipe`'s hires fix names (loaded now), if it names one.
+    fn hires_upscaler(&mut self, recipe: &Recipe) -> Result<Option<String>, Failure> {
+        match &recipe.hires {
+            Some(h) if !darkroom_engine::job::runs_hires(h) => {
+                self.load_upscaler(&h.upscaler)?;
+                Ok(Some(h.upscaler.clone()))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// A draft's kept latents decoded by the full VAE of the model that made them (`--model`
     /// if given, else the recipe's), then the hires pass if its recipe has one.
     pub fn finish(
@@ -728,47 +718,53 @@ impl<'g> Runner<'g> {
         let mut recipe = kept.final_recipe();
         recipe.model = self.settings.model.display().to_string();
         let quiet = self.settings.quiet;
-        if recipe.hires.as_ref().and_then(|h| h.latent()).is_some() {
+        let seed = recipe.seed.unwrap_or_default() + kept.index as u64;
+        let first = if recipe.hires.as_ref().and_then(|h| h.latent()).is_some() {
             // The kept latents are the first pass's: upscaled as they are, no VAE decode.
-            let seed = recipe.seed.unwrap_or_default() + kept.index as u64;
-            let first = darkroom_engine::job::FirstPass::Latents(kept.values.clone(), kept.shape);
-            let (model, request) = self.prepare(recipe, None, label)?;
+            darkroom_engine::job::FirstPass::Latents(kept.values.clone(), kept.shape)
+        } else {
+            let tiling = self.settings.vae_tiling;
+            let gpu = self.gpu;
+            let model = load_model(&mut self.loaded, gpu, &self.settings, self.precision, &recipe)?;
             let mut progress = |p: &darkroom_pipeline::Progress| {
                 if !quiet {
-                    eprint!("\r{label}hires {:?} {}/{}   ", p.stage, p.step, p.total);
+                    eprint!("\r{label}decoding {}/{}   ", p.step, p.total);
                     let _ = std::io::stderr().flush();
                 }
                 true
             };
-            let made = pollster::block_on(darkroom_engine::job::hires_second_pass(
-                self.gpu,
-                &model.0,
-                &request,
-                seed,
-                first,
-                &mut progress,
-            ))?;
+            let finished =
+                pollster::block_on(darkroom_pipeline::finish(gpu, &model.0, kept, tiling, &mut progress))?;
             if !quiet {
-                eprintln!("\r{label}done                ");
+                eprintln!("\r{label}decoded      ");
             }
-            return Ok(made);
-        }
-        let tiling = self.settings.vae_tiling;
-        let gpu = self.gpu;
-        let model = load_model(&mut self.loaded, gpu, &self.settings, self.precision, &recipe)?;
+            if recipe.hires.is_none() {
+                return Ok(vec![finished]);
+            }
+            darkroom_engine::job::FirstPass::Image(finished.image)
+        };
+        let upscaler = self.hires_upscaler(&recipe)?;
+        let (model, request) = self.prepare(recipe, None, label)?;
         let mut progress = |p: &darkroom_pipeline::Progress| {
             if !quiet {
-                eprint!("\r{label}decoding {}/{}   ", p.step, p.total);
+                eprint!("\r{label}hires {:?} {}/{}   ", p.stage, p.step, p.total);
                 let _ = std::io::stderr().flush();
             }
             true
         };
-        let finished =
-            pollster::block_on(darkroom_pipeline::finish(gpu, &model.0, kept, tiling, &mut progress))?;
+        let made = pollster::block_on(darkroom_engine::job::hires_second_pass(
+            self.gpu,
+            &model.0,
+            upscaler.as_deref().map(|name| &self.upscalers[name]),
+            &request,
+            seed,
+            first,
+            &mut progress,
+        ))?;
         if !quiet {
-            eprintln!("\r{label}decoded      ");
+            eprintln!("\r{label}done                ");
         }
-        self.hires_pass(&recipe, vec![finished], label)
+        Ok(made)
     }
 
     /// The TAESD decoder drafts are decoded with (`--draft`'s), loaded once.
@@ -850,6 +846,8 @@ impl<'g> Runner<'g> {
         label: &str,
     ) -> Result<Vec<Generated>, Failure> {
         let quiet = self.settings.quiet;
+        // A draft's hires fix runs when it is finished.
+        let upscaler = if recipe.draft { None } else { self.hires_upscaler(&recipe)? };
         let (model, request) = self.prepare(recipe, init, label)?;
         let started = std::time::Instant::now();
         let mut progress = |event: &darkroom_engine::job::Event| {
@@ -870,10 +868,14 @@ impl<'g> Runner<'g> {
             }
             true
         };
+        let helpers = darkroom_engine::job::Helpers {
+            taesd: self.taesd.as_ref(),
+            upscaler: upscaler.as_deref().map(|name| &self.upscalers[name]),
+        };
         let images = pollster::block_on(darkroom_engine::job::generate(
             self.gpu,
             &model.0,
-            self.taesd.as_ref(),
+            helpers,
             &request,
             &mut progress,
         ))?;

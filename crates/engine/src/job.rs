@@ -3,6 +3,7 @@
 
 use darkroom_gpu::Gpu;
 use darkroom_models::taesd::TaesdDecoder;
+use darkroom_models::upscale::Upscaler;
 use darkroom_pipeline::{Generated, PipelineError, Progress, Request, StableDiffusion};
 
 use crate::EngineError;
@@ -15,17 +16,26 @@ pub struct Event<'a, 'b> {
     pub progress: &'a Progress<'b>,
 }
 
+/// The models a job may need beside the Stable Diffusion model: TAESD to decode drafts, and the
+/// upscaler model a hires fix names.
+#[derive(Default, Clone, Copy)]
+pub struct Helpers<'a> {
+    pub taesd: Option<&'a TaesdDecoder>,
+    pub upscaler: Option<&'a Upscaler>,
+}
+
 /// Makes every image of `request`'s recipe: `batch_count` runs of `batch_size` images. `on_event`
 /// returns `false` to cancel (at the next step); what is done is lost then, as each run's images
-/// arrive only at its end. A draft recipe's images are decoded by `taesd`, which it needs.
+/// arrive only at its end. A draft recipe's images are decoded by `helpers.taesd`, which it
+/// needs; a hires fix with an upscaler model upscales with `helpers.upscaler`.
 pub async fn generate(
     gpu: &Gpu,
     model: &StableDiffusion,
-    taesd: Option<&TaesdDecoder>,
+    helpers: Helpers<'_>,
     request: &Request,
     on_event: &mut dyn FnMut(&Event) -> bool,
 ) -> Result<Vec<Generated>, EngineError> {
-    let draft = match (request.recipe.draft, taesd) {
+    let draft = match (request.recipe.draft, helpers.taesd) {
         (true, None) => {
             return Err(PipelineError::Input(
                 "drafts are decoded by TAESD: download it (the `taesd` model) or leave drafts off".into(),
@@ -36,7 +46,7 @@ pub async fn generate(
         (false, _) => None,
     };
     if request.recipe.hires.is_some() && draft.is_none() {
-        return hires(gpu, model, request, on_event).await;
+        return hires(gpu, model, helpers.upscaler, request, on_event).await;
     }
     let runs = request.recipe.batch_count.max(1);
     let mut images = Vec::new();
@@ -59,13 +69,13 @@ pub enum FirstPass {
 }
 
 /// A1111's hires fix: each run's images made at the recipe's size, then each one upscaled — a
-/// Lanczos resize of its pixels, or its latents resized (`Latent`, `Latent (nearest)`) — and
-/// redrawn by an img2img pass at the larger size with its own seed, recorded with the recipe
-/// that asked for it. Upscaler models in the hires fix run from the CLI (`darkroom generate
-/// --hires …,upscaler=<model>`).
+/// Lanczos resize of its pixels, an upscaler model (then Lanczos to the exact size), or its
+/// latents resized (`Latent`, `Latent (nearest)`) — and redrawn by an img2img pass at the larger
+/// size with its own seed, recorded with the recipe that asked for it.
 async fn hires(
     gpu: &Gpu,
     model: &StableDiffusion,
+    upscaler: Option<&Upscaler>,
     request: &Request,
     on_event: &mut dyn FnMut(&Event) -> bool,
 ) -> Result<Vec<Generated>, EngineError> {
@@ -73,9 +83,9 @@ async fn hires(
     let Some(h) = recipe.hires.clone() else { return Ok(Vec::new()) };
     recipe.validate(&model.info()).map_err(PipelineError::from)?;
     let latent = h.latent().is_some();
-    if !runs_hires(&h) {
+    if !runs_hires(&h) && upscaler.is_none() {
         return Err(PipelineError::Input(format!(
-            "the hires upscaler {} is a model: here the hires fix upscales with Lanczos or in latent space (Latent, Latent (nearest)); upscaler models run from the CLI",
+            "the hires upscaler {} is a model that is not loaded: download it, or pick Lanczos or Latent",
             h.upscaler
         ))
         .into());
@@ -105,24 +115,28 @@ async fn hires(
                 .collect()
         };
         for (image_seed, first) in firsts {
-            out.extend(hires_second_pass(gpu, model, request, image_seed, first, &mut progress).await?);
+            out.extend(
+                hires_second_pass(gpu, model, upscaler, request, image_seed, first, &mut progress).await?,
+            );
         }
     }
     Ok(out)
 }
 
-/// Whether [`generate`] runs the hires fix `h` itself: Lanczos and the latent upscalers (an
-/// upscaler model is the CLI's to run).
+/// Whether the hires fix `h` upscales without a model: Lanczos and the latent upscalers (else
+/// [`generate`] needs the upscaler model it names in its [`Helpers`]).
 pub fn runs_hires(h: &darkroom_pipeline::Hires) -> bool {
     h.latent().is_some() || h.upscaler.trim().eq_ignore_ascii_case(darkroom_pipeline::recipe::HIRES_LANCZOS)
 }
 
 /// The hires fix's second pass for one first-pass image (of seed `image_seed`): upscaled —
-/// its latents resized, or its pixels by Lanczos — and redrawn by img2img at the larger size;
-/// `request` is the run's, its recipe the one that asks for the hires fix (it is recorded).
+/// its latents resized, or its pixels by `upscaler` (when the hires fix names a model) or
+/// Lanczos — and redrawn by img2img at the larger size; `request` is the run's, its recipe the
+/// one that asks for the hires fix (it is recorded).
 pub async fn hires_second_pass(
     gpu: &Gpu,
     model: &StableDiffusion,
+    upscaler: Option<&Upscaler>,
     request: &Request,
     image_seed: u64,
     first: FirstPass,
@@ -141,7 +155,22 @@ pub async fn hires_second_pass(
             pass.init_latents = Some(darkroom_pipeline::upscale::hires_latents(&h, &values, shape, size)?)
         }
         FirstPass::Image(image) => {
-            pass.init_image = Some(darkroom_pipeline::preprocess::resize_lanczos(&image, size.0, size.1))
+            use darkroom_pipeline::preprocess::resize_lanczos;
+            pass.init_image = Some(match upscaler.filter(|_| !runs_hires(&h)) {
+                Some(up) => {
+                    // As the CLI's upscale: the model's scale, then Lanczos to the exact size.
+                    let mut tiles = |_: usize, _: usize| true;
+                    let big =
+                        darkroom_pipeline::upscale::upscale(gpu, up, up.dtype, &image, None, &mut tiles)
+                            .await?;
+                    if (big.width, big.height) == size {
+                        big
+                    } else {
+                        resize_lanczos(&big, size.0, size.1)
+                    }
+                }
+                None => resize_lanczos(&image, size.0, size.1),
+            })
         }
     }
     let mut made = darkroom_pipeline::generate(gpu, model, &pass, progress).await?;

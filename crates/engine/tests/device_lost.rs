@@ -47,7 +47,7 @@ fn a_job_on_a_lost_device_ends_with_device_lost_and_a_new_device_works() {
         }
         true
     };
-    match pollster::block_on(job::generate(&gpu, &model, None, &request, &mut on_event)) {
+    match pollster::block_on(job::generate(&gpu, &model, job::Helpers::default(), &request, &mut on_event)) {
         Err(EngineError::DeviceLost(_)) => {}
         Err(other) => panic!("expected DeviceLost, got {other:?}"),
         Ok(_) => panic!("a job on a destroyed device cannot succeed"),
@@ -55,6 +55,8 @@ fn a_job_on_a_lost_device_ends_with_device_lost_and_a_new_device_works() {
     // What a front end does next: a new device, the model loaded again.
     let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
     let model = load(&gpu);
-    let images = pollster::block_on(job::generate(&gpu, &model, None, &request, &mut |_| true)).unwrap();
+    let images =
+        pollster::block_on(job::generate(&gpu, &model, job::Helpers::default(), &request, &mut |_| true))
+            .unwrap();
     assert_eq!(images.len(), 1);
 }

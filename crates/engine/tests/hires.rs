@@ -2,8 +2,8 @@
 //! with a latent upscaler, diffusers composing txt2img, torch's `interpolate` and img2img from
 //! latents (tests/fixtures/pipeline/latent_hires.safetensors) within 2/255; with Lanczos, the
 //! first pass, a Lanczos resize and img2img composed by hand, pixel for pixel — for each image of
-//! a batch of two runs; the parameters record the hires settings; upscaler models are refused
-//! by name (they run from the CLI).
+//! a batch of two runs; with an upscaler model, the model's upscale, Lanczos to the size and
+//! img2img composed by hand; a model the job was not given is refused by name.
 
 use std::path::PathBuf;
 
@@ -51,7 +51,7 @@ fn the_hires_fix_in_a_job_matches_its_composition() {
     let made = pollster::block_on(job::generate(
         &gpu,
         &model,
-        None,
+        job::Helpers::default(),
         &Request::new(asked, None, None).unwrap(),
         &mut quiet,
     ))
@@ -79,7 +79,7 @@ fn the_hires_fix_in_a_job_matches_its_composition() {
     let made = pollster::block_on(job::generate(
         &gpu,
         &model,
-        None,
+        job::Helpers::default(),
         &Request::new(asked.clone(), None, None).unwrap(),
         &mut quiet,
     ))
@@ -117,17 +117,66 @@ fn the_hires_fix_in_a_job_matches_its_composition() {
         }
     }
 
-    // An upscaler model in the hires fix is the CLI's.
+    // An upscaler model: upscaled by it (2x), Lanczos to 1.5x, img2img.
+    let upscaler = darkroom_pipeline::upscale::load_upscaler(
+        &gpu,
+        std::fs::read(fixtures().join("upscale/compact_x2.safetensors")).unwrap(),
+        darkroom_gpu::DType::F32,
+    )
+    .unwrap();
+    let by_model = Hires { scale: 1.5, steps: 2, strength: 0.5, upscaler: "compact_x2".into() };
+    let asked = Recipe { hires: Some(by_model.clone()), steps: 2, ..recipe.clone() };
+    let helpers = job::Helpers { taesd: None, upscaler: Some(&upscaler) };
+    let made = pollster::block_on(job::generate(
+        &gpu,
+        &model,
+        helpers,
+        &Request::new(asked.clone(), None, None).unwrap(),
+        &mut quiet,
+    ))
+    .unwrap();
+    let base = Recipe { hires: None, ..asked.clone() };
+    let first =
+        pollster::block_on(generate(&gpu, &model, &Request::new(base, None, None).unwrap(), &mut plain))
+            .unwrap();
+    let mut tiles = |_: usize, _: usize| true;
+    let doubled = pollster::block_on(darkroom_pipeline::upscale::upscale(
+        &gpu,
+        &upscaler,
+        darkroom_gpu::DType::F32,
+        &first[0].image,
+        None,
+        &mut tiles,
+    ))
+    .unwrap();
+    assert_eq!((doubled.width, doubled.height), (128, 96));
+    let second = hires_second_pass(&asked, &by_model, 21);
+    let big = resize_lanczos(&doubled, second.width, second.height);
+    let by_hand = pollster::block_on(generate(
+        &gpu,
+        &model,
+        &Request::new(second, Some(big), None).unwrap(),
+        &mut plain,
+    ))
+    .unwrap();
+    assert_eq!(made[0].image.rgba, by_hand[0].image.rgba, "hires with an upscaler model");
+    assert!(
+        made[0].params.to_infotext().contains("Hires upscaler: compact_x2"),
+        "{}",
+        made[0].params.to_infotext()
+    );
+
+    // A model the job was not given is refused by name.
     let with_model =
         Recipe { hires: Some(Hires { upscaler: "4x-UltraSharp.pth".into(), ..Hires::default() }), ..recipe };
     let Err(e) = pollster::block_on(job::generate(
         &gpu,
         &model,
-        None,
+        job::Helpers::default(),
         &Request::new(with_model, None, None).unwrap(),
         &mut quiet,
     )) else {
-        panic!("a hires upscaler model ran in a job");
+        panic!("a hires upscaler model ran without being loaded");
     };
-    assert!(e.to_string().contains("run from the CLI"), "{e}");
+    assert!(e.to_string().contains("4x-UltraSharp.pth is a model that is not loaded"), "{e}");
 }

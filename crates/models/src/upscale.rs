@@ -219,6 +219,8 @@ enum Network {
 
 pub struct Upscaler {
     pub info: UpscalerInfo,
+    /// The activations it was loaded for (its input is made in this type).
+    pub dtype: darkroom_gpu::DType,
     network: Network,
 }
 
@@ -263,7 +265,7 @@ impl Upscaler {
                 Network::Compact { convs: layers, slopes }
             }
         };
-        Ok(Upscaler { info, network })
+        Ok(Upscaler { info, dtype: vb.dtype, network })
     }
 
     /// [1, C, H, W] in [0, 1] → [1, C, H·scale, W·scale]. RRDB models that unshuffle need sides

@@ -188,6 +188,8 @@ struct Prepared {
     brief: Option<BriefTag>,
     /// An X/Y/Z plot whose cells the recipes are: laid out when the last is done.
     plot: Option<Plot>,
+    /// The upscaler model the hires fix names.
+    upscaler: Option<ModelRef>,
 }
 
 /// The run the form describes (its X/Y/Z plot's cells with `plot`), or `None` with the reason
@@ -277,7 +279,21 @@ fn prepared(state: AppState, plot: Option<Plot>) -> Option<Prepared> {
             }
         }
     }
-    Some(Prepared { worker, entry, recipes, bytes, controls, brief: state.brief_tag(), plot })
+    let upscaler = match &recipe.hires {
+        Some(h) if !darkroom_engine::job::runs_hires(h) => match state.model(&h.upscaler) {
+            Some(m) if m.stored.get_untracked().complete => Some(m.model_ref.clone()),
+            _ => {
+                let why = format!(
+                    "The hires upscaler {} is not downloaded: download it under Models, or pick Lanczos or Latent.",
+                    h.upscaler
+                );
+                refuse(state, "model", why);
+                return None;
+            }
+        },
+        _ => None,
+    };
+    Some(Prepared { worker, entry, recipes, bytes, controls, brief: state.brief_tag(), plot, upscaler })
 }
 
 /// The downloaded TAESD model, for live previews.
@@ -315,7 +331,9 @@ fn start_with(state: AppState, plot: Option<Plot>) {
 /// "Add to queue" pressed (or Ctrl/Cmd+Shift+Enter): the form's recipe, seeded now, becomes a
 /// job the worker runs after the ones before it — one job per prompt a dynamic prompt makes.
 pub fn enqueue(state: AppState) {
-    let Some(Prepared { worker, entry, recipes, bytes, controls, brief, .. }) = prepared(state, None) else {
+    let Some(Prepared { worker, entry, recipes, bytes, controls, brief, upscaler, .. }) =
+        prepared(state, None)
+    else {
         return;
     };
     for recipe in recipes {
@@ -326,6 +344,7 @@ pub fn enqueue(state: AppState) {
             keep: entry.manifest.id.clone(),
             controls: controls.clone(),
             brief: brief.clone(),
+            upscaler: upscaler.clone(),
         };
         worker.request(ToWorker::Queue(op), bytes.clone(), move |message| {
             if let FromWorker::Error { kind, message } = message.body {
@@ -350,7 +369,7 @@ pub fn cancel(state: AppState) {
 
 /// Run `index` of the runs (each a recipe of one batch), then the next.
 fn run_batch(state: AppState, run: Prepared, index: usize) {
-    let Prepared { worker, entry, recipes, bytes, controls, brief, plot } = run;
+    let Prepared { worker, entry, recipes, bytes, controls, brief, plot, upscaler } = run;
     let count = recipes.len();
     let Some(this) = recipes.get(index).cloned() else {
         finish(state);
@@ -367,9 +386,18 @@ fn run_batch(state: AppState, run: Prepared, index: usize) {
         keep,
         controls: controls.clone(),
         brief: brief.clone(),
+        upscaler: upscaler.clone(),
     };
-    let next =
-        Prepared { worker: worker.clone(), entry, recipes, bytes: bytes.clone(), controls, brief, plot };
+    let next = Prepared {
+        worker: worker.clone(),
+        entry,
+        recipes,
+        bytes: bytes.clone(),
+        controls,
+        brief,
+        plot,
+        upscaler,
+    };
     let id = worker.request(request, bytes, move |message| match message.body {
         FromWorker::Progress { stage, step, total, bytes, bytes_total, .. } => {
             let fraction = if total > 0 {

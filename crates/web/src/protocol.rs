@@ -58,6 +58,9 @@ pub enum ToWorker {
         /// The brief the kept images join.
         #[serde(default)]
         brief: Option<BriefTag>,
+        /// The upscaler model the recipe's hires fix names, when it names one.
+        #[serde(default)]
+        upscaler: Option<ModelRef>,
     },
     /// Gallery drafts (by key) finished: each one's kept latents decoded by `model`'s full VAE
     /// (the model that made it), its PNG and parameters replaced by the final image's, its
@@ -162,6 +165,9 @@ pub enum QueueOp {
         /// The brief its images join.
         #[serde(default)]
         brief: Option<BriefTag>,
+        /// The upscaler model the recipe's hires fix names, when it names one.
+        #[serde(default)]
+        upscaler: Option<ModelRef>,
     },
     Pause,
     Resume,
@@ -496,6 +502,11 @@ mod tests {
             keep: Some("SD Turbo".into()),
             controls: Vec::new(),
             brief: Some(BriefTag { id: "brief-1".into(), iteration: 17.0, palette: vec![[11, 31, 58]] }),
+            upscaler: Some(ModelRef {
+                manifest_toml: "id = \"up\"".into(),
+                manifest_file: "up.toml".into(),
+                base: None,
+            }),
         };
         let json = serde_json::to_string(&request).unwrap();
         assert_eq!(serde_json::from_str::<ToWorker>(&json).unwrap(), request);
@@ -523,6 +534,7 @@ mod tests {
                 keep: "X".into(),
                 controls: Vec::new(),
                 brief: None,
+                upscaler: None,
             },
             QueueOp::Cancel { key: 4 },
             QueueOp::Move { key: 4, up: true },

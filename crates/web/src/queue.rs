@@ -27,6 +27,9 @@ pub struct Job {
     /// The brief its images join.
     #[serde(default)]
     pub brief: Option<BriefTag>,
+    /// The upscaler model its hires fix names.
+    #[serde(default)]
+    pub upscaler: Option<ModelRef>,
     pub state: JobState,
     /// Runs of the recipe's batch count finished (their images are in the gallery).
     pub runs_done: usize,

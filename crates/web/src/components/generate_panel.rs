@@ -391,6 +391,12 @@ fn HiresFix() -> impl IntoView {
                         {[("Latent", "Latent (bilinear)"), ("Latent (nearest)", "Latent (nearest)"), ("lanczos", "Lanczos (pixels)")].into_iter().map(|(v, label)| view! {
                             <option value=v selected={move || value(|h| h.upscaler.clone()).eq_ignore_ascii_case(v)}>{label}</option>
                         }).collect_view()}
+                        // Downloaded upscaler models, by id (as the parameters record them).
+                        {move || state.downloaded(darkroom_weights::ModelKind::Upscaler).into_iter().map(|m| {
+                            let id = m.manifest.id.clone();
+                            let picked = id.clone();
+                            view! { <option value=id selected={move || value(|h| h.upscaler.clone()) == picked}>{m.manifest.name.clone()}</option> }
+                        }).collect_view()}
                     </select>
                 </label>
                 <span class="muted small" id="hires-size">{size}</span>

@@ -130,20 +130,22 @@ fn handle(envelope: Envelope<ToWorker>) {
                 fail(id, kind, message);
             }
         }),
-        ToWorker::Generate { model, recipe, preview, keep, controls, brief } => spawn_local(async move {
-            let job = generate(
-                &state,
-                id,
-                (&model, &controls),
-                &recipe,
-                preview.as_ref(),
-                (keep, brief),
-                envelope.bytes,
-            );
-            if let Err((kind, message)) = exclusive(&state, id, job).await {
-                fail(id, kind, message);
-            }
-        }),
+        ToWorker::Generate { model, recipe, preview, keep, controls, brief, upscaler } => {
+            spawn_local(async move {
+                let job = generate(
+                    &state,
+                    id,
+                    (&model, &controls, upscaler.as_ref()),
+                    &recipe,
+                    preview.as_ref(),
+                    (keep, brief),
+                    envelope.bytes,
+                );
+                if let Err((kind, message)) = exclusive(&state, id, job).await {
+                    fail(id, kind, message);
+                }
+            })
+        }
         ToWorker::Finish { model, keys } => spawn_local(async move {
             let job = finish_drafts(&state, id, &model, &keys);
             match exclusive(&state, id, job).await {
@@ -541,7 +543,7 @@ async fn previewer(state: &State, gpu: &Gpu, model: &ModelRef, dtype: DType) -> 
 async fn generate(
     state: &State,
     id: u32,
-    model: (&ModelRef, &[ModelRef]),
+    model: (&ModelRef, &[ModelRef], Option<&ModelRef>),
     recipe: &Recipe,
     preview_model: Option<&ModelRef>,
     keep: (Option<String>, Option<BriefTag>),
@@ -559,13 +561,14 @@ async fn generate(
     Ok(())
 }
 
-/// One run's images as PNGs with their infos; progress and previews go to request `report`,
-/// and the run stops when `cancel` is cancelled.
+/// One run's images as PNGs with their infos (with the model, its ControlNets and the upscaler
+/// its hires fix names); progress and previews go to request `report`, and the run stops when
+/// `cancel` is cancelled.
 async fn make_images(
     state: &State,
     report: u32,
     cancel: u32,
-    (model, controls): (&ModelRef, &[ModelRef]),
+    (model, controls, upscaler): (&ModelRef, &[ModelRef], Option<&ModelRef>),
     recipe: &Recipe,
     preview_model: Option<&ModelRef>,
     bytes: &[Vec<u8>],
@@ -630,9 +633,18 @@ async fn make_images(
         !state.cancelled.borrow().contains(&cancel)
     };
     let mut on_event = |event: &darkroom_engine::job::Event| on_progress(event.progress);
-    let images = darkroom_engine::job::generate(&gpu, &sd, taesd.as_deref(), &request, &mut on_event)
-        .await
-        .map_err(failure)?;
+    let hires_upscaler = match (upscaler, &recipe.hires) {
+        (Some(m), Some(h)) if !darkroom_engine::job::runs_hires(h) && !recipe.draft => {
+            Some(upscaling::loaded(state, id, m).await?)
+        }
+        _ => None,
+    };
+    let helpers = darkroom_engine::job::Helpers {
+        taesd: taesd.as_deref(),
+        upscaler: hires_upscaler.as_ref().map(|(u, _)| &**u),
+    };
+    let images =
+        darkroom_engine::job::generate(&gpu, &sd, helpers, &request, &mut on_event).await.map_err(failure)?;
     let mut infos = Vec::new();
     let mut pngs = Vec::new();
     for generated in &images {

@@ -69,7 +69,7 @@ pub(super) async fn queue_op(
             spawn_local(run_queue(state.clone()));
             return Ok(false);
         }
-        QueueOp::Add { model, recipe, preview, keep, controls, brief } => {
+        QueueOp::Add { model, recipe, preview, keep, controls, brief, upscaler } => {
             manifest(&model)?;
             let job = queue::Job {
                 model,
@@ -78,6 +78,7 @@ pub(super) async fn queue_op(
                 keep,
                 controls,
                 brief,
+                upscaler,
                 state: JobState::Waiting,
                 runs_done: 0,
                 error: None,
@@ -175,7 +176,7 @@ async fn run_queue(state: Rc<State>) {
                 &state,
                 report,
                 job_cancel_id(key),
-                (&model, &stored.job.controls),
+                (&model, &stored.job.controls, stored.job.upscaler.as_ref()),
                 &recipe,
                 preview.as_ref(),
                 &stored.bytes,

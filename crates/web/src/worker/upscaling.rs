@@ -27,6 +27,46 @@ pub(super) async fn upscale(
     let source_png =
         bytes.first().ok_or((ErrorKind::Input, "no image to upscale came with the request".into()))?;
     let source = Image::from_png(source_png).map_err(pipeline_failure)?;
+    let gpu = gpu(state).await?;
+    let (upscaler, m) = loaded(state, id, model).await?;
+    let dtype = if gpu.capabilities().shader_f16 { DType::F16 } else { DType::F32 };
+    let mut progress = |done: usize, total: usize| {
+        let body = FromWorker::Progress {
+            stage: Stage::Upscaling,
+            step: done,
+            total,
+            bytes: 0,
+            bytes_total: 0,
+            rate: 0.0,
+        };
+        post(id, body, Vec::new());
+        !state.cancelled.borrow().contains(&id)
+    };
+    let big =
+        run_upscale(&gpu, &upscaler, dtype, &source, None, &mut progress).await.map_err(pipeline_failure)?;
+    let png = upscaled_png(&big, Some(source_png), upscaler.info.scale, &m.id).map_err(pipeline_failure)?;
+    let infotext = read_parameters(&png).unwrap_or_default();
+    let seed = GenerationParams::parse_infotext(&infotext).map(|p| p.seed).unwrap_or(0);
+    let info = ImageInfo { width: big.width, height: big.height, seed, infotext };
+    let gallery_error = match keep {
+        Some(name) => {
+            keep_images(&name, brief.as_ref(), std::slice::from_ref(&info), std::slice::from_ref(&png))
+                .await
+                .err()
+        }
+        None => None,
+    };
+    post(id, FromWorker::Result { images: vec![info], ms: now_ms() - started, gallery_error }, vec![png]);
+    Ok(())
+}
+
+/// Upscaler `model` (a downloaded upscaler's manifest), loaded — or kept from the last request
+/// that used it (one stays loaded) — with its manifest. Loading is reported to request `id`.
+pub(super) async fn loaded(
+    state: &State,
+    id: u32,
+    model: &ModelRef,
+) -> Result<(Rc<darkroom_models::upscale::Upscaler>, darkroom_weights::Manifest), Failure> {
     let m = manifest(model)?;
     if m.family != ModelKind::Upscaler {
         return Err((ErrorKind::Input, format!("{} is not an upscaler", m.name)));
@@ -69,32 +109,5 @@ pub(super) async fn upscale(
             u
         }
     };
-    let mut progress = |done: usize, total: usize| {
-        let body = FromWorker::Progress {
-            stage: Stage::Upscaling,
-            step: done,
-            total,
-            bytes: 0,
-            bytes_total: 0,
-            rate: 0.0,
-        };
-        post(id, body, Vec::new());
-        !state.cancelled.borrow().contains(&id)
-    };
-    let big =
-        run_upscale(&gpu, &upscaler, dtype, &source, None, &mut progress).await.map_err(pipeline_failure)?;
-    let png = upscaled_png(&big, Some(source_png), upscaler.info.scale, &m.id).map_err(pipeline_failure)?;
-    let infotext = read_parameters(&png).unwrap_or_default();
-    let seed = GenerationParams::parse_infotext(&infotext).map(|p| p.seed).unwrap_or(0);
-    let info = ImageInfo { width: big.width, height: big.height, seed, infotext };
-    let gallery_error = match keep {
-        Some(name) => {
-            keep_images(&name, brief.as_ref(), std::slice::from_ref(&info), std::slice::from_ref(&png))
-                .await
-                .err()
-        }
-        None => None,
-    };
-    post(id, FromWorker::Result { images: vec![info], ms: now_ms() - started, gallery_error }, vec![png]);
-    Ok(())
+    Ok((upscaler, m))
 }
