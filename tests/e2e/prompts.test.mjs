@@ -50,6 +50,16 @@ test('wildcards and styles imported, a template expanded into styled images', as
   });
   await page.waitForSelector('#wildcard-list tr[data-wildcard="animals/pets"]');
   assert.equal(await page.textContent('#wildcard-list tr[data-wildcard="animals/pets"] td:nth-child(2)'), '2');
+  // sd-dynamic-prompts' structured files: named lists, weights.
+  await page.setInputFiles('#wildcard-files', {
+    name: 'pack.yaml', mimeType: 'application/yaml', buffer: Buffer.from("animals:\n  wild: ['2::fox', wolf]\n"),
+  });
+  await page.waitForSelector('#wildcard-list tr[data-wildcard="pack.yaml"]');
+  assert.equal(await page.textContent('#wildcard-list tr[data-wildcard="pack.yaml"] td:nth-child(1)'), '__animals/wild__');
+  assert.equal(await page.textContent('#wildcard-list tr[data-wildcard="pack.yaml"] td:nth-child(3)'), 'fox, wolf');
+  await page.setInputFiles('#wildcard-files', { name: 'broken.json', mimeType: 'application/json', buffer: Buffer.from('{') });
+  await page.waitForSelector('#wildcard-status.error');
+  assert.match(await page.textContent('#wildcard-status'), /broken\.json: EOF/);
 
   await page.setInputFiles('#styles-file', { name: 'styles.csv', mimeType: 'text/csv', buffer: Buffer.from(STYLES) });
   await page.waitForSelector('#style-list tr[data-style="Poster"]');

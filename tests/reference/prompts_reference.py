@@ -2,10 +2,10 @@
 the reference for crates/workflow's templates.
 
 Writes tests/fixtures/prompts/wildcards/ (a small wildcard folder: comments, blank lines,
-duplicates, folders, values with their own syntax) and tests/fixtures/prompts/cases.json: for
+duplicates, folders, values with their own syntax, JSON and YAML files with weights) and tests/fixtures/prompts/cases.json: for
 each template, the library's combinatorial prompts (at most 1000), or the error it raises.
 
-    .venv/bin/pip install dynamicprompts==0.31.0
+    .venv/bin/pip install dynamicprompts==0.31.0 pyyaml
     .venv/bin/python tests/reference/prompts_reference.py
 """
 
@@ -27,6 +27,19 @@ WILDCARDS = {
     "moods.txt": "{calm|stormy} sea\n${tone:quiet} morning\n",
     "crlf.txt": "one\r\ntwo\r\n",
     ".hidden/secret.txt": "never\n",
+    # Structured files: many collections each, weights, entries the library leaves out.
+    "pack.json": json.dumps({
+        "animals": {"pets": ["cat", "2::dog", "0.5::hamster", {"text": "parrot", "weight": 3},
+                             {"content": "ferret"}, "", None, 3, "1x::odd"]},
+        "sizes": "small",
+        "empty": [],
+        "n": 5,
+    }),
+    "sub/styles.yaml": "inks:\n  - ink\n  - '2::woodcut'\nscreens: [neon, glow]\n"
+                       "nested:\n  deeper:\n    - deep value\n",
+    "listfile.json": json.dumps(["x", "y", 3]),
+    "sub/inner.json": json.dumps(["only", "texts"]),
+    "weights.yaml": "w:\n  - 3::a\n  - b\n  - 0::c\n",
 }
 
 TEMPLATES = [
@@ -116,6 +129,21 @@ TEMPLATES = [
     "50% off",
     "cost $5",
     "${undefined}",
+    "__animals/pets__",
+    "__pets__",
+    "{2$$__animals/pets__}",
+    "__sizes__",
+    "__empty__",
+    "__n__",
+    "__sub/inks__",
+    "__inks__",
+    "__sub/*__",
+    "__sub/nested/deeper__",
+    "__listfile__",
+    "__inner__",
+    "__w__",
+    "{2$$__w__}",
+    "__w__ {x|y}",
     "{2$$a|b|c|d|e}",
     "{a|b|c|d} {e|f|g|h} {i|j|k|l} {m|n|o|p} {q|r|s|t}",
 ]

@@ -17,11 +17,21 @@ const STYLES_KEY: &str = "styles.csv";
 const WILDCARD_PREFIX: &str = "wildcards/";
 const PRESET_PREFIX: &str = "presets/";
 
-/// A stored wildcard file.
+/// A stored wildcard file: a `.txt` file by its collection's name, a `.json` or `.yaml` file by
+/// its path (`darkroom_workflow::wildcards::name_of_file`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WildcardFile {
     pub name: String,
     pub text: String,
+}
+
+impl WildcardFile {
+    /// Its collections, as the expander reads them (none when a structured file does not read).
+    pub fn collections(&self) -> Wildcards {
+        let mut out = Wildcards::new();
+        let _ = out.insert_file(&self.name, &self.text);
+        out
+    }
 }
 
 /// Everything in the library.
@@ -43,7 +53,8 @@ impl Library {
     pub fn collections(&self) -> Wildcards {
         let mut out = Wildcards::new();
         for file in &self.wildcards {
-            out.insert_text(&file.name, &file.text);
+            // Checked at import: one that no longer reads gives nothing.
+            let _ = out.insert_file(&file.name, &file.text);
         }
         out
     }

@@ -4,14 +4,119 @@
 //! a glob (`__styles/*__`, `*` crossing folders as in Python's fnmatch); a name found nowhere is
 //! looked up again in every folder (`**/name`). The values of every match are merged, duplicates
 //! dropped and sorted — as the `dynamicprompts` library's wildcard manager does.
+//!
+//! Structured files (`.json`, `.yaml`) hold many collections, as that library reads them: a
+//! mapping's keys name collections below the file's folder (nested mappings add `/key`), a
+//! key's value is a list of values or one string; a file that is a list is one collection named
+//! by its path. A value may carry a weight, `"2::text"` or `{"text": …, "weight": 2}`: random
+//! picks favour it, and a combinatorial expansion repeats it (its weight rounded down) times.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// One value of a collection, with its weight when the file gave one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    pub text: String,
+    pub weight: Option<f64>,
+}
+
+impl Item {
+    fn plain(text: impl Into<String>) -> Item {
+        Item { text: text.into(), weight: None }
+    }
+
+    pub fn weight(&self) -> f64 {
+        self.weight.unwrap_or(1.0)
+    }
+}
+
 /// Every known collection, by name.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Wildcards {
-    collections: BTreeMap<String, Vec<String>>,
+    collections: BTreeMap<String, Vec<Item>>,
+}
+
+/// Python's truthiness of a JSON/YAML value: null, false, 0, "", [] and {} are false.
+fn truthy(v: &serde_json::Value) -> bool {
+    use serde_json::Value as V;
+    match v {
+        V::Null => false,
+        V::Bool(b) => *b,
+        V::Number(n) => n.as_f64().is_some_and(|x| x != 0.0),
+        V::String(s) => !s.is_empty(),
+        V::Array(a) => !a.is_empty(),
+        V::Object(o) => !o.is_empty(),
+    }
+}
+
+/// Python's `float()` of a text: surrounding whitespace allowed, `_` between digits.
+fn python_float(text: &str) -> Option<f64> {
+    let t = text.trim();
+    if t.starts_with('_') || t.ends_with('_') || t.contains("__") {
+        return None;
+    }
+    t.replace('_', "").parse().ok()
+}
+
+/// A structured file's list as the library reads it: falsy entries skipped; `"W::text"` with
+/// a number W (the text starting with a digit) weighted; `{"text"|"content": …, "weight": W}`;
+/// anything else left out. `None` when a weight is not a number (the library drops the key).
+fn structured_items(list: &[serde_json::Value]) -> Option<Vec<Item>> {
+    use serde_json::Value as V;
+    let mut out = Vec::new();
+    for item in list.iter().filter(|v| truthy(v)) {
+        match item {
+            V::String(s) => {
+                let weighted = s.chars().next().is_some_and(|c| c.is_numeric()) && s.contains("::");
+                match s
+                    .rsplit_once("::")
+                    .filter(|_| weighted)
+                    .and_then(|(w, text)| Some((python_float(w)?, text)))
+                {
+                    Some((weight, text)) => out.push(Item { text: text.to_string(), weight: Some(weight) }),
+                    None => out.push(Item::plain(s.as_str())),
+                }
+            }
+            V::Object(map) => {
+                let weight = match map.get("weight") {
+                    None => 1.0,
+                    Some(V::Number(n)) => n.as_f64()?,
+                    Some(V::String(w)) => python_float(w)?,
+                    Some(V::Bool(b)) => f64::from(u8::from(*b)),
+                    Some(_) => return None,
+                };
+                let text = ["text", "content"]
+                    .iter()
+                    .filter_map(|k| map.get(*k))
+                    .find(|v| truthy(v))
+                    .and_then(|v| v.as_str());
+                if let Some(text) = text.filter(|t| !t.is_empty()) {
+                    out.push(Item { text: text.to_string(), weight: (weight != 1.0).then_some(weight) });
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+/// A YAML document as JSON values (mappings with keys that are not text lose those keys, as
+/// the library skips them).
+fn yaml_to_json(y: &yaml_rust2::Yaml) -> serde_json::Value {
+    use serde_json::Value as V;
+    use yaml_rust2::Yaml as Y;
+    match y {
+        Y::Real(r) => r.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map_or(V::Null, V::Number),
+        Y::Integer(i) => V::Number((*i).into()),
+        Y::String(s) => V::String(s.clone()),
+        Y::Boolean(b) => V::Bool(*b),
+        Y::Array(a) => V::Array(a.iter().map(yaml_to_json).collect()),
+        Y::Hash(h) => V::Object(
+            h.iter().filter_map(|(k, v)| Some((k.as_str()?.to_string(), yaml_to_json(v)))).collect(),
+        ),
+        _ => V::Null,
+    }
 }
 
 /// The values of a wildcard file's text.
@@ -32,7 +137,69 @@ impl Wildcards {
 
     /// Adds (or replaces) collection `name` with the values of a file's `text`.
     pub fn insert_text(&mut self, name: &str, text: &str) {
-        self.collections.insert(name.to_string(), parse_values(text));
+        self.collections.insert(name.to_string(), parse_values(text).into_iter().map(Item::plain).collect());
+    }
+
+    /// Adds a wildcard file by its path below the wildcards folder (`/` between folders): a
+    /// `.json` or `.yaml` file's collections, or a `.txt` file's values (a path without an
+    /// extension is a `.txt` file's name). A structured file that does not read is an error.
+    pub fn insert_file(&mut self, path: &str, text: &str) -> Result<(), String> {
+        let path = path.replace('\\', "/");
+        let (folder, file) = path.rsplit_once('/').map_or(("", path.as_str()), |(d, f)| (d, f));
+        let structured = if let Some(stem) = file.strip_suffix(".json") {
+            let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("{path}: {e}"))?;
+            Some((stem, value))
+        } else if let Some(stem) = file.strip_suffix(".yaml") {
+            let docs = yaml_rust2::YamlLoader::load_from_str(text).map_err(|e| format!("{path}: {e}"))?;
+            Some((stem, docs.first().map_or(serde_json::Value::Null, yaml_to_json)))
+        } else {
+            None
+        };
+        match structured {
+            Some((stem, value)) => self.insert_structured(folder, stem, &value),
+            None => self.insert_text(path.strip_suffix(".txt").unwrap_or(&path), text),
+        }
+        Ok(())
+    }
+
+    /// A structured file's collections: a mapping's keys below `folder`, a list as `folder/stem`.
+    fn insert_structured(&mut self, folder: &str, stem: &str, value: &serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let prefix = if folder.is_empty() { String::new() } else { format!("{folder}/") };
+                self.insert_mapping(&prefix, map);
+            }
+            serde_json::Value::Array(list) => {
+                // Only its texts, unweighted (empty ones too), as the library takes them.
+                let items: Vec<Item> = list.iter().filter_map(|v| v.as_str()).map(Item::plain).collect();
+                if !items.is_empty() {
+                    let name = if folder.is_empty() { stem.to_string() } else { format!("{folder}/{stem}") };
+                    self.collections.insert(name, items);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn insert_mapping(&mut self, prefix: &str, map: &serde_json::Map<String, serde_json::Value>) {
+        for (key, value) in map {
+            if !truthy(value) {
+                continue;
+            }
+            let name = format!("{prefix}{key}");
+            let items = match value {
+                serde_json::Value::String(s) => structured_items(&[serde_json::Value::String(s.clone())]),
+                serde_json::Value::Array(list) => structured_items(list),
+                serde_json::Value::Object(inner) => {
+                    self.insert_mapping(&format!("{name}/"), inner);
+                    continue;
+                }
+                _ => continue,
+            };
+            if let Some(items) = items {
+                self.collections.insert(name, items);
+            }
+        }
     }
 
     /// Every `.txt` file below `dir` (folders starting with `.` skipped), named by its path.
@@ -54,6 +221,9 @@ impl Wildcards {
             } else if let Some(stem) = name.strip_suffix(".txt") {
                 // Invalid UTF-8 is dropped, as Python's errors="ignore" does.
                 self.insert_text(&format!("{prefix}{stem}"), &text_of_file(&std::fs::read(&path)?));
+            } else if name.ends_with(".json") || name.ends_with(".yaml") {
+                // A structured file that does not read is left out, as the library leaves it.
+                let _ = self.insert_file(&format!("{prefix}{name}"), &text_of_file(&std::fs::read(&path)?));
             }
         }
         Ok(())
@@ -75,18 +245,24 @@ impl Wildcards {
     /// The values of every collection `wildcard` (with or without its `__` wrapping) names or
     /// matches: merged, without duplicates, sorted. Empty when nothing matches.
     pub fn values(&self, wildcard: &str) -> Vec<String> {
+        self.items(wildcard).into_iter().map(|i| i.text).collect()
+    }
+
+    /// [`Wildcards::values`] with their weights (a weighted value and the same text unweighted
+    /// are two values, as in the library).
+    pub fn items(&self, wildcard: &str) -> Vec<Item> {
         let Some(pattern) = clean(wildcard) else { return Vec::new() };
         let mut values = self.matching(&pattern);
         if values.is_empty() && !pattern.starts_with("**") {
             values = self.matching(&format!("**/{pattern}"));
         }
         let mut seen = std::collections::HashSet::new();
-        values.retain(|v| seen.insert(v.clone()));
-        values.sort();
+        values.retain(|v| seen.insert((v.text.clone(), v.weight.map(f64::to_bits))));
+        values.sort_by(|a, b| a.text.cmp(&b.text));
         values
     }
 
-    fn matching(&self, pattern: &str) -> Vec<String> {
+    fn matching(&self, pattern: &str) -> Vec<Item> {
         let pattern: Vec<char> = pattern.chars().collect();
         let mut out = Vec::new();
         for (name, values) in &self.collections {
@@ -99,9 +275,11 @@ impl Wildcards {
     }
 }
 
-/// The collection a wildcard file gives, by its path below the wildcards folder (`/` or `\\`
-/// between folders): the path without `.txt`, as [`Wildcards::from_dir`] names it. `None` for a
-/// file that is no wildcard file (not `.txt`, or in a folder or named starting with `.`).
+/// The name a wildcard file is kept under, by its path below the wildcards folder (`/` or `\\`
+/// between folders): a `.txt` file's collection (the path without `.txt`, as
+/// [`Wildcards::from_dir`] names it), a `.json` or `.yaml` file's path as it is (it names its
+/// collections itself; see [`Wildcards::insert_file`]). `None` for a file that is no wildcard
+/// file (another kind, or in a folder or named starting with `.`).
 pub fn name_of_file(path: &str) -> Option<String> {
     let path = path.replace('\\', "/");
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
@@ -109,8 +287,12 @@ pub fn name_of_file(path: &str) -> Option<String> {
     if folders.iter().chain([file]).any(|p| p.starts_with('.')) {
         return None;
     }
-    let stem = file.strip_suffix(".txt").filter(|s| !s.is_empty())?;
-    Some(folders.iter().copied().chain([stem]).collect::<Vec<_>>().join("/"))
+    let stem = match file.strip_suffix(".txt") {
+        Some(stem) => stem,
+        None if file.ends_with(".json") || file.ends_with(".yaml") => file,
+        None => return None,
+    };
+    (!stem.is_empty()).then(|| folders.iter().copied().chain([stem]).collect::<Vec<_>>().join("/"))
 }
 
 /// The text of a wildcard file's bytes: invalid UTF-8 dropped, as Python's errors="ignore"
@@ -259,11 +441,32 @@ mod tests {
     }
 
     #[test]
+    fn structured_files_give_their_collections_with_weights() {
+        let mut w = Wildcards::new();
+        let json = r#"{"animals": {"pets": ["cat", "2::dog", {"text": "owl", "weight": 0.5}, "", null, 3]},
+                       "one": "solo", "bad": {"weights": [{"text": "x", "weight": "heavy"}]}}"#;
+        w.insert_file("packs/zoo.json", json).unwrap();
+        w.insert_file("lists/lines.yaml", "- a\n- b\n").unwrap();
+        w.insert_file("moods.yaml", "calm: [still]\nloud:\n  deep: ['3::roar']\n").unwrap();
+        w.insert_file("plain", "x\ny\n").unwrap();
+        let names: Vec<&str> = w.names().collect();
+        assert_eq!(names, ["calm", "lists/lines", "loud/deep", "packs/animals/pets", "packs/one", "plain"]);
+        let pets = w.items("pets");
+        let pairs: Vec<(&str, f64)> = pets.iter().map(|i| (i.text.as_str(), i.weight())).collect();
+        assert_eq!(pairs, [("cat", 1.0), ("dog", 2.0), ("owl", 0.5)]);
+        assert_eq!(w.values("loud/deep"), ["roar"]);
+        assert!(w.insert_file("broken.json", "{").unwrap_err().starts_with("broken.json:"));
+        assert!(w.insert_file("broken.yaml", "a: [").is_err());
+    }
+
+    #[test]
     fn files_are_named_by_their_path_without_txt() {
         assert_eq!(name_of_file("colours.txt").as_deref(), Some("colours"));
         assert_eq!(name_of_file("styles\\print.txt").as_deref(), Some("styles/print"));
         assert_eq!(name_of_file("/styles//print.txt").as_deref(), Some("styles/print"));
         assert_eq!(name_of_file("notes.md"), None);
+        assert_eq!(name_of_file("packs\\zoo.json").as_deref(), Some("packs/zoo.json"));
+        assert_eq!(name_of_file("moods.yaml").as_deref(), Some("moods.yaml"));
         assert_eq!(name_of_file(".hidden/colours.txt"), None);
         assert_eq!(name_of_file(".txt"), None);
         assert_eq!(text_of_file(b"\xef\xbb\xbfred\n\xffblue"), "red\nblue");

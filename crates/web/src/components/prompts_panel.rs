@@ -124,10 +124,13 @@ pub fn PromptsPanel() -> impl IntoView {
             let outcome = async {
                 let (files, skipped) = wildcard_files(files).await?;
                 if files.is_empty() {
-                    return Err("No .txt wildcard files among those picked.".to_string());
+                    return Err("No wildcard files (.txt, .json, .yaml) among those picked.".to_string());
+                }
+                for f in &files {
+                    darkroom_workflow::Wildcards::new().insert_file(&f.name, &f.text)?;
                 }
                 prompt_library::put_wildcards(&files).await?;
-                let names: Vec<String> = files.iter().map(|f| format!("__{}__", f.name)).collect();
+                let names: Vec<String> = files.iter().flat_map(|f| shown_names(&f.collections())).collect();
                 let mut text = format!(
                     "Imported {} wildcard file{}: {}",
                     names.len(),
@@ -262,13 +265,13 @@ pub fn PromptsPanel() -> impl IntoView {
             <h2>"Prompts"</h2>
             <p class="muted">"Wildcards, styles and brand presets for the Generate form. They stay in this browser, like everything else."</p>
             <h3>"Wildcards"</h3>
-            <p class="muted small">"A wildcard file is a list, one value a line (lines starting with # are comments). With Dynamic prompts on, "
+            <p class="muted small">"A wildcard file is a list, one value a line (lines starting with # are comments), or a JSON/YAML file of named lists (sd-dynamic-prompts' format, weights as 2::value). With Dynamic prompts on, "
                 <code>"__colours__"</code>" in a prompt takes a value of colours.txt; "<code>"__styles/print__"</code>" one of a folder's file, "
                 <code>"__styles/*__"</code>" any of the folder's. "<code>"{red|blue}"</code>", "<code>"{2$$a|b|c}"</code>" and "
                 <code>"${v=…}"</code>" work as in sd-dynamic-prompts."</p>
             <div class="actions">
-                <label class="file-pick button-like">"Import .txt or .zip files…"
-                    <input id="wildcard-files" type="file" multiple=true accept=".txt,.zip,text/plain,application/zip" on:change=import_wildcards />
+                <label class="file-pick button-like">"Import .txt, .json, .yaml or .zip files…"
+                    <input id="wildcard-files" type="file" multiple=true accept=".txt,.json,.yaml,.zip,text/plain,application/json,application/zip" on:change=import_wildcards />
                 </label>
                 <label class="file-pick button-like">"Import a folder…"
                     <input id="wildcard-folder" type="file" node_ref=folder_ref on:change=import_wildcards />
@@ -277,12 +280,15 @@ pub fn PromptsPanel() -> impl IntoView {
             {move || message("wildcard-status", wildcard_status.get())}
             {move || {
                 let rows = state.prompt_library.get().wildcards.into_iter().map(|f| {
-                    let values = darkroom_workflow::wildcards::parse_values(&f.text);
+                    let collections = f.collections();
+                    let names: Vec<String> = collections.names().map(str::to_string).collect();
+                    let values: Vec<String> = names.iter().flat_map(|n| collections.values(n)).collect();
                     let first = shorten(&values);
-                    let (a, b) = (f.name.clone(), f.name.clone());
+                    let used = names.first().cloned().unwrap_or_else(|| f.name.clone());
+                    let (a, b) = (used, f.name.clone());
                     view! {
                         <tr data-wildcard=f.name.clone()>
-                            <td><code>{format!("__{}__", f.name)}</code></td>
+                            <td><code>{shorten(&shown_names(&collections))}</code></td>
                             <td>{values.len()}</td>
                             <td class="muted small">{first}</td>
                             <td class="actions">
@@ -415,6 +421,11 @@ fn plural(n: usize) -> &'static str {
     } else {
         "s"
     }
+}
+
+/// A file's collections as a prompt writes them.
+fn shown_names(collections: &darkroom_workflow::Wildcards) -> Vec<String> {
+    collections.names().map(|n| format!("__{n}__")).collect()
 }
 
 /// The first few of a list, joined, with how many more.

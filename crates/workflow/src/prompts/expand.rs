@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::parse::parse;
 use super::{Method, Node, PromptError};
-use crate::wildcards::Wildcards;
+use crate::wildcards::{Item, Wildcards};
 
 /// SplitMix64 over (seed, prompt index): small, fast, the same everywhere.
 pub(super) struct Rng(u64);
@@ -241,13 +241,13 @@ impl<'a> Run<'a> {
         path: &Node,
         variables: &[(String, Node)],
         ctx: &Ctx,
-    ) -> Result<(String, Vec<String>, Ctx), PromptError> {
+    ) -> Result<(String, Vec<Item>, Ctx), PromptError> {
         let name = self.wildcard_name(path, ctx)?;
         let mut ctx = ctx.clone();
         for (k, v) in variables {
             ctx.variables.insert(k.clone(), v.clone());
         }
-        let values = self.wildcards.values(&name);
+        let values = self.wildcards.items(&name);
         if values.is_empty() {
             self.missing.insert(name.clone());
         }
@@ -278,9 +278,11 @@ impl<'a> Run<'a> {
         let Node::Variant { options, min, max, separator, .. } = node else { return Ok(None) };
         let [(_, Node::Wildcard { path, method, variables })] = options.as_slice() else { return Ok(None) };
         let (name, values, inner) = self.wildcard_values(path, variables, ctx)?;
+        // Each value as many times as its weight (rounded down), as the library lists them;
+        // the bounds count the values once.
         let n = values.len();
         let mut parsed = Vec::new();
-        for v in &values {
+        for v in repeated(&values) {
             parsed.push((1.0, Self::parse_value(&name, v)?));
         }
         let variant = Node::Variant {
@@ -396,7 +398,7 @@ impl<'a> Run<'a> {
                     return Ok(vec![Self::wrapped(&name); self.limit]);
                 }
                 let mut out = Vec::new();
-                for v in &values {
+                for v in repeated(&values) {
                     let node = Self::parse_value(&name, v)?;
                     out.extend(self.all(&node, &inner)?);
                     if out.len() >= self.limit {
@@ -490,15 +492,26 @@ impl<'a> Run<'a> {
                 if values.is_empty() {
                     return Ok(Self::wrapped(&name));
                 }
-                let pick = match method {
+                let text = match method {
                     Method::Cyclical => {
+                        // Over the values repeated by weight, as the library cycles them.
+                        let list = repeated(&values);
+                        if list.is_empty() {
+                            return Ok(String::new());
+                        }
                         let slot = self.cycles.entry(node as *const Node as usize).or_insert(0);
                         *slot += 1;
-                        (*slot - 1) % values.len()
+                        list[(*slot - 1) % list.len()]
                     }
-                    _ => self.rng.between(0, values.len() - 1),
+                    _ if values.iter().all(|v| v.weight() == values[0].weight()) => {
+                        &values[self.rng.between(0, values.len() - 1)].text
+                    }
+                    _ => {
+                        let weights: Vec<f64> = values.iter().map(Item::weight).collect();
+                        &values[self.rng.weighted(&weights)].text
+                    }
                 };
-                let node = Self::parse_value(&name, &values[pick])?;
+                let node = Self::parse_value(&name, text)?;
                 self.one(&node, &inner)
             }
             Node::Access { name, default } => {
@@ -512,4 +525,13 @@ impl<'a> Run<'a> {
             Node::Assign { .. } => Err(PromptError::LoneAssignment),
         }
     }
+}
+
+/// Each value's text as many times as its weight rounded down (a weight below 1 drops it), as
+/// the library's combinatorial and cyclical samplers list a collection.
+fn repeated(values: &[Item]) -> Vec<&str> {
+    values
+        .iter()
+        .flat_map(|v| std::iter::repeat_n(v.text.as_str(), v.weight().max(0.0).min(1e6) as usize))
+        .collect()
 }

@@ -156,6 +156,15 @@ pub fn expand(template: &str, wildcards: &Wildcards, mode: Mode) -> Result<Vec<S
 mod tests {
     use super::*;
 
+    #[test]
+    fn random_picks_favour_weighted_wildcard_values() {
+        let mut w = Wildcards::new();
+        w.insert_file("w.yaml", "w: ['3::a', b]\n").unwrap();
+        let picks = expand("__w__", &w, Mode::Random { count: 400, seed: 1 }).unwrap();
+        let a = picks.iter().filter(|p| *p == "a").count();
+        assert!((250..350).contains(&a), "a weight of 3 against 1 picked {a} times of 400");
+    }
+
     fn combos(t: &str) -> Vec<String> {
         expand(t, &Wildcards::new(), Mode::Combinatorial { max: 100, seed: 0 }).unwrap()
     }
