@@ -65,8 +65,7 @@ fn recipe(state: AppState, entry: &ModelEntry) -> Result<Recipe, String> {
 /// The form's recipe under the brand preset picked (when one is), checked again.
 fn under_preset(state: AppState, recipe: Recipe, info: &ModelInfo) -> Result<Recipe, String> {
     let Some(name) = state.settings.preset.get_untracked() else { return Ok(recipe) };
-    let library = state.prompt_library.get_untracked();
-    let preset = library.preset(&name).ok_or_else(|| {
+    let preset = state.prompt_library.with_untracked(|l| l.preset(&name).cloned()).ok_or_else(|| {
         format!("The brand preset “{name}” is no longer stored: pick another under Preset.")
     })?;
     let recipe = preset.apply(&recipe, 0, true).map_err(|e| format!("{}.", capitalise(&e.to_string())))?;
@@ -76,12 +75,11 @@ fn under_preset(state: AppState, recipe: Recipe, info: &ModelInfo) -> Result<Rec
 
 /// Each recipe with its styles applied, every LoRA it names checked.
 fn styled(state: AppState, recipes: Vec<(Recipe, Vec<String>)>) -> Result<Vec<Recipe>, String> {
-    let library = state.prompt_library.get_untracked();
+    let library = state.prompt_library.with_untracked(|l| l.styles.clone());
     let stored = state.loras.get_untracked();
     let mut out = Vec::with_capacity(recipes.len());
     for (mut recipe, styles) in recipes {
         let (prompt, negative) = library
-            .styles
             .apply(&styles, &recipe.prompt, &recipe.negative_prompt)
             .map_err(|e| format!("{}.", capitalise(&e.to_string())))?;
         recipe.prompt = prompt;
@@ -104,9 +102,11 @@ fn expanded(
     plot: Option<&Plot>,
 ) -> Result<Vec<Recipe>, String> {
     let s = state.settings;
-    let library = state.prompt_library.get_untracked();
     let recipe = under_preset(state, recipe, info)?;
-    let out = darkroom_pipeline::dynamic::expand(&recipe, s.dynamic.get_untracked(), &library.collections())
+    let mode = s.dynamic.get_untracked();
+    let out = state
+        .prompt_library
+        .with_untracked(|library| darkroom_pipeline::dynamic::expand(&recipe, mode, library.collections()))
         .map_err(|e| format!("The prompt template: {e}."))?;
     if let Some(name) = out.missing.first() {
         return Err(format!(
@@ -139,12 +139,15 @@ fn expanded(
 pub fn expansion_preview(state: AppState) -> Option<Result<(usize, Vec<String>), String>> {
     let s = state.settings;
     let mode = s.dynamic.get();
-    let recipe = Recipe { seed: Some(s.seed.get().unwrap_or(0)), ..s.recipe.get() };
-    let library = state.prompt_library.get();
     if mode == darkroom_pipeline::Dynamic::Off {
         return None;
     }
-    let out = match darkroom_pipeline::dynamic::expand(&recipe, mode, &library.collections()) {
+    let recipe = Recipe { seed: Some(s.seed.get().unwrap_or(0)), ..s.recipe.get() };
+    // Read in place: a large wildcard pack is not copied at every keystroke.
+    let expanded = state
+        .prompt_library
+        .with(|library| darkroom_pipeline::dynamic::expand(&recipe, mode, library.collections()));
+    let out = match expanded {
         Ok(out) => out,
         Err(e) => return Some(Err(format!("The template does not read: {e}."))),
     };

@@ -42,6 +42,8 @@ pub struct Library {
     pub wildcards: Vec<WildcardFile>,
     /// Brand presets, by name.
     pub presets: Vec<Preset>,
+    /// The wildcard files read once, as the expander takes them.
+    compiled: Wildcards,
 }
 
 impl Library {
@@ -50,13 +52,17 @@ impl Library {
     }
 
     /// The wildcard files as the expander reads them.
-    pub fn collections(&self) -> Wildcards {
+    pub fn collections(&self) -> &Wildcards {
+        &self.compiled
+    }
+
+    fn compile(&mut self) {
         let mut out = Wildcards::new();
         for file in &self.wildcards {
             // Checked at import: one that no longer reads gives nothing.
             let _ = out.insert_file(&file.name, &file.text);
         }
-        out
+        self.compiled = out;
     }
 }
 
@@ -103,6 +109,7 @@ pub async fn load() -> Result<Library, String> {
     }
     library.wildcards.sort_by(|a, b| a.name.cmp(&b.name));
     library.presets.sort_by(|a, b| a.name.cmp(&b.name));
+    library.compile();
     Ok(library)
 }
 
