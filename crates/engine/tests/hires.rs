@@ -19,6 +19,20 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
+/// The hires fix's second pass composed by hand: `image` resized by Lanczos to the pass's size,
+/// then img2img with the pass's recipe.
+fn second_pass_by_hand(
+    gpu: &Gpu,
+    model: &StableDiffusion,
+    second: Recipe,
+    image: &darkroom_pipeline::Image,
+) -> Vec<darkroom_pipeline::Generated> {
+    let big = resize_lanczos(image, second.width, second.height);
+    let mut quiet = |_: &darkroom_pipeline::Progress| true;
+    pollster::block_on(generate(gpu, model, &Request::new(second, Some(big), None).unwrap(), &mut quiet))
+        .unwrap()
+}
+
 #[test]
 fn the_hires_fix_in_a_job_matches_its_composition() {
     let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
@@ -100,15 +114,8 @@ fn the_hires_fix_in_a_job_matches_its_composition() {
         .unwrap();
         for (i, image) in first.iter().enumerate() {
             let seed = image.params.seed;
-            let second = hires_second_pass(&asked, &lanczos, seed);
-            let big = resize_lanczos(&image.image, second.width, second.height);
-            let by_hand = pollster::block_on(generate(
-                &gpu,
-                &model,
-                &Request::new(second, Some(big), None).unwrap(),
-                &mut plain,
-            ))
-            .unwrap();
+            let by_hand =
+                second_pass_by_hand(&gpu, &model, hires_second_pass(&asked, &lanczos, seed), &image.image);
             let ours = &made[run * 2 + i];
             assert_eq!((ours.image.width, ours.image.height), (96, 72));
             assert_eq!(ours.image.rgba, by_hand[0].image.rgba, "run {run} image {i}");
@@ -150,15 +157,7 @@ fn the_hires_fix_in_a_job_matches_its_composition() {
     ))
     .unwrap();
     assert_eq!((doubled.width, doubled.height), (128, 96));
-    let second = hires_second_pass(&asked, &by_model, 21);
-    let big = resize_lanczos(&doubled, second.width, second.height);
-    let by_hand = pollster::block_on(generate(
-        &gpu,
-        &model,
-        &Request::new(second, Some(big), None).unwrap(),
-        &mut plain,
-    ))
-    .unwrap();
+    let by_hand = second_pass_by_hand(&gpu, &model, hires_second_pass(&asked, &by_model, 21), &doubled);
     assert_eq!(made[0].image.rgba, by_hand[0].image.rgba, "hires with an upscaler model");
     assert!(
         made[0].params.to_infotext().contains("Hires upscaler: compact_x2"),
