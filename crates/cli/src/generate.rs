@@ -676,11 +676,10 @@ impl<'g> Runner<'g> {
             }
             true
         };
-        let dtype = self.precision.activations;
         let big = pollster::block_on(darkroom_pipeline::upscale::upscale(
             self.gpu,
             model,
-            dtype,
+            model.dtype,
             image,
             None,
             &mut progress,

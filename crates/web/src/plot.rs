@@ -21,7 +21,6 @@ pub struct AxisForm {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GridImage {
     pub url: String,
-    pub png: Vec<u8>,
     pub width: usize,
     pub height: usize,
 }
@@ -87,12 +86,7 @@ pub fn compose(state: AppState, plot: &Plot) {
     match png {
         Ok(png) => {
             clear(state);
-            state.grid.set(Some(GridImage {
-                url: png_url(&png),
-                png,
-                width: image.width,
-                height: image.height,
-            }));
+            state.grid.set(Some(GridImage { url: png_url(&png), width: image.width, height: image.height }));
         }
         Err(e) => state.error.set(Some(format!("The grid image could not be written: {e}"))),
     }

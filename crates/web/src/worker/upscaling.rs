@@ -29,7 +29,6 @@ pub(super) async fn upscale(
     let source = Image::from_png(source_png).map_err(pipeline_failure)?;
     let gpu = gpu(state).await?;
     let (upscaler, m) = loaded(state, id, model).await?;
-    let dtype = if gpu.capabilities().shader_f16 { DType::F16 } else { DType::F32 };
     let mut progress = |done: usize, total: usize| {
         let body = FromWorker::Progress {
             stage: Stage::Upscaling,
@@ -42,8 +41,9 @@ pub(super) async fn upscale(
         post(id, body, Vec::new());
         !state.cancelled.borrow().contains(&id)
     };
-    let big =
-        run_upscale(&gpu, &upscaler, dtype, &source, None, &mut progress).await.map_err(pipeline_failure)?;
+    let big = run_upscale(&gpu, &upscaler, upscaler.dtype, &source, None, &mut progress)
+        .await
+        .map_err(pipeline_failure)?;
     let png = upscaled_png(&big, Some(source_png), upscaler.info.scale, &m.id).map_err(pipeline_failure)?;
     let infotext = read_parameters(&png).unwrap_or_default();
     let seed = GenerationParams::parse_infotext(&infotext).map(|p| p.seed).unwrap_or(0);
