@@ -412,7 +412,12 @@ pub fn read_wildcards(dir: &Path) -> Result<Wildcards, Failure> {
     if !dir.is_dir() {
         return Err(usage(format!("--wildcards: {} is not a folder", dir.display())));
     }
-    Wildcards::from_dir(dir).map_err(|e| usage(format!("--wildcards: cannot read {}: {e}", dir.display())))
+    let cards = Wildcards::from_dir(dir)
+        .map_err(|e| usage(format!("--wildcards: cannot read {}: {e}", dir.display())))?;
+    for (file, why) in &cards.unreadable {
+        eprintln!("warning: wildcard file {file} is left out: {why}");
+    }
+    Ok(cards)
 }
 
 /// The styles file: --styles, else styles.csv in the cache folder when there is one.
@@ -672,7 +677,7 @@ impl<'g> Runner<'g> {
         let quiet = self.settings.quiet;
         let mut progress = |done: usize, total: usize| {
             if !quiet {
-                eprint!("\rupscaling: tile {done}/{total}   ");
+                crate::progress!("\rupscaling: tile {done}/{total}   ");
             }
             true
         };
@@ -717,7 +722,7 @@ impl<'g> Runner<'g> {
         let mut recipe = kept.final_recipe();
         recipe.model = self.settings.model.display().to_string();
         let quiet = self.settings.quiet;
-        let seed = recipe.seed.unwrap_or_default() + kept.index as u64;
+        let seed = darkroom_pipeline::recipe::seed_at(recipe.seed.unwrap_or_default(), kept.index as u64, 1);
         let first = if recipe.hires.as_ref().and_then(|h| h.latent()).is_some() {
             // The kept latents are the first pass's: upscaled as they are, no VAE decode.
             darkroom_engine::job::FirstPass::Latents(kept.values.clone(), kept.shape)
@@ -727,7 +732,7 @@ impl<'g> Runner<'g> {
             let model = load_model(&mut self.loaded, gpu, &self.settings, self.precision, &recipe)?;
             let mut progress = |p: &darkroom_pipeline::Progress| {
                 if !quiet {
-                    eprint!("\r{label}decoding {}/{}   ", p.step, p.total);
+                    crate::progress!("\r{label}decoding {}/{}   ", p.step, p.total);
                     let _ = std::io::stderr().flush();
                 }
                 true
@@ -735,7 +740,7 @@ impl<'g> Runner<'g> {
             let finished =
                 pollster::block_on(darkroom_pipeline::finish(gpu, &model.0, kept, tiling, &mut progress))?;
             if !quiet {
-                eprintln!("\r{label}decoded      ");
+                crate::progress_done!("\r{label}decoded      ");
             }
             if recipe.hires.is_none() {
                 return Ok(vec![finished]);
@@ -746,7 +751,7 @@ impl<'g> Runner<'g> {
         let (model, request) = self.prepare(recipe, None, label)?;
         let mut progress = |p: &darkroom_pipeline::Progress| {
             if !quiet {
-                eprint!("\r{label}hires {:?} {}/{}   ", p.stage, p.step, p.total);
+                crate::progress!("\r{label}hires {:?} {}/{}   ", p.stage, p.step, p.total);
                 let _ = std::io::stderr().flush();
             }
             true
@@ -761,7 +766,7 @@ impl<'g> Runner<'g> {
             &mut progress,
         ))?;
         if !quiet {
-            eprintln!("\r{label}done                ");
+            crate::progress_done!("\r{label}done                ");
         }
         Ok(made)
     }
@@ -862,7 +867,7 @@ impl<'g> Runner<'g> {
                 } else {
                     String::new()
                 };
-                eprint!("\r{label}{run}{stage} {}/{}   ", p.step, p.total);
+                crate::progress!("\r{label}{run}{stage} {}/{}   ", p.step, p.total);
                 let _ = std::io::stderr().flush();
             }
             true
@@ -879,7 +884,10 @@ impl<'g> Runner<'g> {
             &mut progress,
         ))?;
         if !quiet {
-            eprintln!("\r{label}done in {:.1} s                ", started.elapsed().as_secs_f64());
+            crate::progress_done!(
+                "\r{label}done in {:.1} s                ",
+                started.elapsed().as_secs_f64()
+            );
         }
         Ok(images)
     }
@@ -922,7 +930,7 @@ fn load_model(
             let cache = FolderQuantCache(darkroom_weights::native::default_cache_dir().join("quantized"));
             let mut loading = |path: &str, done: u64, total: u64| {
                 if !quiet {
-                    eprint!("\rloading {path} {:.0}%   ", 100.0 * done as f64 / total.max(1) as f64);
+                    crate::progress!("\rloading {path} {:.0}%   ", 100.0 * done as f64 / total.max(1) as f64);
                     let _ = std::io::stderr().flush();
                 }
             };
@@ -937,7 +945,7 @@ fn load_model(
             ))?;
 
             if !quiet {
-                eprintln!("\rloaded in {:.1} s                ", started.elapsed().as_secs_f64());
+                crate::progress_done!("\rloaded in {:.1} s                ", started.elapsed().as_secs_f64());
             }
             loaded.insert(key, (model, name.clone()), 0)
         }

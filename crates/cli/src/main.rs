@@ -165,11 +165,41 @@ fn params(path: &std::path::Path) -> ExitCode {
     }
 }
 
+/// Whether a progress line (rewritten in place with `\r`) is open on stderr: a message
+/// printed after it starts on a line of its own.
+pub static PROGRESS_OPEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Rewrites the progress line on stderr (`eprint!` of a text starting with `\r`).
+#[macro_export]
+macro_rules! progress {
+    ($($t:tt)*) => {{
+        $crate::PROGRESS_OPEN.store(true, std::sync::atomic::Ordering::Relaxed);
+        eprint!($($t)*);
+    }};
+}
+
+/// Ends the progress line with a last text.
+#[macro_export]
+macro_rules! progress_done {
+    ($($t:tt)*) => {{
+        $crate::PROGRESS_OPEN.store(false, std::sync::atomic::Ordering::Relaxed);
+        eprintln!($($t)*);
+    }};
+}
+
+/// Ends an open progress line, so that what follows starts on its own line.
+fn close_progress() {
+    if PROGRESS_OPEN.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        eprintln!();
+    }
+}
+
 /// Exit code 2 for what the user can fix, 1 for the rest.
 fn report(result: Result<(), failure::Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
+            close_progress();
             eprintln!("error: {}", f.message);
             ExitCode::from(if f.usage { 2 } else { 1 })
         }

@@ -226,7 +226,7 @@ pub fn run(args: ModelsArgs) -> Result<(), Failure> {
             let mut progress = |p: &FetchProgress| {
                 if !quiet {
                     let rate = p.model_done as f64 / started.elapsed().as_secs_f64().max(1e-3);
-                    eprint!(
+                    crate::progress!(
                         "\r{} / {}  {}/s  {:<60}",
                         mb(p.model_done),
                         mb(p.model_total),
@@ -365,6 +365,19 @@ fn import_lora(cache: &Path, file: &Path, name: Option<String>) -> Result<(), Fa
     Ok(())
 }
 
+/// The file's safetensors header, read and checked before anything else is done with it.
+fn check_safetensors_header(file: &std::fs::File, len: u64) -> Result<(), String> {
+    use std::io::{Read, Seek};
+    let mut file = file;
+    let mut first8 = [0u8; 8];
+    file.read_exact(&mut first8).map_err(|_| "the file is too short to be safetensors".to_string())?;
+    let span = darkroom_weights::safetensors::header_span(first8, len).map_err(|e| e.to_string())?;
+    let mut prefix = vec![0u8; span as usize];
+    file.rewind().and_then(|_| file.read_exact(&mut prefix)).map_err(|e| e.to_string())?;
+    file.rewind().map_err(|e| e.to_string())?;
+    darkroom_weights::Header::parse(&prefix, len).map(drop).map_err(|e| e.to_string())
+}
+
 fn import(
     store: &FolderStore,
     all: &[Manifest],
@@ -377,6 +390,7 @@ fn import(
     let opened =
         std::fs::File::open(file).map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
     let len = opened.metadata().map_err(|e| usage(format!("{}: {e}", file.display())))?.len();
+    check_safetensors_header(&opened, len).map_err(|e| usage(format!("{}: {e}", file.display())))?;
     let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let file_name = file.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let id = id.unwrap_or_else(|| model_id(&file_name));
@@ -409,7 +423,7 @@ fn import(
         if !quiet && (shown.elapsed().as_millis() >= 200 || done == total) {
             shown = std::time::Instant::now();
             let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
-            eprint!("\r{} / {}  {}/s   ", mb(done), mb(total), mb(rate as u64));
+            crate::progress!("\r{} / {}  {}/s   ", mb(done), mb(total), mb(rate as u64));
             let _ = std::io::stderr().flush();
         }
     };

@@ -76,7 +76,7 @@ pub fn run(gpu: &Gpu, args: UpscaleArgs) -> Result<(), Failure> {
     let quiet = args.quiet;
     let mut progress = |done: usize, total: usize| {
         if !quiet {
-            eprint!("\rupscaling x{}: tile {done}/{total}   ", info.scale);
+            crate::progress!("\rupscaling x{}: tile {done}/{total}   ", info.scale);
             let _ = std::io::stderr().flush();
         }
         true

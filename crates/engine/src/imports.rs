@@ -121,7 +121,7 @@ pub async fn import_lora<S: LoraStore>(
     darkroom_weights::lora::check_name(name)
         .map_err(|message| EngineError::Input { field: Some("name"), message })?;
     let identity = darkroom_pipeline::short_hash(&bytes);
-    let layers = darkroom_weights::lora::Lora::from_bytes(bytes.clone())
+    let layers = darkroom_weights::lora::Lora::from_bytes(&bytes)
         .map_err(|e| EngineError::input(format!("{file_name}: {e}")))?
         .updates
         .len();

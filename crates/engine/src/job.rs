@@ -105,7 +105,12 @@ async fn hires(
             values
                 .chunks_exact(c * lh * lw)
                 .enumerate()
-                .map(|(i, v)| (seed + i as u64, FirstPass::Latents(v.to_vec(), [1, c, lh, lw])))
+                .map(|(i, v)| {
+                    (
+                        darkroom_pipeline::recipe::seed_at(seed, i as u64, 1),
+                        FirstPass::Latents(v.to_vec(), [1, c, lh, lw]),
+                    )
+                })
                 .collect()
         } else {
             darkroom_pipeline::generate(gpu, model, &this, &mut progress)

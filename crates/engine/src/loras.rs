@@ -51,7 +51,7 @@ pub async fn resolve(source: &impl LoraSource, tags: &[LoraTag]) -> Result<Vec<A
     for tag in tags {
         let bytes = source.read(&tag.name).await?.ok_or_else(|| missing(source, &tag.name))?;
         let id = source.identity_of(&tag.name, &bytes).await?.ok_or_else(|| missing(source, &tag.name))?;
-        let lora = Lora::from_bytes(bytes).map_err(|e| EngineError::Input {
+        let lora = Lora::from_bytes(&bytes).map_err(|e| EngineError::Input {
             field: Some("prompt"),
             message: format!("LoRA `{}`: {e}", tag.name),
         })?;

@@ -29,6 +29,9 @@ impl AestheticHead {
             let dict = StateDict::from_bytes(bytes).map_err(|e| bad(e.to_string()))?;
             for (name, t) in &dict.tensors {
                 let values = dict.to_f32(t).ok_or_else(|| bad(format!("{name} is not a float tensor")))?;
+                if values.iter().any(|v| !v.is_finite()) {
+                    return Err(bad(format!("{name} holds a NaN or an infinity: the file is damaged")));
+                }
                 tensors.push((name.clone(), t.shape.clone(), values));
             }
         } else {

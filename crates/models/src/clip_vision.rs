@@ -47,6 +47,26 @@ impl ClipVisionConfig {
         let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let vision = raw.get("vision_config").cloned().unwrap_or_else(|| raw.clone());
         let cfg: ClipVisionConfig = serde_json::from_value(vision).map_err(|e| invalid(e.to_string()))?;
+        let kind = "CLIPVisionConfig";
+        crate::config::check_sizes(
+            kind,
+            &[
+                ("hidden_size", cfg.hidden_size),
+                ("intermediate_size", cfg.intermediate_size),
+                ("num_hidden_layers", cfg.num_hidden_layers),
+                ("num_attention_heads", cfg.num_attention_heads),
+                ("image_size", cfg.image_size),
+                ("patch_size", cfg.patch_size),
+                ("num_channels", cfg.num_channels),
+            ],
+        )?;
+        crate::config::check_finite(kind, &[("layer_norm_eps", cfg.layer_norm_eps)])?;
+        if cfg.num_hidden_layers > 256 || cfg.image_size > 4096 {
+            return Err(invalid(format!(
+                "{} layers, {}-pixel images",
+                cfg.num_hidden_layers, cfg.image_size
+            )));
+        }
         if cfg.num_attention_heads == 0
             || cfg.hidden_size % cfg.num_attention_heads != 0
             || cfg.patch_size == 0
@@ -60,7 +80,11 @@ impl ClipVisionConfig {
         if cfg.hidden_act != "quick_gelu" && cfg.hidden_act != "gelu" {
             return Err(invalid(format!("unsupported activation {:?}", cfg.hidden_act)));
         }
-        let projection = raw.get("projection_dim").and_then(|v| v.as_u64()).map(|v| v as usize);
+        let projection =
+            raw.get("projection_dim").and_then(|v| v.as_u64()).map(|v| v.min(usize::MAX as u64) as usize);
+        if let Some(p) = projection {
+            crate::config::check_sizes(kind, &[("projection_dim", p)])?;
+        }
         Ok((cfg, projection))
     }
 

@@ -76,6 +76,34 @@ pub enum ConfigError {
     Unsupported(String),
 }
 
+/// The largest width, count or size a config may give: real SD, SDXL and CLIP configs stay
+/// under 50,000 (CLIP's vocabulary), channels under 2,600. A larger value can only come from a
+/// damaged or hostile file and would size buffers from it.
+pub const MAX_CONFIG_VALUE: usize = 65536;
+
+/// Each named value lies in 1..=[`MAX_CONFIG_VALUE`].
+pub(crate) fn check_sizes(kind: &'static str, values: &[(&str, usize)]) -> Result<(), ConfigError> {
+    for (name, value) in values {
+        if *value == 0 || *value > MAX_CONFIG_VALUE {
+            return Err(ConfigError::Invalid {
+                kind,
+                detail: format!("{name} is {value}; it must be between 1 and {MAX_CONFIG_VALUE}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Each named value is finite and not negative (epsilons, scaling factors).
+pub(crate) fn check_finite(kind: &'static str, values: &[(&str, f64)]) -> Result<(), ConfigError> {
+    for (name, value) in values {
+        if !value.is_finite() || *value < 0.0 {
+            return Err(ConfigError::Invalid { kind, detail: format!("{name} is {value}") });
+        }
+    }
+    Ok(())
+}
+
 /// Architecture keys of diffusers' UNet config that change the network beyond SD 1.x/2.x: a config
 /// that sets one is refused by name here, not after loading with tensors left unused.
 fn refuse_unknown_architecture(raw: &serde_json::Value) -> Result<(), ConfigError> {
@@ -118,6 +146,33 @@ impl UNet2DConditionConfig {
     /// `up_blocks`: whether the model has up blocks (a UNet) or not (a ControlNet).
     fn validate(&self, kind: &'static str, up_blocks: bool) -> Result<(), ConfigError> {
         let invalid = |detail: String| ConfigError::Invalid { kind, detail };
+        check_sizes(
+            kind,
+            &[
+                ("sample_size", self.sample_size),
+                ("in_channels", self.in_channels),
+                ("out_channels", self.out_channels),
+                ("layers_per_block", self.layers_per_block),
+                ("norm_num_groups", self.norm_num_groups),
+                ("cross_attention_dim", self.cross_attention_dim),
+                ("the number of blocks", self.block_out_channels.len().max(1)),
+            ],
+        )?;
+        check_finite(kind, &[("norm_eps", self.norm_eps)])?;
+        for (b, &c) in self.block_out_channels.iter().enumerate() {
+            check_sizes(kind, &[(&format!("block_out_channels[{b}]"), c)])?;
+        }
+        if self.block_out_channels.len() > 8 {
+            return Err(invalid(format!("{} blocks; real UNets have 3 or 4", self.block_out_channels.len())));
+        }
+        for (key, value) in [
+            ("addition_time_embed_dim", self.addition_time_embed_dim),
+            ("projection_class_embeddings_input_dim", self.projection_class_embeddings_input_dim),
+        ] {
+            if let Some(v) = value {
+                check_sizes(kind, &[(key, v)])?;
+            }
+        }
         let blocks = self.block_out_channels.len();
         let ups = if up_blocks { self.up_block_types.len() } else { blocks };
         if blocks == 0 || self.down_block_types.len() != blocks || ups != blocks {
@@ -136,8 +191,8 @@ impl UNet2DConditionConfig {
                 )));
             }
         }
-        if (0..blocks).any(|b| self.transformer_depth(b) == 0) {
-            return Err(invalid("transformer_layers_per_block must be at least 1".into()));
+        if (0..blocks).any(|b| self.transformer_depth(b) == 0 || self.transformer_depth(b) > 64) {
+            return Err(invalid("transformer_layers_per_block must be between 1 and 64".into()));
         }
         if let Some(kind) = &self.addition_embed_type {
             match (kind.as_str(), self.addition_time_embed_dim, self.projection_class_embeddings_input_dim) {
@@ -349,7 +404,12 @@ impl ControlNetConfig {
             other => return Err(invalid(format!("controlnet_conditioning_channel_order {other:?}"))),
         };
         let stages = &extra.conditioning_embedding_out_channels;
-        if stages.is_empty() || stages.contains(&0) || extra.conditioning_channels == 0 {
+        if stages.is_empty()
+            || stages.len() > 8
+            || stages.iter().any(|&c| c == 0 || c > MAX_CONFIG_VALUE)
+            || extra.conditioning_channels == 0
+            || extra.conditioning_channels > 16
+        {
             return Err(invalid(format!(
                 "conditioning_embedding_out_channels {stages:?}, conditioning_channels {}",
                 extra.conditioning_channels
@@ -509,7 +569,23 @@ impl ClipTextConfig {
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
         let invalid = |detail: String| ConfigError::Invalid { kind: "CLIPTextModel", detail };
         let cfg: Self = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        check_sizes(
+            "CLIPTextModel",
+            &[
+                ("vocab_size", cfg.vocab_size),
+                ("hidden_size", cfg.hidden_size),
+                ("intermediate_size", cfg.intermediate_size),
+                ("num_hidden_layers", cfg.num_hidden_layers),
+                ("num_attention_heads", cfg.num_attention_heads),
+                ("max_position_embeddings", cfg.max_position_embeddings),
+                ("projection_dim", cfg.projection_dim.unwrap_or(1)),
+            ],
+        )?;
+        check_finite("CLIPTextModel", &[("layer_norm_eps", cfg.layer_norm_eps)])?;
+        if cfg.num_hidden_layers > 256 {
+            return Err(invalid(format!("{} layers", cfg.num_hidden_layers)));
+        }
+        if cfg.hidden_size % cfg.num_attention_heads != 0 {
             return Err(invalid(format!(
                 "{} features cannot split into {} heads",
                 cfg.hidden_size, cfg.num_attention_heads
@@ -532,6 +608,7 @@ impl ClipTextConfig {
         let text_config = raw.get("text_config").ok_or_else(|| invalid("no text_config".into()))?;
         let mut cfg = Self::from_json(&text_config.to_string())?;
         if let Some(p) = raw.get("projection_dim").and_then(|v| v.as_u64()) {
+            check_sizes("CLIPConfig", &[("projection_dim", p.min(usize::MAX as u64) as usize)])?;
             cfg.projection_dim = Some(p as usize);
         }
         Ok(cfg)

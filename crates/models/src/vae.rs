@@ -68,6 +68,28 @@ impl AutoencoderKLConfig {
             }
         }
         let cfg: Self = serde_json::from_value(raw).map_err(|e| invalid(e.to_string()))?;
+        let kind = "AutoencoderKL";
+        crate::config::check_sizes(
+            kind,
+            &[
+                ("in_channels", cfg.in_channels),
+                ("out_channels", cfg.out_channels),
+                ("layers_per_block", cfg.layers_per_block),
+                ("latent_channels", cfg.latent_channels),
+                ("norm_num_groups", cfg.norm_num_groups),
+            ],
+        )?;
+        crate::config::check_finite(kind, &[("scaling_factor", cfg.scaling_factor as f64)])?;
+        for (b, &c) in cfg.block_out_channels.iter().enumerate() {
+            crate::config::check_sizes(kind, &[(&format!("block_out_channels[{b}]"), c)])?;
+        }
+        if cfg.block_out_channels.len() > 8 || cfg.scaling_factor == 0.0 {
+            return Err(invalid(format!(
+                "{} blocks, scaling factor {}",
+                cfg.block_out_channels.len(),
+                cfg.scaling_factor
+            )));
+        }
         if cfg.block_out_channels.is_empty()
             || cfg.block_out_channels.iter().any(|c| c % cfg.norm_num_groups != 0)
         {

@@ -7,6 +7,7 @@ use darkroom_workflow::prompts::{Mode, PromptError, DEFAULT_MAX};
 use darkroom_workflow::{Template, Wildcards};
 use serde::{Deserialize, Serialize};
 
+use crate::recipe::seed_at;
 use crate::Recipe;
 
 /// How a recipe's prompt is read.
@@ -82,10 +83,14 @@ pub fn expand(recipe: &Recipe, mode: Dynamic, wildcards: &Wildcards) -> Result<E
         Dynamic::Random => {
             let mut out = Vec::new();
             for i in 0..images {
-                let expansion =
-                    template.expand_reporting(wildcards, Mode::Random { count: 1, seed: seed + i })?;
+                let expansion = template
+                    .expand_reporting(wildcards, Mode::Random { count: 1, seed: seed_at(seed, i, 1) })?;
                 note(expansion.missing);
-                out.push(with(expansion.prompts.into_iter().next().unwrap_or_default(), seed + i, true));
+                out.push(with(
+                    expansion.prompts.into_iter().next().unwrap_or_default(),
+                    seed_at(seed, i, 1),
+                    true,
+                ));
             }
             out
         }
@@ -97,7 +102,7 @@ pub fn expand(recipe: &Recipe, mode: Dynamic, wildcards: &Wildcards) -> Result<E
                 .prompts
                 .into_iter()
                 .enumerate()
-                .map(|(j, prompt)| with(prompt, seed + j as u64 * images, false))
+                .map(|(j, prompt)| with(prompt, seed_at(seed, j as u64, images), false))
                 .collect()
         }
     };

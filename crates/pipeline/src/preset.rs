@@ -196,7 +196,9 @@ impl Preset {
         match self.seed {
             SeedPolicy::Random => {}
             SeedPolicy::Fixed(seed) => out.seed = Some(seed),
-            SeedPolicy::Increment(start) => out.seed = Some(start.saturating_add(job as u64 * images)),
+            SeedPolicy::Increment(start) => {
+                out.seed = Some(crate::recipe::seed_at(start, job as u64, images))
+            }
         }
         out.preset = Some(self.name.clone());
         Ok(out)

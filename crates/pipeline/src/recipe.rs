@@ -269,6 +269,12 @@ fn refuse(field: &'static str, message: String) -> Result<(), RecipeError> {
     Err(RecipeError { field, message })
 }
 
+/// The seed of item `index` of a sequence whose items use `stride` seeds each: `seed + index ·
+/// stride`, wrapping at 2^64 as every seed sum in Darkroom does (never an overflow panic).
+pub fn seed_at(seed: u64, index: u64, stride: u64) -> u64 {
+    seed.wrapping_add(index.wrapping_mul(stride))
+}
+
 impl Recipe {
     /// The recipe a manifest's defaults describe (size, steps, CFG, sampler).
     pub fn model_defaults(manifest: &darkroom_weights::Manifest) -> Recipe {
@@ -483,7 +489,7 @@ impl Recipe {
     /// Run `index` of the batch count: one run of batch_size images, its seed continuing after
     /// the earlier runs' images.
     pub fn run(&self, index: usize) -> Recipe {
-        let seed = self.seed.map(|s| s.saturating_add((index * self.batch_size) as u64));
+        let seed = self.seed.map(|s| seed_at(s, index as u64, self.batch_size as u64));
         Recipe { seed, batch_count: 1, ..self.clone() }
     }
 
@@ -633,6 +639,20 @@ pub fn size_presets(native: usize) -> Vec<(&'static str, usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seeds_near_the_top_wrap_instead_of_overflowing() {
+        let recipe = Recipe { seed: Some(u64::MAX), batch_size: 4, batch_count: 3, ..Recipe::default() };
+        assert_eq!(recipe.run(2).seed, Some(7)); // MAX + 8 wraps to 7
+        assert_eq!(seed_at(u64::MAX, u64::MAX, u64::MAX), u64::MAX.wrapping_add(1));
+        let expanded = crate::dynamic::expand(
+            &Recipe { prompt: "{a|b}".into(), ..recipe },
+            crate::dynamic::Dynamic::Combinatorial,
+            &darkroom_workflow::Wildcards::default(),
+        )
+        .unwrap();
+        assert_eq!(expanded.recipes.iter().map(|r| r.seed).collect::<Vec<_>>(), [Some(u64::MAX), Some(11)]);
+    }
 
     fn sd() -> ModelInfo {
         ModelInfo::stable_diffusion("SD 1.5", false)

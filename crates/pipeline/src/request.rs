@@ -17,26 +17,12 @@ pub struct Image {
 }
 
 impl Image {
-    /// Decodes a PNG (8-bit or 16-bit, grey, RGB or with alpha; palettes expanded).
+    /// Decodes a PNG (8-bit or 16-bit, grey, RGB or with alpha; palettes expanded), its
+    /// declared size checked before anything is allocated.
     pub fn from_png(bytes: &[u8]) -> Result<Image, PipelineError> {
-        let bad = |e: &dyn std::fmt::Display| PipelineError::Input(format!("not a readable PNG: {e}"));
-        let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
-        decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-        let mut reader = decoder.read_info().map_err(|e| bad(&e))?;
-        let mut buf = vec![0; reader.output_buffer_size()];
-        let info = reader.next_frame(&mut buf).map_err(|e| bad(&e))?;
-        let (w, h) = (info.width as usize, info.height as usize);
-        let data = &buf[..info.buffer_size()];
-        let rgba: Vec<u8> = match info.color_type {
-            png::ColorType::Rgba => data.to_vec(),
-            png::ColorType::Rgb => data.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect(),
-            png::ColorType::GrayscaleAlpha => {
-                data.chunks_exact(2).flat_map(|p| [p[0], p[0], p[0], p[1]]).collect()
-            }
-            png::ColorType::Grayscale => data.iter().flat_map(|&g| [g, g, g, 255]).collect(),
-            png::ColorType::Indexed => return Err(bad(&"palette was not expanded")),
-        };
-        Ok(Image { width: w, height: h, rgba })
+        let image =
+            darkroom_workflow::pixels::decode_png(bytes).map_err(|e| PipelineError::Input(e.to_string()))?;
+        Ok(Image { width: image.width, height: image.height, rgba: image.pixels })
     }
 }
 

@@ -20,7 +20,11 @@ pub struct Seeds(Vec<TorchGenerator>);
 
 impl Seeds {
     pub fn new(seed: u64, images: usize) -> Seeds {
-        Seeds((0..images).map(|i| TorchGenerator::manual_seed(seed.wrapping_add(i as u64))).collect())
+        Seeds(
+            (0..images)
+                .map(|i| TorchGenerator::manual_seed(crate::recipe::seed_at(seed, i as u64, 1)))
+                .collect(),
+        )
     }
 
     fn draw(&mut self, per_image: usize) -> Vec<f32> {

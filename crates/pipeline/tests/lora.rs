@@ -47,7 +47,7 @@ fn lora_file(path: &str, scale: f32) -> AppliedLora {
     let bytes = std::fs::read(fixtures().join(path)).unwrap();
     AppliedLora {
         name: "tiny-lora".into(),
-        lora: Arc::new(Lora::from_bytes(bytes).unwrap()),
+        lora: Arc::new(Lora::from_bytes(&bytes).unwrap()),
         scale,
         id: "tiny-lora".into(),
     }

@@ -16,7 +16,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::safetensors::{SafetensorsError, SafetensorsFile, TensorInfo};
+use crate::safetensors::{decode_f32, Header, SafetensorsError, TensorInfo};
+
+/// The largest LoRA file read: the largest shared LoRAs (SDXL, high rank) are under 2 GB, and a
+/// LoRA is held in memory whole while it is read.
+pub const MAX_LORA_BYTES: u64 = 2 << 30;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum LoraError {
@@ -30,6 +34,8 @@ pub enum LoraError {
     Lycoris(&'static str),
     #[error("LoRA layer `{name}`: {detail}")]
     Bad { name: String, detail: String },
+    #[error("the file is {0} bytes; a LoRA is at most {MAX_LORA_BYTES}")]
+    TooLarge(u64),
 }
 
 /// Which model component a LoRA module belongs to, as its kohya prefix says.
@@ -250,53 +256,79 @@ fn classify(name: &str) -> Option<(String, &'static str)> {
     None
 }
 
-impl Lora {
-    pub fn from_bytes(bytes: Vec<u8>) -> Result<Lora, LoraError> {
-        let file = SafetensorsFile::from_bytes(bytes)?;
-        let mut parts: BTreeMap<String, [Option<&TensorInfo>; 3]> = BTreeMap::new();
-        for info in &file.header.tensors {
-            if info.name.contains(".hada_") {
-                return Err(LoraError::Lycoris("LoHa"));
-            }
-            if info.name.contains(".lokr_") {
-                return Err(LoraError::Lycoris("LoKr"));
-            }
-            let Some((module, role)) = classify(&info.name) else { continue };
-            let slot = match role {
-                "down" => 0,
-                "up" => 1,
-                _ => 2,
-            };
-            parts.entry(module).or_default()[slot] = Some(info);
+/// A LoRA's layers as its header names them: per module, its (down, up) tensors and alpha, the
+/// shapes checked.
+type Layers<'h> = BTreeMap<String, (&'h TensorInfo, &'h TensorInfo, Option<&'h TensorInfo>, usize)>;
+
+fn layers(header: &Header) -> Result<Layers<'_>, LoraError> {
+    let mut parts: BTreeMap<String, [Option<&TensorInfo>; 3]> = BTreeMap::new();
+    for info in &header.tensors {
+        if info.name.contains(".hada_") {
+            return Err(LoraError::Lycoris("LoHa"));
         }
+        if info.name.contains(".lokr_") {
+            return Err(LoraError::Lycoris("LoKr"));
+        }
+        let Some((module, role)) = classify(&info.name) else { continue };
+        let slot = match role {
+            "down" => 0,
+            "up" => 1,
+            _ => 2,
+        };
+        parts.entry(module).or_default()[slot] = Some(info);
+    }
+    let mut out = BTreeMap::new();
+    for (name, [down, up, alpha]) in parts {
+        let bad = |detail: String| LoraError::Bad { name: name.clone(), detail };
+        let (Some(down), Some(up)) = (down, up) else {
+            return Err(bad("has only one of its two low-rank halves".into()));
+        };
+        let (ds, us) = (&down.shape, &up.shape);
+        let rank = *ds.first().ok_or_else(|| bad("empty down shape".into()))?;
+        let rows = *us.first().ok_or_else(|| bad("empty up shape".into()))?;
+        let up_rank: u64 = us[1..].iter().product();
+        if rank == 0 || ds.len() < 2 || up_rank != rank || rows == 0 {
+            return Err(bad(format!("down {ds:?} and up {us:?} do not share a rank")));
+        }
+        if alpha.is_some_and(|a| a.elements() == 0) {
+            return Err(bad("empty alpha".into()));
+        }
+        out.insert(name, (down, up, alpha, rank as usize));
+    }
+    if out.is_empty() {
+        return Err(LoraError::NotALora);
+    }
+    Ok(out)
+}
+
+impl Lora {
+    /// Checks a LoRA from its header alone (the first [`crate::safetensors::header_span`] bytes
+    /// of a `file_len`-byte file), before the rest is read: its size, its layers' names and
+    /// shapes. Returns how many layers it changes.
+    pub fn check_header(prefix: &[u8], file_len: u64) -> Result<usize, LoraError> {
+        if file_len > MAX_LORA_BYTES {
+            return Err(LoraError::TooLarge(file_len));
+        }
+        Ok(layers(&Header::parse(prefix, file_len)?)?.len())
+    }
+
+    /// Reads a whole LoRA file (borrowed: nothing is copied but the layers' values).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Lora, LoraError> {
+        if bytes.len() as u64 > MAX_LORA_BYTES {
+            return Err(LoraError::TooLarge(bytes.len() as u64));
+        }
+        let header = Header::parse(bytes, bytes.len() as u64)?;
+        let values = |info: &TensorInfo| decode_f32(info, &bytes[info.start as usize..info.end as usize]);
         let mut updates = BTreeMap::new();
-        for (name, [down, up, alpha]) in parts {
-            let bad = |detail: String| LoraError::Bad { name: name.clone(), detail };
-            let (Some(down), Some(up)) = (down, up) else {
-                return Err(bad("has only one of its two low-rank halves".into()));
-            };
-            let dims = |info: &TensorInfo| info.shape.iter().map(|&d| d as usize).collect::<Vec<_>>();
-            let (ds, us) = (dims(down), dims(up));
-            let rank = *ds.first().ok_or_else(|| bad("empty down shape".into()))?;
-            let cols: usize = ds[1..].iter().product();
-            let rows = *us.first().ok_or_else(|| bad("empty up shape".into()))?;
-            let up_rank: usize = us[1..].iter().product();
-            if rank == 0 || ds.len() < 2 || up_rank != rank {
-                return Err(bad(format!("down {ds:?} and up {us:?} do not share a rank")));
-            }
+        for (name, (down, up, alpha, rank)) in layers(&header)? {
+            let cols = down.shape[1..].iter().product::<u64>() as usize;
+            let rows = up.shape[0] as usize;
             let alpha_scale = match alpha {
-                Some(info) => {
-                    let value = *file.to_f32(info)?.first().ok_or_else(|| bad("empty alpha".into()))?;
-                    value / rank as f32
-                }
+                Some(info) => values(info)?[0] / rank as f32,
                 None => 1.0,
             };
-            let update =
-                LoraUpdate { down: file.to_f32(down)?, up: file.to_f32(up)?, rank, rows, cols, alpha_scale };
+            let update = LoraUpdate { down: values(down)?, up: values(up)?, rank, rows, cols, alpha_scale };
             updates.insert(name, update);
-        }
-        if updates.is_empty() {
-            return Err(LoraError::NotALora);
         }
         Ok(Lora { updates })
     }
@@ -390,7 +422,7 @@ mod tests {
             ("lora_unet_x.lora_up.weight", &[3, 2], &[1.0, 0.0, 0.0, 1.0, 1.0, 1.0]),
             ("lora_unet_x.alpha", &[], &[1.0]),
         ]);
-        let lora = Lora::from_bytes(bytes).unwrap();
+        let lora = Lora::from_bytes(&bytes).unwrap();
         let update = lora.get("lora_unet_x").unwrap();
         let mut w = vec![0.0; 6];
         update.merge_into(&mut w, 3, 2, 2.0).unwrap();
@@ -405,7 +437,7 @@ mod tests {
             ("unet.mid_block.attentions.0.proj_in.lora_A.weight", &[1, 2], &[1.0, 1.0]),
             ("unet.mid_block.attentions.0.proj_in.lora_B.weight", &[2, 1], &[1.0, 1.0]),
         ]);
-        let lora = Lora::from_bytes(bytes).unwrap();
+        let lora = Lora::from_bytes(&bytes).unwrap();
         let update = lora.get("lora_unet_mid_block_attentions_0_proj_in").unwrap();
         assert_eq!(update.alpha_scale, 1.0);
 
@@ -417,7 +449,7 @@ mod tests {
             ("text_encoder_2.text_model.z.lora_A.weight", &[1, 1], &[1.0]),
             ("text_encoder_2.text_model.z.lora_B.weight", &[1, 1], &[1.0]),
         ]);
-        let sdxl = Lora::from_bytes(sdxl).unwrap();
+        let sdxl = Lora::from_bytes(&sdxl).unwrap();
         assert!(sdxl.is_sdxl());
         let names: Vec<&String> = sdxl.updates.keys().collect();
         assert_eq!(names, ["lora_te2_text_model_x", "lora_te2_text_model_z", "lora_te_text_model_y"]);
@@ -441,7 +473,7 @@ mod tests {
         .collect();
         let tensors: Vec<(&str, &[u64], &[f32])> =
             names.iter().map(|(n, shape)| (n.as_str(), &shape[..], &[1.0f32][..])).collect();
-        let ldm = Lora::from_bytes(safetensors_bytes(&tensors)).unwrap();
+        let ldm = Lora::from_bytes(&safetensors_bytes(&tensors)).unwrap();
         assert!(ldm.has_ldm_unet_names());
         // SDXL's layout: no attention in the first down and last up block.
         let sdxl = UnetLayout {
@@ -472,15 +504,15 @@ mod tests {
         let err = ldm.with_diffusers_unet_names(&small).unwrap_err().to_string();
         assert!(err.contains("LDM naming"), "{err}");
         let half = safetensors_bytes(&[("lora_unet_x.lora_down.weight", &[1, 1], &[1.0])]);
-        assert!(matches!(Lora::from_bytes(half), Err(LoraError::Bad { .. })));
+        assert!(matches!(Lora::from_bytes(&half), Err(LoraError::Bad { .. })));
         let rank = safetensors_bytes(&[
             ("lora_unet_x.lora_down.weight", &[2, 1], &[1.0, 1.0]),
             ("lora_unet_x.lora_up.weight", &[1, 3], &[1.0, 1.0, 1.0]),
         ]);
-        assert!(matches!(Lora::from_bytes(rank), Err(LoraError::Bad { .. })));
+        assert!(matches!(Lora::from_bytes(&rank), Err(LoraError::Bad { .. })));
         let loha = safetensors_bytes(&[("lora_unet_x.hada_w1_a", &[1, 1], &[1.0])]);
-        assert_eq!(Lora::from_bytes(loha), Err(LoraError::Lycoris("LoHa")));
+        assert_eq!(Lora::from_bytes(&loha), Err(LoraError::Lycoris("LoHa")));
         let plain = safetensors_bytes(&[("conv.weight", &[1], &[1.0])]);
-        assert_eq!(Lora::from_bytes(plain), Err(LoraError::NotALora));
+        assert_eq!(Lora::from_bytes(&plain), Err(LoraError::NotALora));
     }
 }

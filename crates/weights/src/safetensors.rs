@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use thiserror::Error;
 
-/// Headers larger than this are refused (the safetensors format's own limit is 100 MB; real
-/// checkpoints have headers under 2 MB).
-pub const MAX_HEADER_BYTES: u64 = 100 << 20;
+/// Headers larger than this are refused: real checkpoints have headers under 2 MB (an SDXL
+/// single file with its ~2,500 tensors: about 250 kB), and a header is held whole in memory.
+pub const MAX_HEADER_BYTES: u64 = 16 << 20;
 
 #[derive(Debug, Error, PartialEq)]
 pub enum SafetensorsError {
@@ -25,6 +25,8 @@ pub enum SafetensorsError {
     HeaderPastEnd { header: u64, file: u64 },
     #[error("the safetensors header is not valid JSON: {0}")]
     BadJson(String),
+    #[error("the safetensors header names tensor `{0}` twice")]
+    DuplicateKey(String),
     #[error("tensor `{name}` has unsupported dtype {dtype}")]
     UnsupportedDtype { name: String, dtype: String },
     #[error("tensor `{name}`: {detail}")]
@@ -146,6 +148,11 @@ pub fn header_span(first8: [u8; 8], file_len: u64) -> Result<u64, SafetensorsErr
     Ok(8 + n)
 }
 
+/// Whether the length field in `pending` (8 bytes) announces an empty header.
+fn header_span_ready(pending: &[u8]) -> bool {
+    pending.len() == 8 && pending.iter().all(|&b| b == 0)
+}
+
 #[derive(Deserialize)]
 struct RawTensor {
     dtype: String,
@@ -164,13 +171,12 @@ impl Header {
             .ok_or(SafetensorsError::TooShort(prefix.len() as u64))?;
         let span = header_span(first8, file_len)?;
         let json = prefix.get(8..span as usize).ok_or(SafetensorsError::TooShort(prefix.len() as u64))?;
-        let map: BTreeMap<String, serde_json::Value> =
-            serde_json::from_slice(json).map_err(|e| SafetensorsError::BadJson(e.to_string()))?;
+        let entries = parse_entries(json)?;
 
         let data_len = file_len - span;
         let mut metadata = BTreeMap::new();
-        let mut tensors = Vec::with_capacity(map.len());
-        for (name, value) in map {
+        let mut tensors = Vec::with_capacity(entries.len());
+        for (name, value) in entries {
             if name == "__metadata__" {
                 metadata = serde_json::from_value(value)
                     .map_err(|e| SafetensorsError::BadJson(format!("__metadata__: {e}")))?;
@@ -221,6 +227,35 @@ impl Header {
     }
 }
 
+/// The header's top-level entries in their order; a name given twice is an error (a JSON map
+/// would keep the last silently, so two readers could disagree on which bytes a tensor is).
+fn parse_entries(json: &[u8]) -> Result<Vec<(String, serde_json::Value)>, SafetensorsError> {
+    use serde::de::{Deserializer, MapAccess, Visitor};
+
+    struct Entries;
+    impl<'de> Visitor<'de> for Entries {
+        type Value = Result<Vec<(String, serde_json::Value)>, SafetensorsError>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object of tensors")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out: Vec<(String, serde_json::Value)> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            while let Some((name, value)) = map.next_entry::<String, serde_json::Value>()? {
+                if !seen.insert(name.clone()) {
+                    return Ok(Err(SafetensorsError::DuplicateKey(name)));
+                }
+                out.push((name, value));
+            }
+            Ok(Ok(out))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let entries = de.deserialize_map(Entries).map_err(|e| SafetensorsError::BadJson(e.to_string()))?;
+    de.end().map_err(|e| SafetensorsError::BadJson(e.to_string()))?;
+    entries
+}
+
 /// Reads a safetensors file as its bytes arrive, in any slicing: the header first (bounded),
 /// then each tensor as soon as its last byte is in. Holds at most the header, one tensor and
 /// the bytes of the current chunk, never the whole file. Gaps between tensors are skipped.
@@ -266,7 +301,9 @@ impl SafetensorsStream {
                 self.pending.extend_from_slice(&bytes[..take]);
                 self.position += take as u64;
                 bytes = &bytes[take..];
-                if self.pending.len() == want && want > 8 {
+                // A zero header length leaves nothing to collect: it is parsed (and refused)
+                // at once rather than waited for.
+                if self.pending.len() == want && (want > 8 || header_span_ready(&self.pending)) {
                     self.header = Some(Header::parse(&self.pending, self.file_len)?);
                     self.pending.clear();
                 }
@@ -365,6 +402,60 @@ mod tests {
         ));
         // Not enough prefix bytes.
         assert_eq!(Header::parse(&bytes[..5], bytes.len() as u64), Err(SafetensorsError::TooShort(5)));
+        // The same name twice: serde's map would keep the second silently.
+        let twice = file(
+            r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}"#,
+            2,
+        );
+        assert_eq!(
+            Header::parse(&twice, twice.len() as u64),
+            Err(SafetensorsError::DuplicateKey("a".into()))
+        );
+        // A header just over the cap is refused before it is read.
+        let mut big = (MAX_HEADER_BYTES + 1).to_le_bytes().to_vec();
+        big.resize(64, b' ');
+        assert_eq!(
+            Header::parse(&big, MAX_HEADER_BYTES + 100),
+            Err(SafetensorsError::HeaderTooLarge(MAX_HEADER_BYTES + 1))
+        );
+        // Trailing bytes after the JSON object inside the header.
+        let trailing = file(r#"{} x"#, 0);
+        assert!(matches!(Header::parse(&trailing, trailing.len() as u64), Err(SafetensorsError::BadJson(_))));
+    }
+
+    #[test]
+    fn non_finite_weights_are_refused_by_name() {
+        let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
+        for (dtype, bytes) in [
+            (Dtype::F32, [1.0f32.to_le_bytes(), f32::NAN.to_le_bytes()].concat()),
+            (Dtype::F16, [f16(0.5), f16(f32::INFINITY)].concat()),
+            (Dtype::F64, [1.0f64.to_le_bytes(), 1e300f64.to_le_bytes()].concat()),
+        ] {
+            let info =
+                TensorInfo { name: "w".into(), dtype, shape: vec![2], start: 0, end: bytes.len() as u64 };
+            let err = decode_f32(&info, &bytes).unwrap_err().to_string();
+            assert!(err.contains("tensor `w`: element 1 of 2"), "{dtype:?}: {err}");
+        }
+        let info = TensorInfo { name: "w".into(), dtype: Dtype::F32, shape: vec![1], start: 0, end: 4 };
+        assert_eq!(decode_f32(&info, &2.5f32.to_le_bytes()), Ok(vec![2.5]));
+    }
+
+    #[test]
+    fn a_zero_header_length_is_an_error_not_a_wait() {
+        // Eight zero bytes then data: the stream used to wait forever for a header of 0 bytes.
+        let bytes = vec![0u8; 40];
+        for piece in [1, 7, 8, 13, 40] {
+            let mut stream = SafetensorsStream::new(bytes.len() as u64);
+            let mut result = Ok(Vec::new());
+            for part in bytes.chunks(piece) {
+                result = stream.push(part);
+                if result.is_err() {
+                    break;
+                }
+            }
+            assert!(matches!(result, Err(SafetensorsError::BadJson(_))), "pieces of {piece}: {result:?}");
+        }
+        assert!(matches!(Header::parse(&bytes, 40), Err(SafetensorsError::BadJson(_))));
     }
 }
 
@@ -396,8 +487,25 @@ impl SafetensorsFile {
     }
 }
 
-/// Floating-point tensor bytes (little-endian F32, F16, BF16 or F64) as f32 values.
+/// Floating-point tensor bytes (little-endian F32, F16, BF16 or F64) as f32 values. A NaN or
+/// an infinity (or an F64 beyond f32's range) is refused: no released weight holds one, and one
+/// would turn every image black or grey with no other sign of the damage.
 pub fn decode_f32(info: &TensorInfo, bytes: &[u8]) -> Result<Vec<f32>, SafetensorsError> {
+    let values = decode_any_f32(info, bytes)?;
+    if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+        return Err(SafetensorsError::BadTensor {
+            name: info.name.clone(),
+            detail: format!(
+                "element {at} of {} is {}: the file is damaged (weights must be finite numbers)",
+                values.len(),
+                values[at]
+            ),
+        });
+    }
+    Ok(values)
+}
+
+fn decode_any_f32(info: &TensorInfo, bytes: &[u8]) -> Result<Vec<f32>, SafetensorsError> {
     Ok(match info.dtype {
         Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
         Dtype::F16 => {

@@ -41,6 +41,21 @@ proptest! {
         check(&bytes, bytes.len() as u64 + extra);
     }
 
+    /// Small length fields (0 included, which once made the stream wait forever) with any
+    /// bytes after them, pushed in any slicing.
+    #[test]
+    fn small_length_fields_end(n in 0u64..12, rest in proptest::collection::vec(any::<u8>(), 0..40), piece in 1usize..9) {
+        let mut bytes = n.to_le_bytes().to_vec();
+        bytes.extend(rest);
+        let mut stream = SafetensorsStream::new(bytes.len() as u64);
+        for part in bytes.chunks(piece) {
+            if stream.push(part).is_err() {
+                break;
+            }
+        }
+        check(&bytes, bytes.len() as u64);
+    }
+
     #[test]
     fn huge_length_fields_are_refused_without_allocating(n in any::<u64>(), rest in proptest::collection::vec(any::<u8>(), 0..64)) {
         let mut bytes = n.to_le_bytes().to_vec();

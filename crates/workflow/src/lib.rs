@@ -9,12 +9,14 @@
 //! - [`grid`]: X/Y/Z plot axes (A1111's value and range syntax) and the labelled grid image.
 //! - [`brief`]: briefs (text, constraints, iterations, culling), their files (a zip of PNGs and
 //!   a JSON index) and their case studies (an HTML page and a contact sheet).
+//! - [`pixels`]: PNG decoding with the declared size checked before any allocation.
 //! - [`batch`]: prompts files (A1111's "prompts from file": a prompt a line, or a line of
 //!   `--flag value` overrides; JSON-lines recipes) and deterministic shards of them.
 
 pub mod batch;
 pub mod brief;
 pub mod grid;
+pub mod pixels;
 pub mod prompts;
 pub mod styles;
 pub mod wildcards;

@@ -35,6 +35,9 @@ impl Item {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Wildcards {
     collections: BTreeMap<String, Vec<Item>>,
+    /// Structured files [`Wildcards::from_dir`] left out because they do not read, with why
+    /// (the library leaves them out too; a caller shows them as warnings).
+    pub unreadable: Vec<(String, String)>,
 }
 
 /// Python's truthiness of a JSON/YAML value: null, false, 0, "", [] and {} are false.
@@ -223,7 +226,11 @@ impl Wildcards {
                 self.insert_text(&format!("{prefix}{stem}"), &text_of_file(&std::fs::read(&path)?));
             } else if name.ends_with(".json") || name.ends_with(".yaml") {
                 // A structured file that does not read is left out, as the library leaves it.
-                let _ = self.insert_file(&format!("{prefix}{name}"), &text_of_file(&std::fs::read(&path)?));
+                if let Err(why) =
+                    self.insert_file(&format!("{prefix}{name}"), &text_of_file(&std::fs::read(&path)?))
+                {
+                    self.unreadable.push((path.display().to_string(), why));
+                }
             }
         }
         Ok(())

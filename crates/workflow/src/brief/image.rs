@@ -4,29 +4,9 @@ use crate::grid::Rgba;
 
 use super::BriefError;
 
-/// A PNG (any colour type and depth) as 8-bit RGBA.
+/// A PNG (any colour type and depth) as 8-bit RGBA, its size checked before decoding.
 pub fn decode_png(bytes: &[u8], name: &str) -> Result<Rgba, BriefError> {
-    let fail = |e: String| BriefError::Image(name.to_string(), e);
-    let mut decoder = png::Decoder::new(bytes);
-    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut reader = decoder.read_info().map_err(|e| fail(e.to_string()))?;
-    let (w, h) = (reader.info().width as usize, reader.info().height as usize);
-    if w == 0 || h == 0 || w * h > 64 << 20 {
-        return Err(fail(format!("{w}x{h} is not an image size this reads")));
-    }
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let frame = reader.next_frame(&mut buf).map_err(|e| fail(e.to_string()))?;
-    let data = &buf[..frame.buffer_size()];
-    let pixels: Vec<u8> = match frame.color_type {
-        png::ColorType::Rgba => data.to_vec(),
-        png::ColorType::Rgb => data.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect(),
-        png::ColorType::GrayscaleAlpha => {
-            data.chunks_exact(2).flat_map(|p| [p[0], p[0], p[0], p[1]]).collect()
-        }
-        png::ColorType::Grayscale => data.iter().flat_map(|&g| [g, g, g, 255]).collect(),
-        png::ColorType::Indexed => return Err(fail("an indexed PNG left unexpanded".into())),
-    };
-    Ok(Rgba { width: w, height: h, pixels })
+    crate::pixels::decode_png(bytes).map_err(|e| BriefError::Image(name.to_string(), e.to_string()))
 }
 
 /// RGBA as PNG.
