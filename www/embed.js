@@ -113,7 +113,9 @@
   /// Mounts the widget in `element`; resolves once it is listening.
   function mount(element, { model, theme, base = defaultBase, timeoutMs = 30000 } = {}) {
     if (!base) return Promise.reject(new DarkroomError('unavailable', 'Darkroom.mount needs { base } when embed.js is inlined'));
+    // The widget's own page (embed.html, beside the app): the only one other sites may frame.
     const url = new URL(base);
+    url.pathname = url.pathname.replace(/[^/]*$/, '') + 'embed.html';
     url.searchParams.set('embed', String(VERSION));
     if (model) url.searchParams.set('model', model);
     if (theme) url.searchParams.set('theme', theme);

@@ -3,8 +3,8 @@
 // (an update is seen as soon as the network answers), the cached copy when it does not.
 // Range requests (weight downloads) and other origins pass straight through, untouched.
 
-const CACHE = 'darkroom-shell-v1';
-const SHELL = ['./', './index.html', './boot.js', './worker.js', './darkroom-web.js', './darkroom-web_bg.wasm',
+const CACHE = 'darkroom-shell-v2';
+const SHELL = ['./', './index.html', './embed.html', './boot.js', './worker.js', './darkroom-web.js', './darkroom-web_bg.wasm',
   './style.css', './favicon.svg', './manifest.webmanifest'];
 
 self.addEventListener('install', (event) => {

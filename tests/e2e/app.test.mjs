@@ -111,6 +111,16 @@ test('download, generate (pixels as the CLI), PNG parameters, reload, gallery, u
   await page.click('[data-model="tiny-sd"] .license button.primary');
   await page.waitForSelector('[data-model="tiny-sd"][data-state="complete"]', { timeout: 120_000 });
   assert.match(await page.textContent('[data-model="tiny-sd"] .model-state'), /on this device/);
+  // Each file's size and sha256 as the store sealed them: the manifest's.
+  await page.click('[data-model="tiny-sd"] details.integrity summary');
+  const manifest = readFileSync(path.join(FIXTURES, 'tiny-sd.toml'), 'utf8');
+  const rows = await page.$$eval('[data-model="tiny-sd"] details.integrity tbody tr',
+    (trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)));
+  const files = [...manifest.matchAll(/path = "([^"]+)"[\s\S]*?size = (\d+)[\s\S]*?sha256 = "([0-9a-f]{64})"/g)];
+  assert.equal(rows.length, files.length, JSON.stringify(rows));
+  for (const [, file, size, sha] of files) {
+    assert.ok(rows.some(([p, s, h]) => p === file && s === size && h === sha), `${file} ${size} ${sha} in ${JSON.stringify(rows)}`);
+  }
   await page.screenshot({ path: path.join(ARTIFACTS, 'app-models.png'), fullPage: true });
 
   await page.click('#tab-generate');
@@ -227,9 +237,9 @@ test('a local single-file checkpoint imports into the browser and makes its diff
 test('with TAESD downloaded the live preview is its full-size decode', async () => {
   const { page, problems } = session;
   await page.click('#tab-models');
-  await page.click('[data-model="taesd"] button.download');
-  await page.click('[data-model="taesd"] .license button.primary');
-  await page.waitForSelector('[data-model="taesd"][data-state="complete"]', { timeout: 60_000 });
+  await page.click('[data-model="taesd-test"] button.download');
+  await page.click('[data-model="taesd-test"] .license button.primary');
+  await page.waitForSelector('[data-model="taesd-test"][data-state="complete"]', { timeout: 60_000 });
   await page.click('#tab-generate');
   await setField(page, '#steps', 6);
   await page.keyboard.press('Control+Enter');
@@ -599,4 +609,38 @@ test('a damaged model says so, and Delete all empties the model store', async ()
   assert.deepEqual(pageWrites, [], 'Delete all went through the worker');
   // A reload aborts the old page's requests in flight; nothing else may have gone wrong.
   assert.deepEqual(problems.filter((p) => !p.includes('net::ERR_ABORTED')), []);
+});
+
+test('a model named by the address is added only once confirmed, and never in place of a built-in one', async () => {
+  // No service worker, so that the route below answers the page's own fetch.
+  const context = await browser.newContext({ viewport: { width: 1100, height: 900 }, serviceWorkers: 'block' });
+  const page = await context.newPage();
+  const shadow = `?manifest=/fixtures/shadow-sd-turbo.toml&base=${encodeURIComponent(`${APP_URL}fixtures/tiny-sd/`)}`;
+  await context.route('**/fixtures/shadow-sd-turbo.toml', (route) => route.fulfill({
+    contentType: 'text/plain',
+    body: readFileSync(path.join(FIXTURES, 'tiny-sd.toml'), 'utf8').replace('id = "tiny-sd"', 'id = "sd-turbo"'),
+  }));
+  await page.goto(APP_URL + QUERY + '&' + shadow.slice(1));
+  await page.waitForSelector('#manifest-confirm');
+  assert.match(await page.textContent('#generate-error'), /names "sd-turbo", the id of a built-in model; it was not added/);
+  const asked = await page.textContent('#manifest-confirm');
+  assert.match(asked, /Tiny SD \(tests\) \(tiny-sd\)/);
+  assert.ok(asked.includes(`${APP_URL}fixtures/tiny-sd/`), asked);
+  assert.doesNotMatch(asked, /sd-turbo/, 'a built-in id is not offered');
+  assert.equal(await page.$('[data-model="tiny-sd"]'), null, 'nothing is added before the user confirms');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'app-confirm-models.png'), fullPage: true });
+  await page.click('#manifest-confirm button.ignore');
+  assert.equal(await page.$('#manifest-confirm'), null);
+  assert.equal(await page.$('[data-model="tiny-sd"]'), null, 'ignored: not added');
+  // The built-in SD-Turbo is still the one listed, with the Hub as its source.
+  await page.click('#tab-models');
+  assert.match(await page.textContent('[data-model="sd-turbo"]'), /SD-Turbo/);
+  await page.reload();
+  await page.click('#manifest-confirm button.add');
+  await page.waitForSelector('[data-model="tiny-sd"]', { state: 'attached' });
+  // Remembered: the next visit adds it without asking.
+  await page.reload();
+  await page.waitForSelector('[data-model="tiny-sd"]', { state: 'attached' });
+  assert.equal(await page.$('#manifest-confirm'), null);
+  await context.close();
 });

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { launch, launchPersistent, ARTIFACTS, APP_URL, cli, pixels, maxDiff, pngText, tinyLdmCheckpoint } from './harness.mjs';
+import { launch, launchPersistent, confirmAddedModels, ARTIFACTS, APP_URL, cli, pixels, maxDiff, pngText, tinyLdmCheckpoint } from './harness.mjs';
 
 const HOST = 'http://localhost:8931';
 const OTHER = 'http://localhost:8932';
@@ -216,6 +216,7 @@ test('with storage access, the widget uses Darkroom\'s own storage: a checkpoint
     // First, Darkroom's own page downloads the model.
     const own = await persistent.newPage();
     await own.goto(WIDGET);
+    await confirmAddedModels(own, WIDGET);
     await own.click('#tab-models');
     await own.click('[data-model="tiny-sd"] button.download');
     await own.click('[data-model="tiny-sd"] .license button.primary');
@@ -258,4 +259,26 @@ test('with storage access, the widget uses Darkroom\'s own storage: a checkpoint
   } finally {
     await persistent.close();
   }
+});
+
+test('the app itself cannot be framed by another site; only the widget page can', async () => {
+  const page = await context.newPage();
+  const refusals = [];
+  page.on('console', (m) => { if (/frame-ancestors/.test(m.text())) refusals.push(m.text()); });
+  await page.goto(`${HOST}/`);
+  await page.evaluate((src) => {
+    const frame = document.createElement('iframe');
+    frame.src = src;
+    document.body.append(frame);
+  }, APP_URL);
+  // Chromium refuses the frame and says why (the app's policy: frame-ancestors 'none').
+  for (let i = 0; i < 100 && refusals.length === 0; i++) await page.waitForTimeout(100);
+  assert.ok(refusals.some((t) => t.includes("frame-ancestors 'none'")), `refused: ${refusals}`);
+  const app = page.frames().find((f) => f !== page.mainFrame());
+  assert.equal(await app.$('#tab-generate').catch(() => null), null, 'no app inside the frame');
+  // The widget page, mounted by embed.js, is framed and answers.
+  await mount(page);
+  const widget = page.frames().find((f) => f.url().includes('/embed.html?'));
+  assert.ok(widget, page.frames().map((f) => f.url()).join(', '));
+  await page.close();
 });

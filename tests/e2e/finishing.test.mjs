@@ -52,7 +52,7 @@ test('a batch of drafts, one kept and finished by keyboard, equals the direct im
   const { page, problems } = session;
   await page.waitForSelector('[data-model="tiny-sd"]', { state: 'attached' });
   await downloadModel(page, 'tiny-sd');
-  await downloadModel(page, 'taesd');
+  await downloadModel(page, 'taesd-test');
 
   await page.click('#tab-generate');
   await page.selectOption('#model', 'tiny-sd');

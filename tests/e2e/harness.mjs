@@ -67,7 +67,17 @@ export async function openPage(browser, { initScript, query = '', bypassCSP = fa
   for (const [name, f] of Object.entries(functions)) await page.exposeFunction(name, f);
   if (initScript) await page.addInitScript(initScript);
   await page.goto(APP_URL + query);
+  await confirmAddedModels(page, query);
   return { context, page, problems };
+}
+
+/// The app adds models named in its address (`?manifest=`) only once the user confirms them:
+/// confirms, as a user trusting the test's own fixtures would. Not for the widget (`embed=1`) or
+/// the developer pages (`check=`).
+export async function confirmAddedModels(page, query) {
+  if (/[?&]manifest=/.test(query) && !/[?&](embed|check)=/.test(query)) {
+    await page.click('#manifest-confirm button.add', { timeout: 60_000 });
+  }
 }
 
 /// One browser and page for a test file: launched before its tests (the app opened with `query`),

@@ -85,6 +85,11 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 pub fn build_web(dev: bool) -> Result<()> {
     run(Command::new("cargo").args(["fetch"]))?;
     run(Command::new("trunk").args(["build"]))?;
+    // The widget's page: the app's, at its own path, so the headers file can let other sites
+    // frame it and forbid framing the app (a query string cannot be told apart there).
+    let dist = root().join("dist");
+    std::fs::copy(dist.join("index.html"), dist.join("embed.html"))
+        .map_err(|e| format!("dist/embed.html: {e}"))?;
     if dev {
         write_dev_index()?;
         run(Command::new("trunk").args(["build", "www/dev/index.html", "--dist", "dist/dev"]))?;

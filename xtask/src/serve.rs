@@ -16,8 +16,48 @@ pub struct Server {
     /// tests/fixtures at /fixtures/, the way a CDN would serve weights.
     mounts: Vec<(String, PathBuf)>,
     /// index.html's Content-Security-Policy, sent as a header too: a `<meta>` policy covers the
-    /// page only, the header also the worker and the service worker scripts.
+    /// page only, the header also the worker and the service worker scripts. Used where the
+    /// folder has no `_headers` file (the developer pages).
     csp: Option<String>,
+    /// The folder's `_headers` rules (what static hosts read), applied as they would.
+    headers: Vec<HeaderRule>,
+}
+
+/// One `_headers` rule: a path (exact, or a prefix ending in `*`) and the headers it adds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeaderRule {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Parses a `_headers` file (Netlify's and Cloudflare Pages' format): a path at the start of a
+/// line, then its headers indented as `Name: value`; `#` starts a comment.
+pub fn parse_headers(text: &str) -> Vec<HeaderRule> {
+    let mut rules: Vec<HeaderRule> = Vec::new();
+    for line in text.lines() {
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        if !line.starts_with([' ', '\t']) {
+            rules.push(HeaderRule { path: line.trim().to_string(), headers: Vec::new() });
+        } else if let (Some(rule), Some((name, value))) = (rules.last_mut(), line.trim().split_once(':')) {
+            rule.headers.push((name.trim().to_string(), value.trim().to_string()));
+        }
+    }
+    rules
+}
+
+/// The headers the rules give a request path (its query left out), in file order.
+pub fn headers_for(rules: &[HeaderRule], request_path: &str) -> Vec<(String, String)> {
+    let path = request_path.split(['?', '#']).next().unwrap_or("/");
+    rules
+        .iter()
+        .filter(|r| match r.path.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => r.path == path,
+        })
+        .flat_map(|r| r.headers.iter().cloned())
+        .collect()
 }
 
 /// The policy of an `<meta http-equiv="Content-Security-Policy" content="…">` tag.
@@ -38,7 +78,9 @@ impl Server {
         let listener = TcpListener::bind(("127.0.0.1", port))
             .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e} (pick another with --port N)"))?;
         let csp = std::fs::read_to_string(folder.join("index.html")).ok().and_then(|h| meta_csp(&h));
-        Ok(Server { listener, folder: folder.to_path_buf(), mounts: Vec::new(), csp })
+        let headers =
+            std::fs::read_to_string(folder.join("_headers")).map(|t| parse_headers(&t)).unwrap_or_default();
+        Ok(Server { listener, folder: folder.to_path_buf(), mounts: Vec::new(), csp, headers })
     }
 
     pub fn mount(mut self, prefix: &str, folder: &Path) -> Server {
@@ -52,7 +94,12 @@ impl Server {
     }
 
     pub fn run_forever(self) {
-        let roots = std::sync::Arc::new(Roots { folder: self.folder, mounts: self.mounts, csp: self.csp });
+        let roots = std::sync::Arc::new(Roots {
+            folder: self.folder,
+            mounts: self.mounts,
+            csp: self.csp,
+            headers: self.headers,
+        });
         for stream in self.listener.incoming().flatten() {
             let roots = roots.clone();
             std::thread::spawn(move || {
@@ -66,6 +113,7 @@ struct Roots {
     folder: PathBuf,
     mounts: Vec<(String, PathBuf)>,
     csp: Option<String>,
+    headers: Vec<HeaderRule>,
 }
 
 impl Roots {
@@ -198,8 +246,14 @@ fn respond(
     if status.starts_with("206") {
         head.push_str(&format!("Content-Range: bytes {start}-{end}/{len}\r\n"));
     }
-    if let Some(csp) = &roots.csp {
-        head.push_str(&format!("Content-Security-Policy: {csp}\r\n"));
+    if roots.headers.is_empty() {
+        if let Some(csp) = &roots.csp {
+            head.push_str(&format!("Content-Security-Policy: {csp}\r\n"));
+        }
+    } else if !roots.mounts.iter().any(|(prefix, _)| target.starts_with(prefix.as_str())) {
+        for (name, value) in headers_for(&roots.headers, target) {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
     }
     head.push_str("\r\n");
     out.write_all(head.as_bytes())?;
@@ -236,6 +290,30 @@ mod tests {
         assert_eq!(meta_csp("<meta charset=utf-8>"), None);
         let shipped = std::fs::read_to_string(crate::root().join("www/index.html")).unwrap();
         assert!(meta_csp(&shipped).unwrap().contains("connect-src 'self'"), "www/index.html has a policy");
+    }
+
+    #[test]
+    fn the_shipped_headers_carry_the_pages_policy_and_frame_only_the_widget() {
+        let html = std::fs::read_to_string(crate::root().join("www/index.html")).unwrap();
+        let page = meta_csp(&html).unwrap();
+        let rules = parse_headers(&std::fs::read_to_string(crate::root().join("www/_headers")).unwrap());
+        let csp = |path: &str| {
+            let all = headers_for(&rules, path);
+            let found: Vec<String> =
+                all.into_iter().filter(|(n, _)| n == "Content-Security-Policy").map(|(_, v)| v).collect();
+            assert_eq!(found.len(), 1, "{path}: one policy, got {found:?}");
+            found[0].clone()
+        };
+        for path in ["/", "/index.html", "/?manifest=x"] {
+            assert_eq!(csp(path), format!("{page}; frame-ancestors 'none'"), "{path}");
+        }
+        assert_eq!(csp("/embed.html?embed=1"), format!("{page}; frame-ancestors *"));
+        for path in ["/worker.js", "/sw.js"] {
+            assert_eq!(csp(path), page, "{path}: the workers are governed by the page's policy");
+        }
+        assert!(
+            headers_for(&rules, "/style.css").contains(&("X-Content-Type-Options".into(), "nosniff".into()))
+        );
     }
 
     #[test]

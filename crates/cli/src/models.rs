@@ -29,7 +29,11 @@ pub struct ModelsArgs {
 #[derive(clap::Subcommand)]
 pub enum Action {
     /// Known models, their download size and what the cache holds of each.
-    List,
+    List {
+        /// Also each downloaded file's size, sha256 and the commit it was downloaded from.
+        #[arg(long)]
+        verbose: bool,
+    },
     /// Download a model (resumes a partial download; checks sha256 where the manifest has it).
     Fetch {
         id: String,
@@ -91,8 +95,10 @@ fn manifests(extra: Option<&Path>, cache: &Path) -> Result<Vec<Manifest>, Failur
         for path in found {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             if let Ok(m) = Manifest::parse(&text, &path.display().to_string()) {
-                all.retain(|x| x.id != m.id);
-                all.push(m);
+                // An imported model never takes a built-in model's id.
+                if !all.iter().any(|x| x.id == m.id) {
+                    all.push(m);
+                }
             }
         }
     }
@@ -100,7 +106,14 @@ fn manifests(extra: Option<&Path>, cache: &Path) -> Result<Vec<Manifest>, Failur
         let text = std::fs::read_to_string(path)
             .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
         let m = Manifest::parse(&text, &path.display().to_string()).map_err(|e| usage(e.to_string()))?;
-        all.retain(|x| x.id != m.id);
+        if let Some(existing) = all.iter().find(|x| x.id == m.id) {
+            return Err(usage(format!(
+                "--manifest {}: its id {:?} is taken by {}; a manifest may not replace another model (give it its own id)",
+                path.display(),
+                m.id,
+                existing.name
+            )));
+        }
         all.push(m);
     }
     Ok(all)
@@ -143,6 +156,32 @@ fn state(store: &FolderStore, m: &Manifest) -> Result<(String, u64), Failure> {
     Ok((label, have))
 }
 
+/// Each stored file of `m` with its size, sha256 and commit (`models list --verbose`).
+fn print_integrity(store: &FolderStore, m: &Manifest) {
+    let (pinned, records) = store.integrity(&m.id);
+    match &pinned {
+        Some(commit) => println!("    pinned to commit {commit}"),
+        None => println!("    no pinned commit (the server did not name one, or the model was imported)"),
+    }
+    for f in &m.files {
+        match records.iter().find(|(path, _)| *path == f.path) {
+            Some((_, r)) => {
+                let commit = r.commit.as_deref().map_or(String::new(), |c| format!("  commit {c}"));
+                println!("    {:<48} {:>12} bytes  sha256 {}{commit}", f.path, r.size, r.sha256);
+            }
+            None => {
+                let state = pollster::block_on(store.stored(&format!("{}/{}", m.id, f.path), DEFAULT_CHUNK));
+                let what = match state {
+                    Ok(s) if s.complete => "complete, not yet hashed (fetch again to record it)",
+                    Ok(s) if s.chunks > 0 => "partial",
+                    _ => "not downloaded",
+                };
+                println!("    {:<48} {what}", f.path);
+            }
+        }
+    }
+}
+
 /// The cache folder of a complete model, for `generate --model <id>`.
 pub fn resolve(id: &str, cache: Option<&Path>) -> Result<PathBuf, Failure> {
     let store = FolderStore::new(cache.map_or_else(default_cache_dir, Path::to_path_buf));
@@ -165,7 +204,7 @@ pub fn run(args: ModelsArgs) -> Result<(), Failure> {
         Action::Import { file, base, id, quiet } => import(&store, &all, &file, &base, id, quiet),
         Action::ImportLora { file, name } => import_lora(&store.root, &file, name),
         Action::ImportEmbedding { file, name } => import_embedding(&store.root, &file, name),
-        Action::List => {
+        Action::List { verbose } => {
             println!("cache: {}", store.root.display());
             for (name, bytes) in loras(&store.root) {
                 println!("lora {name:<34} {:>14}  use as <lora:{name}:1>", mb(bytes));
@@ -183,8 +222,11 @@ pub fn run(args: ModelsArgs) -> Result<(), Failure> {
                 } else {
                     "size unknown".into()
                 };
-                let (label, _) = state(&store, m)?;
+                let (label, have) = state(&store, m)?;
                 println!("{:<20} {:<34} {:>14}  {}  [{}]", m.id, m.name, size, label, m.license.name);
+                if verbose && have > 0 {
+                    print_integrity(&store, m);
+                }
             }
             Ok(())
         }
@@ -195,6 +237,7 @@ pub fn run(args: ModelsArgs) -> Result<(), Failure> {
                 vec![find(&all, &id)?.id]
             };
             for id in ids {
+                let _lock = store.lock_model(&id).map_err(|e| usage(e.to_string()))?;
                 let freed =
                     store.remove_model(&id).map_err(|e| Failure { message: e.to_string(), usage: false })?;
                 if freed > 0 {
@@ -205,6 +248,7 @@ pub fn run(args: ModelsArgs) -> Result<(), Failure> {
         }
         Action::Fetch { id, base_url, accept_license, quiet } => {
             let m = find(&all, &id)?;
+            let _lock = store.lock_model(&m.id).map_err(|e| usage(e.to_string()))?;
             println!("{} is licensed under {}: {}", m.name, m.license.name, m.license.url);
             if !accept_license {
                 eprint!("Accept the license and download? [y/N] ");
@@ -394,6 +438,7 @@ fn import(
     let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let file_name = file.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let id = id.unwrap_or_else(|| model_id(&file_name));
+    darkroom_weights::manifest::check_id(&id).map_err(|e| usage(format!("--id: {e}")))?;
     if all.iter().any(|m| m.id == id && !store.model_dir(&id).join(IMPORTED_MANIFEST).is_file()) {
         return Err(usage(format!("{id} is a built-in model's id; pass --id to name the import")));
     }

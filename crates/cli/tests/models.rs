@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
-use darkroom_weights::testing::{serve, Faults};
+use darkroom_weights::testing::{serve, Faults, COMMIT};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
@@ -74,6 +74,24 @@ fn list_fetch_generate_and_remove() {
     assert_eq!(faults.lock().unwrap().log.len(), requests, "a complete model is not downloaded twice");
     let list = text(&darkroom(&["models", "list", "--manifest", manifest], &cache));
     assert!(list.lines().any(|l| l.starts_with("tiny-sd") && l.contains("complete")), "{list}");
+
+    // --verbose: the pinned commit and each file's size and sha256, as the manifest has them.
+    let verbose = text(&darkroom(&["models", "list", "--verbose", "--manifest", manifest], &cache));
+    assert!(verbose.contains(&format!("pinned to commit {COMMIT}")), "{verbose}");
+    let m = darkroom_weights::Manifest::parse(&std::fs::read_to_string(manifest).unwrap(), "m").unwrap();
+    for f in &m.files {
+        let line = verbose.lines().find(|l| l.trim_start().starts_with(&format!("{} ", f.path))).unwrap();
+        assert!(line.contains(&format!("{} bytes", f.size.unwrap())), "{line}");
+        assert!(line.contains(f.sha256.as_deref().unwrap()) && line.contains(COMMIT), "{line}");
+    }
+
+    // One download or deletion of a model at a time: a held lock refuses rm.
+    let lock = darkroom_weights::native::FolderStore::new(&cache).lock_model("tiny-sd").unwrap();
+    let blocked = darkroom(&["models", "rm", "tiny-sd", "--manifest", manifest], &cache);
+    assert_eq!(blocked.status.code(), Some(2), "{}", text(&blocked));
+    assert!(text(&blocked).contains("another darkroom process"), "{}", text(&blocked));
+    drop(lock);
+    assert!(cache.join("tiny-sd/model_index.json").is_file(), "nothing was removed");
 
     // The cache folder is a diffusers folder: generate from it.
     let folder = cache.join("tiny-sd");
@@ -418,4 +436,30 @@ fn imported_embeddings_are_called_by_name_as_diffusers_loads_them() {
     );
     assert_eq!(wrong.status.code(), Some(2), "{}", text(&wrong));
     assert!(text(&wrong).contains("embedding xlstyle"), "{}", text(&wrong));
+}
+
+#[test]
+fn ids_follow_one_rule_and_never_replace_a_built_in_model() {
+    let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-output/cli-model-ids");
+    let _ = std::fs::remove_dir_all(&cache);
+    std::fs::create_dir_all(&cache).unwrap();
+    // A manifest that would take a built-in id.
+    let tiny = std::fs::read_to_string(fixtures().join("tiny-sd.toml")).unwrap();
+    let shadow = cache.join("shadow.toml");
+    std::fs::write(&shadow, tiny.replace("id = \"tiny-sd\"", "id = \"sd-turbo\"")).unwrap();
+    let out = darkroom(&["models", "list", "--manifest", shadow.to_str().unwrap()], &cache);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("may not replace another model"), "{}", text(&out));
+    // Ids that would escape the cache folder.
+    for id in ["..", "../x", ".hidden", "a/b", "x..y"] {
+        let bad = cache.join("bad.toml");
+        std::fs::write(&bad, tiny.replace("id = \"tiny-sd\"", &format!("id = {id:?}"))).unwrap();
+        let out = darkroom(&["models", "list", "--manifest", bad.to_str().unwrap()], &cache);
+        assert_eq!(out.status.code(), Some(2), "{id}: {}", text(&out));
+        let ckpt = fixtures().join("tiny-sd/unet/diffusion_pytorch_model.safetensors");
+        let out = darkroom(&["models", "import", ckpt.to_str().unwrap(), "--id", id], &cache);
+        assert_eq!(out.status.code(), Some(2), "{id}: {}", text(&out));
+        assert!(text(&out).contains("--id: id"), "{id}: {}", text(&out));
+    }
+    assert!(!cache.join("x").exists() && !cache.parent().unwrap().join("x").exists());
 }

@@ -63,6 +63,8 @@ pub async fn import<S: ByteSource, C: ChunkStore>(
     progress: &mut dyn FnMut(u64, u64),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<ImportedModel, EngineError> {
+    darkroom_weights::manifest::check_id(id)
+        .map_err(|message| EngineError::Input { field: Some("id"), message })?;
     check_base(base)?;
     let text = |bytes: Option<Vec<u8>>, what: &str| {
         bytes

@@ -28,33 +28,80 @@ fn query_all(key: &str) -> Vec<String> {
     params.get_all(key).iter().filter_map(|v| v.as_string()).collect()
 }
 
-/// The built-in manifests, the models imported into this browser and, if the address names one,
-/// an extra manifest (listed first).
-async fn load_models(state: AppState) {
+/// Where the manifests the user confirmed (`?manifest=` and its base) are remembered.
+const ADDED_MANIFESTS_KEY: &str = "darkroom-added-manifests";
+
+fn confirmation_key(entry: &ModelEntry) -> String {
+    format!("{}\n{}", entry.model_ref.manifest_file, entry.model_ref.base.as_deref().unwrap_or(""))
+}
+
+fn confirmed_manifests() -> Vec<String> {
+    crate::state::local_storage()
+        .and_then(|s| s.get_item(ADDED_MANIFESTS_KEY).ok().flatten())
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+/// Adds the models waiting for confirmation, and remembers them for later visits.
+pub fn confirm_pending_models(state: AppState) {
+    let pending = state.pending_models.get_untracked();
+    let mut keys = confirmed_manifests();
+    for entry in &pending {
+        let key = confirmation_key(entry);
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    if let (Some(storage), Ok(text)) = (crate::state::local_storage(), serde_json::to_string(&keys)) {
+        let _ = storage.set_item(ADDED_MANIFESTS_KEY, &text);
+    }
+    state.pending_models.set(Vec::new());
+    // The address named these models to work with: the first that generates is chosen, as a
+    // model listed first is at load.
+    if let Some(first) = pending.iter().find(|m| m.generates()) {
+        state.settings.apply_defaults(&first.manifest);
+    }
+    state.models.update(|models| {
+        for (i, entry) in pending.into_iter().enumerate() {
+            models.insert(i, entry);
+        }
+    });
+    refresh_stored(state);
+}
+
+/// The built-in manifests, the models imported into this browser and those the address names
+/// (`?manifest=`, listed first): an address's model never takes a built-in model's id, and in
+/// the app it is added only once the user confirms it (remembered per manifest and base).
+async fn load_models(state: AppState, confirm: bool) {
     let mut models: Vec<ModelEntry> = Vec::new();
+    let builtin: Vec<ModelEntry> =
+        BUILTIN.iter().filter_map(|(file, text)| ModelEntry::parse(text, file, None).ok()).collect();
+    let confirmed = confirmed_manifests();
+    let mut pending = Vec::new();
     let bases = query_all("base");
     for (i, url) in query_all("manifest").into_iter().enumerate() {
         match crate::net::text(&url)
             .await
             .and_then(|text| ModelEntry::parse(&text, &url, bases.get(i).cloned()))
         {
+            Ok(e) if builtin.iter().any(|b| b.manifest.id == e.manifest.id) => state.error.set(Some(format!(
+                "The model list at {url} names {:?}, the id of a built-in model; it was not added (a manifest may not replace another model).",
+                e.manifest.id
+            ))),
+            Ok(e) if confirm && !confirmed.contains(&confirmation_key(&e)) => pending.push(e),
             Ok(e) => models.push(e),
             Err(e) => state.error.set(Some(format!("The model list at {url} could not be read: {e}"))),
         }
     }
     for (text, key) in crate::import::imported_manifests().await {
         if let Ok(e) = ModelEntry::parse(&text, &key, None) {
-            models.push(e);
-        }
-    }
-    for (file, text) in BUILTIN {
-        if let Ok(e) = ModelEntry::parse(text, file, None) {
-            // A manifest given in the address (a mirror) stands in for the built-in one.
-            if !models.iter().any(|m| m.manifest.id == e.manifest.id) {
+            if !builtin.iter().any(|b| b.manifest.id == e.manifest.id) {
                 models.push(e);
             }
         }
     }
+    models.extend(builtin);
+    state.pending_models.set(pending);
     let first = models.iter().find(|m| m.generates()).map(|m| m.manifest.clone());
     // A model chosen meanwhile (the embedded widget's, once it reached Darkroom's own storage)
     // stays chosen.
@@ -114,17 +161,19 @@ fn keyboard(state: AppState) {
 
 /// The state both the app and the embedded widget run on: the worker, the models, the
 /// keyboard shortcuts and dropped files.
-pub(crate) fn app_state() -> AppState {
+/// `confirm`: whether models named by the address wait for the user's confirmation (the app)
+/// or not (the embedded widget, for now).
+pub(crate) fn app_state(confirm: bool) -> AppState {
     let state = AppState::new(WorkerClient::spawn());
     provide_context(state);
-    spawn_local(load_models(state));
+    spawn_local(load_models(state, confirm));
     keyboard(state);
     state
 }
 
 #[component]
 pub fn App() -> impl IntoView {
-    let state = app_state();
+    let state = app_state(true);
     crate::components::queue_panel::watch(state);
     let (probe_result, set_probe_result) = signal(None);
     spawn_local(async move {
@@ -162,6 +211,26 @@ pub fn App() -> impl IntoView {
         </header>
         <main class="app">
             {move || state.worker_error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+            {move || {
+                let pending = state.pending_models.get();
+                (!pending.is_empty()).then(|| view! {
+                    <div class="confirm-models" id="manifest-confirm" role="dialog" aria-label="Add models from this address">
+                        <p>"This address adds models that are not in Darkroom's list:"</p>
+                        <ul>{pending.into_iter().map(|e| view! {
+                            <li>
+                                <strong>{e.manifest.name.clone()}</strong>" ("{e.manifest.id.clone()}") — described at "
+                                <code>{e.model_ref.manifest_file.clone()}</code>", files from "
+                                <code>{e.model_ref.base.clone().unwrap_or_else(|| e.manifest.cdn_base())}</code>
+                            </li>
+                        }).collect_view()}</ul>
+                        <p class="small muted">"Nothing is downloaded until you press Download in Models. Add them only if you trust where they come from."</p>
+                        <div class="actions">
+                            <button type="button" class="primary add" on:click=move |_| confirm_pending_models(state)>"Add"</button>
+                            <button type="button" class="ignore" on:click=move |_| state.pending_models.set(Vec::new())>"Ignore"</button>
+                        </div>
+                    </div>
+                })
+            }}
             {move || state.upscale_status.get().map(|text| view! {
                 <p class="toast small" id="upscale-status" role="status">
                     {text}" "

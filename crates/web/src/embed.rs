@@ -407,7 +407,7 @@ fn dismiss(state: AppState, embed: Embed) {
 /// The widget. Reuses the app's state, worker and generation; shows only what fits 360 px.
 #[component]
 pub fn EmbedApp() -> impl IntoView {
-    let state = crate::app::app_state();
+    let state = crate::app::app_state(false);
     let s = state.settings;
     let host = parent_origin();
     let embed = Embed {

@@ -40,6 +40,16 @@ pub struct ModelEntry {
     pub model_ref: ModelRef,
     pub stored: RwSignal<Stored>,
     pub download: RwSignal<Option<Download>>,
+    /// A stored model's pinned commit and each file's integrity record (size, sha256,
+    /// commit), as the store keeps them; `None` until read.
+    pub integrity: RwSignal<Option<Integrity>>,
+}
+
+/// What the Models tab shows of a stored model's files.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Integrity {
+    pub commit: Option<String>,
+    pub files: Vec<(String, Option<darkroom_weights::fetch::FileRecord>)>,
 }
 
 impl ModelEntry {
@@ -51,6 +61,7 @@ impl ModelEntry {
             manifest,
             stored: RwSignal::new(Default::default()),
             download: RwSignal::new(None),
+            integrity: RwSignal::new(None),
         })
     }
 
@@ -300,12 +311,14 @@ pub struct AppState {
     pub prompt_library: RwSignal<crate::prompt_library::Library>,
     /// The X/Y/Z plot's grid made last.
     pub grid: RwSignal<Option<crate::plot::GridImage>>,
+    /// Models the address (`?manifest=`) would add, waiting for the user to confirm them.
+    pub pending_models: RwSignal<Vec<ModelEntry>>,
 }
 
 /// Where the active brief's id is kept between visits.
 const ACTIVE_BRIEF_KEY: &str = "darkroom-active-brief";
 
-fn local_storage() -> Option<web_sys::Storage> {
+pub(crate) fn local_storage() -> Option<web_sys::Storage> {
     web_sys::window().and_then(|w| w.local_storage().ok().flatten())
 }
 
@@ -349,6 +362,7 @@ impl AppState {
             upscale_status: RwSignal::new(None),
             prompt_library: RwSignal::new(Default::default()),
             grid: RwSignal::new(None),
+            pending_models: RwSignal::new(Vec::new()),
         }
     }
 

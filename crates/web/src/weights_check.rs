@@ -152,7 +152,14 @@ pub async fn run(request: &WeightsRequest, progress: &mut dyn FnMut(u64, u64, &s
             set(&obj, "path", p.path.as_str().into());
             progress(p.model_done, p.model_total, &p.path);
         };
-        let fetched = fetch_model(&FetchSource, &store, &manifest, &options, &mut report).await;
+        let fetched = fetch_model(
+            &FetchSource::with_mirror(request.base.as_deref()),
+            &store,
+            &manifest,
+            &options,
+            &mut report,
+        )
+        .await;
         // Whatever happened, say what the store now holds.
         let files = Array::new();
         for (path, complete, sha256, matches) in

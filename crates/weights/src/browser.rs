@@ -10,7 +10,11 @@ use js_sys::{Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
-use crate::fetch::{ChunkStore, FetchError, RangeReply, RangeSource, Stored};
+use sha2::{Digest, Sha256};
+
+use crate::fetch::{
+    hex, ChunkStore, ContentRange, FetchError, FileRecord, Origin, RangeReply, RangeSource, Seal, Stored,
+};
 
 const DB: &str = "darkroom-weights";
 const VERSION: u32 = 2;
@@ -48,6 +52,25 @@ fn store_error(e: impl std::fmt::Display) -> FetchError {
     } else {
         FetchError::Store(text)
     }
+}
+
+/// Why a file could not be sealed: the store failed, or what it holds is not the whole file or
+/// not the right one (those are removed).
+enum SealFailure {
+    Store(FetchError),
+    NotWhole(String),
+    Corrupt(FetchError),
+}
+
+impl From<FetchError> for SealFailure {
+    fn from(e: FetchError) -> Self {
+        SealFailure::Store(e)
+    }
+}
+
+/// Where model `id`'s pinned commit is kept in the `files` store (deleted with the model).
+fn pin_key(id: &str) -> String {
+    format!("{id}/.darkroom-pin")
 }
 
 /// Commits and waits; an aborted transaction (a full disk or quota aborts at commit) is an error.
@@ -247,6 +270,14 @@ impl ChunkStore for IdbStore {
         let files = tx.object_store(FILES).map_err(store_error)?;
         let previous = files.get(JsValue::from_str(key)).map_err(store_error)?.await.map_err(store_error)?;
         let mut state = previous.as_ref().map(parse_record).unwrap_or_default();
+        let stored_size = previous.as_ref().and_then(|v| get_number(v, "chunkSize")).map(|n| n as u64);
+        if state.complete || index != state.chunks || stored_size.is_some_and(|n| n != chunk_size) {
+            return Err(FetchError::Store(format!(
+                "{key}: chunk {index} refused, {} are stored{} (chunks are written in order)",
+                state.chunks,
+                if state.complete { " and the file is complete" } else { "" }
+            )));
+        }
         let data = Uint8Array::from(bytes);
         chunks
             .put(&data.buffer().into(), Some(&chunk_key(key, index)))
@@ -265,8 +296,101 @@ impl ChunkStore for IdbStore {
         self.update_record(key, "total", JsValue::from_f64(total as f64)).await
     }
 
-    async fn mark_complete(&self, key: &str) -> Result<(), FetchError> {
-        self.update_record(key, "complete", JsValue::TRUE).await
+    /// Reads every chunk and the record in one transaction: the count, the length and the
+    /// digest are checked against what is stored at the moment it is marked complete.
+    async fn seal(&self, key: &str, chunk_size: u64, seal: &Seal<'_>) -> Result<FileRecord, FetchError> {
+        let outcome = async {
+            let tx =
+                self.db.transaction(&[CHUNKS, FILES], TransactionMode::ReadWrite).map_err(store_error)?;
+            let chunks = tx.object_store(CHUNKS).map_err(store_error)?;
+            let files = tx.object_store(FILES).map_err(store_error)?;
+            let existing =
+                files.get(JsValue::from_str(key)).map_err(store_error)?.await.map_err(store_error)?;
+            let rec = existing.filter(|v| v.is_object()).unwrap_or_else(|| record(&Stored::default()));
+            let state = parse_record(&rec);
+            let size = get_number(&rec, "chunkSize").map_or(chunk_size, |n| n as u64).max(1);
+            let count = seal.total.div_ceil(size);
+            if state.chunks != count {
+                return Err(SealFailure::NotWhole(format!(
+                    "{} chunks are stored, the file needs {count}",
+                    state.chunks
+                )));
+            }
+            let mut hasher = Sha256::new();
+            let mut length = 0u64;
+            for i in 0..count {
+                let value = chunks.get(chunk_key(key, i)).map_err(store_error)?.await.map_err(store_error)?;
+                let value = value.ok_or_else(|| SealFailure::NotWhole(format!("chunk {i} is missing")))?;
+                let bytes = Uint8Array::new(&value).to_vec();
+                length += bytes.len() as u64;
+                hasher.update(&bytes);
+            }
+            if length != seal.total {
+                return Err(SealFailure::NotWhole(format!(
+                    "{length} bytes are stored, the file has {}",
+                    seal.total
+                )));
+            }
+            let got = hex(&hasher.finalize());
+            if let Some(expected) = seal.sha256 {
+                if got != expected {
+                    return Err(SealFailure::Corrupt(FetchError::Corrupt {
+                        path: key.into(),
+                        expected: expected.into(),
+                        got,
+                        source_of_truth: seal.sha256_from.into(),
+                    }));
+                }
+            }
+            let _ = Reflect::set(&rec, &"total".into(), &JsValue::from_f64(seal.total as f64));
+            let _ = Reflect::set(&rec, &"complete".into(), &JsValue::TRUE);
+            let _ = Reflect::set(&rec, &"sha256".into(), &JsValue::from_str(&got));
+            let commit_value = seal.commit.map_or(JsValue::NULL, JsValue::from_str);
+            let _ = Reflect::set(&rec, &"commit".into(), &commit_value);
+            files
+                .put(&rec, Some(&JsValue::from_str(key)))
+                .map_err(store_error)?
+                .await
+                .map_err(store_error)?;
+            commit(tx).await?;
+            Ok(FileRecord { size: seal.total, sha256: got, commit: seal.commit.map(str::to_string) })
+        }
+        .await;
+        match outcome {
+            Ok(record) => Ok(record),
+            Err(SealFailure::Store(e)) => Err(e),
+            Err(SealFailure::Corrupt(e)) => {
+                self.remove(key).await?;
+                Err(e)
+            }
+            Err(SealFailure::NotWhole(why)) => {
+                self.remove(key).await?;
+                Err(FetchError::Size {
+                    path: key.into(),
+                    detail: format!("{why}; the download was discarded"),
+                })
+            }
+        }
+    }
+
+    async fn record(&self, key: &str) -> Result<Option<FileRecord>, FetchError> {
+        let Some(rec) = self.record_value(key).await? else { return Ok(None) };
+        let state = parse_record(&rec);
+        let sha = Reflect::get(&rec, &"sha256".into()).ok().and_then(|v| v.as_string());
+        let commit = Reflect::get(&rec, &"commit".into()).ok().and_then(|v| v.as_string());
+        Ok(match (state.complete, state.total, sha) {
+            (true, Some(size), Some(sha256)) => Some(FileRecord { size, sha256, commit }),
+            _ => None,
+        })
+    }
+
+    async fn pinned(&self, id: &str) -> Result<Option<String>, FetchError> {
+        let rec = self.record_value(&pin_key(id)).await?;
+        Ok(rec.and_then(|v| Reflect::get(&v, &"commit".into()).ok()).and_then(|v| v.as_string()))
+    }
+
+    async fn pin(&self, id: &str, commit: &str) -> Result<(), FetchError> {
+        self.update_record(&pin_key(id), "commit", JsValue::from_str(commit)).await
     }
 
     async fn remove(&self, key: &str) -> Result<(), FetchError> {
@@ -313,9 +437,29 @@ pub async fn request_persistence() -> bool {
     JsFuture::from(promise).await.ok().and_then(|v| v.as_bool()).unwrap_or(false)
 }
 
-/// `fetch` with Range headers, from a window or a worker.
+/// `fetch` with Range headers, from a window or a worker, to allowed hosts only
+/// ([`crate::fetch::weight_url_allowed`]): the page's origin, Hugging Face, and the mirrors
+/// given (a base the user confirmed).
 #[derive(Default)]
-pub struct FetchSource;
+pub struct FetchSource {
+    pub mirrors: Vec<String>,
+}
+
+impl FetchSource {
+    /// Allows `base`'s origin besides the page's and Hugging Face's.
+    pub fn with_mirror(base: Option<&str>) -> FetchSource {
+        FetchSource { mirrors: base.map(|b| vec![b.to_string()]).unwrap_or_default() }
+    }
+}
+
+/// This context's origin (the page's, or the worker script's, which is the page's).
+fn own_origin() -> String {
+    let global = js_sys::global();
+    if let Some(window) = global.dyn_ref::<web_sys::Window>() {
+        return window.location().origin().unwrap_or_default();
+    }
+    global.dyn_ref::<web_sys::WorkerGlobalScope>().map(|w| w.location().origin()).unwrap_or_default()
+}
 
 fn global_fetch(request: &web_sys::Request) -> js_sys::Promise {
     let global = js_sys::global();
@@ -329,14 +473,30 @@ fn global_fetch(request: &web_sys::Request) -> js_sys::Promise {
 }
 
 impl RangeSource for FetchSource {
-    async fn get_range(&self, url: &str, start: u64, end: u64) -> Result<RangeReply, FetchError> {
+    async fn get_range(
+        &self,
+        url: &str,
+        start: u64,
+        end: u64,
+        if_range: Option<&str>,
+    ) -> Result<RangeReply, FetchError> {
         let network = |detail: &str| FetchError::Network { url: url.into(), detail: detail.into() };
+        if !crate::fetch::weight_url_allowed(url, &own_origin(), &self.mirrors) {
+            return Err(FetchError::Network {
+                url: url.into(),
+                detail: "refused: Darkroom downloads only from this site, Hugging Face and mirrors you added"
+                    .into(),
+            });
+        }
         let init = web_sys::RequestInit::new();
         init.set_method("GET");
         init.set_mode(web_sys::RequestMode::Cors);
         let headers = web_sys::Headers::new().map_err(|e| js_error("headers", e))?;
         let last = end.max(start + 1) - 1;
         headers.set("Range", &format!("bytes={start}-{last}")).map_err(|e| js_error("headers", e))?;
+        if let Some(tag) = if_range {
+            headers.set("If-Range", tag).map_err(|e| js_error("headers", e))?;
+        }
         init.set_headers(&headers);
         let request = web_sys::Request::new_with_str_and_init(url, &init)
             .map_err(|e| js_error("building the request", e))?;
@@ -358,17 +518,32 @@ impl RangeSource for FetchSource {
             };
             return Err(FetchError::Http { url: url.into(), status, hint: hint.into() });
         }
-        let content_range = response.headers().get("Content-Range").ok().flatten();
+        // Cross-origin, only the headers the server exposes can be read; the rest are None.
+        let header = |name: &str| response.headers().get(name).ok().flatten();
+        let origin = Origin::from_headers(
+            header("X-Repo-Commit").as_deref(),
+            header("X-Linked-Etag").as_deref(),
+            header("X-Linked-Size").as_deref(),
+            header("ETag").as_deref(),
+        );
+        let range = header("Content-Range").as_deref().and_then(ContentRange::parse);
+        let length: Option<u64> = header("Content-Length").and_then(|v| v.trim().parse().ok());
+        let want = end.saturating_sub(start);
+        let whole = status == 200;
+        // A body longer than asked for is not read: a server that ignores Range could send
+        // gigabytes for one chunk.
+        if length.is_some_and(|n| n > want) || (whole && (start > 0 || length.is_none())) {
+            if let Some(body) = response.body() {
+                let _ = body.cancel();
+            }
+            return Ok(RangeReply { bytes: Vec::new(), range, whole, length, origin });
+        }
         let buffer = JsFuture::from(response.array_buffer().map_err(|e| js_error("reading the body", e))?)
             .await
             .map_err(|_| network("the connection dropped while receiving"))?;
-        let bytes = Uint8Array::new(&buffer).to_vec();
-        let total = if status == 206 {
-            content_range.and_then(|v| v.rsplit('/').next().and_then(|t| t.trim().parse().ok()))
-        } else {
-            Some(bytes.len() as u64)
-        };
-        Ok(RangeReply { bytes, total })
+        let array = Uint8Array::new(&buffer);
+        let bytes = array.subarray(0, (array.length() as u64).min(want) as u32).to_vec();
+        Ok(RangeReply { bytes, range, whole, length, origin })
     }
 
     async fn sleep_ms(&self, ms: u64) {

@@ -10,7 +10,7 @@
 
 use serde_json::Value;
 
-use crate::fetch::{ChunkStore, FetchError};
+use crate::fetch::{ChunkStore, FetchError, Seal};
 use crate::safetensors::{header_span, Header, SafetensorsError, TensorInfo};
 
 const UNET: &str = "model.diffusion_model.";
@@ -545,7 +545,8 @@ pub async fn store_file<C: ChunkStore>(
     let mut writer = ChunkWriter { store, key: key.to_string(), chunk_size, index: 0, buffer: Vec::new() };
     writer.push(bytes).await?;
     writer.flush().await?;
-    store.mark_complete(key).await?;
+    let seal = Seal { total: bytes.len() as u64, sha256: None, sha256_from: "", commit: None };
+    store.seal(key, chunk_size, &seal).await?;
     Ok(())
 }
 
@@ -621,7 +622,8 @@ pub async fn import_checkpoint<S: ByteSource, C: ChunkStore>(
                 }
             }
             writer.flush().await?;
-            store.mark_complete(&key).await?;
+            let seal = Seal { total: p.total, sha256: None, sha256_from: "", commit: None };
+            store.seal(&key, chunk_size, &seal).await?;
             done += p.header.len() as u64;
             progress(done, total);
             files.push((p.component.path().to_string(), p.total));
@@ -649,11 +651,16 @@ pub fn model_id(file_name: &str) -> String {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
         .collect();
-    let slug = slug.trim_matches('-');
-    if slug.is_empty() {
-        "imported".into()
-    } else {
+    let mut slug = slug.trim_matches(|c| c == '-' || c == '.').to_string();
+    while slug.contains("..") {
+        slug = slug.replace("..", ".");
+    }
+    slug.truncate(64);
+    let slug = slug.trim_end_matches(['-', '.']);
+    if crate::manifest::check_id(slug).is_ok() {
         slug.to_string()
+    } else {
+        "imported".into()
     }
 }
 
@@ -717,5 +724,11 @@ mod tests {
         assert_eq!(model_id("dreamshaper_8.safetensors"), "dreamshaper-8");
         assert_eq!(model_id("sd-1.5-pruned.safetensors"), "sd-1.5-pruned");
         assert_eq!(model_id("__.safetensors"), "imported");
+        for hostile in ["...safetensors", "../../etc.safetensors", ".hidden.safetensors", "a..b.safetensors"]
+        {
+            let id = model_id(hostile);
+            assert!(crate::manifest::check_id(&id).is_ok(), "{hostile} → {id}");
+        }
+        assert_eq!(model_id("../../etc.safetensors"), "etc");
     }
 }

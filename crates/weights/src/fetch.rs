@@ -1,10 +1,17 @@
 //! The download: each file in HTTP Range chunks, each chunk stored as it arrives (so a dropped
 //! connection or a closed tab loses at most one chunk), resumed from the last stored chunk,
-//! sha256 checked incrementally where the manifest knows it, retried with backoff, cancellable
-//! between chunks, with progress in bytes. The same code drives IndexedDB in the browser and a
-//! cache folder natively; the transport and the store are traits.
-
-use sha2::{Digest, Sha256};
+//! retried with backoff, cancellable between chunks, with progress in bytes. The same code
+//! drives IndexedDB in the browser and a cache folder natively; the transport and the store
+//! are traits.
+//!
+//! Integrity, without pinned manifests, the way huggingface_hub pins: the first answer's
+//! `X-Repo-Commit` fixes the revision of the whole model, and every later request asks for
+//! `resolve/<commit>/…`, so a model updated upstream mid-download can never mix two versions.
+//! An LFS file's `X-Linked-Etag` (its sha256) and `X-Linked-Size` are checked where they can be
+//! read; a resumed request carries `If-Range`; each answer's Content-Range must be exactly the
+//! range asked for, of the length already known; a server that ignores Range is detected and
+//! never read unbounded. Every file is hashed when it is sealed complete (by the store, over
+//! what it holds), and the digest and commit are kept with it.
 
 use crate::manifest::Manifest;
 
@@ -19,10 +26,14 @@ pub enum FetchError {
     Http { url: String, status: u16, hint: String },
     #[error("{url}: {detail}")]
     Network { url: String, detail: String },
-    #[error("{path} is corrupt: its sha256 is {got}, the manifest says {expected}; the download was discarded, fetch it again")]
-    Corrupt { path: String, expected: String, got: String },
+    #[error("{path} is corrupt: its sha256 is {got}, {source_of_truth} says {expected}; the download was discarded, fetch it again")]
+    Corrupt { path: String, expected: String, got: String, source_of_truth: String },
     #[error("{path}: {detail}")]
     Size { path: String, detail: String },
+    #[error("{url}: the server ignores Range requests (it sent the whole file for a part of it); this download needs a server that answers ranges")]
+    RangeIgnored { url: String },
+    #[error("{path} changed on the server during the download ({detail}); what arrived was discarded, fetch it again")]
+    Changed { path: String, detail: String },
     #[error("not enough storage: {needed} MB more are needed and {available} MB are free{hint}")]
     Quota { needed: u64, available: u64, hint: String },
     #[error("storage: {0}")]
@@ -44,19 +55,91 @@ impl FetchError {
     }
 }
 
-/// One Range response: the bytes and the file's total length (from Content-Range, or the body
-/// length when the server ignored the Range on a whole-file answer; `None` when a cross-origin
-/// server does not expose Content-Range).
-pub struct RangeReply {
-    pub bytes: Vec<u8>,
+/// What a server says of a file beside its bytes (Hugging Face's headers, where readable).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Origin {
+    /// `X-Repo-Commit`: the commit the requested revision resolved to.
+    pub commit: Option<String>,
+    /// `X-Linked-Etag` of an LFS file: its sha256.
+    pub sha256: Option<String>,
+    /// `X-Linked-Size` of an LFS file.
+    pub size: Option<u64>,
+    /// `ETag`, sent back as `If-Range` when the file is resumed.
+    pub etag: Option<String>,
+}
+
+impl Origin {
+    /// From header values as they come (`None` where a header is absent or unreadable): quotes
+    /// and a weak prefix are removed, and a value of the wrong form is ignored.
+    pub fn from_headers(
+        commit: Option<&str>,
+        linked_etag: Option<&str>,
+        linked_size: Option<&str>,
+        etag: Option<&str>,
+    ) -> Origin {
+        let hex = |v: &str, lens: &[usize]| {
+            let v = v.trim().trim_start_matches("W/").trim_matches('"').to_ascii_lowercase();
+            (lens.contains(&v.len()) && v.bytes().all(|b| b.is_ascii_hexdigit())).then_some(v)
+        };
+        Origin {
+            commit: commit.and_then(|c| hex(c, &[40, 64])),
+            sha256: linked_etag.and_then(|e| hex(e, &[64])),
+            size: linked_size.and_then(|s| s.trim().parse().ok()),
+            etag: etag.map(|e| e.trim().to_string()).filter(|e| !e.is_empty() && e.len() < 200),
+        }
+    }
+}
+
+/// A `Content-Range: bytes first-last/total` header (`total` is `None` for `*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentRange {
+    pub first: u64,
+    pub last: u64,
     pub total: Option<u64>,
+}
+
+impl ContentRange {
+    pub fn parse(value: &str) -> Option<ContentRange> {
+        let rest = value.trim().strip_prefix("bytes")?.trim_start();
+        let (span, total) = rest.split_once('/')?;
+        let (first, last) = span.trim().split_once('-')?;
+        let total = match total.trim() {
+            "*" => None,
+            t => Some(t.parse().ok()?),
+        };
+        let (first, last) = (first.trim().parse().ok()?, last.trim().parse().ok()?);
+        (first <= last).then_some(ContentRange { first, last, total })
+    }
+}
+
+/// One answer to a Range request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RangeReply {
+    /// The body: at most the bytes asked for (a transport never reads more).
+    pub bytes: Vec<u8>,
+    /// A 206's Content-Range, where the browser lets us read it.
+    pub range: Option<ContentRange>,
+    /// The server answered 200 (it ignored Range). `bytes` then holds the whole file only when
+    /// it fits in the range asked for ([`RangeReply::length`] says its length); a longer body is
+    /// not read.
+    pub whole: bool,
+    /// A 200's Content-Length.
+    pub length: Option<u64>,
+    pub origin: Origin,
 }
 
 /// The transport: `fetch` with a Range header in the browser, an HTTP client natively.
 #[allow(async_fn_in_trait)]
 pub trait RangeSource {
-    /// Bytes `start..end` (end exclusive, clamped by the server to the file's end).
-    async fn get_range(&self, url: &str, start: u64, end: u64) -> Result<RangeReply, FetchError>;
+    /// Bytes `start..end` (end exclusive), with `If-Range: if_range` when given. Reads at most
+    /// `end - start` bytes of a body, whatever the server sends.
+    async fn get_range(
+        &self,
+        url: &str,
+        start: u64,
+        end: u64,
+        if_range: Option<&str>,
+    ) -> Result<RangeReply, FetchError>;
     /// Waits before a retry.
     async fn sleep_ms(&self, ms: u64);
 }
@@ -71,12 +154,37 @@ pub struct Stored {
     pub complete: bool,
 }
 
+/// How a complete file is sealed: what the store checks in the same step as it marks the file
+/// complete, and keeps with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seal<'a> {
+    /// The file's length: the stored chunks must add up to exactly this.
+    pub total: u64,
+    /// The sha256 it must have (the manifest's, or the server's `X-Linked-Etag`), if known.
+    pub sha256: Option<&'a str>,
+    /// Where that sha256 comes from, for the error message.
+    pub sha256_from: &'a str,
+    /// The commit the bytes came from.
+    pub commit: Option<&'a str>,
+}
+
+/// A complete file's integrity record: its length, the sha256 of its stored bytes and the
+/// commit it was downloaded from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileRecord {
+    pub size: u64,
+    pub sha256: String,
+    pub commit: Option<String>,
+}
+
 /// Where chunks live: IndexedDB records in the browser, files natively. Keys are
 /// "<model id>/<path in the repository>".
 #[allow(async_fn_in_trait)]
 pub trait ChunkStore {
     async fn stored(&self, key: &str, chunk_size: u64) -> Result<Stored, FetchError>;
     async fn read_chunk(&self, key: &str, index: u64, chunk_size: u64) -> Result<Vec<u8>, FetchError>;
+    /// Stores chunk `index`, which must be the next one (`stored().chunks`): a chunk out of
+    /// order is refused, so no file can have a hole.
     async fn write_chunk(
         &self,
         key: &str,
@@ -85,10 +193,64 @@ pub trait ChunkStore {
         bytes: &[u8],
     ) -> Result<(), FetchError>;
     async fn set_total(&self, key: &str, total: u64) -> Result<(), FetchError>;
-    async fn mark_complete(&self, key: &str) -> Result<(), FetchError>;
+    /// Marks a file complete after checking, in the same step, that its chunks add up to
+    /// `seal.total` and hash to `seal.sha256` (when given); keeps the digest and the commit.
+    /// A file that fails the check is removed and the error says why.
+    async fn seal(&self, key: &str, chunk_size: u64, seal: &Seal<'_>) -> Result<FileRecord, FetchError>;
+    /// A complete file's integrity record.
+    async fn record(&self, key: &str) -> Result<Option<FileRecord>, FetchError>;
     async fn remove(&self, key: &str) -> Result<(), FetchError>;
+    /// The commit model `id` is pinned to (the first download answer's `X-Repo-Commit`).
+    async fn pinned(&self, id: &str) -> Result<Option<String>, FetchError>;
+    async fn pin(&self, id: &str, commit: &str) -> Result<(), FetchError>;
     /// Free bytes, if the store can tell.
     async fn available(&self) -> Result<Option<u64>, FetchError>;
+}
+
+/// The sha256 of stored chunks, as lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `scheme://host[:port]` of an absolute http(s) URL, lower-cased; `None` for anything else.
+pub fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "https" && scheme != "http" {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    Some(format!("{scheme}://{}", authority.to_ascii_lowercase()))
+}
+
+/// Whether the download layer may request `url`: the page's own origin, Hugging Face over
+/// https (`huggingface.co`, its subdomains and `*.hf.co`, where its files are served from), or
+/// one of `extra` (a mirror's origin the user confirmed). Everything else is refused before any
+/// request is made: what a user does in Darkroom never reaches another host, whatever a
+/// manifest says.
+pub fn weight_url_allowed(url: &str, page_origin: &str, extra: &[String]) -> bool {
+    let Some(origin) = origin_of(url) else { return false };
+    if origin == page_origin.to_ascii_lowercase()
+        || extra.iter().any(|e| origin_of(e).as_deref() == Some(&origin))
+    {
+        return true;
+    }
+    let Some(host) = origin.strip_prefix("https://") else { return false };
+    host == "huggingface.co" || host.ends_with(".huggingface.co") || host.ends_with(".hf.co")
+}
+
+/// `url` with the revision after `/resolve/` replaced by `commit` (Hugging Face's layout);
+/// unchanged where the URL has no such segment.
+pub fn pinned_url(url: &str, commit: &str) -> String {
+    let Some(at) = url.find("/resolve/") else { return url.to_string() };
+    let rest = &url[at + "/resolve/".len()..];
+    match rest.find('/') {
+        Some(end) => format!("{}/resolve/{commit}{}", &url[..at], &rest[end..]),
+        None => url.to_string(),
+    }
 }
 
 /// Progress of a model download, after each chunk.
@@ -110,49 +272,92 @@ pub struct FetchOptions<'a> {
     pub cancelled: &'a dyn Fn() -> bool,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// What is known of a file before its download: from the manifest.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Expected<'a> {
+    pub size: Option<u64>,
+    pub sha256: Option<&'a str>,
 }
 
-/// Downloads one file into the store (resuming what is there); returns its length.
+/// The model's pin while it downloads: the commit its files come from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pin {
+    /// The model id the pin is stored under.
+    pub id: String,
+    pub commit: Option<String>,
+}
+
+impl Pin {
+    /// Takes the first answer's commit as the pin (and stores it); a later answer naming
+    /// another commit is a change mid-download.
+    async fn note<C: ChunkStore>(
+        &mut self,
+        store: &C,
+        path: &str,
+        origin: &Origin,
+    ) -> Result<(), FetchError> {
+        match (&self.commit, &origin.commit) {
+            (None, Some(commit)) => {
+                store.pin(&self.id, commit).await?;
+                self.commit = Some(commit.clone());
+            }
+            (Some(pinned), Some(commit)) if pinned != commit => {
+                return Err(FetchError::Changed {
+                    path: path.into(),
+                    detail: format!(
+                        "the server now serves commit {commit}, the download is pinned to {pinned}"
+                    ),
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn url(&self, url: &str) -> String {
+        self.commit.as_deref().map_or_else(|| url.to_string(), |c| pinned_url(url, c))
+    }
+}
+
+/// Downloads one file into the store (resuming what is there) and seals it; returns its
+/// integrity record.
 #[allow(clippy::too_many_arguments)]
 pub async fn fetch_file<S: RangeSource, C: ChunkStore>(
     source: &S,
     store: &C,
     key: &str,
     url: &str,
-    expected_size: Option<u64>,
-    expected_sha256: Option<&str>,
+    expected: Expected<'_>,
+    pin: &mut Pin,
     options: &FetchOptions<'_>,
     progress: &mut dyn FnMut(u64, Option<u64>),
-) -> Result<u64, FetchError> {
+) -> Result<FileRecord, FetchError> {
     let chunk = options.chunk_size.max(1);
     let mut state = store.stored(key, chunk).await?;
     if state.complete {
-        return Ok(state.total.unwrap_or(0));
+        if let Some(record) = store.record(key).await? {
+            return Ok(record);
+        }
+        // Complete before records were kept: sealed again, which hashes what is stored.
+        let total = state.total.unwrap_or(0);
+        let seal = Seal { total, sha256: expected.sha256, sha256_from: "the manifest", commit: None };
+        return store.seal(key, chunk, &seal).await;
     }
-    if let (Some(stored), Some(expected)) = (state.total, expected_size) {
-        if stored != expected {
-            // The file changed upstream (or the manifest did): start over.
+    if let (Some(stored), Some(size)) = (state.total, expected.size) {
+        if stored != size {
+            // The manifest changed since the download began: start over.
             store.remove(key).await?;
             state = Stored::default();
         }
     }
-    // Re-hash what is already stored so the digest covers the whole file.
-    let mut hasher = Sha256::new();
-    if expected_sha256.is_some() {
-        for i in 0..state.chunks {
-            hasher.update(store.read_chunk(key, i, chunk).await?);
-        }
-    }
+    let mut total = state.total.or(expected.size);
     let mut recorded_total = state.total.is_some();
-    let mut total = state.total.or(expected_size);
+    let mut linked_sha: Option<String> = None;
+    let mut etag: Option<String> = None;
     let mut index = state.chunks;
-    let mut done = index * chunk;
-    if let Some(t) = total {
-        done = done.min(t);
-    }
+    let mut done = total.map_or(index * chunk, |t| (index * chunk).min(t));
     progress(done, total);
+    let changed = |detail: String| FetchError::Changed { path: key.into(), detail };
     loop {
         if total.is_some_and(|t| done >= t) {
             break;
@@ -162,9 +367,14 @@ pub async fn fetch_file<S: RangeSource, C: ChunkStore>(
         }
         let start = index * chunk;
         let end = total.map_or(start + chunk, |t| (start + chunk).min(t));
+        let want = end - start;
+        let url = pin.url(url);
+        let resumed = start > 0;
+        let if_range = etag.clone().filter(|_| resumed);
+        let if_range = if_range.as_deref();
         let mut attempt = 0;
         let reply = loop {
-            match source.get_range(url, start, end).await {
+            match source.get_range(&url, start, end, if_range).await {
                 Ok(r) => break r,
                 Err(e) if e.is_transient() && attempt + 1 < ATTEMPTS => {
                     attempt += 1;
@@ -176,54 +386,103 @@ pub async fn fetch_file<S: RangeSource, C: ChunkStore>(
                 Err(e) => return Err(e),
             }
         };
-        let file_total = reply.total.or(expected_size).ok_or_else(|| FetchError::Size {
+        if let Err(e) = pin.note(store, key, &reply.origin).await {
+            // Another commit's bytes would follow the stored ones: they are discarded.
+            store.remove(key).await?;
+            return Err(e);
+        }
+        if etag.is_none() {
+            etag = reply.origin.etag.clone();
+        }
+        // The file's length, from every source that says it: all must agree.
+        let said = if reply.whole {
+            if start > 0 || reply.length.is_none_or(|n| n > want) || reply.bytes.len() as u64 > want {
+                if if_range.is_some() {
+                    // If-Range answered with the whole file: it is not the file we began.
+                    store.remove(key).await?;
+                    return Err(changed("the server's ETag no longer matches".into()));
+                }
+                return Err(FetchError::RangeIgnored { url });
+            }
+            reply.length
+        } else {
+            match reply.range {
+                Some(range) => {
+                    let last = end.saturating_sub(1);
+                    let expected_last = range.total.map_or(last, |t| last.min(t.saturating_sub(1)));
+                    if range.first != start || range.last != expected_last {
+                        return Err(FetchError::Size {
+                            path: key.into(),
+                            detail: format!(
+                                "asked for bytes {start}-{last}, the server sent {}-{}",
+                                range.first, range.last
+                            ),
+                        });
+                    }
+                    range.total
+                }
+                None => None,
+            }
+        };
+        if let Some(sha) = &reply.origin.sha256 {
+            match &linked_sha {
+                Some(seen) if seen != sha => {
+                    store.remove(key).await?;
+                    return Err(changed(format!("its sha256 went from {seen} to {sha}")));
+                }
+                _ => linked_sha = Some(sha.clone()),
+            }
+        }
+        let known = [said, reply.origin.size, expected.size, total];
+        let file_total = known.iter().flatten().next().copied().ok_or_else(|| FetchError::Size {
             path: key.into(),
             detail: "the server does not say how long the file is (no readable Content-Range)".into(),
         })?;
-        if let Some(expected) = expected_size {
-            if file_total != expected {
-                return Err(FetchError::Size {
-                    path: key.into(),
-                    detail: format!("the server has {file_total} bytes, the manifest says {expected}"),
-                });
+        if let Some(other) = known.iter().flatten().find(|&&n| n != file_total) {
+            let detail = format!(
+                "the server says {file_total} bytes, elsewhere {other} (the manifest or an earlier answer)"
+            );
+            if state.total.is_some() || index > 0 {
+                store.remove(key).await?;
+                return Err(changed(detail));
             }
+            return Err(FetchError::Size { path: key.into(), detail });
         }
         if !recorded_total {
             // Recorded even when the manifest knows it: readers of the store need the length.
             store.set_total(key, file_total).await?;
             recorded_total = true;
-            total = Some(file_total);
         }
+        total = Some(file_total);
         let want = (start + chunk).min(file_total).saturating_sub(start);
-        // A server that ignores Range sends the whole file: take our slice of it.
-        let bytes: &[u8] = if reply.bytes.len() as u64 == file_total && start > 0 {
-            &reply.bytes[start as usize..(start + want) as usize]
-        } else {
-            &reply.bytes
-        };
-        if bytes.len() as u64 != want && !(start == 0 && bytes.len() as u64 == file_total) {
+        if reply.bytes.len() as u64 != want {
             return Err(FetchError::Size {
                 path: key.into(),
-                detail: format!("asked for {want} bytes at {start}, got {}", bytes.len()),
+                detail: format!("asked for {want} bytes at {start}, got {}", reply.bytes.len()),
             });
         }
-        let bytes = &bytes[..want as usize];
-        hasher.update(bytes);
-        store.write_chunk(key, index, chunk, bytes).await?;
+        store.write_chunk(key, index, chunk, &reply.bytes).await?;
         done = start + want;
         index += 1;
         progress(done, total);
     }
     let total = total.unwrap_or(done);
-    if let Some(expected) = expected_sha256 {
-        let got = hex(&hasher.finalize());
-        if got != expected {
+    let (sha256, sha256_from) = match (expected.sha256, linked_sha.as_deref()) {
+        (Some(m), Some(l)) if m != l => {
             store.remove(key).await?;
-            return Err(FetchError::Corrupt { path: key.into(), expected: expected.into(), got });
+            return Err(FetchError::Corrupt {
+                path: key.into(),
+                expected: m.into(),
+                got: l.into(),
+                source_of_truth: "the manifest".into(),
+            });
         }
-    }
-    store.mark_complete(key).await?;
-    Ok(total)
+        (Some(m), _) => (Some(m), "the manifest"),
+        (None, Some(l)) => (Some(l), "the server (X-Linked-Etag)"),
+        (None, None) => (None, ""),
+    };
+    let seal = Seal { total, sha256, sha256_from, commit: pin.commit.as_deref() };
+    store.seal(key, chunk, &seal).await
 }
 
 /// Re-reads every stored file of a model and hashes it: (path, complete, sha256 of what is
@@ -233,6 +492,7 @@ pub async fn verify_model<C: ChunkStore>(
     manifest: &Manifest,
     chunk_size: u64,
 ) -> Result<Vec<(String, bool, String, Option<bool>)>, FetchError> {
+    use sha2::{Digest, Sha256};
     let mut out = Vec::new();
     for file in &manifest.files {
         let key = format!("{}/{}", manifest.id, file.path);
@@ -248,8 +508,8 @@ pub async fn verify_model<C: ChunkStore>(
     Ok(out)
 }
 
-/// Downloads every file of a model that is not complete in the store. Checks free space first
-/// (when the store can tell and the sizes are known).
+/// Downloads every file of a model that is not complete in the store, pinned to one commit.
+/// Checks free space first (when the store can tell and the sizes are known).
 pub async fn fetch_model<S: RangeSource, C: ChunkStore>(
     source: &S,
     store: &C,
@@ -279,9 +539,10 @@ pub async fn fetch_model<S: RangeSource, C: ChunkStore>(
             });
         }
     }
+    let mut pin = Pin { id: manifest.id.clone(), commit: store.pinned(&manifest.id).await? };
     for file in &manifest.files {
         let key = format!("{}/{}", manifest.id, file.path);
-        if store.stored(&key, options.chunk_size).await?.complete {
+        if store.stored(&key, options.chunk_size).await?.complete && store.record(&key).await?.is_some() {
             continue;
         }
         let url = manifest.url(file, options.base_url);
@@ -294,9 +555,79 @@ pub async fn fetch_model<S: RangeSource, C: ChunkStore>(
                 model_total: model_total.max(finished + total.unwrap_or(done)),
             });
         };
+        let expected = Expected { size: file.size, sha256: file.sha256.as_deref() };
         finished +=
-            fetch_file(source, store, &key, &url, file.size, file.sha256.as_deref(), options, &mut report)
-                .await?;
+            fetch_file(source, store, &key, &url, expected, &mut pin, options, &mut report).await?.size;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_ranges_parse_exactly() {
+        assert_eq!(
+            ContentRange::parse("bytes 0-99/1234"),
+            Some(ContentRange { first: 0, last: 99, total: Some(1234) })
+        );
+        assert_eq!(ContentRange::parse("bytes 5-5/*"), Some(ContentRange { first: 5, last: 5, total: None }));
+        assert_eq!(ContentRange::parse("bytes 9-5/10"), None);
+        assert_eq!(ContentRange::parse("items 0-1/2"), None);
+        assert_eq!(ContentRange::parse("bytes */10"), None);
+    }
+
+    #[test]
+    fn pinned_urls_replace_the_revision_only() {
+        let c = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(
+            pinned_url("https://huggingface.co/a/b/resolve/main/unet/x.safetensors", c),
+            format!("https://huggingface.co/a/b/resolve/{c}/unet/x.safetensors")
+        );
+        assert_eq!(pinned_url("http://127.0.0.1:9/fixtures/tiny/x", c), "http://127.0.0.1:9/fixtures/tiny/x");
+    }
+
+    #[test]
+    fn only_the_page_hugging_face_and_confirmed_mirrors_are_reachable() {
+        let page = "https://darkroom.example";
+        let mirror = vec!["http://127.0.0.1:9000/models/".to_string()];
+        for ok in [
+            "https://darkroom.example/fixtures/x.safetensors",
+            "https://huggingface.co/a/b/resolve/main/x",
+            "https://cdn-lfs.huggingface.co/x",
+            "https://cas-bridge.xethub.hf.co/x",
+            "http://127.0.0.1:9000/other/path",
+        ] {
+            assert!(weight_url_allowed(ok, page, &mirror), "{ok}");
+        }
+        for refused in [
+            "http://huggingface.co/a",
+            "https://huggingface.co.evil.example/a",
+            "https://evilhuggingface.co/a",
+            "https://analytics.example/collect",
+            "https://user@huggingface.co/a",
+            "http://127.0.0.1:9001/x",
+            "data:text/plain,x",
+            "/relative/path",
+        ] {
+            assert!(!weight_url_allowed(refused, page, &mirror), "{refused}");
+        }
+    }
+
+    #[test]
+    fn origin_headers_are_read_strictly() {
+        let sha = "a".repeat(64);
+        let o = Origin::from_headers(
+            Some(&"B".repeat(40)),
+            Some(&format!("\"{sha}\"")),
+            Some(" 12 "),
+            Some("W/\"x\""),
+        );
+        assert_eq!(o.commit.as_deref(), Some("b".repeat(40).as_str()));
+        assert_eq!(o.sha256.as_deref(), Some(sha.as_str()));
+        assert_eq!(o.size, Some(12));
+        let bad = Origin::from_headers(Some("main"), Some("\"abc\""), Some("x"), None);
+        assert_eq!(bad, Origin::default());
+    }
 }

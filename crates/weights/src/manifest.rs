@@ -198,6 +198,25 @@ pub struct FileEntry {
 
 const FORMATS: [&str; 5] = ["none", "f32", "f16", "q8", "q4"];
 
+/// The one rule for a model id, checked before anything is written under it (by a manifest,
+/// an import or a download, in the CLI and the app): 1 to 64 lower-case letters, digits, '-'
+/// and '.', starting with a letter or a digit, no ".." (so an id is always one plain folder
+/// or key segment: never `.`, `..`, a hidden name or a path).
+pub fn check_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && !id.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "id {id:?} must be 1 to 64 lower-case letters, digits, '-' and '.', start with a letter or a digit, and have no \"..\""
+        ))
+    }
+}
+
 impl Manifest {
     /// Parses and checks one manifest; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Manifest, ManifestError> {
@@ -211,11 +230,7 @@ impl Manifest {
                 invalid(message)
             }
         })?;
-        let id_ok = !m.id.is_empty()
-            && m.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-        if !id_ok {
-            return Err(invalid(format!("id {:?} must be lower-case letters, digits, '-' and '.'", m.id)));
-        }
+        check_id(&m.id).map_err(invalid)?;
         if m.files.is_empty() {
             return Err(invalid("lists no files".into()));
         }

@@ -7,6 +7,9 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+/// The commit the test server says its files are at (`X-Repo-Commit`) unless told otherwise.
+pub const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+
 #[derive(Default)]
 pub struct Faults {
     /// Path → bytes after which the next answer for it is cut off (once).
@@ -15,12 +18,26 @@ pub struct Faults {
     pub corrupt: Vec<String>,
     /// Path → how many 500 answers to give first.
     pub errors: HashMap<String, u32>,
+    /// Paths answered 200 with the whole file, Range ignored.
+    pub ignore_range: Vec<String>,
+    /// Path → bytes by which the answered range is shifted from the one asked for.
+    pub shift: HashMap<String, u64>,
+    /// Sends no Hugging Face headers (`X-Repo-Commit`, `X-Linked-*`, `ETag`).
+    pub plain: bool,
+    /// An upstream update: (its commit, the folder of its files). Requests for any revision
+    /// but [`COMMIT`] get these files and this commit from then on; requests pinned to
+    /// [`COMMIT`] still get the original files, as the Hub serves a pinned revision.
+    pub update: Option<(String, PathBuf)>,
     /// Every request: (path, range start).
     pub log: Vec<(String, u64)>,
+    /// The revision each request named (after `resolve/`), in order; empty for plain paths.
+    pub revisions: Vec<String>,
 }
 
-/// A tiny HTTP/1.1 server for the files of `root`, honouring Range, with `faults`.
+/// A tiny HTTP/1.1 server for the files of `root`, honouring Range, with `faults`. Paths may
+/// use the Hub's layout (`<repo>/resolve/<revision>/<file>`) or be plain.
 pub fn serve(root: PathBuf, faults: Arc<Mutex<Faults>>) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     std::thread::spawn(move || {
@@ -33,21 +50,36 @@ pub fn serve(root: PathBuf, faults: Arc<Mutex<Faults>>) -> std::io::Result<Strin
                 continue;
             }
             let mut range = None;
+            let mut if_range = None;
             loop {
                 let mut line = String::new();
                 if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                     break;
                 }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("range: bytes=") {
                     range = v
                         .trim()
                         .split_once('-')
                         .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
                 }
+                if lower.starts_with("if-range:") {
+                    if_range = Some(line["if-range:".len()..].trim().to_string());
+                }
             }
-            let path = request.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
+            let target = request.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
+            let (revision, path) = match target.split_once("/resolve/") {
+                Some((_, rest)) => match rest.split_once('/') {
+                    Some((rev, file)) => (Some(rev.to_string()), file.to_string()),
+                    None => (None, target.clone()),
+                },
+                None => (None, target.clone()),
+            };
             let mut f = faults.lock().unwrap_or_else(|p| p.into_inner());
             f.log.push((path.clone(), range.map_or(0, |r| r.0)));
+            if let Some(rev) = &revision {
+                f.revisions.push(rev.clone());
+            }
             if let Some(n) = f.errors.get_mut(&path).filter(|n| **n > 0) {
                 *n -= 1;
                 let _ = stream.write_all(
@@ -55,25 +87,51 @@ pub fn serve(root: PathBuf, faults: Arc<Mutex<Faults>>) -> std::io::Result<Strin
                 );
                 continue;
             }
-            let Ok(mut data) = std::fs::read(root.join(&path)) else {
+            let pinned_to_original = revision.as_deref() == Some(COMMIT);
+            let (commit, folder) = match &f.update {
+                Some((commit, folder)) if !pinned_to_original => (commit.clone(), folder.clone()),
+                _ => (COMMIT.to_string(), root.clone()),
+            };
+            let Ok(mut data) = std::fs::read(folder.join(&path)) else {
                 let _ = stream
                     .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                 continue;
             };
+            // The Hub's headers: LFS files (weights) carry their sha256 and size.
+            let sha: String = Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect();
+            let etag = format!("\"{sha}\"");
+            let mut hub = String::new();
+            if !f.plain {
+                hub.push_str(&format!("X-Repo-Commit: {commit}\r\nETag: {etag}\r\n"));
+                if path.ends_with(".safetensors") {
+                    hub.push_str(&format!("X-Linked-Etag: {etag}\r\nX-Linked-Size: {}\r\n", data.len()));
+                }
+            }
             if f.corrupt.contains(&path) {
                 let mid = data.len() / 2;
                 data[mid] ^= 0x55;
             }
             let total = data.len() as u64;
+            let stale = if_range.as_deref().is_some_and(|tag| tag != etag);
+            if range.is_none() || stale || f.ignore_range.contains(&path) {
+                let head =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {total}\r\n{hub}Connection: close\r\n\r\n");
+                drop(f);
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&data);
+                continue;
+            }
             let (a, b) = range.unwrap_or((0, total.saturating_sub(1)));
             let b = b.min(total.saturating_sub(1));
             if a > b || a >= total {
                 let _ = stream.write_all(format!("HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{total}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
                 continue;
             }
+            let shift = f.shift.get(&path).copied().unwrap_or(0);
+            let (a, b) = ((a + shift).min(total - 1), (b + shift).min(total - 1));
             let body = &data[a as usize..=b as usize];
             let head = format!(
-                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{b}/{total}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{b}/{total}\r\nContent-Length: {}\r\n{hub}Connection: close\r\n\r\n",
                 body.len()
             );
             let cut = f.drop_after.remove(&path);

@@ -96,8 +96,8 @@ fn BriefEditor(brief: Brief) -> impl IntoView {
             <div class="actions">
                 <button id="brief-save" class="primary" on:click=save>"Save brief"</button>
                 <span class="swatches">{move || text_list(&palette.get()).into_iter().filter_map(|c| parse_hex(&c).map(|rgb| {
-                    let css = format!("background: rgb({}, {}, {})", rgb[0], rgb[1], rgb[2]);
-                    view! { <i class="swatch" style=css title=c></i> }
+                    let css = format!("rgb({}, {}, {})", rgb[0], rgb[1], rgb[2]);
+                    view! { <i class="swatch" style:background=css title=c></i> }
                 })).collect_view()}</span>
                 {move || outcome.get().map(|r| match r {
                     Ok(t) => view! { <span class="ok" id="brief-saved">{t}</span> }.into_any(),

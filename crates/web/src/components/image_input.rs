@@ -265,7 +265,7 @@ pub fn ImageInput() -> impl IntoView {
                 }.into_any(),
                 Some(init) => view! {
                     <div class="init">
-                        <div class="mask-stack" style=format!("aspect-ratio: {} / {}", init.width, init.height)>
+                        <div class="mask-stack" style:aspect-ratio=format!("{} / {}", init.width, init.height)>
                             <img src=init.url.clone() alt="init image" />
                             <canvas id=MASK_ID node_ref=canvas_ref width=init.width height=init.height
                                 class:active=move || s.inpaint.get()

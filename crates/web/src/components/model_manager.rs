@@ -42,7 +42,8 @@ pub fn start_download(state: AppState, entry: &ModelEntry) {
                 s.complete = true;
                 s.bytes = s.total.max(s.bytes);
             });
-            refresh_storage(state);
+            // Reads the sealed files' records (and the storage estimate) back.
+            refresh_stored(state);
         }
         FromWorker::Error { kind, message } => {
             let error = (kind != ErrorKind::Cancelled).then_some(message);
@@ -90,10 +91,29 @@ pub fn refresh_stored(state: AppState) {
             let complete = complete_files == entry.manifest.files.len();
             let total = if complete { bytes } else { known.max(bytes) };
             entry.stored.set(crate::state::Stored { bytes, total, complete: complete && !corrupt, corrupt });
+            entry.integrity.set(if complete_files > 0 {
+                Some(integrity(&store, &entry.manifest).await)
+            } else {
+                None
+            });
         }
         refresh_loras(state);
         refresh_storage(state);
     });
+}
+
+/// A stored model's pinned commit and its files' integrity records.
+async fn integrity(
+    store: &darkroom_weights::browser::IdbStore,
+    m: &darkroom_weights::Manifest,
+) -> crate::state::Integrity {
+    use darkroom_weights::fetch::ChunkStore;
+    let mut files = Vec::new();
+    for f in &m.files {
+        let record = store.record(&format!("{}/{}", m.id, f.path)).await.ok().flatten();
+        files.push((f.path.clone(), record));
+    }
+    crate::state::Integrity { commit: store.pinned(&m.id).await.ok().flatten(), files }
 }
 
 fn refresh_storage(state: AppState) {
@@ -429,6 +449,7 @@ fn ModelRow(
         }
     };
     let generates = entry.generates();
+    let entry_integrity = entry.integrity;
     let start_click = start.clone();
     view! {
         <li class="model" data-model=id.clone() data-state=data_state>
@@ -453,6 +474,22 @@ fn ModelRow(
                     <button on:click=move |_| asking_license.set(false)>"Not now"</button>
                 </div>
             </Show>
+            {move || entry_integrity.get().filter(|_| stored.get().complete).map(|i| view! {
+                <details class="integrity">
+                    <summary>"Files and checksums"</summary>
+                    <p class="small">{match &i.commit {
+                        Some(c) => format!("Pinned to commit {c}: every file came from it."),
+                        None => "No pinned commit (the server named none, or the model was imported here).".to_string(),
+                    }}</p>
+                    <table class="small">
+                        <thead><tr><th>"File"</th><th>"Bytes"</th><th>"SHA-256"</th></tr></thead>
+                        <tbody>{i.files.into_iter().map(|(path, record)| match record {
+                            Some(r) => view! { <tr><td>{path}</td><td>{r.size.to_string()}</td><td class="hash">{r.sha256}</td></tr> }.into_any(),
+                            None => view! { <tr><td>{path}</td><td>"–"</td><td>"not hashed yet (stored before checksums were kept)"</td></tr> }.into_any(),
+                        }).collect_view()}</tbody>
+                    </table>
+                </details>
+            })}
             <div class="actions">
                 <Show when=move || !stored.get().complete && !downloading()>
                     <button class="primary download" on:click={

@@ -351,7 +351,7 @@ pub fn PromptsPanel() -> impl IntoView {
                             <td>{p.name.clone()}</td>
                             <td class="small">{preset_summary(&p)}</td>
                             <td>{p.palette.iter().map(|c| view! {
-                                <i class="swatch" title=c.clone() style=format!("background:{c}")></i>" "
+                                <i class="swatch" title=c.clone() style:background=c.clone()></i>" "
                             }).collect_view()}</td>
                             <td class="actions">
                                 <button type="button" on:click=move |_| crate::briefs::download(b.to_json().as_bytes(), "application/json", &file)>"Export"</button>

@@ -277,7 +277,9 @@ async fn download(state: &Rc<State>, id: u32, model: &ModelRef) -> Result<(), Fa
             Vec::new(),
         );
     };
-    fetch_model(&FetchSource, &store, &manifest, &options, &mut report).await.map_err(fetch_failure)
+    fetch_model(&FetchSource::with_mirror(model.base.as_deref()), &store, &manifest, &options, &mut report)
+        .await
+        .map_err(fetch_failure)
 }
 
 async fn gpu(state: &State) -> Result<Rc<Gpu>, Failure> {

@@ -57,11 +57,17 @@ pub(super) struct Ctx {
     method: Method,
     variables: HashMap<String, Node>,
     sampling: Vec<String>,
+    /// Wildcards expanded on the way here (a wildcard's value naming itself would otherwise
+    /// recurse until the stack runs out).
+    depth: usize,
 }
+
+/// How deeply wildcards may nest in one another's values.
+pub const MAX_WILDCARD_DEPTH: usize = 24;
 
 impl Ctx {
     pub(super) fn new(method: Method) -> Ctx {
-        Ctx { method, variables: HashMap::new(), sampling: Vec::new() }
+        Ctx { method, variables: HashMap::new(), sampling: Vec::new(), depth: 0 }
     }
 
     /// The method a node runs with here: a finite one cannot nest inside a non-finite one.
@@ -243,7 +249,11 @@ impl<'a> Run<'a> {
         ctx: &Ctx,
     ) -> Result<(String, Vec<Item>, Ctx), PromptError> {
         let name = self.wildcard_name(path, ctx)?;
+        if ctx.depth >= MAX_WILDCARD_DEPTH {
+            return Err(PromptError::WildcardDepth(name));
+        }
         let mut ctx = ctx.clone();
+        ctx.depth += 1;
         for (k, v) in variables {
             ctx.variables.insert(k.clone(), v.clone());
         }

@@ -53,6 +53,8 @@ pub enum PromptError {
     LoneAssignment,
     #[error("in wildcard `{wildcard}`'s value {value:?}: {error}")]
     WildcardValue { wildcard: String, value: String, error: Box<PromptError> },
+    #[error("wildcard `{0}` is nested more than {max} deep: a wildcard's values name it again (directly or through others)", max = expand::MAX_WILDCARD_DEPTH)]
+    WildcardDepth(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
