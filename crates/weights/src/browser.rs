@@ -530,9 +530,7 @@ impl RangeSource for FetchSource {
         let length: Option<u64> = header("Content-Length").and_then(|v| v.trim().parse().ok());
         let want = end.saturating_sub(start);
         let whole = status == 200;
-        // A body longer than asked for is not read: a server that ignores Range could send
-        // gigabytes for one chunk.
-        if length.is_some_and(|n| n > want) || (whole && (start > 0 || length.is_none())) {
+        if !crate::fetch::reads_body(whole, start, want, length) {
             if let Some(body) = response.body() {
                 let _ = body.cancel();
             }

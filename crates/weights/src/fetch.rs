@@ -128,6 +128,14 @@ pub struct RangeReply {
     pub origin: Origin,
 }
 
+/// Whether a transport reads an answer's body: not when it is longer than the `want` bytes
+/// asked for, nor when the server ignored Range (`whole`, a 200) for a part after the start or
+/// without saying how long the body is — such a body could be any size.
+pub fn reads_body(whole: bool, start: u64, want: u64, content_length: Option<u64>) -> bool {
+    let longer = content_length.is_some_and(|n| n > want);
+    !(longer || (whole && (start > 0 || content_length.is_none())))
+}
+
 /// The transport: `fetch` with a Range header in the browser, an HTTP client natively.
 #[allow(async_fn_in_trait)]
 pub trait RangeSource {

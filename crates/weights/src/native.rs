@@ -386,9 +386,8 @@ impl RangeSource for HttpSource {
         let length: Option<u64> = response.header("Content-Length").and_then(|v| v.trim().parse().ok());
         let want = end.saturating_sub(start);
         let whole = status == 200;
-        if whole && (start > 0 || length.is_none_or(|n| n > want)) {
-            // The whole file for a part of it: not read (it could be any size).
-            return Ok(RangeReply { bytes: Vec::new(), range: None, whole, length, origin });
+        if !crate::fetch::reads_body(whole, start, want, length) {
+            return Ok(RangeReply { bytes: Vec::new(), range, whole, length, origin });
         }
         let mut bytes = Vec::new();
         response
