@@ -409,19 +409,6 @@ fn import_lora(cache: &Path, file: &Path, name: Option<String>) -> Result<(), Fa
     Ok(())
 }
 
-/// The file's safetensors header, read and checked before anything else is done with it.
-fn check_safetensors_header(file: &std::fs::File, len: u64) -> Result<(), String> {
-    use std::io::{Read, Seek};
-    let mut file = file;
-    let mut first8 = [0u8; 8];
-    file.read_exact(&mut first8).map_err(|_| "the file is too short to be safetensors".to_string())?;
-    let span = darkroom_weights::safetensors::header_span(first8, len).map_err(|e| e.to_string())?;
-    let mut prefix = vec![0u8; span as usize];
-    file.rewind().and_then(|_| file.read_exact(&mut prefix)).map_err(|e| e.to_string())?;
-    file.rewind().map_err(|e| e.to_string())?;
-    darkroom_weights::Header::parse(&prefix, len).map(drop).map_err(|e| e.to_string())
-}
-
 fn import(
     store: &FolderStore,
     all: &[Manifest],
@@ -434,7 +421,12 @@ fn import(
     let opened =
         std::fs::File::open(file).map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
     let len = opened.metadata().map_err(|e| usage(format!("{}: {e}", file.display())))?.len();
-    check_safetensors_header(&opened, len).map_err(|e| usage(format!("{}: {e}", file.display())))?;
+    let source = CheckpointFile { file: std::sync::Mutex::new(opened), len };
+    // The header is checked before anything else is done with the file.
+    let header = pollster::block_on(darkroom_weights::checkpoint::read_header_bytes(&source))
+        .map_err(|e| e.to_string())
+        .and_then(|prefix| darkroom_weights::Header::parse(&prefix, len).map_err(|e| e.to_string()));
+    header.map_err(|e| usage(format!("{}: {e}", file.display())))?;
     let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let file_name = file.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let id = id.unwrap_or_else(|| model_id(&file_name));
@@ -460,7 +452,6 @@ fn import(
         darkroom_engine::imports::check_base(&manifest)?;
         (resolve(base, Some(&store.root))?, manifest)
     };
-    let source = CheckpointFile { file: std::sync::Mutex::new(opened), len };
     let started = std::time::Instant::now();
     let mut shown = std::time::Instant::now() - std::time::Duration::from_secs(1);
     let mut progress = |done: u64, total: u64| {

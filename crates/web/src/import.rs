@@ -15,7 +15,7 @@ use wasm_bindgen_futures::JsFuture;
 /// Where an imported model keeps its manifest in the store.
 pub use darkroom_weights::checkpoint::IMPORTED_MANIFEST as MANIFEST_FILE;
 
-struct BlobSource(web_sys::Blob);
+pub(crate) struct BlobSource(pub web_sys::Blob);
 
 impl ByteSource for BlobSource {
     fn len(&self) -> u64 {

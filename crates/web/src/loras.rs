@@ -102,27 +102,18 @@ pub async fn import(file: web_sys::Blob, file_name: &str, name: &str) -> Result<
     // The size and the header first: a file that is too large or not a LoRA is refused before
     // its bytes are read into memory.
     let size = file.size() as u64;
-    let first8 = blob_range(&file, 0, 8).await.map_err(|e| format!("{file_name}: {e}"))?;
-    let span = <[u8; 8]>::try_from(first8.as_slice())
-        .map_err(|_| format!("{file_name}: the file is too short to be a LoRA"))
-        .and_then(|b| {
-            darkroom_weights::safetensors::header_span(b, size).map_err(|e| format!("{file_name}: {e}"))
-        })?;
-    let prefix = blob_range(&file, 0, span).await.map_err(|e| format!("{file_name}: {e}"))?;
+    let source = crate::import::BlobSource(file);
+    let prefix = darkroom_weights::checkpoint::read_header_bytes(&source)
+        .await
+        .map_err(|e| format!("{file_name}: {e}"))?;
     darkroom_weights::lora::Lora::check_header(&prefix, size).map_err(|e| format!("{file_name}: {e}"))?;
+    let file = source.0;
     let buffer = JsFuture::from(file.array_buffer()).await.map_err(|e| format!("{file_name}: {e:?}"))?;
     let bytes = js_sys::Uint8Array::new(&buffer).to_vec();
     drop(buffer);
     let store = StoredLoras(IdbStore::open().await.map_err(|e| e.to_string())?);
     let imported = import_lora(bytes, file_name, name, &store).await.map_err(|e| e.to_string())?;
     Ok(imported.layers)
-}
-
-/// Bytes `start..end` of a blob.
-async fn blob_range(blob: &web_sys::Blob, start: u64, end: u64) -> Result<Vec<u8>, String> {
-    let part = blob.slice_with_f64_and_f64(start as f64, end as f64).map_err(|e| format!("{e:?}"))?;
-    let buffer = JsFuture::from(part.array_buffer()).await.map_err(|e| format!("{e:?}"))?;
-    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
 }
 
 pub async fn remove(name: &str) -> Result<(), String> {

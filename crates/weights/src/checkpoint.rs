@@ -383,6 +383,15 @@ pub trait ByteSource {
     async fn read(&self, start: u64, len: u64) -> Result<Vec<u8>, CheckpointError>;
 }
 
+/// A safetensors source's header bytes (the length field and the JSON, what [`Header::parse`]
+/// reads), read in two small ranges: the header is checked before the rest is touched.
+pub async fn read_header_bytes<S: ByteSource>(source: &S) -> Result<Vec<u8>, CheckpointError> {
+    let len = source.len();
+    let first8: [u8; 8] = source.read(0, 8).await?.try_into().map_err(|_| SafetensorsError::TooShort(len))?;
+    let span = header_span(first8, len)?;
+    source.read(0, span).await
+}
+
 /// A piece of the source that fills one output tensor: a byte range of a source tensor, copied
 /// or (a small matrix) transposed.
 struct Piece {
@@ -573,10 +582,7 @@ pub async fn import_checkpoint<S: ByteSource, C: ChunkStore>(
 ) -> Result<Imported, CheckpointError> {
     let outcome = async {
         let len = source.len();
-        let first8: [u8; 8] =
-            source.read(0, 8).await?.try_into().map_err(|_| SafetensorsError::TooShort(len))?;
-        let span = header_span(first8, len)?;
-        let header = Header::parse(&source.read(0, span).await?, len)?;
+        let header = Header::parse(&read_header_bytes(source).await?, len)?;
         let plans = plan(&header, layout)?;
         let used = header
             .tensors

@@ -404,7 +404,8 @@ pub async fn fetch_file<S: RangeSource, C: ChunkStore>(
         }
         // The file's length, from every source that says it: all must agree.
         let said = if reply.whole {
-            if start > 0 || reply.length.is_none_or(|n| n > want) || reply.bytes.len() as u64 > want {
+            // The transports' own rule says which whole answers are taken; a longer body never is.
+            if !reads_body(true, start, want, reply.length) || reply.bytes.len() as u64 > want {
                 if if_range.is_some() {
                     // If-Range answered with the whole file: it is not the file we began.
                     store.remove(key).await?;
