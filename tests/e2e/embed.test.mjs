@@ -18,8 +18,15 @@ const EVIL = 'http://localhost:8933';
 // The localhost origins are one site (ports do not count), so they share the widget's storage;
 // this one is another site, where nothing is downloaded.
 const SITE2 = 'http://127.0.0.2:8934';
+const COVERED = 'http://localhost:8937';
+// Another origin of Darkroom's own site (127.0.0.1): its frames share Darkroom's storage.
+const SAME_SITE = 'http://127.0.0.1:8936';
 const DARKROOM = new URL(APP_URL).origin;
-const WIDGET = `${APP_URL}?manifest=/fixtures/tiny-sd.toml&base=${encodeURIComponent(`${APP_URL}fixtures/tiny-sd/`)}`;
+const FIXTURE = `manifest=/fixtures/tiny-sd.toml&base=${encodeURIComponent(`${APP_URL}fixtures/tiny-sd/`)}`;
+// The developer build's widget: it still takes a model from its address, which lets these tests
+// give a widget on partitioned storage (where no model was ever added) the tiny model. The
+// product's widget ignores `?manifest=` (the last test).
+const WIDGET = `${APP_URL}dev/?${FIXTURE}`;
 const PROMPT = 'a red boat on a calm lake';
 
 const hostPage = `<!doctype html><html><head><meta charset="utf-8"><title>A design tool</title></head>
@@ -54,7 +61,7 @@ before(async () => {
   browser = await launch({ extraArgs: NO_LOCAL_NETWORK_CHECKS });
   context = await browser.newContext({ viewport: { width: 900, height: 800 } });
   context.on('request', (r) => requests.push({ url: r.url(), body: r.postData() ?? '' }));
-  for (const origin of [HOST, OTHER, SITE2]) {
+  for (const origin of [HOST, OTHER, SITE2, SAME_SITE, COVERED]) {
     await context.route(`${origin}/**`, (route) => route.fulfill({ contentType: 'text/html', body: hostPage }));
   }
   await context.route(`${EVIL}/**`, (route) => route.fulfill({ contentType: 'text/html', body: evilPage }));
@@ -91,6 +98,8 @@ test('a host page mounts the widget, the user allows it, and the host receives t
   assert.match(await frame.locator('#embed-model').textContent(), /this site's storage/);
   // This profile blocks third-party storage, so using Darkroom's own copy is offered, not taken.
   await frame.locator('#embed-storage-access').waitFor();
+  // The widget takes a click on its download button only once it has been visible a moment.
+  await page.waitForTimeout(600);
   await frame.locator('#embed-download').click();
   await frame.locator('#embed-model').waitFor({ state: 'detached', timeout: 120_000 });
 
@@ -146,10 +155,45 @@ test('when the browser refuses storage access, the widget says this site needs i
     browserContextId: targetInfo.browserContextId,
   });
   const frame = await mount(page);
+  await page.waitForTimeout(600);
   await frame.locator('#embed-storage-access').click();
   const refused = frame.locator('#embed-storage-refused');
   await refused.waitFor({ timeout: 10_000 });
   assert.match(await refused.textContent(), /did not let this page use Darkroom's own storage.*needs its own download of 9\.0 MB/);
+  await page.close();
+});
+
+test('consent acts only while the widget is visibly on screen: faded or covered, a click does nothing', async () => {
+  const page = await context.newPage();
+  await page.goto(`${COVERED}/`);
+  const frame = await mount(page);
+  await startGenerate(page, { prompt: 'a cat' });
+  await frame.locator('#embed-consent').waitFor();
+  await page.waitForTimeout(700);
+  // Faded by the host page.
+  await page.evaluate(() => { document.querySelector('#slot iframe').style.opacity = '0.3'; });
+  await page.waitForTimeout(400);
+  await frame.locator('#embed-allow').dispatchEvent('click');
+  await frame.locator('#embed-covered').waitFor();
+  assert.equal(await frame.locator('#embed-consent').count(), 1, 'a faded widget took the click');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'embed-faded.png') });
+  // Covered by a nearly transparent element of the host page (the click would land on it).
+  await page.evaluate(() => {
+    document.querySelector('#slot iframe').style.opacity = '1';
+    const cover = document.createElement('div');
+    cover.id = 'cover';
+    cover.style.cssText = 'position:absolute;left:0;top:0;width:420px;height:720px;background:rgba(255,255,255,0.02)';
+    document.body.append(cover);
+  });
+  await page.waitForTimeout(400);
+  await frame.locator('#embed-allow').dispatchEvent('click');
+  assert.equal(await frame.locator('#embed-consent').count(), 1, 'a covered widget took the click');
+  // In plain sight again, a moment later: the click acts.
+  await page.evaluate(() => document.querySelector('#cover').remove());
+  await page.waitForTimeout(800);
+  await frame.locator('#embed-allow').click();
+  await frame.locator('#embed-consent').waitFor({ state: 'detached' });
+  assert.equal(await frame.locator('#embed-covered').count(), 0);
   await page.close();
 });
 
@@ -198,7 +242,7 @@ test('privacy: no request of the session carries a prompt', async () => {
     const leaked = requests.filter((r) => decodeURIComponent(r.url).includes(words) || r.body.includes(words));
     assert.deepEqual(leaked.map((r) => r.url), [], `"${words}" left the device`);
   }
-  const elsewhere = requests.filter((r) => ![DARKROOM, HOST, OTHER, EVIL, SITE2].includes(new URL(r.url).origin)
+  const elsewhere = requests.filter((r) => ![DARKROOM, HOST, OTHER, EVIL, SITE2, SAME_SITE, COVERED].includes(new URL(r.url).origin)
     && !r.url.startsWith('blob:') && !r.url.startsWith('data:'));
   assert.deepEqual(elsewhere.map((r) => r.url), []);
 });
@@ -235,6 +279,7 @@ test('with storage access, the widget uses Darkroom\'s own storage: a checkpoint
     const frame = await mount(page, 'my-checkpoint');
     const using = frame.locator('#embed-first-party');
     // The browser allows it without asking here; where it wants a click, the widget offers one.
+    await page.waitForTimeout(600);
     await Promise.race([using.waitFor({ timeout: 30_000 }),
       frame.locator('#embed-storage-access').click({ timeout: 30_000 })]);
     await using.waitFor({ timeout: 30_000 });
@@ -259,6 +304,39 @@ test('with storage access, the widget uses Darkroom\'s own storage: a checkpoint
   } finally {
     await persistent.close();
   }
+});
+
+test('the product widget takes no model from its address; one added on Darkroom\'s own page, it offers', async () => {
+  const mountProduct = async (page) => {
+    await page.evaluate(async (base) => {
+      window.dr = await Darkroom.mount(document.querySelector('#slot'), { base, model: 'tiny-sd' });
+    }, `${APP_URL}?${FIXTURE}`);
+    const frame = page.frameLocator('#slot iframe');
+    await frame.locator('#embed-model').waitFor();
+    return frame;
+  };
+  // A host writing a manifest into the widget's address adds nothing: the widget offers a
+  // built-in model instead.
+  const page = await context.newPage();
+  await page.goto(`${HOST}/`);
+  const frame = await mountProduct(page);
+  const text = await frame.locator('body').evaluate(() => document.body.innerText);
+  assert.doesNotMatch(text, /Tiny SD/, text);
+  await page.close();
+
+  // Added (confirmed) on Darkroom's own page, the model is offered by a widget on a host of the
+  // same site (whose storage is Darkroom's own).
+  const own = await context.newPage();
+  const address = `${APP_URL}?${FIXTURE}`;
+  await own.goto(address);
+  await confirmAddedModels(own, address);
+  await own.waitForSelector('[data-model="tiny-sd"]', { state: 'attached' });
+  await own.close();
+  const neighbour = await context.newPage();
+  await neighbour.goto(`${SAME_SITE}/`);
+  const widget = await mountProduct(neighbour);
+  await widget.locator('#embed-model', { hasText: 'Tiny SD' }).waitFor({ timeout: 30_000 });
+  await neighbour.close();
 });
 
 test('the app itself cannot be framed by another site; only the widget page can', async () => {

@@ -10,7 +10,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { readFileSync, existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { launch, openPage, ARTIFACTS, APP_URL } from './harness.mjs';
+import { launch, openPage, ARTIFACTS, APP_URL, setField, generateImages, confirmAddedModels } from './harness.mjs';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'tiny-sd');
 const MANIFEST = readFileSync(path.join(ROOT, '..', 'tiny-sd.toml'), 'utf8');
@@ -244,4 +244,128 @@ test('quantized weights are cached in IndexedDB and reused on the next visit', a
   assert.equal(second.load.cacheHits, first.load.cacheWrites);
   await context.close();
   server.close();
+});
+
+/// The keys of the app's weight store (`store`: "files" or "blobs") that start with `prefix`.
+async function storedKeys(page, store, prefix) {
+  return page.evaluate(([store, prefix]) => new Promise((resolve, reject) => {
+    const open = indexedDB.open('darkroom-weights');
+    open.onerror = () => reject(open.error);
+    open.onsuccess = () => {
+      const db = open.result;
+      const request = db.transaction(store).objectStore(store).getAllKeys();
+      request.onsuccess = () => { db.close(); resolve(request.result.filter((k) => String(k).startsWith(prefix))); };
+      request.onerror = () => reject(request.error);
+    };
+  }), [store, prefix]);
+}
+
+const usage = (page) => page.evaluate(async () => (await navigator.storage.estimate()).usage);
+
+/// The tiny model under another id, its weights quantized to q8 when loaded.
+function q8Manifest(id) {
+  const text = MANIFEST.replace(/^id = "tiny-sd"$/m, `id = "${id}"`).replace(/^name = .*$/m, `name = "Tiny SD q8 (${id})"`)
+    .replace('[quantization]\nlinear = "none"\nconv = "none"', '[quantization]\nlinear = "q8"\nconv = "q8"');
+  assert.ok(text.includes('linear = "q8"'), 'the fixture manifest changed shape');
+  return text;
+}
+
+/// The fake CDN under the app's own origin (`<app>/cdn/…`), answered by the test inside the
+/// browser: the app's worker may fetch only from its origin and the hosts its policy names, as
+/// in production. `state` as startServer's (a log, a delay, extra files).
+async function routeCdn(context) {
+  const state = { log: [], delayMs: 0, extra: {} };
+  await context.route((url) => url.href.startsWith(`${APP_URL}cdn/`), async (route) => {
+    const request = route.request();
+    const rel = decodeURIComponent(new URL(request.url()).pathname).replace(/^.*?\/cdn\//, '');
+    const range = /bytes=(\d+)-(\d+)/.exec((await request.allHeaders()).range || '');
+    const start = range ? Number(range[1]) : 0;
+    state.log.push({ path: rel, start });
+    if (state.delayMs) await sleep(state.delayMs);
+    if (rel in state.extra) {
+      await route.fulfill({ status: 200, contentType: 'text/plain', body: state.extra[rel] });
+      return;
+    }
+    const file = path.join(ROOT, rel);
+    if (!rel || rel.includes('..') || !existsSync(file)) { await route.fulfill({ status: 404, body: '' }); return; }
+    const data = readFileSync(file);
+    const end = range ? Math.min(Number(range[2]), data.length - 1) : data.length - 1;
+    const headers = { 'Content-Type': 'application/octet-stream' };
+    if (range) headers['Content-Range'] = `bytes ${start}-${end}/${data.length}`;
+    try {
+      await route.fulfill({ status: range ? 206 : 200, headers, body: data.subarray(start, end + 1) });
+    } catch {
+      // The page or its worker went away meanwhile.
+    }
+  });
+  return state;
+}
+
+const cdnQuery = (name) =>
+  `?manifest=${encodeURIComponent(`${APP_URL}cdn/${name}`)}&base=${encodeURIComponent(`${APP_URL}cdn/`)}`;
+
+test('deleting a model drops what was quantized from it: no blob is left behind', async () => {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+  const state = await routeCdn(context);
+  state.extra['tiny-sd-q8.toml'] = q8Manifest('tiny-sd-q8');
+  const page = await context.newPage();
+  const query = cdnQuery('tiny-sd-q8.toml');
+  await page.goto(APP_URL + query);
+  await confirmAddedModels(page, query);
+  const empty = await usage(page);
+  await page.click('#tab-models');
+  await page.click('[data-model="tiny-sd-q8"] button.download');
+  await page.click('[data-model="tiny-sd-q8"] .license button.primary');
+  await page.waitForSelector('[data-model="tiny-sd-q8"][data-state="complete"]', { timeout: 120_000 });
+  await page.click('[data-model="tiny-sd-q8"] button.use');
+  await setField(page, '#steps', 2);
+  await generateImages(page, 1);
+  const quantized = await storedKeys(page, 'blobs', 'quantized/');
+  assert.ok(quantized.length > 10, `loading quantized and cached layers: ${quantized.length}`);
+  const full = await usage(page);
+
+  await page.click('#tab-models');
+  await page.click('[data-model="tiny-sd-q8"] button.delete');
+  await page.waitForSelector('[data-model="tiny-sd-q8"] button.download', { timeout: 60_000 });
+  assert.deepEqual(await storedKeys(page, 'blobs', 'quantized/'), [], 'quantized layers outlived their model');
+  assert.deepEqual(await storedKeys(page, 'files', 'tiny-sd-q8/'), []);
+  const after = await usage(page);
+  console.log(`storage estimate: ${empty} empty, ${full} with the model, ${after} after Delete`);
+  assert.ok(after < full, `the storage estimate went from ${full} to ${after} bytes`);
+  await context.close();
+});
+
+test('a model deleted in one tab while another downloads it: the download stops, nothing is left', async () => {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+  const state = await routeCdn(context);
+  state.extra['tiny-sd-two.toml'] = q8Manifest('tiny-sd-two');
+  const query = cdnQuery('tiny-sd-two.toml');
+  const page = await context.newPage();
+  await page.goto(APP_URL + query);
+  await confirmAddedModels(page, query);
+  state.delayMs = 700;
+  await page.click('#tab-models');
+  await page.click('[data-model="tiny-sd-two"] button.download');
+  await page.click('[data-model="tiny-sd-two"] .license button.primary');
+  await page.waitForSelector('[data-model="tiny-sd-two"] button.pause', { timeout: 60_000 });
+  while (state.log.filter((r) => !r.path.endsWith('.toml')).length < 3) await sleep(100);
+
+  // A second tab of the same browser sees the partial download and deletes it.
+  const second = await context.newPage();
+  state.delayMs = 0;
+  await second.goto(APP_URL + query);
+  state.delayMs = 700;
+  await second.click('#tab-models');
+  await second.click('[data-model="tiny-sd-two"] button.delete', { timeout: 60_000 });
+  await second.waitForSelector('[data-model="tiny-sd-two"] button.download:has-text("Download")', { timeout: 60_000 });
+
+  // The first tab's download was cancelled, not left writing into a deleted model, and the tab
+  // shows the model as not downloaded (not as a partial download to resume).
+  await page.waitForSelector('[data-model="tiny-sd-two"][data-state="absent"]', { timeout: 60_000 });
+  const requests = state.log.length;
+  await sleep(3 * state.delayMs);
+  assert.equal(state.log.length, requests, 'the download went on after the deletion');
+  assert.deepEqual(await storedKeys(page, 'files', 'tiny-sd-two/'), [], 'files outlived the deletion');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'delete-while-downloading.png'), fullPage: true });
+  await context.close();
 });

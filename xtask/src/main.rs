@@ -6,6 +6,7 @@
 //!   build-web          only the Trunk build into dist/
 //!   e2e [FILES]        the Trunk build and the browser tests only (all, or the given files)
 //!   bench [--runs N]   our engine vs onnxruntime-web in headless Chromium, as a table
+//!   soak [--runs N]    N generations (200) in one page; what could leak, after warm-up and at the end
 
 mod bench;
 mod serve;
@@ -23,11 +24,12 @@ fn main() -> ExitCode {
         Some("serve") => serve_command(&args[1..]),
         Some("e2e") => e2e_command(&args[1..]),
         Some("bench") => bench::command(&args[1..]),
+        Some("soak") => soak_command(&args[1..]),
         Some("test") => test_command(),
         Some("setup") => setup::all(),
         Some("build-web") => setup::web_tools().and_then(|_| build_web(true)),
         _ => {
-            eprintln!("usage: cargo xtask <serve [--port N] | test | setup | build-web | e2e [FILES] | bench [--runs N] [--latent N]>");
+            eprintln!("usage: cargo xtask <serve [--port N] | test | setup | build-web | e2e [FILES] | bench [--runs N] [--latent N] | soak [--runs N]>");
             return ExitCode::from(2);
         }
     };
@@ -93,6 +95,10 @@ pub fn build_web(dev: bool) -> Result<()> {
     if dev {
         write_dev_index()?;
         run(Command::new("trunk").args(["build", "www/dev/index.html", "--dist", "dist/dev"]))?;
+        // The developer build's widget, for the tests of a widget on partitioned storage (it
+        // still takes a model from its address, which the product's widget ignores).
+        std::fs::copy(dist.join("dev/index.html"), dist.join("dev/embed.html"))
+            .map_err(|e| format!("dist/dev/embed.html: {e}"))?;
     }
     Ok(())
 }
@@ -168,6 +174,22 @@ fn e2e_command(args: &[String]) -> Result<()> {
     build_web(true)?;
     let files = if args.is_empty() { e2e_test_files()? } else { args.to_vec() };
     browser_tests(&files, false)
+}
+
+/// `cargo xtask soak [--runs N]`: tests/e2e/soak.test.mjs with N generations (200) instead of
+/// CI's 12; it prints what could leak after the warm-up round and at the end.
+fn soak_command(args: &[String]) -> Result<()> {
+    let runs = match args {
+        [] => 200,
+        [flag, n] if flag == "--runs" => n.parse::<u32>().map_err(|_| format!("--runs {n}: not a count"))?,
+        _ => return Err("usage: cargo xtask soak [--runs N]".into()),
+    };
+    if runs < 8 {
+        return Err(format!("--runs {runs}: at least 8 (two rounds of two models at two sizes)"));
+    }
+    std::env::set_var("SOAK_RUNS", runs.to_string());
+    build_web(true)?;
+    browser_tests(&["tests/e2e/soak.test.mjs".to_string()], false)
 }
 
 fn test_command() -> Result<()> {

@@ -9,7 +9,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use wasm_bindgen_futures::JsFuture;
 
-use crate::client::WorkerClient;
+use crate::client::{Restart, WorkerClient};
 use crate::components::briefs_panel::BriefsPanel;
 use crate::components::capability_panel::CapabilityPanel;
 use crate::components::gallery_panel::GalleryPanel;
@@ -69,21 +69,68 @@ pub fn confirm_pending_models(state: AppState) {
     refresh_stored(state);
 }
 
-/// The built-in manifests, the models imported into this browser and those the address names
-/// (`?manifest=`, listed first): an address's model never takes a built-in model's id, and in
-/// the app it is added only once the user confirms it (remembered per manifest and base).
+/// The (manifest URL, base) pairs stored under [`ADDED_MANIFESTS_KEY`].
+fn confirmed_pairs(keys: &[String]) -> Vec<(String, Option<String>)> {
+    keys.iter()
+        .filter_map(|k| k.split_once('\n'))
+        .map(|(url, base)| (url.to_string(), (!base.is_empty()).then(|| base.to_string())))
+        .collect()
+}
+
+/// The models the user added from an address on an earlier visit (confirmed, remembered in
+/// `storage`'s list), read again from their manifests; one that cannot be read now (offline,
+/// gone) is left out. For the widget on Darkroom's own storage too (`storage_access`).
+pub(crate) async fn remembered_models(storage: Option<web_sys::Storage>) -> Vec<ModelEntry> {
+    let keys: Vec<String> = storage
+        .and_then(|s| s.get_item(ADDED_MANIFESTS_KEY).ok().flatten())
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (url, base) in confirmed_pairs(&keys) {
+        match crate::net::text(&url).await.and_then(|text| ModelEntry::parse(&text, &url, base)) {
+            Ok(e) if !BUILTIN_IDS.with(|ids| ids.contains(&e.manifest.id)) => out.push(e),
+            Ok(_) => {}
+            Err(e) => web_sys::console::warn_1(&format!("the model list at {url}: {e}").into()),
+        }
+    }
+    out
+}
+
+thread_local! {
+    static BUILTIN_IDS: Vec<String> = BUILTIN
+        .iter()
+        .filter_map(|(file, text)| ModelEntry::parse(text, file, None).ok())
+        .map(|e| e.manifest.id)
+        .collect();
+}
+
+/// The built-in manifests, the models imported into this browser, those the user added from an
+/// address before and those the address names (`?manifest=`, listed first): an address's model
+/// never takes a built-in model's id, and in the app it is added only once the user confirms it
+/// (remembered per manifest and base). The widget (`confirm` false) never takes a model from
+/// its address — a host page writes that address — only those the user added on Darkroom's own
+/// page; the developer build's widget does, for the tests of partitioned storage.
 async fn load_models(state: AppState, confirm: bool) {
     let mut models: Vec<ModelEntry> = Vec::new();
     let builtin: Vec<ModelEntry> =
         BUILTIN.iter().filter_map(|(file, text)| ModelEntry::parse(text, file, None).ok()).collect();
     let confirmed = confirmed_manifests();
     let mut pending = Vec::new();
+    let from_address = confirm || cfg!(feature = "dev-pages");
     let bases = query_all("base");
-    for (i, url) in query_all("manifest").into_iter().enumerate() {
-        match crate::net::text(&url)
-            .await
-            .and_then(|text| ModelEntry::parse(&text, &url, bases.get(i).cloned()))
-        {
+    let addressed: Vec<(String, Option<String>)> = if from_address {
+        query_all("manifest").into_iter().enumerate().map(|(i, url)| (url, bases.get(i).cloned())).collect()
+    } else {
+        if !query_all("manifest").is_empty() {
+            web_sys::console::warn_1(
+                &"the widget ignores ?manifest=: it offers the built-in models and those added on Darkroom's own page"
+                    .into(),
+            );
+        }
+        Vec::new()
+    };
+    for (url, base) in addressed.iter().cloned() {
+        match crate::net::text(&url).await.and_then(|text| ModelEntry::parse(&text, &url, base)) {
             Ok(e) if builtin.iter().any(|b| b.manifest.id == e.manifest.id) => state.error.set(Some(format!(
                 "The model list at {url} names {:?}, the id of a built-in model; it was not added (a manifest may not replace another model).",
                 e.manifest.id
@@ -91,6 +138,13 @@ async fn load_models(state: AppState, confirm: bool) {
             Ok(e) if confirm && !confirmed.contains(&confirmation_key(&e)) => pending.push(e),
             Ok(e) => models.push(e),
             Err(e) => state.error.set(Some(format!("The model list at {url} could not be read: {e}"))),
+        }
+    }
+    // Added on an earlier visit and not named by this address.
+    for e in remembered_models(crate::state::local_storage()).await {
+        let named = addressed.iter().any(|(url, _)| *url == e.model_ref.manifest_file);
+        if !named && !models.iter().any(|m| m.manifest.id == e.manifest.id) {
+            models.push(e);
         }
     }
     for (text, key) in crate::import::imported_manifests().await {
@@ -166,15 +220,82 @@ fn keyboard(state: AppState) {
 pub(crate) fn app_state(confirm: bool) -> AppState {
     let state = AppState::new(WorkerClient::spawn());
     provide_context(state);
+    follow_restarts(state);
+    crate::components::model_manager::follow_stored_changes(state);
+    #[cfg(feature = "dev-pages")]
+    crash_hook(state);
     spawn_local(load_models(state, confirm));
     keyboard(state);
     state
+}
+
+/// `window.darkroomCrashWorker()` makes the worker panic, for the test of the recovery, and
+/// `window.darkroomWorkerStats()` tells what the worker holds, for the soak test (developer
+/// build only).
+#[cfg(feature = "dev-pages")]
+fn crash_hook(state: AppState) {
+    use wasm_bindgen::prelude::*;
+    let crash = Closure::<dyn Fn()>::new(move || {
+        if let Some(worker) = state.worker.get_value() {
+            worker.request(crate::protocol::ToWorker::Crash, Vec::new(), |_| {});
+        }
+    });
+    let _ = js_sys::Reflect::set(&js_sys::global(), &"darkroomCrashWorker".into(), crash.as_ref());
+    crash.forget();
+    // `darkroomWorkerStats()`: a promise of the worker's `WorkerStats`, for the soak test.
+    let stats = Closure::<dyn Fn() -> js_sys::Promise>::new(move || {
+        js_sys::Promise::new(&mut |resolve, reject| {
+            let Some(worker) = state.worker.get_value() else {
+                let _ = reject.call1(&JsValue::NULL, &"no worker".into());
+                return;
+            };
+            worker.request(crate::protocol::ToWorker::Stats, Vec::new(), move |message| {
+                let outcome = match message.body {
+                    crate::protocol::FromWorker::Stats(stats) => serde_json::to_string(&stats)
+                        .ok()
+                        .and_then(|json| js_sys::JSON::parse(&json).ok())
+                        .map_or_else(
+                            || reject.call1(&JsValue::NULL, &"unreadable".into()),
+                            |v| resolve.call1(&JsValue::NULL, &v),
+                        ),
+                    other => reject.call1(&JsValue::NULL, &format!("{other:?}").into()),
+                };
+                let _ = outcome;
+            });
+        })
+    });
+    let _ = js_sys::Reflect::set(&js_sys::global(), &"darkroomWorkerStats".into(), stats.as_ref());
+    stats.forget();
+}
+
+/// Says when the worker stopped and was started again (or given up on), and counts restarts.
+pub(crate) fn follow_restarts(state: AppState) {
+    let Some(worker) = state.worker.get_value() else { return };
+    worker.on_restart(move |restart| match restart {
+        Restart::Restarted(why) => {
+            web_sys::console::warn_1(
+                &format!("the generation worker stopped ({why}); a new one was started").into(),
+            );
+            state.worker_restarts.update(|n| *n += 1);
+        }
+        Restart::GaveUp(why) => state
+            .worker_error
+            .set(Some(format!("Darkroom's generation worker keeps stopping ({why}): reload the page."))),
+    });
 }
 
 #[component]
 pub fn App() -> impl IntoView {
     let state = app_state(true);
     crate::components::queue_panel::watch(state);
+    // A new worker carries on with the queue stored by the old one.
+    Effect::new(move |previous: Option<u32>| {
+        let restarts = state.worker_restarts.get();
+        if previous.is_some_and(|p| p != restarts) {
+            crate::components::queue_panel::watch(state);
+        }
+        restarts
+    });
     let (probe_result, set_probe_result) = signal(None);
     spawn_local(async move {
         let result = probe().await;

@@ -15,18 +15,32 @@ pub struct Shown {
     pub url: String,
 }
 
-/// Every gallery image with its URL, read again whenever the gallery changes; the old URLs are
-/// revoked.
-pub fn gallery_images(state: AppState) -> RwSignal<Vec<Shown>> {
+/// Every gallery image with its URL while `tab` is the one shown, read again whenever the
+/// gallery changes; the old URLs are revoked. On the other tabs the list is empty: the gallery
+/// (every image ever kept, each PNG in memory twice, as bytes and as a blob) is held only while
+/// someone looks at it, not through a long session of generating.
+pub fn gallery_images(state: AppState, tab: crate::state::Tab) -> RwSignal<Vec<Shown>> {
     let items = RwSignal::new(Vec::<Shown>::new());
+    let release = move || {
+        for old in items.get_untracked() {
+            let _ = web_sys::Url::revoke_object_url(&old.url);
+        }
+        items.set(Vec::new());
+    };
     Effect::new(move |_| {
         state.gallery_version.track();
+        if state.tab.get() != tab {
+            if !items.with_untracked(Vec::is_empty) {
+                release();
+            }
+            return;
+        }
         leptos::task::spawn_local(async move {
             match async { crate::gallery::Gallery::open().await?.all().await }.await {
+                // The tab was left while the gallery was read.
+                Ok(_) if state.tab.get_untracked() != tab => release(),
                 Ok(entries) => {
-                    for old in items.get_untracked() {
-                        let _ = web_sys::Url::revoke_object_url(&old.url);
-                    }
+                    release();
                     items.set(
                         entries
                             .into_iter()

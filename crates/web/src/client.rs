@@ -3,6 +3,10 @@
 //! says it is listening. The worker is a dedicated one, or, for the embedded widget that was
 //! given access to Darkroom's first-party storage, a shared worker started through the Storage
 //! Access API handle (so its IndexedDB is that storage).
+//!
+//! A worker that stops (a panic in the wasm, an uncaught error, a failed start) fails every
+//! request waiting on it with `ErrorKind::Crashed` and is started again, so the next request
+//! works; one that keeps stopping (more than [`MAX_RESTARTS`] times a minute) is given up on.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -16,6 +20,26 @@ use web_sys::{MessageEvent, MessagePort, Worker, WorkerOptions, WorkerType};
 use crate::protocol::{Envelope, ErrorKind, FromWorker, StoreOp, StoreReply, ToWorker};
 
 type Handler = Box<dyn FnMut(Envelope<FromWorker>)>;
+type RestartListener = Rc<dyn Fn(&Restart)>;
+
+/// How many times a minute a stopped worker is started again before the page gives up on it.
+pub const MAX_RESTARTS: usize = 3;
+
+/// What happened to a worker that stopped, for the page to say.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Restart {
+    /// It was started again; the requests it had were failed.
+    Restarted(String),
+    /// It stopped too often: no new worker was started.
+    GaveUp(String),
+}
+
+/// How the worker is started (again, after a crash).
+enum Starter {
+    Dedicated,
+    /// Through a Storage Access API handle, as a shared worker.
+    Shared(JsValue),
+}
 
 /// Where requests go.
 enum Endpoint {
@@ -32,14 +56,71 @@ impl Endpoint {
             Endpoint::Shared(p) => p.post_message_with_transferable(message, transfer),
         };
     }
+
+    fn stop(&self) {
+        match self {
+            Endpoint::Dedicated(w) => w.terminate(),
+            Endpoint::Shared(p) => p.close(),
+        }
+    }
+}
+
+fn refused(e: JsValue) -> String {
+    format!("the browser refused to start the generation worker: {e:?}")
+}
+
+impl Starter {
+    /// Starts a worker whose messages and errors go to `inner` while it is `inner`'s current
+    /// one (`generation`).
+    fn start(&self, inner: &Rc<Inner>, generation: u32) -> Result<Endpoint, String> {
+        match self {
+            Starter::Dedicated => {
+                let options = WorkerOptions::new();
+                options.set_type(WorkerType::Module);
+                let worker = Worker::new_with_options("./worker.js", &options).map_err(refused)?;
+                worker.set_onmessage(Some(&on_message(inner, generation)));
+                worker.set_onerror(Some(&on_error(inner, generation)));
+                Ok(Endpoint::Dedicated(worker))
+            }
+            Starter::Shared(handle) => {
+                let constructor: js_sys::Function = js_sys::Reflect::get(handle, &"SharedWorker".into())
+                    .map_err(refused)?
+                    .dyn_into()
+                    .map_err(refused)?;
+                let options = js_sys::Object::new();
+                let _ = js_sys::Reflect::set(&options, &"type".into(), &"module".into());
+                // A name of its own: the worker serves this page alone, as a dedicated one would.
+                let name = format!("darkroom-{}", js_sys::Math::random());
+                let _ = js_sys::Reflect::set(&options, &"name".into(), &name.into());
+                let shared = constructor.call2(handle, &"./worker.js".into(), &options).map_err(refused)?;
+                let port: MessagePort = js_sys::Reflect::get(&shared, &"port".into())
+                    .map_err(refused)?
+                    .dyn_into()
+                    .map_err(refused)?;
+                port.set_onmessage(Some(&on_message(inner, generation)));
+                let _ =
+                    js_sys::Reflect::set(&shared, &"onerror".into(), on_error(inner, generation).as_ref());
+                Ok(Endpoint::Shared(port))
+            }
+        }
+    }
 }
 
 struct Inner {
-    worker: Endpoint,
+    starter: Starter,
+    /// `None` only while the first worker starts, or after the page gave up on it.
+    worker: RefCell<Option<Endpoint>>,
+    /// Counts the workers started; messages of an earlier one are ignored.
+    generation: Cell<u32>,
+    /// Stopped by the page (`stop`) or given up on: not started again.
+    stopped: Cell<bool>,
+    /// When the worker stopped on its own lately (ms since the epoch).
+    crashes: RefCell<Vec<f64>>,
     next_id: Cell<u32>,
     handlers: RefCell<HashMap<u32, Handler>>,
     ready: Cell<bool>,
     waiting: RefCell<Vec<(JsValue, Array)>>,
+    on_restart: RefCell<Vec<RestartListener>>,
 }
 
 /// A running worker; clones share it.
@@ -51,85 +132,44 @@ pub struct WorkerClient {
 impl WorkerClient {
     /// Starts the worker script beside the page.
     pub fn spawn() -> Result<WorkerClient, String> {
-        let options = WorkerOptions::new();
-        options.set_type(WorkerType::Module);
-        let worker = Worker::new_with_options("./worker.js", &options)
-            .map_err(|e| format!("the browser refused to start the generation worker: {e:?}"))?;
-        let client = Self::connect(Endpoint::Dedicated(worker.clone()));
-        worker.set_onmessage(Some(&client.on_message()));
-        worker.set_onerror(Some(&client.on_error()));
-        Ok(client)
+        Self::launch(Starter::Dedicated)
     }
 
     /// Starts the worker script as a shared worker through a Storage Access API handle (given
     /// `{SharedWorker: true}`), so that it works on Darkroom's first-party storage.
     pub fn spawn_shared(handle: &JsValue) -> Result<WorkerClient, String> {
-        fn fail(e: JsValue) -> String {
-            format!("the browser refused to start the generation worker: {e:?}")
-        }
-        let constructor: js_sys::Function =
-            js_sys::Reflect::get(handle, &"SharedWorker".into()).map_err(fail)?.dyn_into().map_err(fail)?;
-        let options = js_sys::Object::new();
-        let _ = js_sys::Reflect::set(&options, &"type".into(), &"module".into());
-        // A name of its own: the worker serves this page alone, as a dedicated one would.
-        let name = format!("darkroom-{}", js_sys::Math::random());
-        let _ = js_sys::Reflect::set(&options, &"name".into(), &name.into());
-        let shared = constructor.call2(handle, &"./worker.js".into(), &options).map_err(fail)?;
-        let port: MessagePort =
-            js_sys::Reflect::get(&shared, &"port".into()).map_err(fail)?.dyn_into().map_err(fail)?;
-        let client = Self::connect(Endpoint::Shared(port.clone()));
-        port.set_onmessage(Some(&client.on_message()));
-        let _ = js_sys::Reflect::set(&shared, &"onerror".into(), client.on_error().as_ref());
-        Ok(client)
+        Self::launch(Starter::Shared(handle.clone()))
     }
 
-    fn connect(worker: Endpoint) -> WorkerClient {
+    fn launch(starter: Starter) -> Result<WorkerClient, String> {
         let inner = Rc::new(Inner {
-            worker,
+            starter,
+            worker: RefCell::new(None),
+            generation: Cell::new(0),
+            stopped: Cell::new(false),
+            crashes: RefCell::new(Vec::new()),
             next_id: Cell::new(1),
             handlers: RefCell::new(HashMap::new()),
             ready: Cell::new(false),
             waiting: RefCell::new(Vec::new()),
+            on_restart: RefCell::new(Vec::new()),
         });
-        WorkerClient { inner }
+        let endpoint = inner.starter.start(&inner, 0)?;
+        *inner.worker.borrow_mut() = Some(endpoint);
+        Ok(WorkerClient { inner })
     }
 
-    /// The handler of the worker's messages (kept alive for the page's lifetime).
-    fn on_message(&self) -> js_sys::Function {
-        let weak = Rc::downgrade(&self.inner);
-        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
-            let Some(inner) = weak.upgrade() else { return };
-            match Envelope::<FromWorker>::from_js(&event.data()) {
-                Ok(envelope) => dispatch(&inner, envelope),
-                Err(e) => web_sys::console::error_1(&format!("worker message: {e}").into()),
-            }
-        });
-        on_message.into_js_value().unchecked_into()
-    }
-
-    /// The handler of the worker failing to start or stopping.
-    fn on_error(&self) -> js_sys::Function {
-        let weak = Rc::downgrade(&self.inner);
-        let on_error = Closure::<dyn FnMut(web_sys::ErrorEvent)>::new(move |event: web_sys::ErrorEvent| {
-            let Some(inner) = weak.upgrade() else { return };
-            // A worker that failed to start fails everything that waits on it.
-            let message = format!("the generation worker stopped: {}", event.message());
-            let ids: Vec<u32> = inner.handlers.borrow().keys().copied().collect();
-            for id in ids {
-                dispatch(
-                    &inner,
-                    Envelope::new(id, FromWorker::Error { kind: ErrorKind::Other, message: message.clone() }),
-                );
-            }
-        });
-        on_error.into_js_value().unchecked_into()
+    /// `f` hears of every time the worker stopped on its own (after the requests waiting on it
+    /// were failed).
+    pub fn on_restart(&self, f: impl Fn(&Restart) + 'static) {
+        self.inner.on_restart.borrow_mut().push(Rc::new(f));
     }
 
     /// Stops the worker (a dedicated one ends; a shared one loses its only page).
     pub fn stop(&self) {
-        match &self.inner.worker {
-            Endpoint::Dedicated(w) => w.terminate(),
-            Endpoint::Shared(p) => p.close(),
+        self.inner.stopped.set(true);
+        if let Some(worker) = self.inner.worker.borrow_mut().take() {
+            worker.stop();
         }
     }
 
@@ -191,12 +231,108 @@ impl WorkerClient {
     }
 
     fn send(&self, envelope: Envelope<ToWorker>) {
+        let id = envelope.id;
         let (message, transfer) = envelope.to_js();
+        if self.inner.stopped.get() {
+            // Failed on the next turn, as a worker's answer would be: the caller sets up what
+            // shows the request after `request` returns.
+            let inner = self.inner.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                let message = "the generation worker is not running: reload the page".to_string();
+                dispatch(&inner, Envelope::new(id, FromWorker::Error { kind: ErrorKind::Crashed, message }));
+            });
+            return;
+        }
         if self.inner.ready.get() {
-            self.inner.worker.post(&message, &transfer);
+            if let Some(worker) = self.inner.worker.borrow().as_ref() {
+                worker.post(&message, &transfer);
+            }
         } else {
             self.inner.waiting.borrow_mut().push((message, transfer));
         }
+    }
+}
+
+/// The handler of a worker's messages (kept alive as long as that worker).
+fn on_message(inner: &Rc<Inner>, generation: u32) -> js_sys::Function {
+    let weak = Rc::downgrade(inner);
+    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.generation.get() != generation {
+            return;
+        }
+        match Envelope::<FromWorker>::from_js(&event.data()) {
+            Ok(Envelope { body: FromWorker::Crashed { message }, .. }) => crashed(&inner, message),
+            Ok(envelope) => dispatch(&inner, envelope),
+            Err(e) => web_sys::console::error_1(&format!("worker message: {e}").into()),
+        }
+    });
+    on_message.into_js_value().unchecked_into()
+}
+
+/// The handler of a worker failing to start or stopping on an uncaught error.
+fn on_error(inner: &Rc<Inner>, generation: u32) -> js_sys::Function {
+    let weak = Rc::downgrade(inner);
+    let on_error = Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.generation.get() != generation {
+            return;
+        }
+        // A script that fails to load gives a plain Event, without a message.
+        let message = js_sys::Reflect::get(&event, &"message".into())
+            .ok()
+            .and_then(|m| m.as_string())
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| "it failed to start".into());
+        crashed(&inner, message);
+    });
+    on_error.into_js_value().unchecked_into()
+}
+
+/// The worker stopped on its own: a new one takes its place (unless it stopped too often),
+/// then every request the old one had is failed, and the page is told.
+fn crashed(inner: &Rc<Inner>, message: String) {
+    if inner.stopped.get() {
+        return;
+    }
+    let generation = inner.generation.get() + 1;
+    inner.generation.set(generation);
+    if let Some(old) = inner.worker.borrow_mut().take() {
+        old.stop();
+    }
+    inner.ready.set(false);
+    inner.waiting.borrow_mut().clear();
+    let now = js_sys::Date::now();
+    let recent = {
+        let mut crashes = inner.crashes.borrow_mut();
+        crashes.retain(|t| now - t < 60_000.0);
+        crashes.push(now);
+        crashes.len()
+    };
+    let outcome = if recent > MAX_RESTARTS {
+        inner.stopped.set(true);
+        Restart::GaveUp(message.clone())
+    } else {
+        match inner.starter.start(inner, generation) {
+            Ok(endpoint) => {
+                *inner.worker.borrow_mut() = Some(endpoint);
+                Restart::Restarted(message.clone())
+            }
+            Err(e) => {
+                inner.stopped.set(true);
+                Restart::GaveUp(format!("{message}; {e}"))
+            }
+        }
+    };
+    // Requests the failed handlers send now wait for the new worker.
+    let orphans: Vec<(u32, Handler)> = inner.handlers.borrow_mut().drain().collect();
+    let text = format!("the generation worker stopped ({message})");
+    for (id, mut handler) in orphans {
+        handler(Envelope::new(id, FromWorker::Error { kind: ErrorKind::Crashed, message: text.clone() }));
+    }
+    let listeners: Vec<RestartListener> = inner.on_restart.borrow().clone();
+    for listener in listeners {
+        listener(&outcome);
     }
 }
 
@@ -208,14 +344,18 @@ fn is_final(body: &FromWorker) -> bool {
             | FromWorker::Loaded { .. }
             | FromWorker::Downloaded
             | FromWorker::Stored(_)
+            | FromWorker::Crashed { .. }
+            | FromWorker::Stats(_)
     )
 }
 
 fn dispatch(inner: &Inner, envelope: Envelope<FromWorker>) {
     if envelope.body == FromWorker::Ready {
         inner.ready.set(true);
-        for (message, transfer) in inner.waiting.borrow_mut().drain(..) {
-            inner.worker.post(&message, &transfer);
+        if let Some(worker) = inner.worker.borrow().as_ref() {
+            for (message, transfer) in inner.waiting.borrow_mut().drain(..) {
+                worker.post(&message, &transfer);
+            }
         }
         return;
     }

@@ -311,7 +311,7 @@ fn run_request(state: AppState, embed: Embed, id: u32, params: JsValue) {
         return;
     }
     embed.pending.set(Some(Pending { id, started: true }));
-    state.results.set(Vec::new());
+    state.clear_results();
     generation::start(state);
     if state.run.get_untracked().is_none() {
         // Refused before it started: the form says why.
@@ -393,7 +393,7 @@ fn insert(state: AppState, embed: Embed) {
     ]);
     post(&host, &message, Some(&Array::of1(&buffer)));
     embed.pending.set(None);
-    state.results.set(Vec::new());
+    state.clear_results();
 }
 
 fn dismiss(state: AppState, embed: Embed) {
@@ -401,7 +401,16 @@ fn dismiss(state: AppState, embed: Embed) {
         send_error(&host, Some(p.id), "dismissed", "the user discarded the image");
     }
     embed.pending.set(None);
-    state.results.set(Vec::new());
+    state.clear_results();
+}
+
+/// Darkroom's own page, beside the widget's (for what the widget cannot do where it is).
+fn app_address() -> String {
+    web_sys::window()
+        .and_then(|w| w.location().href().ok())
+        .and_then(|href| web_sys::Url::new_with_base("./", &href).ok())
+        .map(|u| u.href())
+        .unwrap_or_else(|| "./".into())
 }
 
 /// The widget. Reuses the app's state, worker and generation; shows only what fits 360 px.
@@ -475,7 +484,18 @@ pub fn EmbedApp() -> impl IntoView {
         run.is_some()
     });
 
+    // Consent, downloads and Darkroom's storage act only when the widget is visibly on screen.
+    let guard = crate::visibility::Guard::new();
+    let root = NodeRef::<leptos::html::Div>::new();
+    Effect::new(move |_| {
+        if let Some(element) = root.get() {
+            guard.observe(&element);
+        }
+    });
     let decide = move |allow: bool| {
+        if allow && !guard.allows() {
+            return;
+        }
         let Some(host) = embed.host.get_untracked() else { return };
         embed.asking.set(false);
         let (list, key) = if allow { (embed.allowed, ALLOWED) } else { (embed.denied, DENIED) };
@@ -531,7 +551,7 @@ pub fn EmbedApp() -> impl IntoView {
                 {if downloading {
                     view! { <p class="muted small">{progress}</p> }.into_any()
                 } else {
-                    view! { <button class="primary" id="embed-download" on:click=move |_| start_download(state, &e)>"Accept the license and download"</button> }.into_any()
+                    view! { <button class="primary" id="embed-download" on:click=move |_| if guard.allows() { start_download(state, &e) }>"Accept the license and download"</button> }.into_any()
                 }}
             </div>
         })
@@ -552,7 +572,7 @@ pub fn EmbedApp() -> impl IntoView {
                 <div class="embed-model">
                     <p class="small">"Downloaded models on Darkroom's own site already? Your browser can let this page use them."</p>
                     <button id="embed-storage-access" disabled=move || state.run.get().is_some()
-                        on:click=move |_| storage_access::ask(state, embed.first_party)>"Use Darkroom's saved models"</button>
+                        on:click=move |_| if guard.allows() { storage_access::ask(state, embed.first_party) }>"Use Darkroom's saved models"</button>
                 </div>
             }.into_any()),
             FirstParty::Asking => Some(view! { <p class="muted small">"Asking the browser…"</p> }.into_any()),
@@ -567,7 +587,7 @@ pub fn EmbedApp() -> impl IntoView {
     };
     let result = move || state.results.get().into_iter().last();
     view! {
-        <div class="embed">
+        <div class="embed" node_ref=root>
             <header class="embed-top">
                 <strong>"Darkroom"</strong>
                 <span class="muted small">{move || embed.host.get().map(|h| format!("in {h} · runs on your GPU, nothing leaves it")).unwrap_or_default()}</span>
@@ -579,6 +599,10 @@ pub fn EmbedApp() -> impl IntoView {
                     <button id="embed-deny" on:click=move |_| decide(false)>"Deny"</button></div>
                 </div>
             </Show>
+            {move || guard.refused.get().map(|why| view! {
+                <p class="error small" role="alert" id="embed-covered">{why}" "
+                    <a href=app_address() target="_blank" rel="noopener">"Open Darkroom in its own window"</a></p>
+            })}
             <Show when=move || embed.first_party.get() == FirstParty::Using>
                 <p class="muted small" id="embed-first-party">"Using the models saved on Darkroom's own site."</p>
             </Show>
@@ -589,7 +613,7 @@ pub fn EmbedApp() -> impl IntoView {
                 prop:value=move || s.prompt.get() on:input=move |ev| s.prompt.set(event_target_value(&ev))></textarea>
             <div class="row">
                 <button class="primary" id="embed-generate" disabled=move || state.run.get().is_some()
-                    on:click=move |_| { state.results.set(Vec::new()); generation::start(state); }>"Generate"</button>
+                    on:click=move |_| { state.clear_results(); generation::start(state); }>"Generate"</button>
                 <button id="embed-cancel" disabled=move || state.run.get().is_none() on:click=move |_| generation::cancel(state)>"Cancel"</button>
             </div>
             {move || state.run.get().map(|r| view! {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use darkroom_pipeline::scores::Measures;
 use darkroom_pipeline::Image;
+use darkroom_weights::browser::Connection;
 use darkroom_workflow::brief::{Brief, BriefFile, BriefImage, Culling};
 use idb::builder::{DatabaseBuilder, ObjectStoreBuilder};
 use idb::{Database, Query, TransactionMode, TransactionResult};
@@ -108,7 +109,7 @@ impl Entry {
 }
 
 pub struct Gallery {
-    db: Database,
+    db: Connection,
 }
 
 pub(crate) fn error(e: impl std::fmt::Display) -> String {
@@ -188,7 +189,7 @@ impl Gallery {
             .build()
             .await
             .map_err(error)?;
-        Ok(Gallery { db })
+        Ok(Gallery { db: Connection::new(db) })
     }
 
     pub(crate) fn db(&self) -> &Database {

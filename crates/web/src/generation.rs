@@ -323,7 +323,7 @@ fn start_with(state: AppState, plot: Option<Plot>) {
         return;
     }
     let Some(run) = prepared(state, plot) else { return };
-    state.results.set(Vec::new());
+    state.clear_results();
     crate::plot::clear(state);
     // Every run of every recipe, one after another.
     let runs: Vec<Recipe> =
@@ -504,10 +504,13 @@ fn explain(kind: ErrorKind, message: &str) -> String {
     match kind {
         ErrorKind::Input => format!("The settings do not work for this model: {message}"),
         ErrorKind::Model => format!("The model could not be loaded: {message}. Delete it under Models and download it again if this persists."),
+        // A lost device says itself what happens next (running again opens a new one).
+        ErrorKind::Gpu if message.contains("device was lost") => format!("The GPU failed: {message}."),
         ErrorKind::Gpu => format!("The GPU failed: {message}. Try a smaller size or batch, or close other GPU-heavy tabs."),
         ErrorKind::Download => format!("Download failed: {message}"),
         ErrorKind::Cancelled => "Cancelled.".into(),
         ErrorKind::Busy => format!("{message}."),
+        ErrorKind::Crashed => format!("Something broke: {message}. A new worker was started: try again, and reload the page if it happens again."),
         ErrorKind::Other => message.to_string(),
     }
 }

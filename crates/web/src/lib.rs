@@ -32,6 +32,7 @@ mod report;
 mod state;
 mod storage_access;
 mod upscaling;
+mod visibility;
 #[cfg(feature = "dev-pages")]
 mod weights_check;
 mod worker;

@@ -6,9 +6,10 @@
 //! recipe reaches the worker, so the worker never needs them.
 
 use darkroom_pipeline::preset::Preset;
+use darkroom_weights::browser::Connection;
 use darkroom_workflow::{Styles, Wildcards};
 use idb::builder::{DatabaseBuilder, ObjectStoreBuilder};
-use idb::{Database, TransactionMode, TransactionResult};
+use idb::{TransactionMode, TransactionResult};
 use wasm_bindgen::JsValue;
 
 const DB: &str = "darkroom-prompts";
@@ -70,12 +71,13 @@ fn error(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-async fn open() -> Result<Database, String> {
+async fn open() -> Result<Connection, String> {
     DatabaseBuilder::new(DB)
         .version(1)
         .add_object_store(ObjectStoreBuilder::new(FILES))
         .build()
         .await
+        .map(Connection::new)
         .map_err(error)
 }
 

@@ -86,6 +86,11 @@ pub enum ToWorker {
     Queue(QueueOp),
     /// Stop the request with this id at its next step or chunk.
     Cancel { target: u32 },
+    /// What the worker holds (answered with `Stats`): for the soak test and the GPU tab.
+    Stats,
+    /// Panic, as a bug would: for the test of the page's recovery (developer build only).
+    #[cfg(feature = "dev-pages")]
+    Crash,
 }
 
 /// A change to the browser's stores, made by the worker.
@@ -335,6 +340,9 @@ pub enum ErrorKind {
     /// Another GPU job (a load or a generation) is running.
     Busy,
     Cancelled,
+    /// The worker stopped (a panic, an uncaught error) while the request waited; the page
+    /// started a new one.
+    Crashed,
     Other,
 }
 
@@ -350,6 +358,20 @@ impl ErrorKind {
             _ => format!("{job} failed: {message}"),
         }
     }
+}
+
+/// What the worker holds now: what a long session must not let grow.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WorkerStats {
+    /// The GPU tensor pool's buffers (in use or free for reuse), and how many it ever created.
+    pub pool_allocated_bytes: u64,
+    pub pool_buffers_created: u64,
+    /// Weights uploaded since the device opened.
+    pub weight_bytes: u64,
+    /// The worker's wasm linear memory.
+    pub wasm_memory_bytes: u64,
+    /// IndexedDB connections the worker holds open.
+    pub idb_connections: i64,
 }
 
 /// The worker answers.
@@ -393,6 +415,12 @@ pub enum FromWorker {
     Queue(QueueView),
     Error {
         kind: ErrorKind,
+        message: String,
+    },
+    Stats(WorkerStats),
+    /// The worker is stopping: a panic (posted by its panic hook) or an uncaught error (posted
+    /// by www/worker.js). Sent with id 0; every request it had is lost.
+    Crashed {
         message: String,
     },
 }
@@ -578,6 +606,22 @@ mod tests {
     }
 
     /// Every store change the page asks of the worker, and every answer, crosses as JSON.
+    /// www/worker.js reports an uncaught error in the JSON it writes by hand: it must read as
+    /// the `Crashed` the wasm's panic hook sends.
+    #[test]
+    fn the_crash_report_written_by_worker_js_reads_as_crashed() {
+        let worker_js = include_str!("../../../www/worker.js");
+        assert!(worker_js.contains("JSON.stringify({ id: 0, body: { Crashed: { message } } })"));
+        let wire: Wire<FromWorker> =
+            serde_json::from_str(r#"{"id":0,"body":{"Crashed":{"message":"RuntimeError: unreachable"}}}"#)
+                .unwrap();
+        assert_eq!(wire.id, 0);
+        assert_eq!(wire.body, FromWorker::Crashed { message: "RuntimeError: unreachable".into() });
+        let sent = serde_json::to_string(&Wire { id: 0, body: FromWorker::Crashed { message: "m".into() } })
+            .unwrap();
+        assert_eq!(sent, r#"{"id":0,"body":{"Crashed":{"message":"m"}}}"#);
+    }
+
     #[test]
     fn store_requests_and_replies_round_trip() {
         let base =

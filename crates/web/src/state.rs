@@ -313,6 +313,9 @@ pub struct AppState {
     pub grid: RwSignal<Option<crate::plot::GridImage>>,
     /// Models the address (`?manifest=`) would add, waiting for the user to confirm them.
     pub pending_models: RwSignal<Vec<ModelEntry>>,
+    /// Bumped each time the worker stopped and a new one was started (what followed the old
+    /// one, the queue, follows the new one).
+    pub worker_restarts: RwSignal<u32>,
 }
 
 /// Where the active brief's id is kept between visits.
@@ -363,6 +366,7 @@ impl AppState {
             prompt_library: RwSignal::new(Default::default()),
             grid: RwSignal::new(None),
             pending_models: RwSignal::new(Vec::new()),
+            worker_restarts: RwSignal::new(0),
         }
     }
 
@@ -434,6 +438,17 @@ pub fn encode_png(width: usize, height: usize, rgba: &[u8]) -> Vec<u8> {
         let _ = writer.write_image_data(rgba);
     }
     out
+}
+
+impl AppState {
+    /// Empties the results, revoking their object URLs (each holds its PNG in memory until
+    /// revoked: a long session would otherwise keep every image it ever showed).
+    pub fn clear_results(self) {
+        for old in self.results.get_untracked() {
+            let _ = web_sys::Url::revoke_object_url(&old.url);
+        }
+        self.results.set(Vec::new());
+    }
 }
 
 /// An object URL for PNG bytes, to show in an `<img>` or download.

@@ -86,6 +86,7 @@ async fn request(state: AppState) -> Result<(), String> {
     let types = Object::new();
     let _ = Reflect::set(&types, &"indexedDB".into(), &true.into());
     let _ = Reflect::set(&types, &"SharedWorker".into(), &true.into());
+    let _ = Reflect::set(&types, &"localStorage".into(), &true.into());
     let handle = call_promise(&doc, "requestStorageAccess", Some(&types)).await?;
     let factory: web_sys::IdbFactory = Reflect::get(&handle, &"indexedDB".into())
         .map_err(|e| error_text(&e))?
@@ -98,12 +99,20 @@ async fn request(state: AppState) -> Result<(), String> {
     }
     state.worker.set_value(Some(client));
     state.worker_error.set(None);
-    // Checkpoints imported on Darkroom's page are models of that storage too.
+    crate::app::follow_restarts(state);
+    // Checkpoints imported on Darkroom's page are models of that storage too, and so are the
+    // models the user added there from an address.
     for (text, key) in crate::import::imported_manifests().await {
         if let Ok(entry) = crate::state::ModelEntry::parse(&text, &key, None) {
             if state.model(&entry.manifest.id).is_none() {
                 state.models.update(|list| list.push(entry));
             }
+        }
+    }
+    let own_storage = Reflect::get(&handle, &"localStorage".into()).ok().and_then(|s| s.dyn_into().ok());
+    for entry in crate::app::remembered_models(own_storage).await {
+        if state.model(&entry.manifest.id).is_none() {
+            state.models.update(|list| list.push(entry));
         }
     }
     refresh_stored(state);

@@ -96,7 +96,7 @@ async fn load_and_generate(
 ) -> Result<Option<String>, String> {
     let gpu = Gpu::open(&Requirements::default()).await.map_err(|e| e.to_string())?;
     let cache = IdbQuantCache::new(store);
-    let files = IdbModelFiles { store, manifest };
+    let files = IdbModelFiles { store, manifest, cancelled: &|| false };
     let started = now_ms();
     let precision = Precision { activations: DType::F32, weights };
     let mut progress = |_: &str, _: u64, _: u64| {};

@@ -39,10 +39,46 @@ pub fn using_other_factory() -> bool {
     FACTORY.with(|f| f.borrow().is_some())
 }
 
+thread_local! {
+    static OPEN_CONNECTIONS: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
+/// The IndexedDB connections this context holds open through [`Connection`]: a long session
+/// must not pile them up (the soak test watches this).
+pub fn open_connections() -> i64 {
+    OPEN_CONNECTIONS.with(|c| c.get())
+}
+
+/// A database connection that is closed when dropped (an unreferenced one otherwise stays open
+/// until the garbage collector finds it), counted in [`open_connections`].
+pub struct Connection(Database);
+
+impl Connection {
+    pub fn new(db: Database) -> Connection {
+        OPEN_CONNECTIONS.with(|c| c.set(c.get() + 1));
+        Connection(db)
+    }
+}
+
+impl std::ops::Deref for Connection {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        &self.0
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Closes once the transactions under way have finished.
+        self.0.close();
+        OPEN_CONNECTIONS.with(|c| c.set(c.get() - 1));
+    }
+}
+
 /// Database "darkroom-weights": `files` (key → {total, chunks, complete}), `chunks`
 /// ("key\0index" → bytes) and `blobs` (derived data such as quantized weights, key → bytes).
 pub struct IdbStore {
-    db: Database,
+    db: Connection,
 }
 
 fn store_error(e: impl std::fmt::Display) -> FetchError {
@@ -133,7 +169,7 @@ impl IdbStore {
                 }
             });
             let db = request.await.map_err(store_error)?;
-            return Ok(IdbStore { db });
+            return Ok(IdbStore { db: Connection::new(db) });
         }
         let db = DatabaseBuilder::new(DB)
             .version(VERSION)
@@ -143,7 +179,7 @@ impl IdbStore {
             .build()
             .await
             .map_err(store_error)?;
-        Ok(IdbStore { db })
+        Ok(IdbStore { db: Connection::new(db) })
     }
 
     /// Sets one field of a file's record, keeping the others (the chunk size among them).
@@ -230,6 +266,14 @@ impl IdbStore {
         let blobs = tx.object_store(BLOBS).map_err(store_error)?;
         blobs.delete(JsValue::from_str(key)).map_err(store_error)?.await.map_err(store_error)?;
         commit(tx).await
+    }
+
+    /// The keys of the derived blobs that start with `prefix`.
+    pub async fn blob_keys(&self, prefix: &str) -> Result<Vec<String>, FetchError> {
+        let tx = self.db.transaction(&[BLOBS], TransactionMode::ReadOnly).map_err(store_error)?;
+        let blobs = tx.object_store(BLOBS).map_err(store_error)?;
+        let keys = blobs.get_all_keys(None, None).map_err(store_error)?.await.map_err(store_error)?;
+        Ok(keys.into_iter().filter_map(|k| k.as_string()).filter(|k| k.starts_with(prefix)).collect())
     }
 
     /// Deletes every file of a model (`<id>/…`).

@@ -112,7 +112,7 @@ fn BriefEditor(brief: Brief) -> impl IntoView {
 pub fn BriefsPanel() -> impl IntoView {
     let state = expect_context::<AppState>();
     state.reload_briefs();
-    let items: RwSignal<Vec<Shown>> = gallery_images(state);
+    let items: RwSignal<Vec<Shown>> = gallery_images(state, crate::state::Tab::Briefs);
     let open = RwSignal::new(None::<String>);
     let message = RwSignal::new(None::<Result<String, String>>);
     // The active brief opens first.

@@ -12,7 +12,7 @@ use crate::state::{AppState, Tab};
 #[component]
 pub fn GalleryPanel() -> impl IntoView {
     let state = expect_context::<AppState>();
-    let items = gallery_images(state);
+    let items = gallery_images(state, crate::state::Tab::Gallery);
     let query = RwSignal::new(String::new());
     let failure = RwSignal::new(None::<String>);
     let shown = Memo::new(move |_| {

@@ -44,6 +44,7 @@ pub fn start_download(state: AppState, entry: &ModelEntry) {
             });
             // Reads the sealed files' records (and the storage estimate) back.
             refresh_stored(state);
+            announce_stored_change();
         }
         FromWorker::Error { kind, message } => {
             let error = (kind != ErrorKind::Cancelled).then_some(message);
@@ -53,7 +54,8 @@ pub fn start_download(state: AppState, entry: &ModelEntry) {
                     d.error = error;
                 }
             });
-            refresh_storage(state);
+            // What is stored now (another tab may have deleted the model: that cancels this).
+            refresh_stored(state);
         }
         _ => {}
     });
@@ -64,6 +66,31 @@ pub fn start_download(state: AppState, entry: &ModelEntry) {
         rate: 0.0,
         error: None,
     }));
+}
+
+/// Where the pages of this origin (tabs, the widget on Darkroom's storage) tell each other that
+/// the stored models changed, so none shows a model another deleted as still there.
+const STORED_CHANNEL: &str = "darkroom-stored";
+
+/// Tells the other pages that the stored models changed (a deletion, a finished download).
+pub fn announce_stored_change() {
+    if let Ok(channel) = web_sys::BroadcastChannel::new(STORED_CHANNEL) {
+        let _ = channel.post_message(&"changed".into());
+        channel.close();
+    }
+}
+
+/// Reads the stored models again whenever another page says they changed (for the page's
+/// lifetime).
+pub fn follow_stored_changes(state: AppState) {
+    use wasm_bindgen::JsCast;
+    let Ok(channel) = web_sys::BroadcastChannel::new(STORED_CHANNEL) else { return };
+    let on_message = wasm_bindgen::closure::Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
+        move |_: web_sys::MessageEvent| refresh_stored(state),
+    );
+    channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    on_message.forget();
+    std::mem::forget(channel);
 }
 
 /// Reads what the browser holds of every model, and the storage estimate.
@@ -138,6 +165,7 @@ fn delete(state: AppState, entry: ModelEntry) {
             Ok(_) => {}
         }
         refresh_stored(state);
+        announce_stored_change();
     });
 }
 

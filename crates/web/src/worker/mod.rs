@@ -25,6 +25,7 @@ use wasm_bindgen_futures::spawn_local;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 use crate::gallery::{Entry, Gallery};
+mod locks;
 mod queue_runner;
 mod scoring;
 mod stores;
@@ -32,7 +33,7 @@ mod upscaling;
 
 use crate::idb_model::{IdbModelFiles, IdbQuantCache};
 use crate::protocol::{
-    BriefTag, Envelope, ErrorKind, FromWorker, ImageInfo, ModelRef, Stage, StoreReply, ToWorker,
+    BriefTag, Envelope, ErrorKind, FromWorker, ImageInfo, ModelRef, Stage, StoreReply, ToWorker, WorkerStats,
 };
 
 struct Previewer {
@@ -52,6 +53,8 @@ struct State {
     /// The upscaler last used, by manifest id, base and activations.
     upscaler: RefCell<Option<(String, Rc<darkroom_models::upscale::Upscaler>)>>,
     cancelled: RefCell<HashSet<u32>>,
+    /// The running downloads: model id → request id (for a deletion to cancel).
+    downloads: RefCell<std::collections::HashMap<String, u32>>,
     /// One GPU job (load or generate) at a time; downloads run beside it.
     busy: Cell<bool>,
     queue: queue_runner::QueueState,
@@ -79,8 +82,24 @@ fn fail(id: u32, kind: ErrorKind, message: String) {
     post(id, FromWorker::Error { kind, message }, Vec::new());
 }
 
-/// Installs the message handler and tells the page the worker is listening.
+/// Tells the page the worker is stopping, from the panic hook: nothing here may panic again.
+fn post_crash(message: String) {
+    let (message, transfer) = Envelope::new(0, FromWorker::Crashed { message }).to_js();
+    let port = PORT.try_with(|p| p.try_borrow().ok().and_then(|p| p.clone())).ok().flatten();
+    let _ = match port {
+        Some(port) => port.post_message_with_transferable(&message, &transfer),
+        None => scope().post_message_with_transfer(&message, &transfer),
+    };
+}
+
+/// Installs the message handler and tells the page the worker is listening. A panic is
+/// reported to the page (which starts a new worker: this one's state is broken) before the wasm
+/// traps.
 pub fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        console_error_panic_hook::hook(info);
+        post_crash(info.to_string());
+    }));
     let on_message = Closure::<dyn FnMut(MessageEvent)>::new(|event: MessageEvent| {
         match Envelope::<ToWorker>::from_js(&event.data()) {
             Ok(envelope) => handle(envelope),
@@ -88,6 +107,14 @@ pub fn start() {
         }
     });
     let on_message: js_sys::Function = on_message.into_js_value().unchecked_into();
+    // Another tab deleting a model cancels this worker's download of it.
+    locks::listen(|model| {
+        let state = STATE.with(Rc::clone);
+        let running = state.downloads.borrow().get(&model).copied();
+        if let Some(id) = running {
+            state.cancelled.borrow_mut().insert(id);
+        }
+    });
     let global = js_sys::global();
     // www/worker.js keeps the ports of a shared worker's connections in `darkroomPorts` until
     // this runs, and hands later ones to `darkroomOnPort`.
@@ -118,6 +145,9 @@ fn handle(envelope: Envelope<ToWorker>) {
         ToWorker::Cancel { target } => {
             state.cancelled.borrow_mut().insert(target);
         }
+        ToWorker::Stats => post(id, FromWorker::Stats(stats(&state)), Vec::new()),
+        #[cfg(feature = "dev-pages")]
+        ToWorker::Crash => panic!("a crash asked for by the developer build"),
         ToWorker::Download { model } => spawn_local(async move {
             match download(&state, id, &model).await {
                 Ok(()) => post(id, FromWorker::Downloaded, Vec::new()),
@@ -185,6 +215,20 @@ fn handle(envelope: Envelope<ToWorker>) {
 
 type Failure = (ErrorKind, String);
 
+fn stats(state: &State) -> WorkerStats {
+    let gpu = state.gpu.borrow().clone();
+    let pool = gpu.as_ref().map(|g| g.pool_stats()).unwrap_or_default();
+    let memory: js_sys::WebAssembly::Memory = wasm_bindgen::memory().unchecked_into();
+    let buffer: js_sys::ArrayBuffer = memory.buffer().unchecked_into();
+    WorkerStats {
+        pool_allocated_bytes: pool.allocated_bytes,
+        pool_buffers_created: pool.buffers_created,
+        weight_bytes: gpu.as_ref().map(|g| g.weight_bytes()).unwrap_or(0),
+        wasm_memory_bytes: buffer.byte_length() as u64,
+        idb_connections: darkroom_weights::browser::open_connections(),
+    }
+}
+
 /// Runs a GPU job unless another one is running.
 async fn exclusive<T>(
     state: &State,
@@ -206,12 +250,18 @@ async fn exclusive<T>(
 fn forget_lost_device(state: &State) {
     let lost = state.gpu.borrow().as_ref().is_some_and(|gpu| gpu.lost().is_some());
     if lost {
-        state.loaded.borrow_mut().evict();
-        *state.taesd.borrow_mut() = None;
-        *state.scorer.borrow_mut() = None;
-        *state.upscaler.borrow_mut() = None;
-        *state.gpu.borrow_mut() = None;
+        forget_device(state);
     }
+}
+
+/// Drops the device and everything made on it.
+fn forget_device(state: &State) {
+    state.loaded.borrow_mut().evict();
+    state.controlnets.borrow_mut().clear();
+    *state.taesd.borrow_mut() = None;
+    *state.scorer.borrow_mut() = None;
+    *state.upscaler.borrow_mut() = None;
+    *state.gpu.borrow_mut() = None;
 }
 
 /// The engine's error as the page sees it.
@@ -254,6 +304,16 @@ fn now_ms() -> f64 {
 async fn download(state: &Rc<State>, id: u32, model: &ModelRef) -> Result<(), Failure> {
     let manifest = manifest(model)?;
     request_persistence().await;
+    // One writer per model across tabs; a deletion waits for (and cancels) this download.
+    if state.downloads.borrow().contains_key(&manifest.id) {
+        return Err((ErrorKind::Busy, format!("{} is already downloading", manifest.name)));
+    }
+    state.downloads.borrow_mut().insert(manifest.id.clone(), id);
+    let registered = Registered { state, model: manifest.id.clone() };
+    let _lock = locks::model_lock(&manifest.id, true).await;
+    if state.cancelled.borrow().contains(&id) {
+        return Err(fetch_failure(FetchError::Cancelled));
+    }
     let store = IdbStore::open().await.map_err(fetch_failure)?;
     let cancelled = || state.cancelled.borrow().contains(&id);
     let options =
@@ -277,12 +337,34 @@ async fn download(state: &Rc<State>, id: u32, model: &ModelRef) -> Result<(), Fa
             Vec::new(),
         );
     };
-    fetch_model(&FetchSource::with_mirror(model.base.as_deref()), &store, &manifest, &options, &mut report)
-        .await
-        .map_err(fetch_failure)
+    let outcome = fetch_model(
+        &FetchSource::with_mirror(model.base.as_deref()),
+        &store,
+        &manifest,
+        &options,
+        &mut report,
+    )
+    .await
+    .map_err(fetch_failure);
+    drop(registered);
+    outcome
+}
+
+/// A running download's entry in `State::downloads`, removed however the download ends.
+struct Registered<'a> {
+    state: &'a State,
+    model: String,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.state.downloads.borrow_mut().remove(&self.model);
+    }
 }
 
 async fn gpu(state: &State) -> Result<Rc<Gpu>, Failure> {
+    // The loss of a device is reported asynchronously, possibly after the job it failed ended.
+    forget_lost_device(state);
     if let Some(gpu) = state.gpu.borrow().as_ref() {
         return Ok(gpu.clone());
     }
@@ -296,7 +378,7 @@ async fn gpu(state: &State) -> Result<Rc<Gpu>, Failure> {
 
 /// The model on the GPU, loading it from the browser's store if it is not the one loaded.
 async fn load(state: &State, id: u32, model: &ModelRef) -> Result<(), Failure> {
-    let (_, name, precision, ms) = loaded(state, id, model, &[]).await?;
+    let (_, name, precision, ms) = loaded(state, (id, id), model, &[]).await?;
     post(id, FromWorker::Loaded { name, precision, ms }, Vec::new());
     Ok(())
 }
@@ -369,7 +451,7 @@ async fn read_stored(store: &IdbStore, key: &str) -> Result<Option<Vec<u8>>, Fai
 /// the one loaded.
 async fn loaded(
     state: &State,
-    id: u32,
+    (id, cancel): (u32, u32),
     model: &ModelRef,
     loras: &[LoraTag],
 ) -> Result<(Rc<StableDiffusion>, String, String, f64), Failure> {
@@ -384,12 +466,15 @@ async fn loaded(
         return Ok((loaded, manifest.name.clone(), policy::describe(&precision), 0.0));
     }
     let applied = darkroom_engine::loras::resolve(&source, loras).await.map_err(failure)?;
+    // No tab deletes or rewrites the files while they are read.
+    let _lock = locks::model_lock(&manifest.id, false).await;
     let total = require_downloaded(&store, &manifest).await?;
     // Free what the cache's budget needs freed before loading (the stored size bounds what the
     // weights take on the GPU).
     state.loaded.borrow_mut().make_room(total);
     let weights_before = gpu.weight_bytes();
-    let files = IdbModelFiles { store: &store, manifest: &manifest };
+    let cancelled = || state.cancelled.borrow().contains(&cancel);
+    let files = IdbModelFiles { store: &store, manifest: &manifest, cancelled: &cancelled };
     let cache = IdbQuantCache::new(&store);
     let started = now_ms();
     let mut finished_files = 0u64;
@@ -451,6 +536,7 @@ fn attachment(bytes: &[Vec<u8>], index: Option<usize>, what: &str) -> Result<Opt
 /// with their images (attachments).
 async fn control_nets(
     state: &State,
+    id: u32,
     recipe: &Recipe,
     refs: &[ModelRef],
     precision: darkroom_pipeline::Precision,
@@ -481,7 +567,8 @@ async fn control_nets(
             None => {
                 let gpu = gpu(state).await?;
                 let store = IdbStore::open().await.map_err(fetch_failure)?;
-                let files = IdbModelFiles { store: &store, manifest: &manifest };
+                let cancelled = || state.cancelled.borrow().contains(&id);
+                let files = IdbModelFiles { store: &store, manifest: &manifest, cancelled: &cancelled };
                 let cache = IdbQuantCache::new(&store);
                 let loaded = darkroom_pipeline::ControlNet::load(
                     &gpu,
@@ -578,8 +665,8 @@ async fn make_images(
     let id = report;
     let mut request = request(recipe, bytes)?;
     let loras = recipe.loras();
-    let (sd, _, _, _) = loaded(state, id, model, &loras).await?;
-    request.controls = control_nets(state, recipe, controls, sd.precision, bytes).await?;
+    let (sd, _, _, _) = loaded(state, (id, cancel), model, &loras).await?;
+    request.controls = control_nets(state, cancel, recipe, controls, sd.precision, bytes).await?;
     // The embeddings are small: read for every run, so one imported a moment ago applies.
     let store = IdbStore::open().await.map_err(fetch_failure)?;
     request.embeddings = crate::embeddings::read_all(&store).await.map_err(|e| (ErrorKind::Other, e))?;
@@ -698,7 +785,7 @@ async fn finish_drafts(state: &State, id: u32, model: &ModelRef, keys: &[u32]) -
         })
         .collect();
     // LoRAs change the UNet and the text encoders, never the VAE: the model as it is.
-    let (sd, _, _, _) = loaded(state, id, model, &[]).await?;
+    let (sd, _, _, _) = loaded(state, (id, id), model, &[]).await?;
     let gpu = gpu(state).await?;
     let total = drafts.len();
     let mut done = 0;

@@ -137,7 +137,7 @@ pub(super) async fn queue_op(
 }
 
 /// Waits `ms` milliseconds (the worker's setTimeout).
-async fn sleep(ms: i32) {
+pub(super) async fn sleep(ms: i32) {
     let promise = js_sys::Promise::new(&mut |resolve, _| {
         let global = js_sys::global();
         if let Ok(set_timeout) = js_sys::Reflect::get(&global, &"setTimeout".into()) {

@@ -55,7 +55,8 @@ async fn load(
         }
         None => {
             require_downloaded(&store, &clip_manifest).await?;
-            let files = IdbModelFiles { store: &store, manifest: &clip_manifest };
+            let cancelled = || state.cancelled.borrow().contains(&id);
+            let files = IdbModelFiles { store: &store, manifest: &clip_manifest, cancelled: &cancelled };
             let started = now_ms();
             let mut on_bytes = |_: &str, done: u64, len: u64| {
                 let secs = ((now_ms() - started) / 1000.0).max(1e-3);

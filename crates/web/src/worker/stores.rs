@@ -28,8 +28,23 @@ pub(super) async fn store(
 ) -> Result<StoreReply, Failure> {
     match op {
         StoreOp::DeleteModel { id: model } => {
+            // A download of the model, here or in another tab, is cancelled and waited for; a
+            // load reading it is waited for.
+            let running = state.downloads.borrow().get(&model).copied();
+            if let Some(download) = running {
+                state.cancelled.borrow_mut().insert(download);
+            }
+            super::locks::cancel_elsewhere(&model);
+            let _lock = super::locks::model_lock(&model, true).await;
+            // Where the browser has no Web Locks: wait for this worker's download to stop.
+            while state.downloads.borrow().contains_key(&model) {
+                super::queue_runner::sleep(20).await;
+            }
             let store = IdbStore::open().await.map_err(fetch_failure)?;
             store.remove_model(&model).await.map_err(fetch_failure)?;
+            // What was quantized from its files goes with them (and anything left by an older
+            // naming of the cache).
+            crate::idb_model::sweep_quantized(&store).await.map_err(fetch_failure)?;
             // A load after this must not find the model cached under an id whose files are gone.
             state.loaded.borrow_mut().evict_model(&model);
             Ok(StoreReply::Done)
