@@ -197,6 +197,36 @@ test('consent acts only while the widget is visibly on screen: faded or covered,
   await page.close();
 });
 
+test('a host page without an origin (a data: page) is refused: the widget says why and acts for it on nothing', async () => {
+  // A sandboxed page cannot run the widget at all (its frames inherit the sandbox); a data:
+  // page has an opaque origin without one. Its requests (a hello, or a generate once the
+  // widget's start-up "ready" reached it) must not be served.
+  const page = await context.newPage();
+  await page.goto(`${COVERED}/`);
+  const inner = `<!doctype html><div id="slot" style="width:360px;height:640px"></div><script src="${APP_URL}embed.js"></script>
+<script>Darkroom.mount(document.querySelector('#slot'), { base: '${WIDGET}', timeoutMs: 20000 })
+  .then((widget) => { window.job = widget.generate({ prompt: 'a cat' }); });</script>`;
+  await page.evaluate((src) => {
+    const frame = document.createElement('iframe');
+    frame.src = src;
+    frame.style.cssText = 'width:400px;height:700px;border:0';
+    document.body.append(frame);
+  }, `data:text/html,${encodeURIComponent(inner)}`);
+  let widget;
+  for (let i = 0; i < 100 && !widget; i++) {
+    widget = page.frames().find((f) => f.url().includes('/embed.html?'));
+    if (!widget) await page.waitForTimeout(100);
+  }
+  assert.ok(widget, 'the widget frame was not created');
+  await widget.waitForSelector('#embed-opaque', { timeout: 20_000 });
+  assert.match(await widget.textContent('#embed-opaque'), /no origin of its own/);
+  await page.waitForTimeout(1000);
+  assert.equal(await widget.$('#embed-consent'), null, 'the widget asked consent for an opaque origin');
+  assert.equal(await widget.$('#run'), null);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'embed-opaque.png') });
+  await page.close();
+});
+
 test('a third origin\'s messages and malformed ones from the host change nothing', async () => {
   const page = hostTab;
   const frame = page.frameLocator('#slot iframe');

@@ -48,6 +48,9 @@ struct Embed {
     denied: RwSignal<Vec<String>>,
     /// Whether the models are Darkroom's own copy (Storage Access API) or this site's.
     first_party: RwSignal<FirstParty>,
+    /// The embedding page has an opaque origin (a sandboxed page): nobody to ask consent for,
+    /// nowhere safe to send images; the widget refuses to work for it.
+    opaque: RwSignal<bool>,
 }
 
 fn storage() -> Option<web_sys::Storage> {
@@ -84,11 +87,14 @@ fn log_ignored(why: &str) {
 }
 
 /// The embedding page's origin: `location.ancestorOrigins` where the browser has it.
+/// The embedding page's origin from `location.ancestorOrigins`; `None` where the browser has no
+/// such list or says "null" (an opaque origin, or one the browser hides): the origin of the
+/// parent's first message decides then.
 fn parent_origin() -> Option<String> {
     let location = web_sys::window()?.location();
     let ancestors = Reflect::get(&location, &"ancestorOrigins".into()).ok()?;
     let first = Reflect::get(&ancestors, &0.into()).ok()?;
-    first.as_string()
+    first.as_string().filter(|o| o != "null")
 }
 
 fn parent() -> Option<web_sys::Window> {
@@ -327,7 +333,13 @@ fn on_message(state: AppState, embed: Embed, event: MessageEvent) {
         _ => false,
     };
     if from_parent && embed.host.get_untracked().is_none() {
-        // Browsers without location.ancestorOrigins: the embedding window's first message tells.
+        // Browsers without location.ancestorOrigins (or where it says "null"): the embedding
+        // window's first message tells — unless its origin is opaque too.
+        if event.origin() == "null" {
+            embed.opaque.set(true);
+            log_ignored("from an opaque origin (a sandboxed page): the widget does not work for one");
+            return;
+        }
         embed.host.set(Some(event.origin()));
     }
     let Some(host) = embed.host.get_untracked() else {
@@ -427,6 +439,7 @@ pub fn EmbedApp() -> impl IntoView {
         allowed: RwSignal::new(load_list(ALLOWED)),
         denied: RwSignal::new(load_list(DENIED)),
         first_party: RwSignal::new(FirstParty::Checking),
+        opaque: RwSignal::new(false),
     };
     leptos::task::spawn_local(storage_access::check(state, embed.first_party));
     if let Some(model) = web_sys::window()
@@ -598,6 +611,10 @@ pub fn EmbedApp() -> impl IntoView {
                     <div class="row"><button class="primary" id="embed-allow" on:click=move |_| decide(true)>"Allow"</button>
                     <button id="embed-deny" on:click=move |_| decide(false)>"Deny"</button></div>
                 </div>
+            </Show>
+            <Show when=move || embed.opaque.get()>
+                <p class="error small" role="alert" id="embed-opaque">"The page around this widget has no origin of its own (a sandboxed or data: page), so Darkroom cannot tell who would receive the images: it does not work here. "
+                    <a href=app_address() target="_blank" rel="noopener">"Open Darkroom in its own window"</a></p>
             </Show>
             {move || guard.refused.get().map(|why| view! {
                 <p class="error small" role="alert" id="embed-covered">{why}" "
