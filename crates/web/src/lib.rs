@@ -9,6 +9,7 @@ mod app;
 #[cfg(feature = "dev-pages")]
 mod bench_check;
 mod briefs;
+mod broadcast;
 #[cfg(feature = "dev-pages")]
 mod checks_app;
 mod client;

@@ -74,23 +74,13 @@ const STORED_CHANNEL: &str = "darkroom-stored";
 
 /// Tells the other pages that the stored models changed (a deletion, a finished download).
 pub fn announce_stored_change() {
-    if let Ok(channel) = web_sys::BroadcastChannel::new(STORED_CHANNEL) {
-        let _ = channel.post_message(&"changed".into());
-        channel.close();
-    }
+    crate::broadcast::post(STORED_CHANNEL, &"changed".into());
 }
 
 /// Reads the stored models again whenever another page says they changed (for the page's
 /// lifetime).
 pub fn follow_stored_changes(state: AppState) {
-    use wasm_bindgen::JsCast;
-    let Ok(channel) = web_sys::BroadcastChannel::new(STORED_CHANNEL) else { return };
-    let on_message = wasm_bindgen::closure::Closure::<dyn FnMut(web_sys::MessageEvent)>::new(
-        move |_: web_sys::MessageEvent| refresh_stored(state),
-    );
-    channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-    on_message.forget();
-    std::mem::forget(channel);
+    crate::broadcast::listen(STORED_CHANNEL, move |_| refresh_stored(state));
 }
 
 /// Reads what the browser holds of every model, and the storage estimate.

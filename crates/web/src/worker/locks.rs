@@ -58,22 +58,14 @@ const CHANNEL: &str = "darkroom-models";
 
 /// Asks every other worker of this origin to cancel its download of model `id`.
 pub(super) fn cancel_elsewhere(id: &str) {
-    if let Ok(channel) = web_sys::BroadcastChannel::new(CHANNEL) {
-        let _ = channel.post_message(&JsValue::from_str(id));
-        channel.close();
-    }
+    crate::broadcast::post(CHANNEL, &JsValue::from_str(id));
 }
 
 /// Calls `on_cancel` with each model id another worker asked to cancel downloads of.
 pub(super) fn listen(on_cancel: impl Fn(String) + 'static) {
-    let Ok(channel) = web_sys::BroadcastChannel::new(CHANNEL) else { return };
-    let handler = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
-        if let Some(id) = event.data().as_string() {
+    crate::broadcast::listen(CHANNEL, move |message| {
+        if let Some(id) = message.as_string() {
             on_cancel(id);
         }
     });
-    channel.set_onmessage(Some(handler.as_ref().unchecked_ref()));
-    handler.forget();
-    // Kept open for the worker's lifetime.
-    std::mem::forget(channel);
 }

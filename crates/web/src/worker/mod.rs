@@ -14,10 +14,8 @@ use darkroom_models::{is_merged_key, QuantCache, QuantPolicy, WeightStore};
 use darkroom_pipeline::latent_preview::approximate_rgb;
 use darkroom_pipeline::prompt::LoraTag;
 use darkroom_pipeline::{Image, ImageRef, PipelineError, Recipe, Request, StableDiffusion};
-use darkroom_weights::browser::{request_persistence, FetchSource, IdbStore};
-use darkroom_weights::fetch::{
-    fetch_model, ChunkStore, FetchError, FetchOptions, FetchProgress, DEFAULT_CHUNK,
-};
+use darkroom_weights::browser::IdbStore;
+use darkroom_weights::fetch::{ChunkStore, FetchError};
 use darkroom_weights::Manifest;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -25,6 +23,7 @@ use wasm_bindgen_futures::spawn_local;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 use crate::gallery::{Entry, Gallery};
+mod downloads;
 mod locks;
 mod queue_runner;
 mod scoring;
@@ -149,7 +148,7 @@ fn handle(envelope: Envelope<ToWorker>) {
         #[cfg(feature = "dev-pages")]
         ToWorker::Crash => panic!("a crash asked for by the developer build"),
         ToWorker::Download { model } => spawn_local(async move {
-            match download(&state, id, &model).await {
+            match downloads::download(&state, id, &model).await {
                 Ok(()) => post(id, FromWorker::Downloaded, Vec::new()),
                 Err((kind, message)) => fail(id, kind, message),
             }
@@ -299,67 +298,6 @@ fn manifest(model: &ModelRef) -> Result<Manifest, Failure> {
 
 fn now_ms() -> f64 {
     js_sys::Date::now()
-}
-
-async fn download(state: &Rc<State>, id: u32, model: &ModelRef) -> Result<(), Failure> {
-    let manifest = manifest(model)?;
-    request_persistence().await;
-    // One writer per model across tabs; a deletion waits for (and cancels) this download.
-    if state.downloads.borrow().contains_key(&manifest.id) {
-        return Err((ErrorKind::Busy, format!("{} is already downloading", manifest.name)));
-    }
-    state.downloads.borrow_mut().insert(manifest.id.clone(), id);
-    let registered = Registered { state, model: manifest.id.clone() };
-    let _lock = locks::model_lock(&manifest.id, true).await;
-    if state.cancelled.borrow().contains(&id) {
-        return Err(fetch_failure(FetchError::Cancelled));
-    }
-    let store = IdbStore::open().await.map_err(fetch_failure)?;
-    let cancelled = || state.cancelled.borrow().contains(&id);
-    let options =
-        FetchOptions { chunk_size: DEFAULT_CHUNK, base_url: model.base.as_deref(), cancelled: &cancelled };
-    let started = now_ms();
-    let mut first: Option<u64> = None;
-    let mut report = |p: &FetchProgress| {
-        // The rate counts this session's bytes only, not what was stored before a resume.
-        let before = *first.get_or_insert(p.model_done);
-        let secs = ((now_ms() - started) / 1000.0).max(1e-3);
-        post(
-            id,
-            FromWorker::Progress {
-                stage: Stage::Downloading,
-                step: 0,
-                total: 0,
-                bytes: p.model_done,
-                bytes_total: p.model_total,
-                rate: (p.model_done - before) as f64 / secs,
-            },
-            Vec::new(),
-        );
-    };
-    let outcome = fetch_model(
-        &FetchSource::with_mirror(model.base.as_deref()),
-        &store,
-        &manifest,
-        &options,
-        &mut report,
-    )
-    .await
-    .map_err(fetch_failure);
-    drop(registered);
-    outcome
-}
-
-/// A running download's entry in `State::downloads`, removed however the download ends.
-struct Registered<'a> {
-    state: &'a State,
-    model: String,
-}
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        self.state.downloads.borrow_mut().remove(&self.model);
-    }
 }
 
 async fn gpu(state: &State) -> Result<Rc<Gpu>, Failure> {
