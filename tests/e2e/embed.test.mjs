@@ -116,6 +116,24 @@ test('a host page mounts the widget, the user allows it, and the host receives t
   assert.ok(result.png, JSON.stringify(result));
   assert.ok(await page.evaluate(() => window.progress) > 0, 'the host saw progress events');
 
+  // What the widget makes goes to the host only: no gallery keeps it behind the user's back.
+  const widgetFrame = page.frames().find((f) => f.url().includes('/embed.html?'));
+  const kept = await widgetFrame.evaluate(async () => {
+    if (!(await indexedDB.databases()).some((d) => d.name === 'darkroom-gallery')) return 0;
+    return new Promise((resolve, reject) => {
+      const open = indexedDB.open('darkroom-gallery');
+      open.onerror = () => reject(open.error);
+      open.onsuccess = () => {
+        const db = open.result;
+        if (!db.objectStoreNames.contains('images')) { db.close(); resolve(0); return; }
+        const count = db.transaction('images').objectStore('images').count();
+        count.onsuccess = () => { db.close(); resolve(count.result); };
+        count.onerror = () => reject(count.error);
+      };
+    });
+  });
+  assert.equal(kept, 0, 'the widget kept its image in a gallery');
+
   const png = Buffer.from(result.png);
   assert.equal(pngText(png).parameters, result.parameters, 'the PNG carries the parameters it was sent with');
   for (const part of [PROMPT, 'Steps: 2', 'Sampler: Euler', 'Seed: 21', 'Size: 64x48', 'Model: tiny-sd']) {

@@ -215,10 +215,11 @@ fn keyboard(state: AppState) {
 
 /// The state both the app and the embedded widget run on: the worker, the models, the
 /// keyboard shortcuts and dropped files.
-/// `confirm`: whether models named by the address wait for the user's confirmation (the app)
-/// or not (the embedded widget, for now).
+/// `confirm`: the app, where models named by the address wait for the user's confirmation;
+/// else the embedded widget, which takes none from its address (but in the developer build)
+/// and keeps no image in a gallery.
 pub(crate) fn app_state(confirm: bool) -> AppState {
-    let state = AppState::new(WorkerClient::spawn());
+    let state = AppState { in_widget: !confirm, ..AppState::new(WorkerClient::spawn()) };
     provide_context(state);
     follow_restarts(state);
     crate::components::model_manager::follow_stored_changes(state);

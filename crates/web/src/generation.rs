@@ -380,8 +380,9 @@ fn run_batch(state: AppState, run: Prepared, index: usize) {
     };
     let preview = preview_model(state);
     let model_name = entry.manifest.id.clone();
-    // The worker keeps the images in the gallery before it answers.
-    let keep = Some(model_name.clone());
+    // The worker keeps the app's images in the gallery before it answers; the widget's go to
+    // the host only.
+    let keep = (!state.in_widget).then(|| model_name.clone());
     let request = ToWorker::Generate {
         model: entry.model_ref.clone(),
         recipe: this,

@@ -316,6 +316,9 @@ pub struct AppState {
     /// Bumped each time the worker stopped and a new one was started (what followed the old
     /// one, the queue, follows the new one).
     pub worker_restarts: RwSignal<u32>,
+    /// The embedded widget: what it makes goes to the host the user inserts it into, never
+    /// into a gallery (one the user would not see, or Darkroom's own behind their back).
+    pub in_widget: bool,
 }
 
 /// Where the active brief's id is kept between visits.
@@ -367,6 +370,7 @@ impl AppState {
             grid: RwSignal::new(None),
             pending_models: RwSignal::new(Vec::new()),
             worker_restarts: RwSignal::new(0),
+            in_widget: false,
         }
     }
 
