@@ -1,4 +1,6 @@
-//! What the CLI's test files share.
+//! What the CLI's test files share. Each test file compiles this module on its own and uses
+//! part of it.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
