@@ -191,6 +191,8 @@ test('a gallery image upscaled by a downloaded upscaler equals darkroom upscale'
   await downloadModel(page, 'upscaler-test');
   await page.click('#tab-gallery');
   await page.waitForSelector('#upscaler');
+  // The gallery is read when its tab opens (the list is set whole, once read).
+  await page.waitForSelector('.gallery-item');
   const before = await page.locator('.gallery-item').count();
   const source = await galleryPng(page, 4321);
   await page.click('.gallery-item:has(a.download[download="darkroom-4321.png"]) button.upscale');

@@ -75,7 +75,9 @@ test('five queued jobs survive a reload mid-queue and make five images, none twi
   await page.click('#tab-generate');
   await page.click('#queue-clear');
   await page.waitForSelector('#queue', { state: 'detached' });
+  // The gallery is read when its tab opens (the list is set whole, once read).
   await page.click('#tab-gallery');
+  await page.waitForSelector('#gallery .gallery-item');
   assert.equal(await page.locator('#gallery .gallery-item').count(), 5);
   // A reload aborts the old page's requests in flight; nothing else may have gone wrong.
   assert.deepEqual(problems.filter((p) => !p.includes('net::ERR_ABORTED')), []);
