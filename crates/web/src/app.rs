@@ -35,11 +35,17 @@ fn confirmation_key(entry: &ModelEntry) -> String {
     format!("{}\n{}", entry.model_ref.manifest_file, entry.model_ref.base.as_deref().unwrap_or(""))
 }
 
-fn confirmed_manifests() -> Vec<String> {
-    crate::state::local_storage()
+/// The confirmation keys remembered in `storage` (this page's, or Darkroom's own reached
+/// through the Storage Access API).
+fn confirmed_keys(storage: Option<web_sys::Storage>) -> Vec<String> {
+    storage
         .and_then(|s| s.get_item(ADDED_MANIFESTS_KEY).ok().flatten())
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default()
+}
+
+fn confirmed_manifests() -> Vec<String> {
+    confirmed_keys(crate::state::local_storage())
 }
 
 /// Adds the models waiting for confirmation, and remembers them for later visits.
@@ -81,12 +87,8 @@ fn confirmed_pairs(keys: &[String]) -> Vec<(String, Option<String>)> {
 /// `storage`'s list), read again from their manifests; one that cannot be read now (offline,
 /// gone) is left out. For the widget on Darkroom's own storage too (`storage_access`).
 pub(crate) async fn remembered_models(storage: Option<web_sys::Storage>) -> Vec<ModelEntry> {
-    let keys: Vec<String> = storage
-        .and_then(|s| s.get_item(ADDED_MANIFESTS_KEY).ok().flatten())
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
     let mut out = Vec::new();
-    for (url, base) in confirmed_pairs(&keys) {
+    for (url, base) in confirmed_pairs(&confirmed_keys(storage)) {
         match crate::net::text(&url).await.and_then(|text| ModelEntry::parse(&text, &url, base)) {
             Ok(e) if !BUILTIN_IDS.with(|ids| ids.contains(&e.manifest.id)) => out.push(e),
             Ok(_) => {}

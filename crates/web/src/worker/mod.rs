@@ -59,6 +59,16 @@ struct State {
     queue: queue_runner::QueueState,
 }
 
+impl State {
+    /// Cancels this worker's download of `model`, if one runs.
+    fn cancel_download(&self, model: &str) {
+        let running = self.downloads.borrow().get(model).copied();
+        if let Some(id) = running {
+            self.cancelled.borrow_mut().insert(id);
+        }
+    }
+}
+
 thread_local! {
     static STATE: Rc<State> = Rc::new(State::default());
     /// The page's port when this is a shared worker.
@@ -107,13 +117,7 @@ pub fn start() {
     });
     let on_message: js_sys::Function = on_message.into_js_value().unchecked_into();
     // Another tab deleting a model cancels this worker's download of it.
-    locks::listen(|model| {
-        let state = STATE.with(Rc::clone);
-        let running = state.downloads.borrow().get(&model).copied();
-        if let Some(id) = running {
-            state.cancelled.borrow_mut().insert(id);
-        }
-    });
+    locks::listen(|model| STATE.with(Rc::clone).cancel_download(&model));
     let global = js_sys::global();
     // www/worker.js keeps the ports of a shared worker's connections in `darkroomPorts` until
     // this runs, and hands later ones to `darkroomOnPort`.

@@ -30,10 +30,7 @@ pub(super) async fn store(
         StoreOp::DeleteModel { id: model } => {
             // A download of the model, here or in another tab, is cancelled and waited for; a
             // load reading it is waited for.
-            let running = state.downloads.borrow().get(&model).copied();
-            if let Some(download) = running {
-                state.cancelled.borrow_mut().insert(download);
-            }
+            state.cancel_download(&model);
             super::locks::cancel_elsewhere(&model);
             let _lock = super::locks::model_lock(&model, true).await;
             // Where the browser has no Web Locks: wait for this worker's download to stop.
