@@ -98,17 +98,24 @@ test('a host page mounts the widget, the user allows it, and the host receives t
   assert.match(await frame.locator('#embed-model').textContent(), /this site's storage/);
   // This profile blocks third-party storage, so using Darkroom's own copy is offered, not taken.
   await frame.locator('#embed-storage-access').waitFor();
-  // The widget takes a click on its download button only once it has been visible a moment.
-  await page.waitForTimeout(600);
-  await frame.locator('#embed-download').click();
-  await frame.locator('#embed-model').waitFor({ state: 'detached', timeout: 120_000 });
 
   const params = { prompt: PROMPT, seed: 21, steps: 2, sampler: 'euler', cfg: 7.5, width: 64, height: 48 };
   await startGenerate(page, params);
   await frame.locator('#embed-consent').waitFor();
   assert.match(await frame.locator('#embed-consent').textContent(), /http:\/\/localhost:8931/);
   await page.screenshot({ path: path.join(ARTIFACTS, 'embed-consent.png') });
+  // The widget takes a click only once it has been visible a moment.
+  await page.waitForTimeout(600);
   await frame.locator('#embed-allow').click();
+  // The model is not downloaded: the request waits for the user, and the host is not told.
+  await frame.locator('#embed-needs').waitFor();
+  await page.waitForTimeout(1000);
+  assert.equal(await page.evaluate(() => Promise.race([window.job, new Promise((r) => setTimeout(() => r('waiting'), 100))])),
+    'waiting', 'the host learnt that the model is missing');
+  assert.deepEqual(await page.evaluate(() => replies.filter((m) => m.type !== 'ready').map((m) => m.type)), []);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'embed-needs.png') });
+  await frame.locator('#embed-download').click();
+  await frame.locator('#embed-model').waitFor({ state: 'detached', timeout: 120_000 });
   await frame.locator('#embed-insert').waitFor({ timeout: 240_000 });
   await page.screenshot({ path: path.join(ARTIFACTS, 'embed-result.png') });
   await frame.locator('#embed-insert').click();
@@ -271,11 +278,33 @@ test('a third origin\'s messages and malformed ones from the host change nothing
     w.postMessage({ darkroom: 1, type: 'generate', id: 8, params: { prompt: 'x', steps: 'many' } }, origin);
     w.postMessage({ darkroom: 1, type: 'generate', id: 9, params: { prompt: 'x', init: new ArrayBuffer(40 << 20) } }, origin);
     w.postMessage({ darkroom: 1, type: 'format-disk', id: 10 }, origin);
+    // A LoRA tag: refused in the same words whatever the user has stored.
+    w.postMessage({ darkroom: 1, type: 'generate', id: 11, params: { prompt: 'x <lora:my-face:1>' } }, origin);
+    w.postMessage({ darkroom: 1, type: 'generate', id: 12, params: { prompt: 'x', controls: [{ model: '../../etc' }] } }, origin);
     await new Promise((r) => setTimeout(r, 1000));
-    return replies.map((m) => [m.id, m.type, m.code]);
+    return replies.map((m) => [m.id, m.type, m.code, m.message]);
   }, DARKROOM);
-  assert.deepEqual(replies, [[6, 'error', 'invalid'], [7, 'error', 'invalid'], [8, 'error', 'invalid'],
-    [9, 'error', 'invalid'], [10, 'error', 'invalid']]);
+  assert.deepEqual(replies.map((r) => r.slice(0, 3)), [[6, 'error', 'invalid'], [7, 'error', 'invalid'], [8, 'error', 'invalid'],
+    [9, 'error', 'invalid'], [10, 'error', 'invalid'], [11, 'error', 'invalid'], [12, 'error', 'invalid']]);
+  assert.match(replies[5][3], /<lora:…> tags are not taken from a host page/);
+
+  // A ControlNet this browser lacks (or that does not exist): the request waits for the user,
+  // the host hears only the user's refusal.
+  await page.evaluate(async () => {
+    const canvas = new OffscreenCanvas(64, 48);
+    canvas.getContext('2d').fillRect(16, 8, 32, 32);
+    const image = await canvas.convertToBlob({ type: 'image/png' });
+    window.job = dr.generate({ prompt: 'a boat', steps: 1, width: 64, height: 48,
+      controls: [{ model: 'controlnet-nope', image, pre: 'canny' }] })
+      .then(() => ({ code: 'none' }), (e) => ({ code: e.code, message: e.message }));
+  });
+  await frame.locator('#embed-needs').waitFor();
+  assert.match(await frame.locator('#embed-needs').textContent(), /ControlNet “controlnet-nope”, which Darkroom does not know here/);
+  await page.waitForTimeout(800);
+  assert.equal(await page.evaluate(() => Promise.race([window.job, new Promise((r) => setTimeout(() => r('waiting'), 100))])), 'waiting');
+  await frame.locator('#embed-refuse').click();
+  assert.equal((await page.evaluate(() => window.job)).code, 'model');
+  await frame.locator('#embed-needs').waitFor({ state: 'detached' });
 
   // And the widget still works.
   await startGenerate(page, { prompt: 'again', seed: 3, steps: 1, sampler: 'euler', width: 64, height: 48 });

@@ -20,6 +20,8 @@ use crate::{ModelFiles, PipelineError};
 
 /// Units in one recipe, at most.
 pub const MAX_CONTROL_UNITS: usize = 8;
+/// Units the app's form and the embedded widget take at once (a recipe file may have more).
+pub const MAX_APP_UNITS: usize = 3;
 /// Canny's thresholds when a unit names none (A1111's defaults).
 pub const CANNY_LOW: f64 = 100.0;
 pub const CANNY_HIGH: f64 = 200.0;

@@ -5,6 +5,7 @@ pub mod draft;
 pub mod dynamic;
 pub mod generate;
 pub mod grid;
+pub mod host;
 pub mod latent_preview;
 pub mod metadata;
 pub mod model;

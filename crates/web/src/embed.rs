@@ -9,22 +9,20 @@
 //! without an id when the user inserts an image they made themselves), `{type: "error", id,
 //! code, message}`.
 
-use js_sys::{Array, ArrayBuffer, Object, Reflect, Uint8Array};
+use js_sys::{Array, Object, Reflect, Uint8Array};
 use leptos::prelude::*;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::MessageEvent;
 
 use crate::components::model_manager::start_download;
+use crate::embed_request::{self, missing};
 use crate::generation;
-use crate::state::{human_bytes, png_url, AppState, InitImage};
+use crate::state::{human_bytes, AppState};
 use crate::storage_access::{self, FirstParty};
-use darkroom_pipeline::recipe::{IMG2IMG_STRENGTH, MAX_PROMPT_CHARS};
-use darkroom_pipeline::{ImageRef, ModelInfo};
+use darkroom_pipeline::host::{self, Message, Refusal, Value};
 
-pub const VERSION: f64 = 1.0;
-/// The largest init or mask image a host may send.
-const MAX_IMAGE_BYTES: u32 = 32 << 20;
+pub use darkroom_pipeline::host::VERSION;
 const ALLOWED: &str = "darkroom.embed.allowed";
 const DENIED: &str = "darkroom.embed.denied";
 
@@ -43,7 +41,10 @@ struct Embed {
     asking: RwSignal<bool>,
     pending: RwSignal<Option<Pending>>,
     /// Params waiting for consent.
-    waiting: StoredValue<Option<(u32, JsValue)>, LocalStorage>,
+    waiting: StoredValue<Option<(u32, Value)>, LocalStorage>,
+    /// The pending request waits for the user to download what it needs (`missing`): the host
+    /// is not told what this browser lacks.
+    held: RwSignal<bool>,
     allowed: RwSignal<Vec<String>>,
     denied: RwSignal<Vec<String>>,
     /// Whether the models are Darkroom's own copy (Storage Access API) or this site's.
@@ -120,7 +121,7 @@ fn object(pairs: &[(&str, JsValue)]) -> Object {
 }
 
 fn send_error(host: &str, id: Option<u32>, code: &str, message: &str) {
-    let id = id.map_or(JsValue::NULL, |i| JsValue::from(i));
+    let id = id.map_or(JsValue::NULL, JsValue::from);
     post(
         host,
         &object(&[("type", "error".into()), ("id", id), ("code", code.into()), ("message", message.into())]),
@@ -128,194 +129,31 @@ fn send_error(host: &str, id: Option<u32>, code: &str, message: &str) {
     );
 }
 
-fn get(obj: &JsValue, key: &str) -> JsValue {
-    Reflect::get(obj, &key.into()).unwrap_or(JsValue::UNDEFINED)
-}
-
-/// Applies a host's generation parameters to the form's recipe: every type is checked here,
-/// every limit by `Recipe::validate` (the same rules as the app's and the CLI's) before the form
-/// changes; `Err` says what is wrong.
-fn apply(state: AppState, params: &JsValue) -> Result<(), String> {
-    if !params.is_object() {
-        return Err("params must be an object".into());
-    }
-    let s = state.settings;
-    let text = |key: &str| -> Result<Option<String>, String> {
-        let v = get(params, key);
-        if v.is_undefined() || v.is_null() {
-            return Ok(None);
-        }
-        let t = v.as_string().ok_or(format!("{key} must be a string"))?;
-        // Checked before anything else reads it: a host may send megabytes.
-        if t.len() > 4 * MAX_PROMPT_CHARS {
-            return Err(format!("{key} is longer than {MAX_PROMPT_CHARS} characters"));
-        }
-        Ok(Some(t))
-    };
-    let number = |key: &str| -> Result<Option<f64>, String> {
-        let v = get(params, key);
-        if v.is_undefined() || v.is_null() {
-            return Ok(None);
-        }
-        v.as_f64().filter(|n| n.is_finite()).map(Some).ok_or(format!("{key} must be a number"))
-    };
-    let whole = |key: &str| -> Result<Option<u64>, String> {
-        match number(key)? {
-            Some(n) if n.fract() == 0.0 && (0.0..=9_007_199_254_740_991.0).contains(&n) => Ok(Some(n as u64)),
-            Some(_) => Err(format!("{key} must be a whole number of at least 0")),
-            None => Ok(None),
-        }
-    };
-    let image = |key: &str| -> Result<Option<Vec<u8>>, String> {
-        let v = get(params, key);
-        if v.is_undefined() || v.is_null() {
-            return Ok(None);
-        }
-        let buffer: ArrayBuffer =
-            v.dyn_into().map_err(|_| format!("{key} must be a PNG (Blob or ArrayBuffer)"))?;
-        if buffer.byte_length() > MAX_IMAGE_BYTES {
-            return Err(format!("{key} is larger than {} MB", MAX_IMAGE_BYTES >> 20));
-        }
-        Ok(Some(Uint8Array::new(&buffer).to_vec()))
-    };
-    let prompt = text("prompt")?.ok_or("prompt is required")?;
-    let negative = text("negative")?;
-    let sampler = match text("sampler")? {
-        Some(name) => Some(name.parse::<darkroom_pipeline::Sampler>()?),
-        None => None,
-    };
-    let init = image("init")?;
-    let mask = image("mask")?;
-    let init = match init {
-        Some(png) => Some((darkroom_pipeline::Image::from_png(&png).map_err(|e| format!("init: {e}"))?, png)),
-        None => None,
-    };
-    let mut recipe = s.recipe.get_untracked();
-    recipe.prompt = prompt;
-    recipe.negative_prompt = negative.unwrap_or_default();
-    if let Some(v) = sampler {
-        recipe.sampler = v;
-    }
-    recipe.seed = whole("seed")?;
-    if let Some(v) = whole("steps")? {
-        recipe.steps = v as usize;
-    }
-    if let Some(v) = number("cfg")? {
-        recipe.cfg_scale = v as f32;
-    }
-    if let Some((img, _)) = &init {
-        (recipe.width, recipe.height) = (img.width, img.height);
-    }
-    if let Some(v) = whole("width")? {
-        recipe.width = v as usize;
-    }
-    if let Some(v) = whole("height")? {
-        recipe.height = v as usize;
-    }
-    let strength = number("strength")?;
-    (recipe.batch_size, recipe.batch_count) = (1, 1);
-    let (units, control_images) = controls(state, &get(params, "controls"))?;
-    recipe.controls = units;
-    // Checked as the run will send it: input images as attachments, strength only with one.
-    let mut run = recipe.clone();
-    run.init = init.is_some().then_some(ImageRef::Attachment(0));
-    run.mask = mask.is_some().then_some(ImageRef::Attachment(1));
-    run.strength = strength.or(init.is_some().then_some(IMG2IMG_STRENGTH));
-    for (i, unit) in run.controls.iter_mut().enumerate() {
-        unit.image = Some(ImageRef::Attachment(2 + i));
-    }
-    let model = state
-        .selected_model()
-        .map(|m| generation::model_info(&m))
-        .unwrap_or_else(|| ModelInfo::stable_diffusion("this model", false));
-    run.validate(&model).map_err(|e| e.message)?;
-    if let Some(v) = strength {
-        recipe.strength = Some(v);
-    }
-    s.recipe.set(recipe);
-    s.control_images.set(control_images.into_iter().map(Some).collect());
-    s.inpaint.set(mask.is_some());
-    s.mask_png.set(mask);
-    s.init.set(init.map(|(img, png)| InitImage {
-        width: img.width,
-        height: img.height,
-        url: png_url(&png),
-        png,
-        original: None,
-    }));
-    Ok(())
-}
-
-/// A host's `controls: [{image, model, pre, weight, start, end, low, high}]`: at most three
-/// units, each with a PNG and a ControlNet this browser has; the units' numbers are checked by
-/// `Recipe::validate` with the rest.
-fn controls(
-    state: AppState,
-    value: &JsValue,
-) -> Result<(Vec<darkroom_pipeline::ControlUnit>, Vec<crate::state::ControlImage>), String> {
-    use darkroom_pipeline::{ControlUnit, Preprocessor};
-    if value.is_undefined() || value.is_null() {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    let list: Array = value.clone().dyn_into().map_err(|_| "controls must be an array".to_string())?;
-    let max = crate::components::control_units::MAX_UNITS as u32;
-    if list.length() > max {
-        return Err(format!("at most {max} controls"));
-    }
-    let mut units = Vec::new();
-    let mut images = Vec::new();
-    for (i, item) in list.iter().enumerate() {
-        let what = format!("controls[{i}]");
-        if !item.is_object() {
-            return Err(format!("{what} must be an object"));
-        }
-        let text = |key: &str| get(&item, key).as_string();
-        let number = |key: &str, default: f64| -> Result<f64, String> {
-            let v = get(&item, key);
-            if v.is_undefined() || v.is_null() {
-                return Ok(default);
-            }
-            v.as_f64().filter(|n| n.is_finite()).ok_or(format!("{what}.{key} must be a number"))
-        };
-        let model = text("model").ok_or(format!("{what}.model must be a ControlNet's id"))?;
-        let known = state.model(&model).is_some_and(|m| m.manifest.family.is_controlnet());
-        if !known {
-            return Err(format!("{what}.model: no ControlNet {model:?} in this browser"));
-        }
-        let pre = match text("pre") {
-            Some(p) => p.parse::<Preprocessor>().map_err(|e| format!("{what}.pre: {e}"))?,
-            None => Preprocessor::None,
-        };
-        let buffer: ArrayBuffer = get(&item, "image")
-            .dyn_into()
-            .map_err(|_| format!("{what}.image must be a PNG (Blob or ArrayBuffer)"))?;
-        if buffer.byte_length() > MAX_IMAGE_BYTES {
-            return Err(format!("{what}.image is larger than {} MB", MAX_IMAGE_BYTES >> 20));
-        }
-        let png = Uint8Array::new(&buffer).to_vec();
-        let img = darkroom_pipeline::Image::from_png(&png).map_err(|e| format!("{what}.image: {e}"))?;
-        let d = ControlUnit::default();
-        units.push(ControlUnit {
-            model,
-            image: None,
-            pre,
-            weight: number("weight", d.weight)?,
-            start: number("start", d.start)?,
-            end: number("end", d.end)?,
-            low: number("low", d.low)?,
-            high: number("high", d.high)?,
-        });
-        images.push(crate::state::ControlImage { width: img.width, height: img.height, png });
-    }
-    Ok((units, images))
-}
-
-fn run_request(state: AppState, embed: Embed, id: u32, params: JsValue) {
+fn run_request(state: AppState, embed: Embed, id: u32, params: Value) {
     let host = embed.host.get_untracked().unwrap_or_default();
-    if let Err(e) = apply(state, &params) {
+    if state.run.get_untracked().is_some() {
+        // The user's own run in the widget.
+        embed.pending.set(None);
+        send_error(&host, Some(id), "busy", "Darkroom is still working on the previous image");
+        return;
+    }
+    if let Err(e) = embed_request::apply(state, &params) {
         send_error(&host, Some(id), "invalid", &e);
         return;
     }
+    embed.pending.set(Some(Pending { id, started: false }));
+    if untrack(|| missing(state)).is_empty() {
+        start_request(state, embed);
+    } else {
+        embed.held.set(true);
+    }
+}
+
+/// The pending request's run, its form applied and everything it needs here.
+fn start_request(state: AppState, embed: Embed) {
+    let host = embed.host.get_untracked().unwrap_or_default();
+    let Some(Pending { id, .. }) = embed.pending.get_untracked() else { return };
+    embed.held.set(false);
     embed.pending.set(Some(Pending { id, started: true }));
     state.clear_results();
     generation::start(state);
@@ -325,6 +163,18 @@ fn run_request(state: AppState, embed: Embed, id: u32, params: JsValue) {
         let code = state.error_code.get_untracked().unwrap_or("invalid");
         send_error(&host, Some(id), code, &state.error.get_untracked().unwrap_or_default());
     }
+}
+
+/// Ends the pending request before its run started (the user refused what it needs, or the
+/// host cancelled it), answering the host with `code`.
+fn drop_request(embed: Embed, code: &str, message: &str) {
+    if let (Some(host), Some(p)) = (embed.host.get_untracked(), embed.pending.get_untracked()) {
+        send_error(&host, Some(p.id), code, message);
+    }
+    embed.waiting.set_value(None);
+    embed.asking.set(false);
+    embed.held.set(false);
+    embed.pending.set(None);
 }
 
 fn on_message(state: AppState, embed: Embed, event: MessageEvent) {
@@ -350,39 +200,42 @@ fn on_message(state: AppState, embed: Embed, event: MessageEvent) {
         log_ignored(&format!("from {} which is not the embedding page", event.origin()));
         return;
     }
-    let data = event.data();
-    if get(&data, "darkroom").as_f64() != Some(VERSION) {
-        log_ignored("not protocol version 1");
-        return;
-    }
-    let id =
-        get(&data, "id").as_f64().filter(|n| n.fract() == 0.0 && *n >= 0.0 && *n < 4e9).map(|n| n as u32);
-    match get(&data, "type").as_string().as_deref() {
-        Some("hello") => post(&host, &object(&[("type", "ready".into()), ("version", VERSION.into())]), None),
-        Some("cancel") => generation::cancel(state),
-        Some("generate") => {
-            let Some(id) = id else {
-                log_ignored("a generate request without a numeric id");
-                return;
-            };
-            if embed.pending.get_untracked().is_some() || state.run.get_untracked().is_some() {
-                send_error(&host, Some(id), "busy", "Darkroom is still working on the previous image");
-                return;
+    let message = match host::read_message(&embed_request::read_value(&event.data())) {
+        Ok(m) => m,
+        Err(Refusal::Ignore(why)) => {
+            log_ignored(why);
+            return;
+        }
+        Err(Refusal::Answer { id, message }) => {
+            log_ignored(&message);
+            send_error(&host, id, "invalid", &message);
+            return;
+        }
+    };
+    match message {
+        Message::Hello => {
+            post(&host, &object(&[("type", "ready".into()), ("version", VERSION.into())]), None)
+        }
+        Message::Cancel => match embed.pending.get_untracked() {
+            Some(Pending { started: false, .. }) => {
+                drop_request(embed, "cancelled", "the generation was cancelled")
             }
-            let params = get(&data, "params");
+            _ => generation::cancel(state),
+        },
+        Message::Generate { id, params } => {
+            // Consent first: a site the user has not allowed learns nothing, not even whether
+            // Darkroom is busy.
             if embed.denied.get_untracked().contains(&host) {
                 send_error(&host, Some(id), "denied", "the user does not allow this site to use Darkroom");
-            } else if embed.allowed.get_untracked().contains(&host) {
-                run_request(state, embed, id, params);
-            } else {
+            } else if embed.pending.get_untracked().is_some() {
+                send_error(&host, Some(id), "busy", "Darkroom is still working on the previous image");
+            } else if !embed.allowed.get_untracked().contains(&host) {
                 embed.waiting.set_value(Some((id, params)));
                 embed.pending.set(Some(Pending { id, started: false }));
                 embed.asking.set(true);
+            } else {
+                run_request(state, embed, id, params);
             }
-        }
-        _ => {
-            log_ignored("an unknown message type");
-            send_error(&host, id, "invalid", "unknown message type");
         }
     }
 }
@@ -405,6 +258,7 @@ fn insert(state: AppState, embed: Embed) {
     ]);
     post(&host, &message, Some(&Array::of1(&buffer)));
     embed.pending.set(None);
+    embed.held.set(false);
     state.clear_results();
 }
 
@@ -413,6 +267,7 @@ fn dismiss(state: AppState, embed: Embed) {
         send_error(&host, Some(p.id), "dismissed", "the user discarded the image");
     }
     embed.pending.set(None);
+    embed.held.set(false);
     state.clear_results();
 }
 
@@ -436,6 +291,7 @@ pub fn EmbedApp() -> impl IntoView {
         asking: RwSignal::new(false),
         pending: RwSignal::new(None),
         waiting: StoredValue::new_local(None),
+        held: RwSignal::new(false),
         allowed: RwSignal::new(load_list(ALLOWED)),
         denied: RwSignal::new(load_list(DENIED)),
         first_party: RwSignal::new(FirstParty::Checking),
@@ -479,7 +335,7 @@ pub fn EmbedApp() -> impl IntoView {
         let (Some(host), Some(p)) = (embed.host.get_untracked(), embed.pending.get_untracked()) else {
             return run.is_some();
         };
-        if let Some(r) = &run {
+        if let (Some(r), true) = (&run, p.started) {
             let message = object(&[
                 ("type", "progress".into()),
                 ("id", p.id.into()),
@@ -495,6 +351,13 @@ pub fn EmbedApp() -> impl IntoView {
             }
         }
         run.is_some()
+    });
+
+    // A request held for a download starts once everything it needs is here.
+    Effect::new(move |_| {
+        if embed.held.get() && missing(state).is_empty() {
+            start_request(state, embed);
+        }
     });
 
     // Consent, downloads and Darkroom's storage act only when the widget is visibly on screen.
@@ -598,6 +461,34 @@ pub fn EmbedApp() -> impl IntoView {
             _ => None,
         }
     };
+    // A held request: what it needs besides the selected model (whose line is above), and the
+    // user's way to say no. The host hears of it only as the user's refusal.
+    let needs_line = move || {
+        if !embed.held.get() {
+            return None;
+        }
+        let host = embed.host.get().unwrap_or_default();
+        let controls = missing(state).into_iter().filter(|n| n.control).map(|n| {
+            let line = match &n.entry {
+                Some(e) => format!("ControlNet {} ({}), not downloaded yet.", e.manifest.name, human_bytes(e.manifest.download_size().0)),
+                None => format!("ControlNet “{}”, which Darkroom does not know here.", n.id),
+            };
+            let e = n.entry.clone();
+            let downloading = e.as_ref().is_some_and(|e| e.download.get().is_some_and(|d| d.id.is_some()));
+            view! {
+                <p class="small">{line}" "
+                    {e.filter(|_| !downloading).map(|e| view! { <button id=format!("embed-download-{}", e.manifest.id) on:click=move |_| if guard.allows() { start_download(state, &e) }>"Download"</button> })}
+                </p>
+            }
+        }).collect_view();
+        Some(view! {
+            <div class="embed-model" id="embed-needs">
+                <p>{format!("{host} asked for an image that needs models not downloaded here yet: it waits until you download them, or refuse it.")}</p>
+                {controls}
+                <button id="embed-refuse" on:click=move |_| drop_request(embed, "model", "the user did not download what the request needs")>"Refuse"</button>
+            </div>
+        })
+    };
     let result = move || state.results.get().into_iter().last();
     view! {
         <div class="embed" node_ref=root>
@@ -625,6 +516,7 @@ pub fn EmbedApp() -> impl IntoView {
             </Show>
             {storage_line}
             {model_line}
+            {needs_line}
             {move || state.error.get().map(|e| view! { <p class="error" role="alert" id="embed-error">{e}</p> })}
             <textarea id="embed-prompt" rows="3" placeholder="Describe the image"
                 prop:value=move || s.prompt.get() on:input=move |ev| s.prompt.set(event_target_value(&ev))></textarea>

@@ -391,6 +391,7 @@ fn run_batch(state: AppState, run: Prepared, index: usize) {
         controls: controls.clone(),
         brief: brief.clone(),
         upscaler: upscaler.clone(),
+        no_embeddings: state.in_widget,
     };
     let next = Prepared {
         worker: worker.clone(),

@@ -15,6 +15,7 @@ mod checks_app;
 mod client;
 mod components;
 mod embed;
+mod embed_request;
 mod embeddings;
 mod gallery;
 mod generation;

@@ -61,6 +61,10 @@ pub enum ToWorker {
         /// The upscaler model the recipe's hires fix names, when it names one.
         #[serde(default)]
         upscaler: Option<ModelRef>,
+        /// The embedded widget's runs: the user's embeddings are not applied, so nothing of the
+        /// user's own library shapes an image a host page may receive.
+        #[serde(default)]
+        no_embeddings: bool,
     },
     /// Gallery drafts (by key) finished: each one's kept latents decoded by `model`'s full VAE
     /// (the model that made it), its PNG and parameters replaced by the final image's, its
@@ -535,6 +539,7 @@ mod tests {
                 manifest_file: "up.toml".into(),
                 base: None,
             }),
+            no_embeddings: true,
         };
         let json = serde_json::to_string(&request).unwrap();
         assert_eq!(serde_json::from_str::<ToWorker>(&json).unwrap(), request);

@@ -14,7 +14,7 @@ use darkroom_pipeline::{ControlUnit, Image};
 use crate::state::{encode_png, png_url, AppState, ControlImage};
 
 /// Units the app offers at once.
-pub const MAX_UNITS: usize = 3;
+pub use darkroom_pipeline::control::MAX_APP_UNITS as MAX_UNITS;
 /// The longest side a picked control image is scaled down to.
 const MAX_SIDE: f64 = 1024.0;
 /// The drawing brush's width in image pixels.

@@ -163,14 +163,14 @@ fn handle(envelope: Envelope<ToWorker>) {
                 fail(id, kind, message);
             }
         }),
-        ToWorker::Generate { model, recipe, preview, keep, controls, brief, upscaler } => {
+        ToWorker::Generate { model, recipe, preview, keep, controls, brief, upscaler, no_embeddings } => {
             spawn_local(async move {
                 let job = generate(
                     &state,
                     id,
                     (&model, &controls, upscaler.as_ref()),
                     &recipe,
-                    preview.as_ref(),
+                    RunOptions { preview: preview.as_ref(), embeddings: !no_embeddings },
                     (keep, brief),
                     envelope.bytes,
                 );
@@ -576,13 +576,13 @@ async fn generate(
     id: u32,
     model: (&ModelRef, &[ModelRef], Option<&ModelRef>),
     recipe: &Recipe,
-    preview_model: Option<&ModelRef>,
+    options: RunOptions<'_>,
     keep: (Option<String>, Option<BriefTag>),
     bytes: Vec<Vec<u8>>,
 ) -> Result<(), Failure> {
     let (keep, brief) = keep;
     let started = now_ms();
-    let (infos, pngs) = make_images(state, id, id, model, recipe, preview_model, &bytes).await?;
+    let (infos, pngs) = make_images(state, id, id, model, recipe, options, &bytes).await?;
     let ms = now_ms() - started;
     let gallery_error = match keep {
         Some(model_name) => keep_images(&model_name, brief.as_ref(), &infos, &pngs).await.err(),
@@ -590,6 +590,14 @@ async fn generate(
     };
     post(id, FromWorker::Result { images: infos, ms, gallery_error }, pngs);
     Ok(())
+}
+
+/// How a run is made besides its recipe: the TAESD decoder for live previews, and whether the
+/// user's embeddings apply (not in the embedded widget's runs).
+#[derive(Clone, Copy)]
+pub(crate) struct RunOptions<'a> {
+    pub preview: Option<&'a ModelRef>,
+    pub embeddings: bool,
 }
 
 /// One run's images as PNGs with their infos (with the model, its ControlNets and the upscaler
@@ -601,7 +609,7 @@ async fn make_images(
     cancel: u32,
     (model, controls, upscaler): (&ModelRef, &[ModelRef], Option<&ModelRef>),
     recipe: &Recipe,
-    preview_model: Option<&ModelRef>,
+    options: RunOptions<'_>,
     bytes: &[Vec<u8>],
 ) -> Result<(Vec<ImageInfo>, Vec<Vec<u8>>), Failure> {
     let id = report;
@@ -610,13 +618,15 @@ async fn make_images(
     let (sd, _, _, _) = loaded(state, (id, cancel), model, &loras).await?;
     request.controls = control_nets(state, cancel, recipe, controls, sd.precision, bytes).await?;
     // The embeddings are small: read for every run, so one imported a moment ago applies.
-    let store = IdbStore::open().await.map_err(fetch_failure)?;
-    request.embeddings = crate::embeddings::read_all(&store).await.map_err(|e| (ErrorKind::Other, e))?;
+    if options.embeddings {
+        let store = IdbStore::open().await.map_err(fetch_failure)?;
+        request.embeddings = crate::embeddings::read_all(&store).await.map_err(|e| (ErrorKind::Other, e))?;
+    }
     if state.cancelled.borrow().contains(&cancel) {
         return Err((ErrorKind::Cancelled, "cancelled".into()));
     }
     let gpu = gpu(state).await?;
-    let taesd = match preview_model {
+    let taesd = match options.preview {
         Some(m) if sd.vae_config.latent_channels == 4 => {
             previewer(state, &gpu, m, sd.precision.activations).await
         }

@@ -7,7 +7,9 @@ use std::rc::Rc;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::spawn_local;
 
-use super::{forget_lost_device, make_images, manifest, now_ms, post, storage_failure, Failure, State};
+use super::{
+    forget_lost_device, make_images, manifest, now_ms, post, storage_failure, Failure, RunOptions, State,
+};
 use crate::gallery::Entry;
 use crate::protocol::{ErrorKind, FromWorker, JobState, QueueOp, QueueView};
 use crate::queue;
@@ -178,7 +180,7 @@ async fn run_queue(state: Rc<State>) {
                 job_cancel_id(key),
                 (&model, &stored.job.controls, stored.job.upscaler.as_ref()),
                 &recipe,
-                preview.as_ref(),
+                RunOptions { preview: preview.as_ref(), embeddings: true },
                 &stored.bytes,
             )
             .await;
