@@ -87,8 +87,14 @@ pub fn run(gpu: &Gpu, args: ScoreArgs) -> Result<(), Failure> {
         check_head(head, c).map_err(|e| usage(format!("--aesthetic: {e}")))?;
     }
     let text_embedding = match &clip {
-        Some(c) => Some(pollster::block_on(c.text_embedding(gpu, &args.prompt))?),
-        None => None,
+        Some(c) if c.has_text() => Some(pollster::block_on(c.text_embedding(gpu, &args.prompt))?),
+        Some(_) if aesthetic.is_none() => {
+            return Err(usage(
+                "--clip: this CLIP model is the vision tower alone: it gives the aesthetic score (--aesthetic), not CLIP scores"
+                    .into(),
+            ))
+        }
+        _ => None,
     };
     let palette = match &args.palette {
         Some(text) => parse_palette(text)?,
@@ -100,9 +106,11 @@ pub fn run(gpu: &Gpu, args: ScoreArgs) -> Result<(), Failure> {
         let mut line = serde_json::Map::new();
         let file = path.display().to_string();
         line.insert("file".into(), file.clone().into());
-        if let (Some(c), Some(text)) = (&clip, &text_embedding) {
+        if let Some(c) = &clip {
             let embedding = pollster::block_on(c.image_embedding(gpu, &image))?;
-            line.insert("clip_score".into(), (clip_score(&embedding, text) as f64).into());
+            if let Some(text) = &text_embedding {
+                line.insert("clip_score".into(), (clip_score(&embedding, text) as f64).into());
+            }
             if let Some(head) = &aesthetic {
                 let score = head.score(&embedding).map_err(|e| usage(format!("--aesthetic: {e}")))?;
                 line.insert("aesthetic".into(), (score as f64).into());

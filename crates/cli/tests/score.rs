@@ -181,7 +181,11 @@ fn clip_and_aesthetic_by_id_from_the_cache() {
     let said = String::from_utf8_lossy(&before.stderr);
     assert!(said.contains("darkroom models fetch clip-vit-large-patch14"), "{said}");
 
-    for (id, src) in [("clip-vit-large-patch14", &clip_src), ("aesthetic-v2", &head_src)] {
+    for (id, src) in [
+        ("clip-vit-large-patch14", &clip_src),
+        ("clip-vit-large-patch14-vision", &clip_src),
+        ("aesthetic-v2", &head_src),
+    ] {
         let base = serve(src.clone(), Arc::new(Mutex::new(Faults::default()))).unwrap();
         let fetched = run(&["models", "fetch", id, "--base-url", &base, "--accept-license", "--quiet"]);
         assert!(fetched.status.success(), "{id}: {}", String::from_utf8_lossy(&fetched.stderr));
@@ -210,4 +214,22 @@ fn clip_and_aesthetic_by_id_from_the_cache() {
         assert!(got[key].is_f64(), "{got}");
         assert_eq!(got[key], want[key], "{key}");
     }
+
+    // The vision tower alone, fetched by range: the same aesthetic score, no CLIP score, and
+    // a clear refusal when asked for CLIP scores only.
+    let vision = cache.join("clip-vit-large-patch14-vision/model.safetensors");
+    let whole = cache.join("clip-vit-large-patch14/model.safetensors");
+    let (vision_len, whole_len) =
+        (std::fs::metadata(&vision).unwrap().len(), std::fs::metadata(&whole).unwrap().len());
+    assert!(vision_len < whole_len * 9 / 10, "{vision_len} of {whole_len} bytes");
+    let mut by_vision = by_id;
+    by_vision[4] = "clip-vit-large-patch14-vision";
+    let alone = run(&by_vision);
+    assert!(alone.status.success(), "{}", String::from_utf8_lossy(&alone.stderr));
+    let alone: serde_json::Value = serde_json::from_slice(&alone.stdout).unwrap();
+    assert_eq!(alone["aesthetic"], want["aesthetic"], "{alone}");
+    assert!(alone.get("clip_score").is_none(), "{alone}");
+    let refused = run(&[&by_vision[..5], &[image]].concat());
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("vision tower alone"));
 }

@@ -19,11 +19,13 @@ use crate::{Image, PipelineError};
 
 pub use darkroom_models::clip_vision::clip_score;
 
-/// CLIP's two towers and its tokenizer.
+/// CLIP's vision tower with its projection, and the text tower with its tokenizer unless the
+/// model is the vision tower alone (enough for the aesthetic score).
 pub struct ClipScorer {
-    tokenizer: ClipTokenizer,
-    text: ClipTextModel,
+    text: Option<(ClipTokenizer, ClipTextModel)>,
     vision: ClipVisionModel,
+    /// The width of the projected embeddings.
+    width: usize,
     dtype: DType,
 }
 
@@ -33,8 +35,10 @@ fn files_error(what: &str) -> impl Fn(darkroom_models::config::ConfigError) -> P
 
 impl ClipScorer {
     /// From the files of a `CLIPModel` folder (config.json, model.safetensors, the tokenizer as
-    /// vocab.json + merges.txt or tokenizer.json). `dtype` f16 packs the weights in f16 (half the
-    /// memory; scores move by a few hundredths).
+    /// vocab.json + merges.txt or tokenizer.json). A model.safetensors without the text tower
+    /// (`text_model.*`, as a manifest's `tensors` subset stores it) loads the vision tower alone,
+    /// without a tokenizer. `dtype` f16 packs the weights in f16 (half the memory; scores move by
+    /// a few hundredths).
     pub async fn load<F: ModelFiles>(
         gpu: &Gpu,
         files: &F,
@@ -55,28 +59,42 @@ impl ClipScorer {
                     .into(),
             ));
         }
-        let tokenizer = load_tokenizer(files, "").await?;
         let policy = if dtype == DType::F16 { QuantPolicy::F16 } else { QuantPolicy::F32 };
         let store =
             load_weights(gpu, files, &NoCache, policy, "", &["model.safetensors"], None, progress).await?;
         let root = store.root(gpu, dtype, policy);
+        let text = if root.contains("text_model.embeddings.token_embedding.weight") {
+            Some((load_tokenizer(files, "").await?, ClipTextModel::load(&root, &text_cfg)?))
+        } else {
+            None
+        };
         Ok(ClipScorer {
-            tokenizer,
-            text: ClipTextModel::load(&root, &text_cfg)?,
+            text,
             vision: ClipVisionModel::load(&root, &vision_cfg, projection)?,
+            width: projection.unwrap_or(0),
             dtype,
         })
+    }
+
+    /// Whether the text tower is here (CLIP scores need it; the aesthetic score does not).
+    pub fn has_text(&self) -> bool {
+        self.text.is_some()
     }
 
     /// The projected text embedding of `text` (CLIP's tokenisation: start, up to 75 tokens, end,
     /// padded to 77 — longer text is cut, as CLIP's processor does).
     pub async fn text_embedding(&self, gpu: &Gpu, text: &str) -> Result<Vec<f32>, PipelineError> {
-        let t = &self.tokenizer;
+        let (t, model) = self.text.as_ref().ok_or_else(|| {
+            PipelineError::Input(
+                "this CLIP model is the vision tower alone (for the aesthetic score): CLIP scores need the whole model, clip-vit-large-patch14"
+                    .into(),
+            )
+        })?;
         let mut ids = vec![t.bos];
         ids.extend(t.encode(text)?.into_iter().take(75));
         ids.push(t.eos);
         ids.resize(77, t.pad);
-        let out = self.text.forward_sdxl(gpu, &ids, 77, true, &[]).await?;
+        let out = model.forward_sdxl(gpu, &ids, 77, true, &[]).await?;
         let pooled =
             out.pooled.ok_or_else(|| PipelineError::Files("the CLIP text tower has no projection".into()))?;
         Ok(pooled.read_f32(gpu).await?)
@@ -93,7 +111,7 @@ impl ClipScorer {
 
     /// The width of the image embedding (768 for ViT-L/14): what an aesthetic head must read.
     pub fn embedding_width(&self) -> usize {
-        self.text.config().projection_dim.unwrap_or(0)
+        self.width
     }
 }
 

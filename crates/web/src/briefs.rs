@@ -157,7 +157,11 @@ fn finish_next(
 pub fn score_images(state: AppState, keys: Vec<u32>, status: RwSignal<Option<String>>) {
     use crate::protocol::{FromWorker, StoreReply, ToWorker};
     use darkroom_weights::ModelKind;
-    let Some(clip) = state.downloaded(ModelKind::Clip).into_iter().next() else {
+    // The whole CLIP model (CLIP scores and the aesthetic's embedding) before the vision tower
+    // alone (the aesthetic only).
+    let clips = state.downloaded(ModelKind::Clip);
+    let whole = |m: &&crate::state::ModelEntry| m.manifest.files.iter().all(|f| f.tensors.is_empty());
+    let Some(clip) = clips.iter().find(whole).or(clips.first()).cloned() else {
         status
             .set(Some("Scoring needs a CLIP model: download “CLIP ViT-L/14 (scores)” under Models.".into()));
         return;

@@ -298,7 +298,7 @@ pub struct Pin {
 impl Pin {
     /// Takes the first answer's commit as the pin (and stores it); a later answer naming
     /// another commit is a change mid-download.
-    async fn note<C: ChunkStore>(
+    pub(crate) async fn note<C: ChunkStore>(
         &mut self,
         store: &C,
         path: &str,
@@ -322,9 +322,53 @@ impl Pin {
         Ok(())
     }
 
-    fn url(&self, url: &str) -> String {
+    pub(crate) fn url(&self, url: &str) -> String {
         self.commit.as_deref().map_or_else(|| url.to_string(), |c| pinned_url(url, c))
     }
+}
+
+/// One range request, tried again with backoff while it fails for a transient reason (at most
+/// [`ATTEMPTS`] tries), unless the download is cancelled meanwhile.
+pub(crate) async fn get_with_retries<S: RangeSource>(
+    source: &S,
+    url: &str,
+    (start, end): (u64, u64),
+    if_range: Option<&str>,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<RangeReply, FetchError> {
+    let mut attempt = 0;
+    loop {
+        match source.get_range(url, start, end, if_range).await {
+            Ok(r) => return Ok(r),
+            Err(e) if e.is_transient() && attempt + 1 < ATTEMPTS => {
+                attempt += 1;
+                source.sleep_ms(250 << attempt).await;
+                if cancelled() {
+                    return Err(FetchError::Cancelled);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The record of a file the store holds complete (`None` for one it does not): one completed
+/// before records were kept is sealed again, which hashes what is stored.
+pub(crate) async fn complete_record<C: ChunkStore>(
+    store: &C,
+    key: &str,
+    chunk: u64,
+    state: &Stored,
+    sha256: Option<&str>,
+) -> Result<Option<FileRecord>, FetchError> {
+    if !state.complete {
+        return Ok(None);
+    }
+    if let Some(record) = store.record(key).await? {
+        return Ok(Some(record));
+    }
+    let seal = Seal { total: state.total.unwrap_or(0), sha256, sha256_from: "the manifest", commit: None };
+    store.seal(key, chunk, &seal).await.map(Some)
 }
 
 /// Downloads one file into the store (resuming what is there) and seals it; returns its
@@ -342,14 +386,8 @@ pub async fn fetch_file<S: RangeSource, C: ChunkStore>(
 ) -> Result<FileRecord, FetchError> {
     let chunk = options.chunk_size.max(1);
     let mut state = store.stored(key, chunk).await?;
-    if state.complete {
-        if let Some(record) = store.record(key).await? {
-            return Ok(record);
-        }
-        // Complete before records were kept: sealed again, which hashes what is stored.
-        let total = state.total.unwrap_or(0);
-        let seal = Seal { total, sha256: expected.sha256, sha256_from: "the manifest", commit: None };
-        return store.seal(key, chunk, &seal).await;
+    if let Some(record) = complete_record(store, key, chunk, &state, expected.sha256).await? {
+        return Ok(record);
     }
     if let (Some(stored), Some(size)) = (state.total, expected.size) {
         if stored != size {
@@ -380,20 +418,7 @@ pub async fn fetch_file<S: RangeSource, C: ChunkStore>(
         let resumed = start > 0;
         let if_range = etag.clone().filter(|_| resumed);
         let if_range = if_range.as_deref();
-        let mut attempt = 0;
-        let reply = loop {
-            match source.get_range(&url, start, end, if_range).await {
-                Ok(r) => break r,
-                Err(e) if e.is_transient() && attempt + 1 < ATTEMPTS => {
-                    attempt += 1;
-                    source.sleep_ms(250 << attempt).await;
-                    if (options.cancelled)() {
-                        return Err(FetchError::Cancelled);
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let reply = get_with_retries(source, &url, (start, end), if_range, options.cancelled).await?;
         if let Err(e) = pin.note(store, key, &reply.origin).await {
             // Another commit's bytes would follow the stored ones: they are discarded.
             store.remove(key).await?;
@@ -564,9 +589,25 @@ pub async fn fetch_model<S: RangeSource, C: ChunkStore>(
                 model_total: model_total.max(finished + total.unwrap_or(done)),
             });
         };
-        let expected = Expected { size: file.size, sha256: file.sha256.as_deref() };
-        finished +=
-            fetch_file(source, store, &key, &url, expected, &mut pin, options, &mut report).await?.size;
+        let record = if file.tensors.is_empty() {
+            let expected = Expected { size: file.size, sha256: file.sha256.as_deref() };
+            fetch_file(source, store, &key, &url, expected, &mut pin, options, &mut report).await?
+        } else {
+            let (prefixes, sha256) = (&file.tensors, file.sha256.as_deref());
+            crate::tensor_subset::fetch_tensors(
+                source,
+                store,
+                &key,
+                &url,
+                prefixes,
+                sha256,
+                &mut pin,
+                options,
+                &mut report,
+            )
+            .await?
+        };
+        finished += record.size;
     }
     Ok(())
 }

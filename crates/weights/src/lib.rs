@@ -11,6 +11,7 @@ pub mod lora;
 pub mod manifest;
 pub mod pth;
 pub mod safetensors;
+pub mod tensor_subset;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;

@@ -191,9 +191,13 @@ pub struct FileEntry {
     /// Bytes, where known.
     #[serde(default)]
     pub size: Option<u64>,
-    /// Lower-case hex, where known.
+    /// Lower-case hex, where known (with `tensors`: of the file as stored).
     #[serde(default)]
     pub sha256: Option<String>,
+    /// For a safetensors file: only the tensors whose names start with one of these are
+    /// downloaded, by range (`crate::tensor_subset`), and stored as a file of their own.
+    #[serde(default)]
+    pub tensors: Vec<String>,
 }
 
 const FORMATS: [&str; 5] = ["none", "f32", "f16", "q8", "q4"];
@@ -242,6 +246,14 @@ impl Manifest {
             if !safe {
                 return Err(invalid(format!("file path {:?} must be relative, without '..'", f.path)));
             }
+            if !f.tensors.is_empty()
+                && (!f.path.ends_with(".safetensors") || f.tensors.iter().any(|t| t.is_empty()))
+            {
+                return Err(invalid(format!(
+                    "{}: tensors (name prefixes, none empty) only select from a .safetensors file",
+                    f.path
+                )));
+            }
             if let Some(h) = &f.sha256 {
                 if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
                     return Err(invalid(format!("{}: sha256 must be 64 lower-case hex digits", f.path)));
@@ -286,7 +298,7 @@ impl Manifest {
 }
 
 /// The manifests shipped in `models/`, compiled in so the CLI and the web app agree.
-pub const BUILTIN: [(&str, &str); 15] = [
+pub const BUILTIN: [(&str, &str); 16] = [
     ("sd-turbo.toml", include_str!("../../../models/sd-turbo.toml")),
     ("sd-1.5.toml", include_str!("../../../models/sd-1.5.toml")),
     ("sd-1.5-inpainting.toml", include_str!("../../../models/sd-1.5-inpainting.toml")),
@@ -300,6 +312,10 @@ pub const BUILTIN: [(&str, &str); 15] = [
     ("sdxl-turbo.toml", include_str!("../../../models/sdxl-turbo.toml")),
     ("sdxl.toml", include_str!("../../../models/sdxl.toml")),
     ("clip-vit-large-patch14.toml", include_str!("../../../models/clip-vit-large-patch14.toml")),
+    (
+        "clip-vit-large-patch14-vision.toml",
+        include_str!("../../../models/clip-vit-large-patch14-vision.toml"),
+    ),
     ("aesthetic-v2.toml", include_str!("../../../models/aesthetic-v2.toml")),
     ("realesr-general-x4v3.toml", include_str!("../../../models/realesr-general-x4v3.toml")),
 ];
@@ -340,6 +356,7 @@ mod tests {
                 "sdxl-turbo",
                 "sdxl",
                 "clip-vit-large-patch14",
+                "clip-vit-large-patch14-vision",
                 "aesthetic-v2",
                 "realesr-general-x4v3"
             ]
@@ -356,7 +373,12 @@ mod tests {
         assert!(kinds[4..9].iter().all(|k| k.is_controlnet() && !k.generates()));
         assert_eq!(kinds[9], ModelKind::Upscaler);
         assert_eq!(kinds[10..12], [ModelKind::SdxlTurbo, ModelKind::Sdxl]);
-        assert_eq!(kinds[12..], [ModelKind::Clip, ModelKind::Aesthetic, ModelKind::Upscaler]);
+        assert_eq!(
+            kinds[12..],
+            [ModelKind::Clip, ModelKind::Clip, ModelKind::Aesthetic, ModelKind::Upscaler]
+        );
+        let vision = find("clip-vit-large-patch14-vision").unwrap();
+        assert_eq!(vision.files[1].tensors, ["vision_model.", "visual_projection."]);
         assert!(kinds[12..].iter().all(|k| !k.generates()));
         assert!(kinds[10..12].iter().all(|k| k.is_sdxl() && k.generates() && !k.is_sd1()));
         for id in ["sdxl-turbo", "sdxl"] {

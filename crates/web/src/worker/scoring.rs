@@ -114,6 +114,12 @@ pub(super) async fn score_images(
     keys: &[u32],
 ) -> Result<usize, Failure> {
     let (scorer, head) = load(state, id, clip, aesthetic).await?;
+    if !scorer.has_text() && head.is_none() {
+        return Err((
+            ErrorKind::Input,
+            "this CLIP model is the vision tower alone: pick an aesthetic predictor too, or the whole CLIP model for CLIP scores".into(),
+        ));
+    }
     let gpu = gpu(state).await?;
     let gallery = Gallery::open().await.map_err(storage_failure)?;
     let mut texts: HashMap<String, Vec<f32>> = HashMap::new();
@@ -127,22 +133,26 @@ pub(super) async fn score_images(
         let image = Image::from_png(&entry.png).map_err(pipeline_failure)?;
         let words = prompt_words(entry.prompt());
         let text = match texts.get(&words) {
-            Some(t) => t.clone(),
+            Some(t) => Some(t.clone()),
+            // The vision tower alone: the aesthetic score only.
+            None if !scorer.has_text() => None,
             None => {
                 let t = scorer.text_embedding(&gpu, &words).await.map_err(pipeline_failure)?;
                 texts.insert(words.clone(), t.clone());
-                t
+                Some(t)
             }
         };
         let embedding = scorer.image_embedding(&gpu, &image).await.map_err(pipeline_failure)?;
-        let clip_value = clip_score(&embedding, &text) as f64;
+        let clip_value = text.map(|t| clip_score(&embedding, &t) as f64);
         let aesthetic_value = match &head {
             Some(h) => Some(h.score(&embedding).map_err(|e| (ErrorKind::Model, e.to_string()))? as f64),
             None => None,
         };
         gallery
             .update(&[key], |e| {
-                e.scores.insert("clip_score".into(), clip_value);
+                if let Some(c) = clip_value {
+                    e.scores.insert("clip_score".into(), c);
+                }
                 if let Some(a) = aesthetic_value {
                     e.scores.insert("aesthetic".into(), a);
                 }
