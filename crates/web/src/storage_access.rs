@@ -102,15 +102,13 @@ async fn request(state: AppState) -> Result<(), String> {
     crate::app::follow_restarts(state);
     // Checkpoints imported on Darkroom's page are models of that storage too, and so are the
     // models the user added there from an address.
-    for (text, key) in crate::import::imported_manifests().await {
-        if let Ok(entry) = crate::state::ModelEntry::parse(&text, &key, None) {
-            if state.model(&entry.manifest.id).is_none() {
-                state.models.update(|list| list.push(entry));
-            }
-        }
-    }
+    let imported = crate::import::imported_manifests()
+        .await
+        .into_iter()
+        .filter_map(|(text, key)| crate::state::ModelEntry::parse(&text, &key, None).ok());
     let own_storage = Reflect::get(&handle, &"localStorage".into()).ok().and_then(|s| s.dyn_into().ok());
-    for entry in crate::app::remembered_models(own_storage).await {
+    let remembered = crate::app::remembered_models(own_storage).await;
+    for entry in imported.chain(remembered) {
         if state.model(&entry.manifest.id).is_none() {
             state.models.update(|list| list.push(entry));
         }

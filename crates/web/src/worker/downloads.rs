@@ -19,11 +19,11 @@ pub(super) async fn download(state: &Rc<State>, id: u32, model: &ModelRef) -> Re
     state.downloads.borrow_mut().insert(manifest.id.clone(), id);
     let registered = Registered { state, model: manifest.id.clone() };
     let _lock = locks::model_lock(&manifest.id, true).await;
-    if state.cancelled.borrow().contains(&id) {
+    if state.is_cancelled(id) {
         return Err(fetch_failure(FetchError::Cancelled));
     }
     let store = IdbStore::open().await.map_err(fetch_failure)?;
-    let cancelled = || state.cancelled.borrow().contains(&id);
+    let cancelled = || state.is_cancelled(id);
     let options =
         FetchOptions { chunk_size: DEFAULT_CHUNK, base_url: model.base.as_deref(), cancelled: &cancelled };
     let started = now_ms();

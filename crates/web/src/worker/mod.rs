@@ -60,6 +60,11 @@ struct State {
 }
 
 impl State {
+    /// Whether request `id` was cancelled.
+    fn is_cancelled(&self, id: u32) -> bool {
+        self.cancelled.borrow().contains(&id)
+    }
+
     /// Cancels this worker's download of `model`, if one runs.
     fn cancel_download(&self, model: &str) {
         let running = self.downloads.borrow().get(model).copied();
@@ -415,7 +420,7 @@ async fn loaded(
     // weights take on the GPU).
     state.loaded.borrow_mut().make_room(total);
     let weights_before = gpu.weight_bytes();
-    let cancelled = || state.cancelled.borrow().contains(&cancel);
+    let cancelled = || state.is_cancelled(cancel);
     let files = IdbModelFiles { store: &store, manifest: &manifest, cancelled: &cancelled };
     let cache = IdbQuantCache::new(&store);
     let started = now_ms();
@@ -509,7 +514,7 @@ async fn control_nets(
             None => {
                 let gpu = gpu(state).await?;
                 let store = IdbStore::open().await.map_err(fetch_failure)?;
-                let cancelled = || state.cancelled.borrow().contains(&id);
+                let cancelled = || state.is_cancelled(id);
                 let files = IdbModelFiles { store: &store, manifest: &manifest, cancelled: &cancelled };
                 let cache = IdbQuantCache::new(&store);
                 let loaded = darkroom_pipeline::ControlNet::load(
@@ -622,7 +627,7 @@ async fn make_images(
         let store = IdbStore::open().await.map_err(fetch_failure)?;
         request.embeddings = crate::embeddings::read_all(&store).await.map_err(|e| (ErrorKind::Other, e))?;
     }
-    if state.cancelled.borrow().contains(&cancel) {
+    if state.is_cancelled(cancel) {
         return Err((ErrorKind::Cancelled, "cancelled".into()));
     }
     let gpu = gpu(state).await?;
@@ -671,7 +676,7 @@ async fn make_images(
             state.queue.step.set((p.step, p.total));
             timing.borrow_mut().step(p.step);
         }
-        !state.cancelled.borrow().contains(&cancel)
+        !state.is_cancelled(cancel)
     };
     let mut on_event = |event: &darkroom_engine::job::Event| on_progress(event.progress);
     let hires_upscaler = match (upscaler, &recipe.hires) {
@@ -742,7 +747,7 @@ async fn finish_drafts(state: &State, id: u32, model: &ModelRef, keys: &[u32]) -
     let total = drafts.len();
     let mut done = 0;
     for (k, (mut entry, kept)) in drafts.into_iter().enumerate() {
-        if state.cancelled.borrow().contains(&id) {
+        if state.is_cancelled(id) {
             return Err((ErrorKind::Cancelled, "cancelled".into()));
         }
         let body = FromWorker::Progress {
@@ -754,7 +759,7 @@ async fn finish_drafts(state: &State, id: u32, model: &ModelRef, keys: &[u32]) -
             rate: 0.0,
         };
         post(id, body, Vec::new());
-        let mut quiet = |_: &darkroom_pipeline::Progress| !state.cancelled.borrow().contains(&id);
+        let mut quiet = |_: &darkroom_pipeline::Progress| !state.is_cancelled(id);
         let made =
             darkroom_pipeline::finish(&gpu, &sd, &kept, darkroom_pipeline::VaeTiling::Auto, &mut quiet)
                 .await

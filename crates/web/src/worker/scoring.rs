@@ -55,7 +55,7 @@ async fn load(
         }
         None => {
             require_downloaded(&store, &clip_manifest).await?;
-            let cancelled = || state.cancelled.borrow().contains(&id);
+            let cancelled = || state.is_cancelled(id);
             let files = IdbModelFiles { store: &store, manifest: &clip_manifest, cancelled: &cancelled };
             let started = now_ms();
             let mut on_bytes = |_: &str, done: u64, len: u64| {
@@ -125,7 +125,7 @@ pub(super) async fn score_images(
     let mut texts: HashMap<String, Vec<f32>> = HashMap::new();
     let mut done = 0;
     for (k, &key) in keys.iter().enumerate() {
-        if state.cancelled.borrow().contains(&id) {
+        if state.is_cancelled(id) {
             return Err((ErrorKind::Cancelled, "cancelled".into()));
         }
         progress(id, Stage::Scoring, k, keys.len(), (0, 0), 0.0);

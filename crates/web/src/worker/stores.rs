@@ -60,7 +60,7 @@ pub(super) async fn store(
                 };
                 post(id, body, Vec::new());
             };
-            let cancelled = || state.cancelled.borrow().contains(&id);
+            let cancelled = || state.is_cancelled(id);
             let manifest_toml = crate::import::import(file, &name, &base, &new_id, &mut progress, &cancelled)
                 .await
                 .map_err(|e| (ErrorKind::Input, e))?;

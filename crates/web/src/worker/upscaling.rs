@@ -39,7 +39,7 @@ pub(super) async fn upscale(
             rate: 0.0,
         };
         post(id, body, Vec::new());
-        !state.cancelled.borrow().contains(&id)
+        !state.is_cancelled(id)
     };
     let big = run_upscale(&gpu, &upscaler, upscaler.dtype, &source, None, &mut progress)
         .await
