@@ -14,7 +14,7 @@
 use crate::control::{ControlUnit, MAX_APP_UNITS as MAX_UNITS};
 use crate::preprocess::Preprocessor;
 use crate::prompt::extract_loras;
-use crate::recipe::{ImageRef, ModelInfo, Recipe, IMG2IMG_STRENGTH, MAX_PROMPT_CHARS};
+use crate::recipe::{ImageRef, ModelInfo, Recipe, MAX_PROMPT_CHARS};
 use crate::request::Image;
 use crate::schedulers::Sampler;
 
@@ -239,8 +239,8 @@ pub fn read_params(params: &Value, base: &Recipe, model: &ModelInfo) -> Result<H
     if let Some(v) = whole(params.get("height"), "height")? {
         recipe.height = usize::try_from(v).unwrap_or(usize::MAX);
     }
-    recipe.strength =
-        number(params.get("strength"), "strength")?.or(init.is_some().then_some(IMG2IMG_STRENGTH));
+    // Unset: img2img's 0.75, or 1 with a mask (`Recipe::effective_strength`), as in the app.
+    recipe.strength = number(params.get("strength"), "strength")?;
     let (units, control_images) = controls(params.get("controls"))?;
     recipe.controls = units;
     let request = HostRequest { recipe, init, mask, control_images };
@@ -301,6 +301,7 @@ fn controls(value: &Value) -> Result<(Vec<ControlUnit>, Vec<HostImage>), String>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recipe::IMG2IMG_STRENGTH;
 
     fn map(pairs: &[(&str, Value)]) -> Value {
         Value::Map(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
@@ -391,8 +392,25 @@ mod tests {
         let params = map(&[("prompt", text("x")), ("init", Value::Bytes(png(64, 40)))]);
         let r = read_params(&params, &Recipe::default(), &sd()).unwrap();
         assert_eq!((r.recipe.width, r.recipe.height), (64, 40));
-        assert_eq!(r.recipe.strength, Some(IMG2IMG_STRENGTH));
+        assert_eq!(r.run_recipe().effective_strength(), IMG2IMG_STRENGTH);
         assert_eq!(r.run_recipe().init, Some(ImageRef::Attachment(0)));
+        let inpaint = map(&[
+            ("prompt", text("x")),
+            ("init", Value::Bytes(png(64, 40))),
+            ("mask", Value::Bytes(png(64, 40))),
+        ]);
+        let r = read_params(&inpaint, &Recipe::default(), &sd()).unwrap();
+        assert_eq!(
+            r.run_recipe().effective_strength(),
+            1.0,
+            "a mask repaints from noise, as diffusers' inpainting"
+        );
+        let given = map(&[
+            ("prompt", text("x")),
+            ("init", Value::Bytes(png(64, 40))),
+            ("strength", Value::Number(0.4)),
+        ]);
+        assert_eq!(read_params(&given, &Recipe::default(), &sd()).unwrap().recipe.strength, Some(0.4));
         let mask_only = map(&[("prompt", text("x")), ("mask", Value::Bytes(png(64, 40)))]);
         assert_eq!(
             read_params(&mask_only, &Recipe::default(), &sd()).unwrap_err(),
