@@ -10,8 +10,10 @@
 //   dr.cancel();
 //
 // Errors reject with a DarkroomError whose `code` is one of: denied (the user refused this
-// site), dismissed (the user discarded the image), busy, invalid (bad parameters), model (not
-// downloaded, or damaged), gpu, cancelled, unavailable (the widget did not start).
+// site), dismissed (the user discarded the image), busy, invalid (bad parameters), model (the
+// user refused to download what the request needs, or a model is damaged), gpu, cancelled,
+// unavailable (the widget did not start). A request that needs a model this browser lacks
+// waits while the user downloads it: the page is not told what the user has.
 (() => {
   const VERSION = 1;
   const script = document.currentScript;
