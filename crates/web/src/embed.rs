@@ -22,7 +22,7 @@ use crate::state::{human_bytes, AppState};
 use crate::storage_access::{self, FirstParty};
 use darkroom_pipeline::host::{self, Message, Refusal, Value};
 
-pub use darkroom_pipeline::host::VERSION;
+use darkroom_pipeline::host::VERSION;
 const ALLOWED: &str = "darkroom.embed.allowed";
 const DENIED: &str = "darkroom.embed.denied";
 

@@ -25,8 +25,6 @@ pub struct Layout {
     pub runs: Vec<(u64, u64, u64)>,
     /// The stored file's length.
     pub total: u64,
-    /// The kept tensors' names, in order.
-    pub names: Vec<String>,
 }
 
 /// One piece of a span of the stored file.
@@ -78,12 +76,7 @@ impl Layout {
         head.extend_from_slice(&json);
         let data_start = head.len() as u64;
         let runs = data_runs.into_iter().map(|(out, src, len)| (data_start + out, src, len)).collect();
-        Ok(Layout {
-            total: data_start + offset,
-            head,
-            runs,
-            names: kept.iter().map(|t| t.name.clone()).collect(),
-        })
+        Ok(Layout { total: data_start + offset, head, runs })
     }
 
     /// Where bytes `start..end` of the stored file come from, in order.

@@ -164,7 +164,6 @@ fn the_layout_merges_neighbours_and_maps_every_stored_byte() {
     ]);
     let header = Header::parse(&bytes, bytes.len() as u64).unwrap();
     let layout = Layout::of(&header, &["a.".to_string()]).unwrap();
-    assert_eq!(layout.names, ["a.x", "a.z", "a.w"]);
     // a.z and a.w are neighbours in the source: one run.
     assert_eq!(layout.runs.len(), 2);
     let head = layout.head.len() as u64;
@@ -179,6 +178,8 @@ fn the_layout_merges_neighbours_and_maps_every_stored_byte() {
         }
     }
     let file = SafetensorsFile::from_bytes(stored).unwrap();
+    let names: Vec<&str> = file.header.tensors.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["a.x", "a.z", "a.w"]);
     assert_eq!(file.tensor_bytes(file.header.get("a.z").unwrap()), &[3; 8]);
     assert_eq!(file.tensor_bytes(file.header.get("a.w").unwrap()), &[4; 4]);
     // Any span is the same bytes as the whole's slice.
