@@ -10,6 +10,10 @@
 //         (p, oy, ox) reads input plane p·r² + (oy % r)·r + ox % r at (oy / r, ox / r).
 // PIXEL_UNSHUFFLE: x [planes, H, W] → y [planes·r², OH = H / r, OW = W / r] (`a_len`/`b_len` = H/W):
 //         output plane q reads input plane q / r² at (oy·r + k / r, ox·r + k % r), k = q % r².
+// BILINEAR: bilinear resize to any size, x [planes, H, W] → y [planes, OH, OW] (`a_len`/`b_len` =
+//         H/W), as PyTorch's `interpolate(size=…, mode="bilinear")`: the source coordinate is
+//         (o + 0.5) · scale - 0.5 floored at 0 (scale = H/OH), or with ALIGNED
+//         (`align_corners=True`) o · scale (scale = (H - 1)/(OH - 1)); the scales are f32 bits.
 // CONCAT: y = concatenation of x and b along one dimension. With everything before that
 //         dimension flattened into `outer` rows, each row of y is a row of x (a_len values)
 //         followed by a row of b (b_len values): the skip connections' channel concat.
@@ -78,6 +82,28 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let at = out_position(i);
     let k = at.x % (r * r);
     y[i] = x[((at.x / (r * r)) * params.a_len + at.y * r + k / r) * params.b_len + at.z * r + k % r];
+#endif
+#if BILINEAR
+    let h = params.a_len;
+    let w = params.b_len;
+    let at = out_position(i);
+#if ALIGNED
+    let fy = f32(at.y) * bitcast<f32>(params.scale_h);
+    let fx = f32(at.z) * bitcast<f32>(params.scale_w);
+#else
+    let fy = max((f32(at.y) + 0.5) * bitcast<f32>(params.scale_h) - 0.5, 0.0);
+    let fx = max((f32(at.z) + 0.5) * bitcast<f32>(params.scale_w) - 0.5, 0.0);
+#endif
+    let y0 = min(u32(fy), h - 1u);
+    let x0 = min(u32(fx), w - 1u);
+    let y1 = min(y0 + 1u, h - 1u);
+    let x1 = min(x0 + 1u, w - 1u);
+    let ly = fy - f32(y0);
+    let lx = fx - f32(x0);
+    let base = at.x * h * w;
+    let top = (1.0 - lx) * f32(x[base + y0 * w + x0]) + lx * f32(x[base + y0 * w + x1]);
+    let bottom = (1.0 - lx) * f32(x[base + y1 * w + x0]) + lx * f32(x[base + y1 * w + x1]);
+    y[i] = act((1.0 - ly) * top + ly * bottom);
 #endif
 #if CONCAT
     let row_len = params.a_len + params.b_len;

@@ -315,3 +315,35 @@ pub fn concat(a: &[f32], b: &[f32], outer: usize) -> Vec<f32> {
     let (ra, rb) = (a.len() / outer, b.len() / outer);
     (0..outer).flat_map(|r| a[r * ra..][..ra].iter().chain(&b[r * rb..][..rb]).copied()).collect()
 }
+
+/// Bilinear resize of [planes, h, w] to [planes, oh, ow] in f64, as PyTorch's
+/// `interpolate(mode="bilinear")` defines the source coordinate: `o · (in − 1)/(out − 1)` with
+/// `align_corners`, else `max((o + ½) · in/out − ½, 0)`; the two nearest rows and columns
+/// weighted by distance, the last one repeated at the far edge.
+pub fn resize_bilinear(x: &[f32], h: usize, w: usize, oh: usize, ow: usize, align_corners: bool) -> Vec<f32> {
+    let source = |o: usize, from: usize, to: usize| -> (usize, usize, f64) {
+        let s = if align_corners {
+            if to > 1 {
+                o as f64 * (from as f64 - 1.0) / (to as f64 - 1.0)
+            } else {
+                0.0
+            }
+        } else {
+            ((o as f64 + 0.5) * from as f64 / to as f64 - 0.5).max(0.0)
+        };
+        let lo = (s.floor() as usize).min(from - 1);
+        (lo, (lo + 1).min(from - 1), s - lo as f64)
+    };
+    x.chunks(h * w)
+        .flat_map(|plane| {
+            (0..oh * ow).map(move |i| {
+                let (y0, y1, ly) = source(i / ow, h, oh);
+                let (x0, x1, lx) = source(i % ow, w, ow);
+                let at = |y: usize, x: usize| plane[y * w + x] as f64;
+                let top = (1.0 - lx) * at(y0, x0) + lx * at(y0, x1);
+                let bottom = (1.0 - lx) * at(y1, x0) + lx * at(y1, x1);
+                ((1.0 - ly) * top + ly * bottom) as f32
+            })
+        })
+        .collect()
+}

@@ -4,6 +4,7 @@ pub mod aesthetic;
 pub mod clip;
 pub mod clip_vision;
 pub mod config;
+pub mod depth_anything;
 pub mod layers;
 pub mod loader;
 pub mod taesd;

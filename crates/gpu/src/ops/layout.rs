@@ -1,4 +1,4 @@
-//! Nearest upsampling, transposition and concatenation.
+//! Nearest and bilinear resizing, transposition and concatenation.
 
 use crate::device::Gpu;
 use crate::error::GpuError;
@@ -31,6 +31,8 @@ pub(crate) fn variants() -> Vec<Variant> {
                 Variant::new(FILE, act, &["TRANSPOSE"]),
                 Variant::new(FILE, act, &["PIXEL_SHUFFLE"]),
                 Variant::new(FILE, act, &["PIXEL_UNSHUFFLE"]),
+                Variant::new(FILE, act, &["BILINEAR"]),
+                Variant::new(FILE, act, &["BILINEAR", "ALIGNED"]),
             ]
         })
         .collect()
@@ -49,6 +51,21 @@ fn run(
     b_len: usize,
     extra: impl FnOnce(&mut Params),
 ) -> Result<Tensor, GpuError> {
+    run_variant(gpu, &[define], x, b, shape, a_len, b_len, extra)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_variant(
+    gpu: &Gpu,
+    defines: &[&'static str],
+    x: &Tensor,
+    b: Option<&Tensor>,
+    shape: &[usize],
+    a_len: usize,
+    b_len: usize,
+    extra: impl FnOnce(&mut Params),
+) -> Result<Tensor, GpuError> {
+    let define = defines[0];
     let out = Tensor::empty(gpu, shape, x.dtype());
     if out.is_empty() {
         return Ok(out);
@@ -70,7 +87,7 @@ fn run(
     };
     extra(&mut params);
     let inputs: Vec<&Tensor> = std::iter::once(x).chain(b).collect();
-    dispatch_map(gpu, &Variant::new(FILE, x.dtype(), &[define]), &params, &inputs, &out, groups)?;
+    dispatch_map(gpu, &Variant::new(FILE, x.dtype(), defines), &params, &inputs, &out, groups)?;
     Ok(out)
 }
 
@@ -80,6 +97,7 @@ fn define_op(define: &str) -> &'static str {
         "TRANSPOSE" => "transpose",
         "PIXEL_SHUFFLE" => "pixel_shuffle",
         "PIXEL_UNSHUFFLE" => "pixel_unshuffle",
+        "BILINEAR" => "resize_bilinear",
         _ => "upsample",
     }
 }
@@ -108,26 +126,30 @@ pub fn upsample2x(gpu: &Gpu, x: &Tensor) -> Result<Tensor, GpuError> {
     upsample_nearest(gpu, x, 2 * h, 2 * w)
 }
 
+/// The shape of `x` [..., H, W] resized to `out_h` x `out_w`, with H and W.
+fn resized_shape(
+    op: &'static str,
+    x: &Tensor,
+    out_h: usize,
+    out_w: usize,
+) -> Result<(Vec<usize>, usize, usize), GpuError> {
+    let [lead @ .., h, w] = x.shape() else {
+        return Err(GpuError::Shape { op, detail: format!("needs [..., H, W], got {:?}", x.shape()) });
+    };
+    if (*h == 0 || *w == 0) && out_h * out_w != 0 {
+        return Err(GpuError::Shape { op, detail: format!("cannot resize an empty {h}x{w} map") });
+    }
+    let mut shape = lead.to_vec();
+    shape.extend([out_h, out_w]);
+    Ok((shape, *h, *w))
+}
+
 /// Nearest-neighbour resize of the last two dimensions to `out_h` x `out_w`, indexed as PyTorch's
 /// `F.interpolate(x, size=(out_h, out_w), mode="nearest")`: source row `floor(oy · (H / out_h))`
 /// with the ratio in f32. diffusers' UNet upsamples this way to the skip connection's size when
 /// the latents are not a multiple of the UNet's factor (e.g. 5 → 9, not 10).
 pub fn upsample_nearest(gpu: &Gpu, x: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor, GpuError> {
-    let [lead @ .., h, w] = x.shape() else {
-        return Err(GpuError::Shape {
-            op: "upsample",
-            detail: format!("needs [..., H, W], got {:?}", x.shape()),
-        });
-    };
-    let (h, w) = (*h, *w);
-    if (h == 0 || w == 0) && out_h * out_w != 0 {
-        return Err(GpuError::Shape {
-            op: "upsample",
-            detail: format!("cannot resize an empty {h}x{w} map"),
-        });
-    }
-    let mut shape = lead.to_vec();
-    shape.extend([out_h, out_w]);
+    let (shape, h, w) = resized_shape("upsample", x, out_h, out_w)?;
     let ratio = |from: usize, to: usize| if to == 0 { 0.0f32 } else { from as f32 / to as f32 };
     run(gpu, "UPSAMPLE", x, None, &shape, h, w, |p| {
         p.out_h = out_h as u32;
@@ -135,6 +157,37 @@ pub fn upsample_nearest(gpu: &Gpu, x: &Tensor, out_h: usize, out_w: usize) -> Re
         p.scale_h = ratio(h, out_h).to_bits();
         p.scale_w = ratio(w, out_w).to_bits();
     })
+}
+
+/// Bilinear resize of the last two dimensions to `out_h` x `out_w`, as PyTorch's
+/// `F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=…)` (the DPT neck and
+/// head of Depth Anything use both corner conventions).
+pub fn resize_bilinear(
+    gpu: &Gpu,
+    x: &Tensor,
+    out_h: usize,
+    out_w: usize,
+    align_corners: bool,
+) -> Result<Tensor, GpuError> {
+    let (shape, h, w) = resized_shape("resize_bilinear", x, out_h, out_w)?;
+    // PyTorch's scales: (in - 1)/(out - 1) with aligned corners (0 for one output row), else in/out.
+    let scale = |from: usize, to: usize| match (align_corners, to) {
+        (true, 0 | 1) | (false, 0) => 0.0f32,
+        (true, _) => (from as f32 - 1.0) / (to as f32 - 1.0),
+        (false, _) => from as f32 / to as f32,
+    };
+    let (sh, sw) = (scale(h, out_h), scale(w, out_w));
+    let set = |p: &mut Params| {
+        p.out_h = out_h as u32;
+        p.out_w = out_w as u32;
+        p.scale_h = sh.to_bits();
+        p.scale_w = sw.to_bits();
+    };
+    if align_corners {
+        run_variant(gpu, &["BILINEAR", "ALIGNED"], x, None, &shape, h, w, set)
+    } else {
+        run(gpu, "BILINEAR", x, None, &shape, h, w, set)
+    }
 }
 
 /// PyTorch's `pixel_shuffle`: [B, C·r², H, W] → [B, C, H·r, W·r] (ESRGAN-family upsampling).

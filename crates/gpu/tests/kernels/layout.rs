@@ -23,6 +23,44 @@ fn upsample2x_repeats_each_pixel_into_a_2x2_block() {
 }
 
 #[test]
+fn bilinear_resize_matches_torch_interpolate() {
+    let gpu = gpu();
+    // torch.nn.functional.interpolate of arange(12).reshape(1, 1, 3, 4) ** 1.5 to 5x7, both
+    // corner conventions (values printed by PyTorch 2.15), and a shrink to 2x3.
+    let x: Vec<f32> = (0..12).map(|i| (i as f32).powf(1.5)).collect();
+    let torch_unaligned_row2 = [8.0, 9.135_836, 10.953_173, 12.938_64, 14.970_034, 17.154_789, 18.520_26];
+    let torch_aligned_row1 = [4.0, 5.045_085, 6.090_17, 7.426_426, 8.762_683, 10.310_444, 11.858_206];
+    let torch_shrunk = [2.257_514, 4.670_32, 8.071_909, 19.649_65, 25.218_2, 31.225_403];
+    let input = upload(&gpu, &[1, 1, 3, 4], &x, DType::F32);
+    let unaligned = read(&gpu, &ops::resize_bilinear(&gpu, &input, 5, 7, false).unwrap());
+    let aligned = read(&gpu, &ops::resize_bilinear(&gpu, &input, 5, 7, true).unwrap());
+    let shrunk = read(&gpu, &ops::resize_bilinear(&gpu, &input, 2, 3, false).unwrap());
+    let near = Tolerance { abs: 1e-5, rel: 1e-5 };
+    assert_close(&unaligned[14..21], &torch_unaligned_row2, near, "unaligned row 2");
+    assert_close(&aligned[7..14], &torch_aligned_row1, near, "aligned row 1");
+    assert_close(&shrunk, &torch_shrunk, near, "shrunk");
+    for dtype in DTYPES {
+        for (h, w, oh, ow) in [(5, 3, 9, 5), (19, 19, 37, 37), (8, 6, 3, 4), (1, 4, 3, 8), (7, 7, 7, 7)] {
+            for aligned in [false, true] {
+                let planes = 2 * 3;
+                let x = as_stored(&TestRng::new(9).vec(planes * h * w), dtype);
+                let out =
+                    ops::resize_bilinear(&gpu, &upload(&gpu, &[2, 3, h, w], &x, dtype), oh, ow, aligned)
+                        .unwrap();
+                assert_eq!(out.shape(), &[2, 3, oh, ow]);
+                let want = reference::resize_bilinear(&x, h, w, oh, ow, aligned);
+                let tol = if dtype == DType::F16 { Tolerance { abs: 2e-3, rel: 2e-3 } } else { near };
+                let what = format!("bilinear {h}x{w} to {oh}x{ow} aligned {aligned} {dtype:?}");
+                assert_close(&read(&gpu, &out), &want, tol, &what);
+            }
+        }
+    }
+    assert!(ops::resize_bilinear(&gpu, &upload(&gpu, &[1, 0, 0], &[], DType::F32), 2, 2, true).is_err());
+    assert_covers(&gpu, "layout.wgsl", &["BILINEAR"], &[]);
+    assert_covers(&gpu, "layout.wgsl", &["ALIGNED", "BILINEAR"], &[]);
+}
+
+#[test]
 fn upsample_to_a_size_indexes_as_torch_nearest() {
     let gpu = gpu();
     for dtype in DTYPES {
