@@ -13,7 +13,7 @@ import path from 'node:path';
 import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { launch, openPage, ARTIFACTS, APP_URL, cli, pixels, maxDiff, pngText, tinyLdmCheckpoint, setField } from './harness.mjs';
+import { launch, openPage, ARTIFACTS, APP_URL, cli, cliCommand, pixels, maxDiff, pngText, tinyLdmCheckpoint, setField } from './harness.mjs';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const FIXTURES = path.join(ROOT, 'tests', 'fixtures');
@@ -21,7 +21,8 @@ const PROMPT = 'a lighthouse on a cliff at dusk, oil painting';
 const NEGATIVE = 'blurry';
 const QUERY = `?manifest=/fixtures/tiny-sd.toml&base=${encodeURIComponent(`${APP_URL}fixtures/tiny-sd/`)}`
   + `&manifest=/fixtures/taesd-test.toml&base=${encodeURIComponent(`${APP_URL}fixtures/taesd-test/`)}`
-  + `&manifest=/fixtures/tiny-controlnet.toml&base=${encodeURIComponent(`${APP_URL}fixtures/controlnet/tiny-controlnet-a/`)}`;
+  + `&manifest=/fixtures/tiny-controlnet.toml&base=${encodeURIComponent(`${APP_URL}fixtures/controlnet/tiny-controlnet-a/`)}`
+  + `&manifest=/fixtures/depth-test.toml&base=${encodeURIComponent(`${APP_URL}fixtures/depth-anything/model/`)}`;
 const TMP = mkdtempSync(path.join(tmpdir(), 'darkroom-app-'));
 
 let browser;
@@ -458,6 +459,21 @@ test('outpainting: extending the canvas to the right repaints the new strip as t
   assert.deepEqual(problems, []);
 });
 
+/// The PNG bytes of the image an <img> shows (through a canvas: the app's CSP does not let the
+/// page fetch its blob: URLs).
+async function shownPng(page, selector) {
+  return Buffer.from(await page.evaluate(async (selector) => {
+    const img = document.querySelector(selector);
+    await img.decode();
+    const canvas = new OffscreenCanvas(img.naturalWidth, img.naturalHeight);
+    canvas.getContext('2d').drawImage(img, 0, 0);
+    const bytes = new Uint8Array(await (await canvas.convertToBlob({ type: 'image/png' })).arrayBuffer());
+    let text = '';
+    for (const b of bytes) text += String.fromCharCode(b);
+    return btoa(text);
+  }, selector), 'base64');
+}
+
 test('a control unit with a drawn scribble makes the CLI\'s image from the same map', async () => {
   const { page, problems } = session;
   await page.click('#tab-models');
@@ -484,17 +500,7 @@ test('a control unit with a drawn scribble makes the CLI\'s image from the same 
   await setField(page, '.control-unit .control-weight', 0.9);
   await page.screenshot({ path: path.join(ARTIFACTS, 'app-control-unit.png'), fullPage: true });
   // The map the unit shows is the one the ControlNet sees.
-  const map = Buffer.from(await page.evaluate(async () => {
-    // Through a canvas: the app's CSP does not let the page fetch its blob: URLs.
-    const img = document.querySelector('.control-unit .control-map');
-    await img.decode();
-    const canvas = new OffscreenCanvas(img.naturalWidth, img.naturalHeight);
-    canvas.getContext('2d').drawImage(img, 0, 0);
-    const bytes = new Uint8Array(await (await canvas.convertToBlob({ type: 'image/png' })).arrayBuffer());
-    let text = '';
-    for (const b of bytes) text += String.fromCharCode(b);
-    return btoa(text);
-  }), 'base64');
+  const map = await shownPng(page, '.control-unit .control-map');
   const mapPixels = await pixels(page, { png: map });
   assert.deepEqual([mapPixels.width, mapPixels.height], [64, 48], 'drawn at the output size');
   let white = 0;
@@ -519,6 +525,54 @@ test('a control unit with a drawn scribble makes the CLI\'s image from the same 
   assert.match(text, /ControlNet 0: "Module: scribble_xdog, Model: tiny-controlnet, Weight: 0.9, /);
   await page.click('.control-unit .control-remove');
   assert.equal(await page.locator('.control-unit').count(), 0);
+  assert.deepEqual(problems, []);
+});
+
+test('a depth unit shows the depth map the CLI makes and generates the CLI\'s image', async () => {
+  const { page, problems } = session;
+  await page.click('#tab-generate');
+  const args = await quickSettings(page, 'a quiet harbour');
+  await page.click('#add-control');
+  const unit = page.locator('.control-unit').first();
+  const photo = path.join(FIXTURES, 'clip-score', 'odd.png');
+  await unit.locator('.control-file').setInputFiles(photo);
+  await unit.locator('.control-pre').selectOption('depth');
+  // Without a depth model the unit says what to download.
+  await page.waitForSelector('.control-unit p.error');
+  assert.match(await unit.locator('p.error').textContent(), /download it under Models/);
+  await page.click('#tab-models');
+  await page.click('[data-model="tiny-depth"] button.download');
+  await page.click('[data-model="tiny-depth"] .license button.primary');
+  await page.waitForSelector('[data-model="tiny-depth"][data-state="complete"]', { timeout: 60_000 });
+  await page.click('#tab-generate');
+  await page.waitForSelector('.control-unit .control-map', { timeout: 60_000 });
+  await page.screenshot({ path: path.join(ARTIFACTS, 'app-control-depth.png'), fullPage: true });
+  const map = await pixels(page, { png: await shownPng(page, '.control-unit .control-map') });
+  const mapFile = path.join(TMP, 'depth.png');
+  cliCommand('preprocess', ['--pre', 'depth', '--in', photo, '--out', mapFile, '--depth-model',
+    path.join(FIXTURES, 'depth-anything', 'model')], { model: null });
+  const theirMap = await pixels(page, { png: readFileSync(mapFile) });
+  assert.deepEqual([map.width, map.height], [97, 61]);
+  let equal = 0;
+  let worst = 0;
+  for (let i = 0; i < map.data.length; i += 4) {
+    const d = Math.abs(map.data[i] - theirMap.data[i]);
+    equal += d === 0;
+    worst = Math.max(worst, d);
+  }
+  assert.ok(equal >= 0.99 * map.width * map.height && worst <= 1, `depth maps: ${equal} equal, worst ${worst}`);
+  await generateAndWait(page);
+  const ours = await pixels(page, { selector: '#results figure img' });
+  const net = path.join(FIXTURES, 'controlnet', 'tiny-controlnet-a');
+  const theirs = await pixels(page, {
+    png: cli(['--prompt', 'a quiet harbour', ...args, '--control', `model=${net},image=${photo},pre=depth`,
+      '--depth-model', path.join(FIXTURES, 'depth-anything', 'model')]),
+  });
+  const diff = maxDiff(ours, theirs);
+  assert.ok(diff <= 2, `depth unit, browser vs CLI: worst pixel differs by ${diff}/255`);
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#results a.download')]);
+  assert.match(pngText(readFileSync(await download.path())).parameters, /ControlNet 0: "Module: depth_anything_v2, Model: tiny-controlnet, /);
+  await page.click('.control-unit .control-remove');
   assert.deepEqual(problems, []);
 });
 
@@ -600,8 +654,8 @@ test('a damaged model says so, and Delete all empties the model store', async ()
   await page.waitForSelector('[data-model="tiny-sd"][data-state="corrupt"]', { timeout: 30_000 });
   assert.match(await page.textContent('[data-model="tiny-sd"] .model-state'), /damaged/);
   await page.click('#delete-all');
-  // tiny-sd, the TAESD test weights and the tiny ControlNet.
-  assert.match(await page.textContent('.delete-all'), /Delete 3 models/);
+  // tiny-sd, the TAESD test weights, the tiny ControlNet and the tiny depth model.
+  assert.match(await page.textContent('.delete-all'), /Delete 4 models/);
   await page.click('#delete-all-confirm');
   await page.waitForFunction(() => [...document.querySelectorAll('.model')].every((m) => m.dataset.state === 'absent'),
     null, { timeout: 30_000 });

@@ -288,18 +288,21 @@ test('a third origin\'s messages and malformed ones from the host change nothing
     [9, 'error', 'invalid'], [10, 'error', 'invalid'], [11, 'error', 'invalid'], [12, 'error', 'invalid']]);
   assert.match(replies[5][3], /<lora:…> tags are not taken from a host page/);
 
-  // A ControlNet this browser lacks (or that does not exist): the request waits for the user,
-  // the host hears only the user's refusal.
+  // A ControlNet this browser lacks (or that does not exist) and a depth unit's model: the
+  // request waits for the user, the host hears only the user's refusal.
   await page.evaluate(async () => {
     const canvas = new OffscreenCanvas(64, 48);
     canvas.getContext('2d').fillRect(16, 8, 32, 32);
     const image = await canvas.convertToBlob({ type: 'image/png' });
     window.job = dr.generate({ prompt: 'a boat', steps: 1, width: 64, height: 48,
-      controls: [{ model: 'controlnet-nope', image, pre: 'canny' }] })
+      controls: [{ model: 'controlnet-nope', image, pre: 'depth' }] })
       .then(() => ({ code: 'none' }), (e) => ({ code: e.code, message: e.message }));
   });
   await frame.locator('#embed-needs').waitFor();
   assert.match(await frame.locator('#embed-needs').textContent(), /ControlNet “controlnet-nope”, which Darkroom does not know here/);
+  // A depth unit needs the depth preprocessor's model too, offered for download.
+  assert.match(await frame.locator('#embed-needs').textContent(), /The depth preprocessor's Depth Anything V2 Small \(99\.\d MB\), not downloaded yet/);
+  assert.equal(await frame.locator('#embed-download-depth-anything-v2-small').count(), 1);
   await page.waitForTimeout(800);
   assert.equal(await page.evaluate(() => Promise.race([window.job, new Promise((r) => setTimeout(() => r('waiting'), 100))])), 'waiting');
   await frame.locator('#embed-refuse').click();

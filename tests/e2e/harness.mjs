@@ -157,15 +157,16 @@ export function cli(args, { model = 'tiny-sd' } = {}) {
   return readFileSync(out);
 }
 
-/// Runs `darkroom COMMAND` with a fixture model at f32 (as `cli`), failing the test if it fails.
+/// Runs `darkroom COMMAND` with a fixture model at f32 (as `cli`; none with `model: null`),
+/// failing the test if it fails.
 export function cliCommand(command, args, { model = 'tiny-sd' } = {}) {
   if (!process.env.DARKROOM_CLI_BUILT) {
     const build = spawnSync('cargo', ['build', '--quiet', '-p', 'darkroom-cli'], { cwd: ROOT, stdio: 'inherit' });
     assert.equal(build.status, 0, 'building the CLI');
   }
-  const run = spawnSync(path.join(ROOT, 'target', 'debug', 'darkroom'), [
-    command, '--model', path.join(FIXTURES, model), '--precision', 'f32', '--quant', 'none', '--quiet', ...args,
-  ], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR || '/tmp' } });
+  // `model: null` for commands without a model (preprocess).
+  const common = model ? ['--model', path.join(FIXTURES, model), '--precision', 'f32', '--quant', 'none'] : [];
+  const run = spawnSync(path.join(ROOT, 'target', 'debug', 'darkroom'), [command, ...common, '--quiet', ...args], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR || '/tmp' } });
   assert.equal(run.status, 0, `darkroom ${command} failed: ${run.stderr}`);
   return run.stdout;
 }

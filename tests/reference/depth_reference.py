@@ -11,9 +11,9 @@ Writes tests/fixtures/depth-anything/:
                           positions interpolated) and wide_depth; odd_depth [61, 97], the depth of
                           odd.png (97x61) through DPTImageProcessor (PIL backend, 518 pixels,
                           aspect kept, multiples of 14) and post_process_depth_estimation back to
-                          the image's size; odd_map [61, 97] u8, that depth min-max scaled to
+                          the image's size; odd_map [61, 97], that depth min-max scaled to
                           0..255 and truncated (the control map, white near); odd_input_size, the
-                          processor's size (height, width)
+                          processor's size (height, width); all f32
 
     HF_HUB_OFFLINE=1 .venv/bin/python tests/reference/depth_reference.py
 """
@@ -95,8 +95,9 @@ def main():
     save_file({
         "square_pixels": square.contiguous(), "square_depth": square_depth.contiguous(),
         "wide_pixels": wide.contiguous(), "wide_depth": wide_depth.contiguous(),
-        "odd_depth": odd_depth.float().contiguous(), "odd_map": torch.from_numpy(odd_map).contiguous(),
-        "odd_input_size": torch.tensor(list(inputs.shape[2:]), dtype=torch.int64),
+        "odd_depth": odd_depth.float().contiguous(),
+        "odd_map": torch.from_numpy(odd_map).float().contiguous(),
+        "odd_input_size": torch.tensor(list(inputs.shape[2:]), dtype=torch.float32),
     }, OUT / "reference.safetensors")
 
 

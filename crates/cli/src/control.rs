@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use darkroom_gpu::Gpu;
+use darkroom_pipeline::depth::DepthModel;
 use darkroom_pipeline::preprocess;
 use darkroom_pipeline::{
     ControlNet, ControlUnit, Folder, FolderQuantCache, Image, ImageRef, Precision, Preprocessor,
@@ -47,9 +48,9 @@ pub fn parse_control(s: &str) -> Result<ControlUnit, String> {
     Ok(unit)
 }
 
-/// The diffusers ControlNet folder a unit's model names: a folder, or an id in the download
-/// cache.
-fn controlnet_folder(model: &str) -> Result<PathBuf, Failure> {
+/// The folder a model argument names: a folder, or an id in the download cache; `what` says
+/// what it must be when it has no config.json.
+fn model_folder(model: &str, what: &str) -> Result<PathBuf, Failure> {
     let path = Path::new(model);
     let looks_like_id = !model.contains(['/', '\\']) && !model.starts_with('.');
     let folder = if !path.exists() && looks_like_id {
@@ -58,22 +59,83 @@ fn controlnet_folder(model: &str) -> Result<PathBuf, Failure> {
         path.to_path_buf()
     };
     if !folder.join("config.json").is_file() {
-        return Err(usage(format!(
-            "ControlNet {}: not a diffusers ControlNet folder (no config.json)",
-            folder.display()
-        )));
+        return Err(usage(format!("{}: not {what} (no config.json)", folder.display())));
     }
     Ok(folder)
 }
 
-/// ControlNets and control images loaded once and shared by every run of a command.
+/// The diffusers ControlNet folder a unit's model names.
+fn controlnet_folder(model: &str) -> Result<PathBuf, Failure> {
+    model_folder(model, "a diffusers ControlNet folder")
+        .map_err(|e| usage(format!("ControlNet {}", e.message)))
+}
+
+/// The Depth Anything folder `--depth-model` names (by default depth-anything-v2-small).
+fn depth_folder(model: Option<&str>) -> Result<PathBuf, Failure> {
+    model_folder(model.unwrap_or(darkroom_pipeline::depth::DEFAULT_MODEL), "a Depth Anything folder").map_err(
+        |e| {
+            usage(format!(
+                "the depth preprocessor needs Depth Anything: {} (or give its folder with --depth-model)",
+                e.message
+            ))
+        },
+    )
+}
+
+/// Loads the depth model once.
+fn load_depth(
+    gpu: &Gpu,
+    model: Option<&str>,
+    precision: Precision,
+    quiet: bool,
+) -> Result<DepthModel, Failure> {
+    let folder = depth_folder(model)?;
+    let name = folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if !quiet {
+        eprintln!("loading depth model {name} …");
+    }
+    Ok(pollster::block_on(DepthModel::load(gpu, &Folder(folder), &name, precision))?)
+}
+
+/// ControlNets, control images and the depth model, loaded once and shared by every run of a
+/// command.
 #[derive(Default)]
 pub struct Controls {
     nets: HashMap<PathBuf, Arc<ControlNet>>,
     images: HashMap<String, Image>,
+    /// `--depth-model`, and the model once loaded.
+    depth_model: Option<String>,
+    depth: Option<DepthModel>,
+    /// Depth maps made, by image path.
+    depth_maps: HashMap<String, Image>,
 }
 
 impl Controls {
+    pub fn new(depth_model: Option<String>) -> Controls {
+        Controls { depth_model, ..Controls::default() }
+    }
+
+    /// The depth control map of the image at `path`.
+    fn depth_map(
+        &mut self,
+        gpu: &Gpu,
+        precision: Precision,
+        path: &str,
+        image: &Image,
+        quiet: bool,
+    ) -> Result<Image, Failure> {
+        if let Some(map) = self.depth_maps.get(path) {
+            return Ok(map.clone());
+        }
+        if self.depth.is_none() {
+            self.depth = Some(load_depth(gpu, self.depth_model.as_deref(), precision, quiet)?);
+        }
+        let model = self.depth.as_ref().expect("loaded above");
+        let map = pollster::block_on(model.control_map(gpu, image))?;
+        self.depth_maps.insert(path.to_string(), map.clone());
+        Ok(map)
+    }
+
     pub fn image(&mut self, path: &str) -> Result<Image, Failure> {
         if let Some(image) = self.images.get(path) {
             return Ok(image.clone());
@@ -93,9 +155,13 @@ impl Controls {
     ) -> Result<Vec<darkroom_pipeline::Control>, Failure> {
         let mut out = Vec::new();
         for (i, unit) in units.iter().enumerate() {
-            let image = match &unit.image {
-                Some(ImageRef::File(path)) => self.image(path)?,
+            let (image, path) = match &unit.image {
+                Some(ImageRef::File(path)) => (self.image(path)?, path.clone()),
                 _ => return Err(usage(format!("control unit {}: give its image as image=<png>", i + 1))),
+            };
+            let map = match unit.pre {
+                Preprocessor::Depth => Some(self.depth_map(gpu, precision, &path, &image, quiet)?),
+                _ => None,
             };
             let folder = controlnet_folder(&unit.model)?;
             let key = folder.canonicalize().unwrap_or_else(|_| folder.clone());
@@ -120,7 +186,7 @@ impl Controls {
                     net
                 }
             };
-            out.push(darkroom_pipeline::Control { net, image });
+            out.push(darkroom_pipeline::Control { net, image, map });
         }
         Ok(out)
     }
@@ -128,7 +194,7 @@ impl Controls {
 
 #[derive(clap::Args)]
 pub struct PreprocessArgs {
-    /// none, canny, lineart, scribble, tile (depth is not available yet).
+    /// none, canny, lineart, scribble, depth, tile.
     #[arg(long, value_parser = parse_pre)]
     pub pre: Preprocessor,
     /// The image to make a control map of (PNG).
@@ -143,6 +209,13 @@ pub struct PreprocessArgs {
     /// Canny's high threshold.
     #[arg(long, default_value_t = darkroom_pipeline::control::CANNY_HIGH)]
     pub high: f64,
+    /// The Depth Anything model --pre depth runs: an id (default depth-anything-v2-small) or a
+    /// transformers folder.
+    #[arg(long, value_name = "id|folder")]
+    pub depth_model: Option<String>,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 fn parse_pre(s: &str) -> Result<Preprocessor, String> {
@@ -160,7 +233,15 @@ pub fn run_preprocess(args: PreprocessArgs) -> Result<(), Failure> {
     };
     unit.validate(0).map_err(|e| usage(e.message.trim_start_matches("control unit 1: ").to_string()))?;
     let image = crate::generate::read_png(&args.input, "image")?;
-    let map = preprocess::run(args.pre, &image, args.low, args.high)?;
+    let map = match args.pre {
+        Preprocessor::Depth => {
+            let gpu = pollster::block_on(Gpu::open(&darkroom_gpu::Requirements::default()))
+                .map_err(darkroom_pipeline::PipelineError::from)?;
+            let model = load_depth(&gpu, args.depth_model.as_deref(), Precision::F32, args.quiet)?;
+            pollster::block_on(model.control_map(&gpu, &image))?
+        }
+        pre => preprocess::run(pre, &image, args.low, args.high)?,
+    };
     let bytes = darkroom_pipeline::metadata::encode_png_plain(&map.rgba, map.width as u32, map.height as u32)
         .map_err(darkroom_pipeline::PipelineError::from)?;
     crate::generate::write_atomically(&args.out, &bytes)?;
@@ -197,7 +278,6 @@ mod tests {
             ("model=m,image=a.png,pre=pose", "unknown preprocessor"),
             ("model=m,image=a.png,strength=1", "unknown key"),
             ("model=m,image=a.png,start=0.9,end=0.2", "start"),
-            ("model=m,image=a.png,pre=depth", "not available"),
             ("model=m,image", "key=value"),
         ] {
             let e = parse_control(bad).unwrap_err();

@@ -123,12 +123,16 @@ pub struct Settings {
     /// each). Tiled decoding gives the same image up to rounding with far less memory.
     #[arg(long, value_parser = parse_vae_tiling, default_value = "auto", value_name = "auto|off|N")]
     pub vae_tiling: VaeTiling,
-    /// A ControlNet unit: model=<id|folder>,image=<png>[,pre=none|canny|lineart|scribble|tile]
+    /// A ControlNet unit: model=<id|folder>,image=<png>[,pre=none|canny|lineart|scribble|depth|tile]
     /// [,weight=W][,start=S][,end=E][,low=L,high=H] (defaults: pre=none, weight=1, start=0,
     /// end=1, low=100, high=200); repeatable, the units' residuals summed. The image is resized
     /// to the output size (Lanczos) when it differs.
     #[arg(long = "control", value_parser = crate::control::parse_control, value_name = "model=…,image=…")]
     pub controls: Vec<darkroom_pipeline::ControlUnit>,
+    /// The Depth Anything model pre=depth runs: an id (default depth-anything-v2-small, fetched
+    /// with `darkroom models fetch`) or a transformers folder (config.json, model.safetensors).
+    #[arg(long, value_name = "id|folder")]
+    pub depth_model: Option<String>,
     /// A1111's hires fix: SCALE[,steps=N][,strength=S][,upscaler=lanczos|latent|latent-nearest|<file|id>]
     /// — make the image, upscale it by SCALE (a plain Lanczos resize, an ESRGAN-family model,
     /// or its latents resized: A1111's Latent / Latent (nearest)), then redraw it with an
@@ -183,6 +187,7 @@ impl Settings {
             preset: None,
             vae_tiling: VaeTiling::Auto,
             controls: Vec::new(),
+            depth_model: None,
             hires: None,
             sd_upscale: None,
             draft: None,
@@ -484,6 +489,7 @@ impl<'g> Runner<'g> {
             None if default_dir.is_dir() => read_wildcards(&default_dir)?,
             None => Wildcards::new(),
         };
+        let depth_model = settings.depth_model.clone();
         Ok(Runner {
             gpu,
             settings,
@@ -494,7 +500,7 @@ impl<'g> Runner<'g> {
             wildcards,
             preset,
             loaded: ModelCache::default(),
-            controls: crate::control::Controls::default(),
+            controls: crate::control::Controls::new(depth_model),
             upscalers: Default::default(),
             taesd: None,
         })

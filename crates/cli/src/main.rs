@@ -45,7 +45,7 @@ enum Command {
     /// prompt S/R, seed, size, …) as cells and a labelled DIR/grid.png.
     Grid(Box<grid::GridArgs>),
     /// Write a control map alone: the preprocessor a `--control` unit would run (canny,
-    /// lineart, scribble, tile, none) on an image.
+    /// lineart, scribble, depth, tile, none) on an image.
     Preprocess(control::PreprocessArgs),
     /// Upscale an image with an ESRGAN-family model (RRDBNet, SRVGGNetCompact; .pth or
     /// .safetensors), in tiles when it is large.

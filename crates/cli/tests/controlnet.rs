@@ -141,6 +141,16 @@ fn every_controlnet_case_through_the_cli_matches_diffusers() {
     }
 }
 
+/// A 64x48 image of 2 Euler steps at CFG 7.5 with one control unit (and `extra` flags).
+fn one_unit(out: &std::path::Path, seed: &str, unit: String, extra: &[String]) -> Image {
+    let mut args = base(out, seed, "2", "euler", "7.5");
+    args.extend(["--width".into(), "64".into(), "--height".into(), "48".into(), "--control".into(), unit]);
+    args.extend(extra.iter().cloned());
+    let result = darkroom(&args);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    png(out)
+}
+
 #[test]
 fn preprocess_canny_writes_opencvs_map_and_a_canny_unit_uses_it() {
     let dir = out_dir("preprocess");
@@ -174,20 +184,7 @@ fn preprocess_canny_writes_opencvs_map_and_a_canny_unit_uses_it() {
     let net = path(control_dir().join("tiny-controlnet-a"));
     let photo = path(fixtures().join("images/coffee.png"));
     let map = path(control_dir().join("canny/coffee_30_60.png"));
-    let run = |out: &std::path::Path, unit: String| {
-        let mut args = base(out, "5", "2", "euler", "7.5");
-        args.extend([
-            "--width".into(),
-            "64".into(),
-            "--height".into(),
-            "48".into(),
-            "--control".into(),
-            unit,
-        ]);
-        let result = darkroom(&args);
-        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
-        png(out)
-    };
+    let run = |out: &std::path::Path, unit: String| one_unit(out, "5", unit, &[]);
     let a = run(&dir.join("canny.png"), format!("model={net},image={photo},pre=canny,low=30,high=60"));
     let b = run(&dir.join("map.png"), format!("model={net},image={map}"));
     assert_eq!(a, b);
@@ -220,7 +217,6 @@ fn bad_control_units_exit_with_code_2_and_say_why() {
     for (unit, words) in [
         (format!("model={net}"), "image="),
         (format!("model={net},image={image},end=0"), "start"),
-        (format!("model={net},image={image},pre=depth"), "not available"),
         (format!("model={net},image={image},weight=heavy"), "not a number"),
         (format!("model={},image={image}", path(dir.join("nowhere"))), "not a diffusers ControlNet folder"),
         (
@@ -251,4 +247,84 @@ fn bad_control_units_exit_with_code_2_and_say_why() {
             .map(|s| s.to_string())
             .collect();
     assert_eq!(darkroom(&missing).status.code(), Some(2));
+    // A depth unit whose --depth-model is not a Depth Anything folder.
+    let mut args = base(&out, "1", "1", "euler", "1");
+    args.extend([
+        "--control".into(),
+        format!("model={net},image={image},pre=depth"),
+        "--depth-model".into(),
+        path(fixtures().join("tiny-sd/unet")),
+    ]);
+    let result = darkroom(&args);
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{err}");
+    assert!(err.contains("DepthAnythingConfig"), "{err}");
+    let no_model: Vec<String> = [
+        "preprocess",
+        "--pre",
+        "depth",
+        "--in",
+        &image,
+        "--out",
+        &path(out.clone()),
+        "--depth-model",
+        &path(dir.join("nowhere")),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let result = darkroom(&no_model);
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(2), "{err}");
+    assert!(err.contains("not a Depth Anything folder"), "{err}");
+}
+
+/// `darkroom preprocess --pre depth` writes transformers' depth map of a photograph (the tiny
+/// seeded Depth Anything of tests/fixtures/depth-anything), and a `pre=depth` unit generates
+/// the image a `pre=none` unit given that map does, with the infotext naming the module.
+#[test]
+fn preprocess_depth_writes_transformers_map_and_a_depth_unit_uses_it() {
+    let dir = out_dir("depth");
+    let depth = fixtures().join("depth-anything");
+    let photo = path(fixtures().join("clip-score/odd.png"));
+    let out = dir.join("depth.png");
+    let args: Vec<String> = [
+        "preprocess",
+        "--pre",
+        "depth",
+        "--in",
+        &photo,
+        "--out",
+        &path(out.clone()),
+        "--depth-model",
+        &path(depth.join("model")),
+        "--quiet",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let result = darkroom(&args);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let (got, want) = (png(&out), png(&depth.join("odd-map.png")));
+    assert_eq!((got.width, got.height), (97, 61));
+    let off: Vec<i32> =
+        got.rgba.chunks(4).zip(want.rgba.chunks(4)).map(|(a, b)| (a[0] as i32 - b[0] as i32).abs()).collect();
+    let equal = off.iter().filter(|&&d| d == 0).count();
+    assert!(
+        equal as f64 >= 0.99 * off.len() as f64 && off.iter().all(|&d| d <= 1),
+        "{equal} of {}",
+        off.len()
+    );
+
+    let net = path(control_dir().join("tiny-controlnet-a"));
+    let extra = ["--depth-model".to_string(), path(depth.join("model"))];
+    let run = |out: &std::path::Path, unit: String| one_unit(out, "3", unit, &extra);
+    let a = run(&dir.join("depth-unit.png"), format!("model={net},image={photo},pre=depth"));
+    let b = run(&dir.join("map-unit.png"), format!("model={net},image={}", path(out.clone())));
+    assert_eq!(a, b);
+    let text = read_parameters(&std::fs::read(dir.join("depth-unit.png")).unwrap()).unwrap();
+    assert!(
+        text.contains("ControlNet 0: \"Module: depth_anything_v2, Model: tiny-controlnet-a, Weight: 1"),
+        "{text}"
+    );
 }

@@ -96,12 +96,6 @@ impl ControlUnit {
                 self.low, self.high
             ));
         }
-        if !self.pre.available() {
-            return refuse(format!(
-                "the {} preprocessor is not available yet; give a ready control map with pre=none",
-                self.pre.id()
-            ));
-        }
         Ok(())
     }
 
@@ -222,6 +216,9 @@ pub struct Control {
     pub net: Arc<ControlNet>,
     /// The image as given; the pipeline preprocesses and resizes it.
     pub image: Image,
+    /// The control map already made from `image`, where its preprocessor runs a model the
+    /// pipeline does not hold (depth: [`crate::depth::DepthModel`]); resized like any map.
+    pub map: Option<Image>,
 }
 
 impl std::fmt::Debug for Control {
@@ -240,11 +237,16 @@ pub fn control_map(
     height: usize,
 ) -> Result<Image, PipelineError> {
     let map = preprocess::run(unit.pre, image, unit.low, unit.high)?;
-    Ok(if (map.width, map.height) == (width, height) {
+    Ok(fit(map, width, height))
+}
+
+/// A control map at the output size (PIL's Lanczos where it differs).
+fn fit(map: Image, width: usize, height: usize) -> Image {
+    if (map.width, map.height) == (width, height) {
         map
     } else {
         preprocess::resize_lanczos(&map, width, height)
-    })
+    }
 }
 
 /// A unit ready for the denoising loop: its ControlNet and its control image's embedding in
@@ -277,7 +279,10 @@ pub fn prepare(
         .zip(controls)
         .map(|(unit, control)| {
             control.net.check_fits(model)?;
-            let map = control_map(unit, &control.image, width, height)?;
+            let map = match &control.map {
+                Some(map) => fit(map.clone(), width, height),
+                None => control_map(unit, &control.image, width, height)?,
+            };
             let n = width * height;
             let mut planar = vec![0.0f32; 3 * n];
             let order: [usize; 3] = if control.net.model.config().bgr { [2, 1, 0] } else { [0, 1, 2] };
@@ -368,6 +373,10 @@ mod tests {
         let ok =
             ControlUnit { model: "m".into(), image: Some(ImageRef::Attachment(0)), ..ControlUnit::default() };
         ok.validate(0).unwrap();
+        // Every preprocessor runs (depth with a model the caller loads).
+        for pre in Preprocessor::ALL {
+            ControlUnit { pre, ..ok.clone() }.validate(0).unwrap();
+        }
         for (bad, words) in [
             (ControlUnit { model: String::new(), ..ok.clone() }, "model"),
             (ControlUnit { image: None, ..ok.clone() }, "image"),
@@ -375,7 +384,6 @@ mod tests {
             (ControlUnit { start: 0.5, end: 0.5, ..ok.clone() }, "start"),
             (ControlUnit { end: 1.5, ..ok.clone() }, "start"),
             (ControlUnit { low: -1.0, ..ok.clone() }, "Canny"),
-            (ControlUnit { pre: Preprocessor::Depth, ..ok.clone() }, "depth"),
         ] {
             let e = bad.validate(1).unwrap_err();
             assert_eq!(e.field, "controls");

@@ -1,6 +1,7 @@
 //! From a prompt and settings to an image: prompts, seeds, schedulers and the denoising loop.
 
 pub mod control;
+pub mod depth;
 pub mod draft;
 pub mod dynamic;
 pub mod generate;

@@ -80,11 +80,6 @@ impl Preprocessor {
             _ => return None,
         })
     }
-
-    /// Whether this engine runs it yet.
-    pub fn available(self) -> bool {
-        self != Preprocessor::Depth
-    }
 }
 
 impl std::str::FromStr for Preprocessor {
@@ -105,14 +100,13 @@ pub fn run(pre: Preprocessor, image: &Image, low: f64, high: f64) -> Result<Imag
         Preprocessor::Canny => Ok(canny(image, low, high)),
         Preprocessor::Scribble => Ok(scribble(image)),
         Preprocessor::Lineart => Ok(lineart(image)),
-        Preprocessor::Depth => Err(PipelineError::Input(format!(
-            "the {} preprocessor is not available yet; give a ready control map with pre=none",
-            pre.id()
-        ))),
+        Preprocessor::Depth => Err(PipelineError::Input(
+            "the depth preprocessor runs Depth Anything: load it (darkroom_pipeline::depth::DepthModel) and make the map with it".into(),
+        )),
     }
 }
 
-fn check(image: &Image) -> Result<(), PipelineError> {
+pub(crate) fn check(image: &Image) -> Result<(), PipelineError> {
     if image.width == 0 || image.height == 0 || image.rgba.len() != image.width * image.height * 4 {
         return Err(PipelineError::Input("the control image is empty or damaged".into()));
     }
@@ -125,7 +119,7 @@ fn opaque(image: &Image) -> Image {
     Image { width: image.width, height: image.height, rgba }
 }
 
-fn grey_image(width: usize, height: usize, values: impl Iterator<Item = u8>) -> Image {
+pub(crate) fn grey_image(width: usize, height: usize, values: impl Iterator<Item = u8>) -> Image {
     Image { width, height, rgba: values.flat_map(|v| [v, v, v, 255]).collect() }
 }
 

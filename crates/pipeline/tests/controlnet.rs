@@ -110,7 +110,7 @@ mod pipelines {
             .map(|u| {
                 let net = u["net"].as_str().unwrap();
                 let image = u["image"].as_str().unwrap();
-                controls.push(Control { net: nets[net].clone(), image: png(dir().join(image)) });
+                controls.push(Control { net: nets[net].clone(), image: png(dir().join(image)), map: None });
                 ControlUnit {
                     model: format!("tiny-controlnet-{net}"),
                     image: Some(ImageRef::File(image.into())),

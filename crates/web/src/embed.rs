@@ -470,6 +470,7 @@ pub fn EmbedApp() -> impl IntoView {
         let host = embed.host.get().unwrap_or_default();
         let controls = missing(state).into_iter().filter(|n| n.control).map(|n| {
             let line = match &n.entry {
+                Some(e) if e.manifest.family == darkroom_weights::ModelKind::Depth => format!("The depth preprocessor's {} ({}), not downloaded yet.", e.manifest.name, human_bytes(e.manifest.approx_size.unwrap_or(e.manifest.download_size().0))),
                 Some(e) => format!("ControlNet {} ({}), not downloaded yet.", e.manifest.name, human_bytes(e.manifest.download_size().0)),
                 None => format!("ControlNet “{}”, which Darkroom does not know here.", n.id),
             };

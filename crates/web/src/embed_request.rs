@@ -102,7 +102,7 @@ pub fn apply(state: AppState, params: &Value) -> Result<(), String> {
 pub struct Needed {
     pub id: String,
     pub entry: Option<ModelEntry>,
-    /// A ControlNet (the selected model otherwise).
+    /// A ControlNet or the depth preprocessor's model (the selected model otherwise).
     pub control: bool,
 }
 
@@ -115,7 +115,15 @@ pub fn missing(state: AppState) -> Vec<Needed> {
         Some(m) if m.stored.get().complete => {}
         entry => out.push(Needed { id: model, entry, control: false }),
     }
-    for unit in state.settings.recipe.with(|r| r.controls.clone()) {
+    let controls = state.settings.recipe.with(|r| r.controls.clone());
+    // Depth units run a depth model in the worker (the built-in one unless another is stored).
+    if controls.iter().any(|u| u.pre == darkroom_pipeline::Preprocessor::Depth)
+        && state.downloaded(darkroom_weights::ModelKind::Depth).is_empty()
+    {
+        let id = darkroom_pipeline::depth::DEFAULT_MODEL.to_string();
+        out.push(Needed { entry: state.model(&id), id, control: true });
+    }
+    for unit in controls {
         match state.model(&unit.model) {
             Some(m) if m.manifest.family.is_controlnet() && m.stored.get().complete => {}
             Some(m) if m.manifest.family.is_controlnet() => {

@@ -84,6 +84,10 @@ pub enum ToWorker {
         #[serde(default)]
         brief: Option<BriefTag>,
     },
+    /// The depth control map of the image (PNG attachment 0) by `model` (a downloaded depth
+    /// model), which stays loaded for the generations' depth units; answered with `Result` (the
+    /// map as attachment 0).
+    Depth { model: ModelRef },
     /// A change to the browser's stores.
     Store(StoreOp),
     /// The queue of jobs the worker runs one after another.

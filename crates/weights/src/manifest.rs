@@ -84,6 +84,9 @@ pub enum ModelKind {
     /// An aesthetic predictor's head over CLIP's image embedding.
     #[serde(rename = "aesthetic")]
     Aesthetic,
+    /// A depth estimator (transformers' Depth Anything) for the depth preprocessor.
+    #[serde(rename = "depth")]
+    Depth,
 }
 
 impl ModelKind {
@@ -103,6 +106,7 @@ impl ModelKind {
             ModelKind::Upscaler => "upscaler",
             ModelKind::Clip => "clip",
             ModelKind::Aesthetic => "aesthetic",
+            ModelKind::Depth => "depth",
         }
     }
 
@@ -115,6 +119,7 @@ impl ModelKind {
                 | ModelKind::Upscaler
                 | ModelKind::Clip
                 | ModelKind::Aesthetic
+                | ModelKind::Depth
         )
     }
 
@@ -298,7 +303,7 @@ impl Manifest {
 }
 
 /// The manifests shipped in `models/`, compiled in so the CLI and the web app agree.
-pub const BUILTIN: [(&str, &str); 16] = [
+pub const BUILTIN: [(&str, &str); 17] = [
     ("sd-turbo.toml", include_str!("../../../models/sd-turbo.toml")),
     ("sd-1.5.toml", include_str!("../../../models/sd-1.5.toml")),
     ("sd-1.5-inpainting.toml", include_str!("../../../models/sd-1.5-inpainting.toml")),
@@ -318,6 +323,7 @@ pub const BUILTIN: [(&str, &str); 16] = [
     ),
     ("aesthetic-v2.toml", include_str!("../../../models/aesthetic-v2.toml")),
     ("realesr-general-x4v3.toml", include_str!("../../../models/realesr-general-x4v3.toml")),
+    ("depth-anything-v2-small.toml", include_str!("../../../models/depth-anything-v2-small.toml")),
 ];
 
 /// Every built-in manifest, parsed.
@@ -358,7 +364,8 @@ mod tests {
                 "clip-vit-large-patch14",
                 "clip-vit-large-patch14-vision",
                 "aesthetic-v2",
-                "realesr-general-x4v3"
+                "realesr-general-x4v3",
+                "depth-anything-v2-small"
             ]
         );
         for m in &all {
@@ -375,7 +382,7 @@ mod tests {
         assert_eq!(kinds[10..12], [ModelKind::SdxlTurbo, ModelKind::Sdxl]);
         assert_eq!(
             kinds[12..],
-            [ModelKind::Clip, ModelKind::Clip, ModelKind::Aesthetic, ModelKind::Upscaler]
+            [ModelKind::Clip, ModelKind::Clip, ModelKind::Aesthetic, ModelKind::Upscaler, ModelKind::Depth]
         );
         let vision = find("clip-vit-large-patch14-vision").unwrap();
         assert_eq!(vision.files[1].tensors, ["vision_model.", "visual_projection."]);
@@ -392,8 +399,14 @@ mod tests {
             assert_eq!(m.quantization.linear, "q4", "{id}: 4-bit UNet matmuls by default");
         }
         let makes_no_images = |k: ModelKind| {
-            matches!(k, ModelKind::Taesd | ModelKind::Upscaler | ModelKind::Clip | ModelKind::Aesthetic)
-                || k.is_controlnet()
+            matches!(
+                k,
+                ModelKind::Taesd
+                    | ModelKind::Upscaler
+                    | ModelKind::Clip
+                    | ModelKind::Aesthetic
+                    | ModelKind::Depth
+            ) || k.is_controlnet()
         };
         assert!(all.iter().all(|m| m.family.generates() != makes_no_images(m.family)));
         let canny = find("control-canny").unwrap();

@@ -11,6 +11,9 @@ use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement};
 use darkroom_pipeline::preprocess::{self, Preprocessor};
 use darkroom_pipeline::{ControlUnit, Image};
 
+use darkroom_weights::ModelKind;
+
+use crate::protocol::{FromWorker, ToWorker};
 use crate::state::{encode_png, png_url, AppState, ControlImage};
 
 /// Units the app offers at once.
@@ -19,6 +22,11 @@ pub use darkroom_pipeline::control::MAX_APP_UNITS as MAX_UNITS;
 const MAX_SIDE: f64 = 1024.0;
 /// The drawing brush's width in image pixels.
 const BRUSH: f64 = 4.0;
+/// Shown when no depth model is downloaded.
+const DEPTH_MISSING: &str =
+    "The depth preprocessor runs Depth Anything V2 Small on the device: download it under Models.";
+/// Shown while the worker estimates a depth map.
+const DEPTH_PENDING: &str = "Estimating depth on the device…";
 
 fn context(canvas: &HtmlCanvasElement) -> Option<CanvasRenderingContext2d> {
     canvas.get_context("2d").ok().flatten()?.dyn_into().ok()
@@ -127,10 +135,51 @@ fn UnitView(index: usize, remove: impl Fn(usize) + Copy + Send + Sync + 'static)
     let error = RwSignal::new(None::<String>);
     let drawing = RwSignal::new(false);
     let source_url = Memo::new(move |_| image.get().map(|i| png_url(&i.png)));
+    // Depth maps come from the worker (Depth Anything on the GPU), asked for when a depth
+    // unit's image changes: (the image, its map's URL or why there is none).
+    let depth_source =
+        Memo::new(move |_| (unit.get().pre == Preprocessor::Depth).then(|| image.get()).flatten());
+    let depth = RwSignal::new(None::<(ControlImage, Result<String, String>)>);
+    Effect::new(move |_| {
+        let Some(img) = depth_source.get() else { return };
+        if depth.with_untracked(|d| d.as_ref().is_some_and(|(i, made)| *i == img && made.is_ok())) {
+            return;
+        }
+        let Some(worker) = state.worker.get_value() else { return };
+        let Some(model) = state.downloaded(ModelKind::Depth).first().map(|m| m.model_ref.clone()) else {
+            depth.set(Some((img, Err(DEPTH_MISSING.to_string()))));
+            return;
+        };
+        depth.set(None);
+        let png = img.png.clone();
+        worker.request(ToWorker::Depth { model }, vec![png], move |message| match message.body {
+            FromWorker::Result { .. } => {
+                let url = message
+                    .bytes
+                    .first()
+                    .map(|map| png_url(map))
+                    .ok_or_else(|| "no depth map came back".to_string());
+                depth.set(Some((img.clone(), url)));
+            }
+            FromWorker::Error { kind, message } => {
+                depth.set(Some((
+                    img.clone(),
+                    Err(kind.side_job("The depth map", "estimate depth", &message)),
+                )));
+            }
+            _ => {}
+        });
+    });
     // The map the ControlNet will see (at the image's size; the pipeline resizes it).
     let map = Memo::new(move |_| {
         let u = unit.get();
         let img = image.get()?;
+        if u.pre == Preprocessor::Depth {
+            return Some(match depth.get() {
+                Some((i, result)) if i == img => result,
+                _ => Err(DEPTH_PENDING.to_string()),
+            });
+        }
         let decoded = Image::from_png(&img.png).ok()?;
         Some(match preprocess::run(u.pre, &decoded, u.low, u.high) {
             Ok(m) => Ok(png_url(&encode_png(m.width, m.height, &m.rgba))),
@@ -283,9 +332,7 @@ fn UnitView(index: usize, remove: impl Fn(usize) + Copy + Send + Sync + 'static)
                         if let Ok(p) = event_target_value(&ev).parse::<Preprocessor>() { edit(&|u| u.pre = p) }
                     }>
                         {Preprocessor::ALL.into_iter().map(|p| view! {
-                            <option value=p.id() disabled=!p.available() selected=move || unit.get().pre == p>
-                                {if p.available() { p.id().to_string() } else { format!("{} (soon)", p.id()) }}
-                            </option>
+                            <option value=p.id() selected=move || unit.get().pre == p>{p.id()}</option>
                         }).collect_view()}
                     </select>
                 </label>
@@ -333,6 +380,7 @@ fn UnitView(index: usize, remove: impl Fn(usize) + Copy + Send + Sync + 'static)
                             <figcaption class="muted small">"control map"</figcaption>
                         </figure>
                     }.into_any(),
+                    Err(e) if e == DEPTH_PENDING => view! { <p class="muted small control-pending">{e}</p> }.into_any(),
                     Err(e) => view! { <p class="error small">{e}</p> }.into_any(),
                 })}
             </div>

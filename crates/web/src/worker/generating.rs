@@ -86,7 +86,13 @@ async fn control_nets(
                 net
             }
         };
-        out.push(darkroom_pipeline::Control { net, image });
+        let map = match unit.pre {
+            darkroom_pipeline::Preprocessor::Depth => {
+                Some(super::depth::depth_map(state, id, None, &image).await?)
+            }
+            _ => None,
+        };
+        out.push(darkroom_pipeline::Control { net, image, map });
     }
     Ok(out)
 }

@@ -21,6 +21,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::spawn_local;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
+mod depth;
 mod downloads;
 mod generating;
 mod locks;
@@ -48,6 +49,8 @@ struct State {
     controlnets: RefCell<std::collections::HashMap<String, std::sync::Arc<darkroom_pipeline::ControlNet>>>,
     /// The CLIP model (and aesthetic head) that scores images.
     scorer: RefCell<Option<scoring::Loaded>>,
+    /// The depth preprocessor's model, once loaded.
+    depth: RefCell<Option<Rc<darkroom_pipeline::depth::DepthModel>>>,
     /// The upscaler last used, by manifest id, base and activations.
     upscaler: RefCell<Option<(String, Rc<darkroom_models::upscale::Upscaler>)>>,
     cancelled: RefCell<HashSet<u32>>,
@@ -197,6 +200,12 @@ fn handle(envelope: Envelope<ToWorker>) {
                 Err((kind, message)) => fail(id, kind, message),
             }
         }),
+        ToWorker::Depth { model } => spawn_local(async move {
+            let job = depth::preview(&state, id, &model, envelope.bytes);
+            if let Err((kind, message)) = exclusive(&state, id, job).await {
+                fail(id, kind, message);
+            }
+        }),
         ToWorker::Upscale { model, keep, brief } => spawn_local(async move {
             let job = upscaling::upscale(&state, id, &model, (keep, brief), envelope.bytes);
             if let Err((kind, message)) = exclusive(&state, id, job).await {
@@ -268,6 +277,7 @@ fn forget_device(state: &State) {
     *state.taesd.borrow_mut() = None;
     *state.scorer.borrow_mut() = None;
     *state.upscaler.borrow_mut() = None;
+    *state.depth.borrow_mut() = None;
     *state.gpu.borrow_mut() = None;
 }
 
