@@ -51,6 +51,8 @@ struct State {
     scorer: RefCell<Option<scoring::Loaded>>,
     /// The depth preprocessor's model, once loaded.
     depth: RefCell<Option<Rc<darkroom_pipeline::depth::DepthModel>>>,
+    /// The last depth map made: the model's name, the image and its map.
+    depth_last: RefCell<Option<(String, darkroom_pipeline::Image, darkroom_pipeline::Image)>>,
     /// The upscaler last used, by manifest id, base and activations.
     upscaler: RefCell<Option<(String, Rc<darkroom_models::upscale::Upscaler>)>>,
     cancelled: RefCell<HashSet<u32>>,
