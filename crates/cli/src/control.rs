@@ -82,19 +82,15 @@ fn depth_folder(model: Option<&str>) -> Result<PathBuf, Failure> {
     )
 }
 
-/// Loads the depth model once.
-fn load_depth(
-    gpu: &Gpu,
-    model: Option<&str>,
-    precision: Precision,
-    quiet: bool,
-) -> Result<DepthModel, Failure> {
+/// Loads the depth model, in f32 whatever the generation's precision (as the app's worker runs
+/// it: the map is the same everywhere).
+fn load_depth(gpu: &Gpu, model: Option<&str>, quiet: bool) -> Result<DepthModel, Failure> {
     let folder = depth_folder(model)?;
     let name = folder.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     if !quiet {
         eprintln!("loading depth model {name} …");
     }
-    Ok(pollster::block_on(DepthModel::load(gpu, &Folder(folder), &name, precision))?)
+    Ok(pollster::block_on(DepthModel::load(gpu, &Folder(folder), &name, Precision::F32))?)
 }
 
 /// ControlNets, control images and the depth model, loaded once and shared by every run of a
@@ -116,19 +112,12 @@ impl Controls {
     }
 
     /// The depth control map of the image at `path`.
-    fn depth_map(
-        &mut self,
-        gpu: &Gpu,
-        precision: Precision,
-        path: &str,
-        image: &Image,
-        quiet: bool,
-    ) -> Result<Image, Failure> {
+    fn depth_map(&mut self, gpu: &Gpu, path: &str, image: &Image, quiet: bool) -> Result<Image, Failure> {
         if let Some(map) = self.depth_maps.get(path) {
             return Ok(map.clone());
         }
         if self.depth.is_none() {
-            self.depth = Some(load_depth(gpu, self.depth_model.as_deref(), precision, quiet)?);
+            self.depth = Some(load_depth(gpu, self.depth_model.as_deref(), quiet)?);
         }
         let model = self.depth.as_ref().expect("loaded above");
         let map = pollster::block_on(model.control_map(gpu, image))?;
@@ -160,7 +149,7 @@ impl Controls {
                 _ => return Err(usage(format!("control unit {}: give its image as image=<png>", i + 1))),
             };
             let map = match unit.pre {
-                Preprocessor::Depth => Some(self.depth_map(gpu, precision, &path, &image, quiet)?),
+                Preprocessor::Depth => Some(self.depth_map(gpu, &path, &image, quiet)?),
                 _ => None,
             };
             let folder = controlnet_folder(&unit.model)?;
@@ -237,7 +226,7 @@ pub fn run_preprocess(args: PreprocessArgs) -> Result<(), Failure> {
         Preprocessor::Depth => {
             let gpu = pollster::block_on(Gpu::open(&darkroom_gpu::Requirements::default()))
                 .map_err(darkroom_pipeline::PipelineError::from)?;
-            let model = load_depth(&gpu, args.depth_model.as_deref(), Precision::F32, args.quiet)?;
+            let model = load_depth(&gpu, args.depth_model.as_deref(), args.quiet)?;
             pollster::block_on(model.control_map(&gpu, &image))?
         }
         pre => preprocess::run(pre, &image, args.low, args.high)?,
