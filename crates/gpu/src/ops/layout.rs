@@ -43,20 +43,6 @@ pub(crate) fn variants() -> Vec<Variant> {
 #[allow(clippy::too_many_arguments)]
 fn run(
     gpu: &Gpu,
-    define: &'static str,
-    x: &Tensor,
-    b: Option<&Tensor>,
-    shape: &[usize],
-    a_len: usize,
-    b_len: usize,
-    extra: impl FnOnce(&mut Params),
-) -> Result<Tensor, GpuError> {
-    run_variant(gpu, &[define], x, b, shape, a_len, b_len, extra)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_variant(
-    gpu: &Gpu,
     defines: &[&'static str],
     x: &Tensor,
     b: Option<&Tensor>,
@@ -112,7 +98,7 @@ pub fn transpose(gpu: &Gpu, x: &Tensor) -> Result<Tensor, GpuError> {
     };
     let mut shape = lead.to_vec();
     shape.extend([*c, *r]);
-    run(gpu, "TRANSPOSE", x, None, &shape, *r, *c, |_| ())
+    run(gpu, &["TRANSPOSE"], x, None, &shape, *r, *c, |_| ())
 }
 
 /// Nearest-neighbour 2x upsampling of the last two dimensions: [..., H, W] → [..., 2H, 2W].
@@ -151,7 +137,7 @@ fn resized_shape(
 pub fn upsample_nearest(gpu: &Gpu, x: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor, GpuError> {
     let (shape, h, w) = resized_shape("upsample", x, out_h, out_w)?;
     let ratio = |from: usize, to: usize| if to == 0 { 0.0f32 } else { from as f32 / to as f32 };
-    run(gpu, "UPSAMPLE", x, None, &shape, h, w, |p| {
+    run(gpu, &["UPSAMPLE"], x, None, &shape, h, w, |p| {
         p.out_h = out_h as u32;
         p.out_w = out_w as u32;
         p.scale_h = ratio(h, out_h).to_bits();
@@ -184,9 +170,9 @@ pub fn resize_bilinear(
         p.scale_w = sw.to_bits();
     };
     if align_corners {
-        run_variant(gpu, &["BILINEAR", "ALIGNED"], x, None, &shape, h, w, set)
+        run(gpu, &["BILINEAR", "ALIGNED"], x, None, &shape, h, w, set)
     } else {
-        run(gpu, "BILINEAR", x, None, &shape, h, w, set)
+        run(gpu, &["BILINEAR"], x, None, &shape, h, w, set)
     }
 }
 
@@ -205,7 +191,7 @@ pub fn pixel_shuffle(gpu: &Gpu, x: &Tensor, r: usize) -> Result<Tensor, GpuError
         });
     }
     let shape = [b, c / (r * r), h * r, w * r];
-    run(gpu, "PIXEL_SHUFFLE", x, None, &shape, h, w, |p| {
+    run(gpu, &["PIXEL_SHUFFLE"], x, None, &shape, h, w, |p| {
         (p.out_h, p.out_w, p.scale_h) = ((h * r) as u32, (w * r) as u32, r as u32);
     })
 }
@@ -226,7 +212,7 @@ pub fn pixel_unshuffle(gpu: &Gpu, x: &Tensor, r: usize) -> Result<Tensor, GpuErr
         });
     }
     let shape = [b, c * r * r, h / r, w / r];
-    run(gpu, "PIXEL_UNSHUFFLE", x, None, &shape, h, w, |p| {
+    run(gpu, &["PIXEL_UNSHUFFLE"], x, None, &shape, h, w, |p| {
         (p.out_h, p.out_w, p.scale_h) = ((h / r) as u32, (w / r) as u32, r as u32);
     })
 }
@@ -244,5 +230,5 @@ pub fn concat(gpu: &Gpu, a: &Tensor, b: &Tensor, dim: usize) -> Result<Tensor, G
     let inner: usize = sa[dim + 1..].iter().product();
     let mut shape = sa.to_vec();
     shape[dim] = sa[dim] + sb[dim];
-    run(gpu, "CONCAT", a, Some(b), &shape, sa[dim] * inner, sb[dim] * inner, |_| ())
+    run(gpu, &["CONCAT"], a, Some(b), &shape, sa[dim] * inner, sb[dim] * inner, |_| ())
 }
