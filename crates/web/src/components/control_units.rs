@@ -175,16 +175,17 @@ fn UnitView(index: usize, remove: impl Fn(usize) + Copy + Send + Sync + 'static)
         let u = unit.get();
         let img = image.get()?;
         if u.pre == Preprocessor::Depth {
-            return Some(match depth.get() {
-                Some((i, result)) if i == img => result,
-                _ => Err(DEPTH_PENDING.to_string()),
-            });
+            // None while the worker estimates it (`depth_pending`).
+            return depth.get().filter(|(i, _)| *i == img).map(|(_, result)| result);
         }
         let decoded = Image::from_png(&img.png).ok()?;
         Some(match preprocess::run(u.pre, &decoded, u.low, u.high) {
             Ok(m) => Ok(png_url(&encode_png(m.width, m.height, &m.rgba))),
             Err(e) => Err(e.to_string()),
         })
+    });
+    let depth_pending = Memo::new(move |_| {
+        depth_source.get().is_some_and(|img| !depth.with(|d| d.as_ref().is_some_and(|(i, _)| *i == img)))
     });
     Effect::new(move |previous: Option<Option<String>>| {
         let url = source_url.get();
@@ -380,9 +381,11 @@ fn UnitView(index: usize, remove: impl Fn(usize) + Copy + Send + Sync + 'static)
                             <figcaption class="muted small">"control map"</figcaption>
                         </figure>
                     }.into_any(),
-                    Err(e) if e == DEPTH_PENDING => view! { <p class="muted small control-pending">{e}</p> }.into_any(),
                     Err(e) => view! { <p class="error small">{e}</p> }.into_any(),
                 })}
+                <Show when=move || depth_pending.get()>
+                    <p class="muted small control-pending">{DEPTH_PENDING}</p>
+                </Show>
             </div>
         </div>
     }
