@@ -85,23 +85,31 @@ def control_images():
     small.save(OUT / "control_small.png")
 
 
-def run(case, base, nets, photo, output_type):
+PIPELINES = {"txt2img": StableDiffusionControlNetPipeline, "img2img": StableDiffusionControlNetImg2ImgPipeline,
+             "inpaint": StableDiffusionControlNetInpaintPipeline}
+
+
+def run(case, base, nets, photo, output_type, pipelines=PIPELINES, xl=False):
+    """One case through diffusers' ControlNet pipelines (`pipelines` by mode); `xl`: SDXL's, where
+    a missing negative prompt stays None (force_zeros_for_empty_prompt makes it zeros)."""
     cls, overrides = SAMPLERS[case["sampler"]]
     scheduler = cls.from_config(base.scheduler.config, **overrides)
     units = case["units"]
     net = [nets[u["net"]] for u in units]
-    components = dict(base.components, scheduler=scheduler, controlnet=net if len(net) > 1 else net[0])
+    # SDXL's ControlNet pipelines take no IP-Adapter encoder or feature extractor.
+    components = {k: v for k, v in base.components.items() if not xl or k not in ("image_encoder", "feature_extractor")}
+    components.update(scheduler=scheduler, controlnet=net if len(net) > 1 else net[0])
     mode = case.get("mode", "txt2img")
     img2img = mode == "img2img"
-    pipe = {"txt2img": StableDiffusionControlNetPipeline, "img2img": StableDiffusionControlNetImg2ImgPipeline,
-            "inpaint": StableDiffusionControlNetInpaintPipeline}[mode](**components)
+    pipe = pipelines[mode](**components, **(dict(add_watermarker=False) if xl else {}))
     pipe.set_progress_bar_config(disable=True)
     batch = case.get("batch", 1)
     images = [Image.open(OUT / u["image"]).convert("RGB") for u in units]
     one = len(units) == 1
+    negative = case.get("negative", None if xl else "")
     kwargs = dict(
         prompt=[PROMPT] * batch,
-        negative_prompt=[case.get("negative", "")] * batch,
+        negative_prompt=None if negative is None else [negative] * batch,
         num_inference_steps=case["steps"],
         guidance_scale=case["cfg"],
         height=HEIGHT, width=WIDTH,

@@ -75,16 +75,34 @@ fn base(out: &std::path::Path, seed: &str, steps: &str, sampler: &str, cfg: &str
 
 #[test]
 fn every_controlnet_case_through_the_cli_matches_diffusers() {
-    let dir = out_dir("controlnet");
-    let file =
-        SafetensorsFile::from_bytes(std::fs::read(control_dir().join("reference.safetensors")).unwrap())
+    cases_match_diffusers("controlnet", "tiny-controlnet-");
+}
+
+/// SDXL ControlNets on tiny-sdxl (tests/reference/sdxl_controlnet_reference.py), against
+/// diffusers' SDXL ControlNet pipelines.
+#[test]
+fn every_sdxl_controlnet_case_through_the_cli_matches_diffusers() {
+    cases_match_diffusers("sdxl-controlnet", "tiny-sdxl-controlnet-");
+}
+
+/// Every case of tests/fixtures/`fixture`/cases.json; the ControlNets are the fixture's folders
+/// `{prefix}{net}`, the control images tests/fixtures/controlnet's.
+fn cases_match_diffusers(fixture: &str, prefix: &str) {
+    let dir = out_dir(fixture);
+    let file = SafetensorsFile::from_bytes(
+        std::fs::read(fixtures().join(fixture).join("reference.safetensors")).unwrap(),
+    )
+    .unwrap();
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join(fixture).join("cases.json")).unwrap())
             .unwrap();
-    for case in cases()["cases"].as_array().unwrap() {
+    for case in cases["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let n = |k: &str| case[k].as_f64().unwrap().to_string();
         let s = |k: &str| case[k].as_str().unwrap().to_string();
         let out = dir.join(format!("{name}.png"));
         let mut args = base(&out, &n("seed"), &n("steps"), &s("sampler"), &n("cfg"));
+        args[2] = path(fixtures().join(s("folder")));
         args.extend(["--negative".into(), s("negative"), "--batch".into(), n("batch")]);
         args.extend(["--width".into(), n("width"), "--height".into(), n("height")]);
         if case["mode"] == "inpaint" {
@@ -99,7 +117,7 @@ fn every_controlnet_case_through_the_cli_matches_diffusers() {
             ]);
         }
         for u in case["units"].as_array().unwrap() {
-            let net = control_dir().join(format!("tiny-controlnet-{}", u["net"].as_str().unwrap()));
+            let net = fixtures().join(fixture).join(format!("{prefix}{}", u["net"].as_str().unwrap()));
             let image = control_dir().join(u["image"].as_str().unwrap());
             args.push("--control".into());
             args.push(format!(
@@ -133,10 +151,7 @@ fn every_controlnet_case_through_the_cli_matches_diffusers() {
         .unwrap();
         let units = case["units"].as_array().unwrap().len();
         for k in 0..units {
-            assert!(
-                text.contains(&format!("ControlNet {k}: \"Module: none, Model: tiny-controlnet-")),
-                "{text}"
-            );
+            assert!(text.contains(&format!("ControlNet {k}: \"Module: none, Model: {prefix}")), "{text}");
         }
     }
 }
@@ -277,6 +292,24 @@ fn bad_control_units_exit_with_code_2_and_say_why() {
     let err = String::from_utf8_lossy(&result.stderr);
     assert_eq!(result.status.code(), Some(2), "{err}");
     assert!(err.contains("not a Depth Anything folder"), "{err}");
+    // An SD 1.x ControlNet on an SDXL model, and an SDXL one on an SD 1.x model.
+    let xl_net = path(fixtures().join("sdxl-controlnet/tiny-sdxl-controlnet-a"));
+    for (model, net) in [("tiny-sdxl", &net), ("tiny-sd", &xl_net)] {
+        let mut args = base(&out, "1", "1", "euler", "1");
+        args[2] = path(fixtures().join(model));
+        args.extend([
+            "--width".into(),
+            "64".into(),
+            "--height".into(),
+            "48".into(),
+            "--control".into(),
+            format!("model={net},image={image}"),
+        ]);
+        let result = darkroom(&args);
+        let err = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(2), "{model}: {err}");
+        assert!(err.contains("does not fit") && !err.contains("panicked"), "{model}: {err}");
+    }
 }
 
 /// `darkroom preprocess --pre depth` writes transformers' depth map of a photograph (the tiny

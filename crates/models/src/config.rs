@@ -386,11 +386,6 @@ impl ControlNetConfig {
         refuse_unknown_architecture(&raw)?;
         let unet: UNet2DConditionConfig =
             serde_json::from_value(raw.clone()).map_err(|e| invalid(e.to_string()))?;
-        if unet.addition_embed_type.is_some() {
-            return Err(ConfigError::Unsupported(
-                "an SDXL ControlNet (addition_embed_type \"text_time\"): not supported yet".into(),
-            ));
-        }
         unet.validate("ControlNetModel", false)?;
         let extra: ControlNetExtra = serde_json::from_value(raw).map_err(|e| invalid(e.to_string()))?;
         if extra.global_pool_conditions {

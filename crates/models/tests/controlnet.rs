@@ -7,18 +7,24 @@ use std::path::{Path, PathBuf};
 use darkroom_gpu::{max_abs_diff, DType, Gpu, Tensor};
 use darkroom_models::config::ControlNetConfig;
 use darkroom_models::unet::controlnet::ControlNetModel;
+use darkroom_models::unet::{AddedConditions, UNetInput};
 use darkroom_models::{QuantPolicy, WeightStore};
 use darkroom_weights::SafetensorsFile;
 
 mod common;
 use common::gpu;
 
-fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/controlnet")
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
 }
 
+fn dir() -> PathBuf {
+    fixtures().join("controlnet")
+}
+
+/// A ControlNet folder under tests/fixtures (`controlnet/tiny-controlnet-a`, …).
 fn load(gpu: &Gpu, name: &str, dtype: DType, policy: QuantPolicy) -> (ControlNetModel, WeightStore) {
-    let folder = dir().join(name);
+    let folder = if name.contains('/') { fixtures().join(name) } else { dir().join(name) };
     let config =
         ControlNetConfig::from_json(&std::fs::read_to_string(folder.join("config.json")).unwrap()).unwrap();
     let store =
@@ -29,11 +35,33 @@ fn load(gpu: &Gpu, name: &str, dtype: DType, policy: QuantPolicy) -> (ControlNet
     (net, store)
 }
 
+fn input<'a>(
+    sample: &'a Tensor,
+    timesteps: &'a [f32],
+    context: &'a Tensor,
+    added: Option<AddedConditions<'a>>,
+) -> UNetInput<'a> {
+    UNetInput { sample, timesteps, context, control: None, added }
+}
+
 #[test]
 fn residuals_match_diffusers() {
+    residuals_match("controlnet", "controlnet/tiny-controlnet-a", 6);
+}
+
+/// An SDXL ControlNet (made from tiny-sdxl's UNet: text_time added conditioning, per-block
+/// transformer depth) with pooled text embeddings and time ids.
+#[test]
+fn sdxl_residuals_match_diffusers() {
+    residuals_match("sdxl-controlnet", "sdxl-controlnet/tiny-sdxl-controlnet-a", 9);
+}
+
+fn residuals_match(fixture: &str, net_name: &str, skips: usize) {
     let gpu = gpu();
-    let file =
-        SafetensorsFile::from_bytes(std::fs::read(dir().join("reference.safetensors")).unwrap()).unwrap();
+    let file = SafetensorsFile::from_bytes(
+        std::fs::read(fixtures().join(fixture).join("reference.safetensors")).unwrap(),
+    )
+    .unwrap();
     let values = |key: &str| {
         let info = file.header.get(&format!("model/{key}")).unwrap();
         (file.to_f32(info).unwrap(), info.shape.iter().map(|&d| d as usize).collect::<Vec<_>>())
@@ -43,15 +71,23 @@ fn residuals_match_diffusers() {
         if dtype == DType::F16 && !gpu.capabilities().shader_f16 {
             continue;
         }
-        let (net, _) = load(&gpu, "tiny-controlnet-a", dtype, policy);
+        let (net, _) = load(&gpu, net_name, dtype, policy);
         let tensor = |key: &str| {
             let (v, shape) = values(key);
             Tensor::from_f32(&gpu, &shape, &v, dtype).unwrap()
         };
         let timesteps = values("timesteps").0;
         let cond = net.embed_condition(&gpu, &tensor("cond")).unwrap();
-        let out = net.forward(&gpu, &tensor("sample"), &timesteps, &tensor("context"), &cond, 0.7).unwrap();
-        assert_eq!(out.down.len(), 6, "conv_in, two resnets and a downsampler, two resnets");
+        let (sample, context) = (tensor("sample"), tensor("context"));
+        let text_embeds = file.header.get("model/text_embeds").is_some().then(|| tensor("text_embeds"));
+        let time_ids = text_embeds.as_ref().map(|_| values("time_ids").0);
+        let added = text_embeds
+            .as_ref()
+            .zip(time_ids.as_deref())
+            .map(|(text_embeds, time_ids)| AddedConditions { text_embeds, time_ids });
+        let out = net.forward(&gpu, &input(&sample, &timesteps, &context, added), &cond, 0.7).unwrap();
+        // conv_in, then each block's resnets and its downsampler (none after the last).
+        assert_eq!(out.down.len(), skips);
         let mut worst = 0.0f32;
         for (i, d) in out.down.iter().enumerate() {
             let (want, shape) = values(&format!("down{i}"));
@@ -77,9 +113,26 @@ fn a_control_image_of_the_wrong_size_or_channels_is_refused() {
     assert!(net.embed_condition(&gpu, &zeros(&[1, 1, 40, 48])).is_err(), "one channel");
     let cond = net.embed_condition(&gpu, &zeros(&[1, 3, 40, 48])).unwrap();
     assert_eq!(cond.shape(), &[1, 32, 5, 6]);
-    let err = net.forward(&gpu, &zeros(&[1, 4, 6, 6]), &[1.0], &zeros(&[1, 77, 32]), &cond, 1.0);
+    let context = zeros(&[1, 77, 32]);
+    let err = net.forward(&gpu, &input(&zeros(&[1, 4, 6, 6]), &[1.0], &context, None), &cond, 1.0);
     assert!(err.is_err(), "an embedding of another size than the latents");
-    net.forward(&gpu, &zeros(&[1, 4, 5, 6]), &[1.0], &zeros(&[1, 77, 32]), &cond, 1.0).unwrap();
+    net.forward(&gpu, &input(&zeros(&[1, 4, 5, 6]), &[1.0], &context, None), &cond, 1.0).unwrap();
+}
+
+#[test]
+fn an_sdxl_controlnet_without_its_added_conditioning_is_refused() {
+    let gpu = gpu();
+    let (net, _) = load(&gpu, "sdxl-controlnet/tiny-sdxl-controlnet-b", DType::F32, QuantPolicy::F32);
+    let zeros = |shape: &[usize]| {
+        Tensor::from_f32(&gpu, shape, &vec![0.0; shape.iter().product()], DType::F32).unwrap()
+    };
+    let cond = net.embed_condition(&gpu, &zeros(&[1, 3, 40, 48])).unwrap();
+    let (sample, context) = (zeros(&[1, 4, 5, 6]), zeros(&[1, 77, 72]));
+    let err = net.forward(&gpu, &input(&sample, &[1.0], &context, None), &cond, 1.0).err().unwrap();
+    assert!(err.to_string().contains("added conditioning"), "{err}");
+    let text_embeds = zeros(&[1, 24]);
+    let added = AddedConditions { text_embeds: &text_embeds, time_ids: &[48.0, 64.0, 0.0, 0.0, 48.0, 64.0] };
+    net.forward(&gpu, &input(&sample, &[1.0], &context, Some(added)), &cond, 1.0).unwrap();
 }
 
 #[test]

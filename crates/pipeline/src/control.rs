@@ -9,6 +9,7 @@ use std::sync::Arc;
 use darkroom_gpu::{Gpu, Tensor};
 use darkroom_models::config::ControlNetConfig;
 use darkroom_models::unet::controlnet::{ControlNetModel, ControlOutput};
+use darkroom_models::unet::UNetInput;
 use darkroom_models::QuantCache;
 use serde::{Deserialize, Serialize};
 
@@ -190,6 +191,7 @@ impl ControlNet {
             || c.block_out_channels != u.block_out_channels
             || c.layers_per_block != u.layers_per_block
             || c.in_channels != latents
+            || c.text_time() != u.text_time()
         {
             return Err(PipelineError::Input(format!(
                 "ControlNet {} does not fit {}: it is made for a UNet with {}-wide text embeddings and blocks {:?} (this one: {}, {:?})",
@@ -299,25 +301,17 @@ pub fn prepare(
         .collect()
 }
 
-/// The summed residuals of the units active at step `done` of `total`, or None when none is.
+/// The summed residuals of the units active at step `done` of `total` for the UNet's `input`
+/// (its latents before any extra inpainting channels), or None when none is.
 pub fn residuals(
     gpu: &Gpu,
     controls: &[PreparedControl],
     (done, total): (usize, usize),
-    input: &Tensor,
-    timesteps: &[f32],
-    context: &Tensor,
+    input: &UNetInput,
 ) -> Result<Option<ControlOutput>, PipelineError> {
     let mut outputs = Vec::new();
     for c in controls.iter().filter(|c| c.unit.active(done, total)) {
-        outputs.push(c.net.model.forward(
-            gpu,
-            input,
-            timesteps,
-            context,
-            &c.embedding,
-            c.unit.weight as f32,
-        )?);
+        outputs.push(c.net.model.forward(gpu, input, &c.embedding, c.unit.weight as f32)?);
     }
     Ok(ControlOutput::sum(gpu, outputs)?)
 }

@@ -311,12 +311,6 @@ impl Recipe {
                 format!("CFG scale must be between 0 and {MAX_CFG}, got {}", self.cfg_scale),
             );
         }
-        if model.sdxl && !self.controls.is_empty() {
-            return refuse(
-                "controls",
-                format!("{} is an SDXL model: ControlNet units run on SD 1.x models so far", model.name),
-            );
-        }
         let m = model.size_multiple.max(1);
         for (field, side) in [("width", self.width), ("height", self.height)] {
             if side == 0 || side % m != 0 || side > MAX_SIDE {

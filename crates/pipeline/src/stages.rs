@@ -5,6 +5,7 @@
 
 use darkroom_gpu::ops::{self, ColorMap, Rgba8Image};
 use darkroom_gpu::{Gpu, Tensor};
+use darkroom_models::unet::{AddedConditions, UNetInput};
 
 use crate::model::StableDiffusion;
 use crate::recipe::Recipe;
@@ -337,20 +338,20 @@ pub async fn denoise(
             input = ops::lincomb(gpu, &[(s as f32, &input)])?;
         }
         let timesteps = vec![t; rows];
+        let added = added.map(|(text_embeds, time_ids)| AddedConditions { text_embeds, time_ids });
         // ControlNets see the latents before a 9-channel UNet's extra channels, as diffusers.
-        let control = crate::control::residuals(gpu, controls, (done, total), &input, &timesteps, context)?;
+        let control_input =
+            UNetInput { sample: &input, timesteps: &timesteps, context, control: None, added };
+        let control = crate::control::residuals(gpu, controls, (done, total), &control_input)?;
         if let Some(extra) = unet_extra {
             input = ops::concat(gpu, &input, extra, 1)?;
         }
-        let unet_input = darkroom_models::unet::UNetInput {
+        let unet_input = UNetInput {
             sample: &input,
             timesteps: &timesteps,
             context,
             control: control.as_ref().map(|c| c.residuals()),
-            added: added.map(|(text_embeds, time_ids)| darkroom_models::unet::AddedConditions {
-                text_embeds,
-                time_ids,
-            }),
+            added,
         };
         let out = model.unet.forward_input(gpu, &unet_input)?;
         let out = if guided { ops::cfg_combine(gpu, &out, cfg_scale)? } else { out };

@@ -82,8 +82,10 @@ mod pipelines {
     };
     use darkroom_weights::SafetensorsFile;
 
+    /// A ControlNet folder: `tiny-controlnet-a` in tests/fixtures/controlnet, or a path under
+    /// tests/fixtures (`sdxl-controlnet/tiny-sdxl-controlnet-a`).
     fn load_net(gpu: &Gpu, name: &str) -> Arc<ControlNet> {
-        let files = Folder(dir().join(name));
+        let files = Folder(if name.contains('/') { dir().join("..").join(name) } else { dir().join(name) });
         Arc::new(
             pollster::block_on(ControlNet::load(
                 gpu,
@@ -97,7 +99,9 @@ mod pipelines {
         )
     }
 
-    fn request(case: &Value, nets: &HashMap<String, Arc<ControlNet>>) -> Request {
+    /// A case of a cases.json; its control images are tests/fixtures/controlnet's, its units'
+    /// ControlNets `nets` by key, recorded under the name `{prefix}{key}`.
+    fn request(case: &Value, nets: &HashMap<String, Arc<ControlNet>>, prefix: &str) -> Request {
         let n = |k: &str| case[k].as_f64().unwrap();
         let mode = case["mode"].as_str().unwrap();
         let init = (mode != "txt2img").then(|| png(dir().join("../pipeline/init.png")));
@@ -112,7 +116,7 @@ mod pipelines {
                 let image = u["image"].as_str().unwrap();
                 controls.push(Control { net: nets[net].clone(), image: png(dir().join(image)), map: None });
                 ControlUnit {
-                    model: format!("tiny-controlnet-{net}"),
+                    model: format!("{prefix}{net}"),
                     image: Some(ImageRef::File(image.into())),
                     weight: u["weight"].as_f64().unwrap(),
                     start: u["start"].as_f64().unwrap(),
@@ -147,28 +151,49 @@ mod pipelines {
     /// control image the pipeline resizes.
     #[test]
     fn controlnet_pipelines_match_diffusers() {
+        pipelines_match(dir(), "tiny-sd", "tiny-controlnet-");
+    }
+
+    /// The same cases with SDXL ControlNets on tiny-sdxl against diffusers' SDXL ControlNet
+    /// pipelines (the ControlNets take the pooled text embeddings and time ids too; an empty
+    /// negative is zeros).
+    #[test]
+    fn sdxl_controlnet_pipelines_match_diffusers() {
+        pipelines_match(
+            dir().join("../sdxl-controlnet"),
+            "tiny-sdxl",
+            "sdxl-controlnet/tiny-sdxl-controlnet-",
+        );
+    }
+
+    fn pipelines_match(fixture: PathBuf, base: &str, nets_prefix: &str) {
         let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
         let reference =
-            SafetensorsFile::from_bytes(std::fs::read(dir().join("reference.safetensors")).unwrap()).unwrap();
+            SafetensorsFile::from_bytes(std::fs::read(fixture.join("reference.safetensors")).unwrap())
+                .unwrap();
         let want = |key: &str| reference.to_f32(reference.header.get(key).unwrap()).unwrap();
-        let files = Folder(dir().join("../tiny-sd"));
+        let files = Folder(dir().join("..").join(base));
         let model = pollster::block_on(StableDiffusion::load(
             &gpu,
             &files,
             &NoCache,
-            "tiny-sd",
+            base,
             Precision::F32,
             &mut |_, _, _| {},
         ))
         .unwrap();
         let nets: HashMap<String, Arc<ControlNet>> = ["a", "b"]
             .iter()
-            .map(|k| (k.to_string(), load_net(&gpu, &format!("tiny-controlnet-{k}"))))
+            .map(|k| (k.to_string(), load_net(&gpu, &format!("{nets_prefix}{k}"))))
             .collect();
+        let record = nets_prefix.rsplit('/').next().unwrap();
+        let cases: Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture.join("cases.json")).unwrap()).unwrap();
         let mut failures = Vec::new();
-        for case in cases()["cases"].as_array().unwrap() {
+        for case in cases["cases"].as_array().unwrap() {
+            assert_eq!(case["folder"], base);
             let name = case["name"].as_str().unwrap();
-            let request = request(case, &nets);
+            let request = request(case, &nets, record);
             let out = pollster::block_on(generate(&gpu, &model, &request, &mut |_| true)).unwrap();
             let images = want(&format!("{name}/image")); // [B, H, W, 3] in 0..1
             let mut worst = 0.0f32;
@@ -198,7 +223,7 @@ mod pipelines {
             let infotext = out[0].params.to_infotext();
             if worst > 2.0
                 || moved < 2.0
-                || !infotext.contains("ControlNet 0: \"Module: none, Model: tiny-controlnet-")
+                || !infotext.contains(&format!("ControlNet 0: \"Module: none, Model: {record}"))
             {
                 failures.push(format!("{name}: worst {worst}, moved {moved}, {infotext}"));
             }
@@ -221,7 +246,7 @@ mod pipelines {
         let nets: HashMap<String, Arc<ControlNet>> =
             [("a".to_string(), load_net(&gpu, "tiny-controlnet-a"))].into_iter().collect();
         let case = &cases()["cases"][0];
-        let request = request(case, &nets);
+        let request = request(case, &nets, "tiny-controlnet-");
         let err =
             pollster::block_on(generate(&gpu, &model, &request, &mut |_| true)).unwrap_err().to_string();
         assert!(err.contains("ControlNet tiny-controlnet-a does not fit tiny-sd-deep"), "{err}");

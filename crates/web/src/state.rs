@@ -430,6 +430,13 @@ impl AppState {
     pub fn selected_model(&self) -> Option<ModelEntry> {
         self.model(&self.settings.model.get())
     }
+
+    /// Whether `entry` is a ControlNet for the selected model's family (any ControlNet while
+    /// no model is selected).
+    pub fn controls_selected(&self, entry: &ModelEntry) -> bool {
+        let family = entry.manifest.family;
+        family.is_controlnet() && self.selected_model().is_none_or(|m| family.controls(m.manifest.family))
+    }
 }
 
 /// RGBA pixels as PNG bytes (previews and masks).

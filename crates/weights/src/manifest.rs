@@ -23,7 +23,8 @@ pub struct Manifest {
     /// Shown to users.
     pub name: String,
     /// What kind of model this is: `sd1`, `sd1-inpainting`, `sd2`, `sd-turbo`, `sdxl`,
-    /// `sdxl-turbo`, `taesd`, `test`, `test-sdxl`, `controlnet-sd1`, `upscaler`.
+    /// `sdxl-turbo`, `taesd`, `test`, `test-sdxl`, `controlnet-sd1`, `controlnet-sdxl`,
+    /// `upscaler`, `clip`, `aesthetic`, `depth`.
     pub family: ModelKind,
     #[serde(default)]
     pub description: String,
@@ -75,6 +76,9 @@ pub enum ModelKind {
     /// A ControlNet for SD 1.x models: makes no images itself.
     #[serde(rename = "controlnet-sd1")]
     ControlnetSd1,
+    /// A ControlNet for SDXL models.
+    #[serde(rename = "controlnet-sdxl")]
+    ControlnetSdxl,
     /// An image upscaler (ESRGAN family): `darkroom upscale`.
     #[serde(rename = "upscaler")]
     Upscaler,
@@ -103,6 +107,7 @@ impl ModelKind {
             ModelKind::Taesd => "taesd",
             ModelKind::Test => "test",
             ModelKind::ControlnetSd1 => "controlnet-sd1",
+            ModelKind::ControlnetSdxl => "controlnet-sdxl",
             ModelKind::Upscaler => "upscaler",
             ModelKind::Clip => "clip",
             ModelKind::Aesthetic => "aesthetic",
@@ -116,6 +121,7 @@ impl ModelKind {
             self,
             ModelKind::Taesd
                 | ModelKind::ControlnetSd1
+                | ModelKind::ControlnetSdxl
                 | ModelKind::Upscaler
                 | ModelKind::Clip
                 | ModelKind::Aesthetic
@@ -125,7 +131,17 @@ impl ModelKind {
 
     /// A ControlNet (a `--control` unit's model).
     pub fn is_controlnet(self) -> bool {
-        self == ModelKind::ControlnetSd1
+        matches!(self, ModelKind::ControlnetSd1 | ModelKind::ControlnetSdxl)
+    }
+
+    /// A ControlNet of this kind fits models of kind `model` (an SD 1.x ControlNet SD 1.x
+    /// models, an SDXL ControlNet SDXL models).
+    pub fn controls(self, model: ModelKind) -> bool {
+        match self {
+            ModelKind::ControlnetSd1 => model.is_sd1(),
+            ModelKind::ControlnetSdxl => model.is_sdxl(),
+            _ => false,
+        }
     }
 
     /// A 9-channel inpainting UNet: needs an init image and a mask.
@@ -303,7 +319,7 @@ impl Manifest {
 }
 
 /// The manifests shipped in `models/`, compiled in so the CLI and the web app agree.
-pub const BUILTIN: [(&str, &str); 17] = [
+pub const BUILTIN: [(&str, &str); 19] = [
     ("sd-turbo.toml", include_str!("../../../models/sd-turbo.toml")),
     ("sd-1.5.toml", include_str!("../../../models/sd-1.5.toml")),
     ("sd-1.5-inpainting.toml", include_str!("../../../models/sd-1.5-inpainting.toml")),
@@ -324,6 +340,8 @@ pub const BUILTIN: [(&str, &str); 17] = [
     ("aesthetic-v2.toml", include_str!("../../../models/aesthetic-v2.toml")),
     ("realesr-general-x4v3.toml", include_str!("../../../models/realesr-general-x4v3.toml")),
     ("depth-anything-v2-small.toml", include_str!("../../../models/depth-anything-v2-small.toml")),
+    ("control-canny-sdxl.toml", include_str!("../../../models/control-canny-sdxl.toml")),
+    ("control-depth-sdxl.toml", include_str!("../../../models/control-depth-sdxl.toml")),
 ];
 
 /// Every built-in manifest, parsed.
@@ -365,7 +383,9 @@ mod tests {
                 "clip-vit-large-patch14-vision",
                 "aesthetic-v2",
                 "realesr-general-x4v3",
-                "depth-anything-v2-small"
+                "depth-anything-v2-small",
+                "control-canny-sdxl",
+                "control-depth-sdxl"
             ]
         );
         for m in &all {
@@ -380,8 +400,10 @@ mod tests {
         assert!(kinds[4..9].iter().all(|k| k.is_controlnet() && !k.generates()));
         assert_eq!(kinds[9], ModelKind::Upscaler);
         assert_eq!(kinds[10..12], [ModelKind::SdxlTurbo, ModelKind::Sdxl]);
+        assert!(kinds[17..].iter().all(|&k| k.controls(ModelKind::Sdxl) && !k.controls(ModelKind::Sd1)));
+        assert!(kinds[4..9].iter().all(|&k| k.controls(ModelKind::Sd1) && !k.controls(ModelKind::SdxlTurbo)));
         assert_eq!(
-            kinds[12..],
+            kinds[12..17],
             [ModelKind::Clip, ModelKind::Clip, ModelKind::Aesthetic, ModelKind::Upscaler, ModelKind::Depth]
         );
         let vision = find("clip-vit-large-patch14-vision").unwrap();

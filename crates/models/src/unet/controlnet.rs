@@ -6,7 +6,7 @@
 use darkroom_gpu::ops::{self, Unary};
 use darkroom_gpu::{Gpu, Tensor};
 
-use super::{check_input, Encoder};
+use super::{check_input, Encoder, UNetInput};
 use crate::config::ControlNetConfig;
 use crate::loader::{ConvLayer, ModelError, Vb};
 
@@ -120,18 +120,18 @@ impl ControlNetModel {
         Ok(self.cond_out.forward(gpu, &x, None, false)?)
     }
 
-    /// The residuals for `sample` [B, in_channels, h, w] at `timesteps` with text `context`
-    /// and the embedded control image (`condition`, from [`ControlNetModel::embed_condition`],
+    /// The residuals for the UNet's input (`sample` [B, in_channels, h, w] at `timesteps` with
+    /// text `context`, and an SDXL ControlNet's added conditioning; `control` is not read) and
+    /// the embedded control image (`condition`, from [`ControlNetModel::embed_condition`],
     /// [B, C, h, w]), each multiplied by `scale` (diffusers' conditioning scale).
     pub fn forward(
         &self,
         gpu: &Gpu,
-        sample: &Tensor,
-        timesteps: &[f32],
-        context: &Tensor,
+        input: &UNetInput,
         condition: &Tensor,
         scale: f32,
     ) -> Result<ControlOutput, ModelError> {
+        let UNetInput { sample, timesteps, context, added, .. } = *input;
         let cfg = &self.config.unet;
         let (batch, h, w) = check_input(cfg, "ControlNet", sample, timesteps, context)?;
         if condition.shape() != [batch, cfg.block_out_channels[0], h, w] {
@@ -142,7 +142,7 @@ impl ControlNetModel {
                 self.config.image_factor()
             )));
         }
-        let temb = self.encoder.time_embedding(gpu, cfg, timesteps, None, sample.dtype())?;
+        let temb = self.encoder.time_embedding(gpu, cfg, timesteps, added.as_ref(), sample.dtype())?;
         let (x, skips) = self.encoder.down(gpu, sample, Some(condition), &temb, context)?;
         let x = self.encoder.mid(gpu, &x, &temb, context)?;
         let scaled = |t: Tensor| -> Result<Tensor, ModelError> {

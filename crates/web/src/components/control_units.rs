@@ -49,16 +49,18 @@ fn canvas_image(canvas: &HtmlCanvasElement) -> Option<ControlImage> {
     Some(ControlImage { width: w, height: h, png: encode_png(w, h, &data) })
 }
 
-/// Adds a unit with the first downloaded ControlNet (if any).
+/// Adds a unit with the first downloaded ControlNet for the selected model (if any).
 fn add_unit(state: AppState) {
     let s = state.settings;
     if s.recipe.with_untracked(|r| r.controls.len()) >= MAX_UNITS {
         return;
     }
-    let first = state.models.with_untracked(|list| {
-        list.iter()
-            .find(|m| m.manifest.family.is_controlnet() && m.stored.get_untracked().complete)
-            .map(|m| m.manifest.id.clone())
+    let first = untrack(|| {
+        state.models.with(|list| {
+            list.iter()
+                .find(|m| state.controls_selected(m) && m.stored.get().complete)
+                .map(|m| m.manifest.id.clone())
+        })
     });
     s.recipe.update(|r| {
         r.controls.push(ControlUnit { model: first.unwrap_or_default(), ..ControlUnit::default() })
@@ -88,7 +90,7 @@ pub fn ControlUnits() -> impl IntoView {
         version.update(|v| *v += 1);
     };
     let keys = move || -> Vec<(usize, u32)> { (0..count.get()).map(|i| (i, version.get())).collect() };
-    // The ControlNets here are SD 1.x's: an SDXL model takes none (the recipe would be refused).
+    // The units' pickers list the ControlNets made for the selected model's family.
     let sdxl = Memo::new(move |_| state.selected_model().is_some_and(|m| m.manifest.family.is_sdxl()));
     view! {
         <fieldset class="controls" id="controls">
@@ -99,10 +101,10 @@ pub fn ControlUnits() -> impl IntoView {
                 children=move |(index, _)| view! { <UnitView index=index remove=remove /> }
             />
             <div class="row">
-                <button type="button" id="add-control" disabled=move || { count.get() >= MAX_UNITS || sdxl.get() }
+                <button type="button" id="add-control" disabled=move || { count.get() >= MAX_UNITS }
                     on:click=move |_| add_unit(state)>"+ Control unit"</button>
                 <span class="muted small" id="controls-note">{move || if sdxl.get() {
-                    "ControlNet units run on SD 1.x models so far; this model is SDXL."
+                    "Pins composition, pose, depth or line work to an image with SDXL ControlNets (up to three units)."
                 } else {
                     "Pins composition, pose, depth or line work to an image (up to three units)."
                 }}</span>
@@ -211,7 +213,7 @@ fn UnitView(index: usize, remove: impl Fn(usize) + Copy + Send + Sync + 'static)
             .models
             .get()
             .into_iter()
-            .filter(|m| m.manifest.family.is_controlnet())
+            .filter(|m| state.controls_selected(m))
             .map(|m| {
                 let id = m.manifest.id.clone();
                 let label = if m.stored.get().complete {
