@@ -4,11 +4,13 @@ Builds two ControlNets from tests/fixtures/tiny-sdxl's UNet (`ControlNetModel.fr
 keeps the text_time added conditioning and the per-block transformer depth), every weight
 re-drawn from a seed so the "zero" convolutions are not zero, the second with a narrower
 conditioning embedding; saves them as diffusers folders
-(tests/fixtures/sdxl-controlnet/tiny-sdxl-controlnet-{a,b}, weights stored in f16), then writes
+(tests/fixtures/sdxl-controlnet/tiny-sdxl-controlnet-{a,b}, weights stored in f16), and a third
+shaped like diffusers' "-small" SDXL ControlNets (transformer_layers_per_block 0:
+tiny-sdxl-controlnet-c), then writes
 to tests/fixtures/sdxl-controlnet/:
 
-  reference.safetensors  model/*: one evaluation's residuals (scale 0.7) with pooled text
-                         embeddings and time ids; <case>/image and <case>/latents:
+  reference.safetensors  model/* and small/*: one evaluation's residuals (scale 0.7) of a and c
+                         with pooled text embeddings and time ids; <case>/image and <case>/latents:
                          StableDiffusionXLControlNetPipeline / ...Img2ImgPipeline /
                          ...InpaintPipeline outputs for one and two units, weights, guidance
                          start/end, CFG on and off, an empty negative (zeros, as
@@ -41,6 +43,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from controlnet_reference import controlnet, run  # noqa: E402
+from sd_reference import round_weights  # noqa: E402
 from pipeline_reference import PROMPT  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,6 +68,9 @@ CASES = [
          units=[dict(net="a", image="control_lines.png", weight=0.9)]),
     dict(name="resized_control_batch2", sampler="euler", steps=3, cfg=7.5, seed=45, batch=2,
          units=[dict(net="a", image="control_small.png", weight=1.1)]),
+    # diffusers' "-small" SDXL ControlNets: transformer_layers_per_block 0 (projections only).
+    dict(name="small_controlnet_dpmpp_2m", sampler="dpmpp_2m", steps=4, cfg=6.0, seed=47, negative="blurry",
+         units=[dict(net="c", image="control_photo.png", weight=1.2)]),
 ]
 
 
@@ -90,6 +96,14 @@ conv = "none"
 """
 
 
+def small_controlnet(unet, seed):
+    """A ControlNet shaped like diffusers/controlnet-*-sdxl-1.0-small: the UNet's encoder with no
+    transformer blocks (each attention is the group norm and the projections in and out)."""
+    config = {k: v for k, v in controlnet(unet, seed).config.items() if not k.startswith("_")}
+    config["transformer_layers_per_block"] = [0] * len(config["down_block_types"])
+    return round_weights(ControlNetModel(**config), seed, 1.0)
+
+
 def write_manifest(folder):
     text = MANIFEST
     for name in ["config.json", "diffusion_pytorch_model.safetensors"]:
@@ -106,7 +120,8 @@ def main():
                                                      add_watermarker=False)
     assert base.config.force_zeros_for_empty_prompt
     nets = {"a": controlnet(base.unet, 63),
-            "b": controlnet(base.unet, 64, conditioning_embedding_out_channels=(8, 16, 16, 24))}
+            "b": controlnet(base.unet, 64, conditioning_embedding_out_channels=(8, 16, 16, 24)),
+            "c": small_controlnet(base.unet, 65)}
     for key, net in nets.items():
         assert net.config.addition_embed_type == "text_time"
         folder = OUT / f"tiny-sdxl-controlnet-{key}"
@@ -134,6 +149,15 @@ def main():
         tensors[f"model/{k}"] = v.contiguous()
     for i, d in enumerate(down):
         tensors[f"model/down{i}"] = d.contiguous()
+    with torch.no_grad():
+        down, mid = nets["c"](sample, timesteps, encoder_hidden_states=context, controlnet_cond=cond,
+                              conditioning_scale=0.7, return_dict=False,
+                              added_cond_kwargs={"text_embeds": text_embeds, "time_ids": time_ids})
+    for k, v in {"sample": sample, "timesteps": timesteps, "context": context, "cond": cond, "mid": mid,
+                 "text_embeds": text_embeds, "time_ids": time_ids}.items():
+        tensors[f"small/{k}"] = v.clone().contiguous()
+    for i, d in enumerate(down):
+        tensors[f"small/down{i}"] = d.contiguous()
 
     photo = Image.open(FIX / "pipeline" / "init.png").convert("RGB")
     cases = []

@@ -191,8 +191,10 @@ impl UNet2DConditionConfig {
                 )));
             }
         }
-        if (0..blocks).any(|b| self.transformer_depth(b) == 0 || self.transformer_depth(b) > 64) {
-            return Err(invalid("transformer_layers_per_block must be between 1 and 64".into()));
+        // 0 is allowed: diffusers' "-small" SDXL ControlNets keep each attention's norm and
+        // projections without transformer blocks.
+        if (0..blocks).any(|b| self.transformer_depth(b) > 64) {
+            return Err(invalid("transformer_layers_per_block must be between 0 and 64".into()));
         }
         if let Some(kind) = &self.addition_embed_type {
             match (kind.as_str(), self.addition_time_embed_dim, self.projection_class_embeddings_input_dim) {
@@ -466,6 +468,10 @@ mod tests {
         .unwrap();
         assert_eq!((0..4).map(|b| sdxl.transformer_depth(b)).collect::<Vec<_>>(), [1, 2, 10, 1]);
         assert_eq!(sdxl.text_time(), Some((1280, 256)));
+        let small = with(r#", "transformer_layers_per_block": [0, 0, 0, 0]"#).unwrap();
+        assert_eq!(small.transformer_depth(2), 0);
+        let deep = with(r#", "transformer_layers_per_block": [1, 2, 65, 1]"#).unwrap_err();
+        assert!(deep.to_string().contains("between 0 and 64"), "{deep}");
         let short = with(r#", "transformer_layers_per_block": [1, 2]"#).unwrap_err();
         assert!(short.to_string().contains("transformer_layers_per_block lists 2"), "{short}");
         let no_dims = with(r#", "addition_embed_type": "text_time""#).unwrap_err();

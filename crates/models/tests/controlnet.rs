@@ -46,24 +46,33 @@ fn input<'a>(
 
 #[test]
 fn residuals_match_diffusers() {
-    residuals_match("controlnet", "controlnet/tiny-controlnet-a", 6);
+    residuals_match("controlnet", "model", "controlnet/tiny-controlnet-a", 6);
 }
 
 /// An SDXL ControlNet (made from tiny-sdxl's UNet: text_time added conditioning, per-block
 /// transformer depth) with pooled text embeddings and time ids.
 #[test]
 fn sdxl_residuals_match_diffusers() {
-    residuals_match("sdxl-controlnet", "sdxl-controlnet/tiny-sdxl-controlnet-a", 9);
+    residuals_match("sdxl-controlnet", "model", "sdxl-controlnet/tiny-sdxl-controlnet-a", 9);
 }
 
-fn residuals_match(fixture: &str, net_name: &str, skips: usize) {
+/// Shaped like diffusers' "-small" SDXL ControlNets: no transformer blocks (transformer_layers_per_block
+/// 0), each attention only the group norm and the projections in and out.
+#[test]
+fn small_sdxl_residuals_match_diffusers() {
+    residuals_match("sdxl-controlnet", "small", "sdxl-controlnet/tiny-sdxl-controlnet-c", 9);
+}
+
+/// The residuals of `net_name` against tests/fixtures/`fixture`/reference.safetensors's
+/// `{group}/*` tensors.
+fn residuals_match(fixture: &str, group: &str, net_name: &str, skips: usize) {
     let gpu = gpu();
     let file = SafetensorsFile::from_bytes(
         std::fs::read(fixtures().join(fixture).join("reference.safetensors")).unwrap(),
     )
     .unwrap();
     let values = |key: &str| {
-        let info = file.header.get(&format!("model/{key}")).unwrap();
+        let info = file.header.get(&format!("{group}/{key}")).unwrap();
         (file.to_f32(info).unwrap(), info.shape.iter().map(|&d| d as usize).collect::<Vec<_>>())
     };
     for (dtype, policy, bound) in [(DType::F32, QuantPolicy::F32, 1e-4), (DType::F16, QuantPolicy::F16, 3e-2)]
@@ -79,7 +88,8 @@ fn residuals_match(fixture: &str, net_name: &str, skips: usize) {
         let timesteps = values("timesteps").0;
         let cond = net.embed_condition(&gpu, &tensor("cond")).unwrap();
         let (sample, context) = (tensor("sample"), tensor("context"));
-        let text_embeds = file.header.get("model/text_embeds").is_some().then(|| tensor("text_embeds"));
+        let text_embeds =
+            file.header.get(&format!("{group}/text_embeds")).is_some().then(|| tensor("text_embeds"));
         let time_ids = text_embeds.as_ref().map(|_| values("time_ids").0);
         let added = text_embeds
             .as_ref()

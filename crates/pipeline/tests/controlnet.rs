@@ -182,13 +182,17 @@ mod pipelines {
             &mut |_, _, _| {},
         ))
         .unwrap();
-        let nets: HashMap<String, Arc<ControlNet>> = ["a", "b"]
-            .iter()
-            .map(|k| (k.to_string(), load_net(&gpu, &format!("{nets_prefix}{k}"))))
-            .collect();
         let record = nets_prefix.rsplit('/').next().unwrap();
         let cases: Value =
             serde_json::from_str(&std::fs::read_to_string(fixture.join("cases.json")).unwrap()).unwrap();
+        // Every ControlNet the cases name, loaded once.
+        let mut nets: HashMap<String, Arc<ControlNet>> = HashMap::new();
+        for unit in cases["cases"].as_array().unwrap().iter().flat_map(|c| c["units"].as_array().unwrap()) {
+            let key = unit["net"].as_str().unwrap();
+            if !nets.contains_key(key) {
+                nets.insert(key.to_string(), load_net(&gpu, &format!("{nets_prefix}{key}")));
+            }
+        }
         let mut failures = Vec::new();
         for case in cases["cases"].as_array().unwrap() {
             assert_eq!(case["folder"], base);

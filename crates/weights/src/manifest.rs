@@ -319,7 +319,7 @@ impl Manifest {
 }
 
 /// The manifests shipped in `models/`, compiled in so the CLI and the web app agree.
-pub const BUILTIN: [(&str, &str); 19] = [
+pub const BUILTIN: [(&str, &str); 21] = [
     ("sd-turbo.toml", include_str!("../../../models/sd-turbo.toml")),
     ("sd-1.5.toml", include_str!("../../../models/sd-1.5.toml")),
     ("sd-1.5-inpainting.toml", include_str!("../../../models/sd-1.5-inpainting.toml")),
@@ -342,6 +342,8 @@ pub const BUILTIN: [(&str, &str); 19] = [
     ("depth-anything-v2-small.toml", include_str!("../../../models/depth-anything-v2-small.toml")),
     ("control-canny-sdxl.toml", include_str!("../../../models/control-canny-sdxl.toml")),
     ("control-depth-sdxl.toml", include_str!("../../../models/control-depth-sdxl.toml")),
+    ("control-canny-sdxl-small.toml", include_str!("../../../models/control-canny-sdxl-small.toml")),
+    ("control-depth-sdxl-small.toml", include_str!("../../../models/control-depth-sdxl-small.toml")),
 ];
 
 /// Every built-in manifest, parsed.
@@ -385,7 +387,9 @@ mod tests {
                 "realesr-general-x4v3",
                 "depth-anything-v2-small",
                 "control-canny-sdxl",
-                "control-depth-sdxl"
+                "control-depth-sdxl",
+                "control-canny-sdxl-small",
+                "control-depth-sdxl-small"
             ]
         );
         for m in &all {

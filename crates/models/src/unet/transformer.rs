@@ -1,6 +1,7 @@
 //! diffusers' `Transformer2DModel` as SD 1.x/2.x/XL use it: group norm, projection in (1x1 conv
-//! for SD 1.x, linear for SD 2.x and XL), one or more (SDXL: up to 10) `BasicTransformerBlock`s (self-attention, cross-attention on the
-//! text embeddings, GEGLU feed-forward), projection out, plus the input.
+//! for SD 1.x, linear for SD 2.x and XL), `BasicTransformerBlock`s (self-attention,
+//! cross-attention on the text embeddings, GEGLU feed-forward; SDXL: up to 10, "-small" SDXL
+//! ControlNets: none), projection out, plus the input.
 
 use darkroom_gpu::ops::{self, Fused};
 use darkroom_gpu::{Gpu, Tensor, Weight};
