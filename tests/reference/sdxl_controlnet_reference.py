@@ -140,24 +140,17 @@ def main():
     time_ids = torch.tensor([[48.0, 64.0, 0.0, 0.0, 48.0, 64.0], [1024.0, 768.0, 16.0, 8.0, 1024.0, 768.0]])
     cond = torch.rand(2, 3, 40, 48)
     timesteps = torch.tensor([700.0, 10.0])
-    with torch.no_grad():
-        down, mid = nets["a"](sample, timesteps, encoder_hidden_states=context, controlnet_cond=cond,
-                              conditioning_scale=0.7, return_dict=False,
-                              added_cond_kwargs={"text_embeds": text_embeds, "time_ids": time_ids})
-    for k, v in {"sample": sample, "timesteps": timesteps, "context": context, "cond": cond, "mid": mid,
-                 "text_embeds": text_embeds, "time_ids": time_ids}.items():
-        tensors[f"model/{k}"] = v.contiguous()
-    for i, d in enumerate(down):
-        tensors[f"model/down{i}"] = d.contiguous()
-    with torch.no_grad():
-        down, mid = nets["c"](sample, timesteps, encoder_hidden_states=context, controlnet_cond=cond,
-                              conditioning_scale=0.7, return_dict=False,
-                              added_cond_kwargs={"text_embeds": text_embeds, "time_ids": time_ids})
-    for k, v in {"sample": sample, "timesteps": timesteps, "context": context, "cond": cond, "mid": mid,
-                 "text_embeds": text_embeds, "time_ids": time_ids}.items():
-        tensors[f"small/{k}"] = v.clone().contiguous()
-    for i, d in enumerate(down):
-        tensors[f"small/down{i}"] = d.contiguous()
+    inputs = {"sample": sample, "timesteps": timesteps, "context": context, "cond": cond,
+              "text_embeds": text_embeds, "time_ids": time_ids}
+    for group, key in [("model", "a"), ("small", "c")]:
+        with torch.no_grad():
+            down, mid = nets[key](sample, timesteps, encoder_hidden_states=context, controlnet_cond=cond,
+                                  conditioning_scale=0.7, return_dict=False,
+                                  added_cond_kwargs={"text_embeds": text_embeds, "time_ids": time_ids})
+        for k, v in dict(inputs, mid=mid).items():
+            tensors[f"{group}/{k}"] = v.clone().contiguous()
+        for i, d in enumerate(down):
+            tensors[f"{group}/down{i}"] = d.contiguous()
 
     photo = Image.open(FIX / "pipeline" / "init.png").convert("RGB")
     cases = []
