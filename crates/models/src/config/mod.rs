@@ -3,6 +3,11 @@
 
 use serde::Deserialize;
 
+mod clip;
+mod controlnet;
+pub use clip::ClipTextConfig;
+pub use controlnet::ControlNetConfig;
+
 /// `attention_head_dim` / `num_attention_heads` may be one number for every block or a list.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
@@ -336,97 +341,6 @@ impl UNet2DConditionConfig {
     }
 }
 
-/// diffusers' `ControlNetModel` config: the UNet's encoder fields (the same keys) and the
-/// conditioning embedding's.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ControlNetConfig {
-    /// The copied encoder: in_channels, blocks, heads, time embedding (no up blocks).
-    pub unet: UNet2DConditionConfig,
-    /// Channels of the conditioning embedding's stages (diffusers: 16, 32, 96, 256).
-    pub conditioning_embedding_out_channels: Vec<usize>,
-    /// Channels of the control image (3).
-    pub conditioning_channels: usize,
-    /// `bgr` models take the control image's channels reversed.
-    pub bgr: bool,
-}
-
-#[derive(Deserialize)]
-struct ControlNetExtra {
-    #[serde(default = "default_conditioning_channels")]
-    conditioning_embedding_out_channels: Vec<usize>,
-    #[serde(default = "three")]
-    conditioning_channels: usize,
-    #[serde(default = "rgb")]
-    controlnet_conditioning_channel_order: String,
-    #[serde(default)]
-    global_pool_conditions: bool,
-}
-
-fn default_conditioning_channels() -> Vec<usize> {
-    vec![16, 32, 96, 256]
-}
-
-fn three() -> usize {
-    3
-}
-
-fn rgb() -> String {
-    "rgb".into()
-}
-
-impl ControlNetConfig {
-    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
-        let invalid = |detail: String| ConfigError::Invalid { kind: "ControlNetModel", detail };
-        let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        if let Some(class) = raw.get("_class_name").and_then(|v| v.as_str()) {
-            if class != "ControlNetModel" {
-                return Err(ConfigError::Unsupported(format!(
-                    "a {class}, not a ControlNetModel: not supported"
-                )));
-            }
-        }
-        refuse_unknown_architecture(&raw)?;
-        let unet: UNet2DConditionConfig =
-            serde_json::from_value(raw.clone()).map_err(|e| invalid(e.to_string()))?;
-        unet.validate("ControlNetModel", false)?;
-        let extra: ControlNetExtra = serde_json::from_value(raw).map_err(|e| invalid(e.to_string()))?;
-        if extra.global_pool_conditions {
-            return Err(ConfigError::Unsupported(
-                "a ControlNet with global_pool_conditions (shuffle-style): not supported yet".into(),
-            ));
-        }
-        let bgr = match extra.controlnet_conditioning_channel_order.as_str() {
-            "rgb" => false,
-            "bgr" => true,
-            other => return Err(invalid(format!("controlnet_conditioning_channel_order {other:?}"))),
-        };
-        let stages = &extra.conditioning_embedding_out_channels;
-        if stages.is_empty()
-            || stages.len() > 8
-            || stages.iter().any(|&c| c == 0 || c > MAX_CONFIG_VALUE)
-            || extra.conditioning_channels == 0
-            || extra.conditioning_channels > 16
-        {
-            return Err(invalid(format!(
-                "conditioning_embedding_out_channels {stages:?}, conditioning_channels {}",
-                extra.conditioning_channels
-            )));
-        }
-        Ok(ControlNetConfig {
-            unet,
-            conditioning_embedding_out_channels: extra.conditioning_embedding_out_channels,
-            conditioning_channels: extra.conditioning_channels,
-            bgr,
-        })
-    }
-
-    /// How many times the conditioning embedding halves the control image: its latents must
-    /// be the image's size divided by this.
-    pub fn image_factor(&self) -> usize {
-        1 << (self.conditioning_embedding_out_channels.len() - 1)
-    }
-}
-
 fn default_sample_size() -> usize {
     64
 }
@@ -537,133 +451,5 @@ mod tests {
         let err = UNet2DConditionConfig::from_json(&json).unwrap_err().to_string();
         assert!(err.contains("320 channels split into 7 heads"), "{err}");
         assert!(UNet2DConditionConfig::from_json("{").is_err());
-    }
-}
-
-/// transformers' `CLIPTextConfig`, the fields the text encoder needs.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct ClipTextConfig {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub max_position_embeddings: usize,
-    /// "quick_gelu" (SD 1.x, OpenAI CLIP ViT-L/14) or "gelu" (SD 2.x, OpenCLIP ViT-H/14).
-    pub hidden_act: String,
-    #[serde(default = "default_eps")]
-    pub layer_norm_eps: f64,
-    /// Where the pooled output is read: the first position holding this id, or with the legacy
-    /// value 2 (SDXL's text_encoder_2 config) the position of the largest id, as transformers.
-    #[serde(default = "default_eos")]
-    pub eos_token_id: u32,
-    /// Width of `text_projection` (CLIPTextModelWithProjection).
-    #[serde(default)]
-    pub projection_dim: Option<usize>,
-}
-
-fn default_eos() -> u32 {
-    49407
-}
-
-impl ClipTextConfig {
-    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
-        let invalid = |detail: String| ConfigError::Invalid { kind: "CLIPTextModel", detail };
-        let cfg: Self = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        check_sizes(
-            "CLIPTextModel",
-            &[
-                ("vocab_size", cfg.vocab_size),
-                ("hidden_size", cfg.hidden_size),
-                ("intermediate_size", cfg.intermediate_size),
-                ("num_hidden_layers", cfg.num_hidden_layers),
-                ("num_attention_heads", cfg.num_attention_heads),
-                ("max_position_embeddings", cfg.max_position_embeddings),
-                ("projection_dim", cfg.projection_dim.unwrap_or(1)),
-            ],
-        )?;
-        check_finite("CLIPTextModel", &[("layer_norm_eps", cfg.layer_norm_eps)])?;
-        if cfg.num_hidden_layers > 256 {
-            return Err(invalid(format!("{} layers", cfg.num_hidden_layers)));
-        }
-        if cfg.hidden_size % cfg.num_attention_heads != 0 {
-            return Err(invalid(format!(
-                "{} features cannot split into {} heads",
-                cfg.hidden_size, cfg.num_attention_heads
-            )));
-        }
-        if cfg.hidden_act != "quick_gelu" && cfg.hidden_act != "gelu" {
-            return Err(invalid(format!(
-                "unsupported activation {:?} (expected quick_gelu or gelu)",
-                cfg.hidden_act
-            )));
-        }
-        Ok(cfg)
-    }
-
-    /// The text tower of a `CLIPModel`'s config.json (`text_config`, with the model's
-    /// `projection_dim` for `text_projection`).
-    pub fn from_clip_json(text: &str) -> Result<Self, ConfigError> {
-        let invalid = |detail: String| ConfigError::Invalid { kind: "CLIPConfig", detail };
-        let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        let text_config = raw.get("text_config").ok_or_else(|| invalid("no text_config".into()))?;
-        let mut cfg = Self::from_json(&text_config.to_string())?;
-        if let Some(p) = raw.get("projection_dim").and_then(|v| v.as_u64()) {
-            check_sizes("CLIPConfig", &[("projection_dim", p.min(usize::MAX as u64) as usize)])?;
-            cfg.projection_dim = Some(p as usize);
-        }
-        Ok(cfg)
-    }
-
-    /// SD 1.x's text encoder: openai/clip-vit-large-patch14 (the `text_encoder/config.json` of
-    /// runwayml/stable-diffusion-v1-5).
-    pub fn sd15() -> Self {
-        ClipTextConfig {
-            vocab_size: 49408,
-            hidden_size: 768,
-            intermediate_size: 3072,
-            num_hidden_layers: 12,
-            num_attention_heads: 12,
-            max_position_embeddings: 77,
-            hidden_act: "quick_gelu".into(),
-            layer_norm_eps: 1e-5,
-            eos_token_id: 49407,
-            projection_dim: None,
-        }
-    }
-
-    /// SDXL's second text encoder: OpenCLIP ViT-bigG/14 with its projection
-    /// (`text_encoder_2/config.json` of stabilityai/stable-diffusion-xl-base-1.0).
-    pub fn sdxl_bigg() -> Self {
-        ClipTextConfig {
-            vocab_size: 49408,
-            hidden_size: 1280,
-            intermediate_size: 5120,
-            num_hidden_layers: 32,
-            num_attention_heads: 20,
-            max_position_embeddings: 77,
-            hidden_act: "gelu".into(),
-            layer_norm_eps: 1e-5,
-            eos_token_id: 2,
-            projection_dim: Some(1280),
-        }
-    }
-
-    /// SD 2.x and SD-Turbo's text encoder: OpenCLIP ViT-H/14 with its last layer removed (the
-    /// penultimate-layer convention), 23 layers (`text_encoder/config.json` of
-    /// stabilityai/stable-diffusion-2-1 and stabilityai/sd-turbo).
-    pub fn sd21() -> Self {
-        ClipTextConfig {
-            vocab_size: 49408,
-            hidden_size: 1024,
-            intermediate_size: 4096,
-            num_hidden_layers: 23,
-            num_attention_heads: 16,
-            max_position_embeddings: 77,
-            hidden_act: "gelu".into(),
-            layer_norm_eps: 1e-5,
-            eos_token_id: 49407,
-            projection_dim: None,
-        }
     }
 }
