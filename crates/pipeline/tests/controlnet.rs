@@ -189,9 +189,7 @@ mod pipelines {
         let mut nets: HashMap<String, Arc<ControlNet>> = HashMap::new();
         for unit in cases["cases"].as_array().unwrap().iter().flat_map(|c| c["units"].as_array().unwrap()) {
             let key = unit["net"].as_str().unwrap();
-            if !nets.contains_key(key) {
-                nets.insert(key.to_string(), load_net(&gpu, &format!("{nets_prefix}{key}")));
-            }
+            nets.entry(key.to_string()).or_insert_with(|| load_net(&gpu, &format!("{nets_prefix}{key}")));
         }
         let mut failures = Vec::new();
         for case in cases["cases"].as_array().unwrap() {
