@@ -326,6 +326,8 @@ pub struct ModelOptions {
     pub vae_tile: Option<usize>,
     /// Run each stage once, for its memory (no warm-up, no timing runs).
     pub memory: bool,
+    /// Where the text encoders wait between prompts, as the generator keeps them.
+    pub text_encoders: darkroom_pipeline::TextEncoders,
 }
 
 /// Bytes as MiB for the tables.
@@ -360,10 +362,13 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
     let latent = opts.size / vae_cfg.scale();
     let (dtype, policy) = (opts.activations, opts.weights);
 
-    // Seeded weights at the real shapes, every component the generator keeps loaded.
+    // Seeded weights at the real shapes, every component the generator loads, in its order:
+    // the text encoders first (kept on the host between prompts under
+    // `TextEncoders::Host`, so on the GPU only while encoding), then the UNet and the VAE.
     let start = Instant::now();
     let store = WeightStore::random(7);
-    let root = store.root(gpu, dtype, policy);
+    let on_gpu = || gpu.weight_bytes() + gpu.pool_stats().allocated_bytes;
+    let before_text = on_gpu();
     // Text encoders stay int8 under a 4-bit policy, as the pipeline loads them.
     let text_root = store.root(gpu, dtype, policy.for_text_encoder());
     let clip = ClipTextModel::load(&text_root, &clip_cfg)?;
@@ -371,12 +376,9 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
         Some(cfg) => Some(ClipTextModel::load(&text_root.pp("second"), cfg)?),
         None => None,
     };
-    let unet = UNet2DConditionModel::load(&root, &unet_cfg)?;
-    let _encoder = VaeEncoder::load(&root, &vae_cfg)?;
-    let decoder = VaeDecoder::load(&root, &vae_cfg)?;
     gpu.finish()?;
-    let built = start.elapsed().as_secs_f64();
-    let weights = gpu.weight_bytes() + gpu.pool_stats().allocated_bytes;
+    let text_weights = on_gpu() - before_text;
+    let mut built = start.elapsed().as_secs_f64();
 
     // Each stage starts from a trimmed pool, as the pipeline does; its peak is measured alone.
     let stage_start = || {
@@ -406,7 +408,30 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
         }
         None => clip.forward(gpu, &ids, 77)?,
     };
+    gpu.finish()?;
     let encode_peak = stage_peak(held);
+    let text_on_host = opts.text_encoders == darkroom_pipeline::TextEncoders::Host;
+    // Kept on the host, the encoders leave the GPU before the UNet runs.
+    let text_models = (clip, second);
+    if text_on_host {
+        drop(text_models);
+        gpu.trim_pool();
+    }
+
+    let start = Instant::now();
+    let root = store.root(gpu, dtype, policy);
+    let unet = UNet2DConditionModel::load(&root, &unet_cfg)?;
+    // SDXL's VAE says force_upcast: the pipeline runs it in f32 (it overflows f16).
+    let vae_dtype = if opts.architecture.is_sdxl() { DType::F32 } else { dtype };
+    let vae_root = store.root(gpu, vae_dtype, policy);
+    let _encoder = VaeEncoder::load(&vae_root, &vae_cfg)?;
+    let decoder = VaeDecoder::load(&vae_root, &vae_cfg)?;
+    gpu.finish()?;
+    built += start.elapsed().as_secs_f64();
+    // What stays on the GPU between prompts.
+    gpu.trim_pool();
+    let weights = on_gpu() - before_text;
+
     let sample =
         Tensor::from_f32(gpu, &[batch, 4, latent, latent], &rng.vec(batch * 4 * latent * latent), dtype)?;
     let timesteps = vec![999.0; batch];
@@ -428,7 +453,7 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
     let held = stage_start();
     let step = time(gpu, opts.runs, &mut || unet.forward_input(gpu, &input))?;
     let step_peak = stage_peak(held);
-    let latents = Tensor::from_f32(gpu, &[1, 4, latent, latent], &rng.vec(4 * latent * latent), dtype)?;
+    let latents = Tensor::from_f32(gpu, &[1, 4, latent, latent], &rng.vec(4 * latent * latent), vae_dtype)?;
     let held = stage_start();
     let run_decode = || match opts.vae_tile {
         Some(t) => decoder.forward_tiled(gpu, &latents, t),
@@ -436,19 +461,23 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
     };
     let decode = time(gpu, opts.runs, &mut || Ok(run_decode()?))?;
     let decode_peak = stage_peak(held);
-    let activations = encode_peak.max(step_peak).max(decode_peak);
+    // The text stage holds the encoders on top of what stays resident (a new prompt is
+    // encoded with the UNet and the VAE loaded); the other stages hold what stays resident.
+    let encode_total = weights + if text_on_host { text_weights } else { 0 } + encode_peak;
+    let peak = encode_total.max(weights + step_peak).max(weights + decode_peak);
 
     let caps = gpu.capabilities();
     println!("adapter: {} ({}, {})", caps.adapter_name, caps.backend, caps.device_type);
     println!(
-        "{name} architecture, seeded weights ({:.1} s to build); {}x{} px, activations {dtype:?}, \
-         weights {:?} (linear) / {:?} (conv), text encoders {:?}; {}\n",
+        "{name} architecture, seeded weights ({:.1} s to build); {}x{} px, activations {dtype:?} \
+         (VAE {vae_dtype:?}), weights {:?} (linear) / {:?} (conv), text encoders {:?} kept on the {}; {}\n",
         built,
         opts.size,
         opts.size,
         policy.linear,
         policy.conv,
         policy.for_text_encoder().linear,
+        if text_on_host { "host" } else { "GPU" },
         if opts.memory {
             "each stage once (--memory)".to_string()
         } else {
@@ -472,8 +501,14 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
         println!("{stage:<48} {:>10.1} {:>16.1}", seconds * 1e3, mib(peak));
     }
     println!();
-    println!("weights on the GPU (every component):      {:>9.1} MiB", mib(weights));
-    println!("peak GPU memory (weights + largest stage): {:>9.1} MiB", mib(weights + activations));
+    println!("text encoders' weights:                    {:>9.1} MiB", mib(text_weights));
+    println!(
+        "weights on the GPU between prompts:        {:>9.1} MiB{}",
+        mib(weights),
+        if text_on_host { " (text encoders on the host)" } else { " (every component)" }
+    );
+    println!("text stage (weights + encoders + work):    {:>9.1} MiB", mib(encode_total));
+    println!("peak GPU memory (largest stage):           {:>9.1} MiB", mib(peak));
 
     if opts.profile {
         println!();

@@ -111,6 +111,10 @@ enum Command {
         /// for the large architectures on slow adapters).
         #[arg(long)]
         memory: bool,
+        /// `models`: where the text encoders wait between prompts, as `generate --text-encoders`
+        /// (auto: the GPU on a discrete GPU, the host elsewhere).
+        #[arg(long, value_enum, default_value = "auto")]
+        text_encoders: generate::TextEncodersArg,
     },
 }
 
@@ -256,6 +260,7 @@ fn main() -> ExitCode {
             profile,
             vae_tile,
             memory,
+            text_encoders,
         } => {
             let asked = generate::activations(precision);
             let shader_f16 = gpu.capabilities().shader_f16;
@@ -283,6 +288,7 @@ fn main() -> ExitCode {
                 profile,
                 vae_tile: vae_tile.map(|t| t as usize),
                 memory,
+                text_encoders: text_encoders.on(&gpu.capabilities().device_type),
             };
             match bench::models(&gpu, &opts) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,7 @@
 
 use darkroom_gpu::{DType, WeightFormat};
 use darkroom_models::QuantPolicy;
-use darkroom_pipeline::Precision;
+use darkroom_pipeline::{Precision, TextEncoders};
 use darkroom_weights::Manifest;
 
 use crate::EngineError;
@@ -73,14 +73,26 @@ pub fn precision(
         Weights::Q4 => QuantPolicy { linear: WeightFormat::Q4, conv: WeightFormat::Q8 },
         Weights::Policy(policy) => policy,
     };
-    Ok(Precision { activations, weights })
+    Ok(Precision { activations, weights, text_encoders: TextEncoders::Gpu })
+}
+
+/// Where the text encoders wait between prompts on an adapter of `device_type` (wgpu's
+/// `DeviceType` in words; "" when unknown): on the GPU where it is a discrete one (memory to
+/// spare, no upload per prompt), in host memory elsewhere — integrated GPUs share the
+/// system's memory, and browsers do not say what the GPU is — so the GPU holds them only
+/// while a new prompt is encoded (A1111's `--medvram` does the same).
+pub fn text_encoders(device_type: &str) -> TextEncoders {
+    match device_type {
+        "DiscreteGpu" => TextEncoders::Gpu,
+        _ => TextEncoders::Host,
+    }
 }
 
 /// The browser's choice: the best activations the adapter has, the manifest's weight policy.
 pub fn for_manifest(shader_f16: bool, manifest: &Manifest) -> Precision {
     let activations = if shader_f16 { DType::F16 } else { DType::F32 };
     let stored = if activations == DType::F16 { WeightFormat::F16 } else { WeightFormat::F32 };
-    Precision { activations, weights: manifest_weights(manifest, stored) }
+    Precision { activations, weights: manifest_weights(manifest, stored), text_encoders: text_encoders("") }
 }
 
 /// In words, for a loaded model's report: "f16 activations, q8/f16 weights".
@@ -112,6 +124,16 @@ mod tests {
         assert_eq!(p.activations, DType::F32);
         assert_eq!(p.weights, QuantPolicy { linear: WeightFormat::Q4, conv: WeightFormat::Q8 });
         assert!(matches!(precision(false, Activations::F16, Weights::AsStored), Err(EngineError::Gpu(_))));
+    }
+
+    #[test]
+    fn text_encoders_leave_the_gpu_unless_it_is_a_discrete_one() {
+        assert_eq!(text_encoders("DiscreteGpu"), TextEncoders::Gpu);
+        for other in ["IntegratedGpu", "Cpu", "VirtualGpu", "Other", ""] {
+            assert_eq!(text_encoders(other), TextEncoders::Host, "{other}");
+        }
+        let manifest = &darkroom_weights::manifest::builtin().unwrap()[0];
+        assert_eq!(for_manifest(true, manifest).text_encoders, TextEncoders::Host);
     }
 
     #[test]

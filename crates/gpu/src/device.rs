@@ -157,8 +157,9 @@ pub struct Gpu {
     pipeline_keys: Mutex<HashMap<wgpu::ComputePipeline, String>>,
     /// Per-dispatch timestamps while a profile is being taken.
     pub(crate) profiler: Mutex<Option<Profiler>>,
-    /// Bytes of weight buffers uploaded since the device opened (matrices, scales, biases).
-    pub(crate) weight_bytes: AtomicU64,
+    /// Bytes in live weight buffers (matrices, scales, biases): each buffer subtracts its own
+    /// when it is dropped.
+    pub(crate) weight_bytes: Arc<AtomicU64>,
     /// Which GEMM tile the matmul/linear/conv ops use ([`GemmTiles`] as a u8).
     gemm_tiles: std::sync::atomic::AtomicU8,
     pub(crate) pool: BufferPool,
@@ -239,7 +240,7 @@ impl Gpu {
             pipelines: Mutex::new(HashMap::new()),
             pipeline_keys: Mutex::new(HashMap::new()),
             profiler: Mutex::new(None),
-            weight_bytes: AtomicU64::new(0),
+            weight_bytes: Arc::new(AtomicU64::new(0)),
             gemm_tiles: std::sync::atomic::AtomicU8::new(GemmTiles::Auto as u8),
             pool: BufferPool::default(),
             pending: Mutex::new(None),
@@ -456,8 +457,8 @@ impl Gpu {
         self.pool.stats()
     }
 
-    /// Bytes of weights (matrices with their scales and biases) uploaded since the device
-    /// opened: with one model loaded, what its weights hold on the GPU.
+    /// Bytes of weights (matrices with their scales and biases) on the GPU now: uploads add
+    /// theirs, dropped weights take theirs back.
     pub fn weight_bytes(&self) -> u64 {
         self.weight_bytes.load(Ordering::Relaxed)
     }
@@ -477,8 +478,15 @@ impl Gpu {
         self.gemm_tiles.store(tiles as u8, Ordering::Relaxed);
     }
 
-    pub(crate) fn count_weight_bytes(&self, bytes: u64) {
+    /// A weight buffer with `contents`, counted in [`Gpu::weight_bytes`] while it lives.
+    pub(crate) fn weight_buffer(&self, label: &str, contents: &[u8]) -> crate::weight::WeightBuffer {
+        let bytes = contents.len() as u64;
         self.weight_bytes.fetch_add(bytes, Ordering::Relaxed);
+        crate::weight::WeightBuffer {
+            buffer: self.buffer_with(label, contents, wgpu::BufferUsages::STORAGE),
+            bytes,
+            counter: self.weight_bytes.clone(),
+        }
     }
 
     /// Frees the pool's idle buffers.

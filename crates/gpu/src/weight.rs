@@ -8,14 +8,34 @@ use crate::device::Gpu;
 use crate::error::GpuError;
 use crate::quant::{PackedWeight, WeightFormat};
 
+/// A buffer of weight bytes, counted in [`Gpu::weight_bytes`] until it is dropped.
+pub(crate) struct WeightBuffer {
+    pub buffer: wgpu::Buffer,
+    pub bytes: u64,
+    pub counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::ops::Deref for WeightBuffer {
+    type Target = wgpu::Buffer;
+    fn deref(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+}
+
+impl Drop for WeightBuffer {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(self.bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Rows `first_row .. first_row + rows` of a weight, in buffers of their own.
 pub(crate) struct WeightPart {
     pub first_row: usize,
     pub rows: usize,
-    pub data: wgpu::Buffer,
-    pub scales: Option<wgpu::Buffer>,
+    pub data: WeightBuffer,
+    pub scales: Option<WeightBuffer>,
     /// f32, one per row of this part.
-    pub bias: Option<wgpu::Buffer>,
+    pub bias: Option<WeightBuffer>,
 }
 
 pub struct Weight {
@@ -81,10 +101,7 @@ impl Weight {
         }
         rows_per_part = rows_per_part.min(packed.rows.max(1));
 
-        let storage = |label: &str, contents: &[u8]| {
-            gpu.count_weight_bytes(contents.len() as u64);
-            gpu.buffer_with(label, contents, wgpu::BufferUsages::STORAGE)
-        };
+        let storage = |label: &str, contents: &[u8]| gpu.weight_buffer(label, contents);
         let mut parts = Vec::new();
         let mut first_row = 0;
         while first_row < packed.rows || (packed.rows == 0 && parts.is_empty()) {
@@ -142,9 +159,7 @@ impl Weight {
         }
         for part in &mut self.parts {
             let slice = &bias[part.first_row..part.first_row + part.rows];
-            gpu.count_weight_bytes(std::mem::size_of_val(slice) as u64);
-            part.bias =
-                Some(gpu.buffer_with("bias", bytemuck::cast_slice(slice), wgpu::BufferUsages::STORAGE));
+            part.bias = Some(gpu.weight_buffer("bias", bytemuck::cast_slice(slice)));
         }
         self.has_bias = true;
         Ok(())

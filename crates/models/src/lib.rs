@@ -5,6 +5,7 @@ pub mod clip;
 pub mod clip_vision;
 pub mod config;
 pub mod depth_anything;
+pub mod held;
 pub mod layers;
 pub mod loader;
 pub mod taesd;

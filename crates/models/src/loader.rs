@@ -158,6 +158,9 @@ static EMPTY_HEADER: std::sync::LazyLock<Header> = std::sync::LazyLock::new(Head
 enum Staged {
     Raw(TensorInfo, Vec<u8>),
     Matrix(Weight),
+    /// Packed and kept in host memory ([`Stager::keep_on_host`]): uploaded each time a module
+    /// loads it.
+    Packed(PackedWeight),
 }
 
 impl WeightStore {
@@ -216,7 +219,7 @@ impl WeightStore {
             Backing::Staged { tensors, .. } => {
                 match tensors.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
                     Some(Staged::Raw(info, bytes)) => Ok(decode_f32(info, bytes)?),
-                    Some(Staged::Matrix(_)) => Err(ModelError::Input(format!(
+                    Some(Staged::Matrix(_) | Staged::Packed(_)) => Err(ModelError::Input(format!(
                         "`{key}` was streamed to the GPU as a weight matrix but is read as values \
                      (staging rule: see loader::is_matrix)"
                     ))),
@@ -227,18 +230,37 @@ impl WeightStore {
         }
     }
 
-    /// A staged matrix, taken out of the store (each weight is consumed once).
-    fn take_matrix(&self, key: &str) -> Option<Weight> {
-        let Backing::Staged { tensors, .. } = &self.backing else { return None };
+    /// A staged matrix: taken out of the store when it is on the GPU (each such weight is
+    /// consumed once), uploaded from its host copy when it was kept on the host.
+    fn take_matrix(&self, gpu: &Gpu, key: &str) -> Result<Option<Weight>, ModelError> {
+        let Backing::Staged { tensors, .. } = &self.backing else { return Ok(None) };
         let mut map = tensors.lock().unwrap_or_else(|p| p.into_inner());
         match map.remove(key) {
-            Some(Staged::Matrix(weight)) => Some(weight),
+            Some(Staged::Matrix(weight)) => Ok(Some(weight)),
+            Some(Staged::Packed(packed)) => {
+                let weight = Weight::upload(gpu, &packed, None);
+                map.insert(key.to_string(), Staged::Packed(packed));
+                Ok(Some(weight?))
+            }
             Some(other) => {
                 map.insert(key.to_string(), other);
-                None
+                Ok(None)
             }
-            None => None,
+            None => Ok(None),
         }
+    }
+
+    /// Bytes this store holds in host memory (tensors kept as bytes and packed host copies).
+    pub fn host_bytes(&self) -> u64 {
+        let Backing::Staged { tensors, .. } = &self.backing else { return 0 };
+        let map = tensors.lock().unwrap_or_else(|p| p.into_inner());
+        map.values()
+            .map(|t| match t {
+                Staged::Raw(_, bytes) => bytes.len() as u64,
+                Staged::Packed(p) => 4 * (p.data.len() + p.scales.len()) as u64,
+                Staged::Matrix(_) => 0,
+            })
+            .sum()
     }
 }
 
@@ -325,6 +347,8 @@ pub struct Stager<'a> {
     stream: SafetensorsStream,
     tensors: HashMap<String, Staged>,
     lora: Option<LoraMerge>,
+    /// Keep packed matrices in host memory instead of uploading them ([`Stager::keep_on_host`]).
+    on_host: bool,
     pub stats: StageStats,
 }
 
@@ -337,6 +361,7 @@ impl<'a> Stager<'a> {
             stream: SafetensorsStream::new(file_len),
             tensors: HashMap::new(),
             lora: None,
+            on_host: false,
             stats: StageStats::default(),
         }
     }
@@ -344,6 +369,14 @@ impl<'a> Stager<'a> {
     /// Merges `lora` into each matrix before it is packed (and into the cache keys).
     pub fn with_lora(mut self, lora: LoraMerge) -> Stager<'a> {
         self.lora = Some(lora);
+        self
+    }
+
+    /// Keeps every packed matrix in host memory rather than on the GPU: the store's modules
+    /// upload them when they load and give them back when dropped, so a module needed briefly
+    /// (a text encoder between prompts) can leave the GPU and come back without the file.
+    pub fn keep_on_host(mut self) -> Stager<'a> {
+        self.on_host = true;
         self
     }
 
@@ -394,8 +427,12 @@ impl<'a> Stager<'a> {
                 }
             };
             drop(data);
-            let weight = Weight::upload(self.gpu, &packed, None)?;
-            self.tensors.insert(info.name, Staged::Matrix(weight));
+            let staged = if self.on_host {
+                Staged::Packed(packed)
+            } else {
+                Staged::Matrix(Weight::upload(self.gpu, &packed, None)?)
+            };
+            self.tensors.insert(info.name, staged);
         }
         Ok(())
     }
@@ -478,7 +515,7 @@ impl<'a> Vb<'a> {
     ) -> Result<Weight, ModelError> {
         let (key, _) = self.checked("weight", shape)?;
         let b = if bias { Some(self.values("bias", &[rows])?) } else { None };
-        if let Some(mut weight) = self.store.take_matrix(&key) {
+        if let Some(mut weight) = self.store.take_matrix(self.gpu, &key)? {
             self.store.mark_used(&key);
             if let Some(b) = &b {
                 weight.set_bias(self.gpu, b)?;

@@ -176,7 +176,8 @@ impl ControlNet {
         let config = ControlNetConfig::from_json(&String::from_utf8_lossy(&config_text))
             .map_err(|e| PipelineError::Files(format!("{name}/config.json: {e}")))?;
         let names = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"];
-        let store = load_weights(gpu, files, cache, precision.weights, "", &names, None, progress).await?;
+        let store =
+            load_weights(gpu, files, cache, precision.weights, "", &names, None, false, progress).await?;
         let model =
             ControlNetModel::load(&store.root(gpu, precision.activations, precision.weights), &config)?;
         store.require_all_used()?;

@@ -27,7 +27,9 @@ pub mod upscale;
 pub use control::{Control, ControlNet, ControlUnit};
 pub use dynamic::Dynamic;
 pub use generate::{draft, finish, generate, preview, sample};
-pub use model::{short_hash, AppliedLora, Folder, FolderQuantCache, ModelFiles, Precision, StableDiffusion};
+pub use model::{
+    short_hash, AppliedLora, Folder, FolderQuantCache, ModelFiles, Precision, StableDiffusion, TextEncoders,
+};
 pub use preprocess::Preprocessor;
 pub use recipe::{Hires, ImageRef, ModelInfo, Recipe, RecipeError, SdUpscale};
 pub use request::{

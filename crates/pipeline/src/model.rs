@@ -6,6 +6,7 @@
 use darkroom_gpu::{DType, Gpu};
 use darkroom_models::clip::ClipTextModel;
 use darkroom_models::config::{ClipTextConfig, UNet2DConditionConfig};
+use darkroom_models::held::{Held, InUse};
 use darkroom_models::unet::UNet2DConditionModel;
 use darkroom_models::vae::{AutoencoderKLConfig, VaeDecoder, VaeEncoder};
 use darkroom_models::{LoraMerge, QuantCache, QuantPolicy, Stager, WeightStore};
@@ -165,18 +166,91 @@ pub struct Precision {
     pub activations: DType,
     /// Storage of matmul and convolution weights.
     pub weights: QuantPolicy,
+    /// Where the text encoders wait between prompts.
+    pub text_encoders: TextEncoders,
 }
 
 impl Precision {
     /// The weights as stored, in f32: the mode that reproduces diffusers.
-    pub const F32: Precision = Precision { activations: DType::F32, weights: QuantPolicy::F32 };
+    pub const F32: Precision =
+        Precision { activations: DType::F32, weights: QuantPolicy::F32, text_encoders: TextEncoders::Gpu };
+}
+
+/// Where the text encoders' weights wait between prompts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TextEncoders {
+    /// On the GPU all along: no upload per prompt.
+    #[default]
+    Gpu,
+    /// In host memory, uploaded for each new prompt's encoding and freed before the UNet runs:
+    /// the GPU holds them only during the text stage (SDXL's two are ~0.8 GB in int8).
+    Host,
+}
+
+/// A text encoder and its config, [`Held`] on the GPU or the host.
+pub struct TextEncoder {
+    config: ClipTextConfig,
+    model: Held<ClipTextModel>,
+}
+
+impl TextEncoder {
+    pub fn config(&self) -> &ClipTextConfig {
+        &self.config
+    }
+
+    /// The encoder on the GPU for one encoding (uploaded now when it waits on the host).
+    pub fn on_gpu(&self, gpu: &Gpu) -> Result<InUse<'_, ClipTextModel>, PipelineError> {
+        Ok(self.model.on_gpu(gpu)?)
+    }
+
+    /// Whether it waits in host memory between prompts.
+    pub fn is_on_host(&self) -> bool {
+        self.model.is_on_host()
+    }
+}
+
+/// Loads the text encoder in `dir` (`text_encoder`, SDXL's `text_encoder_2`) as `precision`
+/// says: on the GPU, or kept in host memory. Every key must be used (position ids excepted).
+#[allow(clippy::too_many_arguments)]
+async fn load_text_encoder<F: ModelFiles, C: QuantCache>(
+    gpu: &Gpu,
+    files: &F,
+    cache: &C,
+    dir: &str,
+    config: ClipTextConfig,
+    precision: Precision,
+    merge: Option<LoraMerge>,
+    progress: &mut dyn FnMut(&str, u64, u64),
+) -> Result<TextEncoder, PipelineError> {
+    // Text encoders stay int8 under a 4-bit policy (QuantPolicy::for_text_encoder).
+    let policy = precision.weights.for_text_encoder();
+    let dtype = precision.activations;
+    let on_host = precision.text_encoders == TextEncoders::Host;
+    let names = ["model.safetensors", "model.fp16.safetensors"];
+    let store =
+        load_weights(gpu, files, cache, policy, dir, &names, merge.clone(), on_host, progress).await?;
+    let ignorable = |k: &str| k.ends_with("position_ids");
+    let model = if on_host {
+        let cfg = config.clone();
+        Held::on_host(gpu, store, dtype, policy, move |vb| ClipTextModel::load(vb, &cfg), ignorable)?
+    } else {
+        let model = ClipTextModel::load(&store.root(gpu, dtype, policy), &config)?;
+        if store.unused_keys().iter().any(|k| !ignorable(k)) {
+            store.require_all_used()?;
+        }
+        Held::Gpu(model)
+    };
+    if let Some(merge) = &merge {
+        merge.require_all_applied()?;
+    }
+    Ok(TextEncoder { config, model })
 }
 
 /// SDXL's second tokenizer and text encoder (OpenCLIP bigG with its projection), and how its
 /// pipeline conditions.
 pub struct SdxlText {
     pub tokenizer: ClipTokenizer,
-    pub clip: ClipTextModel,
+    pub clip: TextEncoder,
     /// model_index.json's `force_zeros_for_empty_prompt`: an empty negative prompt conditions
     /// on zeros (diffusers' behaviour when no negative prompt is given), not on the encoded
     /// empty string.
@@ -197,7 +271,7 @@ pub struct StableDiffusion {
     pub name: String,
     pub tokenizer: ClipTokenizer,
     /// The (first) text encoder.
-    pub clip: ClipTextModel,
+    pub clip: TextEncoder,
     /// SDXL's second encoder; `None` for SD 1.x/2.x.
     pub xl: Option<SdxlText>,
     pub unet: UNet2DConditionModel,
@@ -224,7 +298,7 @@ async fn text<F: ModelFiles>(files: &F, path: &str) -> Result<String, PipelineEr
 
 /// Streams the first of `names` under `dir` that exists (full-precision files before .fp16
 /// ones) through a [`Stager`]: packed, quantized (or taken from `cache`) and uploaded tensor by
-/// tensor.
+/// tensor (`on_host`: packed matrices kept in host memory instead, [`Stager::keep_on_host`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn load_weights<F: ModelFiles, C: QuantCache>(
     gpu: &Gpu,
@@ -234,6 +308,7 @@ pub(crate) async fn load_weights<F: ModelFiles, C: QuantCache>(
     dir: &str,
     names: &[&str],
     lora: Option<LoraMerge>,
+    on_host: bool,
     progress: &mut dyn FnMut(&str, u64, u64),
 ) -> Result<WeightStore, PipelineError> {
     for name in names {
@@ -243,6 +318,9 @@ pub(crate) async fn load_weights<F: ModelFiles, C: QuantCache>(
         let mut stager = Stager::new(gpu, len, policy, &source);
         if let Some(lora) = lora {
             stager = stager.with_lora(lora);
+        }
+        if on_host {
+            stager = stager.keep_on_host();
         }
         let mut done = 0;
         while done < len {
@@ -409,26 +487,9 @@ impl StableDiffusion {
 
         let clip_config = ClipTextConfig::from_json(&text(files, "text_encoder/config.json").await?)
             .map_err(config_error("text_encoder/config.json"))?;
-        let encoder_files = ["model.safetensors", "model.fp16.safetensors"];
-        // Text encoders stay int8 under a 4-bit policy (QuantPolicy::for_text_encoder).
-        let text_policy = policy.for_text_encoder();
-        let store = load_weights(
-            gpu,
-            files,
-            cache,
-            text_policy,
-            "text_encoder",
-            &encoder_files,
-            te_merge.clone(),
-            progress,
-        )
-        .await?;
-        let clip = ClipTextModel::load(&store.root(gpu, dtype, text_policy), &clip_config)?;
-        let ignorable = |k: &String| k.ends_with("position_ids");
-        if store.unused_keys().iter().any(|k| !ignorable(k)) {
-            store.require_all_used()?;
-        }
-        drop(store);
+        let clip =
+            load_text_encoder(gpu, files, cache, "text_encoder", clip_config, precision, te_merge, progress)
+                .await?;
 
         let xl = match family(files).await? {
             Family::Sd => None,
@@ -440,26 +501,18 @@ impl StableDiffusion {
                         "text_encoder_2/config.json has no projection_dim (SDXL's second encoder is a CLIPTextModelWithProjection)".into(),
                     ));
                 }
-                let te2_merge = merge(Component::TextEncoder2);
-                let store = load_weights(
+                let merge = merge(Component::TextEncoder2);
+                let clip = load_text_encoder(
                     gpu,
                     files,
                     cache,
-                    text_policy,
                     "text_encoder_2",
-                    &encoder_files,
-                    te2_merge.clone(),
+                    config,
+                    precision,
+                    merge,
                     progress,
                 )
                 .await?;
-                let clip = ClipTextModel::load(&store.root(gpu, dtype, text_policy), &config)?;
-                if store.unused_keys().iter().any(|k| !ignorable(k)) {
-                    store.require_all_used()?;
-                }
-                if let Some(merge) = &te2_merge {
-                    merge.require_all_applied()?;
-                }
-                drop(store);
                 Some(SdxlText {
                     tokenizer: load_tokenizer(files, "tokenizer_2").await?,
                     clip,
@@ -472,17 +525,18 @@ impl StableDiffusion {
             .map_err(config_error("unet/config.json"))?;
         let diffusers = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"];
         let store =
-            load_weights(gpu, files, cache, policy, "unet", &diffusers, unet_merge.clone(), progress).await?;
+            load_weights(gpu, files, cache, policy, "unet", &diffusers, unet_merge.clone(), false, progress)
+                .await?;
         let unet = UNet2DConditionModel::load(&store.root(gpu, dtype, policy), &unet_config)?;
         store.require_all_used()?;
-        for merge in [&te_merge, &unet_merge].into_iter().flatten() {
+        if let Some(merge) = &unet_merge {
             merge.require_all_applied()?;
         }
         drop(store);
 
         let vae_config = AutoencoderKLConfig::from_json(&text(files, "vae/config.json").await?)
             .map_err(config_error("vae/config.json"))?;
-        let store = load_weights(gpu, files, cache, policy, "vae", &diffusers, None, progress).await?;
+        let store = load_weights(gpu, files, cache, policy, "vae", &diffusers, None, false, progress).await?;
         let vae_dtype = if xl.is_some() && vae_config.force_upcast { DType::F32 } else { dtype };
         let root = store.root(gpu, vae_dtype, policy);
         let vae_encoder = VaeEncoder::load(&root, &vae_config)?;
@@ -493,7 +547,7 @@ impl StableDiffusion {
         let schedule = NoiseScheduleConfig::from_json(&text(files, "scheduler/scheduler_config.json").await?)
             .map_err(PipelineError::Files)?;
         let context_width =
-            clip_config.hidden_size + xl.as_ref().map_or(0, |xl| xl.clip.config().hidden_size);
+            clip.config().hidden_size + xl.as_ref().map_or(0, |xl| xl.clip.config().hidden_size);
         if context_width != unet_config.cross_attention_dim {
             return Err(PipelineError::Files(format!(
                 "the text encoders' width {context_width} does not match the UNet's cross-attention width {}",

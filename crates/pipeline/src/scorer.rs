@@ -61,7 +61,8 @@ impl ClipScorer {
         }
         let policy = if dtype == DType::F16 { QuantPolicy::F16 } else { QuantPolicy::F32 };
         let store =
-            load_weights(gpu, files, &NoCache, policy, "", &["model.safetensors"], None, progress).await?;
+            load_weights(gpu, files, &NoCache, policy, "", &["model.safetensors"], None, false, progress)
+                .await?;
         let root = store.root(gpu, dtype, policy);
         let text = if root.contains("text_model.embeddings.token_embedding.weight") {
             Some((load_tokenizer(files, "").await?, ClipTextModel::load(&root, &text_cfg)?))

@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
+use crate::model::TextEncoder;
 use darkroom_gpu::{ops, Gpu, Tensor};
-use darkroom_models::clip::ClipTextModel;
 use darkroom_weights::embedding::Embedding;
 
 use crate::prompt::{self, Piece};
@@ -217,7 +217,7 @@ pub fn chunks_with(
 pub async fn encode(
     gpu: &Gpu,
     tokenizer: &ClipTokenizer,
-    clip: &ClipTextModel,
+    clip: &TextEncoder,
     vocabulary: &Vocabulary,
     prompt: &str,
     negative: &str,
@@ -251,7 +251,8 @@ pub async fn encode(
         .collect();
     let ids: Vec<u32> = distinct.iter().flat_map(|c| c.ids.iter().copied()).collect();
     let extra = vocabulary.extra.first().map_or(&[][..], Vec::as_slice);
-    let encoded = clip.forward_extended(gpu, &ids, WINDOW, extra).await?; // [distinct, 77, D]
+    // [distinct, 77, D]; an encoder kept on the host is uploaded for this and freed after.
+    let encoded = clip.on_gpu(gpu)?.forward_extended(gpu, &ids, WINDOW, extra).await?;
     let d = *encoded.shape().last().expect("3-D");
     let dtype = encoded.dtype();
     let weighted = distinct.iter().any(|c| c.weights.iter().any(|&w| w != 1.0));
@@ -313,7 +314,7 @@ pub struct Conditioning {
 #[allow(clippy::too_many_arguments)]
 pub async fn encode_sdxl(
     gpu: &Gpu,
-    (tokenizer, clip): (&ClipTokenizer, &ClipTextModel),
+    (tokenizer, clip): (&ClipTokenizer, &TextEncoder),
     xl: &crate::model::SdxlText,
     vocabulary: &Vocabulary,
     prompt: &str,
@@ -340,10 +341,11 @@ pub async fn encode_sdxl(
     let ids =
         |lists: &[Vec<Chunk>]| -> Vec<u32> { lists.iter().flatten().flat_map(|c| c.ids.clone()).collect() };
     let extra = |k: usize| vocabulary.extra.get(k).map_or(&[][..], Vec::as_slice);
-    let out1 = clip.forward_sdxl(gpu, &ids(&first), WINDOW, false, extra(0)).await?;
-    let out2 = xl.clip.forward_sdxl(gpu, &ids(&second), WINDOW, true, extra(1)).await?;
-    let (d1, d2) = (clip.config().hidden_size, xl.clip.config().hidden_size);
+    // One encoder at a time: one kept on the host is on the GPU only for its own pass.
+    let out1 = clip.on_gpu(gpu)?.forward_sdxl(gpu, &ids(&first), WINDOW, false, extra(0)).await?;
     let h1 = out1.penultimate.read_f32(gpu).await?;
+    let out2 = xl.clip.on_gpu(gpu)?.forward_sdxl(gpu, &ids(&second), WINDOW, true, extra(1)).await?;
+    let (d1, d2) = (clip.config().hidden_size, xl.clip.config().hidden_size);
     let h2 = out2.penultimate.read_f32(gpu).await?;
     let pooled = out2
         .pooled

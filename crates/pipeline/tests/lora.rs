@@ -55,7 +55,7 @@ fn lora_file(path: &str, scale: f32) -> AppliedLora {
 
 /// `dir`/cases.json's images with `file` merged at each case's scale on `folder`, against
 /// diffusers' fused images in `dir`/reference.safetensors.
-fn check_lora_cases(folder: &str, dir: &str, file: &str) {
+fn check_lora_cases(folder: &str, dir: &str, file: &str, precision: Precision) {
     let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
     let reference = SafetensorsFile::from_bytes(
         std::fs::read(fixtures().join(dir).join("reference.safetensors")).unwrap(),
@@ -68,7 +68,7 @@ fn check_lora_cases(folder: &str, dir: &str, file: &str) {
     for (index, case) in cases.iter().enumerate() {
         let scale = case["lora_scale"].as_f64().unwrap() as f32;
         let loras = if scale > 0.0 { vec![lora_file(&format!("{dir}/{file}"), scale)] } else { Vec::new() };
-        let model = load_cached(&gpu, folder, &loras, &NoCache, Precision::F32).unwrap();
+        let model = load_cached(&gpu, folder, &loras, &NoCache, precision).unwrap();
         let n = |k: &str| case[k].as_f64().unwrap();
         let mut prompt = case["prompt"].as_str().unwrap().to_string();
         if scale > 0.0 {
@@ -108,15 +108,17 @@ fn check_lora_cases(folder: &str, dir: &str, file: &str) {
 
 #[test]
 fn lora_images_match_diffusers_fused_lora() {
-    check_lora_cases("tiny-sd", "lora", "tiny-lora.safetensors");
+    check_lora_cases("tiny-sd", "lora", "tiny-lora.safetensors", Precision::F32);
 }
 
 /// kohya's SDXL layout: `lora_te1_`/`lora_te2_` and LDM-named UNet modules (input_blocks,
 /// middle_block, output_blocks, down- and upsamplers, resnet shortcuts), renamed for the UNet as
-/// diffusers' converter does (tests/reference/sdxl_lora_reference.py).
+/// diffusers' converter does (tests/reference/sdxl_lora_reference.py). The text encoders are
+/// kept on the host here: their host copies carry the merged layers.
 #[test]
 fn sdxl_kohya_lora_matches_diffusers_fused_lora() {
-    check_lora_cases("tiny-sdxl", "sdxl-lora", "tiny-sdxl-lora.safetensors");
+    let host = Precision { text_encoders: darkroom_pipeline::TextEncoders::Host, ..Precision::F32 };
+    check_lora_cases("tiny-sdxl", "sdxl-lora", "tiny-sdxl-lora.safetensors", host);
     // On an SD 1.x model the same file is refused as SDXL's.
     let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
     let err =
@@ -142,7 +144,7 @@ fn a_lora_for_another_model_is_refused_by_name() {
 #[test]
 fn only_the_layers_a_lora_changes_get_cache_entries_of_their_own() {
     let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
-    let q8 = Precision { activations: darkroom_gpu::DType::F32, weights: QuantPolicy::Q8 };
+    let q8 = Precision { weights: QuantPolicy::Q8, ..Precision::F32 };
     let cache = MemoryCache::default();
     let keys = || -> Vec<String> { cache.0.lock().unwrap().keys().cloned().collect() };
     load_cached(&gpu, "tiny-sd", &[], &cache, q8).unwrap();

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use darkroom_gpu::{Gpu, Requirements, Tensor};
 use darkroom_models::NoCache;
 use darkroom_pipeline::{
-    generate, Folder, Image, ImageRef, Precision, Recipe, Request, StableDiffusion, Stage, VaeTiling,
+    generate, Folder, Image, ImageRef, Precision, Recipe, Request, StableDiffusion, Stage, TextEncoders,
+    VaeTiling,
 };
 use darkroom_weights::SafetensorsFile;
 use serde_json::Value;
@@ -89,7 +90,11 @@ fn run(gpu: &Gpu, model: &StableDiffusion, request: &Request) -> (Vec<Image>, Ve
 
 /// Runs every case of `dir`/cases.json against diffusers' images and latents in
 /// `dir`/reference.safetensors, the VAE decoding as `tiling` says; returns the samplers seen.
-fn check_cases(dir: &str, tiling: VaeTiling) -> std::collections::BTreeSet<&'static str> {
+fn check_cases(
+    dir: &str,
+    tiling: VaeTiling,
+    precision: Precision,
+) -> std::collections::BTreeSet<&'static str> {
     let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
     let reference = SafetensorsFile::from_bytes(
         std::fs::read(fixtures().join(dir).join("reference.safetensors")).unwrap(),
@@ -108,7 +113,7 @@ fn check_cases(dir: &str, tiling: VaeTiling) -> std::collections::BTreeSet<&'sta
     for case in &cases {
         let name = case["name"].as_str().unwrap();
         let folder = case["folder"].as_str().unwrap().to_string();
-        let model = models.entry(folder.clone()).or_insert_with(|| load(&gpu, &folder, Precision::F32));
+        let model = models.entry(folder.clone()).or_insert_with(|| load(&gpu, &folder, precision));
         let mut request = request(dir, case);
         request.vae_tiling = tiling;
         seen_samplers.insert(request.recipe.sampler.id());
@@ -144,7 +149,7 @@ fn check_cases(dir: &str, tiling: VaeTiling) -> std::collections::BTreeSet<&'sta
 
 #[test]
 fn images_match_diffusers_for_every_sampler_and_mode() {
-    let seen_samplers = check_cases("pipeline", VaeTiling::Auto);
+    let seen_samplers = check_cases("pipeline", VaeTiling::Auto, Precision::F32);
     assert_eq!(seen_samplers.len(), darkroom_pipeline::Sampler::ALL.len(), "every sampler is tested");
 }
 
@@ -157,15 +162,18 @@ fn images_match_diffusers_for_every_sampler_and_mode() {
 /// SDXL (tests/reference/sdxl_reference.py, tests/fixtures/tiny-sdxl*): two text encoders,
 /// pooled embeddings and time ids, an empty negative prompt as zeros, every sampler, CFG on and
 /// off, batch 2, a square size, img2img, inpainting and outpainting with 4- and 9-channel UNets.
+/// The SDXL cases run with the text encoders kept on the host (uploaded for each encoding, one
+/// at a time), as browsers and integrated GPUs run them.
 #[test]
 fn sdxl_images_match_diffusers_for_every_sampler_and_mode() {
-    let seen_samplers = check_cases("sdxl", VaeTiling::Auto);
+    let host = Precision { text_encoders: TextEncoders::Host, ..Precision::F32 };
+    let seen_samplers = check_cases("sdxl", VaeTiling::Auto, host);
     assert_eq!(seen_samplers.len(), darkroom_pipeline::Sampler::ALL.len(), "every sampler is tested");
 }
 
 #[test]
 fn images_match_diffusers_at_sizes_the_unet_factor_does_not_divide() {
-    check_cases("sizes", VaeTiling::Tiles(2));
+    check_cases("sizes", VaeTiling::Tiles(2), Precision::F32);
 }
 
 /// f16 activations and int8 weights: the fast paths stay close to diffusers' f32 image (mean
@@ -198,7 +206,7 @@ fn f16_and_int8_paths_stay_close_to_diffusers() {
             ("f16 + int8", darkroom_models::QuantPolicy::Q8, 3.0),
         ];
         for (name, weights, limit) in modes {
-            let precision = Precision { activations: darkroom_gpu::DType::F16, weights };
+            let precision = Precision { activations: darkroom_gpu::DType::F16, weights, ..Precision::F32 };
             let model = load(&gpu, folder, precision);
             assert_eq!(model.vae_dtype, vae_dtype, "{folder}");
             let (images, _) = run(&gpu, &model, &request);
@@ -388,4 +396,64 @@ fn runs_with_the_same_prompts_reuse_the_text_encoding() {
     let before = encodings();
     run(&gpu, &model, &request("a fox", 1, 7.0));
     assert_eq!(encodings(), before + 1);
+}
+
+/// Text encoders kept on the host: the GPU holds their weights only while a prompt is encoded
+/// (none after a generation, when the resident model keeps all of them), the images are the
+/// resident model's to the bit (the SDXL cases and the SDXL LoRA cases run this way against
+/// diffusers too).
+#[test]
+fn text_encoders_kept_on_the_host_leave_the_gpu_between_prompts() {
+    let gpu = pollster::block_on(Gpu::open(&Requirements::default())).unwrap();
+    let request = |prompt: &str| {
+        let recipe = Recipe {
+            prompt: prompt.into(),
+            negative_prompt: "blurry".into(),
+            seed: Some(5),
+            steps: 2,
+            sampler: "euler".parse().unwrap(),
+            cfg_scale: 6.0,
+            width: 32,
+            height: 32,
+            ..Recipe::default()
+        };
+        Request::new(recipe, None, None).unwrap()
+    };
+    let host = Precision { text_encoders: TextEncoders::Host, ..Precision::F32 };
+    for folder in ["tiny-sd", "tiny-sdxl"] {
+        let before = gpu.weight_bytes();
+        let resident = load(&gpu, folder, Precision::F32);
+        let resident_bytes = gpu.weight_bytes() - before;
+        assert!(!resident.clip.is_on_host());
+        let (want, _) = run(&gpu, &resident, &request("a fox in snow"));
+        drop(resident);
+        assert_eq!(gpu.weight_bytes(), before, "{folder}: a dropped model frees its weights");
+
+        let parked = load(&gpu, folder, host);
+        let parked_bytes = gpu.weight_bytes() - before;
+        assert!(parked.clip.is_on_host());
+        assert_eq!(
+            parked.xl.as_ref().map(|xl| xl.clip.is_on_host()),
+            (folder == "tiny-sdxl").then_some(true)
+        );
+        assert!(
+            parked_bytes < resident_bytes,
+            "{folder}: {parked_bytes} bytes on the GPU with the text encoders on the host, {resident_bytes} without"
+        );
+        for prompt in ["a fox in snow", "an owl at night", "a fox in snow"] {
+            let (got, _) = run(&gpu, &parked, &request(prompt));
+            assert_eq!(
+                gpu.weight_bytes() - before,
+                parked_bytes,
+                "{folder}: the encoders left the GPU again"
+            );
+            if prompt == "a fox in snow" {
+                assert_eq!(
+                    got.iter().map(|i| &i.rgba).collect::<Vec<_>>(),
+                    want.iter().map(|i| &i.rgba).collect::<Vec<_>>(),
+                    "{folder}: the same image as with the encoders resident"
+                );
+            }
+        }
+    }
 }

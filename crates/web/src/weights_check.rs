@@ -98,7 +98,7 @@ async fn load_and_generate(
     let cache = IdbQuantCache::new(store);
     let files = IdbModelFiles { store, manifest, cancelled: &|| false };
     let started = now_ms();
-    let precision = Precision { activations: DType::F32, weights };
+    let precision = Precision { activations: DType::F32, weights, text_encoders: Default::default() };
     let mut progress = |_: &str, _: u64, _: u64| {};
     let model = StableDiffusion::load(&gpu, &files, &cache, &manifest.id, precision, &mut progress)
         .await

@@ -63,8 +63,9 @@ impl<'g> Runner<'g> {
             Quant::Q8 => Weights::Q8,
             Quant::Q4 => Weights::Q4,
         };
-        let precision =
+        let mut precision =
             policy::precision(gpu.capabilities().shader_f16, activations(settings.precision), weights)?;
+        precision.text_encoders = settings.text_encoders.on(&gpu.capabilities().device_type);
         if settings.outpaint.is_some() && settings.init.is_none() {
             return Err(usage("--outpaint extends --init; give the image to extend".into()));
         }

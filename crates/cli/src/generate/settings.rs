@@ -83,6 +83,11 @@ pub struct Settings {
     /// Activations: f32, f16 (needs shader-f16); auto picks f16 when the adapter has it.
     #[arg(long, value_enum, default_value = "auto")]
     pub precision: PrecisionArg,
+    /// Where the text encoders wait between prompts: gpu (resident), host (in memory, uploaded
+    /// for each new prompt and freed before the UNet runs: less GPU memory), auto (gpu on a
+    /// discrete GPU, host elsewhere).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub text_encoders: TextEncodersArg,
     /// Read the prompt as a dynamic prompt template (sd-dynamic-prompts' syntax: {a|b},
     /// {2$$a|b|c}, __wildcard__, ${var=…}): random gives each image its own expansion, picked by
     /// the image's seed; combinatorial makes every combination (each with the batch settings).
@@ -169,6 +174,7 @@ impl Settings {
             embedding_dir: None,
             quant: Quant::None,
             precision: PrecisionArg::Auto,
+            text_encoders: TextEncodersArg::Auto,
             dynamic: Dynamic::Off,
             wildcards: None,
             style: Vec::new(),
@@ -256,6 +262,24 @@ pub enum Quant {
     None,
     Q8,
     Q4,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum TextEncodersArg {
+    Auto,
+    Gpu,
+    Host,
+}
+
+impl TextEncodersArg {
+    /// The placement on an adapter of `device_type` (`policy::text_encoders` for auto).
+    pub fn on(self, device_type: &str) -> darkroom_pipeline::TextEncoders {
+        match self {
+            TextEncodersArg::Auto => darkroom_engine::policy::text_encoders(device_type),
+            TextEncodersArg::Gpu => darkroom_pipeline::TextEncoders::Gpu,
+            TextEncodersArg::Host => darkroom_pipeline::TextEncoders::Host,
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

@@ -42,16 +42,22 @@ fn profile_counts_each_dispatch_under_its_kernel() {
 }
 
 #[test]
-fn weight_bytes_count_every_uploaded_part() {
+fn weight_bytes_count_every_live_part() {
     let gpu = gpu();
-    let before = gpu.weight_bytes();
+    let start = gpu.weight_bytes();
     let (rows, cols) = (24, 64);
     let values = TestRng::new(9).vec(rows * cols);
     let bias = vec![0.5; rows];
-    let _f32 = Weight::from_f32(&gpu, rows, cols, &values, Some(&bias), WeightFormat::F32).unwrap();
-    assert_eq!(gpu.weight_bytes() - before, (rows * cols * 4 + rows * 4) as u64);
-    let before = gpu.weight_bytes();
-    let _q8 = Weight::from_f32(&gpu, rows, cols, &values, None, WeightFormat::Q8).unwrap();
+    let f32_weight = Weight::from_f32(&gpu, rows, cols, &values, Some(&bias), WeightFormat::F32).unwrap();
+    let f32_bytes = (rows * cols * 4 + rows * 4) as u64;
+    assert_eq!(gpu.weight_bytes() - start, f32_bytes);
+    let q8_weight = Weight::from_f32(&gpu, rows, cols, &values, None, WeightFormat::Q8).unwrap();
     // One byte per value plus one f32 scale per row.
-    assert_eq!(gpu.weight_bytes() - before, (rows * cols + rows * 4) as u64);
+    let q8_bytes = (rows * cols + rows * 4) as u64;
+    assert_eq!(gpu.weight_bytes() - start, f32_bytes + q8_bytes);
+    // A dropped weight gives its bytes back.
+    drop(f32_weight);
+    assert_eq!(gpu.weight_bytes() - start, q8_bytes);
+    drop(q8_weight);
+    assert_eq!(gpu.weight_bytes(), start);
 }
