@@ -153,9 +153,20 @@ impl ResnetBlock2D {
             let core = x.take(gpu, r)?;
             let shortcut = match &self.conv_shortcut {
                 Some(conv) => conv.forward(gpu, &core, None, false)?,
-                None => core,
+                None => core.clone(),
             };
-            conv3_tile(gpu, &self.conv2, self.norm2.gather_silu(gpu, &stats, &hidden, r, 1)?, Some(&shortcut))
+            let out = conv3_tile(
+                gpu,
+                &self.conv2,
+                self.norm2.gather_silu(gpu, &stats, &hidden, r, 1)?,
+                Some(&shortcut),
+            )?;
+            // The input tile leaves the GPU now (submitted, then out of the pool, not kept
+            // for reuse), so the input and the output are never both whole.
+            drop((core, shortcut));
+            gpu.flush();
+            gpu.trim_pool();
+            Ok(out)
         })
     }
 }

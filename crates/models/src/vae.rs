@@ -337,16 +337,25 @@ impl VaeDecoder {
         let x = self.conv_in.forward(gpu, &x, None, false)?;
         let x = self.mid_block.forward(gpu, &x)?;
         let mut x = Tiles::whole(&x)?;
+        // Between layers, the buffers of the layer before (other sizes than the next one's)
+        // leave the GPU: submitted, then dropped from the pool rather than kept for reuse, so
+        // the decode holds the live maps and one layer's working buffers, not every size it met.
+        let settle = || {
+            gpu.flush();
+            gpu.trim_pool();
+        };
         let mut scale = 1;
         for stage in &self.up_blocks {
             let rects: Vec<_> = grid(h, w, tile).iter().map(|r| r.scaled(scale)).collect();
             for resnet in &stage.resnets {
                 x = resnet.forward_tiles(gpu, x, &rects)?;
+                settle();
             }
             if let Some(up) = &stage.resample {
                 scale *= 2;
                 let rects: Vec<_> = grid(h, w, tile).iter().map(|r| r.scaled(scale)).collect();
                 x = up.forward_tiles(gpu, &x, &rects)?;
+                settle();
             }
         }
         let stats = self.conv_norm_out.stats(gpu, &x)?;
