@@ -25,7 +25,7 @@ pub fn decode_tile(gpu: &Gpu, model: &StableDiffusion, request: &Request) -> Opt
     let r = &request.recipe;
     let fits =
         whole_decode_buffer(model, r.width, r.height) <= gpu.capabilities().max_storage_buffer_binding_size;
-    request.vae_tiling.tile_for(r.width, r.height, fits)
+    request.vae_tiling.tile_for(r.width, r.height, model.vae_dtype.size_bytes(), fits)
 }
 
 /// The largest buffers for a size, against the adapter's binding limit.

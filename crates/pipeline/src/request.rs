@@ -96,8 +96,9 @@ pub struct Request {
 /// rounding) and the decode's memory stops growing with the image's area.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum VaeTiling {
-    /// Tiled above [`VaeTiling::AUTO_ABOVE`] pixels, or where a whole-image buffer would
-    /// exceed the adapter's binding limit.
+    /// Tiled where the whole decode would hold more than a 512x512 decode in f16 does (above
+    /// [`VaeTiling::AUTO_ABOVE`] pixels in f16, half that in f32 — SDXL's VAE), or where a
+    /// whole-image buffer would exceed the adapter's binding limit.
     #[default]
     Auto,
     /// The whole image at once.
@@ -109,16 +110,24 @@ pub enum VaeTiling {
 impl VaeTiling {
     /// Tile side in latent pixels when tiling is on without a size.
     pub const DEFAULT_TILE: usize = 32;
-    /// Auto tiles images with more pixels than this.
+    /// Auto tiles images with more pixels than this in f16 (half as many in f32).
     pub const AUTO_ABOVE: usize = 512 * 512;
 
     /// The tile (latent pixels) to decode a `width` x `height` image with, or None for the
-    /// whole image; `whole_fits` says whether the untiled decode's buffers fit the adapter.
-    pub fn tile_for(self, width: usize, height: usize, whole_fits: bool) -> Option<usize> {
+    /// whole image; `value_bytes` is the VAE's activation size (2 for f16, 4 for f32) and
+    /// `whole_fits` says whether the untiled decode's buffers fit the adapter.
+    pub fn tile_for(
+        self,
+        width: usize,
+        height: usize,
+        value_bytes: usize,
+        whole_fits: bool,
+    ) -> Option<usize> {
+        let large = width * height * value_bytes > Self::AUTO_ABOVE * 2;
         match self {
             VaeTiling::Off => None,
             VaeTiling::Tiles(t) => Some(t.max(1)),
-            VaeTiling::Auto if width * height > Self::AUTO_ABOVE || !whole_fits => Some(Self::DEFAULT_TILE),
+            VaeTiling::Auto if large || !whole_fits => Some(Self::DEFAULT_TILE),
             VaeTiling::Auto => None,
         }
     }
@@ -248,5 +257,21 @@ mod tests {
         assert_eq!(px(&mask, 23, 5), 0, "no overlap on a side that was not extended");
         assert_eq!(px(&mask, 12, 6), 255, "overlap above the bottom margin");
         assert!(outpaint_canvas(&image, [3, 0, 0, 0], 0).is_err(), "19 is not a multiple of 8");
+    }
+
+    #[test]
+    fn auto_tiling_follows_the_decode_s_size_in_bytes() {
+        let auto = VaeTiling::Auto;
+        // f16: whole up to 512x512, tiled above.
+        assert_eq!(auto.tile_for(512, 512, 2, true), None);
+        assert_eq!(auto.tile_for(576, 512, 2, true), Some(VaeTiling::DEFAULT_TILE));
+        // f32 (SDXL's VAE) holds twice the bytes: tiled from 512x512, whole at 360x360.
+        assert_eq!(auto.tile_for(512, 512, 4, true), Some(VaeTiling::DEFAULT_TILE));
+        assert_eq!(auto.tile_for(360, 360, 4, true), None);
+        // A whole image that would not fit the adapter is tiled at any size; off and a size
+        // are taken as asked.
+        assert_eq!(auto.tile_for(64, 64, 2, false), Some(VaeTiling::DEFAULT_TILE));
+        assert_eq!(VaeTiling::Off.tile_for(2048, 2048, 4, false), None);
+        assert_eq!(VaeTiling::Tiles(0).tile_for(64, 64, 2, true), Some(1));
     }
 }

@@ -112,8 +112,8 @@ pub struct Settings {
     /// it allows is used; a size it does not allow is refused.
     #[arg(long, value_name = "FILE")]
     pub preset: Option<PathBuf>,
-    /// VAE decode: auto (tiled above 512x512 pixels or where the whole image would not fit the
-    /// GPU's buffers), off (whole image), or a tile side in latent pixels (8 image pixels
+    /// VAE decode: auto (tiled above 512x512 pixels, or at 512x512 for a VAE that runs in f32
+    /// such as SDXL's, or where the whole image would not fit the GPU's buffers), off (whole image), or a tile side in latent pixels (8 image pixels
     /// each). Tiled decoding gives the same image up to rounding with far less memory.
     #[arg(long, value_parser = parse_vae_tiling, default_value = "auto", value_name = "auto|off|N")]
     pub vae_tiling: VaeTiling,
