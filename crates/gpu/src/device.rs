@@ -162,6 +162,8 @@ pub struct Gpu {
     pub(crate) weight_bytes: Arc<AtomicU64>,
     /// Which GEMM tile the matmul/linear/conv ops use ([`GemmTiles`] as a u8).
     gemm_tiles: std::sync::atomic::AtomicU8,
+    /// Work is recorded and then dropped, never submitted ([`Gpu::set_record_only`]).
+    record_only: std::sync::atomic::AtomicBool,
     pub(crate) pool: BufferPool,
     /// Work recorded but not yet submitted: ops append here; a readback or `flush` submits.
     pending: Mutex<Option<Pending>>,
@@ -242,6 +244,7 @@ impl Gpu {
             profiler: Mutex::new(None),
             weight_bytes: Arc::new(AtomicU64::new(0)),
             gemm_tiles: std::sync::atomic::AtomicU8::new(GemmTiles::Auto as u8),
+            record_only: std::sync::atomic::AtomicBool::new(false),
             pool: BufferPool::default(),
             pending: Mutex::new(None),
             uncaptured,
@@ -429,11 +432,28 @@ impl Gpu {
         f(&mut pending.encoder);
     }
 
-    /// Submits everything recorded so far.
+    /// Records work without running it: every op allocates its buffers and records its
+    /// dispatches as usual, but the recorded work is dropped instead of submitted and readbacks
+    /// return zeros. For measuring the buffer pool's allocations — which depend on shapes and
+    /// the order of ops, never on values — of large models on adapters too slow to run them
+    /// (`darkroom bench models --memory`). Uploads still happen.
+    pub fn set_record_only(&self, on: bool) {
+        self.flush();
+        self.record_only.store(on, Ordering::Relaxed);
+    }
+
+    pub fn is_record_only(&self) -> bool {
+        self.record_only.load(Ordering::Relaxed)
+    }
+
+    /// Submits everything recorded so far (drops it when recording only).
     pub fn flush(&self) {
         let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(Pending { encoder, pass, uniforms }) = pending {
             drop(pass);
+            if self.is_record_only() {
+                return;
+            }
             if let Some(block) = uniforms {
                 self.queue.write_buffer(&block.buffer, 0, &block.bytes);
             }

@@ -148,7 +148,8 @@ fn tiled_decode_refuses_a_batch_and_a_zero_tile() {
 
 /// The tiled decode's working memory: with 16 tiles, the pool's peak during the decode (what
 /// the GPU holds beyond the weights) stays under a third of the whole-image decode's, as each layer's
-/// input tiles leave the GPU once their output tiles exist. An SD-shaped decoder at a quarter
+/// input tiles leave the GPU once their output tiles exist; recording the decode without running
+/// it allocates exactly as running it does. An SD-shaped decoder at a quarter
 /// of its widths, seeded weights, 128x128 pixels in f32.
 #[test]
 fn tiled_decode_holds_far_less_than_the_whole_image() {
@@ -180,4 +181,11 @@ fn tiled_decode_holds_far_less_than_the_whole_image() {
     );
     assert!(max_abs_diff(&got, &want) <= 1e-3, "the tiled decode is the whole one's");
     assert!(tiled * 3 < whole, "tiled {tiled} bytes vs whole {whole}");
+    // Recorded without running (`bench models --memory`), the pool allocates the same.
+    gpu.set_record_only(true);
+    let (whole_recorded, zeros) = peak(None);
+    let (tiled_recorded, _) = peak(Some(4));
+    gpu.set_record_only(false);
+    assert!(zeros.iter().all(|&v| v == 0.0), "nothing ran");
+    assert_eq!((whole_recorded, tiled_recorded), (whole, tiled));
 }
