@@ -12,11 +12,12 @@ use crate::schedulers::Denoiser;
 use crate::stages;
 use crate::PipelineError;
 
-/// The largest buffer a whole-image VAE decode of `width` x `height` makes (its last level's
-/// activations).
+/// The largest buffer a whole-image VAE decode of `width` x `height` makes: a map at full
+/// size, as wide as the last up block's input (the upsampled output of the block before, with
+/// the second channel count: 256 for SD's VAE) or its own output, whichever is wider.
 pub fn whole_decode_buffer(model: &StableDiffusion, width: usize, height: usize) -> u64 {
     let bytes = model.vae_dtype.size_bytes() as u64;
-    let top = *model.vae_config.block_out_channels.first().unwrap_or(&128) as u64;
+    let top = model.vae_config.block_out_channels.iter().take(2).max().copied().unwrap_or(256) as u64;
     top * (width * height) as u64 * bytes
 }
 
