@@ -12,7 +12,7 @@ use darkroom_gpu::{DType, GemmTiles, Gpu, GpuError, Tensor, Weight, WeightFormat
 use darkroom_models::clip::ClipTextModel;
 use darkroom_models::config::{ClipTextConfig, UNet2DConditionConfig};
 use darkroom_models::unet::UNet2DConditionModel;
-use darkroom_models::vae::{AutoencoderKLConfig, VaeDecoder, VaeEncoder};
+use darkroom_models::vae::{AutoencoderKLConfig, VaeDecoder};
 use darkroom_models::ModelError;
 use darkroom_models::{QuantPolicy, WeightStore};
 
@@ -429,7 +429,8 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
     // SDXL's VAE says force_upcast: the pipeline runs it in f32 (it overflows f16).
     let vae_dtype = if opts.architecture.is_sdxl() { DType::F32 } else { dtype };
     let vae_root = store.root(gpu, vae_dtype, policy);
-    let _encoder = VaeEncoder::load(&vae_root, &vae_cfg)?;
+    // The VAE encoder waits on the host (uploaded only to encode an init image), as the
+    // pipeline keeps it: not part of txt2img's memory.
     let decoder = VaeDecoder::load(&vae_root, &vae_cfg)?;
     gpu.finish()?;
     built += start.elapsed().as_secs_f64();
@@ -461,7 +462,14 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
     let step_peak = stage_peak(held);
     let latents = Tensor::from_f32(gpu, &[1, 4, latent, latent], &rng.vec(4 * latent * latent), vae_dtype)?;
     let held = stage_start();
-    let run_decode = || match opts.vae_tile {
+    // Without --vae-tile, the tile `generate --vae-tiling auto` would pick.
+    let widest_full = vae_cfg.block_out_channels.iter().take(2).max().copied().unwrap_or(256);
+    let whole_fits = (widest_full * opts.size * opts.size * vae_dtype.size_bytes()) as u64
+        <= gpu.capabilities().max_storage_buffer_binding_size;
+    let vae_tile = opts.vae_tile.or_else(|| {
+        darkroom_pipeline::VaeTiling::Auto.tile_for(opts.size, opts.size, vae_dtype.size_bytes(), whole_fits)
+    });
+    let run_decode = || match vae_tile {
         Some(t) => decoder.forward_tiled(gpu, &latents, t),
         None => decoder.forward(gpu, &latents),
     };
@@ -497,7 +505,7 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
         (format!("text encode (batch {batch}, 77 tokens)"), encode, encode_peak),
         (format!("UNet step (batch {batch}, {latent}x{latent} latents)"), step, step_peak),
         (
-            match opts.vae_tile {
+            match vae_tile {
                 Some(t) => format!("VAE decode ({0}x{0} px, tiles {1}x{1})", opts.size, t * multiple),
                 None => format!("VAE decode ({0}x{0} px, whole)", opts.size),
             },

@@ -103,8 +103,8 @@ enum Command {
         /// `models`: also split one UNet step by kernel (GPU timestamp queries).
         #[arg(long)]
         profile: bool,
-        /// `models`: decode in tiles of N latent pixels (8 image pixels each) instead of the
-        /// whole image.
+        /// `models`: decode in tiles of N latent pixels (8 image pixels each); default: as
+        /// `generate --vae-tiling auto` decides for the size.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1024))]
         vae_tile: Option<u64>,
         /// `models`: run each stage once and report its GPU memory (no warm-up or timing runs:

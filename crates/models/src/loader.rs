@@ -250,6 +250,14 @@ impl WeightStore {
         }
     }
 
+    /// Drops the staged tensors whose names `keep` refuses (their keys stay in the header and
+    /// count as used if they were): what a module built from this store no longer needs.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        if let Backing::Staged { tensors, .. } = &self.backing {
+            tensors.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| keep(k));
+        }
+    }
+
     /// Bytes this store holds in host memory (tensors kept as bytes and packed host copies).
     pub fn host_bytes(&self) -> u64 {
         let Backing::Staged { tensors, .. } = &self.backing else { return 0 };

@@ -279,7 +279,8 @@ pub struct StableDiffusion {
     /// The VAE's activations: f32 for an SDXL VAE that says `force_upcast` (it overflows f16,
     /// and diffusers' SDXL pipelines upcast it), else the model's.
     pub vae_dtype: DType,
-    pub vae_encoder: VaeEncoder,
+    /// Kept in host memory and uploaded for each image it encodes (txt2img never needs it).
+    pub vae_encoder: Held<VaeEncoder>,
     pub vae_decoder: VaeDecoder,
     pub schedule: NoiseScheduleConfig,
     pub precision: Precision,
@@ -536,13 +537,15 @@ impl StableDiffusion {
 
         let vae_config = AutoencoderKLConfig::from_json(&text(files, "vae/config.json").await?)
             .map_err(config_error("vae/config.json"))?;
-        let store = load_weights(gpu, files, cache, policy, "vae", &diffusers, None, false, progress).await?;
+        // The VAE's matrices stay in host memory: the decoder is uploaded now and stays; the
+        // encoder (img2img and inpainting only) is uploaded when an image is encoded.
+        let store = load_weights(gpu, files, cache, policy, "vae", &diffusers, None, true, progress).await?;
         let vae_dtype = if xl.is_some() && vae_config.force_upcast { DType::F32 } else { dtype };
-        let root = store.root(gpu, vae_dtype, policy);
-        let vae_encoder = VaeEncoder::load(&root, &vae_config)?;
-        let vae_decoder = VaeDecoder::load(&root, &vae_config)?;
-        store.require_all_used()?;
-        drop(store);
+        let vae_decoder = VaeDecoder::load(&store.root(gpu, vae_dtype, policy), &vae_config)?;
+        store.retain(|key| !key.starts_with("decoder.") && !key.starts_with("post_quant_conv."));
+        let config = vae_config.clone();
+        let vae_encoder =
+            Held::on_host(gpu, store, vae_dtype, policy, move |vb| VaeEncoder::load(vb, &config), |_| false)?;
 
         let schedule = NoiseScheduleConfig::from_json(&text(files, "scheduler/scheduler_config.json").await?)
             .map_err(PipelineError::Files)?;

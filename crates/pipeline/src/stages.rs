@@ -164,9 +164,19 @@ pub async fn initial_latents(
     let nine = model.is_inpainting();
 
     // The VAE encoder's latent distribution of an image, sampled per image with its generator.
+    // The encoder is uploaded at its first use here and freed when the latents are made.
+    let encoder = std::cell::OnceCell::new();
+    let encoder = &encoder;
     let mean_std = |planar: Vec<f32>| async move {
         let x = Tensor::from_f32(gpu, &[1, 3, recipe.height, recipe.width], &planar, model.vae_dtype)?;
-        let moments = model.vae_encoder.forward(gpu, &x)?.read_f32(gpu).await?;
+        let vae = match encoder.get() {
+            Some(vae) => vae,
+            None => {
+                let uploaded = model.vae_encoder.on_gpu(gpu)?;
+                encoder.get_or_init(|| uploaded)
+            }
+        };
+        let moments = vae.forward(gpu, &x)?.read_f32(gpu).await?;
         let (mean, logvar) = moments.split_at(per_image);
         let std: Vec<f32> = logvar.iter().map(|&l| (0.5 * l.clamp(-30.0, 20.0)).exp()).collect();
         Ok::<_, PipelineError>((mean.to_vec(), std))

@@ -399,6 +399,7 @@ fn runs_with_the_same_prompts_reuse_the_text_encoding() {
 }
 
 /// Text encoders kept on the host: the GPU holds their weights only while a prompt is encoded
+/// (and the VAE encoder only while an init image is encoded)
 /// (none after a generation, when the resident model keeps all of them), the images are the
 /// resident model's to the bit (the SDXL cases and the SDXL LoRA cases run this way against
 /// diffusers too).
@@ -455,5 +456,14 @@ fn text_encoders_kept_on_the_host_leave_the_gpu_between_prompts() {
                 );
             }
         }
+        // The VAE encoder waits on the host in every model: img2img uploads it and frees it.
+        assert!(parked.vae_encoder.is_on_host());
+        let mut img2img = request("a fox in snow");
+        img2img.recipe.strength = Some(0.6);
+        img2img.recipe.init = Some(ImageRef::Attachment(0));
+        let img2img = Request::new(img2img.recipe, Some(want[0].clone()), None).unwrap();
+        let (made, _) = run(&gpu, &parked, &img2img);
+        assert_eq!(made.len(), 1);
+        assert_eq!(gpu.weight_bytes() - before, parked_bytes, "{folder}: the VAE encoder left the GPU");
     }
 }
