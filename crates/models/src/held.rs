@@ -34,20 +34,26 @@ impl<T> std::ops::Deref for InUse<'_, T> {
 }
 
 impl<T> Held<T> {
-    /// Keeps `store` on the host; `build` is checked once now (every key must be used), and
-    /// the module it built is dropped, so its weights leave the GPU until [`Held::on_gpu`].
-    pub fn on_host(
+    /// Builds the module from `store` with `build` and requires every key of the file to be
+    /// used (but those `ignorable` says may be left). `on_host`: the module built is dropped and
+    /// the store kept, so its weights leave the GPU until [`Held::on_gpu`]; else the module
+    /// stays on the GPU and the store goes.
+    pub fn load(
         gpu: &Gpu,
         store: WeightStore,
-        dtype: DType,
-        policy: QuantPolicy,
+        (dtype, policy): (DType, QuantPolicy),
         build: impl Fn(&Vb) -> Result<T, ModelError> + Send + Sync + 'static,
         ignorable: impl Fn(&str) -> bool,
+        on_host: bool,
     ) -> Result<Held<T>, ModelError> {
-        drop(build(&store.root(gpu, dtype, policy))?);
+        let module = build(&store.root(gpu, dtype, policy))?;
         if store.unused_keys().iter().any(|k| !ignorable(k)) {
             store.require_all_used()?;
         }
+        if !on_host {
+            return Ok(Held::Gpu(module));
+        }
+        drop(module);
         Ok(Held::Host { store, dtype, policy, build: Box::new(build) })
     }
 
@@ -64,13 +70,5 @@ impl<T> Held<T> {
     /// Whether the module waits in host memory between uses.
     pub fn is_on_host(&self) -> bool {
         matches!(self, Held::Host { .. })
-    }
-
-    /// Bytes the module keeps in host memory (0 on the GPU).
-    pub fn host_bytes(&self) -> u64 {
-        match self {
-            Held::Gpu(_) => 0,
-            Held::Host { store, .. } => store.host_bytes(),
-        }
     }
 }

@@ -257,19 +257,6 @@ impl WeightStore {
             tensors.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| keep(k));
         }
     }
-
-    /// Bytes this store holds in host memory (tensors kept as bytes and packed host copies).
-    pub fn host_bytes(&self) -> u64 {
-        let Backing::Staged { tensors, .. } = &self.backing else { return 0 };
-        let map = tensors.lock().unwrap_or_else(|p| p.into_inner());
-        map.values()
-            .map(|t| match t {
-                Staged::Raw(_, bytes) => bytes.len() as u64,
-                Staged::Packed(p) => 4 * (p.data.len() + p.scales.len()) as u64,
-                Staged::Matrix(_) => 0,
-            })
-            .sum()
-    }
 }
 
 /// Seeded values for `key` (the seed mixed with the key's bytes, so each tensor differs).

@@ -21,6 +21,7 @@ pub mod scorer;
 pub mod scores;
 pub mod stages;
 pub mod text;
+pub mod text_encoder;
 pub mod tokenizer;
 pub mod upscale;
 

@@ -4,9 +4,11 @@
 //! the blob store in the browser.
 
 use darkroom_gpu::{DType, Gpu};
-use darkroom_models::clip::ClipTextModel;
 use darkroom_models::config::{ClipTextConfig, UNet2DConditionConfig};
-use darkroom_models::held::{Held, InUse};
+use darkroom_models::held::Held;
+
+use crate::text_encoder::load_text_encoder;
+pub use crate::text_encoder::{SdxlText, TextEncoder, TextEncoders};
 use darkroom_models::unet::UNet2DConditionModel;
 use darkroom_models::vae::{AutoencoderKLConfig, VaeDecoder, VaeEncoder};
 use darkroom_models::{LoraMerge, QuantCache, QuantPolicy, Stager, WeightStore};
@@ -174,87 +176,6 @@ impl Precision {
     /// The weights as stored, in f32: the mode that reproduces diffusers.
     pub const F32: Precision =
         Precision { activations: DType::F32, weights: QuantPolicy::F32, text_encoders: TextEncoders::Gpu };
-}
-
-/// Where the text encoders' weights wait between prompts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TextEncoders {
-    /// On the GPU all along: no upload per prompt.
-    #[default]
-    Gpu,
-    /// In host memory, uploaded for each new prompt's encoding and freed before the UNet runs:
-    /// the GPU holds them only during the text stage (SDXL's two are ~0.8 GB in int8).
-    Host,
-}
-
-/// A text encoder and its config, [`Held`] on the GPU or the host.
-pub struct TextEncoder {
-    config: ClipTextConfig,
-    model: Held<ClipTextModel>,
-}
-
-impl TextEncoder {
-    pub fn config(&self) -> &ClipTextConfig {
-        &self.config
-    }
-
-    /// The encoder on the GPU for one encoding (uploaded now when it waits on the host).
-    pub fn on_gpu(&self, gpu: &Gpu) -> Result<InUse<'_, ClipTextModel>, PipelineError> {
-        Ok(self.model.on_gpu(gpu)?)
-    }
-
-    /// Whether it waits in host memory between prompts.
-    pub fn is_on_host(&self) -> bool {
-        self.model.is_on_host()
-    }
-}
-
-/// Loads the text encoder in `dir` (`text_encoder`, SDXL's `text_encoder_2`) as `precision`
-/// says: on the GPU, or kept in host memory. Every key must be used (position ids excepted).
-#[allow(clippy::too_many_arguments)]
-async fn load_text_encoder<F: ModelFiles, C: QuantCache>(
-    gpu: &Gpu,
-    files: &F,
-    cache: &C,
-    dir: &str,
-    config: ClipTextConfig,
-    precision: Precision,
-    merge: Option<LoraMerge>,
-    progress: &mut dyn FnMut(&str, u64, u64),
-) -> Result<TextEncoder, PipelineError> {
-    // Text encoders stay int8 under a 4-bit policy (QuantPolicy::for_text_encoder).
-    let policy = precision.weights.for_text_encoder();
-    let dtype = precision.activations;
-    let on_host = precision.text_encoders == TextEncoders::Host;
-    let names = ["model.safetensors", "model.fp16.safetensors"];
-    let store =
-        load_weights(gpu, files, cache, policy, dir, &names, merge.clone(), on_host, progress).await?;
-    let ignorable = |k: &str| k.ends_with("position_ids");
-    let model = if on_host {
-        let cfg = config.clone();
-        Held::on_host(gpu, store, dtype, policy, move |vb| ClipTextModel::load(vb, &cfg), ignorable)?
-    } else {
-        let model = ClipTextModel::load(&store.root(gpu, dtype, policy), &config)?;
-        if store.unused_keys().iter().any(|k| !ignorable(k)) {
-            store.require_all_used()?;
-        }
-        Held::Gpu(model)
-    };
-    if let Some(merge) = &merge {
-        merge.require_all_applied()?;
-    }
-    Ok(TextEncoder { config, model })
-}
-
-/// SDXL's second tokenizer and text encoder (OpenCLIP bigG with its projection), and how its
-/// pipeline conditions.
-pub struct SdxlText {
-    pub tokenizer: ClipTokenizer,
-    pub clip: TextEncoder,
-    /// model_index.json's `force_zeros_for_empty_prompt`: an empty negative prompt conditions
-    /// on zeros (diffusers' behaviour when no negative prompt is given), not on the encoded
-    /// empty string.
-    pub force_zeros_for_empty_prompt: bool,
 }
 
 /// Which pipeline a model folder is, from model_index.json.
@@ -544,8 +465,8 @@ impl StableDiffusion {
         let vae_decoder = VaeDecoder::load(&store.root(gpu, vae_dtype, policy), &vae_config)?;
         store.retain(|key| !key.starts_with("decoder.") && !key.starts_with("post_quant_conv."));
         let config = vae_config.clone();
-        let vae_encoder =
-            Held::on_host(gpu, store, vae_dtype, policy, move |vb| VaeEncoder::load(vb, &config), |_| false)?;
+        let build = move |vb: &darkroom_models::Vb| VaeEncoder::load(vb, &config);
+        let vae_encoder = Held::load(gpu, store, (vae_dtype, policy), build, |_| false, true)?;
 
         let schedule = NoiseScheduleConfig::from_json(&text(files, "scheduler/scheduler_config.json").await?)
             .map_err(PipelineError::Files)?;
