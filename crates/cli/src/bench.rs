@@ -463,9 +463,9 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
     let latents = Tensor::from_f32(gpu, &[1, 4, latent, latent], &rng.vec(4 * latent * latent), vae_dtype)?;
     let held = stage_start();
     // Without --vae-tile, the tile `generate --vae-tiling auto` would pick.
-    let widest_full = vae_cfg.block_out_channels.iter().take(2).max().copied().unwrap_or(256);
-    let whole_fits = (widest_full * opts.size * opts.size * vae_dtype.size_bytes()) as u64
-        <= gpu.capabilities().max_storage_buffer_binding_size;
+    let whole_fits =
+        darkroom_pipeline::generate::whole_decode_bytes(&vae_cfg, vae_dtype, opts.size, opts.size)
+            <= gpu.capabilities().max_storage_buffer_binding_size;
     let vae_tile = opts.vae_tile.or_else(|| {
         darkroom_pipeline::VaeTiling::Auto.tile_for(opts.size, opts.size, vae_dtype.size_bytes(), whole_fits)
     });

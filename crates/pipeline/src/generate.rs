@@ -16,9 +16,18 @@ use crate::PipelineError;
 /// size, as wide as the last up block's input (the upsampled output of the block before, with
 /// the second channel count: 256 for SD's VAE) or its own output, whichever is wider.
 pub fn whole_decode_buffer(model: &StableDiffusion, width: usize, height: usize) -> u64 {
-    let bytes = model.vae_dtype.size_bytes() as u64;
-    let top = model.vae_config.block_out_channels.iter().take(2).max().copied().unwrap_or(256) as u64;
-    top * (width * height) as u64 * bytes
+    whole_decode_bytes(&model.vae_config, model.vae_dtype, width, height)
+}
+
+/// [`whole_decode_buffer`] for a VAE of `config` running in `dtype`.
+pub fn whole_decode_bytes(
+    config: &darkroom_models::vae::AutoencoderKLConfig,
+    dtype: darkroom_gpu::DType,
+    width: usize,
+    height: usize,
+) -> u64 {
+    let top = config.block_out_channels.iter().take(2).max().copied().unwrap_or(256) as u64;
+    top * (width * height) as u64 * dtype.size_bytes() as u64
 }
 
 /// The tile (latent pixels) the VAE decodes this request with, or None for the whole image.
