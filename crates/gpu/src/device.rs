@@ -498,17 +498,6 @@ impl Gpu {
         self.gemm_tiles.store(tiles as u8, Ordering::Relaxed);
     }
 
-    /// A weight buffer with `contents`, counted in [`Gpu::weight_bytes`] while it lives.
-    pub(crate) fn weight_buffer(&self, label: &str, contents: &[u8]) -> crate::weight::WeightBuffer {
-        let bytes = contents.len() as u64;
-        self.weight_bytes.fetch_add(bytes, Ordering::Relaxed);
-        crate::weight::WeightBuffer {
-            buffer: self.buffer_with(label, contents, wgpu::BufferUsages::STORAGE),
-            bytes,
-            counter: self.weight_bytes.clone(),
-        }
-    }
-
     /// Frees the pool's idle buffers.
     pub fn trim_pool(&self) {
         self.pool.trim();

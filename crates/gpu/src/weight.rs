@@ -28,6 +28,19 @@ impl Drop for WeightBuffer {
     }
 }
 
+impl WeightBuffer {
+    /// A buffer with `contents`, counted in [`Gpu::weight_bytes`] while it lives.
+    pub(crate) fn new(gpu: &Gpu, label: &str, contents: &[u8]) -> WeightBuffer {
+        let bytes = contents.len() as u64;
+        gpu.weight_bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        WeightBuffer {
+            buffer: gpu.buffer_with(label, contents, wgpu::BufferUsages::STORAGE),
+            bytes,
+            counter: gpu.weight_bytes.clone(),
+        }
+    }
+}
+
 /// Rows `first_row .. first_row + rows` of a weight, in buffers of their own.
 pub(crate) struct WeightPart {
     pub first_row: usize,
@@ -101,7 +114,7 @@ impl Weight {
         }
         rows_per_part = rows_per_part.min(packed.rows.max(1));
 
-        let storage = |label: &str, contents: &[u8]| gpu.weight_buffer(label, contents);
+        let storage = |label: &str, contents: &[u8]| WeightBuffer::new(gpu, label, contents);
         let mut parts = Vec::new();
         let mut first_row = 0;
         while first_row < packed.rows || (packed.rows == 0 && parts.is_empty()) {
@@ -159,7 +172,7 @@ impl Weight {
         }
         for part in &mut self.parts {
             let slice = &bias[part.first_row..part.first_row + part.rows];
-            part.bias = Some(gpu.weight_buffer("bias", bytemuck::cast_slice(slice)));
+            part.bias = Some(WeightBuffer::new(gpu, "bias", bytemuck::cast_slice(slice)));
         }
         self.has_bias = true;
         Ok(())
