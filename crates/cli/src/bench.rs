@@ -426,8 +426,8 @@ pub fn models(gpu: &Gpu, opts: &ModelOptions) -> Result<(), ModelError> {
     let start = Instant::now();
     let root = store.root(gpu, dtype, policy);
     let unet = UNet2DConditionModel::load(&root, &unet_cfg)?;
-    // SDXL's VAE says force_upcast: the pipeline runs it in f32 (it overflows f16).
-    let vae_dtype = if opts.architecture.is_sdxl() { DType::F32 } else { dtype };
+    // As the pipeline runs it: SDXL's VAE (force_upcast) in f32.
+    let vae_dtype = darkroom_pipeline::model::vae_dtype(opts.architecture.is_sdxl(), &vae_cfg, dtype);
     let vae_root = store.root(gpu, vae_dtype, policy);
     // The VAE encoder waits on the host (uploaded only to encode an init image), as the
     // pipeline keeps it: not part of txt2img's memory.

@@ -178,6 +178,16 @@ impl Precision {
         Precision { activations: DType::F32, weights: QuantPolicy::F32, text_encoders: TextEncoders::Gpu };
 }
 
+/// The activations a VAE runs in beside a model in `dtype`: f32 for an SDXL VAE that says
+/// `force_upcast` (SDXL's overflows f16; diffusers' SDXL pipelines upcast it), else `dtype`.
+pub fn vae_dtype(sdxl: bool, config: &AutoencoderKLConfig, dtype: DType) -> DType {
+    if sdxl && config.force_upcast {
+        DType::F32
+    } else {
+        dtype
+    }
+}
+
 /// Which pipeline a model folder is, from model_index.json.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -461,7 +471,7 @@ impl StableDiffusion {
         // The VAE's matrices stay in host memory: the decoder is uploaded now and stays; the
         // encoder (img2img and inpainting only) is uploaded when an image is encoded.
         let store = load_weights(gpu, files, cache, policy, "vae", &diffusers, None, true, progress).await?;
-        let vae_dtype = if xl.is_some() && vae_config.force_upcast { DType::F32 } else { dtype };
+        let vae_dtype = vae_dtype(xl.is_some(), &vae_config, dtype);
         let vae_decoder = VaeDecoder::load(&store.root(gpu, vae_dtype, policy), &vae_config)?;
         store.retain(|key| !key.starts_with("decoder.") && !key.starts_with("post_quant_conv."));
         let config = vae_config.clone();
